@@ -1,0 +1,3 @@
+from ups.cli import main
+
+raise SystemExit(main())
