@@ -1,0 +1,42 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Each sets up .venv first
+# (once; later runs only check a stamp), then runs.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+UPS    := $(VENV)/bin/ups
+# The CPU build of torch that lies on this kind of machine's disk. On a GPU machine, set
+# TORCH_SPEC to the build you want, e.g. `make setup TORCH_SPEC="torch==2.13.0 --index-url …"`.
+TORCH_SPEC ?= torch==2.13.0
+STAMP  := $(VENV)/.ups-installed
+DATA   := data/builtin
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test test-slow docs clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_SPEC)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(UPS) data generate burgers1d --out $(DATA) --param nu=0.01
+	$(UPS) data generate darcy2d --out $(DATA) --param beta=1.0
+	$(UPS) data summary --config configs/demo.yaml
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-slow: setup
+	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+# Regenerate the files that are generated from the config schema.
+docs: setup
+	$(PY) -m ups.config.docs markdown > docs/configuration.md.tmp && mv docs/configuration.md.tmp docs/configuration.md
+	$(PY) -m ups.config.docs defaults > configs/defaults.yaml.tmp && mv configs/defaults.yaml.tmp configs/defaults.yaml
+
+clean:
+	rm -rf $(VENV) .pytest_cache build src/*.egg-info

@@ -1,0 +1,47 @@
+"""Configuration: YAML files with ``include:``, dotted overrides, a typed schema.
+
+``load_config`` is the one entry point: it reads, merges, overrides and validates, and either
+returns a typed ``Config`` or raises one ``ConfigError`` listing every problem, before any
+work starts and before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import yaml
+
+from ups.config.load import apply_overrides, read_config_tree
+from ups.config.schema import STAGE_NAMES, Config, TaskConfig
+from ups.config.validate import Problems, build_config, check_consistency, string_keys, task_path
+from ups.errors import ConfigError
+
+__all__ = ["Config", "TaskConfig", "STAGE_NAMES", "load_config", "to_dict", "to_yaml", "task_path"]
+
+
+def load_config(path: str | Path | None, overrides: list[str] = (), *, check_files: bool = True) -> Config:
+    """Read ``path`` (None: the schema defaults), apply ``overrides`` and validate everything.
+
+    With ``check_files`` the data files named by the tasks must exist.
+    """
+    tree, sources = read_config_tree(path) if path is not None else ({}, {})
+    apply_overrides(tree, sources, list(overrides), string_keys())
+    problems = Problems(sources)
+    cfg = build_config(tree, problems)
+    if cfg is not None:
+        check_consistency(cfg, problems, check_files=check_files)
+    if problems.items:
+        head = f"{path}: " if path is not None else ""
+        count = len(problems.items)
+        lines = "\n".join(f"  - {p}" for p in problems.items)
+        raise ConfigError(f"{head}{count} problem{'s' if count > 1 else ''} in the configuration:\n{lines}")
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, default_flow_style=False)

@@ -1,0 +1,285 @@
+"""The typed configuration schema: every knob, its type, default, bounds and meaning.
+
+The dataclasses here are the single source of the defaults. ``configs/defaults.yaml`` and
+``docs/configuration.md`` are generated from them (``python -m ups.config.docs``) and a test
+keeps both in step.
+
+Field metadata:
+    help      one line for the docs
+    min/max   inclusive bounds for numbers; ``gt`` is an exclusive lower bound
+    read_by   which part of UPS consumes the key (shown in the docs)
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+STAGE_NAMES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
+
+
+def knob(default, help: str, *, read_by: str, min=None, max=None, gt=None):
+    """A config field with its documentation and bounds."""
+    meta = {"help": help, "read_by": read_by, "min": min, "max": max, "gt": gt}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def section(cls, help: str):
+    return field(default_factory=cls, metadata={"help": help})
+
+
+# ----------------------------------------------------------------------------------- data
+@dataclass
+class TaskConfig:
+    """One PDE task: a file in a PDEBench layout."""
+
+    name: str = knob("", "task name, used in metric keys (`val/<name>/nrmse`) and splits", read_by="data")
+    path: str = knob("", "HDF5 file; relative paths are under `paths.data_dir`", read_by="data")
+    layout: Literal["auto", "single", "darcy", "multigroup"] = knob(
+        "auto", "PDEBench layout of the file; `auto` detects it from the keys", read_by="data"
+    )
+    params: dict[str, float] = knob(
+        {}, "PDE parameters that override those parsed from the file name and attributes", read_by="data"
+    )
+
+
+@dataclass
+class SplitConfig:
+    train: float = knob(0.8, "fraction of trajectories for training", read_by="data", min=0.0, max=1.0)
+    val: float = knob(0.1, "fraction for validation (0 with validation on: carved off train, with a warning)",
+                      read_by="data", min=0.0, max=1.0)
+    test: float = knob(0.1, "fraction held out for evaluation", read_by="data", min=0.0, max=1.0)
+
+
+@dataclass
+class DataConfig:
+    tasks: list[TaskConfig] = knob(
+        [TaskConfig(name="burgers1d", path="1D_Burgers_Sols_Nu0.01.hdf5")],
+        "the tasks to train on (at least one); by default the built-in Burgers data", read_by="data",
+    )
+    reduced_resolution: int = knob(1, "keep every r-th grid point in each spatial axis", read_by="data", min=1)
+    reduced_resolution_t: int = knob(1, "keep every r-th stored time step", read_by="data", min=1)
+    split: SplitConfig = section(SplitConfig, "trajectory-level train/val/test split, seeded by `seed`")
+    normalization: Literal["standard", "none"] = knob(
+        "standard", "per-channel mean/std from the train split, or none", read_by="data"
+    )
+
+
+# ---------------------------------------------------------------------------- the models
+@dataclass
+class LatentConfig:
+    tokens: int = knob(32, "number of latent tokens L", read_by="models", min=1)
+    dim: int = knob(64, "width D of each latent token", read_by="models", min=1)
+
+
+@dataclass
+class EncoderConfig:
+    hidden: int = knob(64, "channels of the grid encoder's convolutional trunk", read_by="models", min=1)
+    depth: int = knob(2, "number of encoder blocks", read_by="models", min=1)
+    patch_size: int = knob(4, "grid points per patch along each axis", read_by="models", min=1)
+
+
+@dataclass
+class DecoderConfig:
+    hidden: int = knob(128, "width of the any-point decoder", read_by="models", min=1)
+    depth: int = knob(3, "number of decoder layers", read_by="models", min=1)
+    fourier_features: int = knob(16, "Fourier features of the query coordinates", read_by="models", min=0)
+    query_points: int = knob(
+        256, "points queried per sample during autoencoder training", read_by="autoencoder stage", min=1
+    )
+
+
+@dataclass
+class OperatorConfig:
+    depth: int = knob(4, "transformer blocks in the latent operator", read_by="models", min=1)
+    heads: int = knob(4, "attention heads (must divide `latent.dim`)", read_by="models", min=1)
+    mlp_ratio: float = knob(2.0, "hidden width of each MLP, as a multiple of `latent.dim`", read_by="models", gt=0)
+    dropout: float = knob(0.0, "dropout inside the operator blocks", read_by="models", min=0.0, max=1.0)
+    spectral_weight: float = knob(
+        0.1, "weight of the spectral loss term", read_by="operator stage", min=0.0
+    )
+    rollout_weight: float = knob(
+        1.0, "weight of the unrolled rollout loss term", read_by="operator stage", min=0.0
+    )
+    decoded_weight: float = knob(
+        0.0, "weight of the optional decoded-space loss through the frozen decoder", read_by="operator stage",
+        min=0.0,
+    )
+
+
+@dataclass
+class DiffusionConfig:
+    hidden: int = knob(128, "width of the flow-matching network", read_by="diff_residual stage", min=1)
+    depth: int = knob(3, "blocks of the flow-matching network", read_by="diff_residual stage", min=1)
+    steps_infer: int = knob(8, "sampler steps at inference", read_by="diff_residual stage", min=1)
+    sampler: Literal["euler", "heun"] = knob("heun", "ODE sampler", read_by="diff_residual stage")
+    val_samples: int = knob(4, "samples per input for CRPS during validation", read_by="diff_residual stage",
+                            min=1)
+
+
+@dataclass
+class ConsistencyConfig:
+    steps_infer: int = knob(1, "student sampling steps (1 or 2)", read_by="consistency_distill stage",
+                            min=1, max=2)
+
+
+@dataclass
+class SteadyPriorConfig:
+    hidden: int = knob(128, "width of the steady-state flow-matching network", read_by="steady_prior stage",
+                       min=1)
+    depth: int = knob(3, "blocks of the steady-state network", read_by="steady_prior stage", min=1)
+    steps_infer: int = knob(8, "sampler steps at inference", read_by="steady_prior stage", min=1)
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class TrainingConfig:
+    batch_size: int = knob(16, "samples per optimisation step (per device)", read_by="engines", min=1)
+    num_workers: int = knob(0, "DataLoader worker processes", read_by="engines", min=0)
+    pin_memory: bool = knob(False, "pin host memory for faster GPU copies", read_by="engines")
+    persistent_workers: bool = knob(False, "keep DataLoader workers alive between epochs", read_by="engines")
+    accelerator: Literal["auto", "cpu", "gpu"] = knob("auto", "where to train", read_by="engines")
+    devices: int = knob(1, "devices per node", read_by="engines", min=1)
+    num_nodes: int = knob(1, "nodes (multi-node runs use Lightning's own launch)", read_by="engines", min=1)
+    strategy: Literal["auto", "ddp", "fsdp"] = knob("auto", "distribution strategy", read_by="engines")
+    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "64-true"] = knob(
+        "auto", "numeric precision; `auto` is 32-true on CPU and bf16-mixed on GPU", read_by="engines"
+    )
+    compile: bool = knob(False, "torch.compile the model submodules", read_by="engines")
+    gradient_clip_val: Optional[float] = knob(None, "clip gradients to this global norm (off when unset)",
+                                              read_by="engines", gt=0)
+    accumulate_grad_batches: int = knob(1, "batches accumulated per optimizer step", read_by="engines", min=1)
+    ema_decay: Optional[float] = knob(None, "exponential moving average of weights (off when unset)",
+                                      read_by="engines", gt=0, max=1.0)
+    skip_lightning_val: bool = knob(
+        False, "no validation loop, monitor or early stopping; gating is left to evaluation", read_by="engines"
+    )
+    val_check_interval: float = knob(1.0, "fraction of an epoch between validations", read_by="engines",
+                                     gt=0, max=1.0)
+    rollout_horizon: int = knob(4, "steps of the unrolled rollout windows", read_by="operator stage", min=1)
+    time_stride: int = knob(1, "frames between a latent pair's input and target", read_by="operator stage",
+                            min=1)
+    latent_cache_dir: Optional[str] = knob(None, "folder for cached latents (off when unset)",
+                                           read_by="latent cache")
+    latent_cache_dtype: Literal["float16", "float32"] = knob("float16", "dtype of cached latents",
+                                                             read_by="latent cache")
+    lightning_profile: Literal["none", "timer", "simple", "advanced", "pytorch"] = knob(
+        "none", "profiling callbacks and profiler", read_by="engines"
+    )
+    max_time: Optional[str] = knob(None, "wall-clock limit per stage, DD:HH:MM:SS", read_by="engines")
+    nan_policy: Literal["stop", "skip_batch"] = knob("stop", "what a non-finite loss does", read_by="engines")
+    max_skipped_batches: int = knob(10, "with nan_policy=skip_batch, stop after this many", read_by="engines",
+                                    min=0)
+    deterministic: bool = knob(False, "ask PyTorch for deterministic kernels", read_by="engines")
+    log_every_n_steps: int = knob(10, "training steps between logged rows", read_by="engines", min=1)
+
+
+@dataclass
+class CheckpointConfig:
+    save_top_k: int = knob(2, "best checkpoints kept on `val/nrmse`", read_by="engines", min=1)
+    every_n_steps: Optional[int] = knob(None, "also write `last` every n optimizer steps (off when unset)",
+                                        read_by="engines", min=1)
+
+
+@dataclass
+class OptimizerConfig:
+    name: Literal["adamw", "adam", "sgd"] = knob("adamw", "optimizer", read_by="stages")
+    lr: float = knob(1e-3, "learning rate", read_by="stages", gt=0)
+    weight_decay: float = knob(1e-4, "decoupled weight decay", read_by="stages", min=0.0)
+    betas: list[float] = knob([0.9, 0.999], "Adam betas", read_by="stages")
+    scheduler: Literal["none", "cosine", "step"] = knob("cosine", "learning-rate schedule", read_by="stages")
+    warmup_steps: int = knob(0, "linear warm-up steps", read_by="stages", min=0)
+
+
+@dataclass
+class OptimizerOverride:
+    """Per-stage overrides: a key left unset keeps the global `optimizer` value."""
+
+    name: Optional[Literal["adamw", "adam", "sgd"]] = knob(None, "optimizer", read_by="stages")
+    lr: Optional[float] = knob(None, "learning rate", read_by="stages", gt=0)
+    weight_decay: Optional[float] = knob(None, "decoupled weight decay", read_by="stages", min=0.0)
+    scheduler: Optional[Literal["none", "cosine", "step"]] = knob(None, "learning-rate schedule",
+                                                                 read_by="stages")
+    warmup_steps: Optional[int] = knob(None, "linear warm-up steps", read_by="stages", min=0)
+
+
+@dataclass
+class StageConfig:
+    epochs: int = knob(10, "training epochs; 0 skips the stage", read_by="pipeline", min=0)
+    patience: int = knob(5, "validations without improvement before early stopping", read_by="engines", min=1)
+    optimizer: OptimizerOverride = section(OptimizerOverride, "optimizer overrides for this stage")
+
+
+@dataclass
+class StagesConfig:
+    autoencoder: StageConfig = section(StageConfig, "grid encoder + any-point decoder")
+    operator: StageConfig = section(StageConfig, "latent operator")
+    diff_residual: StageConfig = section(StageConfig, "flow-matching corrector of the operator's residual")
+    consistency_distill: StageConfig = section(StageConfig, "1–2 step student of the corrector")
+    steady_prior: StageConfig = section(StageConfig, "generative prior for steady tasks")
+
+
+# ----------------------------------------------------------------- evaluation and beyond
+@dataclass
+class EvaluationConfig:
+    split: Literal["val", "test"] = knob("test", "split evaluated", read_by="evaluation")
+    horizon: Optional[int] = knob(None, "rollout steps evaluated (the whole trajectory when unset)",
+                                  read_by="evaluation", min=1)
+    batch_size: int = knob(16, "evaluation batch size", read_by="evaluation", min=1)
+    report: bool = knob(True, "write the HTML report with plots", read_by="evaluation")
+
+
+@dataclass
+class GatesConfig:
+    improvement_metric: str = knob("nrmse", "metric a candidate must improve", read_by="fast-to-sota")
+    min_small_delta: float = knob(0.0, "minimum improvement at the small evaluation", read_by="fast-to-sota",
+                                  min=0.0)
+    min_full_delta: float = knob(0.0, "minimum improvement at the full evaluation", read_by="fast-to-sota",
+                                 min=0.0)
+    ratio_limits: dict[str, float] = knob(
+        {}, "metric -> largest allowed candidate/baseline ratio", read_by="fast-to-sota"
+    )
+
+
+@dataclass
+class WandbConfig:
+    mode: Literal["offline", "online", "disabled"] = knob("offline", "W&B mode", read_by="tracking")
+    project: str = knob("ups", "W&B project", read_by="tracking")
+    entity: Optional[str] = knob(None, "W&B entity", read_by="tracking")
+
+
+@dataclass
+class LoggingConfig:
+    tensorboard: bool = knob(False, "also log to TensorBoard (CSV logs are always written)", read_by="tracking")
+    wandb: WandbConfig = section(WandbConfig, "Weights & Biases, offline by default")
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = knob("data/builtin", "folder of the data files; relative to the working directory",
+                         read_by="data")
+    runs_dir: str = knob("runs", "folder of run folders; relative to the working directory", read_by="engines")
+
+
+@dataclass
+class Config:
+    seed: int = knob(0, "seed of splits, initialisation and sampling", read_by="everything", min=0)
+    data: DataConfig = section(DataConfig, "what to train on")
+    latent: LatentConfig = section(LatentConfig, "the latent space")
+    encoder: EncoderConfig = section(EncoderConfig, "grid encoder")
+    decoder: DecoderConfig = section(DecoderConfig, "any-point decoder")
+    operator: OperatorConfig = section(OperatorConfig, "latent operator and its loss weights")
+    diffusion: DiffusionConfig = section(DiffusionConfig, "residual corrector")
+    consistency: ConsistencyConfig = section(ConsistencyConfig, "distilled corrector")
+    steady_prior: SteadyPriorConfig = section(SteadyPriorConfig, "steady-state prior")
+    training: TrainingConfig = section(TrainingConfig, "batching, loaders, precision, distribution")
+    checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpointing")
+    optimizer: OptimizerConfig = section(OptimizerConfig, "optimizer and schedule of every stage")
+    stages: StagesConfig = section(StagesConfig, "per-stage budgets and overrides")
+    evaluation: EvaluationConfig = section(EvaluationConfig, "evaluation settings")
+    gates: GatesConfig = section(GatesConfig, "promotion gates")
+    logging: LoggingConfig = section(LoggingConfig, "loggers")
+    paths: PathsConfig = section(PathsConfig, "where data and runs live")

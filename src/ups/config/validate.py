@@ -1,0 +1,233 @@
+"""Turn a merged config tree into the typed ``Config``, collecting every problem at once.
+
+Each problem names the dotted key, where its value was set (file or command line), what was
+expected, and, for a misspelt key, the closest valid one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import re
+import types
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any, Literal, Union
+
+from ups.config.load import Sources
+from ups.config.schema import Config
+
+
+class Problems:
+    """Collects schema problems with the origin of each key."""
+
+    def __init__(self, sources: Sources):
+        self.sources = sources
+        self.items: list[str] = []
+
+    def add(self, path: tuple, message: str) -> None:
+        origin = self._origin(path)
+        where = f" (set in {origin})" if origin else ""
+        self.items.append(f"{dotted(path)}{where}: {message}")
+
+    def _origin(self, path: tuple) -> str | None:
+        if path in self.sources:
+            return self.sources[path]
+        below = sorted({o for k, o in self.sources.items() if k[: len(path)] == path})
+        above = [o for k, o in self.sources.items() if path[: len(k)] == k]
+        found = below or above
+        return ", ".join(found) if found else None
+
+
+def dotted(path: tuple) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "<top level>"
+
+
+def build_config(tree: dict, problems: Problems) -> Config | None:
+    """The typed config, or None when ``problems`` holds at least one entry."""
+    cfg = _convert(tree, Config, (), {}, problems)
+    return None if problems.items else cfg
+
+
+def _convert(value: Any, tp: Any, path: tuple, meta: dict, problems: Problems) -> Any:
+    if dataclasses.is_dataclass(tp):
+        return _convert_section(value, tp, path, problems)
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, path, meta, problems)
+    if origin is Literal:
+        if value in args:
+            return value
+        choices = [str(a) for a in args]
+        close = [c for c in choices if c.startswith(str(value))] or difflib.get_close_matches(str(value), choices, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        problems.add(path, f"expected one of {', '.join(map(str, args))}; got {value!r}.{hint}")
+        return None
+    if origin is list:
+        if not isinstance(value, list):
+            problems.add(path, f"expected a list, got {_describe(value)}.")
+            return None
+        return [_convert(v, args[0], (*path, i), meta, problems) for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            problems.add(path, f"expected a mapping, got {_describe(value)}.")
+            return None
+        return {str(k): _convert(v, args[1], (*path, k), meta, problems) for k, v in value.items()}
+    return _convert_scalar(value, tp, path, meta, problems)
+
+
+def _convert_section(value: Any, cls: type, path: tuple, problems: Problems) -> Any:
+    if value is None:
+        value = {}
+    if not isinstance(value, dict):
+        problems.add(path, f"expected a section (a mapping of keys), got {_describe(value)}.")
+        return None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = field_types(cls)
+    kwargs = {}
+    for key, item in value.items():
+        if key not in fields:
+            problems.add((*path, key), f"unknown key.{_suggest(key, path, list(fields))}")
+            continue
+        kwargs[key] = _convert(item, hints[key], (*path, key), dict(fields[key].metadata), problems)
+    return cls(**kwargs)
+
+
+# PyYAML follows YAML 1.1, where "3e-4" (no dot) is a string; people mean a number.
+_EXPONENT_NUMBER = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$")
+
+
+def _convert_scalar(value: Any, tp: type, path: tuple, meta: dict, problems: Problems) -> Any:
+    if tp is float and isinstance(value, str) and _EXPONENT_NUMBER.match(value.strip()):
+        value = float(value)
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }[tp]
+    if not ok:
+        problems.add(path, f"expected {_TYPE_WORDS[tp]}, got {_describe(value)}.")
+        return None
+    if tp is float:
+        value = float(value)
+    if tp in (int, float):
+        _check_bounds(value, path, meta, problems)
+    return value
+
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _check_bounds(value: float, path: tuple, meta: dict, problems: Problems) -> None:
+    low, high, above = meta.get("min"), meta.get("max"), meta.get("gt")
+    if low is not None and value < low:
+        problems.add(path, f"must be >= {low}, got {value}.")
+    if high is not None and value > high:
+        problems.add(path, f"must be <= {high}, got {value}.")
+    if above is not None and value <= above:
+        problems.add(path, f"must be > {above}, got {value}.")
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+@cache
+def field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _suggest(key: str, path: tuple, siblings: list[str]) -> str:
+    close = difflib.get_close_matches(str(key), siblings, n=1, cutoff=0.6)
+    if close:
+        return f" Did you mean '{dotted((*path, close[0]))}'?"
+    elsewhere = [p for p in all_keys() if p.rsplit(".", 1)[-1] == key]
+    if elsewhere:
+        return f" '{key}' belongs in another section: {', '.join(elsewhere)}."
+    return f" Valid keys here: {', '.join(siblings)}."
+
+
+@cache
+def all_keys(cls: type = Config, prefix: str = "") -> tuple[str, ...]:
+    """Every dotted key of the schema (sections and leaves)."""
+    out: list[str] = []
+    for f in dataclasses.fields(cls):
+        name = f"{prefix}{f.name}"
+        out.append(name)
+        tp = field_types(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            out.extend(all_keys(tp, name + "."))
+    return tuple(out)
+
+
+def string_keys(cls: type = Config, prefix: tuple = ()) -> set[tuple]:
+    """Keys typed as strings; a list index appears as '*'. Overrides keep their text verbatim."""
+    out: set[tuple] = set()
+    for f in dataclasses.fields(cls):
+        tp = field_types(cls)[f.name]
+        path = (*prefix, f.name)
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if tp is str or (typing.get_origin(tp) in (Union, types.UnionType) and inner == [str]):
+            out.add(path)
+        elif dataclasses.is_dataclass(tp):
+            out |= string_keys(tp, path)
+        elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
+            out |= string_keys(typing.get_args(tp)[0], (*path, "*"))
+    return out
+
+
+def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> None:
+    """Rules that involve more than one key, or the file system."""
+    data = cfg.data
+    if not data.tasks:
+        problems.add(("data", "tasks"), "no tasks; add at least one entry with a name and a path.")
+    seen: set[str] = set()
+    for i, task in enumerate(data.tasks):
+        where = ("data", "tasks", i)
+        if not task.name:
+            problems.add((*where, "name"), "missing; every task needs a name (e.g. burgers1d).")
+        elif task.name in seen:
+            problems.add((*where, "name"), f"task name '{task.name}' is used twice; names must be unique.")
+        seen.add(task.name)
+        if not task.path:
+            problems.add((*where, "path"), "missing data path; give the HDF5 file of this task.")
+        elif check_files:
+            _check_task_file(cfg, task, where, problems)
+    total = data.split.train + data.split.val + data.split.test
+    if total > 1 + 1e-9:
+        problems.add(("data", "split"), f"train + val + test = {total:g} exceeds 1.")
+    if data.split.train <= 0:
+        problems.add(("data", "split", "train"), "must be > 0: training needs trajectories.")
+    if cfg.latent.dim % cfg.operator.heads:
+        problems.add(("operator", "heads"), f"{cfg.operator.heads} heads do not divide latent.dim = "
+                                            f"{cfg.latent.dim}; choose heads that divide it.")
+    if cfg.training.strategy == "fsdp" and cfg.training.accelerator == "cpu":
+        problems.add(("training", "strategy"), "FSDP does not run on CPU; use training.strategy=ddp or auto.")
+    if cfg.training.precision == "16-mixed" and cfg.training.accelerator == "cpu":
+        problems.add(("training", "precision"), "16-mixed needs a GPU; on CPU use 32-true (or bf16-mixed).")
+    betas = cfg.optimizer.betas
+    if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
+        problems.add(("optimizer", "betas"), f"expected two numbers in [0, 1), got {betas}.")
+
+
+def _check_task_file(cfg: Config, task, where: tuple, problems: Problems) -> None:
+    from ups.data.tasks import missing_file_hint
+
+    path = task_path(cfg, task.path)
+    if not path.is_file():
+        problems.add((*where, "path"), f"data file {path} does not exist. {missing_file_hint(path)}")
+
+
+def task_path(cfg: Config, path: str) -> Path:
+    """A task's file: absolute paths as they are, relative ones under ``paths.data_dir``."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(cfg.paths.data_dir).expanduser() / p

@@ -1,0 +1,396 @@
+"""Read PDEBench HDF5 files in their own layouts, lazily and by slicing.
+
+Three layouts are read (``layout="auto"`` detects them, in this order):
+
+- ``darcy`` (steady): ``nu`` [N, X, Y] (coefficient a(x)) and ``tensor`` [N, 1, X, Y]
+  (solution u(x)), with ``x-coordinate`` [X] and ``y-coordinate`` [Y].
+- ``single`` (transient): ``tensor`` with rank 3 [N, T, X] (one channel); rank 4 is
+  [N, T, X, Y] when ``y-coordinate`` is present, else [N, T, X, C]; rank 5 is
+  [N, T, X, Y, C]. ``x-coordinate`` [X], optional ``y-coordinate`` [Y], ``t-coordinate``
+  of length T or T+1 (real PDEBench files carry one extra time; the first T are used).
+- ``multigroup`` (transient): groups ``0000``, ``0001``, ... each with ``data``
+  [T, X, C] or [T, X, Y, C] and ``grid/x``, ``grid/y`` (2D), ``grid/t`` (T or T+1). The
+  grid of the first group is used for all groups.
+
+Missing coordinates fall back to uniform cell centres on (0, 1) and missing times to
+``linspace(0, 1, T)``; each fallback is recorded in ``FileInfo.notes``.
+
+The HDF5 handle is opened on first data access, cached, never pickled, and re-opened
+when the process id changes (forked DataLoader workers).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ups.errors import DataError
+
+LAYOUTS = ("single", "darcy", "multigroup")
+
+_PARAM_TOKEN = re.compile(r"^([A-Za-z]+)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
+_GROUP_NAME = re.compile(r"^\d+$")
+
+
+@dataclass(frozen=True)
+class FileInfo:
+    """What a file holds, after down-sampling.
+
+    ``params`` are the file-level PDE parameters; ``varying_params`` names parameters whose
+    value differs between trajectories (multigroup group attributes), read per trajectory
+    with ``PDEBenchFile.params_of``. ``notes`` records fallbacks such as synthesised
+    coordinates.
+    """
+
+    path: Path
+    layout: str
+    kind: str
+    n_samples: int
+    n_times: int
+    spatial_shape: tuple[int, ...]
+    n_channels: int
+    params: dict[str, float]
+    varying_params: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def parse_params_from_name(file_name: str) -> dict[str, float]:
+    """PDE parameters encoded in a PDEBench file name, names lower-cased.
+
+    ``"ReacDiff_Nu0.5_Rho1.0.hdf5"`` -> ``{"nu": 0.5, "rho": 1.0}``. Tokens are split on
+    ``_``; a token counts when it is letters followed by a number (``Nu1e-3``, ``beta0.4``);
+    tokens such as ``1D``, ``Sols``, ``Train`` or ``128`` are ignored.
+    """
+    stem = Path(file_name).name
+    for suffix in (".hdf5", ".h5", ".hdf"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    params: dict[str, float] = {}
+    for token in stem.split("_"):
+        match = _PARAM_TOKEN.match(token)
+        if match:
+            params[match.group(1).lower()] = float(match.group(2))
+    return params
+
+
+def _numeric_attrs(attrs: h5py.AttributeManager) -> dict[str, float]:
+    """Numeric scalar attributes, names lower-cased; booleans, strings and arrays skipped."""
+    out = {}
+    for key, value in attrs.items():
+        if np.ndim(value) != 0 or isinstance(value, (bool, np.bool_)):
+            continue
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            out[str(key).lower()] = float(value)
+    return out
+
+
+def _cell_centres(n: int) -> np.ndarray:
+    return ((np.arange(n) + 0.5) / n).astype(np.float64)
+
+
+def _n_kept(n: int, step: int) -> int:
+    return math.ceil(n / step)
+
+
+class PDEBenchFile:
+    """One PDEBench HDF5 file, validated on construction and read lazily by slicing.
+
+    Args:
+        path: the ``.hdf5``/``.h5`` file.
+        layout: ``"auto"``, ``"single"``, ``"darcy"`` or ``"multigroup"``.
+        reduced_resolution: keep every r-th point along each spatial axis.
+        reduced_resolution_t: keep every r_t-th frame.
+        params_override: PDE parameters that win over the file name and attributes.
+
+    Raises:
+        DataError: the file is missing, not HDF5, or not in the layout asked for.
+    """
+
+    def __init__(self, path, layout: str = "auto", reduced_resolution: int = 1,
+                 reduced_resolution_t: int = 1, params_override: dict | None = None):
+        self.path = Path(path)
+        if layout != "auto" and layout not in LAYOUTS:
+            raise DataError(f"{self.path}: unknown layout {layout!r}; expected 'auto' or one of "
+                            f"{', '.join(repr(x) for x in LAYOUTS)}.")
+        for name, value in (("reduced_resolution", reduced_resolution),
+                            ("reduced_resolution_t", reduced_resolution_t)):
+            if not isinstance(value, (int, np.integer)) or value < 1:
+                raise DataError(f"{self.path}: {name}={value!r} must be an integer >= 1.")
+        self._r = int(reduced_resolution)
+        self._rt = int(reduced_resolution_t)
+        self._h5: h5py.File | None = None
+        self._pid: int | None = None
+        self._notes: list[str] = []
+        self._group_params: list[dict[str, float]] = []
+        with self._open() as h5:
+            self.layout = self._detect_layout(h5) if layout == "auto" else layout
+            validate = {"single": self._validate_single, "darcy": self._validate_darcy,
+                        "multigroup": self._validate_multigroup}[self.layout]
+            validate(h5)
+            params = parse_params_from_name(self.path.name)
+            params.update(_numeric_attrs(h5.attrs))
+        self._check_reduction()
+        varying = self._split_group_params(params)
+        self._override = self._check_override(params_override or {})
+        params.update(self._override)
+        self._params = {k: float(v) for k, v in params.items()}
+        self.info = FileInfo(
+            path=self.path, layout=self.layout,
+            kind="steady" if self.layout == "darcy" else "transient",
+            n_samples=self._n,
+            n_times=1 if self.layout == "darcy" else _n_kept(self._t_len, self._rt),
+            spatial_shape=tuple(_n_kept(s, self._r) for s in self._spatial),
+            n_channels=self._channels, params=dict(self._params),
+            varying_params=tuple(v for v in varying if v not in self._override),
+            notes=tuple(self._notes))
+
+    def _check_override(self, override: dict) -> dict[str, float]:
+        out = {}
+        for key, value in override.items():
+            try:
+                out[str(key).lower()] = float(value)
+            except (TypeError, ValueError):
+                raise DataError(f"{self.path}: PDE parameter override {key}={value!r} is not a "
+                                f"number; task params must map names to numbers.") from None
+        return out
+
+    # ---- opening -------------------------------------------------------------------
+
+    def _open(self) -> h5py.File:
+        if not self.path.exists():
+            raise DataError(f"{self.path}: file not found. Check the path, or generate a "
+                            f"small dataset with `ups data generate`.")
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: is not a file; expected a PDEBench .hdf5/.h5 file.")
+        if not h5py.is_hdf5(self.path):
+            raise DataError(f"{self.path}: not an HDF5 file (no HDF5 signature); expected a "
+                            f"PDEBench .hdf5/.h5 file.")
+        try:
+            return h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(f"{self.path}: cannot open as HDF5 ({exc}).") from exc
+
+    def _handle(self) -> h5py.File:
+        """The cached handle of this process; opened on first use and after a fork."""
+        if self._h5 is None or self._pid != os.getpid():
+            self._h5 = self._open()
+            self._pid = os.getpid()
+        return self._h5
+
+    def close(self) -> None:
+        """Close this process's handle; the next data access re-opens it."""
+        if self._h5 is not None and self._pid == os.getpid():
+            self._h5.close()
+        self._h5 = None
+        self._pid = None
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state["_h5"] = None
+        state["_pid"] = None
+        return state
+
+    # ---- validation ----------------------------------------------------------------
+
+    def _detect_layout(self, h5: h5py.File) -> str:
+        keys = list(h5.keys())
+        if "tensor" in h5 and "nu" in h5:
+            return "darcy"
+        if "tensor" in h5:
+            return "single"
+        if any(_GROUP_NAME.match(k) and isinstance(h5[k], h5py.Group) for k in keys):
+            return "multigroup"
+        shown = ", ".join(keys[:10]) + (", ..." if len(keys) > 10 else "")
+        raise DataError(
+            f"{self.path}: cannot tell the layout; top-level keys are [{shown}]. Expected "
+            f"'tensor' (single-file), 'tensor' + 'nu' (Darcy), or groups '0000', '0001', ... "
+            f"with 'data' (multi-group).")
+
+    def _dataset(self, h5, key: str, expected: str) -> h5py.Dataset:
+        if key not in h5 or not isinstance(h5[key], h5py.Dataset):
+            raise DataError(f"{self.path}: no dataset '{key}' (layout '{self.layout}'); "
+                            f"expected '{key}' with shape {expected}. Top-level keys: "
+                            f"{list(h5.keys())[:10]}.")
+        ds = h5[key]
+        if ds.dtype.kind not in "fiu":
+            raise DataError(f"{self.path}: dataset '{key}' has dtype {ds.dtype}; expected a "
+                            f"real numeric array {expected}.")
+        return ds
+
+    def _axis(self, h5, key: str, n: int, axis: str) -> np.ndarray:
+        """A 1-D coordinate of length n, or uniform cell centres when absent."""
+        if key not in h5:
+            self._notes.append(f"no '{key}': using {n} uniform cell centres on (0, 1) for {axis}")
+            return _cell_centres(n)
+        values = np.asarray(h5[key][()], dtype=np.float64).reshape(-1)
+        if values.shape[0] != n:
+            raise DataError(f"{self.path}: '{key}' has length {values.shape[0]} (shape "
+                            f"{h5[key].shape}) but the data has {n} points along {axis}; "
+                            f"expected a 1-D array of length {n}.")
+        return values
+
+    def _time_axis(self, h5, key: str, t: int) -> np.ndarray:
+        """Times of length T; a T+1 array (the PDEBench quirk) is cut to its first T."""
+        if key not in h5:
+            self._notes.append(f"no '{key}': using {t} uniform times on [0, 1]")
+            return np.linspace(0.0, 1.0, t)
+        values = np.asarray(h5[key][()], dtype=np.float64).reshape(-1)
+        if values.shape[0] not in (t, t + 1):
+            raise DataError(f"{self.path}: '{key}' has length {values.shape[0]} (shape "
+                            f"{h5[key].shape}) but the data has T={t} frames; expected length "
+                            f"{t} or {t + 1}.")
+        return values[:t]
+
+    def _validate_single(self, h5) -> None:
+        ds = self._dataset(h5, "tensor", "[N, T, X] or [N, T, X, Y]")
+        rank = ds.ndim
+        has_y = "y-coordinate" in h5
+        if rank == 3 or (rank == 4 and has_y):
+            self._channel_axis, self._channels = False, 1
+        elif rank in (4, 5):
+            self._channel_axis, self._channels = True, int(ds.shape[-1])
+        else:
+            raise DataError(f"{self.path}: dataset 'tensor' has shape {ds.shape} (rank {rank}); "
+                            f"expected [N, T, X], [N, T, X, Y] (with 'y-coordinate'), "
+                            f"[N, T, X, C] or [N, T, X, Y, C].")
+        self._n, self._t_len = int(ds.shape[0]), int(ds.shape[1])
+        n_spatial = rank - 2 - int(self._channel_axis)
+        self._spatial = tuple(int(s) for s in ds.shape[2:2 + n_spatial])
+        self._read_grid(h5, "x-coordinate", "y-coordinate", "t-coordinate")
+
+    def _validate_darcy(self, h5) -> None:
+        u = self._dataset(h5, "tensor", "[N, 1, X, Y]")
+        a = self._dataset(h5, "nu", "[N, X, Y]")
+        if u.ndim != 4 or u.shape[1] != 1:
+            raise DataError(f"{self.path}: Darcy dataset 'tensor' has shape {u.shape}; expected "
+                            f"[N, 1, X, Y] (one steady solution per sample).")
+        expected = (u.shape[0], u.shape[2], u.shape[3])
+        if a.shape != expected:
+            raise DataError(f"{self.path}: Darcy dataset 'nu' has shape {a.shape}; expected "
+                            f"{expected} to match 'tensor' {u.shape}.")
+        self._n, self._t_len, self._channels = int(u.shape[0]), 1, 1
+        self._spatial = (int(u.shape[2]), int(u.shape[3]))
+        self._read_grid(h5, "x-coordinate", "y-coordinate", None)
+
+    def _validate_multigroup(self, h5) -> None:
+        names = sorted((k for k in h5.keys() if _GROUP_NAME.match(k)), key=int)
+        if not names:
+            raise DataError(f"{self.path}: no groups named '0000', '0001', ...; top-level keys "
+                            f"are {list(h5.keys())[:10]}. Expected the multi-group layout.")
+        shape = None
+        for name in names:
+            group = h5[name]
+            if not isinstance(group, h5py.Group) or "data" not in group:
+                raise DataError(f"{self.path}: group '{name}' has no dataset 'data'; every group "
+                                f"must hold 'data' [T, X, C] or [T, X, Y, C].")
+            ds = group["data"]
+            if shape is None:
+                shape = ds.shape
+                if ds.ndim not in (3, 4) or ds.dtype.kind not in "fiu":
+                    raise DataError(f"{self.path}: '{name}/data' has shape {ds.shape} and dtype "
+                                    f"{ds.dtype}; expected real [T, X, C] or [T, X, Y, C].")
+            elif ds.shape != shape:
+                raise DataError(f"{self.path}: '{name}/data' has shape {ds.shape} but "
+                                f"'{names[0]}/data' has {shape}; all groups must match.")
+            self._group_params.append(_numeric_attrs(group.attrs))
+        self._groups = names
+        self._n, self._t_len, self._channels = len(names), int(shape[0]), int(shape[-1])
+        self._spatial = tuple(int(s) for s in shape[1:-1])
+        self._channel_axis = True
+        first = names[0]
+        self._read_grid(h5, f"{first}/grid/x", f"{first}/grid/y", f"{first}/grid/t")
+
+    def _read_grid(self, h5, x_key: str, y_key: str, t_key: str | None) -> None:
+        self._x = self._axis(h5, x_key, self._spatial[0], "x")
+        self._y = self._axis(h5, y_key, self._spatial[1], "y") if len(self._spatial) > 1 else None
+        self._t = self._time_axis(h5, t_key, self._t_len) if t_key else np.zeros(1)
+
+    def _check_reduction(self) -> None:
+        smallest = min(self._spatial)
+        if self._r > smallest:
+            raise DataError(f"{self.path}: reduced_resolution={self._r} is larger than the grid "
+                            f"{self._spatial}; use a value between 1 and {smallest}.")
+        if self.layout != "darcy" and self._rt > self._t_len:
+            raise DataError(f"{self.path}: reduced_resolution_t={self._rt} is larger than the "
+                            f"T={self._t_len} frames; use a value between 1 and {self._t_len}.")
+
+    def _split_group_params(self, params: dict[str, float]) -> list[str]:
+        """Group attributes equal in every group join ``params``; the names that vary are
+        returned (they are read per trajectory)."""
+        if not self._group_params:
+            return []
+        names = sorted(set().union(*self._group_params))
+        varying = []
+        for name in names:
+            values = {g.get(name) for g in self._group_params}
+            if len(values) == 1:
+                params[name] = values.pop()
+            else:
+                varying.append(name)
+        return varying
+
+    # ---- data access ---------------------------------------------------------------
+
+    def _index(self, i: int) -> int:
+        n = self._n
+        if not -n <= i < n:
+            raise IndexError(f"{self.path}: sample {i} out of range for N={n}.")
+        return int(i) % n
+
+    def trajectory(self, i: int) -> np.ndarray:
+        """Trajectory i as float32 [T, *spatial, C], down-sampled in space and time."""
+        if self.layout == "darcy":
+            raise DataError(f"{self.path}: a Darcy file is steady and has no trajectories; read "
+                            f"it with steady_pair(i) (a steady task, e.g. stage steady_prior).")
+        i, r, rt = self._index(i), self._r, self._rt
+        space = (slice(None, None, r),) * len(self._spatial)
+        h5 = self._handle()
+        if self.layout == "multigroup":
+            data = h5[self._groups[i]]["data"][(slice(None, None, rt), *space, slice(None))]
+        else:
+            channel = (slice(None),) if self._channel_axis else ()
+            data = h5["tensor"][(i, slice(None, None, rt), *space, *channel)]
+            if not self._channel_axis:
+                data = data[..., None]
+        return np.asarray(data, dtype=np.float32)
+
+    def steady_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Darcy sample i: (a [*spatial, 1], u [*spatial, 1]), float32, down-sampled."""
+        if self.layout != "darcy":
+            raise DataError(f"{self.path}: steady_pair needs the Darcy layout, this file is "
+                            f"'{self.layout}'; read it with trajectory(i).")
+        i, r = self._index(i), self._r
+        h5 = self._handle()
+        a = h5["nu"][i, ::r, ::r]
+        u = h5["tensor"][i, 0, ::r, ::r]
+        return (np.asarray(a, dtype=np.float32)[..., None],
+                np.asarray(u, dtype=np.float32)[..., None])
+
+    def coordinates(self) -> np.ndarray:
+        """Grid positions, float32 [*spatial, d] (d = 1 or 2, ``ij`` indexing)."""
+        axes = [self._x[:: self._r]] + ([self._y[:: self._r]] if self._y is not None else [])
+        mesh = np.meshgrid(*axes, indexing="ij")
+        return np.stack(mesh, axis=-1).astype(np.float32)
+
+    def times(self) -> np.ndarray:
+        """Frame times, float32 [T] after temporal down-sampling ([1] zeros when steady)."""
+        return self._t[:: self._rt].astype(np.float32)
+
+    def params_of(self, i: int) -> dict[str, float]:
+        """PDE parameters of sample i: file-level, then its group's attributes, then overrides."""
+        if not self._group_params:
+            return dict(self._params)
+        params = dict(self._params)
+        params.update(self._group_params[self._index(i)])
+        params.update(self._override)
+        return params
+
+    def __repr__(self) -> str:
+        return f"PDEBenchFile({str(self.path)!r}, layout={self.layout!r})"

@@ -1,0 +1,182 @@
+"""Tasks of a config (``data.tasks``): their files, splits, normalisers, torch Datasets.
+
+A task is one PDEBench file plus a name. ``load_tasks`` opens and validates every file,
+splits its trajectories (``splits.split_trajectories``) and fits its normaliser on the
+train split only. The Datasets read one trajectory per item through the file's lazy,
+per-process HDF5 handle, so they work with any number of DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from ups.config.schema import TaskConfig
+from ups.data.normalization import Normalizer
+from ups.data.pdebench import FileInfo, PDEBenchFile, parse_params_from_name
+from ups.data.splits import SPLIT_NAMES, Split, split_trajectories
+from ups.errors import DataError
+
+# File-name patterns of the datasets `ups data generate` writes, and the generator name.
+_BUILTIN_FILES = (
+    (re.compile(r"burgers", re.I), "burgers1d"),
+    (re.compile(r"advection", re.I), "advection1d"),
+    (re.compile(r"reacdiff|reaction.?diffusion", re.I), "reaction_diffusion1d"),
+    (re.compile(r"darcy", re.I), "darcy2d"),
+)
+
+
+@dataclass
+class TaskData:
+    """A loaded task. ``normalizer`` is for the fields (transient) or the solution u(x)
+    (steady); ``input_normalizer`` is for the coefficient a(x) of a steady task."""
+
+    spec: TaskConfig
+    file: PDEBenchFile
+    info: FileInfo
+    split: Split
+    normalizer: Normalizer
+    input_normalizer: Normalizer | None = None
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def missing_file_hint(path: Path) -> str:
+    """How to get a missing data file: the generator command for a built-in file name."""
+    for pattern, generator in _BUILTIN_FILES:
+        if pattern.search(path.name):
+            params = "".join(f" --param {k}={v}" for k, v in parse_params_from_name(path.name).items())
+            return (f"It looks like a built-in dataset: write it with "
+                    f"`ups data generate {generator} --out {path.parent}{params}`.")
+    return "Check paths.data_dir and the task's path."
+
+
+def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, seed: int,
+               need_val: bool, normalization: str) -> TaskData:
+    path = Path(spec.path).expanduser()
+    if not path.is_absolute():
+        path = data_dir / path
+    if not path.exists():
+        raise DataError(f"task '{spec.name}': data file {path} does not exist (path {spec.path!r} under "
+                        f"data_dir {data_dir}). {missing_file_hint(path)}")
+    file = PDEBenchFile(path, layout=spec.layout, reduced_resolution=r, reduced_resolution_t=rt,
+                        params_override=spec.params)
+    info = file.info
+    split = split_trajectories(info.n_samples, fractions, seed=seed, task_name=spec.name,
+                               need_val=need_val)
+    if info.kind == "steady":
+        input_norm = Normalizer(normalization).fit(file.steady_pair(i)[0] for i in split.train)
+        norm = Normalizer(normalization).fit(file.steady_pair(i)[1] for i in split.train)
+        return TaskData(spec, file, info, split, norm, input_norm)
+    norm = Normalizer(normalization).fit(file.trajectory(i) for i in split.train)
+    return TaskData(spec, file, info, split, norm)
+
+
+def load_tasks(specs: Sequence[TaskConfig], data_dir: str | Path, *, reduced_resolution: int = 1,
+               reduced_resolution_t: int = 1, split_fractions=(0.8, 0.1, 0.1), seed: int = 0,
+               need_val: bool = True, normalization: str = "standard") -> list[TaskData]:
+    """Open, validate, split and fit normalisers for every task, in ``specs`` order.
+
+    Relative paths resolve against ``data_dir``. Normalisers are fitted on the train split
+    only, streaming one trajectory at a time (one pass over the train trajectories).
+
+    Raises:
+        DataError: no tasks, duplicate names, a missing or malformed file, too few
+            trajectories for the split.
+    """
+    if not specs:
+        raise DataError("data.tasks is empty; list at least one task (name + path).")
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"data.tasks has duplicate task names {duplicates}; names must be unique.")
+    data_dir = Path(data_dir).expanduser()
+    return [_load_task(spec, data_dir, reduced_resolution, reduced_resolution_t, split_fractions,
+                       seed, need_val, normalization) for spec in specs]
+
+
+def param_names(tasks: Sequence[TaskData]) -> list[str]:
+    """Sorted union of PDE parameter names: the order of the conditioning vector."""
+    names: set[str] = set()
+    for task in tasks:
+        names.update(task.info.params)
+        names.update(task.info.varying_params)
+    return sorted(names)
+
+
+def _param_vector(params: dict[str, float], order: Sequence[str]) -> torch.Tensor:
+    return torch.tensor([params.get(name, 0.0) for name in order], dtype=torch.float32)
+
+
+class _TaskSplitDataset(Dataset):
+    """Items are (task, trajectory) pairs of one split across the selected tasks."""
+
+    kind = ""
+
+    def __init__(self, tasks: Sequence[TaskData] | TaskData, split: str = "train",
+                 param_order: Sequence[str] | None = None):
+        if split not in SPLIT_NAMES:
+            raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
+        tasks = [tasks] if isinstance(tasks, TaskData) else list(tasks)
+        self.tasks = [t for t in tasks if t.info.kind == self.kind]
+        self.split = split
+        self.param_order = list(param_order) if param_order is not None else param_names(tasks)
+        self._coords = [torch.from_numpy(t.file.coordinates()) for t in self.tasks]
+        self._times = [torch.from_numpy(t.file.times()) for t in self.tasks]
+        self.index_map = [(k, i) for k, t in enumerate(self.tasks) for i in t.split.indices(split)]
+
+    @property
+    def task_names(self) -> list[str]:
+        """The task name of every item, in item order (for task-aware samplers)."""
+        return [self.tasks[k].name for k, _ in self.index_map]
+
+    def __len__(self) -> int:
+        return len(self.index_map)
+
+    def _common(self, k: int, i: int) -> dict:
+        task = self.tasks[k]
+        return {"coords": self._coords[k],
+                "params": _param_vector(task.file.params_of(i), self.param_order),
+                "task": task.name, "index": i}
+
+
+class TrajectoryDataset(_TaskSplitDataset):
+    """Whole trajectories of the transient tasks (steady tasks are left out).
+
+    Item: ``fields`` float32 [T, *spatial, C] normalised, ``coords`` [*spatial, d],
+    ``times`` [T], ``params`` float32 [P] in ``param_order`` (0 where a task lacks a
+    parameter), ``task`` (name) and ``index`` (trajectory index in its file).
+    """
+
+    kind = "transient"
+
+    def __getitem__(self, item: int) -> dict:
+        k, i = self.index_map[item]
+        task = self.tasks[k]
+        fields = task.normalizer.normalize(task.file.trajectory(i))
+        return {"fields": torch.from_numpy(fields), "times": self._times[k], **self._common(k, i)}
+
+
+class SteadyPairDataset(_TaskSplitDataset):
+    """Steady (Darcy) pairs of the steady tasks (transient tasks are left out).
+
+    Item: ``input`` a(x) float32 [*spatial, 1] and ``target`` u(x) [*spatial, 1], each
+    normalised by its own normaliser, ``coords`` [*spatial, d], ``params`` [P], ``task``,
+    ``index``.
+    """
+
+    kind = "steady"
+
+    def __getitem__(self, item: int) -> dict:
+        k, i = self.index_map[item]
+        task = self.tasks[k]
+        a, u = task.file.steady_pair(i)
+        return {"input": torch.from_numpy(task.input_normalizer.normalize(a)),
+                "target": torch.from_numpy(task.normalizer.normalize(u)), **self._common(k, i)}

@@ -1,0 +1,131 @@
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from ups.data.normalization import Normalizer
+from ups.config.schema import TaskConfig
+from ups.data.tasks import (SteadyPairDataset, TrajectoryDataset, load_tasks,
+                            param_names)
+from ups.errors import DataError
+
+
+@pytest.fixture
+def tasks(burgers_1d, reacdiff_attrs, darcy_2d, multigroup_2d, tmp_path):
+    specs = [TaskConfig("burgers", burgers_1d.path.name),
+             TaskConfig("reacdiff", str(reacdiff_attrs.path), params={"nu": 0.25}),
+             TaskConfig("darcy", darcy_2d.path.name),
+             TaskConfig("diffreact", multigroup_2d.path.name, layout="multigroup")]
+    return load_tasks(specs, tmp_path, split_fractions=(0.6, 0.2, 0.2), seed=0)
+
+
+def test_load_tasks_infos_splits_and_params(tasks):
+    burgers, reacdiff, darcy, diffreact = tasks
+    assert [t.name for t in tasks] == ["burgers", "reacdiff", "darcy", "diffreact"]
+    assert reacdiff.info.params == {"nu": 0.25, "rho": 2.0, "k": 3.0}
+    assert darcy.info.kind == "steady" and darcy.input_normalizer is not None
+    assert burgers.input_normalizer is None
+    assert (len(burgers.split.train), len(burgers.split.val), len(burgers.split.test)) == (6, 2, 2)
+    assert burgers.split != reacdiff.split  # the task name is mixed into the seed
+    assert param_names(tasks) == ["amp", "beta", "du", "k", "nu", "rho"]
+
+
+def test_transient_normalizer_from_train_split(tasks, burgers_1d):
+    burgers = tasks[0]
+    train = burgers_1d.arrays["tensor"][list(burgers.split.train)].astype(np.float64)
+    np.testing.assert_allclose(burgers.normalizer.mean, [train.mean()], rtol=1e-9)
+    np.testing.assert_allclose(burgers.normalizer.std, [train.std()], rtol=1e-9)
+
+
+def test_steady_normalizers_separate_for_input_and_solution(tasks, darcy_2d):
+    darcy = tasks[2]
+    train = list(darcy.split.train)
+    a = darcy_2d.arrays["nu"][train].astype(np.float64)
+    u = darcy_2d.arrays["tensor"][train].astype(np.float64)
+    np.testing.assert_allclose(darcy.input_normalizer.mean, [a.mean()], rtol=1e-9)
+    np.testing.assert_allclose(darcy.normalizer.mean, [u.mean()], rtol=1e-9)
+    np.testing.assert_allclose(darcy.normalizer.std, [u.std()], rtol=1e-9)
+
+
+def test_trajectory_dataset_items(tasks, burgers_1d, multigroup_2d):
+    order = param_names(tasks)
+    ds = TrajectoryDataset(tasks, split="val", param_order=order)
+    # darcy is steady and left out; 2 val trajectories each from the 3 transient tasks
+    assert len(ds) == 6 and set(ds.task_names) == {"burgers", "reacdiff", "diffreact"}
+    item = ds[0]
+    burgers = tasks[0]
+    i = burgers.split.val[0]
+    assert item["task"] == "burgers" and item["index"] == i
+    expected = burgers.normalizer.normalize(burgers_1d.arrays["tensor"][i][..., None])
+    torch.testing.assert_close(item["fields"], torch.from_numpy(expected))
+    assert item["fields"].dtype == torch.float32 and item["fields"].shape == (6, 16, 1)
+    times = burgers_1d.arrays["t-coordinate"][:6]
+    torch.testing.assert_close(item["times"], torch.from_numpy(times))
+    assert item["coords"].shape == (16, 1)
+    torch.testing.assert_close(item["params"], torch.tensor([0, 0, 0, 0, 0.01, 0]))
+
+    mg = ds[4]
+    j = tasks[3].split.val[0]
+    assert mg["task"] == "diffreact" and mg["fields"].shape == (6, 16, 12, 2)
+    torch.testing.assert_close(mg["params"], torch.tensor([float(j), 0, 0.1, 0, 0, 0]))
+
+
+def test_trajectory_dataset_downsampled_through_dataloader(burgers_1d, tmp_path):
+    (task,) = load_tasks([TaskConfig("burgers", burgers_1d.path.name)], tmp_path,
+                         reduced_resolution=2, reduced_resolution_t=2, normalization="none")
+    ds = TrajectoryDataset(task, split="train")
+    serial = next(iter(DataLoader(ds, batch_size=len(ds), num_workers=0)))
+    parallel = torch.cat([b["fields"] for b in DataLoader(ds, batch_size=2, num_workers=2)])
+    torch.testing.assert_close(parallel, serial["fields"], rtol=0, atol=0)
+    expected = burgers_1d.arrays["tensor"][list(task.split.train)][:, ::2, ::2, None]
+    torch.testing.assert_close(serial["fields"], torch.from_numpy(expected))
+    assert serial["index"].tolist() == list(task.split.train)
+
+
+def test_steady_pair_dataset(tasks, darcy_2d):
+    darcy = tasks[2]
+    ds = SteadyPairDataset(tasks, split="test")
+    assert len(ds) == 2 and ds.task_names == ["darcy", "darcy"]
+    item = ds[1]
+    i = darcy.split.test[1]
+    a = darcy.input_normalizer.normalize(darcy_2d.arrays["nu"][i][..., None])
+    u = darcy.normalizer.normalize(darcy_2d.arrays["tensor"][i, 0][..., None])
+    torch.testing.assert_close(item["input"], torch.from_numpy(a))
+    torch.testing.assert_close(item["target"], torch.from_numpy(u))
+    assert item["coords"].shape == (16, 12, 2) and item["index"] == i
+
+
+def test_missing_builtin_file_suggests_generate(tmp_path):
+    spec = TaskConfig("burgers", "1D_Burgers_Sols_Nu0.01.hdf5")
+    with pytest.raises(DataError) as err:
+        load_tasks([spec], tmp_path / "data")
+    message = str(err.value)
+    assert "task 'burgers'" in message
+    assert str(tmp_path / "data" / "1D_Burgers_Sols_Nu0.01.hdf5") in message
+    assert f"ups data generate burgers1d --out {tmp_path / 'data'} --param nu=0.01" in message
+
+
+def test_missing_other_file_no_generate_hint(tmp_path):
+    with pytest.raises(DataError, match=r"task 'kdv'.*my_kdv\.h5.*does not exist") as err:
+        load_tasks([TaskConfig("kdv", "my_kdv.h5")], tmp_path)
+    assert "ups data generate" not in str(err.value)
+
+
+def test_duplicate_and_empty_task_lists(burgers_1d, tmp_path):
+    spec = TaskConfig("burgers", burgers_1d.path.name)
+    with pytest.raises(DataError, match="duplicate task names"):
+        load_tasks([spec, spec], tmp_path)
+    with pytest.raises(DataError, match="data.tasks is empty"):
+        load_tasks([], tmp_path)
+
+
+def test_fallback_val_warning_through_load_tasks(burgers_1d, tmp_path):
+    with pytest.warns(UserWarning, match="task 'burgers'.*carved 1 of"):
+        (task,) = load_tasks([TaskConfig("burgers", burgers_1d.path.name)], tmp_path,
+                             split_fractions=(0.8, 0.0, 0.2))
+    assert len(task.split.val) == 1
+
+
+def test_normalizer_state_restores(tasks):
+    restored = Normalizer.from_dict(tasks[0].normalizer.to_dict())
+    np.testing.assert_array_equal(restored.mean, tasks[0].normalizer.mean)
