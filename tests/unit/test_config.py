@@ -118,8 +118,11 @@ MALFORMED = {
     "unknown stage name": (TASK + "stages: {operatr: {epochs: 2}}\n", [],
                            ["stages.operatr", "Did you mean 'stages.operator'"]),
     "missing data path": ("data: {tasks: [{name: burgers1d}]}\n", [], ["data.tasks[0].path", "missing data path"]),
-    "data file absent": ("data: {tasks: [{name: burgers1d, path: nope.hdf5}]}\n", [],
-                         ["data.tasks[0].path", "nope.hdf5", "does not exist", "ups data generate burgers1d"]),
+    "data file absent": ("data: {tasks: [{name: b, path: nope.hdf5}]}\n", [],
+                         ["data.tasks[0].path", "nope.hdf5", "does not exist", "paths.data_dir"]),
+    "built-in file absent": ("data: {tasks: [{name: b, path: 1D_Burgers_Sols_Nu0.1.hdf5}]}\n", [],
+                             ["data.tasks[0].path", "does not exist",
+                              "ups data generate burgers1d --out data/builtin --param nu=0.1"]),
     "no tasks": ("data: {tasks: []}\n", [], ["data.tasks", "no tasks"]),
     "duplicate task names": ("data: {tasks: [{name: a, path: 1D_Burgers_Sols_Nu0.01.hdf5}, "
                              "{name: a, path: ReacDiff_Nu0.5_Rho1.0.hdf5}]}\n", [], ["data.tasks[1].name", "twice"]),

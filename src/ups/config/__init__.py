@@ -12,7 +12,7 @@ from pathlib import Path
 
 import yaml
 
-from ups.config.load import apply_overrides, read_config_tree
+from ups.config.load import apply_overrides, merge_into, read_config_tree
 from ups.config.schema import STAGE_NAMES, Config, TaskConfig
 from ups.config.validate import Problems, build_config, check_consistency, string_keys, task_path
 from ups.errors import ConfigError
@@ -25,7 +25,12 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, check_fil
 
     With ``check_files`` the data files named by the tasks must exist.
     """
-    tree, sources = read_config_tree(path) if path is not None else ({}, {})
+    # The tree starts from the schema defaults so that overrides can index default lists.
+    tree = to_dict(Config())
+    sources: dict = {}
+    if path is not None:
+        file_tree, file_sources = read_config_tree(path)
+        merge_into(tree, file_tree, sources, file_sources)
     apply_overrides(tree, sources, list(overrides), string_keys())
     problems = Problems(sources)
     cfg = build_config(tree, problems)

@@ -81,10 +81,11 @@ def parse_params_from_name(file_name: str) -> dict[str, float]:
 
 
 def _numeric_attrs(attrs: h5py.AttributeManager) -> dict[str, float]:
-    """Numeric scalar attributes, names lower-cased; booleans, strings and arrays skipped."""
+    """Numeric scalar attributes, names lower-cased; booleans, strings, arrays and the
+    generator's own bookkeeping (``ups_*``: seed, sizes, format version) skipped."""
     out = {}
     for key, value in attrs.items():
-        if np.ndim(value) != 0 or isinstance(value, (bool, np.bool_)):
+        if str(key).startswith("ups_") or np.ndim(value) != 0 or isinstance(value, (bool, np.bool_)):
             continue
         if isinstance(value, (int, float, np.integer, np.floating)):
             out[str(key).lower()] = float(value)

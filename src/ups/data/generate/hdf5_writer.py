@@ -1,0 +1,141 @@
+"""Writes solver output in PDEBench's HDF5 layouts, atomically, with the settings as attrs.
+
+Layouts (float32 arrays, float64 coordinates):
+- "pdebench", transient 1D: ``tensor`` [N, T, X], ``x-coordinate`` [X], ``t-coordinate`` [T].
+- "pdebench", steady 2D (Darcy): ``nu`` [N, X, Y] (the coefficient a), ``tensor`` [N, 1, X, Y],
+  ``x-coordinate`` [X], ``y-coordinate`` [Y].
+- "multigroup", transient 1D: groups "0000", "0001", ... each with ``data`` [T, X, 1],
+  ``grid/x`` [X], ``grid/t`` [T].
+In every layout the root attributes hold the generation settings (see ``settings``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ups.data.generate.spec import SolveResult
+from ups.errors import DataError
+
+FORMAT_VERSION = 1
+
+
+def write_pdebench(h5: h5py.File, result: SolveResult) -> None:
+    if result.steady:
+        h5.create_dataset("nu", data=result.coefficient)
+        h5.create_dataset("tensor", data=result.solution)
+        h5.create_dataset("x-coordinate", data=result.coords["x"])
+        h5.create_dataset("y-coordinate", data=result.coords["y"])
+    else:
+        h5.create_dataset("tensor", data=result.solution)
+        h5.create_dataset("x-coordinate", data=result.coords["x"])
+        h5.create_dataset("t-coordinate", data=result.coords["t"])
+
+
+def write_multigroup(h5: h5py.File, result: SolveResult) -> None:
+    for i, trajectory in enumerate(result.solution):
+        group = h5.create_group(f"{i:04d}")
+        group.create_dataset("data", data=trajectory[..., None])
+        group.create_dataset("grid/x", data=result.coords["x"])
+        group.create_dataset("grid/t", data=result.coords["t"])
+
+
+LAYOUT_WRITERS: dict[str, Callable[[h5py.File, SolveResult], None]] = {
+    "pdebench": write_pdebench,
+    "multigroup": write_multigroup,
+}
+
+
+def settings(task: str, layout: str, seed: int, n: int, nx: int, nt: int, params: dict) -> dict:
+    """The root attributes that identify a generated file (PDE parameters as plain names)."""
+    return {
+        "ups_generator": task,
+        "ups_layout": layout,
+        "ups_seed": int(seed),
+        "ups_n": int(n),
+        "ups_nx": int(nx),
+        "ups_nt": int(nt),
+        "ups_format_version": FORMAT_VERSION,
+        **{name: float(value) for name, value in sorted(params.items())},
+    }
+
+
+def read_settings(path: Path) -> dict:
+    """Root attributes of an existing file as plain Python values; DataError if unreadable."""
+    try:
+        with h5py.File(path, "r") as h5:
+            return {key: _plain(value) for key, value in h5.attrs.items()}
+    except OSError as err:
+        raise DataError(
+            f"{path} exists but cannot be read as HDF5 ({err}). Pass overwrite=True "
+            "(--overwrite) to replace it, or choose another --out folder."
+        ) from err
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def describe_settings(attrs: dict) -> str:
+    return ", ".join(f"{key.removeprefix('ups_')}={value}" for key, value in sorted(attrs.items()))
+
+
+def dataset_shapes(path: Path) -> dict[str, tuple[int, ...]]:
+    """Shapes of the datasets in a written file; multigroup files list the first group and
+    the number of groups under "groups"."""
+    with h5py.File(path, "r") as h5:
+        if "tensor" in h5:
+            return {key: h5[key].shape for key in h5 if isinstance(h5[key], h5py.Dataset)}
+        groups = sorted(h5)
+        shapes: dict[str, tuple[int, ...]] = {"groups": (len(groups),)}
+        if groups:
+            first = groups[0]
+            for key in ("data", "grid/x", "grid/t"):
+                shapes[f"{first}/{key}"] = h5[f"{first}/{key}"].shape
+        return shapes
+
+
+def write_atomic(path: Path, result: SolveResult, attrs: dict, layout: str) -> None:
+    """Write ``result`` in ``layout`` to ``path`` via a temp file in the same folder.
+
+    The temp file is flushed and fsynced, then renamed over ``path`` with os.replace, so
+    ``path`` is either the old file or the complete new one. On any exception (including
+    KeyboardInterrupt) the temp file is removed.
+    """
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs.update(attrs)
+            LAYOUT_WRITERS[layout](h5, result)
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_folder(path.parent)
+
+
+def _fsync_folder(folder: Path) -> None:
+    """Persist the rename itself; folders cannot be opened for fsync on some platforms."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
