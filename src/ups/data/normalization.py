@@ -108,4 +108,4 @@ class Normalizer:
     def __repr__(self) -> str:
         if self.mode == "none" or self.mean is None:
             return f"Normalizer(mode={self.mode!r}, fitted={self.fitted})"
-        return f"Normalizer(mean={self.mean.round(4).tolist()}, std={self.std.round(4).tolist()})"
+        return f"Normalizer(mean={(self.mean.round(4) + 0.0).tolist()}, std={self.std.round(4).tolist()})"
