@@ -345,19 +345,25 @@ class PDEBenchFile:
             raise IndexError(f"{self.path}: sample {i} out of range for N={n}.")
         return int(i) % n
 
-    def trajectory(self, i: int) -> np.ndarray:
-        """Trajectory i as float32 [T, *spatial, C], down-sampled in space and time."""
+    def trajectory(self, i: int, frames: slice = slice(None)) -> np.ndarray:
+        """Trajectory i as float32 [T, *spatial, C], down-sampled in space and time.
+
+        ``frames`` selects frames of the down-sampled time axis (e.g. ``slice(5, 14, 4)``);
+        only those are read from the file.
+        """
         if self.layout == "darcy":
             raise DataError(f"{self.path}: a Darcy file is steady and has no trajectories; read "
                             f"it with steady_pair(i) (a steady task, e.g. stage steady_prior).")
-        i, r, rt = self._index(i), self._r, self._rt
+        i, r = self._index(i), self._r
+        start, stop, step = frames.indices(_n_kept(self._t_len, self._rt))
+        time = slice(start * self._rt, stop * self._rt, step * self._rt)
         space = (slice(None, None, r),) * len(self._spatial)
         h5 = self._handle()
         if self.layout == "multigroup":
-            data = h5[self._groups[i]]["data"][(slice(None, None, rt), *space, slice(None))]
+            data = h5[self._groups[i]]["data"][(time, *space, slice(None))]
         else:
             channel = (slice(None),) if self._channel_axis else ()
-            data = h5["tensor"][(i, slice(None, None, rt), *space, *channel)]
+            data = h5["tensor"][(i, time, *space, *channel)]
             if not self._channel_axis:
                 data = data[..., None]
         return np.asarray(data, dtype=np.float32)

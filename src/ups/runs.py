@@ -1,0 +1,75 @@
+"""One run = one folder: resolved config, stage status, checkpoints, logs.
+
+    runs/<run_id>/
+      config.resolved.yaml
+      stage_status.json        per stage: pending / running / done / failed, with timestamps
+      checkpoints/<stage>/     best-*.ckpt (k lowest val/nrmse) and last.ckpt
+      logs/<stage>/            metrics.csv (always)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ups.config import STAGE_NAMES, Config, to_yaml
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write via a temporary file in the same folder, fsync, rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunDir:
+    """Paths and status of one run folder (created on ``init``)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    @staticmethod
+    def new_id() -> str:
+        return datetime.now().strftime("%Y%m%d-%H%M%S")
+
+    def init(self, cfg: Config) -> "RunDir":
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.root / "config.resolved.yaml", to_yaml(cfg))
+        if not self.status_path.exists():
+            self._write_status({name: {"state": "pending"} for name in STAGE_NAMES})
+        return self
+
+    @property
+    def status_path(self) -> Path:
+        return self.root / "stage_status.json"
+
+    def checkpoint_dir(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage
+
+    def log_dir(self, stage: str) -> Path:
+        return self.root / "logs" / stage
+
+    def status(self) -> dict:
+        return json.loads(self.status_path.read_text()) if self.status_path.exists() else {}
+
+    def set_stage_state(self, stage: str, state: str, **extra) -> None:
+        status = self.status()
+        entry = status.get(stage, {})
+        entry.update(state=state, **extra)
+        entry[f"{state}_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        status[stage] = entry
+        self._write_status(status)
+
+    def _write_status(self, status: dict) -> None:
+        atomic_write_text(self.status_path, json.dumps(status, indent=2, sort_keys=True) + "\n")

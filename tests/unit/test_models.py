@@ -1,0 +1,167 @@
+"""GridEncoder, AnyPointDecoder and LatentOperator: shapes, invariances, init and trainability."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ups.models import AnyPointDecoder, GridEncoder, LatentOperator
+
+
+def grid_coords(batch: int, *sizes: int) -> torch.Tensor:
+    """Regular grid in [0,1]^d: [B, *sizes, d]."""
+    axes = [torch.linspace(0, 1, n) for n in sizes]
+    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
+    return coords.expand(batch, *coords.shape)
+
+
+def small_operator(**kwargs) -> LatentOperator:
+    return LatentOperator(tokens=8, dim=32, depth=2, heads=4, **kwargs)
+
+
+def operator_inputs(batch: int = 3, n_params: int = 2):
+    return (torch.randn(batch, 8, 32), torch.full((batch,), 0.05), torch.randn(batch, n_params),
+            torch.zeros(batch, dtype=torch.long))
+
+
+@pytest.mark.parametrize("sizes", [(64,), (50,), (33,), (16, 16), (18, 13)])
+def test_encoder_shapes_for_1d_2d_and_odd_grids(sizes):
+    torch.manual_seed(0)
+    enc = GridEncoder(in_channels=2, spatial_dims=len(sizes), tokens=6, dim=16, hidden=32, patch_size=4)
+    z = enc(torch.randn(3, *sizes, 2), grid_coords(3, *sizes))
+    assert z.shape == (3, 6, 16)
+    assert torch.isfinite(z).all()
+
+
+def test_encoder_same_weights_encode_two_resolutions_of_one_field():
+    torch.manual_seed(0)
+    enc = GridEncoder(in_channels=1, spatial_dims=1, tokens=8, dim=32, hidden=32, patch_size=4)
+    fine, coarse = grid_coords(2, 128), grid_coords(2, 64)
+    field = lambda x: torch.sin(2 * torch.pi * x)  # noqa: E731
+    z_fine, z_coarse = enc(field(fine), fine), enc(field(coarse), coarse)
+    assert z_fine.shape == z_coarse.shape == (2, 8, 32)
+    assert torch.isfinite(z_fine).all() and torch.isfinite(z_coarse).all()
+
+
+def test_encoder_rejects_wrong_channel_count_with_shape_in_message():
+    enc = GridEncoder(in_channels=2, spatial_dims=1, tokens=4, dim=16, hidden=32)
+    with pytest.raises(ValueError, match=r"C=2.*\(1, 20, 3\)"):
+        enc(torch.randn(1, 20, 3), grid_coords(1, 20))
+
+
+@pytest.mark.parametrize("coord_dims, n_points", [(1, 1), (1, 37), (2, 200)])
+def test_decoder_accepts_any_number_of_points(coord_dims, n_points):
+    torch.manual_seed(0)
+    dec = AnyPointDecoder(dim=16, coord_dims=coord_dims, out_channels=3, hidden=32, depth=2,
+                          fourier_features=4)
+    out = dec(torch.randn(2, 5, 16), torch.rand(2, n_points, coord_dims))
+    assert out.shape == (2, n_points, 3)
+
+
+def test_decoder_value_at_a_point_does_not_depend_on_other_queried_points():
+    torch.manual_seed(0)
+    dec = AnyPointDecoder(dim=16, coord_dims=2, out_channels=2, hidden=32, depth=2, fourier_features=4).eval()
+    z, points, others = torch.randn(2, 5, 16), torch.rand(2, 7, 2), torch.rand(2, 50, 2)
+    alone = dec(z, points)
+    together = dec(z, torch.cat([others[:, :20], points, others[:, 20:]], dim=1))[:, 20:27]
+    torch.testing.assert_close(together, alone, atol=1e-6, rtol=0)
+
+
+def test_operator_is_exactly_the_identity_at_init():
+    torch.manual_seed(0)
+    op = small_operator(n_params=2, n_tasks=3)
+    z, dt, params, _ = operator_inputs()
+    task = torch.tensor([0, 1, 2])
+    assert torch.equal(op(z, dt, params, task), z)
+
+
+def test_operator_without_pde_params_accepts_empty_params():
+    op = small_operator(n_params=0)
+    z, dt, _, task = operator_inputs()
+    assert torch.equal(op(z, dt, torch.empty(3, 0), task), z)
+
+
+def test_operator_rejects_params_of_wrong_width():
+    op = small_operator(n_params=2)
+    z, dt, _, task = operator_inputs()
+    with pytest.raises(ValueError, match=r"n_params=2.*\(3, 1\)"):
+        op(z, dt, torch.randn(3, 1), task)
+
+
+def trained_operator() -> LatentOperator:
+    """A few Adam steps move the zero-initialised layers off zero, so f is no longer 0."""
+    torch.manual_seed(0)
+    op = small_operator(n_params=2)
+    opt = torch.optim.Adam(op.parameters(), lr=1e-2)
+    z, dt, params, task = operator_inputs()
+    target = torch.randn_like(z)
+    for _ in range(3):
+        opt.zero_grad()
+        ((op(z, dt, params, task) - target) ** 2).mean().backward()
+        opt.step()
+    return op
+
+
+def test_operator_every_parameter_is_trained_within_three_steps():
+    torch.manual_seed(0)
+    op = small_operator(n_params=2)
+    before = {name: p.detach().clone() for name, p in op.named_parameters()}
+    after = dict(trained_operator().named_parameters())
+    unchanged = [name for name, p in after.items() if torch.equal(p.detach(), before[name])]
+    assert unchanged == []
+
+
+def test_rollout_step_k_equals_forward_applied_k_times():
+    op = trained_operator()
+    z, dt, params, task = operator_inputs()
+    with torch.no_grad():
+        traj = op.rollout(z, dt, params, task, steps=4)
+        assert traj.shape == (3, 4, 8, 32)
+        state = z
+        for k in range(4):
+            state = op(state, dt, params, task)
+            torch.testing.assert_close(traj[:, k], state, atol=0, rtol=0)
+        assert not torch.allclose(traj[:, 0], z)
+
+
+def test_operator_output_depends_on_dt_params_and_task():
+    torch.manual_seed(0)
+    op = small_operator(n_params=2, n_tasks=2)
+    for p in op.parameters():  # move every layer off its zero init
+        torch.nn.init.normal_(p, std=0.1)
+    z, dt, params, task = operator_inputs()
+    base = op(z, dt, params, task)
+    assert not torch.allclose(op(z, dt * 2, params, task), base)
+    assert not torch.allclose(op(z, dt, params + 1, task), base)
+    assert not torch.allclose(op(z, dt, params, task + 1), base)
+
+
+def test_models_are_deterministic_under_manual_seed():
+    def build_and_run():
+        torch.manual_seed(123)
+        enc = GridEncoder(1, 1, tokens=4, dim=16, hidden=32)
+        dec = AnyPointDecoder(16, 1, 1, hidden=32, depth=2)
+        coords = grid_coords(2, 40)
+        return dec(enc(torch.randn(2, 40, 1), coords), coords)
+
+    torch.testing.assert_close(build_and_run(), build_and_run(), atol=0, rtol=0)
+
+
+def test_autoencoder_fits_a_smooth_field_and_every_parameter_gets_a_gradient():
+    torch.manual_seed(0)
+    enc = GridEncoder(1, 1, tokens=8, dim=32, hidden=32, depth=1, patch_size=4)
+    dec = AnyPointDecoder(32, 1, 1, hidden=32, depth=2, fourier_features=4)
+    coords = grid_coords(2, 64)
+    u = torch.cat([torch.sin(2 * torch.pi * coords[:1]), torch.cos(4 * torch.pi * coords[1:]) + 0.5], dim=0)
+    params = list(enc.parameters()) + list(dec.parameters())
+    opt = torch.optim.Adam(params, lr=3e-3)
+    losses = []
+    for _ in range(100):
+        opt.zero_grad()
+        loss = ((dec(enc(u, coords), coords) - u) ** 2).mean()
+        loss.backward()
+        if not losses:
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params)
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] / 5, f"MSE went from {losses[0]:.4f} to {losses[-1]:.4f}"
