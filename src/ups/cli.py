@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.batch_size=8")
     p.set_defaults(run=_validate_config, command="validate-config")
 
+    _add_train(sub)
+
     data = sub.add_parser("data", help="built-in datasets and data summaries").add_subparsers(
         title="data commands", metavar="DATA_COMMAND")
     _add_generate(data)
@@ -74,6 +76,59 @@ def _add_generate(data: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing file made with other settings")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_data_generate, command="data generate")
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    from ups.config import STAGE_NAMES
+
+    p = sub.add_parser("train", help="train one stage with Lightning (or the native loop)",
+                       description="Train one stage of CONFIG into a run folder: resolved config, stage_status.json, "
+                                   "checkpoints/<stage>/ (best on val/nrmse and last), logs/<stage>/metrics.csv.")
+    p.add_argument("--config", type=Path, required=True, help="YAML config file")
+    p.add_argument("--stage", required=True, choices=STAGE_NAMES, metavar="STAGE", help=", ".join(STAGE_NAMES))
+    p.add_argument("--engine", choices=["lightning", "native"], default="lightning", help="default: lightning")
+    p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint in --run-dir")
+    p.add_argument("--from-run", type=Path, help="take upstream checkpoints from this run folder")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    p.set_defaults(run=_train, command="train")
+
+
+def _train(args: argparse.Namespace) -> int:
+    from ups.config import load_config
+    from ups.pipeline.runner import train_stage
+    from ups.runs import RunDir
+
+    overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices else [])
+    cfg = load_config(args.config, overrides)
+    if args.resume and not args.run_dir:
+        raise UPSError("--resume needs --run-dir: the run folder whose stage should continue.")
+    run_dir = args.run_dir or Path(cfg.paths.runs_dir) / RunDir.new_id()
+    done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume, from_run=args.from_run)
+    for line in _train_report(done):
+        print(line)
+    print(f"run: {done.run.root}")
+    return 0
+
+
+def _train_report(done) -> list[str]:
+    result = done.result
+    if result is None:
+        return [f"{done.stage}: skipped (stages.{done.stage}.epochs is 0)"]
+    lines = [f"{done.stage}: {result.epochs_run} epoch(s), {result.global_step} optimizer steps"
+             + (", stopped early" if result.stopped_early else "")]
+    if not result.val_history:
+        return lines + ["validation off (training.skip_lightning_val): gating is left to evaluation"]
+    best = min(result.val_history, key=lambda row: row["val/nrmse"])
+    lines.append(f"best val/nrmse {best['val/nrmse']:.4g} (epoch {best['epoch']}) -> {result.best_path}")
+    if "val/persistence_nrmse" in best:
+        ratio = best["val/persistence_nrmse"] / best["val/nrmse"]
+        lines.append(f"decoded one-step val nRMSE {best['val/nrmse']:.4g} vs persistence (u_t+1 = u_t) "
+                     f"{best['val/persistence_nrmse']:.4g} on the same pairs: {ratio:.1f}x lower")
+    if "val/rollout_nrmse" in best:
+        lines.append(f"rollout val nRMSE (mean over the training.rollout_horizon steps): {best['val/rollout_nrmse']:.4g}")
+    return lines
 
 
 def _validate_config(args: argparse.Namespace) -> int:

@@ -148,7 +148,7 @@ def test_pdebench_1d_layout(tmp_path):
         np.testing.assert_allclose(h5["t-coordinate"][:], np.linspace(0, 2, 5))
         assert dict(h5.attrs) == {
             "ups_generator": "burgers1d", "ups_layout": "pdebench", "ups_seed": 5, "ups_n": 3,
-            "ups_nx": 16, "ups_nt": 5, "ups_format_version": 1, "nu": 0.1,
+            "ups_nx": 16, "ups_nt": 5, "ups_format_version": 2, "nu": 0.1,
         }
     assert result.shapes["tensor"] == (3, 5, 16)
 

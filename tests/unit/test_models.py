@@ -27,7 +27,7 @@ def operator_inputs(batch: int = 3, n_params: int = 2):
 @pytest.mark.parametrize("sizes", [(64,), (50,), (33,), (16, 16), (18, 13)])
 def test_encoder_shapes_for_1d_2d_and_odd_grids(sizes):
     torch.manual_seed(0)
-    enc = GridEncoder(in_channels=2, spatial_dims=len(sizes), tokens=6, dim=16, hidden=32, patch_size=4)
+    enc = GridEncoder(in_channels=2, spatial_dims=len(sizes), tokens=6, dim=16, hidden=32, kernel_size=5)
     z = enc(torch.randn(3, *sizes, 2), grid_coords(3, *sizes))
     assert z.shape == (3, 6, 16)
     assert torch.isfinite(z).all()
@@ -35,7 +35,7 @@ def test_encoder_shapes_for_1d_2d_and_odd_grids(sizes):
 
 def test_encoder_same_weights_encode_two_resolutions_of_one_field():
     torch.manual_seed(0)
-    enc = GridEncoder(in_channels=1, spatial_dims=1, tokens=8, dim=32, hidden=32, patch_size=4)
+    enc = GridEncoder(in_channels=1, spatial_dims=1, tokens=8, dim=32, hidden=32, kernel_size=5)
     fine, coarse = grid_coords(2, 128), grid_coords(2, 64)
     field = lambda x: torch.sin(2 * torch.pi * x)  # noqa: E731
     z_fine, z_coarse = enc(field(fine), fine), enc(field(coarse), coarse)
@@ -149,7 +149,7 @@ def test_models_are_deterministic_under_manual_seed():
 
 def test_autoencoder_fits_a_smooth_field_and_every_parameter_gets_a_gradient():
     torch.manual_seed(0)
-    enc = GridEncoder(1, 1, tokens=8, dim=32, hidden=32, depth=1, patch_size=4)
+    enc = GridEncoder(1, 1, tokens=8, dim=32, hidden=32, depth=1, kernel_size=5)
     dec = AnyPointDecoder(32, 1, 1, hidden=32, depth=2, fourier_features=4)
     coords = grid_coords(2, 64)
     u = torch.cat([torch.sin(2 * torch.pi * coords[:1]), torch.cos(4 * torch.pi * coords[1:]) + 0.5], dim=0)

@@ -78,8 +78,8 @@ class LatentConfig:
 @dataclass
 class EncoderConfig:
     hidden: int = knob(64, "channels of the grid encoder's convolutional trunk", read_by="models", min=1)
-    depth: int = knob(2, "number of encoder blocks", read_by="models", min=1)
-    patch_size: int = knob(4, "grid points per patch along each axis", read_by="models", min=1)
+    depth: int = knob(2, "residual convolutions at full grid resolution", read_by="models", min=0)
+    kernel_size: int = knob(5, "odd kernel width of those convolutions", read_by="models", min=1)
 
 
 @dataclass

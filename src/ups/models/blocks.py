@@ -32,6 +32,34 @@ class FourierFeatures(nn.Module):
         return torch.cat([x, angles.sin(), angles.cos()], dim=-1)
 
 
+def token_grid(tokens: int, spatial_dims: int) -> tuple[int, ...]:
+    """How L latent tokens tile the domain: (L,) in 1D, (a, b) with a * b = L, a <= b, a as
+    large as possible in 2D."""
+    if spatial_dims == 1:
+        return (tokens,)
+    a = max(d for d in range(1, int(math.isqrt(tokens)) + 1) if tokens % d == 0)
+    return (a, tokens // a)
+
+
+def token_centres(grid: tuple[int, ...]) -> Tensor:
+    """Centres of the token cells in [0,1]^d, row-major like a flattened pooled grid: [L, d]."""
+    axes = [(torch.arange(n, dtype=torch.float32) + 0.5) / n for n in grid]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))
+
+
+def locality_bias(x: Tensor, grid: tuple[int, ...]) -> Tensor:
+    """Attention-logit bias favouring tokens whose cell is near each query point.
+
+    x [B, Q, d] in [0,1]^d -> [B, 1, Q, L]: minus half the squared distance to each cell
+    centre, measured in cell widths, so a point attends mostly to its own and neighbouring
+    cells from the start, and learned attention refines that.
+    """
+    centres = token_centres(grid).to(x)                                   # [L, d]
+    widths = torch.tensor([1.0 / n for n in grid], device=x.device, dtype=x.dtype)
+    offset = (x[:, :, None, :] - centres) / widths                        # [B, Q, L, d]
+    return (-0.5 * offset.pow(2).sum(-1)).unsqueeze(1)
+
+
 class MLP(nn.Sequential):
     """Linear -> GELU -> (dropout) -> Linear: [..., dim] -> [..., out or dim]."""
 
@@ -57,11 +85,13 @@ class Attention(nn.Module):
         self.kv = nn.Linear(context_dim or dim, 2 * dim)
         self.out = nn.Linear(dim, dim)
 
-    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, context: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
+        """``bias`` [N, M] (or broadcastable to [B, heads, N, M]) is added to the attention logits."""
         context = x if context is None else context
         q = self._split(self.q(x))
         k, v = (self._split(t) for t in self.kv(context).chunk(2, dim=-1))
-        y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                           dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).flatten(2))
 
     def _split(self, t: Tensor) -> Tensor:  # [B, N, dim] -> [B, heads, N, dim / heads]
@@ -92,8 +122,8 @@ class CrossAttentionBlock(nn.Module):
         self.attn = Attention(dim, heads, context_dim=context_dim)
         self.mlp = MLP(dim, int(dim * mlp_ratio))
 
-    def forward(self, x: Tensor, context: Tensor) -> Tensor:
-        x = x + self.attn(self.norm_q(x), self.norm_ctx(context))
+    def forward(self, x: Tensor, context: Tensor, bias: Tensor | None = None) -> Tensor:
+        x = x + self.attn(self.norm_q(x), self.norm_ctx(context), bias)
         return x + self.mlp(self.norm_mlp(x))
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
-from ups.models.blocks import CrossAttentionBlock, FourierFeatures
+from ups.models.blocks import CrossAttentionBlock, FourierFeatures, locality_bias, token_centres, token_grid
 
 _HEADS = 4
 # The MLPs run once per query point, so they dominate the cost of decoding a whole grid;
@@ -16,9 +17,10 @@ class AnyPointDecoder(nn.Module):
     """Latent tokens + query coordinates -> field values at those points (any resolution).
 
     Each query point is embedded by Fourier features of its coordinates, then refined by
-    ``depth`` blocks of cross-attention to the latent tokens + MLP. Points never attend to
-    each other, so a point's value does not depend on which other points are queried and
-    the field can be read at any set of points.
+    ``depth`` blocks of cross-attention to the latent tokens + MLP. The tokens carry the
+    Fourier features of their cell centres (the cells of ``GridEncoder``), and the attention
+    logits get a locality bias towards the cells near the point. Points never attend to each
+    other, so a point's value does not depend on which other points are queried.
     """
 
     def __init__(self, dim: int, coord_dims: int, out_channels: int, hidden: int = 128, depth: int = 3,
@@ -27,7 +29,7 @@ class AnyPointDecoder(nn.Module):
         self.coord_dims = coord_dims
         self.coord_features = FourierFeatures(coord_dims, fourier_features)
         self.query_embed = nn.Linear(self.coord_features.out_dim, hidden)
-        self.latent_proj = nn.Linear(dim, hidden)
+        self.latent_proj = nn.Linear(dim + self.coord_features.out_dim, hidden)
         self.blocks = nn.ModuleList(CrossAttentionBlock(hidden, hidden, _HEADS, _MLP_RATIO)
                                     for _ in range(depth))
         self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, out_channels))
@@ -37,8 +39,11 @@ class AnyPointDecoder(nn.Module):
         if x.dim() != 3 or x.shape[-1] != self.coord_dims or x.shape[0] != z.shape[0]:
             raise ValueError(f"AnyPointDecoder expects query points of shape [B={z.shape[0]}, Q, "
                              f"d={self.coord_dims}], got {tuple(x.shape)}")
-        context = self.latent_proj(z)                   # [B, L, hidden]
-        h = self.query_embed(self.coord_features(x))    # [B, Q, hidden]
+        grid = token_grid(z.shape[1], self.coord_dims)
+        where = self.coord_features(token_centres(grid).to(z)).expand(z.shape[0], -1, -1)
+        context = self.latent_proj(torch.cat([z, where], dim=-1))      # [B, L, hidden]
+        bias = locality_bias(x, grid)                                     # [B, 1, Q, L]
+        h = self.query_embed(self.coord_features(x))                      # [B, Q, hidden]
         for block in self.blocks:
-            h = block(h, context)
+            h = block(h, context, bias)
         return self.head(h)

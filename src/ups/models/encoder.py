@@ -6,61 +6,61 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ups.models.blocks import CrossAttentionBlock, FourierFeatures, TransformerBlock
+from ups.models.blocks import FourierFeatures, TransformerBlock, token_centres, token_grid
 
 _HEADS = 4
 _COORD_FREQS = 8
 
 
+class ConvBlock(nn.Module):
+    """Residual GELU convolution at full grid resolution: [B, hidden, *S] -> [B, hidden, *S]."""
+
+    def __init__(self, hidden: int, spatial_dims: int, kernel_size: int):
+        super().__init__()
+        conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
+        self.conv = conv(hidden, hidden, kernel_size, padding=kernel_size // 2, padding_mode="replicate")
+        self.norm = nn.GroupNorm(1, hidden)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return h + self.conv(F.gelu(self.norm(h)))
+
+
 class GridEncoder(nn.Module):
     """Fields on a regular 1D or 2D grid -> L latent tokens of width D.
 
-    Patchify with a strided convolution (the grid is padded at its far edges to a multiple
-    of ``patch_size``), add a Fourier embedding of each patch's mean coordinate, run
-    ``depth`` self-attention blocks over the patch tokens (width ``hidden``), then pool them
-    into ``tokens`` learned queries by cross-attention. The number of patches never enters a
-    weight shape, so the same weights encode any grid resolution.
+    A pointwise lift and ``depth`` residual convolutions (kernel ``kernel_size``) at the
+    grid's own resolution, then adaptive average pooling onto a fixed grid of L token cells
+    (L in 1D; a x b = L in 2D), a Fourier embedding of each cell's centre, one attention
+    block over the tokens and a LayerNorm. Each token summarises one region of the domain,
+    which gives the decoder and the operator a spatially ordered latent. No weight shape
+    depends on the grid size, so the same weights encode any resolution.
     """
 
     def __init__(self, in_channels: int, spatial_dims: int, tokens: int, dim: int, hidden: int = 64,
-                 depth: int = 2, patch_size: int = 4):
+                 depth: int = 2, kernel_size: int = 5):
         super().__init__()
         if spatial_dims not in (1, 2):
             raise ValueError(f"GridEncoder supports spatial_dims 1 or 2, got {spatial_dims}")
-        self.in_channels, self.spatial_dims, self.patch_size = in_channels, spatial_dims, patch_size
-        conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
-        self.patchify = conv(in_channels, hidden, kernel_size=patch_size, stride=patch_size)
+        self.in_channels, self.spatial_dims = in_channels, spatial_dims
+        self.token_grid = token_grid(tokens, spatial_dims)
+        self.lift = nn.Linear(in_channels + spatial_dims, hidden)
+        self.convs = nn.Sequential(*(ConvBlock(hidden, spatial_dims, kernel_size) for _ in range(depth)))
         self.coord_features = FourierFeatures(spatial_dims, _COORD_FREQS)
-        self.coord_embed = nn.Linear(self.coord_features.out_dim, hidden)
-        self.blocks = nn.ModuleList(TransformerBlock(hidden, _HEADS) for _ in range(depth))
-        self.queries = nn.Parameter(torch.randn(tokens, dim) * 0.02)
-        self.pool = CrossAttentionBlock(dim, hidden, _HEADS)
+        self.to_latent = nn.Linear(hidden + self.coord_features.out_dim, dim)
+        self.mix = TransformerBlock(dim, _HEADS if dim % _HEADS == 0 else 1)
         self.norm_out = nn.LayerNorm(dim)
+        self.register_buffer("centres", token_centres(self.token_grid), persistent=False)
 
     def forward(self, u: Tensor, coords: Tensor) -> Tensor:
         """u [B, *S, C] (channels last), coords [B, *S, d] in [0,1]^d -> z [B, L, D]."""
         self._check(u, coords)
-        patches = self.patchify(self._pad(u.movedim(-1, 1)))             # [B, hidden, *S/p]
-        patch_coords = self._patch_means(coords.movedim(-1, 1))          # [B, d, *S/p]
-        h = patches.flatten(2).transpose(1, 2)                           # [B, N, hidden]
-        h = h + self.coord_embed(self.coord_features(patch_coords.flatten(2).transpose(1, 2)))
-        for block in self.blocks:
-            h = block(h)
-        z = self.queries.expand(u.shape[0], -1, -1)                      # [B, L, D]
-        return self.norm_out(self.pool(z, h))
-
-    def _pad(self, x: Tensor) -> Tensor:
-        """[B, C, *S] -> [B, C, *S'] with S' the next multiples of patch_size (edge values repeated)."""
-        pad = []
-        for size in reversed(x.shape[2:]):
-            pad += [0, -size % self.patch_size]
-        return F.pad(x, pad, mode="replicate") if any(pad) else x
-
-    def _patch_means(self, coords: Tensor) -> Tensor:
-        """[B, d, *S] -> [B, d, *S/p]: mean coordinate of each patch's real (unpadded) points."""
-        pool = F.avg_pool1d if self.spatial_dims == 1 else F.avg_pool2d
-        # ceil_mode averages a partial edge window over its real points only.
-        return pool(coords, self.patch_size, ceil_mode=True)
+        h = self.lift(torch_cat(u, coords)).movedim(-1, 1)                # [B, hidden, *S]
+        h = self.convs(h)
+        pool = F.adaptive_avg_pool1d if self.spatial_dims == 1 else F.adaptive_avg_pool2d
+        cells = pool(h, self.token_grid).flatten(2).transpose(1, 2)       # [B, L, hidden]
+        where = self.coord_features(self.centres).expand(u.shape[0], -1, -1)
+        z = self.to_latent(torch_cat(cells, where))                       # [B, L, D]
+        return self.norm_out(self.mix(z))
 
     def _check(self, u: Tensor, coords: Tensor) -> None:
         expected = 2 + self.spatial_dims
@@ -71,3 +71,9 @@ class GridEncoder(nn.Module):
             expected_coords = (*u.shape[:-1], self.spatial_dims)
             raise ValueError(f"GridEncoder expects coords of shape {expected_coords}, "
                              f"got {tuple(coords.shape)}")
+
+
+def torch_cat(a: Tensor, b: Tensor) -> Tensor:
+    """Concatenate on the last axis, broadcasting ``b``'s leading axes to ``a``'s."""
+    shape = (*a.shape[:-1], b.shape[-1])
+    return torch.cat([a, b.expand(shape)], dim=-1)

@@ -22,7 +22,7 @@ import numpy as np
 from ups.data.generate.spec import SolveResult
 from ups.errors import DataError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: burgers1d initial conditions use wavenumbers 1-2
 
 
 def write_pdebench(h5: h5py.File, result: SolveResult) -> None:

@@ -1,0 +1,164 @@
+"""One checkpoint format for both engines: Lightning's dict layout plus a ``ups`` block.
+
+    {
+      "state_dict":        {"model.<param>": Tensor, ...}   # the LightningModule's key names
+      "optimizer_states":  [optimizer.state_dict()]
+      "lr_schedulers":     [scheduler.state_dict()]          # empty without a scheduler
+      "epoch":             index of the last finished epoch (0-based)
+      "global_step":       optimizer steps taken
+      "pytorch-lightning_version": str
+      "loops", "callbacks": Lightning's loop progress and callback states (``callbacks`` also
+                           written by the native engine under Lightning's state keys)
+      "ema_state_dict":    {"model.<param>": Tensor}           # only with training.ema_decay
+      "ups": {schema_version, stage, config_hash, architecture, data, metadata, extra_state}
+    }
+
+Everything stored is a tensor, number, string, list or dict, so ``torch.load(weights_only=True)``
+reads every checkpoint. ``load_into`` checks keys and shapes before touching the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from ups.config import Config, to_yaml
+from ups.errors import UPSError
+
+SCHEMA_VERSION = 1
+STATE_PREFIX = "model."  # the generic LightningModule holds the stage's module as ``self.model``
+
+
+class CheckpointError(UPSError):
+    """A checkpoint is missing, unreadable, or does not fit the model it is loaded into."""
+
+
+# ------------------------------------------------------------------------- fingerprints
+def config_hash(cfg: Config) -> str:
+    """sha256 of the resolved config YAML."""
+    return hashlib.sha256(to_yaml(cfg).encode()).hexdigest()
+
+
+def architecture_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
+    """sha256 of the sorted ``key:shape`` lines: equal iff names and shapes are equal."""
+    lines = sorted(f"{k}:{tuple(v.shape)}" for k, v in state_dict.items())
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def data_fingerprint(tasks) -> dict:
+    """Task names, file names and sizes, split sizes: what the weights were trained on."""
+    out = []
+    for t in tasks:
+        path = Path(t.file.path)
+        out.append({
+            "task": t.name, "file": path.name, "bytes": path.stat().st_size if path.exists() else -1,
+            "split": {name: len(t.split.indices(name)) for name in ("train", "val", "test")},
+        })
+    return {"tasks": out}
+
+
+def model_state_dict(stage) -> dict[str, torch.Tensor]:
+    """The stage's weights under the LightningModule's key names (``model.<name>``)."""
+    return {STATE_PREFIX + k: v for k, v in stage.model.state_dict().items()}
+
+
+def ups_block(stage, cfg: Config) -> dict:
+    """The versioned metadata block every checkpoint carries."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "stage": stage.name,
+        "config_hash": config_hash(cfg),
+        "architecture": architecture_fingerprint(stage.model.state_dict()),
+        "data": data_fingerprint(stage.tasks),
+        "metadata": stage.metadata(),
+        "extra_state": stage.extra_state(),
+    }
+
+
+# ------------------------------------------------------------------------- reading, writing
+def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
+    """Atomic write: a temporary file in the same folder, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint of either engine, on the CPU, read with ``weights_only=True``."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist.")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated file or a pickle that is not weights-only
+        raise CheckpointError(f"checkpoint {path} could not be read with weights_only=True: {exc}") from exc
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise CheckpointError(f"checkpoint {path} has no 'state_dict'; it is not a UPS/Lightning checkpoint.")
+    return checkpoint
+
+
+def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.Tensor]) -> list[str]:
+    """Lines naming missing keys, unexpected keys and shape differences (empty: it fits)."""
+    missing = sorted(set(model_state) - set(stored))
+    unexpected = sorted(set(stored) - set(model_state))
+    shapes = [f"{k}: checkpoint {tuple(stored[k].shape)} vs model {tuple(model_state[k].shape)}"
+              for k in model_state if k in stored and stored[k].shape != model_state[k].shape]
+    lines = []
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape differences", shapes)):
+        if items:
+            shown = ", ".join(items[:10]) + (f", ... ({len(items) - 10} more)" if len(items) > 10 else "")
+            lines.append(f"{title} ({len(items)}): {shown}")
+    return lines
+
+
+def stage_weights(checkpoint: dict, *, ema: bool = False) -> dict[str, torch.Tensor]:
+    """The stage module's state dict stored in ``checkpoint`` (prefix removed).
+
+    With ``ema`` the EMA weights replace the trained parameters they shadow.
+    """
+    state = {k[len(STATE_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(STATE_PREFIX)}
+    if ema:
+        if "ema_state_dict" not in checkpoint:
+            raise CheckpointError("the checkpoint has no EMA weights (training.ema_decay was unset).")
+        state.update({k[len(STATE_PREFIX):]: v for k, v in checkpoint["ema_state_dict"].items()})
+    return state
+
+
+def check_fit(stage, checkpoint: dict) -> None:
+    """Raise ``CheckpointError`` unless the checkpoint's weights fit ``stage.model`` exactly."""
+    stored_stage = checkpoint.get("ups", {}).get("stage")
+    lines = misfit_report(stage.model.state_dict(), stage_weights(checkpoint))
+    if stored_stage is not None and stored_stage != stage.name:
+        lines.insert(0, f"it was written by stage '{stored_stage}', not '{stage.name}'")
+    if lines:
+        raise CheckpointError(
+            f"checkpoint does not fit stage '{stage.name}' and was not loaded:\n  - " + "\n  - ".join(lines)
+            + "\nCheck that the config (hidden sizes, depths, tasks) matches the one the checkpoint was trained with."
+        )
+
+
+def load_into(stage, checkpoint: dict, *, ema: bool = False) -> None:
+    """Load the weights (EMA weights with ``ema``) into ``stage.model`` and the stage's extra state.
+
+    Keys and shapes are checked first; a misfit raises ``CheckpointError`` and leaves the
+    model untouched.
+    """
+    check_fit(stage, checkpoint)
+    stage.model.load_state_dict(stage_weights(checkpoint, ema=ema), strict=True)
+    extra = checkpoint.get("ups", {}).get("extra_state")
+    if extra:
+        stage.load_extra_state(extra)

@@ -1,0 +1,48 @@
+"""Engines run a Stage: Lightning (the product) or a native PyTorch loop (the reference).
+
+``fit_stage`` is the one entry point; both engines read the same config, draw the same
+batches and write the same checkpoint format (``ups.checkpoint``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ups.config import Config
+from ups.engines.common import LAST_NAME, FitResult
+from ups.errors import UPSError
+from ups.runs import RunDir
+
+__all__ = ["ENGINES", "FitResult", "fit_stage"]
+
+
+def _lightning(stage, cfg, run, resume):
+    from ups.engines.lightning import fit_lightning
+    return fit_lightning(stage, cfg, run, resume=resume)
+
+
+def _native(stage, cfg, run, resume):
+    from ups.engines.native import fit_native
+    return fit_native(stage, cfg, run, resume=resume)
+
+
+log = logging.getLogger("ups")
+
+ENGINES = {"lightning": _lightning, "native": _native}
+
+
+def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", resume: bool = False) -> FitResult:
+    """Train ``stage`` for ``stages.<stage.name>.epochs`` epochs into ``run``.
+
+    With ``resume`` training continues from ``run.checkpoint_dir(stage)/last.ckpt`` (either
+    engine's) with weights, optimizer, scheduler, EMA, generator and counters restored.
+    """
+    if engine not in ENGINES:
+        raise UPSError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}.")
+    last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
+    if resume and not last.is_file():
+        raise UPSError(f"resume: {last} does not exist; train the stage first or drop resume.")
+    if cfg.checkpoint.every_n_steps is not None:
+        log.warning("checkpoint.every_n_steps is not honoured yet: last.ckpt is written at the end of each epoch, "
+                    "so that a resume always starts on an epoch boundary in either engine.")
+    return ENGINES[engine](stage, cfg, run, resume)

@@ -1,0 +1,271 @@
+"""What both engines share, so that they see the same numbers: loaders and their sampler,
+the optimizer-step budget, EMA, validation-metric averaging, log keys, checkpoint names and
+the state of the best-k / early-stopping rules.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from ups.config import Config
+from ups.errors import UPSError
+
+MONITOR = "val/nrmse"
+BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"  # formatted by ModelCheckpoint and the native loop
+LAST_NAME = "last"
+CKPT_EXT = ".ckpt"
+
+
+@dataclass
+class FitResult:
+    best_path: Path | None
+    last_path: Path
+    best_score: float | None            # lowest val/nrmse seen (None without validation)
+    train_losses: list[float]           # "loss" of every training batch of this fit, in order
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    global_step: int = 0                # optimizer steps, including those before a resume
+    epochs_run: int = 0                 # finished epochs, including those before a resume
+    stopped_early: bool = False         # stopped before stages.<stage>.epochs
+
+
+# ------------------------------------------------------------------------------ data
+class EpochShuffleSampler(Sampler[int]):
+    """A permutation drawn from (seed, epoch), optionally sharded across ranks.
+
+    Engines call ``set_epoch`` before each epoch (Lightning does so for any sampler that has
+    it), so the order is the same in both engines and after a resume. With ``world_size > 1``
+    the permutation is padded to a multiple of the world size and rank r takes every
+    world_size-th index from r, as torch's DistributedSampler does.
+    """
+
+    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
+        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.n / self.world_size)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.n, generator=g).tolist()
+        total = len(self) * self.world_size
+        order += order[: total - len(order)]
+        return iter(order[self.rank:total:self.world_size])
+
+
+def build_loaders(stage, cfg: Config, *, validate: bool, rank: int = 0,
+                  world_size: int = 1) -> tuple[DataLoader, DataLoader | None]:
+    """(train loader shuffled by ``EpochShuffleSampler``, val loader in order or None)."""
+    t = cfg.training
+    common = dict(batch_size=t.batch_size, num_workers=t.num_workers, pin_memory=t.pin_memory,
+                  persistent_workers=t.persistent_workers and t.num_workers > 0, collate_fn=stage.collate)
+    train_set = stage.train_dataset()
+    if len(train_set) == 0:
+        raise UPSError(f"stage {stage.name}: the train split is empty; check data.split and the data files.")
+    train = DataLoader(train_set, sampler=EpochShuffleSampler(len(train_set), cfg.seed, rank, world_size),
+                       **common)
+    if not validate:
+        return train, None
+    val_set = stage.val_dataset()
+    if len(val_set) == 0:
+        raise UPSError(f"stage {stage.name}: the val split is empty; set data.split.val > 0 "
+                       f"or training.skip_lightning_val=true.")
+    return train, DataLoader(val_set, shuffle=False, **common)
+
+
+def total_optimizer_steps(n_batches: int, accumulate: int, epochs: int) -> int:
+    """Optimizer steps of ``epochs`` epochs: a step every ``accumulate`` batches and at epoch end."""
+    return epochs * math.ceil(n_batches / accumulate)
+
+
+def stage_settings(cfg: Config, stage_name: str):
+    """``stages.<stage_name>`` (epochs, patience, optimizer overrides)."""
+    return getattr(cfg.stages, stage_name)
+
+
+def validation_on(cfg: Config) -> bool:
+    return not cfg.training.skip_lightning_val
+
+
+VALIDATION_OFF_MESSAGE = ("validation is off (training.skip_lightning_val=true): no val/nrmse monitor, no early "
+                          "stopping, only last.ckpt is written; gating is left to external evaluation.")
+
+
+# ------------------------------------------------------------------------------ EMA
+class EMA:
+    """Exponential moving average of the trainable parameters, updated after each optimizer step.
+
+    shadow <- decay * shadow + (1 - decay) * param. Keys are the parameter names of the
+    stage's module; checkpoints store them with the ``model.`` prefix under "ema_state_dict".
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    def _params(self, model: nn.Module) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in model.named_parameters() if n in self.shadow}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for name, p in self._params(model).items():
+            shadow = self.shadow[name]
+            if shadow.device != p.device:
+                self.shadow[name] = shadow = shadow.to(p.device)
+            shadow.lerp_(p.detach(), 1.0 - self.decay)
+
+    @contextmanager
+    def applied(self, model: nn.Module):
+        """Within the block the model holds the EMA weights; the trained ones come back after."""
+        params = self._params(model)
+        backup = {n: p.detach().clone() for n, p in params.items()}
+        with torch.no_grad():
+            for n, p in params.items():
+                p.copy_(self.shadow[n])
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for n, p in params.items():
+                    p.copy_(backup[n])
+
+    def state_dict(self, prefix: str) -> dict[str, torch.Tensor]:
+        return {prefix + n: t.detach().clone() for n, t in self.shadow.items()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor], prefix: str) -> None:
+        for n in self.shadow:
+            self.shadow[n] = state[prefix + n].to(self.shadow[n].device).clone()
+
+
+@contextmanager
+def maybe_ema(ema: EMA | None, model: nn.Module):
+    if ema is None:
+        yield
+    else:
+        with ema.applied(model):
+            yield
+
+
+# ------------------------------------------------------------------------------ metrics
+class MetricMeans:
+    """Averages per-sample metric values ``[B]`` over a whole validation epoch, per key."""
+
+    def __init__(self):
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, metrics: dict[str, torch.Tensor]) -> None:
+        for key, values in metrics.items():
+            values = values.detach().reshape(-1).double()
+            self.sums[key] = self.sums[key] + values.sum() if key in self.sums else values.sum()
+            self.counts[key] = self.counts.get(key, 0) + values.numel()
+
+    def compute(self) -> dict[str, float]:
+        """``{"val/<key>": mean}``; raises when the stage never returned ``nrmse``."""
+        if "nrmse" not in self.sums:
+            raise UPSError("the stage's validation_metrics returned no 'nrmse'; every stage must report it.")
+        return {f"val/{k}": (self.sums[k] / max(self.counts[k], 1)).item() for k in sorted(self.sums)}
+
+
+def train_log_values(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``train/loss`` and ``train/<term>`` from a stage's ``training_loss`` output."""
+    return {f"train/{k}": v.detach() for k, v in terms.items()}
+
+
+def check_finite_loss(loss: torch.Tensor, cfg: Config, step: int, skipped: int) -> bool:
+    """True when the batch should be used; False to skip it (``nan_policy=skip_batch``)."""
+    if torch.isfinite(loss):
+        return True
+    if cfg.training.nan_policy == "stop":
+        raise UPSError(f"non-finite training loss ({loss.item()}) at optimizer step {step}; lower optimizer.lr, "
+                       f"set training.gradient_clip_val, or training.nan_policy=skip_batch.")
+    if skipped + 1 > cfg.training.max_skipped_batches:
+        raise UPSError(f"more than training.max_skipped_batches={cfg.training.max_skipped_batches} batches had a "
+                       f"non-finite loss (last at optimizer step {step}); the run is diverging.")
+    return False
+
+
+# ------------------------------------------------------------------------------ devices
+def uses_gpu(cfg: Config) -> bool:
+    accelerator = cfg.training.accelerator
+    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def resolve_precision(cfg: Config) -> str:
+    """``auto`` -> 32-true on CPU, bf16-mixed on GPU; anything else as given."""
+    if cfg.training.precision != "auto":
+        return cfg.training.precision
+    return "bf16-mixed" if uses_gpu(cfg) else "32-true"
+
+
+def parse_max_time(text: str | None) -> float | None:
+    """``DD:HH:MM:SS`` -> seconds (None stays None)."""
+    if text is None:
+        return None
+    parts = [int(p) for p in text.split(":")]
+    if len(parts) != 4:
+        raise UPSError(f"training.max_time={text!r} must be DD:HH:MM:SS, e.g. 00:12:00:00.")
+    days, hours, minutes, seconds = parts
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+# ------------------------------------------------------------------------------ selection rules
+def checkpoint_path(dirpath: Path, epoch: int, step: int) -> Path:
+    return dirpath / (BEST_FILENAME.format(epoch=epoch, step=step) + CKPT_EXT)
+
+
+@dataclass
+class TopK:
+    """ModelCheckpoint's top-k rule for mode="min": keep the k lowest scores; a new score
+    enters when fewer than k are kept or it is strictly lower than the worst kept one."""
+
+    k: int
+    best_k_models: dict[str, float] = field(default_factory=dict)
+
+    def admits(self, score: float) -> bool:
+        if len(self.best_k_models) < self.k:
+            return True
+        return score < self.best_k_models[self.worst()]
+
+    def worst(self) -> str:
+        return max(self.best_k_models, key=self.best_k_models.get)
+
+    def best(self) -> str | None:
+        return min(self.best_k_models, key=self.best_k_models.get) if self.best_k_models else None
+
+    def add(self, path: str, score: float) -> str | None:
+        """Record ``path``; returns the path that dropped out (to delete), if any."""
+        dropped = self.worst() if len(self.best_k_models) == self.k else None
+        if dropped is not None:
+            del self.best_k_models[dropped]
+        self.best_k_models[path] = score
+        return dropped
+
+
+@dataclass
+class Patience:
+    """EarlyStopping's rule for mode="min", min_delta=0: an improvement is a strictly lower
+    value; ``patience`` validations without one stop training; a non-finite value stops at once."""
+
+    patience: int
+    best: float = math.inf
+    wait: int = 0
+
+    def should_stop(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return True
+        if value < self.best:
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience

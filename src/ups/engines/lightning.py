@@ -1,0 +1,237 @@
+"""The Lightning engine: one generic LightningModule around any Stage, and ``build_trainer``.
+
+The module only forwards to the stage (losses, metrics, optimizers, train/eval mode) and
+adds the ``ups`` block to every checkpoint; the Trainer does the rest.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.loggers import CSVLogger
+
+from ups.checkpoint import STATE_PREFIX, check_fit, load_checkpoint, ups_block
+from ups.config import Config
+from ups.engines.common import (
+    BEST_FILENAME, LAST_NAME, MONITOR, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders,
+    check_finite_loss, maybe_ema, resolve_precision, stage_settings, total_optimizer_steps, train_log_values,
+    uses_gpu, validation_on,
+)
+from ups.errors import UPSError
+from ups.runs import RunDir
+
+log = logging.getLogger("ups")
+
+
+class StageModule(pl.LightningModule):
+    """Drives a Stage under Lightning; holds the stage's module as ``self.model``."""
+
+    def __init__(self, stage, cfg: Config, batches_per_epoch: int, total_steps: int):
+        super().__init__()
+        self.stage, self.cfg = stage, cfg
+        self.batches_per_epoch, self.total_steps = batches_per_epoch, total_steps
+        self.model = stage.model
+        self.ema = EMA(stage.model, cfg.training.ema_decay) if cfg.training.ema_decay else None
+        self.train_losses: list[torch.Tensor] = []
+        self.val_history: list[dict[str, float]] = []
+        self._metrics = MetricMeans()
+        self._skipped = 0
+
+    # ---- training -----------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self.stage.set_train_mode(True)
+
+    def training_step(self, batch, batch_idx):
+        terms = self.stage.training_loss(batch)
+        loss = terms["loss"]
+        self.train_losses.append(loss.detach())
+        if not check_finite_loss(loss, self.cfg, self.global_step, self._skipped):
+            self._skipped += 1
+            return None  # Lightning skips backward for this batch
+        self.log_dict(train_log_values(terms), on_step=True, on_epoch=False, batch_size=self.cfg.training.batch_size)
+        return loss
+
+    def optimizer_step(self, *args, **kwargs) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema is not None:
+            self.ema.update(self.model)
+
+    def configure_optimizers(self):
+        optimizer, scheduler = self.stage.configure_optimizers(self.total_steps)
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    # ---- validation ---------------------------------------------------------------
+    def on_validation_model_eval(self) -> None:
+        self.stage.set_train_mode(False)
+
+    def on_validation_model_train(self) -> None:
+        self.stage.set_train_mode(True)
+
+    def on_validation_epoch_start(self) -> None:
+        self._metrics = MetricMeans()
+        self._ema_context = maybe_ema(self.ema, self.model)
+        self._ema_context.__enter__()
+
+    def validation_step(self, batch, batch_idx) -> None:
+        self._metrics.add(self.stage.validation_metrics(batch))
+
+    def on_validation_epoch_end(self) -> None:
+        self._ema_context.__exit__(None, None, None)
+        if self.trainer.sanity_checking:
+            return
+        values = self._metrics.compute()
+        self.log_dict(values, on_epoch=True, batch_size=1)
+        self.val_history.append({**values, "epoch": self.current_epoch, "step": self.global_step})
+
+    # ---- checkpoints --------------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["ups"] = ups_block(self.stage, self.cfg)
+        if self.ema is not None:
+            checkpoint["ema_state_dict"] = self.ema.state_dict(STATE_PREFIX)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        extra = checkpoint.get("ups", {}).get("extra_state")
+        if extra:
+            self.stage.load_extra_state(extra)
+        if self.ema is not None and "ema_state_dict" in checkpoint:
+            self.ema.load_state_dict(checkpoint["ema_state_dict"], STATE_PREFIX)
+        if "loops" not in checkpoint and self._trainer is not None:
+            checkpoint["loops"] = synthesized_loops(self.trainer, checkpoint, self.batches_per_epoch,
+                                                    self.cfg.training.accumulate_grad_batches)
+
+    def finished_losses(self) -> list[float]:
+        return [float(x) for x in torch.stack(self.train_losses).cpu()] if self.train_losses else []
+
+
+def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: int, accumulate: int) -> dict:
+    """Loop progress for a checkpoint written without it (by the native engine).
+
+    Lightning restores epoch and step counters only from ``checkpoint["loops"]``. This takes
+    the fresh loops' own state dicts as a template and sets the counters to what Lightning
+    itself stores when ModelCheckpoint saves at the end of epoch ``checkpoint["epoch"]``
+    (epoch processed but not completed, last batch done, ``global_step`` optimizer steps).
+    """
+    epoch, step = int(checkpoint["epoch"]), int(checkpoint["global_step"])
+    steps_per_epoch = -(-batches_per_epoch // accumulate)
+    fit = copy.deepcopy(trainer.fit_loop.state_dict())
+    for scope in ("total", "current"):
+        fit["epoch_progress"][scope].update(ready=epoch + 1, started=epoch + 1, processed=epoch + 1, completed=epoch)
+    batches = {"total": batches_per_epoch * (epoch + 1), "current": batches_per_epoch}
+    steps = {"total": step, "current": steps_per_epoch}
+    for scope in ("total", "current"):
+        n, k = batches[scope], steps[scope]
+        fit["epoch_loop.batch_progress"][scope].update(ready=n, started=n, processed=n, completed=n)
+        optim = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
+        optim["step"][scope].update(ready=k, completed=k)
+        optim["zero_grad"][scope].update(ready=k, started=k, completed=k)
+        fit["epoch_loop.scheduler_progress"][scope].update(ready=k, completed=k)
+    fit["epoch_loop.batch_progress"]["is_last_batch"] = True
+    fit["epoch_loop.state_dict"]["_batches_that_stepped"] = step
+    return {"fit_loop": fit, "validate_loop": trainer.validate_loop.state_dict(),
+            "test_loop": trainer.test_loop.state_dict(), "predict_loop": trainer.predict_loop.state_dict()}
+
+
+def _compile_submodules(model: torch.nn.Module) -> None:
+    """In-place ``Module.compile`` keeps state-dict key names (no ``_orig_mod.``)."""
+    for child in model.children():
+        child.compile()
+
+
+def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Callback]:
+    """ModelCheckpoint (+ EarlyStopping with validation on), as both engines name and rank them."""
+    dirpath = run.checkpoint_dir(stage_name)
+    if not validation_on(cfg):
+        return [ModelCheckpoint(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True)]
+    return [
+        ModelCheckpoint(dirpath=dirpath, monitor=MONITOR, mode="min", save_top_k=cfg.checkpoint.save_top_k,
+                        save_last=True, filename=BEST_FILENAME, auto_insert_metric_name=False),
+        EarlyStopping(monitor=MONITOR, mode="min", patience=stage_settings(cfg, stage_name).patience),
+    ]
+
+
+def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=()) -> pl.Trainer:
+    """The config's ``training``, ``checkpoint``, ``logging`` and ``stages.<stage>`` as a Trainer."""
+    t = cfg.training
+    if t.strategy == "fsdp" and not uses_gpu(cfg):
+        raise UPSError("training.strategy=fsdp needs GPUs; use training.strategy=ddp (or auto) on CPU.")
+    if t.compile and t.devices * t.num_nodes > 1:
+        log.warning("training.compile=true with several devices fails on some PyTorch builds; "
+                    "set training.compile=false if the run errors while compiling.")
+    log_dir = run.log_dir(stage_name)
+    loggers = [CSVLogger(save_dir=log_dir, name="", version="")]
+    if cfg.logging.tensorboard:
+        from lightning.pytorch.loggers import TensorBoardLogger
+        loggers.append(TensorBoardLogger(save_dir=log_dir, name="tensorboard", version=""))
+    callbacks = monitor_callbacks(cfg, run, stage_name) + list(callbacks_extra)
+    if t.lightning_profile == "timer" and t.max_time is None:
+        callbacks.append(Timer())
+    validate = validation_on(cfg)
+    return pl.Trainer(
+        accelerator="gpu" if uses_gpu(cfg) else "cpu", devices=t.devices, num_nodes=t.num_nodes,
+        strategy=t.strategy, precision=resolve_precision(cfg),
+        gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm="norm",
+        accumulate_grad_batches=t.accumulate_grad_batches, max_epochs=stage_settings(cfg, stage_name).epochs,
+        max_time=t.max_time, deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=t.val_check_interval if validate else None, limit_val_batches=None if validate else 0,
+        num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(),
+        logger=loggers, callbacks=callbacks, use_distributed_sampler=False, default_root_dir=run.root,
+        profiler=None if t.lightning_profile in ("none", "timer") else t.lightning_profile,
+    )
+
+
+def _keep_previous_metrics(trainer: pl.Trainer) -> None:
+    """A resumed fit appends to metrics.csv; Lightning's CSV writer would delete it when it starts.
+
+    The writer is created here (which removes the file), the old rows are put back and the
+    writer learns their columns (``metrics_keys``), so it appends or rewrites the header.
+    """
+    for logger in trainer.loggers:
+        if isinstance(logger, CSVLogger) and trainer.is_global_zero:
+            path = Path(logger.log_dir) / "metrics.csv"
+            previous = path.read_text() if path.is_file() else None
+            writer = logger.experiment
+            if previous:
+                path.write_text(previous)
+                writer.metrics_keys = previous.splitlines()[0].split(",")
+
+
+def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False) -> FitResult:
+    validate = validation_on(cfg)
+    if not validate:
+        log.info(VALIDATION_OFF_MESSAGE)
+    ckpt_path = None
+    if resume:
+        ckpt_path = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
+        check_fit(stage, load_checkpoint(ckpt_path))  # a misfit is a UPSError before Lightning touches it
+    trainer = build_trainer(cfg, run, stage.name)
+    if resume:
+        _keep_previous_metrics(trainer)
+    train_loader, val_loader = build_loaders(stage, cfg, validate=validate, rank=trainer.global_rank,
+                                             world_size=trainer.world_size)
+    epochs = stage_settings(cfg, stage.name).epochs
+    total_steps = total_optimizer_steps(len(train_loader), cfg.training.accumulate_grad_batches, epochs)
+    module = StageModule(stage, cfg, len(train_loader), total_steps)
+    if cfg.training.compile:
+        _compile_submodules(stage.model)
+    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
+                ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    checkpointer = trainer.checkpoint_callback
+    best = checkpointer.best_model_path if validate and checkpointer.best_model_path else None
+    return FitResult(
+        best_path=Path(best) if best else None,
+        last_path=run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt",
+        best_score=float(checkpointer.best_model_score) if best else None,
+        train_losses=module.finished_losses(),
+        val_history=module.val_history,
+        global_step=trainer.global_step,
+        epochs_run=trainer.current_epoch,
+        stopped_early=trainer.current_epoch < epochs,
+    )

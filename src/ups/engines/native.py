@@ -1,0 +1,267 @@
+"""The native engine: a plain PyTorch loop with the Lightning engine's semantics, step for step.
+
+Per epoch e: ``sampler.set_epoch(e)``; per batch: loss / accumulate, backward; an optimizer
+step (clip by norm, step, scheduler step, EMA update, zero grad) every ``accumulate`` batches
+and after the epoch's last batch. Then validation (EMA weights when EMA is on), the early-stop
+rule, the best-k and last checkpoints - in Lightning's order, with Lightning's file names and
+checkpoint layout. One device only; distribution is Lightning's job.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import lightning
+import torch
+
+from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state_dict, save_checkpoint, ups_block
+from ups.config import Config
+from ups.engines.common import (
+    CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders,
+    check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, stage_settings,
+    total_optimizer_steps, train_log_values, uses_gpu, validation_on,
+)
+from ups.errors import UPSError
+from ups.runs import RunDir
+
+log = logging.getLogger("ups")
+
+
+def _refuse_unsupported(cfg: Config) -> str:
+    """The autocast dtype name, after refusing what the native loop does not do."""
+    t = cfg.training
+    if t.devices > 1 or t.num_nodes > 1:
+        raise UPSError(f"the native engine runs on one device (training.devices={t.devices}, "
+                       f"training.num_nodes={t.num_nodes}); use --engine lightning for several devices.")
+    precision = resolve_precision(cfg)
+    if precision not in ("32-true", "bf16-mixed"):
+        raise UPSError(f"training.precision={precision} is Lightning-only; the native engine does 32-true and "
+                       f"bf16-mixed.")
+    if validation_on(cfg) and t.val_check_interval != 1.0:
+        raise UPSError(f"training.val_check_interval={t.val_check_interval} is Lightning-only; the native engine "
+                       f"validates once per epoch (1.0).")
+    return precision
+
+
+class MetricsCSV:
+    """``metrics.csv`` as Lightning's CSVLogger writes it: one row per log call, the header
+    grows (and the file is rewritten) when a new key appears; appends across resumes."""
+
+    def __init__(self, log_dir: Path, *, append: bool):
+        self.path = log_dir / "metrics.csv"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict] = []
+        self.keys: list[str] = []
+        if not append:
+            self.path.unlink(missing_ok=True)
+        elif self.path.exists():
+            with self.path.open() as f:
+                reader = csv.DictReader(f)
+                self.keys = list(reader.fieldnames or [])
+                self.rows = list(reader)
+
+    def log(self, metrics: dict, step: int) -> None:
+        row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
+        row["step"] = step
+        new = [k for k in row if k not in self.keys]
+        self.rows.append(row)
+        if new:
+            self.keys = sorted(set(self.keys) | set(new))
+            with self.path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=self.keys)
+                writer.writeheader()
+                writer.writerows(self.rows)
+        else:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+
+
+class NativeTrainer:
+    """Holds the state of one fit; ``fit`` is the loop."""
+
+    def __init__(self, stage, cfg: Config, run: RunDir, *, resume: bool = False):
+        self.stage, self.cfg, self.run = stage, cfg, run
+        precision = _refuse_unsupported(cfg)
+        self.device = torch.device("cuda" if uses_gpu(cfg) else "cpu")
+        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if precision == "bf16-mixed"
+                         else nullcontext())
+        self.validate = validation_on(cfg)
+        self.settings = stage_settings(cfg, stage.name)
+        self.accumulate = cfg.training.accumulate_grad_batches
+        self.train_loader, self.val_loader = build_loaders(stage, cfg, validate=self.validate)
+        self.total_steps = total_optimizer_steps(len(self.train_loader), self.accumulate, self.settings.epochs)
+        if cfg.training.deterministic:
+            torch.use_deterministic_algorithms(True)
+        stage.model.to(self.device)
+        self.optimizer, self.scheduler = stage.configure_optimizers(self.total_steps)
+        self.ema = EMA(stage.model, cfg.training.ema_decay) if cfg.training.ema_decay else None
+        self.ckpt_dir = run.checkpoint_dir(stage.name)
+        self.top_k = TopK(cfg.checkpoint.save_top_k)
+        self.patience = Patience(self.settings.patience)
+        self.epoch, self.global_step = 0, 0  # next epoch to run; optimizer steps taken
+        self.train_losses: list[float] = []
+        self.val_history: list[dict[str, float]] = []
+        self.skipped = 0
+        self.csv = MetricsCSV(run.log_dir(stage.name), append=resume)
+        # Lightning's callback state keys, so that checkpoints resume in either engine.
+        from ups.engines.lightning import monitor_callbacks
+        self.state_keys = [cb.state_key for cb in monitor_callbacks(cfg, run, stage.name)]
+
+    # ---- the loop -----------------------------------------------------------------
+    def fit(self) -> FitResult:
+        deadline = parse_max_time(self.cfg.training.max_time)
+        deadline = deadline and time.monotonic() + deadline
+        stopped = False
+        while self.epoch < self.settings.epochs and not stopped:
+            self.train_epoch()
+            stopped = deadline is not None and time.monotonic() > deadline
+            if self.validate:
+                stopped = self.patience.should_stop(self.validation()) or stopped
+            self.save_epoch_checkpoints()
+            self.epoch += 1
+        best = self.top_k.best()
+        return FitResult(
+            best_path=Path(best) if best else None, last_path=self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}",
+            best_score=self.top_k.best_k_models[best] if best else None, train_losses=self.train_losses,
+            val_history=self.val_history, global_step=self.global_step, epochs_run=self.epoch,
+            stopped_early=self.epoch < self.settings.epochs,
+        )
+
+    def train_epoch(self) -> None:
+        self.stage.set_train_mode(True)
+        self.train_loader.sampler.set_epoch(self.epoch)
+        n_batches = len(self.train_loader)
+        for batch_idx, batch in enumerate(self.train_loader):
+            batch = _to_device(batch, self.device)
+            with self.autocast:
+                terms = self.stage.training_loss(batch)
+            loss = terms["loss"]
+            self.train_losses.append(loss.item())
+            if check_finite_loss(loss, self.cfg, self.global_step, self.skipped):
+                (loss / self.accumulate).backward()
+                if (self.global_step + 1) % self.cfg.training.log_every_n_steps == 0:
+                    self.csv.log({**train_log_values(terms), "epoch": self.epoch}, self.global_step)
+            else:
+                self.skipped += 1
+            if (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 == n_batches:
+                self.optimizer_step()
+
+    def optimizer_step(self) -> None:
+        clip = self.cfg.training.gradient_clip_val
+        if clip is not None:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.stage.model)
+        self.optimizer.zero_grad()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        self.global_step += 1
+
+    @torch.no_grad()
+    def validation(self) -> float:
+        self.stage.set_train_mode(False)
+        means = MetricMeans()
+        with maybe_ema(self.ema, self.stage.model):
+            for batch in self.val_loader:
+                with self.autocast:
+                    means.add(self.stage.validation_metrics(_to_device(batch, self.device)))
+        self.stage.set_train_mode(True)
+        values = means.compute()
+        self.csv.log({**values, "epoch": self.epoch}, self.global_step - 1)
+        self.val_history.append({**values, "epoch": self.epoch, "step": self.global_step})
+        self.last_score = values["val/nrmse"]
+        return self.last_score
+
+    # ---- checkpoints --------------------------------------------------------------
+    def save_epoch_checkpoints(self) -> None:
+        """Best-k (ModelCheckpoint's rule), then last - Lightning's order on train-epoch end."""
+        if self.validate:
+            score = self.last_score if self.last_score == self.last_score else float("inf")
+            if self.top_k.admits(score):
+                path = checkpoint_path(self.ckpt_dir, self.epoch, self.global_step)
+                dropped = self.top_k.add(str(path), score)
+                save_checkpoint(self.checkpoint(), path)
+                if dropped and dropped != str(path):
+                    Path(dropped).unlink(missing_ok=True)
+        save_checkpoint(self.checkpoint(), self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+
+    def checkpoint(self) -> dict:
+        ckpt = {
+            "epoch": self.epoch, "global_step": self.global_step,
+            "pytorch-lightning_version": lightning.__version__,
+            "state_dict": model_state_dict(self.stage),
+            "optimizer_states": [self.optimizer.state_dict()],
+            "lr_schedulers": [self.scheduler.state_dict()] if self.scheduler is not None else [],
+            "callbacks": self.callback_states(),
+            "ups": ups_block(self.stage, self.cfg),
+        }
+        if self.ema is not None:
+            ckpt["ema_state_dict"] = self.ema.state_dict(STATE_PREFIX)
+        return ckpt
+
+    def callback_states(self) -> dict:
+        """The best-k and early-stopping state under Lightning's callback keys and fields."""
+        last = str(self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+        if not self.validate:
+            return {self.state_keys[0]: {
+                "monitor": None, "best_model_score": None, "best_model_path": "", "current_score": None,
+                "dirpath": str(self.ckpt_dir), "best_k_models": {}, "kth_best_model_path": "", "kth_value": None,
+                "last_model_path": last}}
+        best, worst = self.top_k.best(), self.top_k.worst() if self.top_k.best_k_models else ""
+        scores = {k: torch.tensor(v) for k, v in self.top_k.best_k_models.items()}
+        return {
+            self.state_keys[0]: {
+                "monitor": "val/nrmse", "best_model_score": scores.get(best), "best_model_path": best or "",
+                "current_score": torch.tensor(self.last_score), "dirpath": str(self.ckpt_dir),
+                "best_k_models": scores, "kth_best_model_path": worst, "kth_value": scores.get(worst),
+                "last_model_path": last},
+            self.state_keys[1]: {
+                "wait_count": self.patience.wait, "stopped_epoch": 0, "best_score": torch.tensor(self.patience.best),
+                "patience": self.patience.patience},
+        }
+
+    def resume(self) -> None:
+        """Continue from ``last.ckpt`` of either engine: weights, optimizer, scheduler, EMA,
+        generator, counters and the best-k / early-stopping state."""
+        ckpt = load_checkpoint(self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+        load_into(self.stage, ckpt)
+        self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
+        if self.scheduler is not None and ckpt.get("lr_schedulers"):
+            self.scheduler.load_state_dict(ckpt["lr_schedulers"][0])
+        if self.ema is not None and "ema_state_dict" in ckpt:
+            self.ema.load_state_dict(ckpt["ema_state_dict"], STATE_PREFIX)
+        self.epoch, self.global_step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
+        states = ckpt.get("callbacks", {})
+        if self.validate and self.state_keys[0] in states:
+            kept = states[self.state_keys[0]].get("best_k_models", {})
+            self.top_k.best_k_models = {k: float(v) for k, v in kept.items() if Path(k).exists()}
+        if self.validate and self.state_keys[1] in states:
+            stop = states[self.state_keys[1]]
+            self.patience.wait, self.patience.best = int(stop["wait_count"]), float(stop["best_score"])
+
+
+def _to_device(batch, device: torch.device):
+    if device.type == "cpu":
+        return batch
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def fit_native(stage, cfg: Config, run: RunDir, *, resume: bool = False) -> FitResult:
+    if not validation_on(cfg):
+        log.info(VALIDATION_OFF_MESSAGE)
+    trainer = NativeTrainer(stage, cfg, run, resume=resume)
+    if resume:
+        trainer.resume()
+    return trainer.fit()

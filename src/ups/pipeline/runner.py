@@ -1,0 +1,71 @@
+"""Run one stage in a run folder: data, upstream checkpoints, engine, status.
+
+Everything that can be wrong with the input (data files, upstream checkpoints, engine
+options) is checked before the run folder is created or touched.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from ups.checkpoint import load_checkpoint
+from ups.config import Config
+from ups.data.summary import load_config_tasks
+from ups.engines import FitResult, fit_stage
+from ups.errors import UPSError
+from ups.runs import RunDir
+from ups.stages import STAGES
+
+log = logging.getLogger("ups")
+
+
+@dataclass
+class StageRun:
+    stage: str
+    run: RunDir
+    result: FitResult | None  # None when the stage was skipped (epochs <= 0)
+
+
+def best_checkpoint(run: RunDir, stage: str) -> Path:
+    """The best checkpoint a finished stage recorded, else its last one."""
+    entry = run.status().get(stage, {})
+    for key in ("best_path", "last_path"):
+        if entry.get(key) and Path(entry[key]).is_file():
+            return Path(entry[key])
+    last = run.checkpoint_dir(stage) / "last.ckpt"
+    if last.is_file():
+        return last
+    raise UPSError(f"no checkpoint of stage '{stage}' in {run.root}; train it first "
+                   f"(`ups train --stage {stage} --run-dir {run.root}`) or point --from-run at a run that has one.")
+
+
+def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightning", resume: bool = False,
+                from_run: Path | None = None) -> StageRun:
+    """Train ``stage`` of ``cfg`` in ``run_dir`` with ``engine``."""
+    if stage not in STAGES:
+        raise UPSError(f"stage '{stage}' is not available; choose one of {', '.join(STAGES)}.")
+    run = RunDir(run_dir)
+    if resume and not (run.checkpoint_dir(stage) / "last.ckpt").is_file():
+        raise UPSError(f"--resume: no {run.checkpoint_dir(stage) / 'last.ckpt'} to resume from; "
+                       f"drop --resume to start the stage afresh.")
+    if getattr(cfg.stages, stage).epochs <= 0:
+        log.info("stage %s: stages.%s.epochs is 0, skipped", stage, stage)
+        return StageRun(stage, run, None)
+    source = RunDir(from_run) if from_run else run
+    upstream = {name: load_checkpoint(best_checkpoint(source, name)) for name in STAGES[stage].upstream}
+    tasks = load_config_tasks(cfg)
+    stage_obj = STAGES[stage](cfg, tasks, upstream)
+
+    run.init(cfg)
+    run.set_stage_state(stage, "running", engine=engine)
+    try:
+        result = fit_stage(stage_obj, cfg, run, engine=engine, resume=resume)
+    except BaseException as exc:
+        run.set_stage_state(stage, "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    run.set_stage_state(stage, "done", engine=engine, best_path=str(result.best_path) if result.best_path else None,
+                        last_path=str(result.last_path), best_score=result.best_score,
+                        global_step=result.global_step, epochs=result.epochs_run)
+    return StageRun(stage, run, result)

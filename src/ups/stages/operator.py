@@ -1,0 +1,116 @@
+"""Stage ``operator``: the latent operator over latents of the frozen autoencoder.
+
+Each item is a window of ``rollout_horizon + 1`` frames ``time_stride`` apart. The frozen
+encoder maps them to latents z_0..z_H (on the fly; the latent cache comes later). Loss terms:
+
+- ``one_step``: MSE(op(z_0), z_1)
+- ``rollout``:  mean over k of MSE(op^k(z_0), z_k), unrolled with gradients through every step
+- ``spectral``: MSE of the token-axis Fourier amplitudes of op(z_0) and z_1
+- ``decoded`` (when ``operator.decoded_weight > 0``): MSE of the frozen decoder's field from
+  op(z_0) against frame 1, in normalised units
+
+Validation decodes op(z_0) on the whole grid: ``nrmse`` (one step, physical units),
+``rollout_nrmse`` (mean over the H unrolled steps) and ``persistence_nrmse`` (u_1 ≈ u_0 on the
+same pairs, the floor every surrogate must beat).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ups.checkpoint import model_state_dict
+from ups.data.tasks import param_names
+from ups.eval.metrics import nrmse
+from ups.models import LatentOperator
+from ups.stages.autoencoder import build_autoencoder, denormalize, flat_points, per_task
+from ups.stages.base import Stage
+from ups.stages.data import WindowDataset, transient_tasks
+
+
+class OperatorModel(nn.Module):
+    def __init__(self, autoencoder: nn.Module, operator: LatentOperator):
+        super().__init__()
+        self.encoder = autoencoder.encoder
+        self.decoder = autoencoder.decoder
+        self.operator = operator
+
+
+class OperatorStage(Stage):
+    name = "operator"
+    upstream = ("autoencoder",)
+
+    def build(self) -> nn.Module:
+        cfg = self.cfg
+        self.dyn_tasks = transient_tasks(self.tasks, self.name)
+        autoencoder = build_autoencoder(cfg, self.dyn_tasks)
+        autoencoder.load_state_dict(model_state_dict(self.upstream_checkpoints["autoencoder"]))
+        autoencoder.requires_grad_(False)
+        n_params = len(param_names(self.dyn_tasks))
+        operator = LatentOperator(cfg.latent.tokens, cfg.latent.dim, depth=cfg.operator.depth, heads=cfg.operator.heads,
+                                  mlp_ratio=cfg.operator.mlp_ratio, dropout=cfg.operator.dropout,
+                                  n_params=n_params, n_tasks=len(self.dyn_tasks))
+        return OperatorModel(autoencoder, operator)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        return [self.model.encoder, self.model.decoder]
+
+    def _windows(self, split: str) -> WindowDataset:
+        t = self.cfg.training
+        return WindowDataset(self.dyn_tasks, split, t.rollout_horizon, t.time_stride)
+
+    def train_dataset(self):
+        return self._windows("train")
+
+    def val_dataset(self):
+        return self._windows("val")
+
+    @torch.no_grad()
+    def encode_window(self, batch: dict) -> torch.Tensor:
+        """Latents of every frame of the window: [B, H+1, L, D]."""
+        window, coords = batch["window"], batch["coords"]
+        b, h1 = window.shape[:2]
+        frames = window.reshape(b * h1, *window.shape[2:])
+        grid = coords.repeat_interleave(h1, dim=0)
+        return self.model.encoder(frames, grid).reshape(b, h1, *self.latent_shape)
+
+    @property
+    def latent_shape(self) -> tuple[int, int]:
+        return self.cfg.latent.tokens, self.cfg.latent.dim
+
+    def _rollout(self, batch: dict, z0: torch.Tensor, steps: int) -> torch.Tensor:
+        return self.model.operator.rollout(z0, batch["dt"], batch["params"], batch["task_id"], steps)
+
+    def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        w = self.cfg.operator
+        z = self.encode_window(batch)
+        pred = self._rollout(batch, z[:, 0], z.shape[1] - 1)
+        one_step = F.mse_loss(pred[:, 0], z[:, 1])
+        rollout = F.mse_loss(pred, z[:, 1:])
+        spectral = F.mse_loss(torch.fft.rfft(pred[:, 0], dim=1).abs(), torch.fft.rfft(z[:, 1], dim=1).abs())
+        terms = {"one_step": one_step, "rollout": rollout, "spectral": spectral}
+        loss = one_step + w.rollout_weight * rollout + w.spectral_weight * spectral
+        if w.decoded_weight > 0:
+            coords = flat_points(batch["coords"])
+            terms["decoded"] = F.mse_loss(self.model.decoder(pred[:, 0], coords), flat_points(batch["window"][:, 1]))
+            loss = loss + w.decoded_weight * terms["decoded"]
+        return {"loss": loss, **terms}
+
+    def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
+        window, task_id = batch["window"], batch["task_id"]
+        coords = flat_points(batch["coords"])
+        z = self.encode_window(batch)
+        steps = z.shape[1] - 1
+        pred = self._rollout(batch, z[:, 0], steps)
+        physical = lambda x: denormalize(self.dyn_tasks, task_id, x)
+        truth = [physical(flat_points(window[:, k])) for k in range(steps + 1)]
+        decoded = [physical(self.model.decoder(pred[:, k], coords)) for k in range(steps)]
+        metrics: dict[str, torch.Tensor] = {}
+        per_task(metrics, "nrmse", nrmse(decoded[0], truth[1]), self.dyn_tasks, task_id)
+        metrics["rollout_nrmse"] = torch.stack([nrmse(decoded[k], truth[k + 1]) for k in range(steps)]).mean(dim=0)
+        metrics["persistence_nrmse"] = nrmse(truth[0], truth[1])
+        return metrics
+
+    def metadata(self) -> dict:
+        return {**super().metadata(), "param_names": param_names(self.dyn_tasks)}

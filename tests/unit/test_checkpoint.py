@@ -1,0 +1,105 @@
+"""The checkpoint format: weights-only loading, the ups block, refusal of a misfit."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from toy_stage import ToyStage, toy_config  # noqa: E402
+
+from ups.checkpoint import (  # noqa: E402
+    SCHEMA_VERSION, CheckpointError, architecture_fingerprint, config_hash, load_checkpoint, load_into,
+    save_checkpoint,
+)
+from ups.engines import fit_stage  # noqa: E402
+from ups.errors import UPSError  # noqa: E402
+from ups.runs import RunDir  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """last.ckpt of a 1-epoch toy run, per engine."""
+    cfg = toy_config(ema_decay=0.9)
+    cfg.stages.autoencoder.epochs = 1
+    out = {}
+    for engine in ("lightning", "native"):
+        run = RunDir(tmp_path_factory.mktemp(engine)).init(cfg)
+        out[engine] = (fit_stage(ToyStage(cfg), cfg, run, engine=engine).last_path, cfg)
+    return out
+
+
+@pytest.mark.parametrize("engine", ["lightning", "native"])
+def test_checkpoints_load_weights_only_with_the_ups_block(trained, engine):
+    path, cfg = trained[engine]
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "optimizer_states", "lr_schedulers", "epoch", "global_step",
+                "pytorch-lightning_version", "ema_state_dict", "callbacks"):
+        assert key in ckpt, key
+    ups = ckpt["ups"]
+    assert ups["schema_version"] == SCHEMA_VERSION and ups["stage"] == "autoencoder"
+    assert ups["config_hash"] == config_hash(cfg)
+    assert ups["architecture"] == architecture_fingerprint(ToyStage(cfg).model.state_dict())
+    assert ups["data"] == {"tasks": []} and ups["metadata"] == {"tasks": [], "toy": {"hidden": 16}}
+    assert set(ups["extra_state"]) == {"generator"}
+    assert all(k.startswith("model.") for k in ckpt["state_dict"])
+    assert (ckpt["epoch"], ckpt["global_step"]) == (0, 5)
+
+
+@pytest.mark.parametrize("engine", ["lightning", "native"])
+def test_misfit_is_refused_and_nothing_is_loaded(trained, engine):
+    path, cfg = trained[engine]
+    wider = ToyStage(cfg, hidden=24)
+    before = {k: v.clone() for k, v in wider.model.state_dict().items()}
+    with pytest.raises(CheckpointError) as info:
+        load_into(wider, load_checkpoint(path))
+    message = str(info.value)
+    assert "0.weight: checkpoint (16, 6) vs model (24, 6)" in message
+    assert "shape differences (3)" in message and "2.weight: checkpoint (1, 16) vs model (1, 24)" in message
+    for key, value in wider.model.state_dict().items():
+        assert torch.equal(value, before[key])
+
+
+def test_missing_and_unexpected_keys_are_named(trained):
+    path, cfg = trained["native"]
+    ckpt = load_checkpoint(path)
+    ckpt["state_dict"]["model.extra.weight"] = ckpt["state_dict"].pop("model.2.bias")
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): 2.bias[\s\S]*unexpected keys \(1\): extra.weight"):
+        load_into(ToyStage(cfg), ckpt)
+
+
+@pytest.mark.parametrize("engine", ["lightning", "native"])
+def test_resume_refuses_a_misfitting_last_checkpoint(tmp_path, trained, engine):
+    path, cfg = trained[engine]
+    run = RunDir(tmp_path / "run").init(cfg)
+    save_checkpoint(load_checkpoint(path), run.checkpoint_dir("autoencoder") / "last.ckpt")
+    with pytest.raises(UPSError, match="0.weight: checkpoint"):
+        fit_stage(ToyStage(cfg, hidden=24), cfg, run, engine=engine, resume=True)
+
+
+def test_load_into_restores_weights_and_generator(trained):
+    path, cfg = trained["lightning"]
+    ckpt = load_checkpoint(path)
+    stage = ToyStage(cfg)
+    load_into(stage, ckpt)
+    assert torch.equal(stage.generator.get_state(), ckpt["ups"]["extra_state"]["generator"])
+    assert torch.equal(stage.model[0].weight, ckpt["state_dict"]["model.0.weight"])
+    load_into(stage, ckpt, ema=True)
+    assert torch.equal(stage.model[0].weight, ckpt["ema_state_dict"]["model.0.weight"])
+
+
+def test_atomic_save_leaves_no_temporary_files(tmp_path):
+    save_checkpoint({"state_dict": {"model.w": torch.ones(2)}}, tmp_path / "a.ckpt")
+    assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]
+    assert torch.equal(load_checkpoint(tmp_path / "a.ckpt")["state_dict"]["model.w"], torch.ones(2))
+
+
+def test_unreadable_checkpoints_are_refused(tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.ckpt")
+    (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="weights_only=True"):
+        load_checkpoint(tmp_path / "bad.ckpt")

@@ -1,0 +1,176 @@
+"""Both engines drive the same toy Stage and agree number for number."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from toy_stage import PlateauStage, ToyStage, toy_config  # noqa: E402
+
+from ups.checkpoint import load_checkpoint, stage_weights  # noqa: E402
+from ups.engines import fit_stage  # noqa: E402
+from ups.errors import UPSError  # noqa: E402
+from ups.runs import RunDir  # noqa: E402
+
+ENGINES = ("lightning", "native")
+
+
+def fit(tmp_path, name, cfg, engine, *, stage_cls=ToyStage, resume=False):
+    run = RunDir(tmp_path / name).init(cfg)
+    return fit_stage(stage_cls(cfg), cfg, run, engine=engine, resume=resume), run
+
+
+def assert_close(a, b, rel=1e-6):
+    a, b = torch.as_tensor(a, dtype=torch.float64), torch.as_tensor(b, dtype=torch.float64)
+    assert a.shape == b.shape
+    assert torch.allclose(a, b, rtol=rel, atol=1e-12), (a - b).abs().max()
+
+
+def ckpt_files(run) -> list[str]:
+    return sorted(p.name for p in run.checkpoint_dir("autoencoder").iterdir())
+
+
+@pytest.mark.parametrize("training", [
+    {}, {"accumulate_grad_batches": 2, "gradient_clip_val": 0.5}, {"ema_decay": 0.9},
+], ids=["plain", "accumulate+clip", "ema"])
+def test_engines_agree_step_for_step(tmp_path, training):
+    cfg = toy_config(**training)
+    lit, lit_run = fit(tmp_path, "lightning", cfg, "lightning")
+    nat, nat_run = fit(tmp_path, "native", cfg, "native")
+
+    assert len(lit.train_losses) == len(nat.train_losses) == 2 * 5
+    assert_close(lit.train_losses, nat.train_losses)
+    assert [h["step"] for h in lit.val_history] == [h["step"] for h in nat.val_history]
+    assert_close(lit.val_history[-1]["val/nrmse"], nat.val_history[-1]["val/nrmse"])
+    assert lit.global_step == nat.global_step == 2 * (3 if training.get("accumulate_grad_batches") else 5)
+    assert ckpt_files(lit_run) == ckpt_files(nat_run)
+    lit_ckpt, nat_ckpt = load_checkpoint(lit.last_path), load_checkpoint(nat.last_path)
+    assert lit_ckpt["state_dict"].keys() == nat_ckpt["state_dict"].keys()
+    for key, value in lit_ckpt["state_dict"].items():
+        assert_close(value, nat_ckpt["state_dict"][key])
+    for key in ("epoch", "global_step"):
+        assert lit_ckpt[key] == nat_ckpt[key]
+    if "ema_decay" in training:
+        for key, value in lit_ckpt["ema_state_dict"].items():
+            assert_close(value, nat_ckpt["ema_state_dict"][key])
+            assert not torch.equal(value, lit_ckpt["state_dict"][key])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_early_stopping_on_a_plateau(tmp_path, engine):
+    cfg = toy_config()
+    cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = 8, 2
+    result, _ = fit(tmp_path, engine, cfg, engine, stage_cls=PlateauStage)
+    # epoch 0 sets the best, epochs 1 and 2 do not improve: patience 2 is used up.
+    assert result.epochs_run == 3 and result.stopped_early
+    assert [h["val/nrmse"] for h in result.val_history] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_best_k_checkpoints_are_the_k_lowest(tmp_path, engine):
+    cfg = toy_config()
+    cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = 5, 5
+    cfg.checkpoint.save_top_k = 2
+    cfg.optimizer.lr = 5e-2
+    result, run = fit(tmp_path, engine, cfg, engine)
+    scores = {(h["epoch"], h["step"]): h["val/nrmse"] for h in result.val_history}
+    lowest = sorted(scores, key=scores.get)[:2]
+    expected = sorted(f"best-epoch{e:03d}-step{s:06d}.ckpt" for e, s in lowest)
+    assert ckpt_files(run) == sorted(expected + ["last.ckpt"])
+    kept = load_checkpoint(run.checkpoint_dir("autoencoder") / "last.ckpt")["callbacks"]
+    state = next(v for k, v in kept.items() if k.startswith("ModelCheckpoint"))
+    assert sorted(Path(p).name for p in state["best_k_models"]) == expected
+    for path, score in state["best_k_models"].items():
+        assert_close(float(score), scores[(load_checkpoint(path)["epoch"], load_checkpoint(path)["global_step"])],
+                     rel=1e-6)
+    assert result.best_path.name == f"best-epoch{lowest[0][0]:03d}-step{lowest[0][1]:06d}.ckpt"
+    assert_close(result.best_score, min(scores.values()))
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_validation_off_writes_only_last(tmp_path, engine, caplog):
+    cfg = toy_config(skip_lightning_val=True)
+    with caplog.at_level(logging.INFO, logger="ups"):
+        result, run = fit(tmp_path, engine, cfg, engine)
+    assert ckpt_files(run) == ["last.ckpt"]
+    assert result.val_history == [] and result.best_path is None and result.best_score is None
+    assert result.global_step == 10 and result.epochs_run == 2
+    assert sum("validation is off" in r.getMessage() for r in caplog.records if r.name == "ups") == 1
+    header = (run.log_dir("autoencoder") / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss" in header and "val/" not in header
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_resume_continues_as_if_uninterrupted(tmp_path, engine):
+    two = toy_config()
+    two.optimizer.scheduler, two.optimizer.warmup_steps = "none", 7  # schedule independent of the epoch count
+    one = toy_config()
+    one.optimizer.scheduler, one.optimizer.warmup_steps = "none", 7
+    one.stages.autoencoder.epochs = 1
+    straight, _ = fit(tmp_path, "straight", two, engine)
+    run = RunDir(tmp_path / "resumed").init(one)
+    first = fit_stage(ToyStage(one), one, run, engine=engine)
+    second = fit_stage(ToyStage(two), two, run, engine=engine, resume=True)
+    assert (first.global_step, second.global_step, second.epochs_run) == (5, 10, 2)
+    assert_close(first.train_losses + second.train_losses, straight.train_losses)
+    assert_close(second.val_history[-1]["val/nrmse"], straight.val_history[-1]["val/nrmse"])
+
+
+@pytest.mark.parametrize("writer,reader", [("native", "lightning"), ("lightning", "native")])
+def test_checkpoints_resume_across_engines(tmp_path, writer, reader):
+    two = toy_config()
+    two.optimizer.scheduler, two.optimizer.warmup_steps = "none", 7
+    one = toy_config()
+    one.optimizer.scheduler, one.optimizer.warmup_steps = "none", 7
+    one.stages.autoencoder.epochs = 1
+    straight, _ = fit(tmp_path, "straight", two, reader)
+    run = RunDir(tmp_path / "mixed").init(one)
+    first = fit_stage(ToyStage(one), one, run, engine=writer)
+    stage = ToyStage(two)
+    second = fit_stage(stage, two, run, engine=reader, resume=True)
+    assert (second.global_step, second.epochs_run) == (10, 2)
+    assert second.val_history[-1]["epoch"] == 1 and second.val_history[-1]["step"] == 10
+    assert_close(first.train_losses + second.train_losses, straight.train_losses)
+    last = load_checkpoint(run.checkpoint_dir("autoencoder") / "last.ckpt")
+    assert (last["epoch"], last["global_step"]) == (1, 10)
+
+
+def test_resume_without_last_checkpoint_is_refused(tmp_path):
+    cfg = toy_config()
+    with pytest.raises(UPSError, match="last.ckpt"):
+        fit(tmp_path, "empty", cfg, "native", resume=True)
+
+
+def test_native_engine_refuses_several_devices(tmp_path):
+    cfg = toy_config(devices=2)
+    with pytest.raises(UPSError, match="one device"):
+        fit(tmp_path, "multi", cfg, "native")
+
+
+def test_weights_equal_after_loading_a_lightning_checkpoint(tmp_path):
+    from ups.checkpoint import load_into
+    cfg = toy_config()
+    lit, _ = fit(tmp_path, "lightning", cfg, "lightning")
+    ckpt = load_checkpoint(lit.last_path)
+    fresh = ToyStage(cfg)
+    load_into(fresh, ckpt)
+    for key, value in stage_weights(ckpt).items():
+        assert torch.equal(fresh.model.state_dict()[key], value)
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_resume_appends_to_metrics_csv(tmp_path, engine):
+    one = toy_config()
+    one.stages.autoencoder.epochs = 1
+    run = RunDir(tmp_path / "run").init(one)
+    fit_stage(ToyStage(one), one, run, engine=engine)
+    fit_stage(ToyStage(toy_config()), toy_config(), run, engine=engine, resume=True)
+    import csv
+    rows = list(csv.DictReader((run.log_dir("autoencoder") / "metrics.csv").open()))
+    assert sorted({r["epoch"] for r in rows}) == ["0", "1"]
+    assert sum(1 for r in rows if r["val/nrmse"]) == 2
