@@ -151,6 +151,18 @@ def check_fit(stage, checkpoint: dict) -> None:
         )
 
 
+def load_upstream(module: torch.nn.Module, checkpoint: dict, stage: str) -> None:
+    """Load a finished upstream stage's weights (its EMA weights when it kept them) into
+    ``module``, refusing a misfit with the differing keys and shapes named."""
+    weights = stage_weights(checkpoint, ema="ema_state_dict" in checkpoint)
+    lines = misfit_report(module.state_dict(), weights)
+    if lines:
+        raise CheckpointError(
+            f"the {stage} checkpoint does not fit the {stage} this config builds:\n  - " + "\n  - ".join(lines)
+            + f"\nTrain the {stage} stage with this config, or use the config it was trained with.")
+    module.load_state_dict(weights, strict=True)
+
+
 def load_into(stage, checkpoint: dict, *, ema: bool = False) -> None:
     """Load the weights (EMA weights with ``ema``) into ``stage.model`` and the stage's extra state.
 

@@ -131,6 +131,7 @@ MALFORMED = {
     "split fractions over 1": (TASK + "data: {split: {train: 0.8, val: 0.3}}\n", [], ["data.split", "exceeds 1"]),
     "heads do not divide dim": (TASK + "latent: {dim: 30}\noperator: {heads: 4}\n", [],
                                 ["operator.heads", "latent.dim"]),
+    "even kernel": (TASK + "encoder: {kernel_size: 4}\n", [], ["encoder.kernel_size", "odd"]),
     "fsdp on cpu": (TASK + "training: {strategy: fsdp, accelerator: cpu}\n", [], ["training.strategy", "FSDP"]),
     "section is a scalar": (TASK + "training: 3\n", [], ["training", "expected a section"]),
     "top level is a list": ("- a\n- b\n", [], ["top level must be a mapping"]),

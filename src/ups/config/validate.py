@@ -214,6 +214,9 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
         problems.add(("training", "strategy"), "FSDP does not run on CPU; use training.strategy=ddp or auto.")
     if cfg.training.precision == "16-mixed" and cfg.training.accelerator == "cpu":
         problems.add(("training", "precision"), "16-mixed needs a GPU; on CPU use 32-true (or bf16-mixed).")
+    if cfg.encoder.kernel_size % 2 == 0:
+        problems.add(("encoder", "kernel_size"), f"must be odd (the convolution keeps the grid size), "
+                                                 f"got {cfg.encoder.kernel_size}.")
     betas = cfg.optimizer.betas
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         problems.add(("optimizer", "betas"), f"expected two numbers in [0, 1), got {betas}.")

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ups.checkpoint import model_state_dict
+from ups.checkpoint import load_upstream
 from ups.data.tasks import param_names
 from ups.eval.metrics import nrmse
 from ups.models import LatentOperator
@@ -45,7 +45,7 @@ class OperatorStage(Stage):
         cfg = self.cfg
         self.dyn_tasks = transient_tasks(self.tasks, self.name)
         autoencoder = build_autoencoder(cfg, self.dyn_tasks)
-        autoencoder.load_state_dict(model_state_dict(self.upstream_checkpoints["autoencoder"]))
+        load_upstream(autoencoder, self.upstream_checkpoints["autoencoder"], "autoencoder")
         autoencoder.requires_grad_(False)
         n_params = len(param_names(self.dyn_tasks))
         operator = LatentOperator(cfg.latent.tokens, cfg.latent.dim, depth=cfg.operator.depth, heads=cfg.operator.heads,

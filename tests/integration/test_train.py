@@ -1,0 +1,120 @@
+"""The autoencoder and operator stages end to end on built-in Burgers data, both engines."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+
+from ups.checkpoint import load_checkpoint
+from ups.cli import main
+from ups.config import load_config
+from ups.data.generate import generate_dataset
+from ups.pipeline.runner import train_stage
+
+TINY = {
+    "latent": {"tokens": 4, "dim": 16},
+    "encoder": {"hidden": 16, "depth": 1, "kernel_size": 3},
+    "decoder": {"hidden": 16, "depth": 1, "fourier_features": 4, "query_points": 16},
+    "operator": {"depth": 1, "heads": 2},
+    "training": {"batch_size": 16, "rollout_horizon": 2, "time_stride": 2, "accelerator": "cpu",
+                 "log_every_n_steps": 1},
+    "stages": {"autoencoder": {"epochs": 1}, "operator": {"epochs": 2}},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_config(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
+    config = root / "tiny.yaml"
+    config.write_text(yaml.safe_dump({
+        **TINY,
+        "paths": {"data_dir": str(root / "data"), "runs_dir": str(root / "runs")},
+        "data": {"tasks": [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}],
+                 "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
+    }))
+    return config
+
+
+@pytest.fixture(scope="module")
+def autoencoder_run(tiny_config, tmp_path_factory):
+    run = tmp_path_factory.mktemp("ae_run")
+    assert main(["train", "--config", str(tiny_config), "--stage", "autoencoder", "--run-dir", str(run)]) == 0
+    return run
+
+
+def test_autoencoder_run_folder_has_config_status_checkpoints_and_logs(autoencoder_run, tiny_config):
+    assert (autoencoder_run / "config.resolved.yaml").is_file()
+    status = json.loads((autoencoder_run / "stage_status.json").read_text())
+    assert status["autoencoder"]["state"] == "done" and status["operator"]["state"] == "pending"
+    ckpts = sorted(p.name for p in (autoencoder_run / "checkpoints" / "autoencoder").iterdir())
+    assert "last.ckpt" in ckpts and any(n.startswith("best-epoch000") for n in ckpts)
+    rows = list(csv.DictReader(open(autoencoder_run / "logs" / "autoencoder" / "metrics.csv")))
+    assert any(r.get("val/nrmse") for r in rows) and any(r.get("train/loss") for r in rows)
+    meta = load_checkpoint(status["autoencoder"]["best_path"])["ups"]
+    assert meta["stage"] == "autoencoder" and meta["schema_version"] == 1
+    assert set(meta["metadata"]["normalizers"]) == {"burgers"}
+
+
+def test_operator_engines_agree_number_for_number(autoencoder_run, tiny_config, tmp_path):
+    cfg = load_config(tiny_config)
+    results = {engine: train_stage(cfg, "operator", tmp_path / engine, engine=engine, from_run=autoencoder_run).result
+               for engine in ("lightning", "native")}
+    lit, nat = results["lightning"], results["native"]
+    assert len(lit.train_losses) == len(nat.train_losses) > 0
+    assert nat.train_losses == pytest.approx(lit.train_losses, rel=1e-6)
+    assert [r["val/nrmse"] for r in nat.val_history] == pytest.approx([r["val/nrmse"] for r in lit.val_history],
+                                                                       rel=1e-6)
+    assert len(lit.val_history) == 2 and "val/rollout_nrmse" in lit.val_history[-1]
+    assert lit.val_history[-1]["val/persistence_nrmse"] > 0
+
+
+def test_operator_cli_prints_figures_beside_persistence(autoencoder_run, tiny_config, capsys):
+    assert main(["train", "--config", str(tiny_config), "--stage", "operator", "--run-dir", str(autoencoder_run),
+                 "--engine", "native"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any("vs persistence (u_t+1 = u_t)" in line for line in out)
+    assert out[-1] == f"run: {autoencoder_run}"
+
+
+def test_operator_without_an_autoencoder_is_refused_before_any_folder(tiny_config, tmp_path, capsys):
+    run = tmp_path / "fresh"
+    assert main(["train", "--config", str(tiny_config), "--stage", "operator", "--run-dir", str(run)]) == 2
+    assert "no checkpoint of stage 'autoencoder'" in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_resume_continues_the_step_count(tiny_config, tmp_path):
+    run = tmp_path / "run"
+    args = ["train", "--config", str(tiny_config), "--stage", "autoencoder", "--run-dir", str(run)]
+    assert main(args) == 0
+    first = json.loads((run / "stage_status.json").read_text())["autoencoder"]["global_step"]
+    assert main([*args, "--resume", "stages.autoencoder.epochs=2"]) == 0
+    second = json.loads((run / "stage_status.json").read_text())["autoencoder"]
+    assert second["global_step"] == 2 * first and second["epochs"] == 2
+
+
+def test_validation_off_trains_without_monitor(tiny_config, tmp_path, capsys):
+    run = tmp_path / "noval"
+    assert main(["train", "--config", str(tiny_config), "--stage", "autoencoder", "--run-dir", str(run),
+                 "training.skip_lightning_val=true"]) == 0
+    assert "validation off" in capsys.readouterr().out
+    assert sorted(p.name for p in (run / "checkpoints" / "autoencoder").iterdir()) == ["last.ckpt"]
+
+
+def test_a_stage_with_zero_epochs_is_skipped(tiny_config, tmp_path, capsys):
+    run = tmp_path / "skip"
+    assert main(["train", "--config", str(tiny_config), "--stage", "autoencoder", "--run-dir", str(run),
+                 "stages.autoencoder.epochs=0"]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert not run.exists()
+
+
+def test_a_misfitting_upstream_checkpoint_is_refused(autoencoder_run, tiny_config, tmp_path, capsys):
+    assert main(["train", "--config", str(tiny_config), "--stage", "operator", "--run-dir", str(tmp_path / "x"),
+                 "--from-run", str(autoencoder_run), "encoder.hidden=24"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit" in err and "(16" in err and "(24" in err
