@@ -20,12 +20,11 @@ reads every checkpoint. ``load_into`` checks keys and shapes before touching the
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
+from ups.atomic import atomic_path
 from ups.config import Config, to_yaml
 from ups.errors import UPSError
 
@@ -81,20 +80,10 @@ def ups_block(stage, cfg: Config) -> dict:
 
 # ------------------------------------------------------------------------- reading, writing
 def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
-    """Atomic write: a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(checkpoint, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Atomic write (``ups.atomic.atomic_path``): a reader never sees half a checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(checkpoint, tmp)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict:

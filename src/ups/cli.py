@@ -7,13 +7,16 @@ argument, a data file) prints one message without a traceback and exits with cod
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
+import warnings
 from pathlib import Path
 
 from ups.errors import UPSError
 
 
 def main(argv: list[str] | None = None) -> int:
+    _quiet_third_party_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "run"):
@@ -27,6 +30,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ups {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet_third_party_noise() -> None:
+    """UPS's own INFO lines to stderr; Lightning's advertising tip and a deprecation warning
+    raised inside Lightning itself (not actionable for a user) left out."""
+    ups_log = logging.getLogger("ups")
+    if not ups_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        ups_log.addHandler(handler)
+        ups_log.setLevel(logging.INFO)
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage())
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,7 +136,7 @@ def _train_report(done) -> list[str]:
     lines = [f"{done.stage}: {result.epochs_run} epoch(s), {result.global_step} optimizer steps"
              + (", stopped early" if result.stopped_early else "")]
     if not result.val_history:
-        return lines + ["validation off (training.skip_lightning_val): gating is left to evaluation"]
+        return lines + [f"no validation: last checkpoint -> {result.last_path}"]
     best = min(result.val_history, key=lambda row: row["val/nrmse"])
     lines.append(f"best val/nrmse {best['val/nrmse']:.4g} (epoch {best['epoch']}) -> {result.best_path}")
     if "val/persistence_nrmse" in best:

@@ -269,3 +269,13 @@ class Patience:
             return False
         self.wait += 1
         return self.wait >= self.patience
+
+
+def compile_submodules(model: torch.nn.Module) -> None:
+    """``torch.compile`` each child of the stage's model (never the engine's wrapper).
+
+    In-place ``Module.compile`` keeps state-dict key names (no ``_orig_mod.``), so checkpoints
+    of compiled and eager runs are interchangeable.
+    """
+    for child in model.children():
+        child.compile()

@@ -19,7 +19,7 @@ from lightning.pytorch.loggers import CSVLogger
 from ups.checkpoint import STATE_PREFIX, check_fit, load_checkpoint, ups_block
 from ups.config import Config
 from ups.engines.common import (
-    BEST_FILENAME, LAST_NAME, MONITOR, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders,
+    BEST_FILENAME, LAST_NAME, MONITOR, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, compile_submodules,
     check_finite_loss, maybe_ema, resolve_precision, stage_settings, total_optimizer_steps, train_log_values,
     uses_gpu, validation_on,
 )
@@ -139,12 +139,6 @@ def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: 
             "test_loop": trainer.test_loop.state_dict(), "predict_loop": trainer.predict_loop.state_dict()}
 
 
-def _compile_submodules(model: torch.nn.Module) -> None:
-    """In-place ``Module.compile`` keeps state-dict key names (no ``_orig_mod.``)."""
-    for child in model.children():
-        child.compile()
-
-
 def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Callback]:
     """ModelCheckpoint (+ EarlyStopping with validation on), as both engines name and rank them."""
     dirpath = run.checkpoint_dir(stage_name)
@@ -220,7 +214,7 @@ def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False) -> F
     total_steps = total_optimizer_steps(len(train_loader), cfg.training.accumulate_grad_batches, epochs)
     module = StageModule(stage, cfg, len(train_loader), total_steps)
     if cfg.training.compile:
-        _compile_submodules(stage.model)
+        compile_submodules(stage.model)
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
                 ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     checkpointer = trainer.checkpoint_callback

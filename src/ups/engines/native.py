@@ -21,7 +21,7 @@ import torch
 from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state_dict, save_checkpoint, ups_block
 from ups.config import Config
 from ups.engines.common import (
-    CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders,
+    CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, compile_submodules,
     check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, stage_settings,
     total_optimizer_steps, train_log_values, uses_gpu, validation_on,
 )
@@ -261,6 +261,8 @@ def _to_device(batch, device: torch.device):
 def fit_native(stage, cfg: Config, run: RunDir, *, resume: bool = False) -> FitResult:
     if not validation_on(cfg):
         log.info(VALIDATION_OFF_MESSAGE)
+    if cfg.training.compile:
+        compile_submodules(stage.model)
     trainer = NativeTrainer(stage, cfg, run, resume=resume)
     if resume:
         trainer.resume()

@@ -11,14 +11,13 @@ In every layout the root attributes hold the generation settings (see ``settings
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from ups.atomic import atomic_path
 from ups.data.generate.spec import SolveResult
 from ups.errors import DataError
 
@@ -105,37 +104,7 @@ def dataset_shapes(path: Path) -> dict[str, tuple[int, ...]]:
 
 
 def write_atomic(path: Path, result: SolveResult, attrs: dict, layout: str) -> None:
-    """Write ``result`` in ``layout`` to ``path`` via a temp file in the same folder.
-
-    The temp file is flushed and fsynced, then renamed over ``path`` with os.replace, so
-    ``path`` is either the old file or the complete new one. On any exception (including
-    KeyboardInterrupt) the temp file is removed.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            h5.attrs.update(attrs)
-            LAYOUT_WRITERS[layout](h5, result)
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_folder(path.parent)
-
-
-def _fsync_folder(folder: Path) -> None:
-    """Persist the rename itself; folders cannot be opened for fsync on some platforms."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write ``result`` in ``layout`` to ``path`` atomically (``ups.atomic.atomic_path``)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        h5.attrs.update(attrs)
+        LAYOUT_WRITERS[layout](h5, result)
