@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -121,8 +122,16 @@ def _train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, overrides)
     if args.resume and not args.run_dir:
         raise UPSError("--resume needs --run-dir: the run folder whose stage should continue.")
-    run_dir = args.run_dir or Path(cfg.paths.runs_dir) / RunDir.new_id()
-    done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume, from_run=args.from_run)
+    # Lightning re-runs this command for devices 1, 2, …; they inherit UPS_RUN_DIR, so every
+    # rank trains into the folder rank 0 chose.
+    inherited = os.environ.get("UPS_RUN_DIR")
+    run_dir = args.run_dir or Path(inherited or Path(cfg.paths.runs_dir) / RunDir.new_id())
+    os.environ["UPS_RUN_DIR"] = str(run_dir)
+    try:
+        done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume, from_run=args.from_run)
+    finally:
+        if inherited is None:
+            del os.environ["UPS_RUN_DIR"]
     for line in _train_report(done):
         print(line)
     print(f"run: {done.run.root}")

@@ -33,8 +33,14 @@ class RunDir:
         return datetime.now().strftime("%Y%m%d-%H%M%S")
 
     def init(self, cfg: Config) -> "RunDir":
+        """Create the folder; record the config, keeping an earlier different one (a later stage
+        or a resume with other settings) as ``config.resolved.<timestamp>.yaml`` beside it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.root / "config.resolved.yaml", to_yaml(cfg))
+        resolved = self.root / "config.resolved.yaml"
+        text = to_yaml(cfg)
+        if resolved.is_file() and resolved.read_text() != text:
+            resolved.rename(self.root / f"config.resolved.{self.new_id()}.yaml")
+        atomic_write_text(resolved, text)
         if not self.status_path.exists():
             self._write_status({name: {"state": "pending"} for name in STAGE_NAMES})
         return self

@@ -120,3 +120,26 @@ def test_a_misfitting_upstream_checkpoint_is_refused(autoencoder_run, tiny_confi
                  "--from-run", str(autoencoder_run), "encoder.hidden=24"]) == 2
     err = capsys.readouterr().err
     assert "does not fit" in err and "(16" in err and "(24" in err
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--engine", "native", "training.devices=2"], "native engine runs on one device"),
+    (["training.rollout_horizon=9"], "rollout_horizon=9"),
+])
+def test_engine_and_data_problems_are_reported_before_the_run_folder(autoencoder_run, tiny_config, tmp_path,
+                                                                      capsys, extra, needle):
+    run = tmp_path / "never"
+    assert main(["train", "--config", str(tiny_config), "--stage", "operator", "--run-dir", str(run),
+                 "--from-run", str(autoencoder_run), *extra]) == 2
+    assert needle in capsys.readouterr().err
+    assert not run.exists()
+
+
+def test_a_failed_resume_leaves_the_run_folder_untouched(tiny_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--config", str(tiny_config), "--stage", "autoencoder", "--run-dir", str(run)]
+    assert main(args) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main([*args, "--resume", "encoder.hidden=24"]) == 2
+    assert "does not fit" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -57,3 +57,21 @@ def test_latent_stages_need_a_transient_task(tmp_path, pdebench_writers):
     tasks = load_tasks([TaskConfig("darcy", darcy.path.name)], tmp_path)
     with pytest.raises(DataError, match="stage operator needs at least one time-dependent task"):
         transient_tasks(tasks, "operator")
+
+
+def test_windows_carry_per_trajectory_parameters_of_multigroup_files(tmp_path, pdebench_writers):
+    groups = pdebench_writers.multigroup(tmp_path / "1D_diff-sorp_NA_NA.h5", n=6, shape=(7, 16, 1),
+                                         group_attrs=lambda i: {"du": 0.1 * (i + 1), "k": 2.0})
+    (task,) = load_tasks([TaskConfig("sorp", groups.path.name)], tmp_path, split_fractions=(0.5, 0.5, 0.0))
+    windows = WindowDataset([task], "train", horizon=2, stride=1)
+    per_traj = 7 - 2
+    for j, traj in enumerate(task.split.train):
+        assert windows[j * per_traj]["params"].tolist() == pytest.approx([0.1 * (traj + 1), 2.0])
+
+
+def test_tasks_trained_together_need_the_same_grid(tmp_path, pdebench_writers):
+    a = pdebench_writers.single(tmp_path / "1D_Burgers_Sols_Nu0.01.hdf5", shape=(6, 8, 16))
+    b = pdebench_writers.single(tmp_path / "1D_Advection_Sols_beta0.4.hdf5", shape=(6, 8, 32))
+    tasks = load_tasks([TaskConfig("a", a.path.name), TaskConfig("b", b.path.name)], tmp_path)
+    with pytest.raises(DataError, match=r"task 'b' has a grid of \(32,\).*'a' has \(16,\)"):
+        transient_tasks(tasks, "autoencoder")

@@ -94,6 +94,8 @@ def _bounds(meta: typing.Mapping) -> str:
         parts.append(f"≥ {meta['min']}")
     if meta.get("max") is not None:
         parts.append(f"≤ {meta['max']}")
+    if meta.get("lt") is not None:
+        parts.append(f"< {meta['lt']}")
     return f" ({', '.join(parts)})" if parts else ""
 
 

@@ -6,7 +6,7 @@ keeps both in step.
 
 Field metadata:
     help      one line for the docs
-    min/max   inclusive bounds for numbers; ``gt`` is an exclusive lower bound
+    min/max   inclusive bounds for numbers; ``gt``/``lt`` are exclusive bounds
     read_by   which part of UPS consumes the key (shown in the docs)
 """
 
@@ -19,9 +19,9 @@ from typing import Literal, Optional
 STAGE_NAMES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
 
 
-def knob(default, help: str, *, read_by: str, min=None, max=None, gt=None):
+def knob(default, help: str, *, read_by: str, min=None, max=None, gt=None, lt=None):
     """A config field with its documentation and bounds."""
-    meta = {"help": help, "read_by": read_by, "min": min, "max": max, "gt": gt}
+    meta = {"help": help, "read_by": read_by, "min": min, "max": max, "gt": gt, "lt": lt}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -153,12 +153,10 @@ class TrainingConfig:
                                               read_by="engines", gt=0)
     accumulate_grad_batches: int = knob(1, "batches accumulated per optimizer step", read_by="engines", min=1)
     ema_decay: Optional[float] = knob(None, "exponential moving average of weights (off when unset)",
-                                      read_by="engines", gt=0, max=1.0)
+                                      read_by="engines", gt=0, lt=1.0)
     skip_lightning_val: bool = knob(
         False, "no validation loop, monitor or early stopping; gating is left to evaluation", read_by="engines"
     )
-    val_check_interval: float = knob(1.0, "fraction of an epoch between validations", read_by="engines",
-                                     gt=0, max=1.0)
     rollout_horizon: int = knob(4, "steps of the unrolled rollout windows", read_by="operator stage", min=1)
     time_stride: int = knob(1, "frames between a latent pair's input and target", read_by="operator stage",
                             min=1)

@@ -128,13 +128,15 @@ _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str:
 
 
 def _check_bounds(value: float, path: tuple, meta: dict, problems: Problems) -> None:
-    low, high, above = meta.get("min"), meta.get("max"), meta.get("gt")
+    low, high, above, below = meta.get("min"), meta.get("max"), meta.get("gt"), meta.get("lt")
     if low is not None and value < low:
         problems.add(path, f"must be >= {low}, got {value}.")
     if high is not None and value > high:
         problems.add(path, f"must be <= {high}, got {value}.")
     if above is not None and value <= above:
         problems.add(path, f"must be > {above}, got {value}.")
+    if below is not None and value >= below:
+        problems.add(path, f"must be < {below}, got {value}.")
 
 
 def _describe(value: Any) -> str:

@@ -9,11 +9,12 @@ from __future__ import annotations
 import logging
 
 from ups.config import Config
-from ups.engines.common import LAST_NAME, FitResult
+from ups.checkpoint import check_fit, load_checkpoint
+from ups.engines.common import LAST_NAME, FitResult, uses_gpu, validation_on
 from ups.errors import UPSError
 from ups.runs import RunDir
 
-__all__ = ["ENGINES", "FitResult", "fit_stage"]
+__all__ = ["ENGINES", "FitResult", "fit_stage", "preflight"]
 
 
 def _lightning(stage, cfg, run, resume):
@@ -31,17 +32,35 @@ log = logging.getLogger("ups")
 ENGINES = {"lightning": _lightning, "native": _native}
 
 
+def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> None:
+    """Every check that needs no training, so that bad input fails before a run folder is
+    written: the engine and its options, the resume checkpoint and its fit, non-empty data."""
+    if engine not in ENGINES:
+        raise UPSError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}.")
+    if engine == "native":
+        from ups.engines.native import refuse_unsupported
+        refuse_unsupported(cfg)
+    if cfg.training.strategy == "fsdp" and not uses_gpu(cfg):
+        raise UPSError("training.strategy=fsdp needs GPUs; use training.strategy=ddp (or auto) on CPU.")
+    last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
+    if resume:
+        if not last.is_file():
+            raise UPSError(f"resume: {last} does not exist; train the stage first or drop resume.")
+        check_fit(stage, load_checkpoint(last))
+    splits = [("train", stage.train_dataset())] + ([("val", stage.val_dataset())] if validation_on(cfg) else [])
+    for name, dataset in splits:
+        if len(dataset) == 0:
+            raise UPSError(f"stage {stage.name}: the {name} split has no samples; check data.split and the tasks' "
+                           f"trajectory counts.")
+
+
 def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", resume: bool = False) -> FitResult:
     """Train ``stage`` for ``stages.<stage.name>.epochs`` epochs into ``run``.
 
     With ``resume`` training continues from ``run.checkpoint_dir(stage)/last.ckpt`` (either
     engine's) with weights, optimizer, scheduler, EMA, generator and counters restored.
     """
-    if engine not in ENGINES:
-        raise UPSError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}.")
-    last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
-    if resume and not last.is_file():
-        raise UPSError(f"resume: {last} does not exist; train the stage first or drop resume.")
+    preflight(stage, cfg, run, engine=engine, resume=resume)
     if cfg.checkpoint.every_n_steps is not None:
         log.warning("checkpoint.every_n_steps is not honoured yet: last.ckpt is written at the end of each epoch, "
                     "so that a resume always starts on an epoch boundary in either engine.")

@@ -174,7 +174,7 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=())
         gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm="norm",
         accumulate_grad_batches=t.accumulate_grad_batches, max_epochs=stage_settings(cfg, stage_name).epochs,
         max_time=t.max_time, deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
-        val_check_interval=t.val_check_interval if validate else None, limit_val_batches=None if validate else 0,
+        val_check_interval=1.0 if validate else None, limit_val_batches=None if validate else 0,
         num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(),
         logger=loggers, callbacks=callbacks, use_distributed_sampler=False, default_root_dir=run.root,
         profiler=None if t.lightning_profile in ("none", "timer") else t.lightning_profile,

@@ -31,7 +31,7 @@ from ups.runs import RunDir
 log = logging.getLogger("ups")
 
 
-def _refuse_unsupported(cfg: Config) -> str:
+def refuse_unsupported(cfg: Config) -> str:
     """The autocast dtype name, after refusing what the native loop does not do."""
     t = cfg.training
     if t.devices > 1 or t.num_nodes > 1:
@@ -41,9 +41,6 @@ def _refuse_unsupported(cfg: Config) -> str:
     if precision not in ("32-true", "bf16-mixed"):
         raise UPSError(f"training.precision={precision} is Lightning-only; the native engine does 32-true and "
                        f"bf16-mixed.")
-    if validation_on(cfg) and t.val_check_interval != 1.0:
-        raise UPSError(f"training.val_check_interval={t.val_check_interval} is Lightning-only; the native engine "
-                       f"validates once per epoch (1.0).")
     return precision
 
 
@@ -85,7 +82,7 @@ class NativeTrainer:
 
     def __init__(self, stage, cfg: Config, run: RunDir, *, resume: bool = False):
         self.stage, self.cfg, self.run = stage, cfg, run
-        precision = _refuse_unsupported(cfg)
+        precision = refuse_unsupported(cfg)
         self.device = torch.device("cuda" if uses_gpu(cfg) else "cpu")
         self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if precision == "bf16-mixed"
                          else nullcontext())

@@ -7,13 +7,14 @@ options) is checked before the run folder is created or touched.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ups.checkpoint import load_checkpoint
 from ups.config import Config
 from ups.data.summary import load_config_tasks
-from ups.engines import FitResult, fit_stage
+from ups.engines import FitResult, fit_stage, preflight
 from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages import STAGES
@@ -26,6 +27,11 @@ class StageRun:
     stage: str
     run: RunDir
     result: FitResult | None  # None when the stage was skipped (epochs <= 0)
+
+
+def is_rank_zero() -> bool:
+    """False in the processes Lightning starts for devices 1, 2, … of a multi-device run."""
+    return all(int(os.environ.get(var, 0)) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 def best_checkpoint(run: RunDir, stage: str) -> Path:
@@ -57,7 +63,10 @@ def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightn
     upstream = {name: load_checkpoint(best_checkpoint(source, name)) for name in STAGES[stage].upstream}
     tasks = load_config_tasks(cfg)
     stage_obj = STAGES[stage](cfg, tasks, upstream)
+    preflight(stage_obj, cfg, run, engine=engine, resume=resume)
 
+    if not is_rank_zero():  # Lightning re-runs this command per device; rank 0 keeps the books
+        return StageRun(stage, run, fit_stage(stage_obj, cfg, run, engine=engine, resume=resume))
     run.init(cfg)
     run.set_stage_state(stage, "running", engine=engine)
     try:

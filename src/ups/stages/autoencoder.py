@@ -86,6 +86,8 @@ class AutoencoderStage(Stage):
         z = self.model.encoder(u, coords)
         pred = self.model.decoder(z, flat_points(coords))
         target = flat_points(u)
+        # Metrics in float32 whatever the autocast precision, so bf16 rounding does not floor them.
+        pred, target = pred.float(), target.float()
         values = nrmse(denormalize(self.dyn_tasks, task_id, pred), denormalize(self.dyn_tasks, task_id, target))
         metrics: dict[str, torch.Tensor] = {}
         per_task(metrics, "nrmse", values, self.dyn_tasks, task_id)

@@ -31,10 +31,11 @@ def transient_tasks(tasks: list[TaskData], stage: str) -> list[TaskData]:
                         f"ones ({', '.join(t.name for t in tasks)}).")
     first = chosen[0].info
     for task in chosen[1:]:
-        if (len(task.info.spatial_shape), task.info.n_channels) != (len(first.spatial_shape), first.n_channels):
-            raise DataError(f"stage {stage}: task '{task.name}' has a {len(task.info.spatial_shape)}D grid with "
-                            f"{task.info.n_channels} channel(s) but '{chosen[0].name}' has "
-                            f"{len(first.spatial_shape)}D with {first.n_channels}; tasks trained together must match.")
+        if (task.info.spatial_shape, task.info.n_channels) != (first.spatial_shape, first.n_channels):
+            raise DataError(f"stage {stage}: task '{task.name}' has a grid of {task.info.spatial_shape} with "
+                            f"{task.info.n_channels} channel(s) but '{chosen[0].name}' has {first.spatial_shape} "
+                            f"with {first.n_channels}; tasks trained together need the same grid and channels for now "
+                            f"(set data.reduced_resolution or train them in separate runs).")
     return chosen
 
 
@@ -79,15 +80,18 @@ class WindowDataset(_Indexed):
                                 f"steps of training.time_stride={stride} frames needs {span + 1}; lower one of them.")
         super().__init__(tasks, split, [t.info.n_times - span for t in tasks])
         self.horizon, self.stride = horizon, stride
-        order = param_names(tasks)
-        self.params = [torch.tensor([t.info.params.get(n, 0.0) for n in order], dtype=torch.float32)
-                       for t in tasks]
+        self.param_order = param_names(tasks)
         self.dt = [float(np.mean(np.diff(t.file.times()))) * stride for t in tasks]
+
+    def params(self, task: TaskData, traj: int) -> torch.Tensor:
+        """The trajectory's PDE parameters [P] (multi-group files may vary them per trajectory)."""
+        values = task.file.params_of(traj)
+        return torch.tensor([values.get(n, 0.0) for n in self.param_order], dtype=torch.float32)
 
     def __getitem__(self, item: int) -> dict:
         k, traj, t0 = self.locate(item)
         task = self.tasks[k]
         frames = task.file.trajectory(traj, slice(t0, t0 + self.horizon * self.stride + 1, self.stride))
         return {"window": torch.from_numpy(task.normalizer.normalize(frames)), "coords": self.coords[k],
-                "dt": torch.tensor(self.dt[k], dtype=torch.float32), "params": self.params[k],
+                "dt": torch.tensor(self.dt[k], dtype=torch.float32), "params": self.params(task, traj),
                 "task_id": torch.tensor(k), "task": task.name}

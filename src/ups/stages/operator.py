@@ -103,7 +103,7 @@ class OperatorStage(Stage):
         z = self.encode_window(batch)
         steps = z.shape[1] - 1
         pred = self._rollout(batch, z[:, 0], steps)
-        physical = lambda x: denormalize(self.dyn_tasks, task_id, x)
+        physical = lambda x: denormalize(self.dyn_tasks, task_id, x.float())  # float32 metrics under autocast
         truth = [physical(flat_points(window[:, k])) for k in range(steps + 1)]
         decoded = [physical(self.model.decoder(pred[:, k], coords)) for k in range(steps)]
         metrics: dict[str, torch.Tensor] = {}
