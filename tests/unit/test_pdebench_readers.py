@@ -6,7 +6,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ups.data.pdebench import PDEBenchFile, parse_params_from_name
+from ups.data.params import parse_params_from_name
+from ups.data.pdebench import PDEBenchFile
 from ups.errors import DataError
 
 

@@ -30,11 +30,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ups.data.params import numeric_attrs, parse_params_from_name
 from ups.errors import DataError
 
 LAYOUTS = ("single", "darcy", "multigroup")
 
-_PARAM_TOKEN = re.compile(r"^([A-Za-z]+)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
 _GROUP_NAME = re.compile(r"^\d+$")
 
 
@@ -58,38 +58,6 @@ class FileInfo:
     params: dict[str, float]
     varying_params: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
-
-
-def parse_params_from_name(file_name: str) -> dict[str, float]:
-    """PDE parameters encoded in a PDEBench file name, names lower-cased.
-
-    ``"ReacDiff_Nu0.5_Rho1.0.hdf5"`` -> ``{"nu": 0.5, "rho": 1.0}``. Tokens are split on
-    ``_``; a token counts when it is letters followed by a number (``Nu1e-3``, ``beta0.4``);
-    tokens such as ``1D``, ``Sols``, ``Train`` or ``128`` are ignored.
-    """
-    stem = Path(file_name).name
-    for suffix in (".hdf5", ".h5", ".hdf"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
-    params: dict[str, float] = {}
-    for token in stem.split("_"):
-        match = _PARAM_TOKEN.match(token)
-        if match:
-            params[match.group(1).lower()] = float(match.group(2))
-    return params
-
-
-def _numeric_attrs(attrs: h5py.AttributeManager) -> dict[str, float]:
-    """Numeric scalar attributes, names lower-cased; booleans, strings, arrays and the
-    generator's own bookkeeping (``ups_*``: seed, sizes, format version) skipped."""
-    out = {}
-    for key, value in attrs.items():
-        if str(key).startswith("ups_") or np.ndim(value) != 0 or isinstance(value, (bool, np.bool_)):
-            continue
-        if isinstance(value, (int, float, np.integer, np.floating)):
-            out[str(key).lower()] = float(value)
-    return out
 
 
 def _cell_centres(n: int) -> np.ndarray:
@@ -136,7 +104,7 @@ class PDEBenchFile:
                         "multigroup": self._validate_multigroup}[self.layout]
             validate(h5)
             params = parse_params_from_name(self.path.name)
-            params.update(_numeric_attrs(h5.attrs))
+            params.update(numeric_attrs(h5.attrs))
         self._check_reduction()
         varying = self._split_group_params(params)
         self._override = self._check_override(params_override or {})
@@ -300,7 +268,7 @@ class PDEBenchFile:
             elif ds.shape != shape:
                 raise DataError(f"{self.path}: '{name}/data' has shape {ds.shape} but "
                                 f"'{names[0]}/data' has {shape}; all groups must match.")
-            self._group_params.append(_numeric_attrs(group.attrs))
+            self._group_params.append(numeric_attrs(group.attrs))
         self._groups = names
         self._n, self._t_len, self._channels = len(names), int(shape[0]), int(shape[-1])
         self._spatial = tuple(int(s) for s in shape[1:-1])

@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 
 from ups.config.schema import TaskConfig
 from ups.data.normalization import Normalizer
-from ups.data.pdebench import FileInfo, PDEBenchFile, parse_params_from_name
+from ups.data.params import parse_params_from_name
+from ups.data.pdebench import FileInfo, PDEBenchFile
 from ups.data.splits import SPLIT_NAMES, Split, split_trajectories
 from ups.errors import DataError
 

@@ -10,14 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ups.data.generate.initial_conditions import draw_sine_modes
-from ups.data.generate.spec import (
-    Generator,
-    SolveResult,
-    cell_centres,
-    chunks,
-    pdebench_number,
-    progress_bar,
-)
+from ups.data.generate.spec import Generator, SolveResult, cell_centres, fill_in_chunks, pdebench_number
 
 T_FINAL = 2.0
 CHUNK = 256
@@ -44,11 +37,8 @@ def solve(n: int, nx: int, nt: int, seed: int, params: dict, progress: bool) -> 
     modes = draw_sine_modes(rng, n)
     x = cell_centres(nx)
     t = np.linspace(0.0, T_FINAL, nt)
-    out = np.empty((n, nt, nx), dtype=np.float32)
-    with progress_bar(n, "advection1d", progress) as bar:
-        for rows in chunks(np.arange(n), CHUNK):
-            out[rows] = advect_spectral(modes[rows].evaluate(x), params["beta"], t)
-            bar.update(len(rows))
+    out = fill_in_chunks(np.empty((n, nt, nx), dtype=np.float32), CHUNK, "advection1d", progress,
+                         lambda rows: advect_spectral(modes[rows].evaluate(x), params["beta"], t))
     return SolveResult(solution=out, coords={"x": x, "t": t})
 
 

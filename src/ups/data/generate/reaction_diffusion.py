@@ -18,14 +18,7 @@ import numpy as np
 import scipy.linalg
 
 from ups.data.generate.initial_conditions import draw_sine_modes
-from ups.data.generate.spec import (
-    Generator,
-    SolveResult,
-    cell_centres,
-    chunks,
-    pdebench_number,
-    progress_bar,
-)
+from ups.data.generate.spec import Generator, SolveResult, cell_centres, fill_in_chunks, pdebench_number
 
 T_FINAL = 1.0
 DT_MAX = 2.5e-4
@@ -86,12 +79,9 @@ def solve(n: int, nx: int, nt: int, seed: int, params: dict, progress: bool) -> 
     modes = draw_sine_modes(rng, n)
     x = cell_centres(nx)
     t = np.linspace(0.0, T_FINAL, nt)
-    out = np.empty((n, nt, nx), dtype=np.float32)
-    with progress_bar(n, "reaction_diffusion1d", progress) as bar:
-        for rows in chunks(np.arange(n), CHUNK):
-            u0 = normalised_initial_condition(modes[rows].evaluate(x))
-            out[rows] = evolve(u0, params["nu"], params["rho"], t)
-            bar.update(len(rows))
+    out = fill_in_chunks(
+        np.empty((n, nt, nx), dtype=np.float32), CHUNK, "reaction_diffusion1d", progress,
+        lambda rows: evolve(normalised_initial_condition(modes[rows].evaluate(x)), params["nu"], params["rho"], t))
     return SolveResult(solution=out, coords={"x": x, "t": t})
 
 

@@ -72,3 +72,13 @@ def chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
     """Consecutive pieces of ``indices`` of at most ``size`` entries."""
     for start in range(0, len(indices), size):
         yield indices[start : start + size]
+
+
+def fill_in_chunks(out: np.ndarray, chunk: int, desc: str, progress: bool,
+                   compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """``out[rows] = compute(rows)`` over consecutive chunks of sample indices, with a progress bar."""
+    with progress_bar(len(out), desc, progress) as bar:
+        for rows in chunks(np.arange(len(out)), chunk):
+            out[rows] = compute(rows)
+            bar.update(len(rows))
+    return out

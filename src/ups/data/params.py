@@ -1,0 +1,43 @@
+"""PDE parameters of a PDEBench file: from its name and its numeric attributes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+_PARAM_TOKEN = re.compile(r"^([A-Za-z]+)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
+
+
+def parse_params_from_name(file_name: str) -> dict[str, float]:
+    """PDE parameters encoded in a PDEBench file name, names lower-cased.
+
+    ``"ReacDiff_Nu0.5_Rho1.0.hdf5"`` -> ``{"nu": 0.5, "rho": 1.0}``. Tokens are split on
+    ``_``; a token counts when it is letters followed by a number (``Nu1e-3``, ``beta0.4``);
+    tokens such as ``1D``, ``Sols``, ``Train`` or ``128`` are ignored.
+    """
+    stem = Path(file_name).name
+    for suffix in (".hdf5", ".h5", ".hdf"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+            break
+    params: dict[str, float] = {}
+    for token in stem.split("_"):
+        match = _PARAM_TOKEN.match(token)
+        if match:
+            params[match.group(1).lower()] = float(match.group(2))
+    return params
+
+
+def numeric_attrs(attrs: h5py.AttributeManager) -> dict[str, float]:
+    """Numeric scalar attributes, names lower-cased; booleans, strings, arrays and the
+    generator's own bookkeeping (``ups_*``: seed, sizes, format version) skipped."""
+    out = {}
+    for key, value in attrs.items():
+        if str(key).startswith("ups_") or np.ndim(value) != 0 or isinstance(value, (bool, np.bool_)):
+            continue
+        if isinstance(value, (int, float, np.integer, np.floating)):
+            out[str(key).lower()] = float(value)
+    return out
