@@ -14,7 +14,7 @@ from ups.engines.common import LAST_NAME, FitResult, uses_gpu, validation_on
 from ups.errors import UPSError
 from ups.runs import RunDir
 
-__all__ = ["ENGINES", "FitResult", "fit_stage", "preflight"]
+__all__ = ["ENGINES", "FitResult", "fit_checked", "fit_stage", "preflight"]
 
 
 def _lightning(stage, cfg, run, resume):
@@ -50,8 +50,9 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
     splits = [("train", stage.train_dataset())] + ([("val", stage.val_dataset())] if validation_on(cfg) else [])
     for name, dataset in splits:
         if len(dataset) == 0:
-            raise UPSError(f"stage {stage.name}: the {name} split has no samples; check data.split and the tasks' "
-                           f"trajectory counts.")
+            fix = ("set data.split.val > 0 or training.skip_lightning_val=true" if name == "val"
+                   else "check data.split and the tasks' trajectory counts")
+            raise UPSError(f"stage {stage.name}: the {name} split has no samples; {fix}.")
 
 
 def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", resume: bool = False) -> FitResult:
@@ -61,6 +62,12 @@ def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", res
     engine's) with weights, optimizer, scheduler, EMA, generator and counters restored.
     """
     preflight(stage, cfg, run, engine=engine, resume=resume)
+    return fit_checked(stage, cfg, run, engine=engine, resume=resume)
+
+
+def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> FitResult:
+    """``fit_stage`` after ``preflight`` has passed (callers that must check before writing
+    anything run ``preflight`` themselves, then this)."""
     if cfg.checkpoint.every_n_steps is not None:
         log.warning("checkpoint.every_n_steps is not honoured yet: last.ckpt is written at the end of each epoch, "
                     "so that a resume always starts on an epoch boundary in either engine.")

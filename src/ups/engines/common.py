@@ -69,18 +69,12 @@ def build_loaders(stage, cfg: Config, *, validate: bool, rank: int = 0,
     t = cfg.training
     common = dict(batch_size=t.batch_size, num_workers=t.num_workers, pin_memory=t.pin_memory,
                   persistent_workers=t.persistent_workers and t.num_workers > 0, collate_fn=stage.collate)
-    train_set = stage.train_dataset()
-    if len(train_set) == 0:
-        raise UPSError(f"stage {stage.name}: the train split is empty; check data.split and the data files.")
+    train_set = stage.train_dataset()  # both splits checked non-empty by ``ups.engines.preflight``
     train = DataLoader(train_set, sampler=EpochShuffleSampler(len(train_set), cfg.seed, rank, world_size),
                        **common)
     if not validate:
         return train, None
-    val_set = stage.val_dataset()
-    if len(val_set) == 0:
-        raise UPSError(f"stage {stage.name}: the val split is empty; set data.split.val > 0 "
-                       f"or training.skip_lightning_val=true.")
-    return train, DataLoader(val_set, shuffle=False, **common)
+    return train, DataLoader(stage.val_dataset(), shuffle=False, **common)
 
 
 def total_optimizer_steps(n_batches: int, accumulate: int, epochs: int) -> int:

@@ -16,14 +16,13 @@ import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger
 
-from ups.checkpoint import STATE_PREFIX, check_fit, load_checkpoint, ups_block
+from ups.checkpoint import STATE_PREFIX, ups_block
 from ups.config import Config
 from ups.engines.common import (
     BEST_FILENAME, LAST_NAME, MONITOR, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, compile_submodules,
     check_finite_loss, maybe_ema, resolve_precision, stage_settings, total_optimizer_steps, train_log_values,
     uses_gpu, validation_on,
 )
-from ups.errors import UPSError
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
@@ -154,8 +153,6 @@ def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Call
 def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=()) -> pl.Trainer:
     """The config's ``training``, ``checkpoint``, ``logging`` and ``stages.<stage>`` as a Trainer."""
     t = cfg.training
-    if t.strategy == "fsdp" and not uses_gpu(cfg):
-        raise UPSError("training.strategy=fsdp needs GPUs; use training.strategy=ddp (or auto) on CPU.")
     if t.compile and t.devices * t.num_nodes > 1:
         log.warning("training.compile=true with several devices fails on some PyTorch builds; "
                     "set training.compile=false if the run errors while compiling.")
@@ -203,8 +200,7 @@ def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False) -> F
         log.info(VALIDATION_OFF_MESSAGE)
     ckpt_path = None
     if resume:
-        ckpt_path = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
-        check_fit(stage, load_checkpoint(ckpt_path))  # a misfit is a UPSError before Lightning touches it
+        ckpt_path = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"  # checked to fit by preflight
     trainer = build_trainer(cfg, run, stage.name)
     if resume:
         _keep_previous_metrics(trainer)

@@ -14,7 +14,7 @@ from pathlib import Path
 from ups.checkpoint import load_checkpoint
 from ups.config import Config
 from ups.data.summary import load_config_tasks
-from ups.engines import FitResult, fit_stage, preflight
+from ups.engines import FitResult, fit_checked, preflight
 from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages import STAGES
@@ -53,9 +53,6 @@ def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightn
     if stage not in STAGES:
         raise UPSError(f"stage '{stage}' is not available; choose one of {', '.join(STAGES)}.")
     run = RunDir(run_dir)
-    if resume and not (run.checkpoint_dir(stage) / "last.ckpt").is_file():
-        raise UPSError(f"--resume: no {run.checkpoint_dir(stage) / 'last.ckpt'} to resume from; "
-                       f"drop --resume to start the stage afresh.")
     if getattr(cfg.stages, stage).epochs <= 0:
         log.info("stage %s: stages.%s.epochs is 0, skipped", stage, stage)
         return StageRun(stage, run, None)
@@ -66,11 +63,11 @@ def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightn
     preflight(stage_obj, cfg, run, engine=engine, resume=resume)
 
     if not is_rank_zero():  # Lightning re-runs this command per device; rank 0 keeps the books
-        return StageRun(stage, run, fit_stage(stage_obj, cfg, run, engine=engine, resume=resume))
+        return StageRun(stage, run, fit_checked(stage_obj, cfg, run, engine=engine, resume=resume))
     run.init(cfg)
     run.set_stage_state(stage, "running", engine=engine)
     try:
-        result = fit_stage(stage_obj, cfg, run, engine=engine, resume=resume)
+        result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume)
     except BaseException as exc:
         run.set_stage_state(stage, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
