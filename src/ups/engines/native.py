@@ -177,16 +177,22 @@ class NativeTrainer:
 
     # ---- checkpoints --------------------------------------------------------------
     def save_epoch_checkpoints(self) -> None:
-        """Best-k (ModelCheckpoint's rule), then last - Lightning's order on train-epoch end."""
+        """Best-k (ModelCheckpoint's rule), then last - Lightning's order on train-epoch end.
+
+        Both files hold the same dict, built once after the best-k bookkeeping is updated.
+        """
+        best_path, dropped = None, None
         if self.validate:
             score = self.last_score if self.last_score == self.last_score else float("inf")
             if self.top_k.admits(score):
-                path = checkpoint_path(self.ckpt_dir, self.epoch, self.global_step)
-                dropped = self.top_k.add(str(path), score)
-                save_checkpoint(self.checkpoint(), path)
-                if dropped and dropped != str(path):
-                    Path(dropped).unlink(missing_ok=True)
-        save_checkpoint(self.checkpoint(), self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+                best_path = checkpoint_path(self.ckpt_dir, self.epoch, self.global_step)
+                dropped = self.top_k.add(str(best_path), score)
+        ckpt = self.checkpoint()
+        if best_path is not None:
+            save_checkpoint(ckpt, best_path)
+            if dropped and dropped != str(best_path):
+                Path(dropped).unlink(missing_ok=True)
+        save_checkpoint(ckpt, self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
 
     def checkpoint(self) -> dict:
         ckpt = {
