@@ -1,0 +1,127 @@
+"""Batches that each hold items of one task, drawn per (seed, epoch) and dealt to DDP ranks.
+
+A multi-task dataset stores the items of task k contiguously, at indices
+``[offset_k, offset_k + size_k)`` with offsets the cumulative sizes in task order. Tasks differ
+in grid size and channel count, so a batch never mixes tasks.
+
+- Determinism: the batches of an epoch come from a ``torch.Generator`` seeded with
+  ``seed * 1_000_003 + epoch`` (never the global RNG), so every process draws the same ones and
+  each epoch draws new ones.
+- ``proportional`` (default): every item exactly once per epoch. Each task's items are permuted
+  and cut into batches of ``batch_size`` (the last one shorter), then the batches of all tasks
+  are shuffled together, so tasks appear in proportion to their size.
+- ``uniform``: every task contributes ``max_k size_k`` draws per epoch: fresh permutations of a
+  smaller task are concatenated and truncated, so each of its items is drawn floor or ceil of
+  ``max / size`` times, and at least once.
+- ``shuffle=False`` (validation): tasks in order, items in order, consecutive batches.
+- Sharding: rank r takes batches r, r + W, ... of the epoch's list. When the batch count is not
+  a multiple of the world size W, the largest batch (the first of equal ones) is halved until it
+  is, so every rank runs ``len(sampler)`` batches (DDP would hang otherwise) and no draw is
+  repeated: the ranks' draws are disjoint and together are the whole epoch. Size-0 tasks give
+  no batches.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+STRATEGIES = ("proportional", "uniform")
+
+
+class _EpochHandle:
+    """What Lightning's ``_set_sampler_epoch`` finds at ``batch_sampler.sampler``."""
+
+    def __init__(self, owner: TaskBatchSampler):
+        self.owner = owner
+
+    def set_epoch(self, epoch: int) -> None:
+        self.owner.set_epoch(epoch)
+
+
+def _task_draws(task_sizes: Sequence[int], strategy: str) -> list[int]:
+    """Draws per task and epoch: its size (proportional) or the largest size (uniform)."""
+    if strategy == "proportional":
+        return list(task_sizes)
+    return [max(task_sizes) if size else 0 for size in task_sizes]
+
+
+def _draw(size: int, n_draws: int, g: torch.Generator | None) -> torch.Tensor:
+    """``[n_draws]`` local indices of a task of ``size`` items: permutations concatenated and
+    truncated, or ``0, 1, ..., size - 1, 0, ...`` without a generator."""
+    if g is None:
+        return torch.arange(n_draws) % size
+    return torch.cat([torch.randperm(size, generator=g) for _ in range(math.ceil(n_draws / size))])[:n_draws]
+
+
+def _split_largest(batches: list[list[int]], n_splits: int) -> list[list[int]]:
+    """Halve the largest batch (the first of equal ones) ``n_splits`` times, in place."""
+    for _ in range(n_splits):
+        i = max(range(len(batches)), key=lambda j: len(batches[j]))
+        half = (len(batches[i]) + 1) // 2
+        batches[i:i + 1] = [batches[i][:half], batches[i][half:]]
+    return batches
+
+
+def _check(task_sizes: Sequence[int], batch_size: int, strategy: str, rank: int, world_size: int) -> None:
+    if not task_sizes or min(task_sizes) < 0 or max(task_sizes) == 0:
+        raise ValueError(f"task_sizes={list(task_sizes)}: need at least one task with items and no negative "
+                         "sizes; check the tasks of the dataset.")
+    if batch_size < 1:
+        raise ValueError(f"batch_size={batch_size}: must be at least 1 (training.batch_size).")
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {STRATEGIES}.")
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank={rank}, world_size={world_size}: need world_size >= 1 and 0 <= rank < world_size.")
+
+
+class TaskBatchSampler(Sampler[list[int]]):
+    """This rank's single-task batches (lists of dataset indices) of the current epoch.
+
+    Engines call ``set_epoch`` before each epoch; Lightning reaches it through ``sampler``.
+    """
+
+    def __init__(self, task_sizes: Sequence[int], batch_size: int, *, seed: int = 0, shuffle: bool = True,
+                 strategy: str = "proportional", rank: int = 0, world_size: int = 1):
+        _check(task_sizes, batch_size, strategy, rank, world_size)
+        self.task_sizes, self.batch_size = list(task_sizes), batch_size
+        self.seed, self.shuffle, self.strategy = seed, shuffle, strategy
+        self.rank, self.world_size = rank, world_size
+        self.offsets = [sum(self.task_sizes[:k]) for k in range(len(self.task_sizes))]
+        self.draws = _task_draws(self.task_sizes, strategy)
+        n_batches = sum(math.ceil(n / batch_size) for n in self.draws)
+        self.n_splits = -n_batches % world_size
+        if n_batches + self.n_splits > sum(self.draws):
+            raise ValueError(
+                f"{sum(self.draws)} draws per epoch ({strategy} over tasks of sizes {self.task_sizes}) cannot be "
+                f"dealt to {world_size} ranks in equal batch counts without repeating items: that needs "
+                f"{n_batches + self.n_splits} non-empty batches. Use fewer devices, more data or a larger batch_size.")
+        self.epoch = 0
+        self.sampler = _EpochHandle(self)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """All ranks' batches of ``epoch``, before dealing: ``len(self) * world_size`` lists."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch) if self.shuffle else None
+        batches = []
+        for offset, size, n in zip(self.offsets, self.task_sizes, self.draws):
+            if n:
+                idx = (offset + _draw(size, n, g)).tolist()
+                batches += [idx[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+        if g is not None:
+            batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+        return _split_largest(batches, self.n_splits)
+
+    def __iter__(self):
+        # A generator, so the epoch is read at the first batch: Lightning may create the
+        # iterator before it calls set_epoch (e.g. when resuming).
+        yield from self.epoch_batches(self.epoch)[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        n_batches = sum(math.ceil(n / self.batch_size) for n in self.draws)
+        return (n_batches + self.n_splits) // self.world_size
