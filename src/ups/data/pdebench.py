@@ -92,8 +92,8 @@ class PDEBenchFile:
                             ("reduced_resolution_t", reduced_resolution_t)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise DataError(f"{self.path}: {name}={value!r} must be an integer >= 1.")
-        self._r = int(reduced_resolution)
-        self._rt = int(reduced_resolution_t)
+        self.reduced_resolution = self._r = int(reduced_resolution)
+        self.reduced_resolution_t = self._rt = int(reduced_resolution_t)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._notes: list[str] = []
