@@ -38,6 +38,7 @@ class ToyStage(Stage):
     dim = 6
     n_train = 40  # 5 batches of 8: an odd count, so accumulation steps at epoch end too
     n_val = 12
+    collate = None  # plain tensors, no task names
 
     def __init__(self, cfg: Config, hidden: int = 16):
         self.hidden = hidden

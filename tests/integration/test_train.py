@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import json
 
+import sys
+from pathlib import Path
+
 import pytest
-import yaml
 
 from ups.checkpoint import load_checkpoint
 from ups.cli import main
@@ -14,29 +16,14 @@ from ups.config import load_config
 from ups.data.generate import generate_dataset
 from ups.pipeline.runner import train_stage
 
-TINY = {
-    "latent": {"tokens": 4, "dim": 16},
-    "encoder": {"hidden": 16, "depth": 1, "kernel_size": 3},
-    "decoder": {"hidden": 16, "depth": 1, "fourier_features": 4, "query_points": 16},
-    "operator": {"depth": 1, "heads": 2},
-    "training": {"batch_size": 16, "rollout_horizon": 2, "time_stride": 2, "accelerator": "cpu",
-                 "log_every_n_steps": 1},
-    "stages": {"autoencoder": {"epochs": 1}, "operator": {"epochs": 2}},
-}
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_runs import write_config  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
     generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump({
-        **TINY,
-        "paths": {"data_dir": str(root / "data"), "runs_dir": str(root / "runs")},
-        "data": {"tasks": [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}],
-                 "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
-    }))
-    return config
+    return write_config(root / "tiny.yaml", root / "data", [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}])
 
 
 @pytest.fixture(scope="module")

@@ -45,8 +45,24 @@ def test_encoder_same_weights_encode_two_resolutions_of_one_field():
 
 def test_encoder_rejects_wrong_channel_count_with_shape_in_message():
     enc = GridEncoder(in_channels=2, spatial_dims=1, tokens=4, dim=16, hidden=32)
-    with pytest.raises(ValueError, match=r"C=2.*\(1, 20, 3\)"):
+    with pytest.raises(ValueError, match=r"C in \[2\].*\(1, 20, 3\)"):
         enc(torch.randn(1, 20, 3), grid_coords(1, 20))
+
+
+def test_tasks_with_other_channel_counts_share_everything_but_stem_and_head():
+    torch.manual_seed(0)
+    enc = GridEncoder(in_channels=[1, 3, 1], spatial_dims=1, tokens=4, dim=16, hidden=32)
+    dec = AnyPointDecoder(dim=16, coord_dims=1, out_channels=[3, 1], hidden=32, depth=1, fourier_features=4)
+    assert sorted(enc.stems) == sorted(dec.heads) == ["c1", "c3"]
+    one, three = torch.randn(2, 20, 1), torch.randn(2, 20, 3)
+    z1, z3 = enc(one, grid_coords(2, 20)), enc(three, grid_coords(2, 20))
+    assert z1.shape == z3.shape == (2, 4, 16)  # one latent space
+    assert dec(z1, grid_coords(2, 9).reshape(2, 9, 1), channels=3).shape == (2, 9, 3)
+    assert dec(z3, grid_coords(2, 9).reshape(2, 9, 1), channels=1).shape == (2, 9, 1)
+    z3.sum().backward()  # only the 3-channel stem takes part in a 3-channel batch
+    assert enc.stems["c1"].weight.grad is None and enc.stems["c3"].weight.grad is not None
+    with pytest.raises(ValueError, match=r"heads for \[1, 3\] channel\(s\); pass channels="):
+        dec(z1, grid_coords(2, 9).reshape(2, 9, 1))
 
 
 @pytest.mark.parametrize("coord_dims, n_points", [(1, 1), (1, 37), (2, 200)])

@@ -66,6 +66,10 @@ class DataConfig:
     normalization: Literal["standard", "none"] = knob(
         "standard", "per-channel mean/std from the train split, or none", read_by="data"
     )
+    task_sampling: Literal["proportional", "uniform"] = knob(
+        "proportional", "how often each task's batches are drawn: in proportion to its samples (each sample "
+        "once per epoch), or equally often (smaller tasks drawn again)", read_by="sampler"
+    )
 
 
 # ---------------------------------------------------------------------------- the models
@@ -139,7 +143,9 @@ class SteadyPriorConfig:
 class TrainingConfig:
     batch_size: int = knob(16, "samples per optimisation step (per device)", read_by="engines", min=1)
     num_workers: int = knob(0, "DataLoader worker processes", read_by="engines", min=0)
-    pin_memory: bool = knob(False, "pin host memory for faster GPU copies", read_by="engines")
+    prefetch_factor: Optional[int] = knob(None, "batches each worker loads ahead (PyTorch's default 2 when unset; "
+                                          "needs num_workers > 0)", read_by="engines", min=1)
+    pin_memory: bool = knob(False, "pin host memory for faster GPU copies (ignored on CPU)", read_by="engines")
     persistent_workers: bool = knob(False, "keep DataLoader workers alive between epochs", read_by="engines")
     accelerator: Literal["auto", "cpu", "gpu"] = knob("auto", "where to train", read_by="engines")
     devices: int = knob(1, "devices per node", read_by="engines", min=1)
@@ -160,8 +166,9 @@ class TrainingConfig:
     rollout_horizon: int = knob(4, "steps of the unrolled rollout windows", read_by="operator stage", min=1)
     time_stride: int = knob(1, "frames between a latent pair's input and target", read_by="operator stage",
                             min=1)
-    latent_cache_dir: Optional[str] = knob(None, "folder for cached latents (off when unset)",
-                                           read_by="latent cache")
+    latent_cache_dir: Optional[str] = knob(
+        None, "folder of the latent cache of the frozen encoder (off when unset); relative to the working "
+        "directory", read_by="latent cache")
     latent_cache_dtype: Literal["float16", "float32"] = knob("float16", "dtype of cached latents",
                                                              read_by="latent cache")
     lightning_profile: Literal["none", "timer", "simple", "advanced", "pytorch"] = knob(

@@ -216,6 +216,9 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
         problems.add(("training", "strategy"), "FSDP does not run on CPU; use training.strategy=ddp or auto.")
     if cfg.training.precision == "16-mixed" and cfg.training.accelerator == "cpu":
         problems.add(("training", "precision"), "16-mixed needs a GPU; on CPU use 32-true (or bf16-mixed).")
+    if cfg.training.prefetch_factor is not None and cfg.training.num_workers == 0:
+        problems.add(("training", "prefetch_factor"), "only applies with worker processes; set "
+                                                     "training.num_workers > 0 or leave prefetch_factor unset.")
     if cfg.encoder.kernel_size % 2 == 0:
         problems.add(("encoder", "kernel_size"), f"must be odd (the convolution keeps the grid size), "
                                                  f"got {cfg.encoder.kernel_size}.")

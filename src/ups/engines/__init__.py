@@ -7,24 +7,25 @@ batches and write the same checkpoint format (``ups.checkpoint``).
 from __future__ import annotations
 
 import logging
+import sys
 
 from ups.config import Config
 from ups.checkpoint import check_fit, load_checkpoint
-from ups.engines.common import LAST_NAME, FitResult, uses_gpu, validation_on
+from ups.engines.common import LAST_NAME, FitResult, training_device, uses_gpu, validation_on
 from ups.errors import UPSError
 from ups.runs import RunDir
 
 __all__ = ["ENGINES", "FitResult", "fit_checked", "fit_stage", "preflight"]
 
 
-def _lightning(stage, cfg, run, resume):
+def _lightning(stage, cfg, run, resume, callbacks):
     from ups.engines.lightning import fit_lightning
-    return fit_lightning(stage, cfg, run, resume=resume)
+    return fit_lightning(stage, cfg, run, resume=resume, callbacks=callbacks)
 
 
-def _native(stage, cfg, run, resume):
+def _native(stage, cfg, run, resume, callbacks):
     from ups.engines.native import fit_native
-    return fit_native(stage, cfg, run, resume=resume)
+    return fit_native(stage, cfg, run, resume=resume, callbacks=callbacks)
 
 
 log = logging.getLogger("ups")
@@ -55,20 +56,24 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
             raise UPSError(f"stage {stage.name}: the {name} split has no samples; {fix}.")
 
 
-def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", resume: bool = False) -> FitResult:
+def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", resume: bool = False,
+              callbacks=()) -> FitResult:
     """Train ``stage`` for ``stages.<stage.name>.epochs`` epochs into ``run``.
 
     With ``resume`` training continues from ``run.checkpoint_dir(stage)/last.ckpt`` (either
     engine's) with weights, optimizer, scheduler, EMA, generator and counters restored.
+    ``callbacks``: extra Lightning callbacks (Lightning engine only).
     """
     preflight(stage, cfg, run, engine=engine, resume=resume)
-    return fit_checked(stage, cfg, run, engine=engine, resume=resume)
+    return fit_checked(stage, cfg, run, engine=engine, resume=resume, callbacks=callbacks)
 
 
-def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> FitResult:
+def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool, callbacks=()) -> FitResult:
     """``fit_stage`` after ``preflight`` has passed (callers that must check before writing
-    anything run ``preflight`` themselves, then this)."""
+    anything run ``preflight`` themselves, then this). Runs the stage's ``prepare`` (e.g. the
+    latent cache) on this process's device first."""
     if cfg.checkpoint.every_n_steps is not None:
         log.warning("checkpoint.every_n_steps is not honoured yet: last.ckpt is written at the end of each epoch, "
                     "so that a resume always starts on an epoch boundary in either engine.")
-    return ENGINES[engine](stage, cfg, run, resume)
+    stage.prepare(training_device(cfg), progress=sys.stderr.isatty())
+    return ENGINES[engine](stage, cfg, run, resume, callbacks)

@@ -1,4 +1,4 @@
-"""What both engines share, so that they see the same numbers: loaders and their sampler,
+"""What both engines share, so that they see the same numbers: loaders and their task-aware sampler,
 the optimizer-step budget, EMA, validation-metric averaging, log keys, checkpoint names and
 the state of the best-k / early-stopping rules.
 """
@@ -6,15 +6,17 @@ the state of the best-k / early-stopping rules.
 from __future__ import annotations
 
 import math
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from ups.config import Config
+from ups.data.sampling import TaskBatchSampler
 from ups.errors import UPSError
 
 MONITOR = "val/nrmse"
@@ -36,45 +38,31 @@ class FitResult:
 
 
 # ------------------------------------------------------------------------------ data
-class EpochShuffleSampler(Sampler[int]):
-    """A permutation drawn from (seed, epoch), optionally sharded across ranks.
-
-    Engines call ``set_epoch`` before each epoch (Lightning does so for any sampler that has
-    it), so the order is the same in both engines and after a resume. With ``world_size > 1``
-    the permutation is padded to a multiple of the world size and rank r takes every
-    world_size-th index from r, as torch's DistributedSampler does.
-    """
-
-    def __init__(self, n: int, seed: int, rank: int = 0, world_size: int = 1):
-        self.n, self.seed, self.rank, self.world_size = n, seed, rank, world_size
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return math.ceil(self.n / self.world_size)
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.n, generator=g).tolist()
-        total = len(self) * self.world_size
-        order += order[: total - len(order)]
-        return iter(order[self.rank:total:self.world_size])
+def task_sizes(dataset) -> list[int]:
+    """Items per task (contiguous ranges); a dataset that does not group by task is one task."""
+    return list(getattr(dataset, "task_sizes", [len(dataset)]))
 
 
 def build_loaders(stage, cfg: Config, *, validate: bool, rank: int = 0,
                   world_size: int = 1) -> tuple[DataLoader, DataLoader | None]:
-    """(train loader shuffled by ``EpochShuffleSampler``, val loader in order or None)."""
+    """(train loader, val loader or None), each drawing one-task batches from a
+    ``TaskBatchSampler`` sharded over ``world_size`` ranks: the train loader shuffled per
+    epoch with ``data.task_sampling``, the val loader in order, every sample once."""
     t = cfg.training
-    common = dict(batch_size=t.batch_size, num_workers=t.num_workers, pin_memory=t.pin_memory,
+    common = dict(num_workers=t.num_workers, pin_memory=t.pin_memory and uses_gpu(cfg),
                   persistent_workers=t.persistent_workers and t.num_workers > 0, collate_fn=stage.collate)
-    train_set = stage.train_dataset()  # both splits checked non-empty by ``ups.engines.preflight``
-    train = DataLoader(train_set, sampler=EpochShuffleSampler(len(train_set), cfg.seed, rank, world_size),
-                       **common)
-    if not validate:
-        return train, None
-    return train, DataLoader(stage.val_dataset(), shuffle=False, **common)
+    if t.num_workers > 0 and t.prefetch_factor is not None:
+        common["prefetch_factor"] = t.prefetch_factor
+
+    def loader(dataset, shuffle: bool) -> DataLoader:
+        sampler = TaskBatchSampler(task_sizes(dataset), t.batch_size, seed=cfg.seed, shuffle=shuffle,
+                                   strategy=cfg.data.task_sampling if shuffle else "proportional",
+                                   rank=rank, world_size=world_size)
+        return DataLoader(dataset, batch_sampler=sampler, **common)
+
+    # both splits are checked non-empty by ``ups.engines.preflight``
+    train = loader(stage.train_dataset(), shuffle=True)
+    return train, loader(stage.val_dataset(), shuffle=False) if validate else None
 
 
 def total_optimizer_steps(n_batches: int, accumulate: int, epochs: int) -> int:
@@ -152,7 +140,10 @@ def maybe_ema(ema: EMA | None, model: nn.Module):
 
 # ------------------------------------------------------------------------------ metrics
 class MetricMeans:
-    """Averages per-sample metric values ``[B]`` over a whole validation epoch, per key."""
+    """Averages per-sample metric values ``[B]`` over an epoch, per key.
+
+    Sums stay on the device until ``totals`` (once per epoch), so adding costs no sync.
+    """
 
     def __init__(self):
         self.sums: dict[str, torch.Tensor] = {}
@@ -164,15 +155,35 @@ class MetricMeans:
             self.sums[key] = self.sums[key] + values.sum() if key in self.sums else values.sum()
             self.counts[key] = self.counts.get(key, 0) + values.numel()
 
-    def compute(self) -> dict[str, float]:
-        """``{"val/<key>": mean}``; raises when the stage never returned ``nrmse``."""
-        if "nrmse" not in self.sums:
-            raise UPSError("the stage's validation_metrics returned no 'nrmse'; every stage must report it.")
-        return {f"val/{k}": (self.sums[k] / max(self.counts[k], 1)).item() for k in sorted(self.sums)}
+    def totals(self) -> dict[str, tuple[float, int]]:
+        return {k: (float(self.sums[k]), self.counts[k]) for k in self.sums}
+
+    def means(self, prefix: str, world: list[dict[str, tuple[float, int]]] | None = None) -> dict[str, float]:
+        """``{"<prefix>/<key>": mean}`` over this process, or over every rank's ``totals`` in ``world``."""
+        merged: dict[str, list] = {}
+        for totals in world if world is not None else [self.totals()]:
+            for key, (total, count) in totals.items():
+                entry = merged.setdefault(key, [0.0, 0])
+                entry[0] += total
+                entry[1] += count
+        return {f"{prefix}/{k}": total / max(count, 1) for k, (total, count) in sorted(merged.items())}
+
+
+def validation_means(values: dict[str, float]) -> dict[str, float]:
+    """Checks that a validation epoch produced ``val/nrmse`` (every stage must report it)."""
+    if MONITOR not in values:
+        raise UPSError("the stage's validation_metrics returned no 'nrmse'; every stage must report it.")
+    return values
+
+
+def split_terms(terms: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """A stage's ``training_loss`` output -> (scalars logged per step, per-sample metrics averaged per epoch)."""
+    scalars = {k: v for k, v in terms.items() if v.dim() == 0}
+    return scalars, {k: v for k, v in terms.items() if v.dim() > 0}
 
 
 def train_log_values(terms: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """``train/loss`` and ``train/<term>`` from a stage's ``training_loss`` output."""
+    """``train/loss`` and ``train/<term>`` from the scalars of a stage's ``training_loss`` output."""
     return {f"train/{k}": v.detach() for k, v in terms.items()}
 
 
@@ -193,6 +204,13 @@ def check_finite_loss(loss: torch.Tensor, cfg: Config, step: int, skipped: int) 
 def uses_gpu(cfg: Config) -> bool:
     accelerator = cfg.training.accelerator
     return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
+
+
+def training_device(cfg: Config) -> torch.device:
+    """This process's device: its local rank's GPU (Lightning sets LOCAL_RANK), else the CPU."""
+    if uses_gpu(cfg):
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def resolve_precision(cfg: Config) -> str:

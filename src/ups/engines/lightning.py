@@ -20,8 +20,8 @@ from ups.checkpoint import STATE_PREFIX, ups_block
 from ups.config import Config
 from ups.engines.common import (
     BEST_FILENAME, LAST_NAME, MONITOR, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, compile_submodules,
-    check_finite_loss, maybe_ema, resolve_precision, stage_settings, total_optimizer_steps, train_log_values,
-    uses_gpu, validation_on,
+    check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings, total_optimizer_steps,
+    train_log_values, uses_gpu, validation_means, validation_on,
 )
 from ups.runs import RunDir
 
@@ -40,21 +40,37 @@ class StageModule(pl.LightningModule):
         self.train_losses: list[torch.Tensor] = []
         self.val_history: list[dict[str, float]] = []
         self._metrics = MetricMeans()
+        self._train_metrics = MetricMeans()
         self._skipped = 0
+
+    def epoch_means(self, meter: MetricMeans, prefix: str) -> dict[str, float]:
+        """The epoch's means over every rank (one gather per epoch, never per step)."""
+        if self.trainer.world_size == 1:
+            return meter.means(prefix)
+        world = [None] * self.trainer.world_size
+        torch.distributed.all_gather_object(world, meter.totals())
+        return meter.means(prefix, world)
 
     # ---- training -----------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
         self.stage.set_train_mode(True)
+        self._train_metrics = MetricMeans()
 
     def training_step(self, batch, batch_idx):
-        terms = self.stage.training_loss(batch)
-        loss = terms["loss"]
+        scalars, per_sample = split_terms(self.stage.training_loss(batch))
+        loss = scalars["loss"]
         self.train_losses.append(loss.detach())
         if not check_finite_loss(loss, self.cfg, self.global_step, self._skipped):
             self._skipped += 1
             return None  # Lightning skips backward for this batch
-        self.log_dict(train_log_values(terms), on_step=True, on_epoch=False, batch_size=self.cfg.training.batch_size)
+        self._train_metrics.add(per_sample)
+        self.log_dict(train_log_values(scalars), on_step=True, on_epoch=False, batch_size=self.cfg.training.batch_size)
         return loss
+
+    def on_train_epoch_end(self) -> None:
+        values = self.epoch_means(self._train_metrics, "train")
+        if values:
+            self.log_dict(values, on_step=False, on_epoch=True, batch_size=1)
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -86,7 +102,7 @@ class StageModule(pl.LightningModule):
         self._ema_context.__exit__(None, None, None)
         if self.trainer.sanity_checking:
             return
-        values = self._metrics.compute()
+        values = validation_means(self.epoch_means(self._metrics, "val"))
         self.log_dict(values, on_epoch=True, batch_size=1)
         self.val_history.append({**values, "epoch": self.current_epoch, "step": self.global_step})
 
@@ -150,7 +166,18 @@ def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Call
     ]
 
 
-def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=()) -> pl.Trainer:
+def strategy_for(cfg: Config, all_parameters_used: bool) -> str:
+    """``training.strategy``, told about parameters a step may leave unused (task-specific
+    stems) when it is DDP, which would otherwise fail waiting for their gradients."""
+    t = cfg.training
+    several = t.devices * t.num_nodes > 1
+    if several and t.strategy in ("auto", "ddp") and not all_parameters_used:
+        return "ddp_find_unused_parameters_true"
+    return t.strategy
+
+
+def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(), *,
+                  all_parameters_used: bool = True) -> pl.Trainer:
     """The config's ``training``, ``checkpoint``, ``logging`` and ``stages.<stage>`` as a Trainer."""
     t = cfg.training
     if t.compile and t.devices * t.num_nodes > 1:
@@ -167,7 +194,7 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=())
     validate = validation_on(cfg)
     return pl.Trainer(
         accelerator="gpu" if uses_gpu(cfg) else "cpu", devices=t.devices, num_nodes=t.num_nodes,
-        strategy=t.strategy, precision=resolve_precision(cfg),
+        strategy=strategy_for(cfg, all_parameters_used), precision=resolve_precision(cfg),
         gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm="norm",
         accumulate_grad_batches=t.accumulate_grad_batches, max_epochs=stage_settings(cfg, stage_name).epochs,
         max_time=t.max_time, deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
@@ -194,14 +221,15 @@ def _keep_previous_metrics(trainer: pl.Trainer) -> None:
                 writer.metrics_keys = previous.splitlines()[0].split(",")
 
 
-def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False) -> FitResult:
+def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=()) -> FitResult:
     validate = validation_on(cfg)
     if not validate:
         log.info(VALIDATION_OFF_MESSAGE)
     ckpt_path = None
     if resume:
         ckpt_path = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"  # checked to fit by preflight
-    trainer = build_trainer(cfg, run, stage.name)
+    trainer = build_trainer(cfg, run, stage.name, callbacks,
+                            all_parameters_used=stage.all_parameters_used_every_step())
     if resume:
         _keep_previous_metrics(trainer)
     train_loader, val_loader = build_loaders(stage, cfg, validate=validate, rank=trainer.global_rank,

@@ -22,8 +22,8 @@ from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state
 from ups.config import Config
 from ups.engines.common import (
     CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, compile_submodules,
-    check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, stage_settings,
-    total_optimizer_steps, train_log_values, uses_gpu, validation_on,
+    check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, split_terms, stage_settings,
+    total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
 )
 from ups.errors import UPSError
 from ups.runs import RunDir
@@ -118,6 +118,8 @@ class NativeTrainer:
             stopped = deadline is not None and time.monotonic() > deadline
             if self.validate:
                 stopped = self.patience.should_stop(self.validation()) or stopped
+            if self.train_epoch_means:  # after validation, in Lightning's order
+                self.csv.log({**self.train_epoch_means, "epoch": self.epoch}, self.global_step - 1)
             self.save_epoch_checkpoints()
             self.epoch += 1
         best = self.top_k.best()
@@ -130,22 +132,25 @@ class NativeTrainer:
 
     def train_epoch(self) -> None:
         self.stage.set_train_mode(True)
-        self.train_loader.sampler.set_epoch(self.epoch)
+        self.train_loader.batch_sampler.set_epoch(self.epoch)
         n_batches = len(self.train_loader)
+        epoch_metrics = MetricMeans()
         for batch_idx, batch in enumerate(self.train_loader):
             batch = _to_device(batch, self.device)
             with self.autocast:
-                terms = self.stage.training_loss(batch)
-            loss = terms["loss"]
+                scalars, per_sample = split_terms(self.stage.training_loss(batch))
+            loss = scalars["loss"]
             self.train_losses.append(loss.item())
             if check_finite_loss(loss, self.cfg, self.global_step, self.skipped):
                 (loss / self.accumulate).backward()
+                epoch_metrics.add(per_sample)
                 if (self.global_step + 1) % self.cfg.training.log_every_n_steps == 0:
-                    self.csv.log({**train_log_values(terms), "epoch": self.epoch}, self.global_step)
+                    self.csv.log({**train_log_values(scalars), "epoch": self.epoch}, self.global_step)
             else:
                 self.skipped += 1
             if (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 == n_batches:
                 self.optimizer_step()
+        self.train_epoch_means = epoch_metrics.means("train")
 
     def optimizer_step(self) -> None:
         clip = self.cfg.training.gradient_clip_val
@@ -169,7 +174,7 @@ class NativeTrainer:
                 with self.autocast:
                     means.add(self.stage.validation_metrics(_to_device(batch, self.device)))
         self.stage.set_train_mode(True)
-        values = means.compute()
+        values = validation_means(means.means("val"))
         self.csv.log({**values, "epoch": self.epoch}, self.global_step - 1)
         self.val_history.append({**values, "epoch": self.epoch, "step": self.global_step})
         self.last_score = values["val/nrmse"]
@@ -261,7 +266,9 @@ def _to_device(batch, device: torch.device):
     return batch
 
 
-def fit_native(stage, cfg: Config, run: RunDir, *, resume: bool = False) -> FitResult:
+def fit_native(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=()) -> FitResult:
+    if callbacks:
+        raise UPSError("Lightning callbacks need the Lightning engine (--engine lightning).")
     if not validation_on(cfg):
         log.info(VALIDATION_OFF_MESSAGE)
     if cfg.training.compile:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
 from ups.models.blocks import CrossAttentionBlock, FourierFeatures, locality_bias, token_centres, token_grid
+from ups.models.encoder import channel_counts, stem_key
 
 _HEADS = 4
 # The MLPs run once per query point, so they dominate the cost of decoding a whole grid;
@@ -20,11 +23,13 @@ class AnyPointDecoder(nn.Module):
     ``depth`` blocks of cross-attention to the latent tokens + MLP. The tokens carry the
     Fourier features of their cell centres (the cells of ``GridEncoder``), and the attention
     logits get a locality bias towards the cells near the point. Points never attend to each
-    other, so a point's value does not depend on which other points are queried.
+    other, so a point's value does not depend on which other points are queried. One output
+    head per channel count (``out_channels`` may list several, for tasks with different
+    channels); everything before the head is shared.
     """
 
-    def __init__(self, dim: int, coord_dims: int, out_channels: int, hidden: int = 128, depth: int = 3,
-                 fourier_features: int = 16):
+    def __init__(self, dim: int, coord_dims: int, out_channels: int | Sequence[int], hidden: int = 128,
+                 depth: int = 3, fourier_features: int = 16):
         super().__init__()
         self.coord_dims = coord_dims
         self.coord_features = FourierFeatures(coord_dims, fourier_features)
@@ -32,13 +37,21 @@ class AnyPointDecoder(nn.Module):
         self.latent_proj = nn.Linear(dim + self.coord_features.out_dim, hidden)
         self.blocks = nn.ModuleList(CrossAttentionBlock(hidden, hidden, _HEADS, _MLP_RATIO)
                                     for _ in range(depth))
-        self.head = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, out_channels))
+        self.out_channels = channel_counts(out_channels)
+        self.heads = nn.ModuleDict({stem_key(c): nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, c))
+                                    for c in self.out_channels})
 
-    def forward(self, z: Tensor, x: Tensor) -> Tensor:
-        """z [B, L, D], x [B, Q, d] in [0,1]^d -> u [B, Q, C]."""
+    def forward(self, z: Tensor, x: Tensor, channels: int | None = None) -> Tensor:
+        """z [B, L, D], x [B, Q, d] in [0,1]^d -> u [B, Q, C] with C = ``channels`` (optional
+        when the decoder has a single head)."""
         if x.dim() != 3 or x.shape[-1] != self.coord_dims or x.shape[0] != z.shape[0]:
             raise ValueError(f"AnyPointDecoder expects query points of shape [B={z.shape[0]}, Q, "
                              f"d={self.coord_dims}], got {tuple(x.shape)}")
+        if channels is None and len(self.out_channels) == 1:
+            channels = self.out_channels[0]
+        if channels not in self.out_channels:
+            raise ValueError(f"AnyPointDecoder has heads for {self.out_channels} channel(s); pass channels= one "
+                             f"of them (got {channels}).")
         grid = token_grid(z.shape[1], self.coord_dims)
         where = self.coord_features(token_centres(grid).to(z)).expand(z.shape[0], -1, -1)
         context = self.latent_proj(torch.cat([z, where], dim=-1))      # [B, L, hidden]
@@ -46,4 +59,4 @@ class AnyPointDecoder(nn.Module):
         h = self.query_embed(self.coord_features(x))                      # [B, Q, hidden]
         for block in self.blocks:
             h = block(h, context, bias)
-        return self.head(h)
+        return self.heads[stem_key(channels)](h)

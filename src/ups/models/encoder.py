@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -25,10 +27,23 @@ class ConvBlock(nn.Module):
         return h + self.conv(F.gelu(self.norm(h)))
 
 
+def stem_key(channels: int) -> str:
+    """Name of the stem (encoder) or head (decoder) for fields with ``channels`` channels."""
+    return f"c{channels}"
+
+
+def channel_counts(channels: int | Sequence[int]) -> list[int]:
+    counts = sorted({int(channels)} if isinstance(channels, int) else {int(c) for c in channels})
+    if not counts or counts[0] < 1:
+        raise ValueError(f"channel counts must be positive integers, got {channels!r}")
+    return counts
+
+
 class GridEncoder(nn.Module):
     """Fields on a regular 1D or 2D grid -> L latent tokens of width D.
 
-    A pointwise lift and ``depth`` residual convolutions (kernel ``kernel_size``) at the
+    A pointwise lift (one stem per channel count, so tasks with different channels share
+    the rest of the encoder and one latent space) and ``depth`` residual convolutions (kernel ``kernel_size``) at the
     grid's own resolution, then adaptive average pooling onto a fixed grid of L token cells
     (L in 1D; a x b = L in 2D), a Fourier embedding of each cell's centre, one attention
     block over the tokens and a LayerNorm. Each token summarises one region of the domain,
@@ -36,14 +51,14 @@ class GridEncoder(nn.Module):
     depends on the grid size, so the same weights encode any resolution.
     """
 
-    def __init__(self, in_channels: int, spatial_dims: int, tokens: int, dim: int, hidden: int = 64,
-                 depth: int = 2, kernel_size: int = 5):
+    def __init__(self, in_channels: int | Sequence[int], spatial_dims: int, tokens: int, dim: int,
+                 hidden: int = 64, depth: int = 2, kernel_size: int = 5):
         super().__init__()
         if spatial_dims not in (1, 2):
             raise ValueError(f"GridEncoder supports spatial_dims 1 or 2, got {spatial_dims}")
-        self.in_channels, self.spatial_dims = in_channels, spatial_dims
+        self.in_channels, self.spatial_dims = channel_counts(in_channels), spatial_dims
         self.token_grid = token_grid(tokens, spatial_dims)
-        self.lift = nn.Linear(in_channels + spatial_dims, hidden)
+        self.stems = nn.ModuleDict({stem_key(c): nn.Linear(c + spatial_dims, hidden) for c in self.in_channels})
         self.convs = nn.Sequential(*(ConvBlock(hidden, spatial_dims, kernel_size) for _ in range(depth)))
         self.coord_features = FourierFeatures(spatial_dims, _COORD_FREQS)
         self.to_latent = nn.Linear(hidden + self.coord_features.out_dim, dim)
@@ -54,7 +69,8 @@ class GridEncoder(nn.Module):
     def forward(self, u: Tensor, coords: Tensor) -> Tensor:
         """u [B, *S, C] (channels last), coords [B, *S, d] in [0,1]^d -> z [B, L, D]."""
         self._check(u, coords)
-        h = self.lift(torch_cat(u, coords)).movedim(-1, 1)                # [B, hidden, *S]
+        stem = self.stems[stem_key(u.shape[-1])]
+        h = stem(torch_cat(u, coords)).movedim(-1, 1)                     # [B, hidden, *S]
         h = self.convs(h)
         pool = F.adaptive_avg_pool1d if self.spatial_dims == 1 else F.adaptive_avg_pool2d
         cells = pool(h, self.token_grid).flatten(2).transpose(1, 2)       # [B, L, hidden]
@@ -64,9 +80,9 @@ class GridEncoder(nn.Module):
 
     def _check(self, u: Tensor, coords: Tensor) -> None:
         expected = 2 + self.spatial_dims
-        if u.dim() != expected or u.shape[-1] != self.in_channels:
+        if u.dim() != expected or u.shape[-1] not in self.in_channels:
             raise ValueError(f"GridEncoder expects u of shape [B, *S, C] with {self.spatial_dims} spatial "
-                             f"axes and C={self.in_channels}, got {tuple(u.shape)}")
+                             f"axes and C in {self.in_channels}, got {tuple(u.shape)}")
         if coords.shape[:-1] != u.shape[:-1] or coords.shape[-1] != self.spatial_dims:
             expected_coords = (*u.shape[:-1], self.spatial_dims)
             raise ValueError(f"GridEncoder expects coords of shape {expected_coords}, "

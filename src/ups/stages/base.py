@@ -3,10 +3,17 @@
 An engine (``ups.engines.lightning`` or ``ups.engines.native``) drives a Stage:
 
     stage = STAGES["operator"](cfg, tasks, upstream)   # builds stage.model, seeded from cfg.seed
-    loaders from stage.train_dataset() / stage.val_dataset() / stage.collate
-    per batch:      stage.training_loss(batch)      -> {"loss": scalar, "<term>": scalar, ...}
+    once:           stage.prepare(device)           # one-off work before training (the latent cache)
+    loaders from stage.train_dataset() / stage.val_dataset() (items grouped by task, ``task_sizes``)
+                and stage.collate; every batch holds samples of one task
+    per batch:      stage.training_loss(batch)      -> {"loss": scalar, "<term>": scalar, ...,
+                                                        "nrmse": [B], "<task>/nrmse": [B_task]}
     per val batch:  stage.validation_metrics(batch) -> {"nrmse": [B], "<task>/nrmse": [B_task], ...}
     once:           stage.configure_optimizers(total_steps) -> (optimizer, per-step scheduler | None)
+
+In ``training_loss`` scalars are logged every step as ``train/<term>``; entries with a batch
+axis are per-sample metrics that the engines average over the epoch (``train/<key>``), so
+per-task numbers cost no synchronisation per step.
 
 All randomness inside a stage's computations comes from ``stage.generator`` (never the global
 RNG), so both engines see identical numbers whatever else consumes random numbers; its state
@@ -23,6 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ups.config import Config
+from ups.data.latent_pairs import collate_task_batch
 from ups.data.tasks import TaskData
 from ups.stages.optim import build_optimizer
 
@@ -62,7 +70,7 @@ class Stage(abc.ABC):
     @abc.abstractmethod
     def val_dataset(self) -> Dataset: ...
 
-    collate = None  # a collate_fn for both loaders, or None for torch's default
+    collate = staticmethod(collate_task_batch)  # the collate_fn of both loaders
 
     @abc.abstractmethod
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -75,6 +83,15 @@ class Stage(abc.ABC):
     def configure_optimizers(self, total_steps: int) -> tuple[torch.optim.Optimizer, Any]:
         """Optimizer and a scheduler stepped once per optimizer step (``total_steps`` of them)."""
         return build_optimizer(self.cfg, self.name, self.trainable_parameters(), total_steps)
+
+    def prepare(self, device: torch.device, *, progress: bool = False) -> None:
+        """One-off work before the datasets are built for training (e.g. filling the latent
+        cache), run by the engine on its device; nothing by default."""
+
+    def all_parameters_used_every_step(self) -> bool:
+        """False when a batch of one task leaves some trainable parameters unused (task-specific
+        stems), which DDP must be told about."""
+        return True
 
     # ---- shared behaviour -------------------------------------------------------------
     def trainable_parameters(self) -> list[nn.Parameter]:

@@ -1,7 +1,8 @@
 """Stage ``operator``: the latent operator over latents of the frozen autoencoder.
 
-Each item is a window of ``rollout_horizon + 1`` frames ``time_stride`` apart. The frozen
-encoder maps them to latents z_0..z_H (on the fly; the latent cache comes later). Loss terms:
+Each item is a window of ``rollout_horizon + 1`` frames ``time_stride`` apart. Its latents
+z_0..z_H come from the latent cache when ``training.latent_cache_dir`` is set (filled once
+by ``prepare``), else the frozen encoder encodes the window's fields in the step. Loss terms:
 
 - ``one_step``: MSE(op(z_0), z_1)
 - ``rollout``:  mean over k of MSE(op^k(z_0), z_k), unrolled with gradients through every step
@@ -9,24 +10,31 @@ encoder maps them to latents z_0..z_H (on the fly; the latent cache comes later)
 - ``decoded`` (when ``operator.decoded_weight > 0``): MSE of the frozen decoder's field from
   op(z_0) against frame 1, in normalised units
 
+``train/nrmse`` is the per-sample one-step error in latent space, ||op(z_0) - z_1|| / ||z_1||.
 Validation decodes op(z_0) on the whole grid: ``nrmse`` (one step, physical units),
 ``rollout_nrmse`` (mean over the H unrolled steps) and ``persistence_nrmse`` (u_1 ≈ u_0 on the
-same pairs, the floor every surrogate must beat).
+same pairs, the floor every surrogate must beat), each also per task.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ups.checkpoint import load_upstream
+from ups.data.latent_cache import LatentCache, LatentEntry, encoder_digest
+from ups.data.latent_pairs import WindowDataset, transient_tasks
 from ups.data.tasks import param_names
 from ups.eval.metrics import nrmse
 from ups.models import LatentOperator
-from ups.stages.autoencoder import build_autoencoder, denormalize, flat_points, per_task
+from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
-from ups.stages.data import WindowDataset, transient_tasks
+from ups.stages.batch import denormalize, flat_points, per_task, relative_rmse
+
+# Frames per encoder call when filling the cache: bounds memory on large 2D grids.
+_ENCODE_CHUNK = 32
 
 
 class OperatorModel(nn.Module):
@@ -44,6 +52,8 @@ class OperatorStage(Stage):
     def build(self) -> nn.Module:
         cfg = self.cfg
         self.dyn_tasks = transient_tasks(self.tasks, self.name)
+        self.by_name = {t.name: t for t in self.dyn_tasks}
+        self.latents: list[LatentEntry] | None = None
         autoencoder = build_autoencoder(cfg, self.dyn_tasks)
         load_upstream(autoencoder, self.upstream_checkpoints["autoencoder"], "autoencoder")
         autoencoder.requires_grad_(False)
@@ -56,19 +66,51 @@ class OperatorStage(Stage):
     def frozen_modules(self) -> list[nn.Module]:
         return [self.model.encoder, self.model.decoder]
 
-    def _windows(self, split: str) -> WindowDataset:
+    # ---- data ---------------------------------------------------------------------
+    def prepare(self, device: torch.device, *, progress: bool = False) -> None:
+        """Fill (or verify) the latent cache of every task when ``training.latent_cache_dir`` is set."""
         t = self.cfg.training
-        return WindowDataset(self.dyn_tasks, split, t.rollout_horizon, t.time_stride)
-
-    def train_dataset(self):
-        return self._windows("train")
-
-    def val_dataset(self):
-        return self._windows("val")
+        if t.latent_cache_dir is None:
+            return
+        encoder = self.model.encoder
+        home = next(encoder.parameters()).device
+        encoder.to(device)
+        try:
+            self.latents = LatentCache(t.latent_cache_dir).ensure(
+                self.dyn_tasks, lambda k, i: self._encode_trajectory(k, i, device), encoder=encoder_digest(encoder),
+                dtype=t.latent_cache_dtype, latent_shape=self.latent_shape, progress=progress)
+        finally:
+            encoder.to(home)
 
     @torch.no_grad()
+    def _encode_trajectory(self, k: int, trajectory: int, device: torch.device) -> np.ndarray:
+        """Latents of every frame of one trajectory of task k: float32 [T, L, D]."""
+        task = self.dyn_tasks[k]
+        frames = torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory)))
+        coords = torch.from_numpy(task.file.coordinates()).to(device)
+        out = []
+        for chunk in frames.split(_ENCODE_CHUNK):
+            grid = coords.expand(chunk.shape[0], *coords.shape)
+            out.append(self.model.encoder(chunk.to(device), grid).float().cpu())
+        return torch.cat(out).numpy()
+
+    def _windows(self, split: str, fields: bool) -> WindowDataset:
+        t = self.cfg.training
+        return WindowDataset(self.dyn_tasks, split, t.rollout_horizon, t.time_stride, latents=self.latents,
+                             fields=fields)
+
+    def train_dataset(self):
+        return self._windows("train", fields=self.cfg.operator.decoded_weight > 0)
+
+    def val_dataset(self):
+        return self._windows("val", fields=True)  # the decoded metrics compare against the true fields
+
+    # ---- computation --------------------------------------------------------------
+    @torch.no_grad()
     def encode_window(self, batch: dict) -> torch.Tensor:
-        """Latents of every frame of the window: [B, H+1, L, D]."""
+        """Latents of every frame of the window, [B, H+1, L, D]: from the cache or encoded now."""
+        if "z" in batch:
+            return batch["z"]
         window, coords = batch["window"], batch["coords"]
         b, h1 = window.shape[:2]
         frames = window.reshape(b * h1, *window.shape[2:])
@@ -92,24 +134,28 @@ class OperatorStage(Stage):
         terms = {"one_step": one_step, "rollout": rollout, "spectral": spectral}
         loss = one_step + w.rollout_weight * rollout + w.spectral_weight * spectral
         if w.decoded_weight > 0:
-            coords = flat_points(batch["coords"])
-            terms["decoded"] = F.mse_loss(self.model.decoder(pred[:, 0], coords), flat_points(batch["window"][:, 1]))
+            window = batch["window"]
+            decoded = self.model.decoder(pred[:, 0], flat_points(batch["coords"]), channels=window.shape[-1])
+            terms["decoded"] = F.mse_loss(decoded, flat_points(window[:, 1]))
             loss = loss + w.decoded_weight * terms["decoded"]
-        return {"loss": loss, **terms}
+        terms = {"loss": loss, **terms}
+        per_task(terms, "nrmse", relative_rmse(pred[:, 0], z[:, 1]), batch["task_names"])
+        return terms
 
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
-        window, task_id = batch["window"], batch["task_id"]
-        coords = flat_points(batch["coords"])
+        window, names = batch["window"], batch["task_names"]
+        coords, channels = flat_points(batch["coords"]), window.shape[-1]
         z = self.encode_window(batch)
         steps = z.shape[1] - 1
         pred = self._rollout(batch, z[:, 0], steps)
-        physical = lambda x: denormalize(self.dyn_tasks, task_id, x.float())  # float32 metrics under autocast
+        physical = lambda x: denormalize(self.by_name, names, x.float())  # float32 metrics under autocast
         truth = [physical(flat_points(window[:, k])) for k in range(steps + 1)]
-        decoded = [physical(self.model.decoder(pred[:, k], coords)) for k in range(steps)]
+        decoded = [physical(self.model.decoder(pred[:, k], coords, channels=channels)) for k in range(steps)]
         metrics: dict[str, torch.Tensor] = {}
-        per_task(metrics, "nrmse", nrmse(decoded[0], truth[1]), self.dyn_tasks, task_id)
-        metrics["rollout_nrmse"] = torch.stack([nrmse(decoded[k], truth[k + 1]) for k in range(steps)]).mean(dim=0)
-        metrics["persistence_nrmse"] = nrmse(truth[0], truth[1])
+        per_task(metrics, "nrmse", nrmse(decoded[0], truth[1]), names)
+        rollout = torch.stack([nrmse(decoded[k], truth[k + 1]) for k in range(steps)]).mean(dim=0)
+        per_task(metrics, "rollout_nrmse", rollout, names)
+        per_task(metrics, "persistence_nrmse", nrmse(truth[0], truth[1]), names)
         return metrics
 
     def metadata(self) -> dict:

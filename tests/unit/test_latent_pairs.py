@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from ups.config.schema import TaskConfig
 from ups.data.pdebench import PDEBenchFile
 from ups.data.tasks import load_tasks
 from ups.errors import DataError
-from ups.stages.data import SnapshotDataset, WindowDataset, transient_tasks
+from ups.data.latent_pairs import SnapshotDataset, WindowDataset, collate_task_batch, transient_tasks
 
 
 @pytest.fixture
@@ -69,9 +70,44 @@ def test_windows_carry_per_trajectory_parameters_of_multigroup_files(tmp_path, p
         assert windows[j * per_traj]["params"].tolist() == pytest.approx([0.1 * (traj + 1), 2.0])
 
 
-def test_tasks_trained_together_need_the_same_grid(tmp_path, pdebench_writers):
+def test_tasks_trained_together_may_differ_in_grid_but_not_in_rank(tmp_path, pdebench_writers):
     a = pdebench_writers.single(tmp_path / "1D_Burgers_Sols_Nu0.01.hdf5", shape=(6, 8, 16))
     b = pdebench_writers.single(tmp_path / "1D_Advection_Sols_beta0.4.hdf5", shape=(6, 8, 32))
-    tasks = load_tasks([TaskConfig("a", a.path.name), TaskConfig("b", b.path.name)], tmp_path)
-    with pytest.raises(DataError, match=r"task 'b' has a grid of \(32,\).*'a' has \(16,\)"):
+    c = pdebench_writers.multigroup(tmp_path / "2D_diff-react_NA_NA.h5", n=6, shape=(8, 8, 8, 2))
+    tasks = load_tasks([TaskConfig("a", a.path.name), TaskConfig("b", b.path.name), TaskConfig("c", c.path.name)],
+                       tmp_path)
+    assert [t.name for t in transient_tasks(tasks[:2], "autoencoder")] == ["a", "b"]
+    with pytest.raises(DataError, match=r"task 'c' is 2D but 'a' is 1D"):
         transient_tasks(tasks, "autoencoder")
+
+
+def test_items_are_grouped_by_task_and_batches_carry_task_names(tmp_path, pdebench_writers):
+    a = pdebench_writers.single(tmp_path / "1D_Burgers_Sols_Nu0.01.hdf5", shape=(10, 8, 16))
+    b = pdebench_writers.single(tmp_path / "1D_Advection_Sols_beta0.4.hdf5", shape=(10, 6, 32), seed=1)
+    tasks = load_tasks([TaskConfig("a", a.path.name), TaskConfig("b", b.path.name)], tmp_path,
+                       split_fractions=(0.6, 0.2, 0.2))
+    windows = WindowDataset(tasks, "train", horizon=2, stride=2)
+    assert windows.task_sizes == [6 * (8 - 4), 6 * (6 - 4)] and len(windows) == sum(windows.task_sizes)
+    first_b = windows[windows.task_sizes[0]]
+    assert first_b["task"] == "b" and int(first_b["task_id"]) == 1 and int(first_b["t0"]) == 0
+    assert int(first_b["index"]) == tasks[1].split.train[0]
+    batch = collate_task_batch([windows[i] for i in range(3)])
+    assert batch["task_names"] == ["a", "a", "a"] and "task" not in batch
+    assert batch["window"].shape == (3, 3, 16, 1) and batch["t0"].tolist() == [0, 1, 2]
+
+
+def test_windows_read_latents_from_the_cache_and_fields_only_when_asked(burgers, tmp_path):
+    (task,) = load_tasks([TaskConfig("burgers", burgers.path.name)], tmp_path, split_fractions=(0.6, 0.2, 0.2))
+
+    class Latents:  # a stand-in for a LatentEntry: frame f of trajectory i is filled with 100 i + f
+        def frames(self, trajectory, frames):
+            index = np.arange(13, dtype=np.float32)[frames]
+            return np.broadcast_to((100 * trajectory + index)[:, None, None], (len(index), 4, 8)).copy()
+
+    latents_only = WindowDataset([task], "train", horizon=2, stride=3, latents=[Latents()], fields=False)
+    item = latents_only[2]
+    assert "window" not in item and item["z"].shape == (3, 4, 8)
+    traj = task.split.train[0]
+    assert item["z"][:, 0, 0].tolist() == [100 * traj + 2, 100 * traj + 5, 100 * traj + 8]
+    both = WindowDataset([task], "train", horizon=2, stride=3, latents=[Latents()], fields=True)[2]
+    assert both["window"].shape == (3, 16, 1) and torch.equal(both["z"], item["z"])

@@ -1,0 +1,56 @@
+"""Helpers over batches shared by the stages: flattening grids, splitting rows by task,
+denormalising, per-sample relative errors.
+
+Task membership is read from the batch's host-side ``task_names``, so splitting metrics by
+task never waits for the device.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def flat_points(field: torch.Tensor) -> torch.Tensor:
+    """[B, *S, C] -> [B, Q, C] with Q = prod(S)."""
+    return field.reshape(field.shape[0], -1, field.shape[-1])
+
+
+def task_rows(task_names: list[str]) -> dict[str, list[int] | None]:
+    """Rows of each task in a batch; None means every row (the usual one-task batch).
+
+    Works from the host-side names, so splitting metrics by task never waits for the device.
+    """
+    rows: dict[str, list[int]] = {}
+    for i, name in enumerate(task_names):
+        rows.setdefault(name, []).append(i)
+    return {name: None if len(r) == len(task_names) else r for name, r in rows.items()}
+
+
+def _select(values: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
+    return values if rows is None else values[torch.tensor(rows, device=values.device)]
+
+
+def denormalize(tasks: dict, task_names: list[str], values: torch.Tensor) -> torch.Tensor:
+    """Normalised values [B, ..., C] of samples of the named tasks (``tasks``: name -> TaskData) -> physical units."""
+    groups = task_rows(task_names)
+    if len(groups) == 1:
+        (name,) = groups
+        return tasks[name].normalizer.denormalize(values)
+    out = torch.empty_like(values)
+    for name, rows in groups.items():
+        index = torch.tensor(rows, device=values.device)
+        out[index] = tasks[name].normalizer.denormalize(values[index])
+    return out
+
+
+def per_task(metrics: dict, name: str, values: torch.Tensor, task_names: list[str]) -> None:
+    """Adds ``name`` [B] and ``<task>/<name>`` for each task present in the batch."""
+    metrics[name] = values
+    for task, rows in task_rows(task_names).items():
+        metrics[f"{task}/{name}"] = _select(values, rows)
+
+
+def relative_rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-sample ||pred - target|| / ||target|| over all but the first axis: [B, ...] -> [B] (float32, detached)."""
+    err = (pred - target).detach().float().flatten(1).pow(2).sum(1)
+    return (err / target.detach().float().flatten(1).pow(2).sum(1).clamp_min(1e-12)).sqrt()
