@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import warnings
+from datetime import datetime
 from pathlib import Path
 
 from ups.errors import UPSError
@@ -38,13 +39,26 @@ def _quiet_third_party_noise() -> None:
     raised inside Lightning itself (not actionable for a user) left out."""
     ups_log = logging.getLogger("ups")
     if not ups_log.handlers:
-        handler = logging.StreamHandler()
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter("%(message)s"))
         ups_log.addHandler(handler)
         ups_log.setLevel(logging.INFO)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+
+
+class _CurrentStderr(logging.StreamHandler):
+    """A handler writing to whatever ``sys.stderr`` is when a record comes (test runners and
+    notebooks replace it), not the stream of the moment the handler was made."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,7 +84,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, required=True, help="YAML config file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.set_defaults(run=_data_summary, command="data summary")
+    _add_cache(sub)
     return parser
+
+
+def _add_cache(sub: argparse._SubParsersAction) -> None:
+    cache = sub.add_parser("cache", help="the latent cache: build, info, clear").add_subparsers(
+        title="cache commands", metavar="CACHE_COMMAND")
+    p = cache.add_parser("build", help="encode every transient task into training.latent_cache_dir",
+                         description="Encode every frame of every transient task of CONFIG with the autoencoder "
+                                     "of --run-dir (its best checkpoint) into training.latent_cache_dir. Entries "
+                                     "already there are verified and kept; stale or corrupt ones are rebuilt.")
+    p.add_argument("--config", type=Path, required=True, help="YAML config file")
+    p.add_argument("--run-dir", type=Path, required=True, help="run folder whose autoencoder encodes")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    p.set_defaults(run=_cache_build, command="cache build")
+    for name, helptext, run in (("info", "size, entries and keys of the latent cache", _cache_info),
+                                ("clear", "remove every entry of the latent cache", _cache_clear)):
+        p = cache.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ": the folder "
+                             "given by --dir, or training.latent_cache_dir of --config.")
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--config", type=Path, help="YAML config file (its training.latent_cache_dir)")
+        where.add_argument("--dir", type=Path, help="the cache folder")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides (with --config)")
+        p.set_defaults(run=run, command=f"cache {name}")
 
 
 def _add_generate(data: argparse._SubParsersAction) -> None:
@@ -197,4 +234,69 @@ def _data_summary(args: argparse.Namespace) -> int:
     tasks = load_config_tasks(cfg)
     print(summary_table(tasks))
     print(f"data: {len(tasks)} task(s) under {Path(cfg.paths.data_dir).resolve()}")
+    return 0
+
+
+def _cache_build(args: argparse.Namespace) -> int:
+    from ups.config import load_config
+    from ups.pipeline.runner import build_latent_cache
+
+    cfg = load_config(args.config, args.overrides)
+    entries = build_latent_cache(cfg, args.run_dir)
+    for entry in entries:
+        print(f"{entry.task}: {entry.status}, {list(entry.shape)} {entry.dtype} -> {entry.path}")
+    print(f"cache: {Path(cfg.training.latent_cache_dir).resolve()}")
+    return 0
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    if args.dir is not None:
+        if args.overrides:
+            raise UPSError("overrides apply to --config only; drop them or use --config.")
+        return args.dir
+    from ups.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.training.latent_cache_dir is None:
+        raise UPSError(f"{args.config} does not set training.latent_cache_dir, so it has no latent cache.")
+    return Path(cfg.training.latent_cache_dir)
+
+
+def _cache_info(args: argparse.Namespace) -> int:
+    from ups.data.latent_cache import LatentCache
+
+    root = _cache_dir(args)
+    entries = LatentCache(root).entries()
+    total = sum(e["bytes"] for e in entries)
+    print(f"latent cache {root.resolve()}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+          f"{total / 1e6:.1f} MB")
+    for entry in entries:
+        print("\n".join(_describe_cache_entry(entry)))
+    return 0
+
+
+def _describe_cache_entry(entry: dict) -> list[str]:
+    """An entry as a few indented lines: file, size, shape, and what its key covers."""
+    name, size = Path(entry["path"]).name, f"{entry['bytes'] / 1e6:.1f} MB"
+    if "error" in entry:
+        return [f"  {name}  {size}  UNREADABLE ({entry['error']}); it will be rebuilt when needed"]
+    header = entry["header"]
+    fields = header["key_fields"]
+    data = fields["data_file"]
+    mtime = datetime.fromtimestamp(data["mtime_ns"] / 1e9).isoformat(timespec="seconds")
+    return [
+        f"  {name}  {size}  task {header['task']}  {header['shape']} {header['dtype']}  created {header['created']}",
+        f"    key {header['key'][:20]}: encoder {fields['encoder'][:12]}, data {data['path']} "
+        f"({data['bytes']} bytes, modified {mtime}), layout {fields['layout']}, "
+        f"reduced_resolution {fields['reduced_resolution']}/{fields['reduced_resolution_t']} (space/time), "
+        f"normalisation {fields['normalizer']['mode']}",
+    ]
+
+
+def _cache_clear(args: argparse.Namespace) -> int:
+    from ups.data.latent_cache import LatentCache
+
+    root = _cache_dir(args)
+    files, freed = LatentCache(root).clear()
+    print(f"latent cache {root.resolve()}: removed {files} file(s), {freed / 1e6:.1f} MB freed")
     return 0

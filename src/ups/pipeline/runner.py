@@ -15,6 +15,7 @@ from ups.checkpoint import load_checkpoint
 from ups.config import Config
 from ups.data.summary import load_config_tasks
 from ups.engines import FitResult, fit_checked, preflight
+from ups.engines.common import training_device
 from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages import STAGES
@@ -47,6 +48,26 @@ def best_checkpoint(run: RunDir, stage: str) -> Path:
                    f"(`ups train --stage {stage} --run-dir {run.root}`) or point --from-run at a run that has one.")
 
 
+def build_stage(cfg: Config, stage: str, source: RunDir):
+    """The Stage object of ``stage`` with its data loaded and its upstream stages' best
+    checkpoints taken from the run ``source``."""
+    if stage not in STAGES:
+        raise UPSError(f"stage '{stage}' is not available; choose one of {', '.join(STAGES)}.")
+    upstream = {name: load_checkpoint(best_checkpoint(source, name)) for name in STAGES[stage].upstream}
+    return STAGES[stage](cfg, load_config_tasks(cfg), upstream)
+
+
+def build_latent_cache(cfg: Config, run_dir: Path) -> list:
+    """Fill ``training.latent_cache_dir`` with the latents of the autoencoder of ``run_dir``
+    (verifying entries that are there); returns the cache entries, one per transient task."""
+    if cfg.training.latent_cache_dir is None:
+        raise UPSError("training.latent_cache_dir is not set; set it in the config or as an override, "
+                       "e.g. training.latent_cache_dir=data/latent_cache.")
+    stage = build_stage(cfg, "operator", RunDir(run_dir))
+    stage.prepare(training_device(cfg), progress=True)
+    return stage.latents
+
+
 def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightning", resume: bool = False,
                 from_run: Path | None = None) -> StageRun:
     """Train ``stage`` of ``cfg`` in ``run_dir`` with ``engine``."""
@@ -56,10 +77,7 @@ def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightn
     if getattr(cfg.stages, stage).epochs <= 0:
         log.info("stage %s: stages.%s.epochs is 0, skipped", stage, stage)
         return StageRun(stage, run, None)
-    source = RunDir(from_run) if from_run else run
-    upstream = {name: load_checkpoint(best_checkpoint(source, name)) for name in STAGES[stage].upstream}
-    tasks = load_config_tasks(cfg)
-    stage_obj = STAGES[stage](cfg, tasks, upstream)
+    stage_obj = build_stage(cfg, stage, RunDir(from_run) if from_run else run)
     preflight(stage_obj, cfg, run, engine=engine, resume=resume)
 
     if not is_rank_zero():  # Lightning re-runs this command per device; rank 0 keeps the books
