@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.ups-installed
 DATA   := data/builtin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow docs clean
+.PHONY: setup demo test test-slow bench-cache docs clean
 
 setup: $(STAMP)
 
@@ -37,6 +37,10 @@ test: setup
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)
+
+# One epoch of the demo operator stage: encoding on the fly vs a cold vs a warm latent cache.
+bench-cache: setup
+	$(PY) benchmarks/latent_cache.py
 
 # Regenerate the files that are generated from the config schema.
 docs: setup

@@ -94,6 +94,8 @@ def test_load_into_restores_weights_and_generator(trained):
 def test_atomic_save_leaves_no_temporary_files(tmp_path):
     save_checkpoint({"state_dict": {"model.w": torch.ones(2)}}, tmp_path / "a.ckpt")
     assert [p.name for p in tmp_path.iterdir()] == ["a.ckpt"]
+    (tmp_path / "plain").write_text("")  # an atomic file gets the permissions an ordinary one would
+    assert (tmp_path / "a.ckpt").stat().st_mode & 0o777 == (tmp_path / "plain").stat().st_mode & 0o777
     assert torch.equal(load_checkpoint(tmp_path / "a.ckpt")["state_dict"]["model.w"], torch.ones(2))
 
 

@@ -13,7 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toy_stage import PlateauStage, ToyStage, toy_config  # noqa: E402
 
 from ups.checkpoint import load_checkpoint, stage_weights  # noqa: E402
+from ups.data.sampling import TaskBatchSampler  # noqa: E402
 from ups.engines import fit_stage  # noqa: E402
+from ups.engines.common import build_loaders  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
 from ups.runs import RunDir  # noqa: E402
 
@@ -174,3 +176,13 @@ def test_resume_appends_to_metrics_csv(tmp_path, engine):
     rows = list(csv.DictReader((run.log_dir("autoencoder") / "metrics.csv").open()))
     assert sorted({r["epoch"] for r in rows}) == ["0", "1"]
     assert sum(1 for r in rows if r["val/nrmse"]) == 2
+
+
+def test_loaders_take_the_loader_knobs_and_the_task_aware_sampler():
+    cfg = toy_config(num_workers=2, prefetch_factor=3, persistent_workers=True, pin_memory=True)
+    train, val = build_loaders(ToyStage(cfg), cfg, validate=True, rank=1, world_size=2)
+    assert (train.num_workers, train.prefetch_factor, train.persistent_workers) == (2, 3, True)
+    assert train.pin_memory is False  # nothing to pin for on a CPU run
+    assert isinstance(train.batch_sampler, TaskBatchSampler) and train.batch_sampler.rank == 1
+    assert len(train) == 3 and len(val) == 1  # 40 samples in batches of 8, dealt to 2 ranks
+    assert not val.batch_sampler.shuffle
