@@ -89,7 +89,7 @@ def test_override_to_null_unsets_an_optional_key(workdir):
         .training.gradient_clip_val is None
 
 
-@pytest.mark.parametrize("name", ["defaults", "demo", "burgers1d", "advection1d", "reaction_diffusion1d", "darcy2d"])
+@pytest.mark.parametrize("name", ["defaults", "demo", "multitask", "burgers1d", "advection1d", "reaction_diffusion1d", "darcy2d"])
 def test_every_shipped_config_validates(workdir, name, capsys):
     assert main(["validate-config", str(REPO / "configs" / f"{name}.yaml")]) == 0
     out = capsys.readouterr().out
