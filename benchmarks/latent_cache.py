@@ -67,7 +67,7 @@ def untrained_autoencoder_run(cfg, root: Path) -> Path:
 
 
 def one_epoch(cfg, source: Path, root: Path, cache: Path | None) -> tuple[float, float, int]:
-    """(prepare seconds, epoch seconds, batches) of the operator stage."""
+    """(prepare seconds, epoch seconds, optimizer steps) of the operator stage."""
     training = dataclasses.replace(cfg.training, latent_cache_dir=str(cache) if cache else None)
     cfg = dataclasses.replace(cfg, training=training)
     stage = build_stage(cfg, "operator", RunDir(source))
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
 def report(cfg, args, rows: dict) -> None:
     t = cfg.training
     grid = "x".join(str(s) for s in load_config_tasks(cfg)[0].info.spatial_shape)
-    print(f"\noperator stage, one epoch ({int(rows['on the fly'][2])} batches of {t.batch_size}), config "
+    print(f"\noperator stage, one epoch ({int(rows['on the fly'][2])} optimizer steps, batch size {t.batch_size}), config "
           f"{args.config} {' '.join(args.overrides)}".rstrip() + f"; grid {grid} points")
     print(f"rollout_horizon {t.rollout_horizon}, time_stride {t.time_stride}, latent {cfg.latent.tokens}x"
           f"{cfg.latent.dim}, cache dtype {t.latent_cache_dtype}, torch threads {torch.get_num_threads()}")

@@ -133,6 +133,11 @@ def check_fit(stage, checkpoint: dict) -> None:
     lines = misfit_report(stage.model.state_dict(), stage_weights(checkpoint))
     if stored_stage is not None and stored_stage != stage.name:
         lines.insert(0, f"it was written by stage '{stored_stage}', not '{stage.name}'")
+    stored_order = checkpoint.get("ups", {}).get("metadata", {}).get("task_order")
+    order = stage.metadata().get("task_order")
+    if stored_order is not None and order is not None and stored_order != order:
+        lines.append(f"task order: checkpoint {stored_order} vs config {order} (the task embedding's rows); "
+                     f"list data.tasks in the checkpoint's order")
     if lines:
         raise CheckpointError(
             f"checkpoint does not fit stage '{stage.name}' and was not loaded:\n  - " + "\n  - ".join(lines)

@@ -93,8 +93,10 @@ def _add_cache(sub: argparse._SubParsersAction) -> None:
         title="cache commands", metavar="CACHE_COMMAND")
     p = cache.add_parser("build", help="encode every transient task into training.latent_cache_dir",
                          description="Encode every frame of every transient task of CONFIG with the autoencoder "
-                                     "of --run-dir (its best checkpoint) into training.latent_cache_dir. Entries "
-                                     "already there are verified and kept; stale or corrupt ones are rebuilt.")
+                                     "of --run-dir (its best checkpoint) into training.latent_cache_dir. An entry "
+                                     "with the same key is verified and kept (a corrupt one is re-encoded); entries "
+                                     "of other keys (another encoder or data file) are left alone: see `ups cache "
+                                     "info` and `ups cache clear`.")
     p.add_argument("--config", type=Path, required=True, help="YAML config file")
     p.add_argument("--run-dir", type=Path, required=True, help="run folder whose autoencoder encodes")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
@@ -278,12 +280,16 @@ def _cache_info(args: argparse.Namespace) -> int:
 def _describe_cache_entry(entry: dict) -> list[str]:
     """An entry as a few indented lines: file, size, shape, and what its key covers."""
     name, size = Path(entry["path"]).name, f"{entry['bytes'] / 1e6:.1f} MB"
+    unreadable = f"  {name}  {size}  UNREADABLE ({{}}); it is rebuilt when a run needs it"
     if "error" in entry:
-        return [f"  {name}  {size}  UNREADABLE ({entry['error']}); it will be rebuilt when needed"]
-    header = entry["header"]
-    fields = header["key_fields"]
-    data = fields["data_file"]
-    mtime = datetime.fromtimestamp(data["mtime_ns"] / 1e9).isoformat(timespec="seconds")
+        return [unreadable.format(entry["error"])]
+    try:
+        header = entry["header"]
+        fields = header["key_fields"]
+        data = fields["data_file"]
+        mtime = datetime.fromtimestamp(data["mtime_ns"] / 1e9).isoformat(timespec="seconds")
+    except (KeyError, TypeError, ValueError) as exc:
+        return [unreadable.format(f"header lacks {exc}")]
     return [
         f"  {name}  {size}  task {header['task']}  {header['shape']} {header['dtype']}  created {header['created']}",
         f"    key {header['key'][:20]}: encoder {fields['encoder'][:12]}, data {data['path']} "

@@ -12,8 +12,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toy_stage import ToyStage, toy_config  # noqa: E402
 
 from ups.checkpoint import (  # noqa: E402
-    SCHEMA_VERSION, CheckpointError, architecture_fingerprint, config_hash, load_checkpoint, load_into,
-    save_checkpoint,
+    SCHEMA_VERSION, CheckpointError, architecture_fingerprint, check_fit, config_hash, load_checkpoint, load_into,
+    model_state_dict, save_checkpoint,
 )
 from ups.engines import fit_stage  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
@@ -105,3 +105,12 @@ def test_unreadable_checkpoints_are_refused(tmp_path):
     (tmp_path / "bad.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="weights_only=True"):
         load_checkpoint(tmp_path / "bad.ckpt")
+
+
+def test_a_checkpoint_with_another_task_order_is_refused():
+    cfg = toy_config()
+    stage = ToyStage(cfg)
+    stage.metadata = lambda: {"task_order": ["b", "a"]}
+    ckpt = {"state_dict": model_state_dict(stage), "ups": {"stage": stage.name, "metadata": {"task_order": ["a", "b"]}}}
+    with pytest.raises(CheckpointError, match=r"task order: checkpoint \['a', 'b'\] vs config \['b', 'a'\]"):
+        check_fit(stage, ckpt)

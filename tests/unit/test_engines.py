@@ -14,8 +14,9 @@ from toy_stage import PlateauStage, ToyStage, toy_config  # noqa: E402
 
 from ups.checkpoint import load_checkpoint, stage_weights  # noqa: E402
 from ups.data.sampling import TaskBatchSampler  # noqa: E402
-from ups.engines import fit_stage  # noqa: E402
+from ups.engines import fit_stage, preflight  # noqa: E402
 from ups.engines.common import build_loaders  # noqa: E402
+from ups.engines.lightning import refuse_in_process_launchers  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
 from ups.runs import RunDir  # noqa: E402
 
@@ -186,3 +187,19 @@ def test_loaders_take_the_loader_knobs_and_the_task_aware_sampler():
     assert isinstance(train.batch_sampler, TaskBatchSampler) and train.batch_sampler.rank == 1
     assert len(train) == 3 and len(val) == 1  # 40 samples in batches of 8, dealt to 2 ranks
     assert not val.batch_sampler.shuffle
+
+
+def test_a_split_too_small_for_the_ranks_is_refused_before_training(tmp_path):
+    cfg = toy_config(devices=16)  # 12 val samples cannot give 16 ranks a batch each
+    with pytest.raises(UPSError, match=r"val split on 16 rank\(s\): .*fewer devices"):
+        preflight(ToyStage(cfg), cfg, RunDir(tmp_path / "run"), engine="lightning", resume=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_launchers_that_start_ranks_in_process_are_refused():
+    import lightning.pytorch as pl
+
+    trainer = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False)
+    with pytest.raises(UPSError, match=r"from the command line .*training.strategy=ddp"):
+        refuse_in_process_launchers(trainer)
+    refuse_in_process_launchers(pl.Trainer(accelerator="cpu", devices=1, logger=False))  # one device: fine

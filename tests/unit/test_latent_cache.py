@@ -431,3 +431,15 @@ def test_corrupt_entry_is_removed_even_when_its_rebuild_fails(tasks, module, tmp
         LatentCache(root).ensure(tasks, failing, encoder=encoder_digest(module), dtype="float32",
                                  latent_shape=LATENT)
     assert not path.exists() and len(list(root.glob(f"*{SUFFIX}"))) == 1
+
+
+def test_encoder_digest_follows_the_encoders_code(monkeypatch):
+    from ups.data import latent_cache
+    from ups.models import GridEncoder
+
+    encoder = GridEncoder(1, 1, tokens=4, dim=8, hidden=8)
+    before = encoder_digest(encoder)
+    real = latent_cache.inspect.getsource
+    edited = lambda module: real(module) + ("\n# edited" if module.__name__ == "ups.models.blocks" else "")  # noqa: E731
+    monkeypatch.setattr(latent_cache.inspect, "getsource", edited)
+    assert encoder_digest(encoder) != before  # a layer's code changed (blocks.py): another key

@@ -3,7 +3,7 @@
 What is keyed: one entry per (task, key) holds float16/float32 latents [N, T, L, D] of
 every trajectory of the task's file (all splits, the whole down-sampled time axis). The
 key is the sha256 of the canonical JSON of everything the latents depend on: the format
-version, the encoder's weights (``encoder_digest``), the data file's identity (resolved
+version, the encoder's weights and code (``encoder_digest``), the data file's identity (resolved
 path, size, mtime_ns), layout, spatial and temporal down-sampling, the normaliser
 statistics, the cache dtype and the shapes. Change any of them and the key, hence the
 file name, changes: a stale entry is never read, only left behind for ``clear``.
@@ -15,7 +15,7 @@ bytes), created}; then the header length as little-endian uint64; then ``MAGIC``
 
 Atomicity and locking: an entry is written trajectory by trajectory into a temp file
 beside it and renamed into place once fsynced (``ups.atomic.atomic_path``), so readers
-see a whole entry or none. Writers (DataLoader workers, DDP ranks, other runs) hold an
+see a whole entry or none. Writers (DDP ranks, other runs; DataLoader workers only read) hold an
 exclusive ``flock`` on ``<root>/.<entry name>.lock`` while checking and building it: the
 second one waits, then finds a hit. Without ``fcntl`` there is no lock; the rename alone
 still keeps files whole (two writers then both encode, and the last rename wins).
@@ -29,6 +29,7 @@ rebuilt. Only the header's ``created`` time is not covered; it does not affect t
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import math
@@ -74,13 +75,23 @@ class _Corrupt(Exception):
 
 
 def encoder_digest(module: torch.nn.Module) -> str:
-    """sha256 hex over the module's state_dict: sorted names, dtype, shape and raw bytes."""
+    """sha256 hex over what the encoder computes: the state_dict (sorted names, dtype, shape and
+    raw bytes) and the source code of the ``ups`` modules that define its layers, so a change
+    of the encoder's code is a miss too."""
     digest = hashlib.sha256()
+    for source in _layer_sources(module):
+        digest.update(source.encode())
     for name, tensor in sorted(module.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
+
+
+def _layer_sources(module: torch.nn.Module) -> list[str]:
+    """Source code of every ``ups`` module defining a class among ``module``'s layers, by name."""
+    names = sorted({type(m).__module__ for m in module.modules() if type(m).__module__.startswith("ups.")})
+    return [inspect.getsource(sys.modules[name]) for name in names]
 
 
 def entry_key(task: TaskData, *, encoder: str, dtype: str,
@@ -279,7 +290,8 @@ class LatentCache:
 
     def clear(self) -> tuple[int, int]:
         """Remove entries, lock files and leftover temp files: (files removed, bytes freed).
-        Do not clear while another process is filling the cache."""
+        Do not clear while another process fills or trains from the cache (its DataLoader
+        workers reopen entries)."""
         if not self.root.is_dir():
             return 0, 0
         paths = {*self.root.glob(f"*{SUFFIX}"), *self.root.glob(f".*{SUFFIX}.lock"),

@@ -7,11 +7,11 @@ batches and write the same checkpoint format (``ups.checkpoint``).
 from __future__ import annotations
 
 import logging
-import sys
 
 from ups.config import Config
 from ups.checkpoint import check_fit, load_checkpoint
-from ups.engines.common import LAST_NAME, FitResult, training_device, uses_gpu, validation_on
+from ups.data.sampling import TaskBatchSampler
+from ups.engines.common import LAST_NAME, FitResult, task_sizes, uses_gpu, validation_on
 from ups.errors import UPSError
 from ups.runs import RunDir
 
@@ -49,11 +49,17 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
             raise UPSError(f"resume: {last} does not exist; train the stage first or drop resume.")
         check_fit(stage, load_checkpoint(last))
     splits = [("train", stage.train_dataset())] + ([("val", stage.val_dataset())] if validation_on(cfg) else [])
+    ranks = cfg.training.devices * cfg.training.num_nodes if engine == "lightning" else 1
     for name, dataset in splits:
         if len(dataset) == 0:
             fix = ("set data.split.val > 0 or training.skip_lightning_val=true" if name == "val"
                    else "check data.split and the tasks' trajectory counts")
             raise UPSError(f"stage {stage.name}: the {name} split has no samples; {fix}.")
+        try:  # the sampler refuses a split too small to give every rank the same number of batches
+            TaskBatchSampler(task_sizes(dataset), cfg.training.batch_size, strategy=cfg.data.task_sampling,
+                             world_size=ranks)
+        except ValueError as exc:
+            raise UPSError(f"stage {stage.name}, {name} split on {ranks} rank(s): {exc}") from None
 
 
 def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", resume: bool = False,
@@ -70,10 +76,9 @@ def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", res
 
 def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool, callbacks=()) -> FitResult:
     """``fit_stage`` after ``preflight`` has passed (callers that must check before writing
-    anything run ``preflight`` themselves, then this). Runs the stage's ``prepare`` (e.g. the
-    latent cache) on this process's device first."""
+    anything run ``preflight`` themselves, then this). Each engine runs the stage's ``prepare``
+    (e.g. the latent cache) on its own device before building the loaders."""
     if cfg.checkpoint.every_n_steps is not None:
         log.warning("checkpoint.every_n_steps is not honoured yet: last.ckpt is written at the end of each epoch, "
                     "so that a resume always starts on an epoch boundary in either engine.")
-    stage.prepare(training_device(cfg), progress=sys.stderr.isatty())
     return ENGINES[engine](stage, cfg, run, resume, callbacks)

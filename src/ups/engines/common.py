@@ -6,7 +6,6 @@ the state of the best-k / early-stopping rules.
 from __future__ import annotations
 
 import math
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,10 +206,9 @@ def uses_gpu(cfg: Config) -> bool:
 
 
 def training_device(cfg: Config) -> torch.device:
-    """This process's device: its local rank's GPU (Lightning sets LOCAL_RANK), else the CPU."""
-    if uses_gpu(cfg):
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    """The device of a single-process run: the current GPU when the config uses one, else the CPU.
+    (Under Lightning each rank uses its strategy's ``root_device``.)"""
+    return torch.device("cuda") if uses_gpu(cfg) else torch.device("cpu")
 
 
 def resolve_precision(cfg: Config) -> str:

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from ups.checkpoint import STATE_PREFIX, ups_block
 from ups.config import Config
@@ -23,6 +24,7 @@ from ups.engines.common import (
     check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings, total_optimizer_steps,
     train_log_values, uses_gpu, validation_means, validation_on,
 )
+from ups.errors import UPSError
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
@@ -221,6 +223,18 @@ def _keep_previous_metrics(trainer: pl.Trainer) -> None:
                 writer.metrics_keys = previous.splitlines()[0].split(",")
 
 
+def refuse_in_process_launchers(trainer: pl.Trainer) -> None:
+    """Loaders and the latent cache are set up in this process for its rank, before ``fit``.
+    That holds when each rank is its own process from the start: Lightning's script launcher
+    (``ups train`` re-run per device) or an external one (torchrun, SLURM). A fork or spawn
+    launcher (what ``strategy: auto`` picks inside a notebook) would copy rank 0's set-up."""
+    launcher = trainer.strategy.launcher
+    if trainer.world_size > 1 and launcher is not None and not isinstance(launcher, _SubprocessScriptLauncher):
+        raise UPSError(f"{trainer.world_size} devices with Lightning's {type(launcher).__name__}, which starts the "
+                       f"ranks from inside this process; run several devices from the command line "
+                       f"(`ups train … --devices N`) or under torchrun/SLURM, with training.strategy=ddp.")
+
+
 def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=()) -> FitResult:
     validate = validation_on(cfg)
     if not validate:
@@ -230,8 +244,10 @@ def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, call
         ckpt_path = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"  # checked to fit by preflight
     trainer = build_trainer(cfg, run, stage.name, callbacks,
                             all_parameters_used=stage.all_parameters_used_every_step())
+    refuse_in_process_launchers(trainer)
     if resume:
         _keep_previous_metrics(trainer)
+    stage.prepare(trainer.strategy.root_device, progress=sys.stderr.isatty())
     train_loader, val_loader = build_loaders(stage, cfg, validate=validate, rank=trainer.global_rank,
                                              world_size=trainer.world_size)
     epochs = stage_settings(cfg, stage.name).epochs

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -89,6 +90,7 @@ class NativeTrainer:
         self.validate = validation_on(cfg)
         self.settings = stage_settings(cfg, stage.name)
         self.accumulate = cfg.training.accumulate_grad_batches
+        stage.prepare(self.device, progress=sys.stderr.isatty())
         self.train_loader, self.val_loader = build_loaders(stage, cfg, validate=self.validate)
         self.total_steps = total_optimizer_steps(len(self.train_loader), self.accumulate, self.settings.epochs)
         if cfg.training.deterministic:

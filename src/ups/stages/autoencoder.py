@@ -59,7 +59,10 @@ class AutoencoderStage(Stage):
         points, values = flat_points(coords), flat_points(u)
         q = min(self.cfg.decoder.query_points, points.shape[1])
         pick = torch.rand(points.shape[:2], generator=self.generator).argsort(dim=1)[:, :q].to(u.device)
-        gather = lambda x: torch.gather(x, 1, pick[..., None].expand(-1, -1, x.shape[-1]))
+
+        def gather(x: torch.Tensor) -> torch.Tensor:
+            return torch.gather(x, 1, pick[..., None].expand(-1, -1, x.shape[-1]))
+
         pred = self.model.decoder(z, gather(points), channels=u.shape[-1])
         target = gather(values)
         # Relative to the batch's energy, not per sample: a nearly flat sample would otherwise dominate.

@@ -74,7 +74,8 @@ class Stage(abc.ABC):
 
     @abc.abstractmethod
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
-        """Scalar tensors; ``"loss"`` is optimised, the other entries are logged as terms."""
+        """``"loss"`` (optimised) and other scalar terms, logged per step; entries of shape [B]
+        are per-sample metrics (``nrmse``, ``<task>/nrmse``) averaged over the epoch."""
 
     @abc.abstractmethod
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:

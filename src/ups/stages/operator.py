@@ -72,7 +72,7 @@ class OperatorStage(Stage):
         t = self.cfg.training
         if t.latent_cache_dir is None:
             return
-        encoder = self.model.encoder
+        encoder = self.model.encoder.eval()  # frozen: the same mode as when it encodes in a step
         home = next(encoder.parameters()).device
         encoder.to(device)
         try:
@@ -148,7 +148,9 @@ class OperatorStage(Stage):
         z = self.encode_window(batch)
         steps = z.shape[1] - 1
         pred = self._rollout(batch, z[:, 0], steps)
-        physical = lambda x: denormalize(self.by_name, names, x.float())  # float32 metrics under autocast
+        def physical(x: torch.Tensor) -> torch.Tensor:  # float32 metrics whatever the autocast precision
+            return denormalize(self.by_name, names, x.float())
+
         truth = [physical(flat_points(window[:, k])) for k in range(steps + 1)]
         decoded = [physical(self.model.decoder(pred[:, k], coords, channels=channels)) for k in range(steps)]
         metrics: dict[str, torch.Tensor] = {}
@@ -159,4 +161,7 @@ class OperatorStage(Stage):
         return metrics
 
     def metadata(self) -> dict:
-        return {**super().metadata(), "param_names": param_names(self.dyn_tasks)}
+        """Adds the PDE parameter order and ``task_order``: the task embedding's rows, which a
+        checkpoint must share with the config it is loaded under (``ups.checkpoint.check_fit``)."""
+        return {**super().metadata(), "param_names": param_names(self.dyn_tasks),
+                "task_order": [t.name for t in self.dyn_tasks]}
