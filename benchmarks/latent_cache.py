@@ -35,6 +35,7 @@ from ups.config import load_config
 from ups.data.generate import generate_dataset
 from ups.data.params import parse_params_from_name
 from ups.data.summary import load_config_tasks
+from ups.data.tasks import builtin_generator
 from ups.engines import preflight
 from ups.engines.common import training_device
 from ups.engines.lightning import fit_lightning
@@ -42,17 +43,15 @@ from ups.pipeline.runner import build_stage
 from ups.runs import RunDir
 from ups.stages.autoencoder import AutoencoderStage
 
-GENERATORS = {"burgers": "burgers1d", "advection": "advection1d", "reacdiff": "reaction_diffusion1d",
-              "darcy": "darcy2d"}
-
-
 def ensure_data(cfg, nx: int | None = None, n: int | None = None) -> None:
     """Generate the config's built-in data files that are missing (1D ones at ``nx`` points)."""
     data_dir = Path(cfg.paths.data_dir)
     for task in cfg.data.tasks:
         if (data_dir / task.path).exists():
             continue
-        generator = next(g for key, g in GENERATORS.items() if key in task.path.lower())
+        generator = builtin_generator(Path(task.path))
+        if generator is None:
+            raise SystemExit(f"{data_dir / task.path} is missing and is not a built-in dataset.")
         size = {} if generator == "darcy2d" else {"nx": nx, "n": n}
         generate_dataset(generator, data_dir, params=parse_params_from_name(task.path), progress=False, **size)
 

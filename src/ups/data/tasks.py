@@ -49,14 +49,18 @@ class TaskData:
         return self.spec.name
 
 
+def builtin_generator(path: Path) -> str | None:
+    """The ``ups data generate`` task that writes files named like ``path``, if any."""
+    return next((generator for pattern, generator in _BUILTIN_FILES if pattern.search(path.name)), None)
+
+
 def missing_file_hint(path: Path) -> str:
     """How to get a missing data file: the generator command for a built-in file name."""
-    for pattern, generator in _BUILTIN_FILES:
-        if pattern.search(path.name):
-            params = "".join(f" --param {k}={v}" for k, v in parse_params_from_name(path.name).items())
-            return (f"It looks like a built-in dataset: write it with "
-                    f"`ups data generate {generator} --out {path.parent}{params}`.")
-    return "Check paths.data_dir and the task's path."
+    generator = builtin_generator(path)
+    if generator is None:
+        return "Check paths.data_dir and the task's path."
+    params = "".join(f" --param {k}={v}" for k, v in parse_params_from_name(path.name).items())
+    return f"It looks like a built-in dataset: write it with `ups data generate {generator} --out {path.parent}{params}`."
 
 
 def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, seed: int,

@@ -10,8 +10,7 @@ import logging
 
 from ups.config import Config
 from ups.checkpoint import check_fit, load_checkpoint
-from ups.data.sampling import TaskBatchSampler
-from ups.engines.common import LAST_NAME, FitResult, task_sizes, uses_gpu, validation_on
+from ups.engines.common import LAST_NAME, FitResult, task_batch_sampler, uses_gpu, validation_on
 from ups.errors import UPSError
 from ups.runs import RunDir
 
@@ -56,8 +55,7 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
                    else "check data.split and the tasks' trajectory counts")
             raise UPSError(f"stage {stage.name}: the {name} split has no samples; {fix}.")
         try:  # the sampler refuses a split too small to give every rank the same number of batches
-            TaskBatchSampler(task_sizes(dataset), cfg.training.batch_size, strategy=cfg.data.task_sampling,
-                             world_size=ranks)
+            task_batch_sampler(dataset, cfg, train=name == "train", world_size=ranks)
         except ValueError as exc:
             raise UPSError(f"stage {stage.name}, {name} split on {ranks} rank(s): {exc}") from None
 

@@ -42,26 +42,30 @@ def task_sizes(dataset) -> list[int]:
     return list(getattr(dataset, "task_sizes", [len(dataset)]))
 
 
+def task_batch_sampler(dataset, cfg: Config, *, train: bool, rank: int = 0, world_size: int = 1) -> TaskBatchSampler:
+    """One-task batches sharded over ``world_size`` ranks: shuffled per epoch with
+    ``data.task_sampling`` for training, in order (every sample once) for validation."""
+    return TaskBatchSampler(task_sizes(dataset), cfg.training.batch_size, seed=cfg.seed, shuffle=train,
+                            strategy=cfg.data.task_sampling if train else "proportional", rank=rank,
+                            world_size=world_size)
+
+
 def build_loaders(stage, cfg: Config, *, validate: bool, rank: int = 0,
                   world_size: int = 1) -> tuple[DataLoader, DataLoader | None]:
-    """(train loader, val loader or None), each drawing one-task batches from a
-    ``TaskBatchSampler`` sharded over ``world_size`` ranks: the train loader shuffled per
-    epoch with ``data.task_sampling``, the val loader in order, every sample once."""
+    """(train loader, val loader or None), each drawing its batches from ``task_batch_sampler``."""
     t = cfg.training
     common = dict(num_workers=t.num_workers, pin_memory=t.pin_memory and uses_gpu(cfg),
                   persistent_workers=t.persistent_workers and t.num_workers > 0, collate_fn=stage.collate)
     if t.num_workers > 0 and t.prefetch_factor is not None:
         common["prefetch_factor"] = t.prefetch_factor
 
-    def loader(dataset, shuffle: bool) -> DataLoader:
-        sampler = TaskBatchSampler(task_sizes(dataset), t.batch_size, seed=cfg.seed, shuffle=shuffle,
-                                   strategy=cfg.data.task_sampling if shuffle else "proportional",
-                                   rank=rank, world_size=world_size)
+    def loader(dataset, train: bool) -> DataLoader:
+        sampler = task_batch_sampler(dataset, cfg, train=train, rank=rank, world_size=world_size)
         return DataLoader(dataset, batch_sampler=sampler, **common)
 
-    # both splits are checked non-empty by ``ups.engines.preflight``
-    train = loader(stage.train_dataset(), shuffle=True)
-    return train, loader(stage.val_dataset(), shuffle=False) if validate else None
+    # both splits are checked non-empty and large enough for the ranks by ``ups.engines.preflight``
+    train = loader(stage.train_dataset(), train=True)
+    return train, loader(stage.val_dataset(), train=False) if validate else None
 
 
 def total_optimizer_steps(n_batches: int, accumulate: int, epochs: int) -> int:
