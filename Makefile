@@ -29,8 +29,7 @@ demo: setup
 	$(UPS) data generate burgers1d --out $(DATA) --param nu=0.01 --quiet
 	$(UPS) data generate darcy2d --out $(DATA) --param beta=1.0 --quiet
 	$(UPS) data summary --config configs/demo.yaml
-	$(UPS) train --config configs/demo.yaml --stage autoencoder --run-dir $(DEMO_RUN)
-	$(UPS) train --config configs/demo.yaml --stage operator --run-dir $(DEMO_RUN)
+	$(UPS) pipeline --config configs/demo.yaml --run-dir $(DEMO_RUN)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -1,7 +1,8 @@
 """The ``ups`` command line: parse, then call the package.
 
 Every command ends with one line saying where its outputs are. Bad input (a config, an
-argument, a data file) prints one message without a traceback and exits with code 2.
+argument, a data file) prints one message without a traceback and exits with code 2; a stage
+of ``ups pipeline`` that fails while training prints one line naming it and exits with code 1.
 """
 
 from __future__ import annotations
@@ -9,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import warnings
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -73,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_validate_config, command="validate-config")
 
     _add_train(sub)
+    _add_pipeline(sub)
 
     data = sub.add_parser("data", help="built-in datasets and data summaries").add_subparsers(
         title="data commands", metavar="DATA_COMMAND")
@@ -153,28 +157,95 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ups.config import load_config
     from ups.pipeline.runner import train_stage
-    from ups.runs import RunDir
 
-    overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices else [])
-    cfg = load_config(args.config, overrides)
-    if args.resume and not args.run_dir:
-        raise UPSError("--resume needs --run-dir: the run folder whose stage should continue.")
-    # Lightning re-runs this command for devices 1, 2, …; they inherit UPS_RUN_DIR, so every
-    # rank trains into the folder rank 0 chose.
-    inherited = os.environ.get("UPS_RUN_DIR")
-    run_dir = args.run_dir or Path(inherited or Path(cfg.paths.runs_dir) / RunDir.new_id())
-    os.environ["UPS_RUN_DIR"] = str(run_dir)
-    try:
+    cfg = _training_config(args, "the run folder whose stage should continue")
+    with _shared_run_dir(args.run_dir, cfg) as run_dir:
         done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume, from_run=args.from_run)
-    finally:
-        if inherited is None:
-            del os.environ["UPS_RUN_DIR"]
     for line in _train_report(done):
         print(line)
     print(f"run: {done.run.root}")
     return 0
+
+
+def _training_config(args: argparse.Namespace, resume_needs: str):
+    """The config of ``train`` and ``pipeline``, with ``--devices`` as training.devices."""
+    from ups.config import load_config
+
+    overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices else [])
+    cfg = load_config(args.config, overrides)
+    if args.resume and not args.run_dir:
+        raise UPSError(f"--resume needs --run-dir: {resume_needs}.")
+    return cfg
+
+
+@contextmanager
+def _shared_run_dir(run_dir: Path | None, cfg):
+    """The run folder: ``--run-dir``, else a new ``<paths.runs_dir>/<timestamp>``. Lightning
+    re-runs this command for devices 1, 2, …; they inherit UPS_RUN_DIR, so every rank trains
+    into the folder rank 0 chose."""
+    from ups.runs import RunDir
+
+    inherited = os.environ.get("UPS_RUN_DIR")
+    run_dir = run_dir or Path(inherited or Path(cfg.paths.runs_dir) / RunDir.new_id())
+    os.environ["UPS_RUN_DIR"] = str(run_dir)
+    try:
+        yield run_dir
+    finally:
+        if inherited is None:
+            os.environ.pop("UPS_RUN_DIR", None)
+
+
+def _add_pipeline(sub: argparse._SubParsersAction) -> None:
+    from ups.config import STAGE_NAMES
+
+    p = sub.add_parser("pipeline", help="train every enabled stage in order into one run folder",
+                       description=f"Train the stages of CONFIG with stages.<stage>.epochs > 0 in order "
+                                   f"({' -> '.join(STAGE_NAMES)}; steady_prior only with a steady task) into one "
+                                   f"run folder, each on its upstream stages' best checkpoints from that run. "
+                                   f"Logged steps run on across stages; with logging.tensorboard all stages "
+                                   f"write one TensorBoard run, logs/tensorboard/. Ends with a table of the "
+                                   f"stages' figures. Exit 1 when a stage fails while training (later stages "
+                                   f"are not started; continue with --resume), 2 on bad input.")
+    p.add_argument("--config", type=Path, required=True, help="YAML config file")
+    p.add_argument("--stages", metavar="A,B,…", help="only these stages (comma-separated), still in pipeline order")
+    p.add_argument("--engine", choices=["lightning", "native"], default="lightning", help="default: lightning")
+    p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<timestamp>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --run-dir: keep done stages, resume a half-done one from its last.ckpt")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    p.set_defaults(run=_pipeline, command="pipeline")
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    from ups.pipeline.pipeline import StageFailed, run_pipeline, stage_table
+    from ups.pipeline.runner import is_rank_zero
+
+    cfg = _training_config(args, "the run folder to continue")
+    stages = [name.strip() for name in args.stages.split(",") if name.strip()] if args.stages else None
+    with _shared_run_dir(args.run_dir, cfg) as run_dir:
+        try:
+            done = run_pipeline(cfg, run_dir, stages=stages, engine=args.engine, resume=args.resume)
+        except StageFailed as exc:
+            error = str(exc.error).strip().splitlines()
+            print(f"ups pipeline: stage {exc.stage} failed: {type(exc.error).__name__}: {error[0] if error else ''}; "
+                  f"later stages were not started (resume: {_resume_command(args, run_dir)})", file=sys.stderr)
+            return 1
+    if is_rank_zero():  # the other ranks of a multi-device run print nothing
+        for line in stage_table(done):
+            print(line)
+        print(f"run: {run_dir}")
+    return 0
+
+
+def _resume_command(args: argparse.Namespace, run_dir: Path) -> str:
+    words = ["ups", "pipeline", "--config", str(args.config), "--run-dir", str(run_dir)]
+    for flag, value in (("--stages", args.stages), ("--devices", args.devices),
+                        ("--engine", None if args.engine == "lightning" else args.engine)):
+        if value:
+            words += [flag, str(value)]
+    return shlex.join([*words, "--resume", *args.overrides])
 
 
 def _train_report(done) -> list[str]:

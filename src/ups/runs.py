@@ -4,7 +4,12 @@
       config.resolved.yaml
       stage_status.json        per stage: pending / running / done / failed, with timestamps
       checkpoints/<stage>/     best-*.ckpt (k lowest val/nrmse) and last.ckpt
-      logs/<stage>/            metrics.csv (always)
+      logs/<stage>/            metrics.csv (always), steps on the run's continuous step axis
+      logs/tensorboard/        one TensorBoard run for all stages (``logging.tensorboard``)
+
+The run's step axis is continuous: a stage's logged steps begin after the optimizer steps of
+the stages before it (``STAGE_NAMES`` order) that are done in the run (``step_offset``).
+Checkpoints keep their own per-stage ``global_step``; only the logs are shifted.
 """
 
 from __future__ import annotations
@@ -55,12 +60,25 @@ class RunDir:
     def log_dir(self, stage: str) -> Path:
         return self.root / "logs" / stage
 
+    @property
+    def tensorboard_dir(self) -> Path:
+        return self.root / "logs" / "tensorboard"
+
+    def step_offset(self, stage: str) -> int:
+        """Optimizer steps of the stages before ``stage`` that are done in this run: where
+        ``stage``'s logged steps begin on the run's continuous step axis."""
+        status = self.status()
+        earlier = (status.get(name, {}) for name in STAGE_NAMES[:STAGE_NAMES.index(stage)])
+        return sum(int(entry.get("global_step", 0)) for entry in earlier if entry.get("state") == "done")
+
     def status(self) -> dict:
         return json.loads(self.status_path.read_text()) if self.status_path.exists() else {}
 
     def set_stage_state(self, stage: str, state: str, **extra) -> None:
         status = self.status()
         entry = status.get(stage, {})
+        if state == "running":
+            entry.pop("error", None)  # of an earlier attempt
         entry.update(state=state, **extra)
         entry[f"{state}_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
         status[stage] = entry

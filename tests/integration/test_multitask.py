@@ -131,9 +131,9 @@ def test_tasks_with_different_channel_counts_train_together_on_both_engines(tmp_
                for engine in ("lightning", "native")}
     assert results["native"].train_losses == pytest.approx(results["lightning"].train_losses, rel=1e-6)
     weights = load_checkpoint(results["lightning"].last_path)["state_dict"]
-    assert weights["model.encoder.stems.c1.weight"].shape == (16, 1 + 1)
-    assert weights["model.encoder.stems.c2.weight"].shape == (16, 2 + 1)
-    assert weights["model.decoder.heads.c2.1.weight"].shape == (2, 16)
+    assert weights["model.encoder.by_rank.d1.stems.c1.weight"].shape == (16, 1 + 1)
+    assert weights["model.encoder.by_rank.d1.stems.c2.weight"].shape == (16, 2 + 1)
+    assert weights["model.decoder.by_rank.d1.heads.c2.1.weight"].shape == (2, 16)
     last = results["lightning"].val_history[-1]
     assert last["val/scalar/nrmse"] > 0 and last["val/pair/nrmse"] > 0
     operator = train_stage(cfg, "operator", tmp_path / "lightning", engine="lightning").result

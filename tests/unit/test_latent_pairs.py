@@ -10,7 +10,9 @@ from ups.config.schema import TaskConfig
 from ups.data.pdebench import PDEBenchFile
 from ups.data.tasks import load_tasks
 from ups.errors import DataError
-from ups.data.latent_pairs import SnapshotDataset, WindowDataset, collate_task_batch, transient_tasks
+from ups.data.latent_pairs import (
+    SnapshotDataset, SteadyFieldDataset, TaskGroups, WindowDataset, collate_task_batch, field_normalizers, transient_tasks,
+)
 
 
 @pytest.fixture
@@ -70,15 +72,29 @@ def test_windows_carry_per_trajectory_parameters_of_multigroup_files(tmp_path, p
         assert windows[j * per_traj]["params"].tolist() == pytest.approx([0.1 * (traj + 1), 2.0])
 
 
-def test_tasks_trained_together_may_differ_in_grid_but_not_in_rank(tmp_path, pdebench_writers):
+def test_tasks_trained_together_may_differ_in_grid_rank_and_channels(tmp_path, pdebench_writers):
     a = pdebench_writers.single(tmp_path / "1D_Burgers_Sols_Nu0.01.hdf5", shape=(6, 8, 16))
-    b = pdebench_writers.single(tmp_path / "1D_Advection_Sols_beta0.4.hdf5", shape=(6, 8, 32))
     c = pdebench_writers.multigroup(tmp_path / "2D_diff-react_NA_NA.h5", n=6, shape=(8, 8, 8, 2))
-    tasks = load_tasks([TaskConfig("a", a.path.name), TaskConfig("b", b.path.name), TaskConfig("c", c.path.name)],
+    d = pdebench_writers.darcy(tmp_path / "2D_DarcyFlow_beta1.0_Train.hdf5")
+    tasks = load_tasks([TaskConfig("a", a.path.name), TaskConfig("c", c.path.name), TaskConfig("d", d.path.name)],
                        tmp_path)
-    assert [t.name for t in transient_tasks(tasks[:2], "autoencoder")] == ["a", "b"]
-    with pytest.raises(DataError, match=r"task 'c' is 2D but 'a' is 1D"):
-        transient_tasks(tasks, "autoencoder")
+    assert [t.name for t in transient_tasks(tasks, "operator")] == ["a", "c"]
+    assert sorted(field_normalizers(tasks)) == ["a", "c", "d.a", "d.u"]
+    assert field_normalizers(tasks)["d.a"] is tasks[2].input_normalizer
+
+
+def test_steady_fields_are_snapshots_of_coefficient_and_solution(tmp_path, pdebench_writers):
+    d = pdebench_writers.darcy(tmp_path / "2D_DarcyFlow_beta1.0_Train.hdf5")
+    (task,) = load_tasks([TaskConfig("darcy", d.path.name)], tmp_path, split_fractions=(0.6, 0.2, 0.2))
+    coefficient, solution = SteadyFieldDataset([task], "train", "a"), SteadyFieldDataset([task], "train", "u")
+    both = TaskGroups([coefficient, solution])
+    assert both.task_sizes == [6, 6] and len(both) == 12
+    i = task.split.train[2]
+    item = both[6 + 2]
+    assert item["task"] == "darcy.u" and int(item["index"]) == i and item["u"].shape == (16, 12, 1)
+    np.testing.assert_allclose(item["u"].numpy(), task.normalizer.normalize(d.arrays["tensor"][i, 0][..., None]),
+                               rtol=1e-6)
+    assert both[2]["task"] == "darcy.a"
 
 
 def test_items_are_grouped_by_task_and_batches_carry_task_names(tmp_path, pdebench_writers):

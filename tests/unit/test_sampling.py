@@ -137,3 +137,20 @@ def test_uniform_len():
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TaskBatchSampler(**kwargs)
+
+
+def test_weights_multiply_a_tasks_draws_and_keep_the_shards_equal():
+    sampler = TaskBatchSampler([20, 3], 4, weights=[1.0, 4.0], world_size=2, seed=1)
+    counts = {0: 0, 1: 0}
+    per_rank = []
+    for rank in (0, 1):
+        shard = TaskBatchSampler([20, 3], 4, weights=[1.0, 4.0], world_size=2, rank=rank, seed=1)
+        batches = list(shard)
+        per_rank.append(len(batches))
+        for batch in batches:
+            counts[0 if batch[0] < 20 else 1] += len(batch)
+    assert counts == {0: 20, 1: 12} and per_rank == [len(sampler)] * 2
+    small = [i for batch in sampler.epoch_batches(0) for i in batch if i >= 20]
+    assert sorted(set(small)) == [20, 21, 22] and all(small.count(i) == 4 for i in (20, 21, 22))
+    with pytest.raises(ValueError, match="one positive weight per task"):
+        TaskBatchSampler([20, 3], 4, weights=[1.0, 0.0])

@@ -44,6 +44,13 @@ class TaskConfig:
     params: dict[str, float] = knob(
         {}, "PDE parameters that override those parsed from the file name and attributes", read_by="data"
     )
+    reduced_resolution: Optional[int] = knob(
+        None, "this task's spatial down-sampling (`data.reduced_resolution` when unset)", read_by="data", min=1
+    )
+    weight: float = knob(
+        1.0, "training draws of this task per epoch, as a multiple of its samples (of the largest task's with "
+        "`data.task_sampling: uniform`); >1 oversamples a small task", read_by="sampler", gt=0
+    )
 
 
 @dataclass
@@ -215,6 +222,10 @@ class OptimizerOverride:
 class StageConfig:
     epochs: int = knob(10, "training epochs; 0 skips the stage", read_by="pipeline", min=0)
     patience: int = knob(5, "validations without improvement before early stopping", read_by="engines", min=1)
+    batch_size: Optional[int] = knob(None, "samples per step for this stage (`training.batch_size` when unset)",
+                                     read_by="engines", min=1)
+    ema_decay: Optional[float] = knob(None, "EMA of this stage's weights (`training.ema_decay` when unset)",
+                                      read_by="engines", gt=0, lt=1.0)
     optimizer: OptimizerOverride = section(OptimizerOverride, "optimizer overrides for this stage")
 
 

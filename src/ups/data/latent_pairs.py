@@ -5,6 +5,7 @@ list of items of one task into a batch that carries ``task_names``.
 
 - ``SnapshotDataset``: one frame of one trajectory, ``u`` [*S, C] (normalised), ``coords``
   [*S, d], ``task_id`` [], ``index`` (trajectory in its file) and ``t`` (frame).
+- ``SteadyFieldDataset``: the coefficient or the solution of a steady pair as a snapshot.
 - ``WindowDataset``: the latent pairs. A window of ``horizon + 1`` frames ``time_stride``
   apart starting at frame ``t0``: ``z`` [H+1, L, D] latents (when a latent cache is given)
   and/or ``window`` [H+1, *S, C] normalised fields (when ``fields``), with ``coords``
@@ -30,20 +31,31 @@ from ups.data.tasks import TaskData, param_names
 from ups.errors import DataError
 
 
-def transient_tasks(tasks: list[TaskData], stage: str) -> list[TaskData]:
-    """The tasks a latent-dynamics stage trains on; all must have the same number of spatial axes
-    (grid sizes and channel counts may differ)."""
-    chosen = [t for t in tasks if t.info.kind == "transient"]
+def tasks_of_kind(tasks: list[TaskData], kind: str, stage: str) -> list[TaskData]:
+    """The ``transient`` or ``steady`` tasks a stage trains on; at least one, else a DataError."""
+    chosen = [t for t in tasks if t.info.kind == kind]
     if not chosen:
-        raise DataError(f"stage {stage} needs at least one time-dependent task; data.tasks has only steady "
-                        f"ones ({', '.join(t.name for t in tasks)}).")
-    first = chosen[0]
-    for task in chosen[1:]:
-        if len(task.info.spatial_shape) != len(first.info.spatial_shape):
-            raise DataError(f"stage {stage}: task '{task.name}' is {len(task.info.spatial_shape)}D but "
-                            f"'{first.name}' is {len(first.info.spatial_shape)}D; tasks trained together share one "
-                            f"encoder and need the same number of spatial axes (train them in separate runs).")
+        what = "time-dependent" if kind == "transient" else "steady (coefficient -> solution, e.g. Darcy)"
+        raise DataError(f"stage {stage} needs at least one {what} task; data.tasks has "
+                        f"{', '.join(f'{t.name} ({t.info.kind})' for t in tasks)}.")
     return chosen
+
+
+def transient_tasks(tasks: list[TaskData], stage: str) -> list[TaskData]:
+    """The time-dependent tasks a latent-dynamics stage trains on (grids, ranks and channels may differ)."""
+    return tasks_of_kind(tasks, "transient", stage)
+
+
+def field_normalizers(tasks: list[TaskData]) -> dict:
+    """Normaliser of every field the autoencoder sees, by field name: a transient task's fields
+    under its name, a steady task's coefficient and solution under ``<task>.a`` and ``<task>.u``."""
+    out = {}
+    for task in tasks:
+        if task.info.kind == "steady":
+            out[f"{task.name}.a"], out[f"{task.name}.u"] = task.input_normalizer, task.normalizer
+        else:
+            out[task.name] = task.normalizer
+    return out
 
 
 def collate_task_batch(items: list[dict]) -> dict:
@@ -67,6 +79,7 @@ class _Indexed(Dataset):
         self.offsets = np.concatenate([[0], np.cumsum(self.per_trajectory)]).astype(np.int64).tolist()
         self.task_sizes = [sum(n for (k, _), n in zip(self.entries, self.per_trajectory) if k == j)
                            for j in range(len(tasks))]
+        self.task_weights = [t.spec.weight for t in tasks]
         self.coords = [torch.from_numpy(t.file.coordinates()) for t in tasks]
 
     def __len__(self) -> int:
@@ -88,6 +101,41 @@ class SnapshotDataset(_Indexed):
         frame = task.file.trajectory(traj, slice(t, t + 1))[0]
         return {"u": torch.from_numpy(task.normalizer.normalize(frame)), "coords": self.coords[k],
                 "task_id": torch.tensor(k), "index": torch.tensor(traj), "t": torch.tensor(t), "task": task.name}
+
+
+class SteadyFieldDataset(_Indexed):
+    """The coefficient a(x) (``field="a"``) or the solution u(x) (``field="u"``) of steady pairs, as
+    snapshots for the autoencoder: ``u`` [*S, 1] normalised, ``coords``, ``task_id``, ``index`` and
+    ``task`` = ``<task>.<field>`` (the key of ``field_normalizers``)."""
+
+    def __init__(self, tasks: list[TaskData], split: str, field: str):
+        super().__init__(tasks, split, [1] * len(tasks))
+        self.field = field
+
+    def __getitem__(self, item: int) -> dict:
+        k, i, _ = self.locate(item)
+        task = self.tasks[k]
+        a, u = task.file.steady_pair(i)
+        values, norm = (a, task.input_normalizer) if self.field == "a" else (u, task.normalizer)
+        return {"u": torch.from_numpy(norm.normalize(values)), "coords": self.coords[k], "task_id": torch.tensor(k),
+                "index": torch.tensor(i), "t": torch.tensor(0), "task": f"{task.name}.{self.field}"}
+
+
+class TaskGroups(Dataset):
+    """Datasets one after the other, their task groups kept: ``task_sizes`` is the concatenation."""
+
+    def __init__(self, datasets: Sequence):
+        self.datasets = [d for d in datasets if len(d)]
+        self.task_sizes = [n for d in self.datasets for n in d.task_sizes]
+        self.task_weights = [w for d in self.datasets for w in d.task_weights]
+        self.offsets = np.cumsum([0] + [len(d) for d in self.datasets]).tolist()
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def __getitem__(self, item: int) -> dict:
+        j = bisect.bisect_right(self.offsets, item) - 1
+        return self.datasets[j][item - self.offsets[j]]
 
 
 class WindowDataset(_Indexed):

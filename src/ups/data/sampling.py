@@ -13,6 +13,8 @@ in grid size and channel count, so a batch never mixes tasks.
 - ``uniform``: every task contributes ``max_k size_k`` draws per epoch: fresh permutations of a
   smaller task are concatenated and truncated, so each of its items is drawn floor or ceil of
   ``max / size`` times, and at least once.
+- ``weights`` (per task, default 1): multiply a task's draws per epoch (rounded, at least one),
+  e.g. to draw a small task more often; draws beyond its size repeat its items as ``uniform`` does.
 - ``shuffle=False`` (validation): tasks in order, items in order, consecutive batches.
 - Sharding: rank r takes batches r, r + W, ... of the epoch's list. When the batch count is not
   a multiple of the world size W, the largest batch (the first of equal ones) is halved until it
@@ -42,11 +44,12 @@ class _EpochHandle:
         self.owner.set_epoch(epoch)
 
 
-def _task_draws(task_sizes: Sequence[int], strategy: str) -> list[int]:
-    """Draws per task and epoch: its size (proportional) or the largest size (uniform)."""
-    if strategy == "proportional":
-        return list(task_sizes)
-    return [max(task_sizes) if size else 0 for size in task_sizes]
+def _task_draws(task_sizes: Sequence[int], strategy: str, weights: Sequence[float] | None) -> list[int]:
+    """Draws per task and epoch: its size (proportional) or the largest size (uniform), times
+    its weight (rounded, at least 1 for a non-empty task)."""
+    base = list(task_sizes) if strategy == "proportional" else [max(task_sizes) if n else 0 for n in task_sizes]
+    weights = weights if weights is not None else [1.0] * len(base)
+    return [max(1, round(b * w)) if b else 0 for b, w in zip(base, weights)]
 
 
 def _draw(size: int, n_draws: int, g: torch.Generator | None) -> torch.Tensor:
@@ -85,13 +88,16 @@ class TaskBatchSampler(Sampler[list[int]]):
     """
 
     def __init__(self, task_sizes: Sequence[int], batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                 strategy: str = "proportional", rank: int = 0, world_size: int = 1):
+                 strategy: str = "proportional", rank: int = 0, world_size: int = 1,
+                 weights: Sequence[float] | None = None):
         _check(task_sizes, batch_size, strategy, rank, world_size)
+        if weights is not None and (len(weights) != len(task_sizes) or min(weights) <= 0):
+            raise ValueError(f"weights={list(weights)}: need one positive weight per task ({len(task_sizes)}).")
         self.task_sizes, self.batch_size = list(task_sizes), batch_size
         self.seed, self.shuffle, self.strategy = seed, shuffle, strategy
         self.rank, self.world_size = rank, world_size
         self.offsets = [sum(self.task_sizes[:k]) for k in range(len(self.task_sizes))]
-        self.draws = _task_draws(self.task_sizes, strategy)
+        self.draws = _task_draws(self.task_sizes, strategy, weights)
         n_batches = sum(math.ceil(n / batch_size) for n in self.draws)
         self.n_splits = -n_batches % world_size
         if n_batches + self.n_splits > sum(self.draws):

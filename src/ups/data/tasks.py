@@ -71,6 +71,7 @@ def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, see
     if not path.exists():
         raise DataError(f"task '{spec.name}': data file {path} does not exist (path {spec.path!r} under "
                         f"data_dir {data_dir}). {missing_file_hint(path)}")
+    r = spec.reduced_resolution or r
     file = PDEBenchFile(path, layout=spec.layout, reduced_resolution=r, reduced_resolution_t=rt,
                         params_override=spec.params)
     info = file.info
@@ -138,6 +139,16 @@ class _TaskSplitDataset(Dataset):
         self.index_map = [(k, i) for k, t in enumerate(self.tasks) for i in t.split.indices(split)]
 
     @property
+    def task_sizes(self) -> list[int]:
+        """Items per task, in task order (items of one task are contiguous)."""
+        return [sum(1 for j, _ in self.index_map if j == k) for k in range(len(self.tasks))]
+
+    @property
+    def task_weights(self) -> list[float]:
+        """``data.tasks[*].weight`` of each task, aligned with ``task_sizes``."""
+        return [t.spec.weight for t in self.tasks]
+
+    @property
     def task_names(self) -> list[str]:
         """The task name of every item, in item order (for task-aware samplers)."""
         return [self.tasks[k].name for k, _ in self.index_map]
@@ -149,7 +160,7 @@ class _TaskSplitDataset(Dataset):
         task = self.tasks[k]
         return {"coords": self._coords[k],
                 "params": _param_vector(task.file.params_of(i), self.param_order),
-                "task": task.name, "index": i}
+                "task": task.name, "task_id": k, "index": i}
 
 
 class TrajectoryDataset(_TaskSplitDataset):
@@ -174,7 +185,7 @@ class SteadyPairDataset(_TaskSplitDataset):
 
     Item: ``input`` a(x) float32 [*spatial, 1] and ``target`` u(x) [*spatial, 1], each
     normalised by its own normaliser, ``coords`` [*spatial, d], ``params`` [P], ``task``,
-    ``index``.
+    ``task_id`` (position among the steady tasks), ``index``.
     """
 
     kind = "steady"

@@ -6,6 +6,7 @@ batches and write the same checkpoint format (``ups.checkpoint``).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 
 from ups.config import Config
@@ -17,14 +18,14 @@ from ups.runs import RunDir
 __all__ = ["ENGINES", "FitResult", "fit_checked", "fit_stage", "preflight"]
 
 
-def _lightning(stage, cfg, run, resume, callbacks):
+def _lightning(stage, cfg, run, resume, callbacks, step_offset):
     from ups.engines.lightning import fit_lightning
-    return fit_lightning(stage, cfg, run, resume=resume, callbacks=callbacks)
+    return fit_lightning(stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset)
 
 
-def _native(stage, cfg, run, resume, callbacks):
+def _native(stage, cfg, run, resume, callbacks, step_offset):
     from ups.engines.native import fit_native
-    return fit_native(stage, cfg, run, resume=resume, callbacks=callbacks)
+    return fit_native(stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset)
 
 
 log = logging.getLogger("ups")
@@ -40,6 +41,10 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
     if engine == "native":
         from ups.engines.native import refuse_unsupported
         refuse_unsupported(cfg)
+    if engine == "lightning" and cfg.logging.tensorboard and not any(
+            importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")):
+        raise UPSError("logging.tensorboard=true needs the tensorboard package: `pip install tensorboard`, "
+                       "or set logging.tensorboard=false (metrics.csv is written either way).")
     if cfg.training.strategy == "fsdp" and not uses_gpu(cfg):
         raise UPSError("training.strategy=fsdp needs GPUs; use training.strategy=ddp (or auto) on CPU.")
     last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
@@ -55,28 +60,31 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
                    else "check data.split and the tasks' trajectory counts")
             raise UPSError(f"stage {stage.name}: the {name} split has no samples; {fix}.")
         try:  # the sampler refuses a split too small to give every rank the same number of batches
-            task_batch_sampler(dataset, cfg, train=name == "train", world_size=ranks)
+            task_batch_sampler(dataset, cfg, stage.name, train=name == "train", world_size=ranks)
         except ValueError as exc:
             raise UPSError(f"stage {stage.name}, {name} split on {ranks} rank(s): {exc}") from None
 
 
 def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", resume: bool = False,
-              callbacks=()) -> FitResult:
+              callbacks=(), step_offset: int = 0) -> FitResult:
     """Train ``stage`` for ``stages.<stage.name>.epochs`` epochs into ``run``.
 
     With ``resume`` training continues from ``run.checkpoint_dir(stage)/last.ckpt`` (either
     engine's) with weights, optimizer, scheduler, EMA, generator and counters restored.
-    ``callbacks``: extra Lightning callbacks (Lightning engine only).
+    ``callbacks``: extra Lightning callbacks (Lightning engine only). ``step_offset`` is added
+    to every logged step (the run's continuous step axis, ``RunDir.step_offset``); the
+    checkpoints' ``global_step`` stays the stage's own.
     """
     preflight(stage, cfg, run, engine=engine, resume=resume)
-    return fit_checked(stage, cfg, run, engine=engine, resume=resume, callbacks=callbacks)
+    return fit_checked(stage, cfg, run, engine=engine, resume=resume, callbacks=callbacks, step_offset=step_offset)
 
 
-def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool, callbacks=()) -> FitResult:
+def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool, callbacks=(),
+                step_offset: int = 0) -> FitResult:
     """``fit_stage`` after ``preflight`` has passed (callers that must check before writing
     anything run ``preflight`` themselves, then this). Each engine runs the stage's ``prepare``
     (e.g. the latent cache) on its own device before building the loaders."""
     if cfg.checkpoint.every_n_steps is not None:
         log.warning("checkpoint.every_n_steps is not honoured yet: last.ckpt is written at the end of each epoch, "
                     "so that a resume always starts on an epoch boundary in either engine.")
-    return ENGINES[engine](stage, cfg, run, resume, callbacks)
+    return ENGINES[engine](stage, cfg, run, resume, callbacks, step_offset)

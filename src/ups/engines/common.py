@@ -42,12 +42,26 @@ def task_sizes(dataset) -> list[int]:
     return list(getattr(dataset, "task_sizes", [len(dataset)]))
 
 
-def task_batch_sampler(dataset, cfg: Config, *, train: bool, rank: int = 0, world_size: int = 1) -> TaskBatchSampler:
-    """One-task batches sharded over ``world_size`` ranks: shuffled per epoch with
-    ``data.task_sampling`` for training, in order (every sample once) for validation."""
-    return TaskBatchSampler(task_sizes(dataset), cfg.training.batch_size, seed=cfg.seed, shuffle=train,
+def batch_size(cfg: Config, stage_name: str) -> int:
+    """``stages.<stage>.batch_size``, else ``training.batch_size``."""
+    own = stage_settings(cfg, stage_name).batch_size
+    return own if own is not None else cfg.training.batch_size
+
+
+def ema_decay(cfg: Config, stage_name: str) -> float | None:
+    """``stages.<stage>.ema_decay``, else ``training.ema_decay`` (None: no EMA)."""
+    own = stage_settings(cfg, stage_name).ema_decay
+    return own if own is not None else cfg.training.ema_decay
+
+
+def task_batch_sampler(dataset, cfg: Config, stage_name: str, *, train: bool, rank: int = 0,
+                       world_size: int = 1) -> TaskBatchSampler:
+    """One-task batches of the stage's batch size sharded over ``world_size`` ranks: shuffled per
+    epoch with ``data.task_sampling`` and the tasks' weights for training, in order (every sample
+    once) for validation."""
+    return TaskBatchSampler(task_sizes(dataset), batch_size(cfg, stage_name), seed=cfg.seed, shuffle=train,
                             strategy=cfg.data.task_sampling if train else "proportional", rank=rank,
-                            world_size=world_size)
+                            world_size=world_size, weights=getattr(dataset, "task_weights", None) if train else None)
 
 
 def build_loaders(stage, cfg: Config, *, validate: bool, rank: int = 0,
@@ -60,7 +74,7 @@ def build_loaders(stage, cfg: Config, *, validate: bool, rank: int = 0,
         common["prefetch_factor"] = t.prefetch_factor
 
     def loader(dataset, train: bool) -> DataLoader:
-        sampler = task_batch_sampler(dataset, cfg, train=train, rank=rank, world_size=world_size)
+        sampler = task_batch_sampler(dataset, cfg, stage.name, train=train, rank=rank, world_size=world_size)
         return DataLoader(dataset, batch_sampler=sampler, **common)
 
     # both splits are checked non-empty and large enough for the ranks by ``ups.engines.preflight``

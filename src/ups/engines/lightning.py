@@ -14,13 +14,14 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
-from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+from lightning.pytorch.utilities import rank_zero_only
 
 from ups.checkpoint import STATE_PREFIX, ups_block
 from ups.config import Config
 from ups.engines.common import (
-    BEST_FILENAME, LAST_NAME, MONITOR, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, compile_submodules,
+    BEST_FILENAME, LAST_NAME, MONITOR, batch_size, ema_decay, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, compile_submodules,
     check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings, total_optimizer_steps,
     train_log_values, uses_gpu, validation_means, validation_on,
 )
@@ -38,7 +39,8 @@ class StageModule(pl.LightningModule):
         self.stage, self.cfg = stage, cfg
         self.batches_per_epoch, self.total_steps = batches_per_epoch, total_steps
         self.model = stage.model
-        self.ema = EMA(stage.model, cfg.training.ema_decay) if cfg.training.ema_decay else None
+        decay = ema_decay(cfg, stage.name)
+        self.ema = EMA(stage.model, decay) if decay else None
         self.train_losses: list[torch.Tensor] = []
         self.val_history: list[dict[str, float]] = []
         self._metrics = MetricMeans()
@@ -66,7 +68,7 @@ class StageModule(pl.LightningModule):
             self._skipped += 1
             return None  # Lightning skips backward for this batch
         self._train_metrics.add(per_sample)
-        self.log_dict(train_log_values(scalars), on_step=True, on_epoch=False, batch_size=self.cfg.training.batch_size)
+        self.log_dict(train_log_values(scalars), on_step=True, on_epoch=False, batch_size=batch_size(self.cfg, self.stage.name))
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -179,17 +181,16 @@ def strategy_for(cfg: Config, all_parameters_used: bool) -> str:
 
 
 def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(), *,
-                  all_parameters_used: bool = True) -> pl.Trainer:
-    """The config's ``training``, ``checkpoint``, ``logging`` and ``stages.<stage>`` as a Trainer."""
+                  all_parameters_used: bool = True, step_offset: int = 0) -> pl.Trainer:
+    """The config's ``training``, ``checkpoint``, ``logging`` and ``stages.<stage>`` as a Trainer;
+    its loggers add ``step_offset`` to every step (the run's continuous step axis)."""
     t = cfg.training
     if t.compile and t.devices * t.num_nodes > 1:
         log.warning("training.compile=true with several devices fails on some PyTorch builds; "
                     "set training.compile=false if the run errors while compiling.")
-    log_dir = run.log_dir(stage_name)
-    loggers = [CSVLogger(save_dir=log_dir, name="", version="")]
+    loggers = [StageCSVLogger(run.log_dir(stage_name), step_offset)]
     if cfg.logging.tensorboard:
-        from lightning.pytorch.loggers import TensorBoardLogger
-        loggers.append(TensorBoardLogger(save_dir=log_dir, name="tensorboard", version=""))
+        loggers.append(RunTensorBoardLogger(run, stage_name, step_offset))
     callbacks = monitor_callbacks(cfg, run, stage_name) + list(callbacks_extra)
     if t.lightning_profile == "timer" and t.max_time is None:
         callbacks.append(Timer())
@@ -205,6 +206,34 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
         logger=loggers, callbacks=callbacks, use_distributed_sampler=False, default_root_dir=run.root,
         profiler=None if t.lightning_profile in ("none", "timer") else t.lightning_profile,
     )
+
+
+class StageCSVLogger(CSVLogger):
+    """``logs/<stage>/metrics.csv``, its steps shifted by ``step_offset``."""
+
+    def __init__(self, log_dir: Path, step_offset: int):
+        super().__init__(save_dir=log_dir, name="", version="")
+        self.step_offset = step_offset
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        super().log_metrics(metrics, None if step is None else step + self.step_offset)
+
+
+class RunTensorBoardLogger(TensorBoardLogger):
+    """The run's one TensorBoard run, ``logs/tensorboard/``: every stage writes there (an event
+    file each), its tags prefixed with the stage (``operator/val/nrmse``), its steps shifted by
+    ``step_offset`` so that the stages follow each other on one step axis."""
+
+    def __init__(self, run: RunDir, stage_name: str, step_offset: int):
+        super().__init__(save_dir=run.tensorboard_dir.parent, name=run.tensorboard_dir.name, version="",
+                         default_hp_metric=False)
+        self.stage_name, self.step_offset = stage_name, step_offset
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        tagged = {f"{self.stage_name}/{key}": value for key, value in metrics.items()}
+        super().log_metrics(tagged, None if step is None else step + self.step_offset)
 
 
 def _keep_previous_metrics(trainer: pl.Trainer) -> None:
@@ -235,7 +264,8 @@ def refuse_in_process_launchers(trainer: pl.Trainer) -> None:
                        f"(`ups train … --devices N`) or under torchrun/SLURM, with training.strategy=ddp.")
 
 
-def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=()) -> FitResult:
+def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=(),
+                  step_offset: int = 0) -> FitResult:
     validate = validation_on(cfg)
     if not validate:
         log.info(VALIDATION_OFF_MESSAGE)
@@ -243,7 +273,7 @@ def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, call
     if resume:
         ckpt_path = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"  # checked to fit by preflight
     trainer = build_trainer(cfg, run, stage.name, callbacks,
-                            all_parameters_used=stage.all_parameters_used_every_step())
+                            all_parameters_used=stage.all_parameters_used_every_step(), step_offset=step_offset)
     refuse_in_process_launchers(trainer)
     if resume:
         _keep_previous_metrics(trainer)

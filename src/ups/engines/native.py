@@ -22,7 +22,7 @@ import torch
 from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state_dict, save_checkpoint, ups_block
 from ups.config import Config
 from ups.engines.common import (
-    CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, compile_submodules,
+    CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, ema_decay, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, compile_submodules,
     check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, split_terms, stage_settings,
     total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
 )
@@ -47,10 +47,12 @@ def refuse_unsupported(cfg: Config) -> str:
 
 class MetricsCSV:
     """``metrics.csv`` as Lightning's CSVLogger writes it: one row per log call, the header
-    grows (and the file is rewritten) when a new key appears; appends across resumes."""
+    grows (and the file is rewritten) when a new key appears; appends across resumes. Steps
+    are written shifted by ``step_offset`` (the run's continuous step axis)."""
 
-    def __init__(self, log_dir: Path, *, append: bool):
+    def __init__(self, log_dir: Path, *, append: bool, step_offset: int = 0):
         self.path = log_dir / "metrics.csv"
+        self.step_offset = step_offset
         log_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
         self.keys: list[str] = []
@@ -64,7 +66,7 @@ class MetricsCSV:
 
     def log(self, metrics: dict, step: int) -> None:
         row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
-        row["step"] = step
+        row["step"] = step + self.step_offset
         new = [k for k in row if k not in self.keys]
         self.rows.append(row)
         if new:
@@ -81,7 +83,7 @@ class MetricsCSV:
 class NativeTrainer:
     """Holds the state of one fit; ``fit`` is the loop."""
 
-    def __init__(self, stage, cfg: Config, run: RunDir, *, resume: bool = False):
+    def __init__(self, stage, cfg: Config, run: RunDir, *, resume: bool = False, step_offset: int = 0):
         self.stage, self.cfg, self.run = stage, cfg, run
         precision = refuse_unsupported(cfg)
         self.device = torch.device("cuda" if uses_gpu(cfg) else "cpu")
@@ -97,7 +99,8 @@ class NativeTrainer:
             torch.use_deterministic_algorithms(True)
         stage.model.to(self.device)
         self.optimizer, self.scheduler = stage.configure_optimizers(self.total_steps)
-        self.ema = EMA(stage.model, cfg.training.ema_decay) if cfg.training.ema_decay else None
+        decay = ema_decay(cfg, stage.name)
+        self.ema = EMA(stage.model, decay) if decay else None
         self.ckpt_dir = run.checkpoint_dir(stage.name)
         self.top_k = TopK(cfg.checkpoint.save_top_k)
         self.patience = Patience(self.settings.patience)
@@ -105,7 +108,7 @@ class NativeTrainer:
         self.train_losses: list[float] = []
         self.val_history: list[dict[str, float]] = []
         self.skipped = 0
-        self.csv = MetricsCSV(run.log_dir(stage.name), append=resume)
+        self.csv = MetricsCSV(run.log_dir(stage.name), append=resume, step_offset=step_offset)
         # Lightning's callback state keys, so that checkpoints resume in either engine.
         from ups.engines.lightning import monitor_callbacks
         self.state_keys = [cb.state_key for cb in monitor_callbacks(cfg, run, stage.name)]
@@ -268,14 +271,18 @@ def _to_device(batch, device: torch.device):
     return batch
 
 
-def fit_native(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=()) -> FitResult:
+def fit_native(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=(),
+               step_offset: int = 0) -> FitResult:
     if callbacks:
         raise UPSError("Lightning callbacks need the Lightning engine (--engine lightning).")
     if not validation_on(cfg):
         log.info(VALIDATION_OFF_MESSAGE)
+    if cfg.logging.tensorboard:
+        log.info("logging.tensorboard: the native engine writes metrics.csv only; TensorBoard logs come "
+                 "with --engine lightning.")
     if cfg.training.compile:
         compile_submodules(stage.model)
-    trainer = NativeTrainer(stage, cfg, run, resume=resume)
+    trainer = NativeTrainer(stage, cfg, run, resume=resume, step_offset=step_offset)
     if resume:
         trainer.resume()
     return trainer.fit()

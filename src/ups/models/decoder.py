@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from ups.models.blocks import CrossAttentionBlock, FourierFeatures, locality_bias, token_centres, token_grid
-from ups.models.encoder import channel_counts, stem_key
+from ups.models.encoder import channel_counts, rank_module, stem_key
 
 _HEADS = 4
 # The MLPs run once per query point, so they dominate the cost of decoding a whole grid;
@@ -60,3 +60,23 @@ class AnyPointDecoder(nn.Module):
         for block in self.blocks:
             h = block(h, context, bias)
         return self.heads[stem_key(channels)](h)
+
+
+class FieldDecoder(nn.Module):
+    """Latent tokens -> field values at query points of any supported rank: an ``AnyPointDecoder``
+    per number of coordinate axes (``by_rank["d1"]``, ``by_rank["d2"]``), chosen from the queries.
+
+    ``channels_by_rank``: {coordinate axes: channel counts of the fields of that rank}.
+    """
+
+    def __init__(self, dim: int, channels_by_rank: dict[int, Sequence[int]], hidden: int = 128, depth: int = 3,
+                 fourier_features: int = 16):
+        super().__init__()
+        self.by_rank = nn.ModuleDict({
+            f"d{rank}": AnyPointDecoder(dim, rank, channels, hidden=hidden, depth=depth,
+                                        fourier_features=fourier_features)
+            for rank, channels in sorted(channels_by_rank.items())})
+
+    def forward(self, z: Tensor, x: Tensor, channels: int | None = None) -> Tensor:
+        """z [B, L, D], x [B, Q, d] -> u [B, Q, C] with the decoder of rank d."""
+        return rank_module(self.by_rank, x.shape[-1], "FieldDecoder")(z, x, channels=channels)

@@ -93,3 +93,34 @@ def torch_cat(a: Tensor, b: Tensor) -> Tensor:
     """Concatenate on the last axis, broadcasting ``b``'s leading axes to ``a``'s."""
     shape = (*a.shape[:-1], b.shape[-1])
     return torch.cat([a, b.expand(shape)], dim=-1)
+
+
+class FieldEncoder(nn.Module):
+    """Fields of any supported rank -> one latent space [B, L, D]: a ``GridEncoder`` per number of
+    spatial axes (``by_rank["d1"]``, ``by_rank["d2"]``), chosen from the coordinates' last axis.
+
+    ``channels_by_rank``: {spatial axes: channel counts of the fields of that rank}.
+    """
+
+    def __init__(self, channels_by_rank: dict[int, Sequence[int]], tokens: int, dim: int, hidden: int = 64,
+                 depth: int = 2, kernel_size: int = 5):
+        super().__init__()
+        self.by_rank = nn.ModuleDict({
+            f"d{rank}": GridEncoder(channels, rank, tokens, dim, hidden=hidden, depth=depth, kernel_size=kernel_size)
+            for rank, channels in sorted(channels_by_rank.items())})
+
+    def forward(self, u: Tensor, coords: Tensor) -> Tensor:
+        """u [B, *S, C], coords [B, *S, d] -> z [B, L, D] with the encoder of rank d."""
+        return rank_module(self.by_rank, coords.shape[-1], "FieldEncoder")(u, coords)
+
+    @property
+    def n_stems(self) -> int:
+        return sum(len(enc.stems) for enc in self.by_rank.values())
+
+
+def rank_module(modules: nn.ModuleDict, rank: int, owner: str) -> nn.Module:
+    key = f"d{rank}"
+    if key not in modules:
+        raise ValueError(f"{owner} has networks for {sorted(modules)} spatial axes, not {rank} (coordinates' last "
+                         f"axis); the fields must come from tasks it was built for.")
+    return modules[key]

@@ -27,7 +27,8 @@ log = logging.getLogger("ups")
 class StageRun:
     stage: str
     run: RunDir
-    result: FitResult | None  # None when the stage was skipped (epochs <= 0)
+    result: FitResult | None  # None when the stage did not train now
+    action: str = "trained"   # trained | resumed | skipped (epochs <= 0) | already done (``ups pipeline --resume``)
 
 
 def is_rank_zero() -> bool:
@@ -76,20 +77,37 @@ def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightn
     run = RunDir(run_dir)
     if getattr(cfg.stages, stage).epochs <= 0:
         log.info("stage %s: stages.%s.epochs is 0, skipped", stage, stage)
-        return StageRun(stage, run, None)
+        return StageRun(stage, run, None, action="skipped")
+    stage_obj = checked_stage(cfg, stage, run, engine=engine, resume=resume, from_run=from_run)
+    return fit_in_run(stage_obj, cfg, run, engine=engine, resume=resume)
+
+
+def checked_stage(cfg: Config, stage: str, run: RunDir, *, engine: str, resume: bool,
+                  from_run: Path | None = None):
+    """The Stage object of ``stage``, built on its upstream checkpoints (from ``from_run`` or
+    ``run``) and through ``preflight``: every check that needs no training, before anything is
+    written. Raises ``UPSError`` on bad input."""
     stage_obj = build_stage(cfg, stage, RunDir(from_run) if from_run else run)
     preflight(stage_obj, cfg, run, engine=engine, resume=resume)
+    return stage_obj
 
+
+def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> StageRun:
+    """Train a ``checked_stage`` into ``run``, keeping ``stage_status.json`` truthful (rank 0):
+    running (with the log step offset) → done (checkpoints, score, steps, epochs) or failed."""
+    stage, offset = stage_obj.name, run.step_offset(stage_obj.name)
+    action = "resumed" if resume else "trained"
     if not is_rank_zero():  # Lightning re-runs this command per device; rank 0 keeps the books
-        return StageRun(stage, run, fit_checked(stage_obj, cfg, run, engine=engine, resume=resume))
+        result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset)
+        return StageRun(stage, run, result, action)
     run.init(cfg)
-    run.set_stage_state(stage, "running", engine=engine)
+    run.set_stage_state(stage, "running", engine=engine, step_offset=offset)
     try:
-        result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume)
+        result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset)
     except BaseException as exc:
         run.set_stage_state(stage, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     run.set_stage_state(stage, "done", engine=engine, best_path=str(result.best_path) if result.best_path else None,
                         last_path=str(result.last_path), best_score=result.best_score,
                         global_step=result.global_step, epochs=result.epochs_run)
-    return StageRun(stage, run, result)
+    return StageRun(stage, run, result, action)

@@ -1,10 +1,14 @@
 """Stage ``autoencoder``: grid encoder + any-point decoder trained to reconstruct snapshots.
 
-Training queries the decoder at ``decoder.query_points`` random grid points per sample (drawn
-from the stage's generator) and minimises the relative MSE there (``train/nrmse`` is the
-per-sample nRMSE at those points, in normalised units); validation decodes every grid point
-and reports the nRMSE in physical units. Tasks with different channel counts get their own
-encoder stem and decoder head; everything else is shared.
+It learns every field of the config: the frames of time-dependent tasks and, for steady
+tasks, the coefficient a(x) and the solution u(x) (field names ``<task>.a``, ``<task>.u``),
+so the later stages (operator, steady prior) all work in one latent space. Training queries
+the decoder at ``decoder.query_points`` random grid points per sample (drawn from the stage's
+generator) and minimises the relative MSE there (``train/nrmse`` is the per-sample nRMSE at
+those points, in normalised units); validation decodes every grid point and reports the
+nRMSE in physical units. Fields with another number of spatial axes get their own encoder
+and decoder (``by_rank``), fields with other channel counts their own stem and head; every
+network maps into the same [L, D] latent space.
 """
 
 from __future__ import annotations
@@ -12,27 +16,38 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ups.data.latent_pairs import SnapshotDataset, transient_tasks
+from ups.data.latent_pairs import SnapshotDataset, SteadyFieldDataset, TaskGroups, field_normalizers
+from ups.errors import DataError
 from ups.eval.metrics import nrmse
-from ups.models import AnyPointDecoder, GridEncoder
+from ups.models import FieldDecoder, FieldEncoder
 from ups.stages.base import Stage
 from ups.stages.batch import denormalize, flat_points, per_task, relative_rmse
 
 
 class Autoencoder(nn.Module):
-    def __init__(self, encoder: GridEncoder, decoder: AnyPointDecoder):
+    def __init__(self, encoder: FieldEncoder, decoder: FieldDecoder):
         super().__init__()
         self.encoder = encoder
         self.decoder = decoder
 
 
+def channels_by_rank(tasks) -> dict[int, list[int]]:
+    """{spatial axes: channel counts} of every field of ``tasks`` (a steady task's a and u have 1)."""
+    out: dict[int, list[int]] = {}
+    for task in tasks:
+        channels = 1 if task.info.kind == "steady" else task.info.n_channels
+        out.setdefault(len(task.info.spatial_shape), []).append(channels)
+    return out
+
+
 def build_autoencoder(cfg, tasks) -> Autoencoder:
-    """The encoder/decoder pair for the (transient) tasks' grid rank and channel counts."""
-    dims, channels = len(tasks[0].info.spatial_shape), [t.info.n_channels for t in tasks]
-    encoder = GridEncoder(channels, dims, tokens=cfg.latent.tokens, dim=cfg.latent.dim, hidden=cfg.encoder.hidden,
-                          depth=cfg.encoder.depth, kernel_size=cfg.encoder.kernel_size)
-    decoder = AnyPointDecoder(cfg.latent.dim, dims, channels, hidden=cfg.decoder.hidden, depth=cfg.decoder.depth,
-                              fourier_features=cfg.decoder.fourier_features)
+    """The encoder/decoder pair for every field of ``tasks`` (all of ``data.tasks``, so every stage
+    builds the same networks and loads the same checkpoint)."""
+    ranks = channels_by_rank(tasks)
+    encoder = FieldEncoder(ranks, tokens=cfg.latent.tokens, dim=cfg.latent.dim, hidden=cfg.encoder.hidden,
+                           depth=cfg.encoder.depth, kernel_size=cfg.encoder.kernel_size)
+    decoder = FieldDecoder(cfg.latent.dim, ranks, hidden=cfg.decoder.hidden, depth=cfg.decoder.depth,
+                           fourier_features=cfg.decoder.fourier_features)
     return Autoencoder(encoder, decoder)
 
 
@@ -40,18 +55,26 @@ class AutoencoderStage(Stage):
     name = "autoencoder"
 
     def build(self) -> nn.Module:
-        self.dyn_tasks = transient_tasks(self.tasks, self.name)
-        self.by_name = {t.name: t for t in self.dyn_tasks}
-        return build_autoencoder(self.cfg, self.dyn_tasks)
+        if not self.tasks:
+            raise DataError("stage autoencoder needs at least one task in data.tasks.")
+        self.normalizers = field_normalizers(self.tasks)
+        return build_autoencoder(self.cfg, self.tasks)
 
     def all_parameters_used_every_step(self) -> bool:
-        return len(self.model.encoder.in_channels) == 1
+        return self.model.encoder.n_stems == 1
+
+    def _fields(self, split: str) -> TaskGroups:
+        """Snapshots of every transient task, then the coefficients and solutions of the steady ones."""
+        transient = [t for t in self.tasks if t.info.kind == "transient"]
+        steady = [t for t in self.tasks if t.info.kind == "steady"]
+        return TaskGroups([SnapshotDataset(transient, split), SteadyFieldDataset(steady, split, "a"),
+                           SteadyFieldDataset(steady, split, "u")])
 
     def train_dataset(self):
-        return SnapshotDataset(self.dyn_tasks, "train")
+        return self._fields("train")
 
     def val_dataset(self):
-        return SnapshotDataset(self.dyn_tasks, "val")
+        return self._fields("val")
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         u, coords = batch["u"], batch["coords"]
@@ -78,7 +101,7 @@ class AutoencoderStage(Stage):
         target = flat_points(u)
         # Metrics in float32 whatever the autocast precision, so bf16 rounding does not floor them.
         pred, target = pred.float(), target.float()
-        values = nrmse(denormalize(self.by_name, names, pred), denormalize(self.by_name, names, target))
+        values = nrmse(denormalize(self.normalizers, names, pred), denormalize(self.normalizers, names, target))
         metrics: dict[str, torch.Tensor] = {}
         per_task(metrics, "nrmse", values, names)
         return metrics

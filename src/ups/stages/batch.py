@@ -30,16 +30,17 @@ def _select(values: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
     return values if rows is None else values[torch.tensor(rows, device=values.device)]
 
 
-def denormalize(tasks: dict, task_names: list[str], values: torch.Tensor) -> torch.Tensor:
-    """Normalised values [B, ..., C] of samples of the named tasks (``tasks``: name -> TaskData) -> physical units."""
+def denormalize(normalizers: dict, task_names: list[str], values: torch.Tensor) -> torch.Tensor:
+    """Normalised values [B, ..., C] of samples of the named tasks (``normalizers``: name -> Normalizer)
+    -> physical units."""
     groups = task_rows(task_names)
     if len(groups) == 1:
         (name,) = groups
-        return tasks[name].normalizer.denormalize(values)
+        return normalizers[name].denormalize(values)
     out = torch.empty_like(values)
     for name, rows in groups.items():
         index = torch.tensor(rows, device=values.device)
-        out[index] = tasks[name].normalizer.denormalize(values[index])
+        out[index] = normalizers[name].denormalize(values[index])
     return out
 
 

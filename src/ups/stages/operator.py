@@ -25,7 +25,7 @@ from torch import nn
 
 from ups.checkpoint import load_upstream
 from ups.data.latent_cache import LatentCache, LatentEntry, encoder_digest
-from ups.data.latent_pairs import WindowDataset, transient_tasks
+from ups.data.latent_pairs import WindowDataset, field_normalizers, transient_tasks
 from ups.data.tasks import param_names
 from ups.eval.metrics import nrmse
 from ups.models import LatentOperator
@@ -50,17 +50,20 @@ class OperatorStage(Stage):
     upstream = ("autoencoder",)
 
     def build(self) -> nn.Module:
-        cfg = self.cfg
-        self.dyn_tasks = transient_tasks(self.tasks, self.name)
-        self.by_name = {t.name: t for t in self.dyn_tasks}
-        self.latents: list[LatentEntry] | None = None
-        autoencoder = build_autoencoder(cfg, self.dyn_tasks)
+        autoencoder = build_autoencoder(self.cfg, self.tasks)
         load_upstream(autoencoder, self.upstream_checkpoints["autoencoder"], "autoencoder")
         autoencoder.requires_grad_(False)
-        n_params = len(param_names(self.dyn_tasks))
+        return self.operator_model(autoencoder)
+
+    def operator_model(self, autoencoder: nn.Module) -> OperatorModel:
+        """``autoencoder`` + a fresh operator for this config's time-dependent tasks."""
+        cfg = self.cfg
+        self.dyn_tasks = transient_tasks(self.tasks, self.name)
+        self.normalizers = field_normalizers(self.dyn_tasks)
+        self.latents: list[LatentEntry] | None = None
         operator = LatentOperator(cfg.latent.tokens, cfg.latent.dim, depth=cfg.operator.depth, heads=cfg.operator.heads,
                                   mlp_ratio=cfg.operator.mlp_ratio, dropout=cfg.operator.dropout,
-                                  n_params=n_params, n_tasks=len(self.dyn_tasks))
+                                  n_params=len(param_names(self.dyn_tasks)), n_tasks=len(self.dyn_tasks))
         return OperatorModel(autoencoder, operator)
 
     def frozen_modules(self) -> list[nn.Module]:
@@ -149,7 +152,7 @@ class OperatorStage(Stage):
         steps = z.shape[1] - 1
         pred = self._rollout(batch, z[:, 0], steps)
         def physical(x: torch.Tensor) -> torch.Tensor:  # float32 metrics whatever the autocast precision
-            return denormalize(self.by_name, names, x.float())
+            return denormalize(self.normalizers, names, x.float())
 
         truth = [physical(flat_points(window[:, k])) for k in range(steps + 1)]
         decoded = [physical(self.model.decoder(pred[:, k], coords, channels=channels)) for k in range(steps)]

@@ -1,0 +1,165 @@
+"""``ups pipeline``: every enabled stage of a config, in order, into one run folder.
+
+Which stages: those of ``STAGE_NAMES`` (in that order) with ``stages.<s>.epochs > 0``, only
+the listed ones when ``stages`` is given; ``steady_prior`` only when a task is steady. A stage
+that would run but is not in ``STAGES`` stops the pipeline before anything is trained. Each
+stage loads its upstream stages' best checkpoints from the same run (``runner.build_stage``).
+
+The run folder: one that already has a stage past ``pending`` is refused unless ``resume``.
+With ``resume`` a done stage whose checkpoint exists is kept, a stage with a ``last.ckpt``
+(running when it was killed, or failed) continues from it, any other starts afresh.
+
+Failure: bad input found before a stage trains (config, data, a missing or misfitting
+upstream or resume checkpoint) raises ``UPSError`` and writes nothing for that stage; an
+exception while it trains marks it failed in stage_status.json and raises ``StageFailed``.
+Later stages are not started either way.
+
+Several devices: Lightning's script launcher starts the other ranks (the same command, run
+again) when the first stage's Trainer fits; every later Trainer finds the ranks and the
+process group in place, and every rank walks the same plan. Only rank 0 writes
+stage_status.json, so all ranks meet at a barrier after each stage: the next stage's
+decisions, upstream checkpoints and step offset then read the same status on every rank.
+
+The figures of ``stage_table``: epochs and optimizer steps from stage_status.json; the best
+validation epoch's overall metrics (``val/<name>``, no task part) from
+logs/<stage>/metrics.csv, the one record that holds every epoch of a stage across resumes,
+for stages trained now and earlier alike.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from ups.config import STAGE_NAMES, Config
+from ups.data.summary import load_config_tasks
+from ups.errors import UPSError
+from ups.pipeline.runner import StageRun, best_checkpoint, checked_stage, fit_in_run, is_rank_zero
+from ups.runs import RunDir
+from ups.stages import STAGES
+
+log = logging.getLogger("ups")
+
+
+class StageFailed(Exception):
+    """A stage raised while training: it is marked failed and later stages were not started."""
+
+    def __init__(self, stage: str, error: Exception):
+        super().__init__(f"stage {stage} failed: {type(error).__name__}: {error}")
+        self.stage, self.error = stage, error
+
+
+def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
+    """The stages to run, in ``STAGE_NAMES`` order (see the module docstring)."""
+    unknown = [name for name in only or () if name not in STAGE_NAMES]
+    if unknown:
+        raise UPSError(f"--stages: unknown stage(s) {', '.join(unknown)}; valid names: {', '.join(STAGE_NAMES)}.")
+    plan = []
+    for name in STAGE_NAMES:
+        if only is not None and name not in only:
+            continue
+        if getattr(cfg.stages, name).epochs <= 0:
+            log.info("stage %s: stages.%s.epochs is 0, skipped", name, name)
+        elif name == "steady_prior" and not has_steady_task(cfg):
+            log.info("stage steady_prior: the config has no steady task, skipped")
+        else:
+            plan.append(name)
+    missing = [name for name in plan if name not in STAGES]
+    if missing:
+        raise UPSError(f"stage(s) {', '.join(missing)} have epochs > 0 but are not available in this version "
+                       f"(available: {', '.join(STAGES)}); set stages.<stage>.epochs=0 or leave them out of --stages.")
+    if not plan:
+        raise UPSError("no stage to train: every selected stage has stages.<stage>.epochs=0.")
+    return plan
+
+
+def has_steady_task(cfg: Config) -> bool:
+    return any(task.info.kind == "steady" for task in load_config_tasks(cfg))
+
+
+def refuse_used_run(run: RunDir) -> None:
+    """A run folder with stages past ``pending`` is continued with ``resume`` only."""
+    used = {name: entry["state"] for name, entry in run.status().items() if entry.get("state", "pending") != "pending"}
+    if used:
+        listed = ", ".join(f"{name} ({state})" for name, state in used.items())
+        raise UPSError(f"run folder {run.root} already has stage(s) {listed}; continue it with --resume, "
+                       f"or train into a new --run-dir.")
+
+
+def resume_action(run: RunDir, stage: str) -> str:
+    """What ``--resume`` does with ``stage``: "already done", "resumed" or "trained" (afresh)."""
+    if run.status().get(stage, {}).get("state") == "done":
+        try:
+            best_checkpoint(run, stage)
+            return "already done"
+        except UPSError:
+            log.warning("stage %s: stage_status.json says done but its checkpoints are gone; training it again", stage)
+    return "resumed" if (run.checkpoint_dir(stage) / "last.ckpt").is_file() else "trained"
+
+
+def run_pipeline(cfg: Config, run_dir: Path, *, stages: Sequence[str] | None = None, engine: str = "lightning",
+                 resume: bool = False) -> list[StageRun]:
+    """Train the planned stages of ``cfg`` into ``run_dir`` in order; one ``StageRun`` per
+    stage trained now or (``resume``) already done. Raises ``UPSError`` on bad input and
+    ``StageFailed`` when a stage fails while training."""
+    plan = planned_stages(cfg, stages)
+    run = RunDir(run_dir)
+    if not resume and is_rank_zero():  # the other ranks start once rank 0 has begun writing
+        refuse_used_run(run)
+    done = []
+    for stage in plan:
+        action = resume_action(run, stage) if resume else "trained"
+        if action == "already done":
+            log.info("stage %s: done in %s, kept", stage, run.root)
+            done.append(StageRun(stage, run, None, action))
+            continue
+        log.info("stage %s: %s", stage, "resuming from its last.ckpt" if action == "resumed" else "training")
+        stage_obj = checked_stage(cfg, stage, run, engine=engine, resume=action == "resumed")
+        try:
+            done.append(fit_in_run(stage_obj, cfg, run, engine=engine, resume=action == "resumed"))
+        except Exception as exc:
+            raise StageFailed(stage, exc) from exc
+        wait_for_rank_zero()
+    return done
+
+
+def wait_for_rank_zero() -> None:
+    """With several devices: every rank waits until rank 0 has recorded the stage."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def stage_table(done: list[StageRun]) -> list[str]:
+    """One line per stage: state, epochs, optimizer steps, best val/nrmse and the best epoch's
+    other overall validation metrics; a header line first."""
+    rows = [("stage", "state", "epochs", "steps", "val/nrmse", "other val metrics of the best epoch")]
+    for item in done:
+        entry = item.run.status().get(item.stage, {})
+        best = best_validation(item.run.log_dir(item.stage) / "metrics.csv")
+        nrmse = best.pop("val/nrmse", None)
+        note = {"resumed": " (resumed)", "already done": " (earlier)"}.get(item.action, "")
+        rows.append((item.stage, entry.get("state", "?") + note, str(entry.get("epochs", "-")),
+                     str(entry.get("global_step", "-")), "-" if nrmse is None else f"{nrmse:.4g}",
+                     "  ".join(f"{key.removeprefix('val/')} {value:.4g}" for key, value in sorted(best.items()))))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows]
+
+
+def best_validation(metrics_csv: Path) -> dict[str, float]:
+    """The overall validation metrics (``val/<name>``) of the row with the lowest finite
+    val/nrmse in a stage's metrics.csv; empty without validation rows."""
+    if not metrics_csv.is_file():
+        return {}
+    with metrics_csv.open(newline="") as f:
+        rows = [row for row in csv.DictReader(f) if row.get("val/nrmse")]
+    rows = [row for row in rows if math.isfinite(float(row["val/nrmse"]))]
+    if not rows:
+        return {}
+    best = min(rows, key=lambda row: float(row["val/nrmse"]))
+    return {key: float(value) for key, value in best.items()
+            if key.startswith("val/") and key.count("/") == 1 and value}

@@ -1,0 +1,86 @@
+"""diff_residual, consistency_distill and steady_prior: one short epoch on both engines, same
+numbers, their validation figures, and upstream checks before training."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ups.checkpoint import CheckpointError, load_checkpoint, stage_weights
+from ups.config import load_config
+from ups.data.generate import generate_dataset
+from ups.errors import UPSError
+from ups.pipeline.runner import best_checkpoint, build_stage, train_stage
+from ups.runs import RunDir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_runs import write_config  # noqa: E402
+
+TASKS = [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"},
+         {"name": "darcy", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"}]
+GENERATIVE = ["diffusion.hidden=16", "diffusion.depth=1", "diffusion.steps_infer=4", "diffusion.val_samples=3",
+              "steady_prior.hidden=16", "steady_prior.depth=1", "steady_prior.steps_infer=4",
+              "stages.diff_residual.epochs=1", "stages.consistency_distill.epochs=1", "stages.steady_prior.epochs=1"]
+VAL_KEYS = {
+    "diff_residual": {"val/nrmse", "val/operator_nrmse", "val/ensemble_nrmse", "val/crps", "val/spread_skill",
+                      "val/rollout_nrmse", "val/operator_rollout_nrmse", "val/burgers/crps"},
+    "consistency_distill": {"val/nrmse", "val/teacher_nrmse", "val/operator_nrmse", "val/speedup"},
+    "steady_prior": {"val/nrmse", "val/regression_nrmse", "val/reconstruction_nrmse", "val/darcy/nrmse"},
+}
+
+
+@pytest.fixture(scope="module")
+def upstream(tmp_path_factory):
+    """(config, run folder with autoencoder, operator and diff_residual trained by Lightning)."""
+    root = tmp_path_factory.mktemp("generative")
+    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
+    generate_dataset("darcy2d", root / "data", n=8, nx=16, seed=0, progress=False)
+    config = write_config(root / "tiny.yaml", root / "data", TASKS)
+    cfg = load_config(config, GENERATIVE)
+    for stage in ("autoencoder", "operator", "diff_residual"):
+        train_stage(cfg, stage, root / "run", engine="lightning")
+    return cfg, root / "run"
+
+
+@pytest.mark.parametrize("stage", ["diff_residual", "consistency_distill", "steady_prior"])
+def test_stage_trains_an_epoch_on_both_engines_with_the_same_numbers(upstream, tmp_path, stage):
+    cfg, run = upstream
+    results = {engine: train_stage(cfg, stage, tmp_path / engine, engine=engine, from_run=run).result
+               for engine in ("lightning", "native")}
+    lit, nat = results["lightning"], results["native"]
+    assert len(lit.train_losses) == len(nat.train_losses) > 0
+    assert nat.train_losses == pytest.approx(lit.train_losses, rel=1e-5)
+    last = lit.val_history[-1]
+    assert VAL_KEYS[stage] <= last.keys()
+    for key in VAL_KEYS[stage] - {"val/speedup"}:  # a wall-clock ratio differs run to run
+        assert nat.val_history[-1][key] == pytest.approx(last[key], rel=1e-5), key
+    assert load_checkpoint(lit.best_path)["ups"]["stage"] == stage
+
+
+def test_the_student_starts_from_the_corrector_and_keeps_it_frozen(upstream):
+    cfg, run = upstream
+    stage = build_stage(cfg, "consistency_distill", RunDir(run))
+    corrector = stage_weights(load_checkpoint(best_checkpoint(RunDir(run), "diff_residual")))
+    student = stage.model.student.state_dict()
+    assert all(torch.equal(student[k], corrector[f"flow.{k}"]) for k in student)
+    assert float(stage.model.residual_scale) == float(corrector["residual_scale"]) > 0
+    assert {n.split(".")[0] for n, p in stage.model.named_parameters() if p.requires_grad} == {"student"}
+
+
+def test_a_stage_without_its_upstream_checkpoint_fails_before_training(upstream, tmp_path):
+    cfg, _ = upstream
+    with pytest.raises(UPSError, match="no checkpoint of stage 'diff_residual'"):
+        train_stage(cfg, "consistency_distill", tmp_path / "empty", engine="native")
+    assert not (tmp_path / "empty" / "checkpoints").exists()
+
+
+def test_a_mismatched_upstream_checkpoint_fails_before_training(upstream, tmp_path):
+    cfg, run = upstream
+    other = dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, hidden=32))  # a wider corrector
+    with pytest.raises(CheckpointError, match="diff_residual checkpoint does not fit"):
+        train_stage(other, "consistency_distill", tmp_path / "x", engine="native", from_run=run)
+    assert not (tmp_path / "x").exists()
