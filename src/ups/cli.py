@@ -38,8 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _quiet_third_party_noise() -> None:
-    """UPS's own INFO lines to stderr; Lightning's advertising tip and a deprecation warning
-    raised inside Lightning itself (not actionable for a user) left out."""
+    """UPS's own INFO lines to stderr; Lightning's advertising tip, a deprecation warning raised
+    inside Lightning itself and its note on frozen (eval-mode) modules, none actionable, left out."""
     ups_log = logging.getLogger("ups")
     if not ups_log.handlers:
         handler = _CurrentStderr()
@@ -49,6 +49,8 @@ def _quiet_third_party_noise() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
         lambda record: "litlogger" not in record.getMessage())
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # the frozen upstream parts of a stage are in eval mode on purpose
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
 
 
 class _CurrentStderr(logging.StreamHandler):

@@ -3,7 +3,9 @@ numbers, their validation figures, and upstream checks before training."""
 
 from __future__ import annotations
 
+import csv
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +13,8 @@ import pytest
 import torch
 
 from ups.checkpoint import CheckpointError, load_checkpoint, stage_weights
-from ups.config import load_config
+from ups.cli import main
+from ups.config import load_config, to_yaml
 from ups.data.generate import generate_dataset
 from ups.errors import UPSError
 from ups.pipeline.runner import best_checkpoint, build_stage, train_stage
@@ -84,3 +87,30 @@ def test_a_mismatched_upstream_checkpoint_fails_before_training(upstream, tmp_pa
     with pytest.raises(CheckpointError, match="diff_residual checkpoint does not fit"):
         train_stage(other, "consistency_distill", tmp_path / "x", engine="native", from_run=run)
     assert not (tmp_path / "x").exists()
+
+
+def test_the_pipeline_runs_all_five_stages_in_order_with_handoff(upstream, tmp_path, capsys):
+    cfg, _ = upstream
+    config = tmp_path / "all.yaml"
+    config.write_text(to_yaml(cfg))
+    run = tmp_path / "run"
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(run)]) == 0
+    table = capsys.readouterr().out
+    status = json.loads((run / "stage_status.json").read_text())
+    order = ["autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior"]
+    assert [status[s]["state"] for s in order] == ["done"] * 5
+    started = [status[s]["running_at"] for s in order]
+    assert started == sorted(started)
+    assert all(s in table for s in order) and "teacher_nrmse" in table and "regression_nrmse" in table
+    # handoff: each stage's frozen part is the best checkpoint of the stage before it
+    teacher = stage_weights(load_checkpoint(status["consistency_distill"]["best_path"]))
+    corrector = stage_weights(load_checkpoint(status["diff_residual"]["best_path"]))
+    assert all(torch.equal(teacher[f"teacher.{k}"], v) for k, v in corrector.items())
+    operator = stage_weights(load_checkpoint(status["operator"]["best_path"]))
+    assert all(torch.equal(corrector[k], v) for k, v in operator.items())
+    # one step axis: each stage's logged steps start after the previous stage's
+    offsets = [status[s]["step_offset"] for s in order]
+    assert offsets == [sum(status[p]["global_step"] for p in order[:i]) for i in range(5)]
+    for stage, offset in zip(order, offsets):
+        steps = [int(r["step"]) for r in csv.DictReader(open(run / "logs" / stage / "metrics.csv"))]
+        assert min(steps) >= offset
