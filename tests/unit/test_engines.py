@@ -15,7 +15,7 @@ from toy_stage import PlateauStage, ToyStage, toy_config  # noqa: E402
 from ups.checkpoint import load_checkpoint, stage_weights  # noqa: E402
 from ups.data.sampling import TaskBatchSampler  # noqa: E402
 from ups.engines import fit_stage, preflight  # noqa: E402
-from ups.engines.common import build_loaders  # noqa: E402
+from ups.engines.common import batch_size, build_loaders, ema_decay  # noqa: E402
 from ups.engines.lightning import refuse_in_process_launchers  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
 from ups.runs import RunDir  # noqa: E402
@@ -203,3 +203,16 @@ def test_launchers_that_start_ranks_in_process_are_refused():
     with pytest.raises(UPSError, match=r"from the command line .*training.strategy=ddp"):
         refuse_in_process_launchers(trainer)
     refuse_in_process_launchers(pl.Trainer(accelerator="cpu", devices=1, logger=False))  # one device: fine
+
+
+def test_a_stage_can_have_its_own_batch_size_and_ema(tmp_path):
+    cfg = toy_config(ema_decay=0.9)
+    cfg.stages.autoencoder.batch_size, cfg.stages.autoencoder.ema_decay = 5, 0.5
+    train, _ = build_loaders(ToyStage(cfg), cfg, validate=True)
+    assert len(train) == 8 and max(len(b) for b in train.batch_sampler) == 5  # 40 samples in batches of 5
+    assert (batch_size(cfg, "operator"), ema_decay(cfg, "operator")) == (8, 0.9)  # others keep training.*
+    from ups.engines.lightning import StageModule
+    from ups.engines.native import NativeTrainer
+
+    assert NativeTrainer(ToyStage(cfg), cfg, RunDir(tmp_path / "run").init(cfg)).ema.decay == 0.5
+    assert StageModule(ToyStage(cfg), cfg, batches_per_epoch=8, total_steps=16).ema.decay == 0.5
