@@ -114,16 +114,36 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
     return lines
 
 
+def module_key(key: str) -> str | None:
+    """A stored key as the stage module names it, or None for keys outside the module: the
+    ``model.`` prefix is removed, and so are the wrappers' segments, in this one place —
+    ``module.`` of DDP/DataParallel (leading, or right after ``model.``) and ``_orig_mod.`` of
+    ``torch.compile`` (anywhere)."""
+    parts = key.split(".")
+    while parts and parts[0] == "module":
+        parts = parts[1:]
+    if not parts or parts[0] != STATE_PREFIX.rstrip("."):
+        return None
+    parts = parts[1:]
+    while parts and parts[0] == "module":
+        parts = parts[1:]
+    return ".".join(p for p in parts if p != "_orig_mod")
+
+
+def _module_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {name: v for k, v in stored.items() if (name := module_key(k)) is not None}
+
+
 def stage_weights(checkpoint: dict, *, ema: bool = False) -> dict[str, torch.Tensor]:
-    """The stage module's state dict stored in ``checkpoint`` (prefix removed).
+    """The stage module's state dict stored in ``checkpoint`` (keys normalised by ``module_key``).
 
     With ``ema`` the EMA weights replace the trained parameters they shadow.
     """
-    state = {k[len(STATE_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(STATE_PREFIX)}
+    state = _module_state(checkpoint["state_dict"])
     if ema:
         if "ema_state_dict" not in checkpoint:
             raise CheckpointError("the checkpoint has no EMA weights (training.ema_decay was unset).")
-        state.update({k[len(STATE_PREFIX):]: v for k, v in checkpoint["ema_state_dict"].items()})
+        state.update(_module_state(checkpoint["ema_state_dict"]))
     return state
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -114,3 +115,14 @@ def test_a_checkpoint_with_another_task_order_is_refused():
     ckpt = {"state_dict": model_state_dict(stage), "ups": {"stage": stage.name, "metadata": {"task_order": ["a", "b"]}}}
     with pytest.raises(CheckpointError, match=r"task order: checkpoint \['a', 'b'\] vs config \['b', 'a'\]"):
         check_fit(stage, ckpt)
+
+
+@pytest.mark.parametrize("wrap", ["model.{}", "model._orig_mod.{}", "module.model.{}", "model.module.{}",
+                                  "module.model._orig_mod.{}"], ids=["plain", "compiled", "ddp", "ddp-inner", "both"])
+def test_compiled_and_ddp_key_prefixes_load_the_same_weights(wrap):
+    cfg = toy_config()
+    source, target = ToyStage(cfg), ToyStage(dataclasses.replace(cfg, seed=9))
+    stored = {wrap.format(k): v for k, v in source.model.state_dict().items()}
+    stored["optimizer_bookkeeping"] = torch.zeros(1)  # keys outside the module are ignored
+    load_into(target, {"state_dict": stored, "ups": {"stage": target.name}})
+    assert all(torch.equal(a, b) for a, b in zip(source.model.state_dict().values(), target.model.state_dict().values()))

@@ -5,7 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ups.eval.metrics import crps, nrmse, spread_skill
+from ups.eval.metrics import (
+    boundary_mask, brmse, correlation_time, crmse, crps, frmse, max_error, nrmse, pearson, rmse, rollout_curve,
+    spread_skill,
+)
 
 
 def test_nrmse_is_rmse_over_rms_of_the_target_per_channel():
@@ -30,3 +33,47 @@ def test_spread_skill_by_hand():
     samples = torch.tensor([[[1.0, 1.0]], [[3.0, 3.0]]])        # mean 2 (skill 2), unbiased var 2
     expected = ((3 / 2) * 2.0) ** 0.5 / 2.0
     assert spread_skill(samples, target).item() == pytest.approx(expected)
+
+
+def test_rmse_max_error_and_conservation_by_hand():
+    target = torch.zeros(1, 2, 2)                                  # [B=1, X=2, C=2]
+    pred = torch.tensor([[[1.0, 0.5], [-3.0, 0.5]]])
+    # channel 0 errors (1, -3): rmse sqrt(5), max 3, mean error -1; channel 1 (0.5, 0.5): 0.5, 0.5, 0.5
+    assert rmse(pred, target).item() == pytest.approx((5 ** 0.5 + 0.5) / 2)
+    assert max_error(pred, target).item() == pytest.approx((3 + 0.5) / 2)
+    assert crmse(pred, target).item() == pytest.approx((1 + 0.5) / 2)
+
+
+def test_boundary_points_and_their_rmse():
+    assert boundary_mask((3, 4)).tolist() == [[True] * 4, [True, False, False, True], [True] * 4]
+    assert boundary_mask((5,)).tolist() == [True, False, False, False, True]
+    target = torch.zeros(1, 5, 1)
+    pred = torch.tensor([3.0, 10.0, 10.0, 10.0, -1.0]).reshape(1, 5, 1)  # interior errors do not count
+    assert brmse(pred, target).item() == pytest.approx(5 ** 0.5)
+
+
+def test_fourier_bands_of_a_two_mode_error():
+    n = 32
+    x = (torch.arange(n, dtype=torch.float64) + 0.5) / n
+    error = torch.cos(2 * torch.pi * 2 * x) + 0.5 * torch.cos(2 * torch.pi * 13 * x)
+    bands = frmse(error.reshape(1, n, 1), torch.zeros(1, n, 1, dtype=torch.float64))
+    # |E_k| = amplitude / 2 at k = +-2 and +-13; low has 7 wavenumbers (|k| < 4), high 9 (12..16)
+    assert bands["low"].item() == pytest.approx((2 * 0.5 ** 2 / 7) ** 0.5)
+    assert bands["mid"].item() == pytest.approx(0.0, abs=1e-12)
+    assert bands["high"].item() == pytest.approx((2 * 0.25 ** 2 / 9) ** 0.5)
+
+
+def test_rollout_curve_counts_only_predicted_steps():
+    target = torch.ones(2, 3, 4, 1)                                  # [B, H, X, C]
+    pred = target + torch.tensor([0.0, 0.5, 1.0]).reshape(1, 3, 1, 1)
+    assert rollout_curve(pred, target).tolist() == [[0.0, 0.5, 1.0]] * 2
+
+
+def test_pearson_and_correlation_time_by_hand():
+    truth = torch.tensor([1.0, 2.0, 3.0, 4.0]).reshape(1, 4, 1)
+    assert pearson(2 * truth + 1, truth).item() == pytest.approx(1.0)
+    assert pearson(truth.flip(1), truth).item() == pytest.approx(-1.0)
+    steps = torch.stack([truth, truth, truth], dim=1).repeat(2, 1, 1, 1)     # [B=2, H=3, X, C]
+    pred = steps.clone()
+    pred[0, 1] = truth.flip(1)[0]                                  # sample 0 decorrelates at step 2
+    assert correlation_time(pred, steps).tolist() == [1.0, 3.0]
