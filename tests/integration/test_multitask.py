@@ -149,3 +149,16 @@ def test_loader_knobs_do_not_change_the_numbers(multitask, tmp_path):
         result = train_stage(load_config(config, knobs), "operator", tmp_path / engine, engine=engine,
                              from_run=ae_run).result
         assert result.train_losses == pytest.approx(plain.train_losses, rel=1e-6)
+
+
+def test_the_corrector_trains_on_tasks_of_three_grid_sizes_without_a_cache(multitask, tmp_path):
+    """diff_residual measures its residual scale and trains one task per batch, also when the
+    tasks' fields cannot be stacked together (grids of 32, 24 and 40 points, encoded on the fly)."""
+    config, ae_run = multitask
+    cfg = load_config(config, ["training.latent_cache_dir=null", "stages.diff_residual.epochs=1",
+                               "diffusion.hidden=16", "diffusion.depth=1", "diffusion.steps_infer=2",
+                               "diffusion.val_samples=2"])
+    train_stage(cfg, "operator", tmp_path / "run", engine="native", from_run=ae_run)
+    result = train_stage(cfg, "diff_residual", tmp_path / "run", engine="native").result
+    scale = float(load_checkpoint(result.last_path)["state_dict"]["model.residual_scale"])
+    assert scale > 0 and {"val/burgers/crps", "val/advection/crps", "val/reacdiff/crps"} <= result.val_history[-1].keys()

@@ -33,6 +33,16 @@ from ups.stages.batch import per_task, relative_rmse
 from ups.stages.diff_residual import DiffResidualStage, ResidualModel, residual_flow
 
 
+def timed(sample, device: torch.device) -> tuple[torch.Tensor, float]:
+    """(result, wall-clock seconds) of ``sample()``, waiting for the device's queued work."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    result = sample()
+    sync()
+    return result, time.perf_counter() - start
+
+
 class StudentModel(nn.Module):
     """The frozen corrector (teacher) and everything under it + the trainable student."""
 
@@ -110,13 +120,13 @@ class ConsistencyStage(DiffResidualStage):
         scale = self.model.residual_scale
         noise = torch.randn(pred.shape, generator=torch.Generator().manual_seed(seed)).to(pred)
 
-        start = time.perf_counter()
-        student = consistency_sample(self.velocity(batch, pred, self.model.student), noise,
-                                     self.cfg.consistency.steps_infer, torch.Generator().manual_seed(seed + 1)) * scale
-        student_time = time.perf_counter() - start
-        start = time.perf_counter()
-        teacher = self.sample_teacher(batch, pred, noise) * scale
-        teacher_time = time.perf_counter() - start
+        def student_sample() -> torch.Tensor:
+            return consistency_sample(self.velocity(batch, pred, self.model.student), noise,
+                                      self.cfg.consistency.steps_infer, torch.Generator().manual_seed(seed + 1))
+
+        student, student_time = timed(student_sample, pred.device)
+        teacher, teacher_time = timed(lambda: self.sample_teacher(batch, pred, noise), pred.device)
+        student, teacher = student * scale, teacher * scale
 
         names = batch["task_names"]
         metrics: dict[str, torch.Tensor] = {}

@@ -22,6 +22,7 @@ engines and every epoch draw the same):
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,7 +35,7 @@ from ups.stages.autoencoder import build_autoencoder
 from ups.stages.batch import denormalize, flat_points, per_task, relative_rmse
 from ups.stages.operator import OperatorStage
 
-# Train windows used to measure the residual's scale.
+# Train windows used to measure the residual's scale (shared evenly by the tasks).
 _SCALE_WINDOWS = 2048
 
 
@@ -73,21 +74,24 @@ class DiffResidualStage(OperatorStage):
         return [self.model.encoder, self.model.decoder, self.model.operator]
 
     def prepare(self, device: torch.device, *, progress: bool = False) -> None:
-        """The latent cache (when on), then ``residual_scale`` from up to 2048 train windows."""
+        """The latent cache (when on), then ``residual_scale``: the residual's RMS over up to
+        2048 train windows, spread evenly over each task and encoded one task at a time."""
         super().prepare(device, progress=progress)
         windows = self._windows("train", fields=self.latents is None)
-        picks = torch.linspace(0, len(windows) - 1, min(len(windows), _SCALE_WINDOWS)).long().tolist()
+        share = max(1, _SCALE_WINDOWS // len(windows.task_sizes))
         modules = self.frozen_modules()
         home = next(self.model.operator.parameters()).device
         total, count = 0.0, 0
         with torch.no_grad():
             for module in modules:
                 module.to(device).eval()
-            for start in range(0, len(picks), 256):
-                batch = self.collate([windows[i] for i in picks[start:start + 256]])
-                batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-                residual = self.residual(batch)[1]
-                total, count = total + float(residual.double().pow(2).sum()), count + residual.numel()
+            for start, size in zip(np.cumsum([0] + windows.task_sizes[:-1]).tolist(), windows.task_sizes):
+                picks = (start + torch.linspace(0, size - 1, min(size, share)).long()).tolist() if size else []
+                for first in range(0, len(picks), 256):
+                    batch = self.collate([windows[i] for i in picks[first:first + 256]])
+                    batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+                    residual = self.residual(batch)[1]
+                    total, count = total + float(residual.double().pow(2).sum()), count + residual.numel()
             for module in modules:
                 module.to(home)
         self.model.residual_scale.fill_(max((total / max(count, 1)) ** 0.5, 1e-8))
