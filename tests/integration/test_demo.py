@@ -25,7 +25,11 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsy
     run = tmp_path / "run"
     assert main(["pipeline", "--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(run),
                  f"paths.data_dir={data}", f"training.latent_cache_dir={tmp_path / 'cache'}"]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1] == f"run: {run}"
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == f"run: {run}"
+    assert out[-2] == f"evaluation report: {run / 'evaluation' / 'test-h10.html'}"  # evaluation.after_pipeline
+    evaluation = json.loads((run / "evaluation" / "test-h10.json").read_text())
+    assert evaluation["horizon"] == 10 and evaluation["metrics"]["nrmse"] > evaluation["metrics"]["one_step_nrmse"]
 
     status = json.loads((run / "stage_status.json").read_text())
     best = {}

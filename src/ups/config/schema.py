@@ -246,6 +246,11 @@ class EvaluationConfig:
                                   read_by="evaluation", min=1)
     batch_size: int = knob(16, "evaluation batch size", read_by="evaluation", min=1)
     report: bool = knob(True, "write the HTML report with plots", read_by="evaluation")
+    precision: Literal["32-true", "bf16-mixed"] = knob("32-true", "numeric precision of evaluation", read_by="evaluation")
+    deterministic: bool = knob(True, "ask PyTorch for deterministic kernels (warn where there are none)",
+                               read_by="evaluation")
+    after_pipeline: bool = knob(False, "`ups pipeline` evaluates the run when its stages are done (files in "
+                                "<run>/evaluation/)", read_by="pipeline")
 
 
 @dataclass

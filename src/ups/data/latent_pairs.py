@@ -149,14 +149,16 @@ class WindowDataset(_Indexed):
     """
 
     def __init__(self, tasks: list[TaskData], split: str, horizon: int, stride: int, *,
-                 latents: Sequence | None = None, fields: bool = True):
+                 latents: Sequence | None = None, fields: bool = True, first_only: bool = False,
+                 horizon_name: str = "training.rollout_horizon"):
         span = horizon * stride
         for task in tasks:
             if task.info.n_times <= span:
                 raise DataError(f"task '{task.name}' has {task.info.n_times} frames (after "
-                                f"data.reduced_resolution_t) but a window of training.rollout_horizon={horizon} "
-                                f"steps of training.time_stride={stride} frames needs {span + 1}; lower one of them.")
-        super().__init__(tasks, split, [t.info.n_times - span for t in tasks])
+                                f"data.reduced_resolution_t) but a window of {horizon_name}={horizon} steps of "
+                                f"training.time_stride={stride} frames needs {span + 1}; lower one of them.")
+        # ``first_only``: one window per trajectory, from its initial condition (evaluation rollouts)
+        super().__init__(tasks, split, [1 if first_only else t.info.n_times - span for t in tasks])
         self.horizon, self.stride = horizon, stride
         self.latents, self.fields = latents, fields or latents is None
         self.param_order = param_names(tasks)

@@ -136,6 +136,13 @@ class ConsistencyStage(DiffResidualStage):
         metrics["speedup"] = torch.full((pred.shape[0],), teacher_time / max(student_time, 1e-9))
         return metrics
 
+    def correction(self, batch: dict, context: torch.Tensor, generator: torch.Generator,
+                   net: nn.Module | None = None) -> torch.Tensor:
+        """One residual [B, L, D] for op(z_t) = ``context`` from the student, in latent units."""
+        noise = torch.randn(context.shape, generator=generator).to(context)
+        velocity = self.velocity(batch, context, net or self.model.student)
+        return consistency_sample(velocity, noise, self.cfg.consistency.steps_infer, generator) * self.model.residual_scale
+
     def sample_teacher(self, batch: dict, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         d = self.cfg.diffusion
         return sample_flow(self.velocity(batch, context, self.model.teacher.flow), noise, d.steps_infer, d.sampler)

@@ -1,0 +1,219 @@
+"""Evaluation of trained stages on a split: rollouts from true initial conditions, PDEBench's
+metrics on decoded fields (overall and per task), the corrector's and the steady prior's figures.
+
+``Evaluator`` computes; ``evaluate_lightning`` (``Trainer.test``) and ``evaluate_native`` (a plain
+loop) run it over the same loaders, so both give the same numbers from the same checkpoints.
+
+Transient tasks: per test trajectory one window from frame 0 (the initial condition, never
+scored) over ``horizon`` steps of ``training.time_stride`` frames. The operator rolls out from
+the encoded initial condition; every predicted step is decoded and compared with the truth.
+Per sample, a metric is the mean over the predicted steps; the rollout curve keeps the steps.
+With a corrector (the consistency student, else the ``diff_residual`` flow) the same suite is
+computed for the corrected rollout (``corrected_*``), plus CRPS and spread-skill of
+``diffusion.val_samples`` corrected first steps. Steady tasks: nRMSE of the steady prior's
+sampled solution (``steady_nrmse``) and of its regression baseline. Noise is seeded per batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ups.checkpoint import load_into, stage_weights
+from ups.data.latent_pairs import WindowDataset
+from ups.data.tasks import SteadyPairDataset
+from ups.eval.metrics import (
+    brmse, correlation_time, crmse, crps, frmse, max_error, rmse, rollout_curve, spread_skill,
+)
+from ups.stages import STAGES
+from ups.stages.batch import denormalize, flat_points, per_task
+
+# The upstream checkpoint a stage's own checkpoint contains: (key prefix inside it, top-level modules).
+_UPSTREAM_PARTS = {
+    ("operator", "autoencoder"): ("", ("encoder", "decoder")),
+    ("diff_residual", "operator"): ("", ("encoder", "decoder", "operator")),
+    ("consistency_distill", "diff_residual"): ("teacher.", None),
+    ("steady_prior", "autoencoder"): ("", ("encoder", "decoder")),
+}
+
+
+def stage_from_checkpoint(cfg, tasks, checkpoint: dict):
+    """The Stage object of ``checkpoint`` (EMA weights when kept), its frozen parts taken from
+    the checkpoint itself, in eval mode."""
+    name = checkpoint["ups"]["stage"]
+    weights = stage_weights(checkpoint)
+    upstream = {}
+    for up in STAGES[name].upstream:
+        prefix, modules = _UPSTREAM_PARTS[(name, up)]
+        part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        if modules is not None:
+            part = {k: v for k, v in part.items() if k.split(".")[0] in modules}
+        upstream[up] = {"state_dict": {f"model.{k}": v for k, v in part.items()}}
+    stage = STAGES[name](cfg, tasks, upstream)
+    load_into(stage, checkpoint, ema="ema_state_dict" in checkpoint)
+    stage.set_train_mode(False)
+    return stage
+
+
+def suite(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+    """PDEBench's metrics of a rollout, per sample: pred, truth [B, H, *S, C] -> {name: [B]}."""
+    b, h = truth.shape[:2]
+    flat = lambda x: x.reshape(b * h, *x.shape[2:])  # noqa: E731
+    per_step = lambda values: values.reshape(b, h).mean(dim=1)  # noqa: E731
+    out = {"nrmse": rollout_curve(pred, truth).mean(dim=1), "one_step_nrmse": rollout_curve(pred, truth)[:, 0]}
+    for name, metric in (("rmse", rmse), ("max_error", max_error), ("crmse", crmse), ("brmse", brmse)):
+        out[name] = per_step(metric(flat(pred), flat(truth)))
+    for band, values in frmse(flat(pred), flat(truth)).items():
+        out[f"frmse_{band}"] = per_step(values)
+    out["correlation_time"] = correlation_time(pred, truth)
+    return out
+
+
+class ReferenceWindows(Dataset):
+    """Rollout windows plus the same frames read from another resolution's file: ``reference``
+    [H+1, *S', C] (normalised like the task) and ``reference_coords`` [*S', d]."""
+
+    def __init__(self, windows: WindowDataset, references: list):
+        self.windows, self.references = windows, references
+        self.task_sizes, self.task_weights = windows.task_sizes, windows.task_weights
+        self.coords = [torch.from_numpy(r.coordinates()) for r in references]
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, item: int) -> dict:
+        k, traj, t0 = self.windows.locate(item)
+        out = self.windows[item]
+        w = self.windows
+        frames = self.references[k].trajectory(traj, slice(t0, t0 + w.horizon * w.stride + 1, w.stride))
+        out["reference"] = torch.from_numpy(w.tasks[k].normalizer.normalize(frames))
+        out["reference_coords"] = self.coords[k]
+        return out
+
+
+class Evaluator:
+    """The trained stages and the running sums of one evaluation."""
+
+    def __init__(self, cfg, operator, corrector=None, steady=None):
+        self.cfg, self.operator, self.corrector, self.steady = cfg, operator, corrector, steady
+        self.sums: dict[str, float] = defaultdict(float)
+        self.counts: dict[str, int] = defaultdict(int)
+        self.curves: dict[str, torch.Tensor] = {}
+        self.rollout_seconds, self.rollout_steps, self.rollout_samples = 0.0, 0, 0
+        self.examples: dict[str, dict] = {}  # per task, the first batch's truth and predictions (pictures)
+
+    # ---- data ---------------------------------------------------------------------
+    def datasets(self, split: str, horizon: int, references: list | None = None) -> list:
+        """Rollout windows of the transient tasks (with ``references``, one reader per task at
+        another resolution, whose frames are the truth and whose grid is decoded), steady pairs."""
+        out = []
+        if self.operator is not None:
+            windows = WindowDataset(self.operator.dyn_tasks, split, horizon, self.cfg.training.time_stride,
+                                    first_only=True, horizon_name="the evaluation horizon (--horizon)")
+            out.append(windows if references is None else ReferenceWindows(windows, references))
+        if self.steady is not None:
+            out.append(SteadyPairDataset(self.steady.steady, split, param_order=self.steady.param_order))
+        return out
+
+    # ---- computation --------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, batch: dict) -> None:
+        if "window" in batch:
+            self.transient(batch)
+        else:
+            self.steady_batch(batch)
+
+    def transient(self, batch: dict) -> None:
+        op, names = self.operator, batch["task_names"]
+        window = batch.get("reference", batch["window"])  # the truth, at the evaluated resolution
+        coords, channels, steps = flat_points(batch.get("reference_coords", batch["coords"])), window.shape[-1], \
+            window.shape[1] - 1
+        decode = lambda z: denormalize(op.normalizers, names, op.model.decoder(z, coords, channels=channels).float())  # noqa: E731
+        truth = torch.stack([denormalize(op.normalizers, names, flat_points(window[:, k]).float())
+                             for k in range(1, steps + 1)], dim=1)
+        z = op.model.encoder(batch["window"][:, 0], batch["coords"])  # the initial condition at the trained grid
+        start = time.perf_counter()
+        pred, zk = [], z
+        for _ in range(steps):
+            zk = op.model.operator(zk, batch["dt"], batch["params"], batch["task_id"])
+            pred.append(decode(zk))
+        pred = torch.stack(pred, dim=1)
+        self.rollout_seconds += time.perf_counter() - start
+        self.rollout_steps += steps
+        self.rollout_samples += steps * window.shape[0]
+        self.add(suite(pred, truth), names, "")
+        self.add_curve("operator", rollout_curve(pred, truth))
+        example = self.keep_example(names[0], batch, window, op, pred)
+        if self.corrector is not None:
+            corrected = self.corrected(batch, z, truth, decode, names)
+            if example is not None:
+                example["corrected"] = self.as_grid(corrected, batch, example["truth"])
+
+    def corrected(self, batch, z, truth, decode, names) -> None:
+        generator = self.corrector.validation_generator(batch)
+        op, corrector = self.operator.model.operator, self.corrector
+        pred, zk = [], z
+        for _ in range(truth.shape[1]):
+            step = op(zk, batch["dt"], batch["params"], batch["task_id"])
+            zk = step + corrector.correction(batch, step, generator)
+            pred.append(decode(zk))
+        pred = torch.stack(pred, dim=1)
+        self.add(suite(pred, truth), names, "corrected_")
+        self.add_curve("corrected", rollout_curve(pred, truth))
+        first = op(z, batch["dt"], batch["params"], batch["task_id"])
+        samples = torch.stack([decode(first + corrector.correction(batch, first, generator))
+                               for _ in range(max(2, self.cfg.diffusion.val_samples))])
+        self.add({"crps": crps(samples, truth[:, 0]), "spread_skill": spread_skill(samples, truth[:, 0])}, names, "")
+        return pred
+
+    def keep_example(self, task: str, batch: dict, window, op, pred) -> dict | None:
+        """Up to 3 trajectories of the task's first batch as arrays [n, H+1, *S, C] (physical units)."""
+        if task in self.examples:
+            return None
+        n = min(3, window.shape[0])
+        truth = denormalize(op.normalizers, [task] * n, window[:n].float()).cpu().numpy()
+        self.examples[task] = {"truth": truth, "operator": self.as_grid(pred, batch, truth)}
+        return self.examples[task]
+
+    @staticmethod
+    def as_grid(pred: torch.Tensor, batch: dict, truth: np.ndarray) -> np.ndarray:
+        """Predicted steps [B, H, Q, C] -> [n, H+1, *S, C] beside ``truth`` (its step 0 is the initial condition)."""
+        n = truth.shape[0]
+        steps = pred[:n].reshape(n, pred.shape[1], *truth.shape[2:]).cpu().numpy()
+        return np.concatenate([truth[:, :1], steps], axis=1)
+
+    def steady_batch(self, batch: dict) -> None:
+        metrics = self.steady.validation_metrics(batch)
+        self.add({"steady_nrmse": metrics["nrmse"], "steady_regression_nrmse": metrics["regression_nrmse"]},
+                 batch["task_names"], "")
+
+    # ---- sums ---------------------------------------------------------------------
+    def add(self, values: dict[str, torch.Tensor], names: list[str], prefix: str) -> None:
+        for key, per_sample in values.items():
+            split: dict[str, torch.Tensor] = {}
+            per_task(split, prefix + key, per_sample, names)
+            for name, v in split.items():
+                self.sums[name] += float(v.double().sum())
+                self.counts[name] += v.numel()
+
+    def add_curve(self, name: str, curve: torch.Tensor) -> None:
+        total = curve.double().sum(dim=0).cpu()
+        self.curves[name] = self.curves[name] + total if name in self.curves else total
+        self.counts[f"curve:{name}"] += curve.shape[0]
+
+    def result(self) -> dict:
+        """``metrics`` (overall), ``per_task``, ``rollout`` curves and ``extra`` (cost)."""
+        metrics, tasks = {}, defaultdict(dict)
+        for key in sorted(self.sums):
+            value = self.sums[key] / max(self.counts[key], 1)
+            task, _, name = key.rpartition("/")
+            (tasks[task] if task else metrics)[name] = value
+        rollout = {name: (total / self.counts[f"curve:{name}"]).tolist() for name, total in self.curves.items()}
+        extra = {"ms_per_rollout_step": 1000 * self.rollout_seconds / max(self.rollout_steps, 1),
+                 "samples_per_second": self.rollout_samples / self.rollout_seconds if self.rollout_seconds else 0.0,
+                 "n_trajectories": self.counts.get("curve:operator", 0)}
+        return {"metrics": metrics, "per_task": dict(tasks), "rollout": rollout, "extra": extra}

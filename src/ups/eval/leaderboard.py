@@ -1,0 +1,73 @@
+"""A leaderboard of evaluations: one CSV row per result, with an HTML twin for reading.
+
+Columns are the union of every row's keys. Concurrent writers (several evaluations finishing at
+once) serialise on an exclusive ``flock`` of ``<csv>.lock``, and each write replaces the CSV
+atomically, so no row is lost or torn."""
+
+from __future__ import annotations
+
+import csv
+import fcntl
+import html
+from datetime import datetime, timezone
+from pathlib import Path
+
+from ups.atomic import atomic_path
+
+
+def leaderboard_row(result: dict) -> dict:
+    """Flatten an evaluation result: identity, ``tag:<k>``, metrics, ``<task>/<metric>``, extras
+    and a UTC ISO timestamp."""
+    row = {"label": result.get("label")}
+    row.update({f"tag:{k}": v for k, v in (result.get("tags") or {}).items()})
+    row.update({k: result.get(k) for k in ("split", "engine", "config_hash", "horizon", "resolution")})
+    row.update(result.get("metrics") or {})
+    for task, metrics in (result.get("per_task") or {}).items():
+        row.update({f"{task}/{name}": value for name, value in metrics.items()})
+    row.update(result.get("extra") or {})
+    row["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return row
+
+
+def append_leaderboard(csv_path: Path, row: dict) -> None:
+    """Append ``row`` to ``csv_path`` (new keys become new columns; old rows keep theirs, blank
+    in the new ones) and rewrite the HTML twin ``<stem>.html``."""
+    csv_path = Path(csv_path)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(csv_path.with_name(csv_path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            columns, rows = read_leaderboard(csv_path)
+            columns += [key for key in row if key not in columns]
+            rows.append({key: "" if value is None else str(value) for key, value in row.items()})
+            with atomic_path(csv_path) as tmp:
+                with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                    writer = csv.DictWriter(handle, fieldnames=columns, restval="")
+                    writer.writeheader()
+                    writer.writerows(rows)
+            _write_html(csv_path.with_suffix(".html"), columns, rows)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def read_leaderboard(csv_path: Path) -> tuple[list[str], list[dict]]:
+    """The CSV's columns and rows (all values strings); empty when the file does not exist."""
+    if not Path(csv_path).exists():
+        return [], []
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
+
+
+def _write_html(path: Path, columns: list[str], rows: list[dict]) -> None:
+    esc = lambda value: html.escape(str(value), quote=True)  # noqa: E731
+    head = "".join(f"<th>{esc(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{esc(row.get(c, ''))}</td>" for c in columns) + "</tr>\n"
+                   for row in rows)
+    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>leaderboard</title><style>"
+            "body{font-family:sans-serif}table{border-collapse:collapse}"
+            "td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}</style></head><body>\n"
+            f"<table><tr>{head}</tr>\n{body}</table>\n</body></html>\n")
+    with atomic_path(path) as tmp:
+        tmp.write_text(page, encoding="utf-8")

@@ -1,0 +1,194 @@
+"""``ups evaluate``: load the best checkpoints of a run (or one checkpoint), evaluate them on a
+split with the Lightning engine (``Trainer.test``) or the native loop, write the JSON, the HTML
+report and a leaderboard row.
+
+Evaluation-safe defaults: float32, no compilation, deterministic kernels where PyTorch has them
+(``evaluation.precision``, ``evaluation.deterministic`` override them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ups.atomic import atomic_path
+from ups.checkpoint import config_hash, load_checkpoint
+from ups.config import Config
+from ups.data.latent_pairs import collate_task_batch
+from ups.data.sampling import TaskBatchSampler
+from ups.data.summary import load_config_tasks
+from ups.errors import UPSError
+from ups.eval.evaluator import Evaluator, stage_from_checkpoint
+from ups.runs import RunDir
+
+log = logging.getLogger("ups")
+CORRECTORS = ("consistency_distill", "diff_residual")  # the faster one first
+
+
+@dataclass
+class EvaluationRequest:
+    checkpoint: Path | None = None
+    run_dir: Path | None = None
+    engine: str = "lightning"
+    split: str | None = None
+    horizon: int | None = None
+    resolution: int | None = None
+    output_prefix: Path | None = None
+    leaderboard: Path | None = None
+    label: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    device: str = "cpu"
+
+
+def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
+    """Stage -> checkpoint: the best of every trained stage of the run, or the one given."""
+    if (request.checkpoint is None) == (request.run_dir is None):
+        raise UPSError("give exactly one of --checkpoint P or --run-dir D.")
+    if request.checkpoint is not None:
+        if not Path(request.checkpoint).is_file():
+            raise UPSError(f"--checkpoint {request.checkpoint} does not exist.")
+        return {load_checkpoint(request.checkpoint)["ups"]["stage"]: Path(request.checkpoint)}
+    from ups.pipeline.runner import best_checkpoint
+
+    run = RunDir(request.run_dir)
+    found = {}
+    for stage in ("operator", *CORRECTORS, "steady_prior"):
+        if run.status().get(stage, {}).get("state") == "done":
+            found[stage] = best_checkpoint(run, stage)
+    if not found:
+        raise UPSError(f"{request.run_dir} has no finished operator, corrector or steady_prior stage to evaluate; "
+                       f"train them first (`ups pipeline --config C --run-dir {request.run_dir}`).")
+    return found
+
+
+def build_evaluator(cfg: Config, paths: dict[str, Path]) -> Evaluator:
+    tasks = load_config_tasks(cfg)
+    stages = {name: stage_from_checkpoint(cfg, tasks, load_checkpoint(path)) for name, path in paths.items()}
+    corrector = next((stages[name] for name in CORRECTORS if name in stages), None)
+    operator = stages.get("operator", corrector)
+    if operator is None and "steady_prior" not in stages:
+        raise UPSError("nothing to evaluate: the checkpoint is not of operator, diff_residual, consistency_distill "
+                       "or steady_prior.")
+    return Evaluator(cfg, operator, corrector, stages.get("steady_prior"))
+
+
+def default_horizon(cfg: Config, evaluator: Evaluator) -> int:
+    """The longest rollout every transient task's trajectories allow at ``training.time_stride``."""
+    if evaluator.operator is None:
+        return 1
+    stride = cfg.training.time_stride
+    return min((t.info.n_times - 1) // stride for t in evaluator.operator.dyn_tasks)
+
+
+def references(cfg: Config, evaluator: Evaluator, n: int | None) -> list | None:
+    """Per transient task, its trajectories at ``n`` points per axis (``--resolution``): the
+    stored file down-sampled when it reaches n, else the built-in data regenerated at n into
+    ``<paths.data_dir>/reference/``."""
+    if n is None or evaluator.operator is None:
+        return None
+    from ups.eval.resolution import reference_at_resolution
+
+    workdir = Path(cfg.paths.data_dir) / "reference"
+    return [reference_at_resolution(task, n, workdir) for task in evaluator.operator.dyn_tasks]
+
+
+def loaders(evaluator: Evaluator, cfg: Config, split: str, horizon: int, refs: list | None = None) -> list[DataLoader]:
+    out = []
+    for dataset in evaluator.datasets(split, horizon, refs):
+        if len(dataset):
+            sampler = TaskBatchSampler(dataset.task_sizes, cfg.evaluation.batch_size, shuffle=False)
+            out.append(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_task_batch))
+    if not out:
+        raise UPSError(f"the {split} split has no samples to evaluate; check data.split.")
+    return out
+
+
+class EvaluationModule(pl.LightningModule):
+    """``Trainer.test`` drives the evaluator: test_step -> ``Evaluator.evaluate``."""
+
+    def __init__(self, evaluator: Evaluator):
+        super().__init__()
+        self.evaluator = evaluator
+        stages = [s for s in (evaluator.operator, evaluator.corrector, evaluator.steady) if s is not None]
+        self.models = nn.ModuleList({id(s.model): s.model for s in stages}.values())
+
+    def test_step(self, batch, batch_idx, dataloader_idx=0):
+        self.evaluator.evaluate(batch)
+
+
+def run_lightning(evaluator: Evaluator, batches: list[DataLoader], device: str) -> None:
+    e = evaluator.cfg.evaluation
+    trainer = pl.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=e.precision,
+                         deterministic="warn" if e.deterministic else False, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=sys.stderr.isatty())
+    trainer.test(EvaluationModule(evaluator), dataloaders=batches, verbose=False)
+
+
+def run_native(evaluator: Evaluator, batches: list[DataLoader], device: str) -> None:
+    target = torch.device(device)
+    for stage in (evaluator.operator, evaluator.corrector, evaluator.steady):
+        if stage is not None:
+            stage.model.to(target).eval()
+    bf16 = evaluator.cfg.evaluation.precision == "bf16-mixed"
+    autocast = torch.autocast(target.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+    with torch.no_grad(), autocast:
+        for loader in batches:
+            for batch in loader:
+                evaluator.evaluate({k: v.to(target) if torch.is_tensor(v) else v for k, v in batch.items()})
+
+
+ENGINES = {"lightning": run_lightning, "native": run_native}
+
+
+def evaluate(cfg: Config, request: EvaluationRequest) -> tuple[dict, dict[str, Path]]:
+    """Evaluate; returns (the result dict, the written files by kind)."""
+    if request.engine not in ENGINES:
+        raise UPSError(f"unknown engine '{request.engine}'; choose lightning or native.")
+    if request.device == "cuda" and not torch.cuda.is_available():
+        raise UPSError("--device cuda: no CUDA device is available here; use --device cpu.")
+    paths = checkpoints_of(request)
+    evaluator = build_evaluator(cfg, paths)
+    split = request.split or cfg.evaluation.split
+    horizon = request.horizon or cfg.evaluation.horizon or default_horizon(cfg, evaluator)
+    batches = loaders(evaluator, cfg, split, horizon, references(cfg, evaluator, request.resolution))
+    ENGINES[request.engine](evaluator, batches, request.device)
+    result = {
+        "label": request.label or (Path(request.run_dir).name if request.run_dir else Path(request.checkpoint).stem),
+        "tags": dict(request.tags), "split": split, "engine": request.engine, "horizon": horizon,
+        "resolution": request.resolution,
+        "checkpoints": {name: str(path) for name, path in paths.items()}, "config_hash": config_hash(cfg),
+        **evaluator.result(),
+    }
+    return result, write_outputs(cfg, request, result, evaluator.examples, paths)
+
+
+def write_outputs(cfg: Config, request: EvaluationRequest, result: dict, examples: dict,
+                  paths: dict[str, Path]) -> dict[str, Path]:
+    prefix = request.output_prefix or default_prefix(request, paths, result)
+    written = {"json": prefix.with_name(prefix.name + ".json")}
+    with atomic_path(written["json"]) as tmp:
+        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    if cfg.evaluation.report:
+        from ups.eval.report import write_report
+        written["report"] = write_report(result, examples, prefix.with_name(prefix.name + ".html"))
+    if request.leaderboard is not None:
+        from ups.eval.leaderboard import append_leaderboard, leaderboard_row
+        append_leaderboard(Path(request.leaderboard), leaderboard_row(result))
+        written["leaderboard"] = Path(request.leaderboard)
+    return written
+
+
+def default_prefix(request: EvaluationRequest, paths: dict[str, Path], result: dict) -> Path:
+    """``<run>/evaluation/<split>-h<H>``; a lone checkpoint's run is the folder above checkpoints/."""
+    run = Path(request.run_dir) if request.run_dir else next(iter(paths.values())).resolve().parents[2]
+    suffix = f"-r{result['resolution']}" if result["resolution"] else ""
+    return run / "evaluation" / f"{result['split']}-h{result['horizon']}{suffix}"
