@@ -14,9 +14,10 @@ import shlex
 import sys
 import warnings
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 
+from ups.cli_cache import add_cache
+from ups.cli_evaluate import add_evaluate
 from ups.errors import UPSError
 
 
@@ -90,84 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, required=True, help="YAML config file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.set_defaults(run=_data_summary, command="data summary")
-    _add_cache(sub)
-    _add_evaluate(sub)
+    add_cache(sub)
+    add_evaluate(sub)
     return parser
-
-
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("evaluate", help="evaluate trained stages on a split: metrics, report, leaderboard",
-                       description="Roll the operator out from true initial conditions of the split (the corrector "
-                                   "beside it when the run has one; the steady prior on steady tasks), compute "
-                                   "PDEBench's metrics on decoded fields, and write <prefix>.json, <prefix>.html "
-                                   "and, with --leaderboard, a CSV row (+ its HTML twin).")
-    p.add_argument("--config", type=Path, required=True, help="YAML config file (the run's)")
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", type=Path, help="one checkpoint (operator, corrector or steady prior)")
-    which.add_argument("--run-dir", type=Path, help="a run folder: the best checkpoint of every trained stage")
-    p.add_argument("--engine", choices=["lightning", "native"], default="lightning", help="default: lightning")
-    p.add_argument("--split", choices=["val", "test"], help="default: evaluation.split")
-    p.add_argument("--horizon", type=int, help="rollout steps (default: evaluation.horizon, else the longest)")
-    p.add_argument("--resolution", type=int, help="zero-shot: decode at N points per axis and compare with the "
-                                                  "data at N (down-sampled, or built-in data regenerated at N)")
-    p.add_argument("--output-prefix", type=Path, help="default: <run>/evaluation/<split>-h<H>[-r<N>]")
-    p.add_argument("--leaderboard", type=Path, help="append a row to this CSV (and its .html twin)")
-    p.add_argument("--label", help="the row's label (default: the run folder's name)")
-    p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra columns (repeatable)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
-    p.set_defaults(run=_evaluate, command="evaluate")
-
-
-def _evaluate(args: argparse.Namespace) -> int:
-    from ups.config import load_config
-    from ups.eval.run import EvaluationRequest, evaluate
-
-    tags = {}
-    for item in args.tag:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UPSError(f"--tag '{item}' is not of the form KEY=VALUE.")
-        tags[key] = value
-    for flag, value in (("--horizon", args.horizon), ("--resolution", args.resolution)):
-        if value is not None and value < 1:
-            raise UPSError(f"{flag} {value} must be at least 1.")
-    cfg = load_config(args.config, args.overrides)
-    result, written = evaluate(cfg, EvaluationRequest(
-        checkpoint=args.checkpoint, run_dir=args.run_dir, engine=args.engine, split=args.split, horizon=args.horizon,
-        resolution=args.resolution, output_prefix=args.output_prefix, leaderboard=args.leaderboard, label=args.label, tags=tags,
-        device=args.device))
-    metrics = result["metrics"]
-    shown = [k for k in ("nrmse", "one_step_nrmse", "corrected_nrmse", "crps", "steady_nrmse") if k in metrics]
-    print(f"{result['split']} split, horizon {result['horizon']}: "
-          + ", ".join(f"{k} {metrics[k]:.4g}" for k in shown))
-    for kind, path in written.items():
-        print(f"{kind}: {path}")
-    return 0
-
-
-def _add_cache(sub: argparse._SubParsersAction) -> None:
-    cache = sub.add_parser("cache", help="the latent cache: build, info, clear").add_subparsers(
-        title="cache commands", metavar="CACHE_COMMAND")
-    p = cache.add_parser("build", help="encode every transient task into training.latent_cache_dir",
-                         description="Encode every frame of every transient task of CONFIG with the autoencoder "
-                                     "of --run-dir (its best checkpoint) into training.latent_cache_dir. An entry "
-                                     "with the same key is verified and kept (a corrupt one is re-encoded); entries "
-                                     "of other keys (another encoder or data file) are left alone: see `ups cache "
-                                     "info` and `ups cache clear`.")
-    p.add_argument("--config", type=Path, required=True, help="YAML config file")
-    p.add_argument("--run-dir", type=Path, required=True, help="run folder whose autoencoder encodes")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
-    p.set_defaults(run=_cache_build, command="cache build")
-    for name, helptext, run in (("info", "size, entries and keys of the latent cache", _cache_info),
-                                ("clear", "remove every entry of the latent cache", _cache_clear)):
-        p = cache.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ": the folder "
-                             "given by --dir, or training.latent_cache_dir of --config.")
-        where = p.add_mutually_exclusive_group(required=True)
-        where.add_argument("--config", type=Path, help="YAML config file (its training.latent_cache_dir)")
-        where.add_argument("--dir", type=Path, help="the cache folder")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides (with --config)")
-        p.set_defaults(run=run, command=f"cache {name}")
 
 
 def _add_generate(data: argparse._SubParsersAction) -> None:
@@ -367,73 +293,4 @@ def _data_summary(args: argparse.Namespace) -> int:
     tasks = load_config_tasks(cfg)
     print(summary_table(tasks))
     print(f"data: {len(tasks)} task(s) under {Path(cfg.paths.data_dir).resolve()}")
-    return 0
-
-
-def _cache_build(args: argparse.Namespace) -> int:
-    from ups.config import load_config
-    from ups.pipeline.runner import build_latent_cache
-
-    cfg = load_config(args.config, args.overrides)
-    entries = build_latent_cache(cfg, args.run_dir)
-    for entry in entries:
-        print(f"{entry.task}: {entry.status}, {list(entry.shape)} {entry.dtype} -> {entry.path}")
-    print(f"cache: {Path(cfg.training.latent_cache_dir).resolve()}")
-    return 0
-
-
-def _cache_dir(args: argparse.Namespace) -> Path:
-    if args.dir is not None:
-        if args.overrides:
-            raise UPSError("overrides apply to --config only; drop them or use --config.")
-        return args.dir
-    from ups.config import load_config
-
-    cfg = load_config(args.config, args.overrides)
-    if cfg.training.latent_cache_dir is None:
-        raise UPSError(f"{args.config} does not set training.latent_cache_dir, so it has no latent cache.")
-    return Path(cfg.training.latent_cache_dir)
-
-
-def _cache_info(args: argparse.Namespace) -> int:
-    from ups.data.latent_cache import LatentCache
-
-    root = _cache_dir(args)
-    entries = LatentCache(root).entries()
-    total = sum(e["bytes"] for e in entries)
-    print(f"latent cache {root.resolve()}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
-          f"{total / 1e6:.1f} MB")
-    for entry in entries:
-        print("\n".join(_describe_cache_entry(entry)))
-    return 0
-
-
-def _describe_cache_entry(entry: dict) -> list[str]:
-    """An entry as a few indented lines: file, size, shape, and what its key covers."""
-    name, size = Path(entry["path"]).name, f"{entry['bytes'] / 1e6:.1f} MB"
-    unreadable = f"  {name}  {size}  UNREADABLE ({{}}); it is rebuilt when a run needs it"
-    if "error" in entry:
-        return [unreadable.format(entry["error"])]
-    try:
-        header = entry["header"]
-        fields = header["key_fields"]
-        data = fields["data_file"]
-        mtime = datetime.fromtimestamp(data["mtime_ns"] / 1e9).isoformat(timespec="seconds")
-    except (KeyError, TypeError, ValueError) as exc:
-        return [unreadable.format(f"header lacks {exc}")]
-    return [
-        f"  {name}  {size}  task {header['task']}  {header['shape']} {header['dtype']}  created {header['created']}",
-        f"    key {header['key'][:20]}: encoder {fields['encoder'][:12]}, data {data['path']} "
-        f"({data['bytes']} bytes, modified {mtime}), layout {fields['layout']}, "
-        f"reduced_resolution {fields['reduced_resolution']}/{fields['reduced_resolution_t']} (space/time), "
-        f"normalisation {fields['normalizer']['mode']}",
-    ]
-
-
-def _cache_clear(args: argparse.Namespace) -> int:
-    from ups.data.latent_cache import LatentCache
-
-    root = _cache_dir(args)
-    files, freed = LatentCache(root).clear()
-    print(f"latent cache {root.resolve()}: removed {files} file(s), {freed / 1e6:.1f} MB freed")
     return 0

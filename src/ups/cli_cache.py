@@ -1,0 +1,102 @@
+"""``ups cache build | info | clear``: the latent cache from the command line."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+
+from ups.errors import UPSError
+
+
+def add_cache(sub: argparse._SubParsersAction) -> None:
+    cache = sub.add_parser("cache", help="the latent cache: build, info, clear").add_subparsers(
+        title="cache commands", metavar="CACHE_COMMAND")
+    p = cache.add_parser("build", help="encode every transient task into training.latent_cache_dir",
+                         description="Encode every frame of every transient task of CONFIG with the autoencoder "
+                                     "of --run-dir (its best checkpoint) into training.latent_cache_dir. An entry "
+                                     "with the same key is verified and kept (a corrupt one is re-encoded); entries "
+                                     "of other keys (another encoder or data file) are left alone: see `ups cache "
+                                     "info` and `ups cache clear`.")
+    p.add_argument("--config", type=Path, required=True, help="YAML config file")
+    p.add_argument("--run-dir", type=Path, required=True, help="run folder whose autoencoder encodes")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    p.set_defaults(run=_cache_build, command="cache build")
+    for name, helptext, run in (("info", "size, entries and keys of the latent cache", _cache_info),
+                                ("clear", "remove every entry of the latent cache", _cache_clear)):
+        p = cache.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ": the folder "
+                             "given by --dir, or training.latent_cache_dir of --config.")
+        where = p.add_mutually_exclusive_group(required=True)
+        where.add_argument("--config", type=Path, help="YAML config file (its training.latent_cache_dir)")
+        where.add_argument("--dir", type=Path, help="the cache folder")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides (with --config)")
+        p.set_defaults(run=run, command=f"cache {name}")
+
+
+def _cache_build(args: argparse.Namespace) -> int:
+    from ups.config import load_config
+    from ups.pipeline.runner import build_latent_cache
+
+    cfg = load_config(args.config, args.overrides)
+    entries = build_latent_cache(cfg, args.run_dir)
+    for entry in entries:
+        print(f"{entry.task}: {entry.status}, {list(entry.shape)} {entry.dtype} -> {entry.path}")
+    print(f"cache: {Path(cfg.training.latent_cache_dir).resolve()}")
+    return 0
+
+
+def _cache_dir(args: argparse.Namespace) -> Path:
+    if args.dir is not None:
+        if args.overrides:
+            raise UPSError("overrides apply to --config only; drop them or use --config.")
+        return args.dir
+    from ups.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    if cfg.training.latent_cache_dir is None:
+        raise UPSError(f"{args.config} does not set training.latent_cache_dir, so it has no latent cache.")
+    return Path(cfg.training.latent_cache_dir)
+
+
+def _cache_info(args: argparse.Namespace) -> int:
+    from ups.data.latent_cache import LatentCache
+
+    root = _cache_dir(args)
+    entries = LatentCache(root).entries()
+    total = sum(e["bytes"] for e in entries)
+    print(f"latent cache {root.resolve()}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+          f"{total / 1e6:.1f} MB")
+    for entry in entries:
+        print("\n".join(_describe_cache_entry(entry)))
+    return 0
+
+
+def _describe_cache_entry(entry: dict) -> list[str]:
+    """An entry as a few indented lines: file, size, shape, and what its key covers."""
+    name, size = Path(entry["path"]).name, f"{entry['bytes'] / 1e6:.1f} MB"
+    unreadable = f"  {name}  {size}  UNREADABLE ({{}}); it is rebuilt when a run needs it"
+    if "error" in entry:
+        return [unreadable.format(entry["error"])]
+    try:
+        header = entry["header"]
+        fields = header["key_fields"]
+        data = fields["data_file"]
+        mtime = datetime.fromtimestamp(data["mtime_ns"] / 1e9).isoformat(timespec="seconds")
+    except (KeyError, TypeError, ValueError) as exc:
+        return [unreadable.format(f"header lacks {exc}")]
+    return [
+        f"  {name}  {size}  task {header['task']}  {header['shape']} {header['dtype']}  created {header['created']}",
+        f"    key {header['key'][:20]}: encoder {fields['encoder'][:12]}, data {data['path']} "
+        f"({data['bytes']} bytes, modified {mtime}), layout {fields['layout']}, "
+        f"reduced_resolution {fields['reduced_resolution']}/{fields['reduced_resolution_t']} (space/time), "
+        f"normalisation {fields['normalizer']['mode']}",
+    ]
+
+
+def _cache_clear(args: argparse.Namespace) -> int:
+    from ups.data.latent_cache import LatentCache
+
+    root = _cache_dir(args)
+    files, freed = LatentCache(root).clear()
+    print(f"latent cache {root.resolve()}: removed {files} file(s), {freed / 1e6:.1f} MB freed")
+    return 0
