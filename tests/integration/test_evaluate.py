@@ -17,13 +17,10 @@ from ups.data.generate import generate_dataset
 from ups.pipeline.runner import train_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import write_config  # noqa: E402
+from tiny_runs import BURGERS_AND_DARCY, generative_overrides, write_config  # noqa: E402
 
-TASKS = [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"},
-         {"name": "darcy", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"}]
-SMALL = ["diffusion.hidden=16", "diffusion.depth=1", "diffusion.steps_infer=2", "diffusion.val_samples=2",
-         "steady_prior.hidden=16", "steady_prior.depth=1", "steady_prior.steps_infer=2",
-         "stages.diff_residual.epochs=1", "stages.consistency_distill.epochs=1", "stages.steady_prior.epochs=1"]
+TASKS = BURGERS_AND_DARCY
+SMALL = generative_overrides(steps_infer=2, val_samples=2)
 
 
 @pytest.fixture(scope="module")

@@ -21,13 +21,10 @@ from ups.pipeline.runner import best_checkpoint, build_stage, train_stage
 from ups.runs import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import write_config  # noqa: E402
+from tiny_runs import BURGERS_AND_DARCY, generative_overrides, write_config  # noqa: E402
 
-TASKS = [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"},
-         {"name": "darcy", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"}]
-GENERATIVE = ["diffusion.hidden=16", "diffusion.depth=1", "diffusion.steps_infer=4", "diffusion.val_samples=3",
-              "steady_prior.hidden=16", "steady_prior.depth=1", "steady_prior.steps_infer=4",
-              "stages.diff_residual.epochs=1", "stages.consistency_distill.epochs=1", "stages.steady_prior.epochs=1"]
+TASKS = BURGERS_AND_DARCY
+GENERATIVE = generative_overrides(steps_infer=4, val_samples=3)
 VAL_KEYS = {
     "diff_residual": {"val/nrmse", "val/operator_nrmse", "val/ensemble_nrmse", "val/crps", "val/spread_skill",
                       "val/rollout_nrmse", "val/operator_rollout_nrmse", "val/burgers/crps"},

@@ -28,6 +28,7 @@ from ups.engines.common import (
 )
 from ups.errors import UPSError
 from ups.runs import RunDir
+from ups.stages.batch import to_device
 
 log = logging.getLogger("ups")
 
@@ -141,7 +142,7 @@ class NativeTrainer:
         n_batches = len(self.train_loader)
         epoch_metrics = MetricMeans()
         for batch_idx, batch in enumerate(self.train_loader):
-            batch = _to_device(batch, self.device)
+            batch = to_device(batch, self.device)
             with self.autocast:
                 scalars, per_sample = split_terms(self.stage.training_loss(batch))
             loss = scalars["loss"]
@@ -177,7 +178,7 @@ class NativeTrainer:
         with maybe_ema(self.ema, self.stage.model):
             for batch in self.val_loader:
                 with self.autocast:
-                    means.add(self.stage.validation_metrics(_to_device(batch, self.device)))
+                    means.add(self.stage.validation_metrics(to_device(batch, self.device)))
         self.stage.set_train_mode(True)
         values = validation_means(means.means("val"))
         self.csv.log({**values, "epoch": self.epoch}, self.global_step - 1)
@@ -257,18 +258,6 @@ class NativeTrainer:
         if self.validate and self.state_keys[1] in states:
             stop = states[self.state_keys[1]]
             self.patience.wait, self.patience.best = int(stop["wait_count"]), float(stop["best_score"])
-
-
-def _to_device(batch, device: torch.device):
-    if device.type == "cpu":
-        return batch
-    if torch.is_tensor(batch):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to_device(v, device) for v in batch)
-    return batch
 
 
 def fit_native(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=(),

@@ -29,6 +29,7 @@ from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
 from ups.eval.evaluator import Evaluator, stage_from_checkpoint
 from ups.runs import RunDir
+from ups.stages.batch import to_device
 
 log = logging.getLogger("ups")
 CORRECTORS = ("consistency_distill", "diff_residual")  # the faster one first
@@ -143,7 +144,7 @@ def run_native(evaluator: Evaluator, batches: list[DataLoader], device: str) -> 
     with torch.no_grad(), autocast:
         for loader in batches:
             for batch in loader:
-                evaluator.evaluate({k: v.to(target) if torch.is_tensor(v) else v for k, v in batch.items()})
+                evaluator.evaluate(to_device(batch, target))
 
 
 ENGINES = {"lightning": run_lightning, "native": run_native}

@@ -1,5 +1,5 @@
-"""Helpers over batches shared by the stages: flattening grids, splitting rows by task,
-denormalising, per-sample relative errors.
+"""Helpers over batches shared by the stages and engines: flattening grids, splitting rows by task,
+denormalising, per-sample relative errors, moving batches and frozen modules to a device.
 
 Task membership is read from the batch's host-side ``task_names``, so splitting metrics by
 task never waits for the device.
@@ -7,7 +7,11 @@ task never waits for the device.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
 import torch
+from torch import nn
 
 
 def flat_points(field: torch.Tensor) -> torch.Tensor:
@@ -55,3 +59,31 @@ def relative_rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-sample ||pred - target|| / ||target|| over all but the first axis: [B, ...] -> [B] (float32, detached)."""
     err = (pred - target).detach().float().flatten(1).pow(2).sum(1)
     return (err / target.detach().float().flatten(1).pow(2).sum(1).clamp_min(1e-12)).sqrt()
+
+
+def to_device(batch, device: torch.device):
+    """A loader's batch (tensors, possibly in dicts, lists, tuples) moved to ``device``; other
+    values as they are. Loaders give CPU tensors, so on the CPU the batch is returned as is."""
+    if device.type == "cpu":
+        return batch
+    if torch.is_tensor(batch):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(v, device) for v in batch)
+    return batch
+
+
+@contextmanager
+def on_device(modules: Sequence[nn.Module], device: torch.device) -> Iterator[None]:
+    """Within the block ``modules`` sit on ``device`` in eval mode (one-off work such as filling
+    the latent cache); afterwards they are back on the device they came from."""
+    home = next(modules[0].parameters()).device
+    for module in modules:
+        module.to(device).eval()
+    try:
+        yield
+    finally:
+        for module in modules:
+            module.to(home)

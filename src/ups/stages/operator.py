@@ -31,7 +31,7 @@ from ups.eval.metrics import nrmse
 from ups.models import LatentOperator
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
-from ups.stages.batch import denormalize, flat_points, per_task, relative_rmse
+from ups.stages.batch import denormalize, flat_points, on_device, per_task, relative_rmse
 
 # Frames per encoder call when filling the cache: bounds memory on large 2D grids.
 _ENCODE_CHUNK = 32
@@ -75,15 +75,11 @@ class OperatorStage(Stage):
         t = self.cfg.training
         if t.latent_cache_dir is None:
             return
-        encoder = self.model.encoder.eval()  # frozen: the same mode as when it encodes in a step
-        home = next(encoder.parameters()).device
-        encoder.to(device)
-        try:
+        encoder = self.model.encoder
+        with on_device([encoder], device):  # eval mode: the same as when it encodes in a step
             self.latents = LatentCache(t.latent_cache_dir).ensure(
                 self.dyn_tasks, lambda k, i: self._encode_trajectory(k, i, device), encoder=encoder_digest(encoder),
                 dtype=t.latent_cache_dtype, latent_shape=self.latent_shape, progress=progress)
-        finally:
-            encoder.to(home)
 
     @torch.no_grad()
     def _encode_trajectory(self, k: int, trajectory: int, device: torch.device) -> np.ndarray:
