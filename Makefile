@@ -22,14 +22,15 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-# A fresh run folder per `make demo`; the data are generated once and reused.
-DEMO_RUN := runs/demo-$(shell date +%Y%m%d-%H%M%S)
+# A fresh run folder per `make demo` (runs/<id>), all of them on one leaderboard
+# (runs/leaderboard.csv); the data are generated once and reused.
+DEMO_ID := demo-$(shell date +%Y%m%d-%H%M%S)
 
 demo: setup
 	$(UPS) data generate burgers1d --out $(DATA) --param nu=0.01 --quiet
 	$(UPS) data generate darcy2d --out $(DATA) --param beta=1.0 --quiet
 	$(UPS) data summary --config configs/demo.yaml
-	$(UPS) pipeline --config configs/demo.yaml --run-dir $(DEMO_RUN)
+	$(UPS) fast-to-sota --config configs/demo.yaml --run-id $(DEMO_ID) logging.wandb.enabled=true
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

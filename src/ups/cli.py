@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ups.cli_cache import add_cache
 from ups.cli_evaluate import add_evaluate
+from ups.cli_fast import add_fast_to_sota
 from ups.errors import UPSError
 
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_data_summary, command="data summary")
     add_cache(sub)
     add_evaluate(sub)
+    add_fast_to_sota(sub)
     return parser
 
 
@@ -139,8 +141,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from ups.pipeline.runner import train_stage
 
+    from ups.pipeline.runner import is_rank_zero
+    from ups.tracking import tracking
+
     cfg = _training_config(args, "the run folder whose stage should continue")
-    with _shared_run_dir(args.run_dir, cfg) as run_dir:
+    with _shared_run_dir(args.run_dir, cfg) as run_dir, tracking(cfg, run_dir, rank_zero=is_rank_zero()):
         done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume, from_run=args.from_run)
     for line in _train_report(done):
         print(line)
@@ -201,10 +206,11 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
 def _pipeline(args: argparse.Namespace) -> int:
     from ups.pipeline.pipeline import StageFailed, run_pipeline, stage_table
     from ups.pipeline.runner import is_rank_zero
+    from ups.tracking import tracking
 
     cfg = _training_config(args, "the run folder to continue")
     stages = [name.strip() for name in args.stages.split(",") if name.strip()] if args.stages else None
-    with _shared_run_dir(args.run_dir, cfg) as run_dir:
+    with _shared_run_dir(args.run_dir, cfg) as run_dir, tracking(cfg, run_dir, rank_zero=is_rank_zero()):
         try:
             done = run_pipeline(cfg, run_dir, stages=stages, engine=args.engine, resume=args.resume)
         except StageFailed as exc:
@@ -212,7 +218,8 @@ def _pipeline(args: argparse.Namespace) -> int:
             print(f"ups pipeline: stage {exc.stage} failed: {type(exc.error).__name__}: {error[0] if error else ''}; "
                   f"later stages were not started (resume: {_resume_command(args, run_dir)})", file=sys.stderr)
             return 1
-    if is_rank_zero():  # the other ranks of a multi-device run print nothing
+        if not is_rank_zero():  # the other ranks of a multi-device run print nothing
+            return 0
         for line in stage_table(done):
             print(line)
         if cfg.evaluation.after_pipeline:
@@ -221,7 +228,7 @@ def _pipeline(args: argparse.Namespace) -> int:
             _, written = evaluate(cfg, EvaluationRequest(run_dir=run_dir, engine=args.engine))
             for kind, path in written.items():
                 print(f"evaluation {kind}: {path}")
-        print(f"run: {run_dir}")
+    print(f"run: {run_dir}")
     return 0
 
 

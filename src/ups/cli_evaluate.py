@@ -26,6 +26,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output-prefix", type=Path, help="default: <run>/evaluation/<split>-h<H>[-r<N>]")
     p.add_argument("--leaderboard", type=Path, help="append a row to this CSV (and its .html twin)")
     p.add_argument("--label", help="the row's label (default: the run folder's name)")
+    p.add_argument("--role", choices=["baseline", "champion", "full_eval", "small_eval"],
+                   help="the row's role for fast-to-sota's gates (e.g. baseline: a reference to beat)")
     p.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="extra columns (repeatable)")
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="default: cpu")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
@@ -34,7 +36,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from ups.config import load_config
-    from ups.eval.run import EvaluationRequest, evaluate
+    from ups.eval.run import EvaluationRequest, checkpoints_of, evaluate, run_folder
+    from ups.tracking import tracking
 
     tags = {}
     for item in args.tag:
@@ -46,10 +49,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise UPSError(f"{flag} {value} must be at least 1.")
     cfg = load_config(args.config, args.overrides)
-    result, written = evaluate(cfg, EvaluationRequest(
+    request = EvaluationRequest(
         checkpoint=args.checkpoint, run_dir=args.run_dir, engine=args.engine, split=args.split, horizon=args.horizon,
-        resolution=args.resolution, output_prefix=args.output_prefix, leaderboard=args.leaderboard, label=args.label, tags=tags,
-        device=args.device))
+        resolution=args.resolution, output_prefix=args.output_prefix, leaderboard=args.leaderboard, label=args.label,
+        tags=tags, device=args.device, role=args.role or "")
+    with tracking(cfg, run_folder(request, checkpoints_of(request))):  # the run's W&B run, with logging.wandb
+        result, written = evaluate(cfg, request)
     metrics = result["metrics"]
     shown = [k for k in ("nrmse", "one_step_nrmse", "corrected_nrmse", "crps", "steady_nrmse") if k in metrics]
     print(f"{result['split']} split, horizon {result['horizon']}: "

@@ -45,3 +45,14 @@ def test_missing_metrics_are_skipped_or_fail_and_no_baseline_is_a_provisional_pa
     first = decide("small", {"nrmse": 0.5}, [], metric="nrmse", min_delta=0.1, ratio_limits={}, candidate_run="me")
     assert first.passed and first.provisional and "provisional pass" in first.messages[0]
     assert first.to_dict()["provisional"] is True
+
+
+def test_only_rows_evaluated_like_the_candidate_can_be_its_baseline():
+    rows = [{**ROWS[3], "split": "test", "horizon": "10", "resolution": ""},
+            {**ROWS[2], "split": "val", "horizon": "10", "resolution": ""}]
+    val = {"split": "val", "horizon": 10, "resolution": None}
+    assert select_baseline(rows, "nrmse", "me", val)["label"] == "champ"     # the better test row is not comparable
+    assert select_baseline(rows, "nrmse", "me", {**val, "horizon": 5}) is None
+    alone = decide("small", {"nrmse": 0.3}, rows, metric="nrmse", min_delta=0.0, ratio_limits={}, candidate_run="me",
+                   comparable={**val, "horizon": 5})
+    assert alone.provisional and "evaluated like this candidate (split val, horizon 5, resolution -)" in alone.messages[0]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Sequence
 
 import yaml
 
@@ -20,8 +21,10 @@ from ups.errors import ConfigError
 __all__ = ["Config", "TaskConfig", "STAGE_NAMES", "load_config", "to_dict", "to_yaml", "task_path"]
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), *, check_files: bool = True) -> Config:
-    """Read ``path`` (None: the schema defaults), apply ``overrides`` and validate everything.
+def load_config(path: str | Path | None, overrides: list[str] = (), *, layers: Sequence[str | Path] = (),
+                check_files: bool = True) -> Config:
+    """Read ``path`` (None: the schema defaults), apply ``overrides``, merge the YAML files
+    ``layers`` on top (in order; fast-to-sota's evaluation configs) and validate everything.
 
     With ``check_files`` the data files named by the tasks must exist.
     """
@@ -32,6 +35,9 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, check_fil
         file_tree, file_sources = read_config_tree(path)
         merge_into(tree, file_tree, sources, file_sources)
     apply_overrides(tree, sources, list(overrides), string_keys())
+    for layer in layers:
+        layer_tree, layer_sources = read_config_tree(layer)
+        merge_into(tree, layer_tree, sources, layer_sources)
     problems = Problems(sources)
     cfg = build_config(tree, problems)
     if cfg is not None:

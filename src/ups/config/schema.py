@@ -255,21 +255,29 @@ class EvaluationConfig:
 
 @dataclass
 class GatesConfig:
-    improvement_metric: str = knob("nrmse", "metric a candidate must improve", read_by="fast-to-sota")
-    min_small_delta: float = knob(0.0, "minimum improvement at the small evaluation", read_by="fast-to-sota",
-                                  min=0.0)
-    min_full_delta: float = knob(0.0, "minimum improvement at the full evaluation", read_by="fast-to-sota",
-                                 min=0.0)
+    improvement_metric: str = knob("nrmse", "leaderboard column a candidate must lower (e.g. nrmse, corrected_nrmse, "
+                                   "burgers1d/nrmse); --improvement-metric overrides", read_by="fast-to-sota")
+    min_small_delta: float = knob(0.0, "minimum improvement (baseline - candidate) at the small evaluation",
+                                  read_by="fast-to-sota", min=0.0)
+    min_full_delta: float = knob(0.0, "minimum improvement (baseline - candidate) at the full evaluation",
+                                 read_by="fast-to-sota", min=0.0)
     ratio_limits: dict[str, float] = knob(
-        {}, "metric -> largest allowed candidate/baseline ratio", read_by="fast-to-sota"
+        {"crmse": 1.5, "brmse": 1.5, "ms_per_rollout_step": 3.0},
+        "metric -> largest allowed candidate/baseline ratio (conservation, boundary, cost per step); a metric "
+        "missing on either side is reported as skipped", read_by="fast-to-sota"
     )
 
 
 @dataclass
 class WandbConfig:
-    mode: Literal["offline", "online", "disabled"] = knob("offline", "W&B mode", read_by="tracking")
+    enabled: bool = knob(False, "log to Weights & Biases: one run per run folder (its id in WANDB_CONTEXT_FILE, "
+                         "default <run>/wandb_context.json), files under <run>/logs/wandb/", read_by="tracking")
+    mode: Literal["offline", "online"] = knob("offline", "offline writes the run locally only (sync it later with "
+                                              "`wandb sync`); online needs W&B credentials", read_by="tracking")
     project: str = knob("ups", "W&B project", read_by="tracking")
-    entity: Optional[str] = knob(None, "W&B entity", read_by="tracking")
+    entity: Optional[str] = knob(None, "W&B entity (team or user)", read_by="tracking")
+    group: Optional[str] = knob(None, "W&B group of the run", read_by="tracking")
+    tags: list[str] = knob([], "W&B tags of the run", read_by="tracking")
 
 
 @dataclass

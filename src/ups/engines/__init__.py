@@ -13,6 +13,7 @@ from ups.config import Config
 from ups.checkpoint import check_fit, load_checkpoint
 from ups.engines.common import LAST_NAME, FitResult, task_batch_sampler, uses_gpu, validation_on
 from ups.errors import UPSError
+from ups.tracking import check_tracking
 from ups.runs import RunDir
 
 __all__ = ["ENGINES", "FitResult", "fit_checked", "fit_stage", "preflight"]
@@ -45,6 +46,7 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
             importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")):
         raise UPSError("logging.tensorboard=true needs the tensorboard package: `pip install tensorboard`, "
                        "or set logging.tensorboard=false (metrics.csv is written either way).")
+    check_tracking(cfg)
     if cfg.training.strategy == "fsdp" and not uses_gpu(cfg):
         raise UPSError("training.strategy=fsdp needs GPUs; use training.strategy=ddp (or auto) on CPU.")
     last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"

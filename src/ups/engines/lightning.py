@@ -14,7 +14,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -26,6 +26,7 @@ from ups.engines.common import (
     train_log_values, uses_gpu, validation_means, validation_on,
 )
 from ups.errors import UPSError
+from ups import tracking
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
@@ -191,6 +192,8 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
     loggers = [StageCSVLogger(run.log_dir(stage_name), step_offset)]
     if cfg.logging.tensorboard:
         loggers.append(RunTensorBoardLogger(run, stage_name, step_offset))
+    if tracking.active() is not None:
+        loggers.append(WandbStageLogger(stage_name, step_offset))
     callbacks = monitor_callbacks(cfg, run, stage_name) + list(callbacks_extra)
     if t.lightning_profile == "timer" and t.max_time is None:
         callbacks.append(Timer())
@@ -234,6 +237,33 @@ class RunTensorBoardLogger(TensorBoardLogger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         tagged = {f"{self.stage_name}/{key}": value for key, value in metrics.items()}
         super().log_metrics(tagged, None if step is None else step + self.step_offset)
+
+
+class WandbStageLogger(Logger):
+    """Forwards the stage's metrics to the run's open W&B run (``ups.tracking``) as
+    ``training/<stage>/<metric>``, steps shifted by ``step_offset``."""
+
+    def __init__(self, stage_name: str, step_offset: int):
+        super().__init__()
+        self.stage_name, self.step_offset = stage_name, step_offset
+
+    @property
+    def name(self) -> str:
+        return "wandb"
+
+    @property
+    def version(self) -> str:
+        return self.stage_name
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        tracker = tracking.active()
+        if tracker is not None:
+            tracker.log_training(self.stage_name, metrics, (step or 0) + self.step_offset)
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the tracker records the whole resolved config when it opens the run
 
 
 def _keep_previous_metrics(trainer: pl.Trainer) -> None:

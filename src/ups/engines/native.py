@@ -27,6 +27,7 @@ from ups.engines.common import (
     total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
 )
 from ups.errors import UPSError
+from ups import tracking
 from ups.runs import RunDir
 from ups.stages.batch import to_device
 
@@ -53,7 +54,7 @@ class MetricsCSV:
 
     def __init__(self, log_dir: Path, *, append: bool, step_offset: int = 0):
         self.path = log_dir / "metrics.csv"
-        self.step_offset = step_offset
+        self.stage_name, self.step_offset = log_dir.name, step_offset
         log_dir.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict] = []
         self.keys: list[str] = []
@@ -68,6 +69,9 @@ class MetricsCSV:
     def log(self, metrics: dict, step: int) -> None:
         row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
         row["step"] = step + self.step_offset
+        tracker = tracking.active()
+        if tracker is not None:  # the run's W&B run, when one is open
+            tracker.log_training(self.stage_name, row, row["step"])
         new = [k for k in row if k not in self.keys]
         self.rows.append(row)
         if new:

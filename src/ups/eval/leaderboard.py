@@ -16,11 +16,11 @@ from ups.atomic import atomic_path
 
 
 def leaderboard_row(result: dict) -> dict:
-    """Flatten an evaluation result: identity, ``tag:<k>``, metrics, ``<task>/<metric>``, extras
-    and a UTC ISO timestamp."""
-    row = {"label": result.get("label")}
+    """Flatten an evaluation result: identity (label, run, role, how it was evaluated), ``tag:<k>``,
+    metrics, ``<task>/<metric>``, extras and a UTC ISO timestamp."""
+    row = {k: result.get(k) for k in ("label", "run_id", "role", "eval")}
     row.update({f"tag:{k}": v for k, v in (result.get("tags") or {}).items()})
-    row.update({k: result.get(k) for k in ("split", "engine", "config_hash", "horizon", "resolution")})
+    row.update({k: result.get(k) for k in ("split", "horizon", "resolution", "tasks", "engine", "config_hash")})
     row.update(result.get("metrics") or {})
     for task, metrics in (result.get("per_task") or {}).items():
         row.update({f"{task}/{name}": value for name, value in metrics.items()})

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ups import tracking
 from ups.atomic import atomic_path
 from ups.checkpoint import config_hash, load_checkpoint
 from ups.config import Config
@@ -48,6 +49,8 @@ class EvaluationRequest:
     label: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
+    role: str = ""          # the leaderboard row's role (``ups.pipeline.gates``): champion, full_eval, …
+    kind: str | None = None  # small or full under fast-to-sota: the row's ``eval`` and the W&B prefix eval/<kind>/
 
 
 def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
@@ -162,14 +165,20 @@ def evaluate(cfg: Config, request: EvaluationRequest) -> tuple[dict, dict[str, P
     horizon = request.horizon or cfg.evaluation.horizon or default_horizon(cfg, evaluator)
     batches = loaders(evaluator, cfg, split, horizon, references(cfg, evaluator, request.resolution))
     ENGINES[request.engine](evaluator, batches, request.device)
+    run_id = run_folder(request, paths).name
     result = {
         "label": request.label or (Path(request.run_dir).name if request.run_dir else Path(request.checkpoint).stem),
-        "tags": dict(request.tags), "split": split, "engine": request.engine, "horizon": horizon,
-        "resolution": request.resolution,
+        "run_id": run_id, "role": request.role, "eval": request.kind or "", "tags": dict(request.tags),
+        "split": split, "engine": request.engine, "horizon": horizon, "resolution": request.resolution,
+        "tasks": ",".join(task.name for task in cfg.data.tasks),
         "checkpoints": {name: str(path) for name, path in paths.items()}, "config_hash": config_hash(cfg),
         **evaluator.result(),
     }
-    return result, write_outputs(cfg, request, result, evaluator.examples, paths)
+    written = write_outputs(cfg, request, result, evaluator.examples, paths)
+    tracker = tracking.active()
+    if tracker is not None:
+        tracker.log_evaluation(request.kind or written["json"].stem, result)
+    return result, written
 
 
 def write_outputs(cfg: Config, request: EvaluationRequest, result: dict, examples: dict,
@@ -188,8 +197,13 @@ def write_outputs(cfg: Config, request: EvaluationRequest, result: dict, example
     return written
 
 
+def run_folder(request: EvaluationRequest, paths: dict[str, Path]) -> Path:
+    """The run evaluated: ``--run-dir``, or the folder above a lone checkpoint's checkpoints/<stage>/."""
+    return Path(request.run_dir) if request.run_dir else next(iter(paths.values())).resolve().parents[2]
+
+
 def default_prefix(request: EvaluationRequest, paths: dict[str, Path], result: dict) -> Path:
-    """``<run>/evaluation/<split>-h<H>``; a lone checkpoint's run is the folder above checkpoints/."""
-    run = Path(request.run_dir) if request.run_dir else next(iter(paths.values())).resolve().parents[2]
+    """``<run>/evaluation/<split>-h<H>[-r<N>]``."""
+    run = run_folder(request, paths)
     suffix = f"-r{result['resolution']}" if result["resolution"] else ""
     return run / "evaluation" / f"{result['split']}-h{result['horizon']}{suffix}"

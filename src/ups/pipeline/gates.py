@@ -3,9 +3,10 @@
 Rows are leaderboard rows (``ups.eval.leaderboard.leaderboard_row`` plus ``role`` and
 ``run_id``). Lower is better for every metric.
 
-- Baseline: among rows not of the candidate's own run, the best row (lowest improvement
-  metric) with role ``champion``; if there is none, the best ``full_eval`` row; else the best
-  ``baseline`` row; else no baseline.
+- Baseline: among rows not of the candidate's own run that were evaluated like the candidate
+  (``comparable``: the same split, horizon, resolution and tasks), the best row (lowest
+  improvement metric) with role ``champion``; if there is none, the best ``full_eval`` row; else
+  the best ``baseline`` row; else no baseline.
 - Pass: baseline - candidate >= the minimum delta on the improvement metric, and every ratio
   limit holds (candidate / baseline <= limit, e.g. conservation or cost per step). A metric
   missing on either side is reported as skipped, never passed silently; a missing improvement
@@ -19,7 +20,26 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from ups.errors import UPSError
+
 ROLES = ("champion", "full_eval", "baseline")  # baseline preference, best first
+_FIELD = ("nrmse", "one_step_nrmse", "rmse", "max_error", "crmse", "brmse", "frmse_low", "frmse_mid", "frmse_high")
+# the evaluation's metrics where lower is better: the only ones a gate can compare
+GATE_METRICS = (*_FIELD, *(f"corrected_{name}" for name in _FIELD), "crps", "steady_nrmse",
+                "steady_regression_nrmse", "ms_per_rollout_step")
+
+
+def gate_metric(name: str, tasks: list[str], what: str) -> str:
+    """``name`` (``metric:`` prefix allowed) checked: a ``GATE_METRICS`` name, overall or of a task
+    (``<task>/<metric>``). Raises ``UPSError`` saying what is valid."""
+    plain = name.removeprefix("metric:")
+    task, _, metric = plain.rpartition("/")
+    if metric in GATE_METRICS and (not task or task in tasks):
+        return plain
+    problem = f"task '{task}' is not one of the config's tasks ({', '.join(tasks)})" if metric in GATE_METRICS and task \
+        else f"'{metric}' is not a metric where lower is better"
+    raise UPSError(f"{what} '{name}': {problem}. Use one of {', '.join(GATE_METRICS)}, optionally as "
+                   f"<task>/<metric> (e.g. {tasks[0] if tasks else 'burgers1d'}/nrmse).")
 
 
 @dataclass
@@ -62,9 +82,17 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def select_baseline(rows: list[dict], metric: str, candidate_run: str) -> dict | None:
+def comparable_rows(rows: list[dict], comparable: dict | None) -> list[dict]:
+    """The rows whose values of the ``comparable`` keys equal the candidate's (as the CSV writes
+    them: None is blank)."""
+    text = lambda value: "" if value is None else str(value)  # noqa: E731
+    return [r for r in rows if all(text(r.get(key)) == text(value) for key, value in (comparable or {}).items())]
+
+
+def select_baseline(rows: list[dict], metric: str, candidate_run: str, comparable: dict | None = None) -> dict | None:
     """The best row of the most preferred role present, other runs only (see the module docstring)."""
-    others = [r for r in rows if r.get("run_id") != candidate_run and _number(r.get(metric)) is not None]
+    others = [r for r in comparable_rows(rows, comparable)
+              if r.get("run_id") != candidate_run and _number(r.get(metric)) is not None]
     for role in ROLES:
         of_role = [r for r in others if r.get("role") == role]
         if of_role:
@@ -73,10 +101,10 @@ def select_baseline(rows: list[dict], metric: str, candidate_run: str) -> dict |
 
 
 def decide(gate: str, candidate: dict, rows: list[dict], *, metric: str, min_delta: float,
-           ratio_limits: dict[str, float], candidate_run: str) -> GateDecision:
+           ratio_limits: dict[str, float], candidate_run: str, comparable: dict | None = None) -> GateDecision:
     """The gate's decision for ``candidate`` (its metrics by name) against ``rows``."""
     value = _number(candidate.get(metric))
-    row = select_baseline(rows, metric, candidate_run)
+    row = select_baseline(rows, metric, candidate_run, comparable)
     base = _number(row.get(metric)) if row else None
     decision = GateDecision(gate, False, False, metric, value, base, row, min_delta)
     if value is None:
@@ -84,8 +112,10 @@ def decide(gate: str, candidate: dict, rows: list[dict], *, metric: str, min_del
         return decision
     if row is None:
         decision.passed = decision.provisional = True
-        decision.messages.append(f"{gate} gate: no champion, full_eval or baseline row to compare with; provisional "
-                                 f"pass with {metric} = {value:.4g}.")
+        like = ", ".join(f"{key} {'-' if v is None or v == '' else v}" for key, v in (comparable or {}).items())
+        decision.messages.append(f"{gate} gate: no champion, full_eval or baseline row of another run"
+                                 f"{f' evaluated like this candidate ({like})' if like else ''} to compare with; "
+                                 f"provisional pass with {metric} = {value:.4g}.")
         return decision
     improvement = base - value
     improved = improvement >= min_delta

@@ -1,0 +1,349 @@
+"""``ups fast-to-sota``: validate → train → small evaluation → small gate → full evaluation →
+full gate → promotion, in one run folder, with one ``summary.json`` saying what was decided and why.
+
+- Training is ``run_pipeline`` with resume: stages already done in the run folder are reused
+  (their checkpoints), a half-done stage continues; ``force_train`` first moves the earlier
+  training (checkpoints, logs, stage_status.json) to ``<run>/superseded/<time>/``. A run folder
+  trained with another training config (everything but ``evaluation``, ``gates`` and
+  ``logging``) is refused unless ``force_train``.
+- Evaluations are ``ups.eval.run.evaluate`` on the run's best checkpoints, written to
+  ``<run>/eval/<small|full>/results.{json,html}`` with a leaderboard row (role ``small_eval`` or
+  ``full_eval``). Small: the config with ``evaluation.split=val`` and ``evaluation.report=false``,
+  then the ``small_eval_config`` file on top; full: ``evaluation.split=test``, then
+  ``full_eval_config``. An evaluation is reused when nothing was trained now and its results
+  file is of the same checkpoints, settings and engine, unless its redo flag is set.
+- Gates: ``ups.pipeline.gates.decide`` against the leaderboard's rows evaluated the same way.
+  A failed small gate skips the full evaluation unless ``force_full_eval``.
+- Promotion: when the full gate passes, the candidate's small and full rows are appended again
+  with role ``champion`` and ``<run>/promotion.json`` is written.
+
+Several devices: every rank trains (Lightning starts the other ranks by re-running the
+command); only rank 0 evaluates, decides and writes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ups import tracking
+from ups.atomic import atomic_path
+from ups.checkpoint import config_hash
+from ups.config import Config, load_config, to_dict
+from ups.config.load import read_config_tree
+from ups.engines.common import training_device
+from ups.errors import UPSError
+from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard
+from ups.eval.run import EvaluationRequest, evaluate
+from ups.pipeline.gates import decide, gate_metric, select_baseline
+from ups.pipeline.pipeline import planned_stages, resume_action, run_pipeline
+from ups.pipeline.runner import best_checkpoint, checked_stage, is_rank_zero
+from ups.pipeline.summary import Summary, now
+from ups.runs import RunDir
+
+log = logging.getLogger("ups")
+COMPARABLE = ("split", "horizon", "resolution", "tasks")  # rows evaluated like the candidate
+NOT_TRAINING = ("evaluation", "gates", "logging")         # config sections that do not change the weights
+EVAL_DEFAULTS = {"small": ["evaluation.split=val", "evaluation.report=false"], "full": ["evaluation.split=test"]}
+
+
+@dataclass
+class Request:
+    config: Path
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    engine: str = "lightning"
+    eval_engine: str = "lightning"
+    small_eval_config: Path | None = None
+    full_eval_config: Path | None = None
+    improvement_metric: str | None = None
+    min_small_delta: float | None = None
+    min_full_delta: float | None = None
+    force_full_eval: bool = False
+    force_train: bool = False
+    redo_small_eval: bool = False
+    redo_full_eval: bool = False
+    leaderboard: Path | None = None
+
+
+@dataclass
+class Plan:
+    """What ``validate`` resolved: the configs, the gate settings, the leaderboard."""
+    cfg: Config
+    evals: dict[str, Config]
+    metric: str
+    deltas: dict[str, float]
+    leaderboard: Path
+    run: RunDir
+
+
+def training_hash(tree: dict) -> str:
+    import hashlib
+
+    kept = {key: value for key, value in tree.items() if key not in NOT_TRAINING}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def validate(request: Request) -> Plan:
+    """Every check that needs no training; writes nothing. Raises ``UPSError``."""
+    for name, engine in (("--engine", request.engine), ("--eval-engine", request.eval_engine)):
+        if engine not in ("lightning", "native"):
+            raise UPSError(f"{name} {engine}: choose lightning or native.")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", request.run_dir.name):
+        raise UPSError(f"run id '{request.run_dir.name}': use letters, digits, '.', '_' and '-' only, "
+                       f"starting with a letter or digit.")
+    cfg = load_config(request.config, request.overrides)
+    evals = {kind: eval_config(request, kind) for kind in ("small", "full")}
+    tasks = [task.name for task in cfg.data.tasks]
+    metric = gate_metric(request.improvement_metric or cfg.gates.improvement_metric, tasks, "the improvement metric")
+    for name, limit in cfg.gates.ratio_limits.items():
+        gate_metric(name, tasks, "gates.ratio_limits key")
+        if not limit > 0:
+            raise UPSError(f"gates.ratio_limits.{name} = {limit}: a ratio limit must be > 0.")
+    deltas = {"small": cfg.gates.min_small_delta if request.min_small_delta is None else request.min_small_delta,
+              "full": cfg.gates.min_full_delta if request.min_full_delta is None else request.min_full_delta}
+    for kind, delta in deltas.items():
+        if delta < 0:
+            raise UPSError(f"--min-{kind}-delta {delta}: a minimum improvement must be >= 0.")
+    leaderboard = Path(request.leaderboard or Path(cfg.paths.runs_dir) / "leaderboard.csv")
+    if leaderboard.is_dir():
+        raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
+    tracking.check_tracking(cfg)
+    run = RunDir(request.run_dir)
+    if not request.force_train:
+        refuse_other_training(run, cfg)
+    for stage in planned_stages(cfg):  # the first stage to train now, through the engines' preflight
+        action = "trained" if request.force_train else resume_action(run, stage)
+        if action != "already done":
+            checked_stage(cfg, stage, run, engine=request.engine, resume=action == "resumed")
+            break
+    return Plan(cfg, evals, metric, deltas, leaderboard, run)
+
+
+def eval_config(request: Request, kind: str) -> Config:
+    """The candidate's config for the ``kind`` evaluation (see the module docstring)."""
+    layer = request.small_eval_config if kind == "small" else request.full_eval_config
+    if layer is not None:
+        tree, _ = read_config_tree(layer)
+        other = sorted(set(tree) - {"evaluation"})
+        if other:
+            raise UPSError(f"--{kind}-eval-config {layer}: only an 'evaluation:' section may be set there "
+                           f"(found {', '.join(other)}); the trained model's settings come from --config.")
+    return load_config(request.config, [*request.overrides, *EVAL_DEFAULTS[kind]],
+                       layers=[layer] if layer is not None else ())
+
+
+def refuse_other_training(run: RunDir, cfg: Config) -> None:
+    """Reusing checkpoints trained with another training config would gate the wrong model."""
+    resolved = run.root / "config.resolved.yaml"
+    if not any(entry.get("state") == "done" for entry in run.status().values()) or not resolved.is_file():
+        return
+    import yaml
+
+    if training_hash(yaml.safe_load(resolved.read_text())) != training_hash(to_dict(cfg)):
+        raise UPSError(f"run folder {run.root} holds stages trained with another training config "
+                       f"({resolved} differs outside evaluation/gates/logging); retrain with --force-train, "
+                       f"or use a new --run-id.")
+
+
+def fast_to_sota(request: Request) -> Summary | None:
+    """Run every step; the summary (None on ranks other than 0, which only train)."""
+    t0 = time.perf_counter()
+    plan = validate(request)
+    rank_zero = is_rank_zero()
+    summary = Summary(plan.run.root / "summary.json", {
+        "run_id": plan.run.root.name, "run_dir": str(plan.run.root.resolve()),
+        "config": {"path": str(Path(request.config).resolve()), "overrides": list(request.overrides),
+                   "resolved": str((plan.run.root / "config.resolved.yaml").resolve()),
+                   "small_eval_config": _resolved(request.small_eval_config),
+                   "full_eval_config": _resolved(request.full_eval_config),
+                   "training_hash": training_hash(to_dict(plan.cfg))},
+        "engines": {"training": request.engine, "evaluation": request.eval_engine},
+        "leaderboard": str(plan.leaderboard.resolve()),
+        "gate_settings": {"improvement_metric": plan.metric, "min_small_delta": plan.deltas["small"],
+                          "min_full_delta": plan.deltas["full"], "ratio_limits": dict(plan.cfg.gates.ratio_limits)},
+    })
+    if not rank_zero:
+        train(request, plan, None)
+        return None
+    plan.run.root.mkdir(parents=True, exist_ok=True)
+    summary.start(time.perf_counter() - t0)
+    try:
+        with tracking.tracking(plan.cfg, plan.run.root) as tracker:
+            summary.data["tracking"] = {"csv": str((plan.run.root / "logs").resolve()), "wandb": None if tracker is None
+                                        else {"run_id": tracker.run.id, "dir": str(tracker.directory.resolve())}}
+            trained_now = train(request, plan, summary)
+            evaluate_and_gate(request, plan, summary, trained_now)
+            promote(plan, summary)
+            summary.finish()
+            if tracker is not None:
+                attach(tracker, summary, plan.leaderboard)
+    except BaseException as exc:
+        if summary.data["status"] == "running":  # failed outside a step (a failed step records itself)
+            summary.fail("orchestrator", exc)
+        raise
+    return summary
+
+
+def _resolved(path: Path | None) -> str | None:
+    return str(Path(path).resolve()) if path is not None else None
+
+
+def train(request: Request, plan: Plan, summary: Summary | None) -> bool:
+    """The train step; True when a stage trained now (then earlier evaluations are stale)."""
+    if summary is None:  # another rank: train only
+        run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True)
+        return True
+    with summary.step("train") as entry:
+        if request.force_train:
+            entry["superseded"] = supersede(plan.run)
+        done = run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True)
+        entry["stages"] = {item.stage: item.action for item in done}
+        summary.data["checkpoints"] = {item.stage: str(best_checkpoint(item.run, item.stage).resolve()) for item in done}
+        trained_now = any(item.action != "already done" for item in done)
+        entry["status"] = "done" if trained_now else "reused"
+    return trained_now
+
+
+def supersede(run: RunDir) -> str | None:
+    """Move the run's earlier training to ``superseded/<time>/`` (``--force-train`` keeps it)."""
+    moved = [p for p in (run.root / "checkpoints", run.root / "logs", run.status_path, run.root / "eval") if p.exists()]
+    if not moved:
+        return None
+    target = run.root / "superseded" / now().replace(":", "")
+    target.mkdir(parents=True)
+    for path in moved:
+        if path.name == "logs":  # W&B's files stay with the run (one W&B run per folder)
+            keep = [p for p in path.iterdir() if p.name != "wandb"]
+            (target / "logs").mkdir()
+            for p in keep:
+                shutil.move(str(p), target / "logs" / p.name)
+        else:
+            shutil.move(str(path), target / path.name)
+    log.info("--force-train: the earlier training of %s is kept in %s", run.root, target)
+    return str(target)
+
+
+def evaluate_and_gate(request: Request, plan: Plan, summary: Summary, trained_now: bool) -> None:
+    for kind in ("small", "full"):
+        small_gate = summary.data["gates"].get("small")
+        if kind == "full" and not small_gate["passed"] and not request.force_full_eval:
+            reason = "the small gate failed (run with --force-full-eval to evaluate anyway)"
+            summary.skip("full_eval", reason)
+            summary.skip("full_gate", reason)
+            return
+        redo = request.redo_small_eval if kind == "small" else request.redo_full_eval
+        with summary.step(f"{kind}_eval") as entry:
+            result, written, reused = run_evaluation(request, plan, kind, fresh=trained_now or redo)
+            entry["status"] = "reused" if reused else "done"
+            entry.update({key: str(Path(path).resolve()) for key, path in written.items() if key != "leaderboard"})
+            summary.data["evaluations"][kind] = str(written["json"].resolve())
+        with summary.step(f"{kind}_gate") as entry:
+            decision = gate(plan, kind, result)
+            entry.update(passed=decision.passed, provisional=decision.provisional)
+            summary.data["gates"][kind] = decision.to_dict()
+        for message in decision.messages:
+            log.info("%s", message)
+
+
+def run_evaluation(request: Request, plan: Plan, kind: str, fresh: bool) -> tuple[dict, dict, bool]:
+    """(result, written files, reused?) of the ``kind`` evaluation."""
+    cfg = plan.evals[kind]
+    prefix = plan.run.root / "eval" / kind / "results"
+    eval_request = EvaluationRequest(run_dir=plan.run.root, engine=request.eval_engine, output_prefix=prefix,
+                                     leaderboard=plan.leaderboard, label=plan.run.root.name,
+                                     role=f"{kind}_eval", kind=kind, device=training_device(cfg).type)
+    earlier = None if fresh else reusable(prefix.with_suffix(".json"), plan, cfg, request.eval_engine)
+    if earlier is None:
+        result, written = evaluate(cfg, eval_request)
+        return result, written, False
+    log.info("%s evaluation: reusing %s (same checkpoints and settings)", kind, prefix.with_suffix(".json"))
+    rows = read_leaderboard(plan.leaderboard)[1]
+    if not any(r.get("run_id") == earlier["run_id"] and r.get("role") == f"{kind}_eval" for r in rows):
+        append_leaderboard(plan.leaderboard, leaderboard_row(earlier))
+    tracker = tracking.active()
+    if tracker is not None:
+        tracker.log_evaluation(kind, earlier)
+    written = {"json": prefix.with_suffix(".json")}
+    if prefix.with_suffix(".html").is_file():
+        written["report"] = prefix.with_suffix(".html")
+    return earlier, written, True
+
+
+def reusable(path: Path, plan: Plan, cfg: Config, engine: str) -> dict | None:
+    """The earlier result at ``path`` when it is of the current checkpoints, config and engine."""
+    if not path.is_file():
+        return None
+    try:
+        earlier = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    try:
+        current = {stage: str(best_checkpoint(plan.run, stage)) for stage in earlier.get("checkpoints", {})}
+    except UPSError:
+        return None
+    same = (earlier.get("checkpoints") == current and earlier.get("config_hash") == config_hash(cfg)
+            and earlier.get("engine") == engine)
+    return earlier if same else None
+
+
+def gate(plan: Plan, kind: str, result: dict):
+    candidate = leaderboard_row(result)
+    rows = read_leaderboard(plan.leaderboard)[1]
+    return decide(kind, candidate, rows, metric=plan.metric, min_delta=plan.deltas[kind],
+                  ratio_limits=dict(plan.cfg.gates.ratio_limits), candidate_run=plan.run.root.name,
+                  comparable={key: candidate.get(key) for key in COMPARABLE})
+
+
+def promote(plan: Plan, summary: Summary) -> None:
+    full = summary.data["gates"].get("full")
+    if full is None or not full["passed"]:
+        summary.skip("promote", "the full gate did not run" if full is None else "the full gate failed")
+    else:
+        with summary.step("promote") as entry:
+            run_id = plan.run.root.name
+            rows = read_leaderboard(plan.leaderboard)[1]
+            for kind in ("small", "full"):
+                result = json.loads(Path(summary.data["evaluations"][kind]).read_text())
+                if not any(r.get("run_id") == run_id and r.get("role") == "champion" and r.get("eval") == kind
+                           for r in rows):
+                    append_leaderboard(plan.leaderboard, leaderboard_row({**result, "role": "champion"}))
+            record = {"promoted_at": now(), "run_id": run_id, "metric": plan.metric, "value": full["candidate"],
+                      "previous_baseline": full["baseline_row"], "provisional": full["provisional"],
+                      "leaderboard": str(plan.leaderboard.resolve())}
+            with atomic_path(plan.run.root / "promotion.json") as tmp:
+                tmp.write_text(json.dumps(record, indent=2) + "\n")
+            entry["record"] = str((plan.run.root / "promotion.json").resolve())
+            summary.data["promoted"] = True
+    summary.data["champion_run_id"] = champion(plan, summary)
+
+
+def champion(plan: Plan, summary: Summary) -> str | None:
+    """The run of the best champion row evaluated like this run's full evaluation (else like its
+    small one)."""
+    rows = [r for r in read_leaderboard(plan.leaderboard)[1] if r.get("role") == "champion"]
+    for kind in ("full", "small"):
+        if kind in summary.data["evaluations"]:
+            result = json.loads(Path(summary.data["evaluations"][kind]).read_text())
+            like = {key: leaderboard_row(result).get(key) for key in COMPARABLE}
+            best = select_baseline(rows, plan.metric, candidate_run="", comparable=like)
+            if best is not None:
+                return best.get("run_id")
+    return None
+
+
+def attach(tracker, summary: Summary, leaderboard: Path) -> None:
+    """The summary, the gate table and the leaderboard, in the W&B run."""
+    rows = [[kind, g["passed"], g["provisional"], g["metric"], g["candidate"], g["baseline"],
+             (g["baseline_row"] or {}).get("run_id"), " ".join(g["messages"])] for kind, g in summary.data["gates"].items()]
+    tracker.log_table("gates", ["gate", "passed", "provisional", "metric", "candidate", "baseline", "baseline_run",
+                                "messages"], rows)
+    tracker.run.summary.update({"promoted": summary.data["promoted"], "champion_run_id": summary.data["champion_run_id"]})
+    for path in (summary.path, leaderboard, leaderboard.with_suffix(".html")):
+        if path.is_file():
+            tracker.attach(path)

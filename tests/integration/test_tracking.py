@@ -1,0 +1,68 @@
+"""W&B tracking: one run per run folder across commands, its context file, and set-ups refused
+before any work (no package, online without credentials)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from ups.cli import main
+from ups.data.generate import generate_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_runs import write_config  # noqa: E402
+from wandb_offline import history  # noqa: E402
+
+ON = "logging.wandb.enabled=true"
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tracking")
+    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
+    return write_config(root / "tiny.yaml", root / "data", [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}])
+
+
+def test_every_command_in_a_run_folder_adds_to_its_one_wandb_run(config, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    monkeypatch.chdir(tmp_path)
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(run), ON, "logging.wandb.tags=[demo]"]) == 0
+    run_id = json.loads((run / "wandb_context.json").read_text())["run_id"]
+    assert main(["evaluate", "--config", str(config), "--run-dir", str(run), ON, "evaluation.report=false"]) == 0
+    folders = sorted((run / "logs" / "wandb").glob("offline-run-*"))
+    assert len(folders) == 2 and all(f.name.endswith(f"-{run_id}") for f in folders)  # one run, resumed offline
+    training = {key for row in history(folders[0]) for key in row}
+    assert {"training/autoencoder/train/loss", "training/operator/val/nrmse"} <= training
+    assert "eval/test-h5/nrmse" in {key for row in history(folders[1]) for key in row}
+
+
+def test_the_context_file_can_live_elsewhere(config, tmp_path, monkeypatch):
+    context = tmp_path / "ctx" / "wandb.json"
+    monkeypatch.setenv("WANDB_CONTEXT_FILE", str(context))
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(run), ON]) == 0
+    run_id = json.loads(context.read_text())["run_id"]
+    assert not (run / "wandb_context.json").exists()
+    assert [f.name.rsplit("-", 1)[1] for f in (run / "logs" / "wandb").glob("offline-run-*")] == [run_id]
+
+
+def test_set_ups_that_cannot_work_are_refused_before_any_work(config, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    run = tmp_path / "run"
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(run), ON, "logging.wandb.mode=online"]) == 2
+    assert "no W&B credentials" in capsys.readouterr().err and not run.exists()
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a))
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(run), ON]) == 2
+    assert "wandb package is not installed" in capsys.readouterr().err and not run.exists()
+
+
+def test_a_command_refused_in_preflight_leaves_no_wandb_run(config, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--config", str(config), "--stage", "operator", "--run-dir", str(run), ON]) == 2
+    assert "no checkpoint of stage 'autoencoder'" in capsys.readouterr().err and not run.exists()
