@@ -87,6 +87,9 @@ def test_override_to_null_unsets_an_optional_key(workdir):
     assert cfg.training.gradient_clip_val == 0.5
     assert load_config(None, ["training.gradient_clip_val=0.5", "training.gradient_clip_val=null"]) \
         .training.gradient_clip_val is None
+    # string-typed keys too: `null` is no folder called "null"
+    assert load_config(REPO / "configs" / "demo.yaml", ["training.latent_cache_dir=null"]).training.latent_cache_dir is None
+    assert load_config(None, ["logging.wandb.entity=~"]).logging.wandb.entity is None
 
 
 @pytest.mark.parametrize("name", ["defaults", "demo", "multitask", "burgers1d", "advection1d", "reaction_diffusion1d", "darcy2d"])

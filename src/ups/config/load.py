@@ -100,7 +100,7 @@ def apply_overrides(tree: dict, sources: Sources, overrides: list[str], string_k
     """Apply ``a.b.c=value`` overrides in order.
 
     Values are parsed as YAML (``8`` is an int, ``[1, 2]`` a list, ``null`` None), except for keys
-    the schema types as strings, which keep the text as given. A number in the path indexes a list
+    the schema types as strings, which keep the text as given (``null`` or ``~`` still means None). A number in the path indexes a list
     (``data.tasks.0.path=…``).
     """
     for item in overrides:
@@ -110,7 +110,7 @@ def apply_overrides(tree: dict, sources: Sources, overrides: list[str], string_k
                               f"(e.g. training.batch_size=8).")
         parts = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
         generic = tuple("*" if isinstance(p, int) else p for p in parts)
-        if generic in string_keys:
+        if generic in string_keys and text.strip() not in ("null", "~"):
             value: Any = text
         else:
             try:
