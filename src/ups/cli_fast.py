@@ -84,14 +84,25 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
 
 
 def report(data: dict) -> list[str]:
-    """The steps with their outcome and time, the gates' messages, the promotion."""
-    lines = []
+    """The stages' figures, the steps with their outcome and time, the gates' messages, the
+    evaluation files, the promotion."""
+    from ups.pipeline.pipeline import stage_table
+    from ups.pipeline.runner import StageRun
+    from ups.runs import RunDir
+
+    run = RunDir(data["run_dir"])
+    trained = data["steps"]["train"].get("stages", {})
+    lines = stage_table([StageRun(stage, run, None, action) for stage, action in trained.items()]) if trained else []
     for name, step in data["steps"].items():
         took = f" ({step['duration_s']:.1f} s)" if step.get("duration_s") is not None else ""
         why = f": {step['reason']}" if step.get("reason") else ""
         lines.append(f"{name:11s} {step['status']}{took}{why}")
-    for kind, decision in data["gates"].items():
+    for decision in data["gates"].values():
         lines += [f"  {message}" for message in decision["messages"]]
-    champion = data["champion_run_id"]
-    lines.append(f"promoted: {'yes' if data['promoted'] else 'no'}; champion: {champion or 'none'}")
+    for kind in ("small", "full"):
+        step = data["steps"][f"{kind}_eval"]
+        lines += [f"{kind} evaluation {key}: {step[key]}" for key in ("json", "report") if step.get(key)]
+    if (data.get("tracking") or {}).get("wandb"):
+        lines.append(f"W&B run: {data['tracking']['wandb']['dir']}")
+    lines.append(f"promoted: {'yes' if data['promoted'] else 'no'}; champion: {data['champion_run_id'] or 'none'}")
     return lines

@@ -51,3 +51,36 @@ def _val_rows(path: Path):
     for row in csv.DictReader(open(path)):
         if row.get("val/nrmse"):
             yield {k: float(v) for k, v in row.items() if v}
+
+
+@pytest.mark.slow
+def test_fast_to_sota_on_the_demo_config_promotes_then_gates(tmp_path):
+    """The issue's three runs on configs/demo.yaml: the first is promoted on a provisional pass, a
+    far shorter one fails its small gate and is not fully evaluated, the same with
+    --force-full-eval records both gates (about 7 minutes on 2 cores)."""
+    data, runs = tmp_path / "data", tmp_path / "runs"
+    generate_dataset("burgers1d", data, params={"nu": 0.01}, progress=False)
+    generate_dataset("darcy2d", data, params={"beta": 1.0}, progress=False)
+    where = [f"paths.data_dir={data}", f"paths.runs_dir={runs}", f"training.latent_cache_dir={tmp_path / 'cache'}"]
+    weak = [f"stages.{stage}.epochs=1" for stage in STAGES]
+
+    def fast(run_id, *args):
+        assert main(["fast-to-sota", "--config", str(REPO / "configs" / "demo.yaml"), "--run-id", run_id,
+                     *args, *where]) == 0
+        return json.loads((runs / run_id / "summary.json").read_text())
+
+    first = fast("first", "logging.wandb.enabled=true")
+    assert first["promoted"] and first["gates"]["small"]["provisional"] and first["gates"]["full"]["provisional"]
+    assert first["gates"]["full"]["candidate"] < 0.5  # the demo's test-split rollout nRMSE (about 0.3)
+    assert len(list((runs / "first" / "logs" / "wandb").glob("offline-run-*"))) == 1
+
+    short = fast("short", *weak)
+    assert not short["gates"]["small"]["passed"] and short["steps"]["full_eval"]["status"] == "skipped"
+    assert not short["promoted"] and short["champion_run_id"] == "first"
+
+    forced = fast("forced", "--force-full-eval", *weak)
+    assert set(forced["gates"]) == {"small", "full"} and not forced["gates"]["full"]["passed"]
+    assert not forced["promoted"] and forced["champion_run_id"] == "first"
+    for summary in (first, short, forced):
+        print(summary["run_id"], {k: (g["candidate"], g["baseline"], g["passed"]) for k, g in summary["gates"].items()},
+              {name: step.get("duration_s") for name, step in summary["steps"].items()})

@@ -117,9 +117,10 @@ def test_the_leaderboard_and_the_report_escape_what_users_type(trained, tmp_path
     for engine in ("native", "lightning"):
         assert main(["evaluate", "--config", str(config), "--run-dir", str(run), "--engine", engine, "--label", label,
                      "--tag", "team=<b>x</b>", "--leaderboard", str(board), "--output-prefix",
-                     str(tmp_path / engine)]) == 0
+                     str(tmp_path / engine), "--role", "baseline"]) == 0
     rows = list(csv.DictReader(open(board)))
     assert [r["label"] for r in rows] == [label, label] and rows[0]["tag:team"] == "<b>x</b>"
+    assert [(r["run_id"], r["role"], r["tasks"]) for r in rows] == [(run.name, "baseline", "burgers,darcy")] * 2
     assert float(rows[0]["nrmse"]) == pytest.approx(float(rows[1]["nrmse"]), rel=1e-6)
     for page in (board.with_suffix(".html"), tmp_path / "native.html"):
         text = page.read_text()

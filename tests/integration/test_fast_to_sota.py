@@ -148,6 +148,16 @@ def test_a_failing_step_leaves_a_truthful_partial_summary(tiny, tmp_path, monkey
     assert summary["finished_at"] and len(summary["checkpoints"]) == 5
 
 
+def test_use_lightning_and_lightning_eval_are_aliases():
+    from ups.cli import build_parser
+
+    args = build_parser().parse_args(["fast-to-sota", "--config", "c.yaml", "--engine", "native", "--use-lightning",
+                                      "--lightning-eval", "a.b=1"])
+    assert (args.engine, args.eval_engine, args.overrides) == ("lightning", "lightning", ["a.b=1"])
+    args = build_parser().parse_args(["fast-to-sota", "--config", "c.yaml", "--eval-engine", "native"])
+    assert (args.engine, args.eval_engine) == ("lightning", "native")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--improvement-metric", "correlation_time"], "not a metric where lower is better"),
     (["--improvement-metric", "metric:nope/nrmse"], "task 'nope' is not one of the config's tasks"),

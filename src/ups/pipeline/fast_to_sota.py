@@ -247,8 +247,9 @@ def evaluate_and_gate(request: Request, plan: Plan, summary: Summary, trained_no
             decision = gate(plan, kind, result)
             entry.update(passed=decision.passed, provisional=decision.provisional)
             summary.data["gates"][kind] = decision.to_dict()
-        for message in decision.messages:
-            log.info("%s", message)
+        log.info("%s", decision.messages[-1] if decision.provisional else f"{kind} gate "
+                 f"{'passed' if decision.passed else 'failed'} ({plan.metric} {decision.candidate:.4g} vs "
+                 f"{decision.baseline:.4g})")
 
 
 def run_evaluation(request: Request, plan: Plan, kind: str, fresh: bool) -> tuple[dict, dict, bool]:
