@@ -51,7 +51,8 @@ def add_fast_to_sota(sub: argparse._SubParsersAction) -> None:
 def _fast_to_sota(args: argparse.Namespace) -> int:
     from ups.cli import _shared_run_dir
     from ups.config import load_config
-    from ups.pipeline.fast_to_sota import Request, fast_to_sota
+    from ups.pipeline.fast_plan import Request
+    from ups.pipeline.fast_to_sota import fast_to_sota
     from ups.pipeline.pipeline import StageFailed
 
     overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices else [])

@@ -121,6 +121,9 @@ def _open(cfg: Config, run_dir: Path):
     w = cfg.logging.wandb
     path = context_file(run_dir)
     context = json.loads(path.read_text()) if path.is_file() else {}
+    if context.get("run_dir") not in (None, str(run_dir.resolve())):  # a context file shared by several run folders
+        log.info("W&B: %s names the run of %s; starting a new W&B run for %s", path, context["run_dir"], run_dir)
+        context = {}
     if not context.get("run_id"):
         context = {"run_id": secrets.token_hex(6), "project": w.project, "run_dir": str(run_dir.resolve())}
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -128,6 +128,10 @@ def test_reuse_redo_retrain_and_a_better_candidate_taking_over(tiny, tmp_path):
     assert retrained["steps"]["train"]["status"] == "done" and retrained["steps"]["small_eval"]["status"] == "done"
     kept = Path(retrained["steps"]["train"]["superseded"])
     assert (kept / "stage_status.json").is_file() and (kept / "checkpoints" / "operator").is_dir()
+    assert (kept / "promotion.json").is_file() and (kept / "eval" / "small" / "results.json").is_file()
+    # what the superseded weights scored stays on the leaderboard, retired: never a baseline again
+    assert retrained["steps"]["train"]["retired_rows"] == 5  # small, full, 2 champion, the redone small
+    assert [r["role"] for r in rows(runs) if r["run_id"] == "a"][:5] == ["superseded"] * 5
 
 
 def test_a_failing_step_leaves_a_truthful_partial_summary(tiny, tmp_path, monkeypatch):
@@ -164,12 +168,17 @@ def test_use_lightning_and_lightning_eval_are_aliases():
     (["--min-full-delta", "-1"], "must be >= 0"),
     (["gates.ratio_limits={spread_skill: 2}"], "gates.ratio_limits key 'spread_skill'"),
     (["--small-eval-config", "{model}"], "only an 'evaluation:' section"),
+    (["--full-eval-config", "{long}"], "the full evaluation's evaluation.horizon=50"),
+    (["--improvement-metric", "crps", "stages.diff_residual.epochs=0", "stages.consistency_distill.epochs=0"],
+     "comes from the consistency_distill or diff_residual stage"),
     (["--engine", "native", "training.devices=2"], "native"),
 ])
 def test_bad_input_is_refused_before_anything_is_written(tiny, tmp_path, capsys, args, message):
     model = tmp_path / "model.yaml"
     model.write_text("evaluation: {horizon: 2}\nlatent: {dim: 8}\n")
-    args = [str(model) if a == "{model}" else a for a in args]
+    long = tmp_path / "long.yaml"
+    long.write_text("evaluation: {horizon: 50}\n")
+    args = [{"{model}": str(model), "{long}": str(long)}.get(a, a) for a in args]
     runs = tmp_path / "runs"
     assert fast(tiny, runs, "bad", *args, code=2) is None
     assert message in capsys.readouterr().err and not runs.exists()

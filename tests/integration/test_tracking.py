@@ -66,3 +66,13 @@ def test_a_command_refused_in_preflight_leaves_no_wandb_run(config, tmp_path, ca
     run = tmp_path / "run"
     assert main(["train", "--config", str(config), "--stage", "operator", "--run-dir", str(run), ON]) == 2
     assert "no checkpoint of stage 'autoencoder'" in capsys.readouterr().err and not run.exists()
+
+
+def test_a_context_file_of_another_run_folder_starts_a_new_wandb_run(config, tmp_path, monkeypatch):
+    context = tmp_path / "wandb.json"
+    monkeypatch.setenv("WANDB_CONTEXT_FILE", str(context))
+    ids = []
+    for run in (tmp_path / "a", tmp_path / "b"):
+        assert main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(run), ON]) == 0
+        ids.append(json.loads(context.read_text())["run_id"])
+    assert ids[0] != ids[1] and json.loads(context.read_text())["run_dir"] == str((tmp_path / "b").resolve())

@@ -56,3 +56,17 @@ def test_only_rows_evaluated_like_the_candidate_can_be_its_baseline():
     alone = decide("small", {"nrmse": 0.3}, rows, metric="nrmse", min_delta=0.0, ratio_limits={}, candidate_run="me",
                    comparable={**val, "horizon": 5})
     assert alone.provisional and "evaluated like this candidate (split val, horizon 5, resolution -)" in alone.messages[0]
+
+
+@pytest.mark.parametrize("env, zero", [({}, True), ({"RANK": "0"}, True), ({"SLURM_PROCID": "2"}, False),
+                                       ({"LOCAL_RANK": "1"}, False), ({"NODE_RANK": "1", "LOCAL_RANK": "0"}, False),
+                                       ({"RANK": "0", "SLURM_PROCID": "3"}, True)])
+def test_rank_zero_is_read_as_lightning_reads_it(monkeypatch, env, zero):
+    """Only rank 0 writes summaries, leaderboards and W&B: under torchrun, SLURM or Lightning's launcher."""
+    from ups.pipeline.runner import is_rank_zero
+
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK", "NODE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert is_rank_zero() is zero

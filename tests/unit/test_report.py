@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pytest
 
-from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard
+from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard, retire_rows
 from ups.eval.report import energy_spectrum, write_report
 
 EVIL = "<script>alert(1)</script>"
@@ -116,6 +116,17 @@ def test_leaderboard_columns_are_the_union_and_old_rows_are_kept(tmp_path):
                     {"label": "b", "nrmse": "", "crps": "0.5", "resolution": ""},
                     {"label": "c", "nrmse": "0.3", "crps": "", "resolution": ""}]
     assert (tmp_path / "board.html").read_text().count("<tr>") == 4     # header + 3 rows
+
+
+def test_retired_rows_keep_everything_but_their_role(tmp_path):
+    path = tmp_path / "board.csv"
+    assert retire_rows(path, "a", ("champion",), "superseded") == 0 and not path.exists()
+    for run, role in (("a", "small_eval"), ("a", "champion"), ("b", "champion"), ("a", "baseline")):
+        append_leaderboard(path, {"run_id": run, "role": role, "nrmse": 0.1})
+    assert retire_rows(path, "a", ("small_eval", "champion"), "superseded") == 2
+    assert [(r["run_id"], r["role"], r["nrmse"]) for r in read_leaderboard(path)[1]] == [
+        ("a", "superseded", "0.1"), ("a", "superseded", "0.1"), ("b", "champion", "0.1"), ("a", "baseline", "0.1")]
+    assert "superseded" in (tmp_path / "board.html").read_text()
 
 
 def _append_many(path, worker: int, count: int) -> None:

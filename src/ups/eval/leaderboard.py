@@ -32,14 +32,39 @@ def leaderboard_row(result: dict) -> dict:
 def append_leaderboard(csv_path: Path, row: dict) -> None:
     """Append ``row`` to ``csv_path`` (new keys become new columns; old rows keep theirs, blank
     in the new ones) and rewrite the HTML twin ``<stem>.html``."""
+    def add(columns: list[str], rows: list[dict]) -> None:
+        columns += [key for key in row if key not in columns]
+        rows.append({key: "" if value is None else str(value) for key, value in row.items()})
+
+    _update(csv_path, add)
+
+
+def retire_rows(csv_path: Path, run_id: str, roles: tuple[str, ...], new_role: str) -> int:
+    """Give the rows of run ``run_id`` with a role in ``roles`` the role ``new_role`` (the rows
+    stay; fast-to-sota's ``--force-train`` retires what the superseded weights scored). Returns
+    how many rows changed."""
+    changed = 0
+
+    def retire(columns: list[str], rows: list[dict]) -> None:
+        nonlocal changed
+        for row in rows:
+            if row.get("run_id") == run_id and row.get("role") in roles:
+                row["role"], changed = new_role, changed + 1
+
+    if Path(csv_path).exists():
+        _update(csv_path, retire)
+    return changed
+
+
+def _update(csv_path: Path, change) -> None:
+    """Under the lock: read the CSV, ``change(columns, rows)`` in place, write CSV and HTML."""
     csv_path = Path(csv_path)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     with open(csv_path.with_name(csv_path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             columns, rows = read_leaderboard(csv_path)
-            columns += [key for key in row if key not in columns]
-            rows.append({key: "" if value is None else str(value) for key, value in row.items()})
+            change(columns, rows)
             with atomic_path(csv_path) as tmp:
                 with open(tmp, "w", newline="", encoding="utf-8") as handle:
                     writer = csv.DictWriter(handle, fieldnames=columns, restval="")

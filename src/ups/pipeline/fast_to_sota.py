@@ -3,19 +3,22 @@ full gate → promotion, in one run folder, with one ``summary.json`` saying wha
 
 - Training is ``run_pipeline`` with resume: stages already done in the run folder are reused
   (their checkpoints), a half-done stage continues; ``force_train`` first moves the earlier
-  training (checkpoints, logs, stage_status.json) to ``<run>/superseded/<time>/``. A run folder
-  trained with another training config (everything but ``evaluation``, ``gates`` and
-  ``logging``) is refused unless ``force_train``.
+  training (checkpoints, logs, stage_status.json, evaluations, promotion.json) to
+  ``<run>/superseded/<time>/`` and retires the run's leaderboard rows (role ``superseded``). A
+  run folder trained with another training config (everything but ``evaluation``, ``gates``,
+  ``logging`` and ``paths.runs_dir``) is refused unless ``force_train``.
 - Evaluations are ``ups.eval.run.evaluate`` on the run's best checkpoints, written to
   ``<run>/eval/<small|full>/results.{json,html}`` with a leaderboard row (role ``small_eval`` or
   ``full_eval``). Small: the config with ``evaluation.split=val`` and ``evaluation.report=false``,
   then the ``small_eval_config`` file on top; full: ``evaluation.split=test``, then
-  ``full_eval_config``. An evaluation is reused when nothing was trained now and its results
-  file is of the same checkpoints, settings and engine, unless its redo flag is set.
+  ``full_eval_config``. An evaluation is reused when its results file is newer than every
+  checkpoint it names, those are still the run's best, and the settings and engine are the same,
+  unless its redo flag is set.
 - Gates: ``ups.pipeline.gates.decide`` against the leaderboard's rows evaluated the same way.
   A failed small gate skips the full evaluation unless ``force_full_eval``.
-- Promotion: when the full gate passes, the candidate's small and full rows are appended again
-  with role ``champion`` and ``<run>/promotion.json`` is written.
+- Promotion: when both gates pass, the candidate's small and full rows are appended again with
+  role ``champion`` (once per run, evaluation and evaluation config) and
+  ``<run>/promotion.json`` is written.
 
 Several devices: every rank trains (Lightning starts the other ranks by re-running the
 command); only rank 0 evaluates, decides and writes.
@@ -25,130 +28,28 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from ups import tracking
 from ups.atomic import atomic_path
 from ups.checkpoint import config_hash
-from ups.config import Config, load_config, to_dict
-from ups.config.load import read_config_tree
+from ups.config import Config, to_dict
 from ups.engines.common import training_device
 from ups.errors import UPSError
-from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard
+from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard, retire_rows
 from ups.eval.run import EvaluationRequest, evaluate
-from ups.pipeline.gates import decide, gate_metric, select_baseline
-from ups.pipeline.pipeline import planned_stages, resume_action, run_pipeline
-from ups.pipeline.runner import best_checkpoint, checked_stage, is_rank_zero
+from ups.pipeline.fast_plan import Plan, Request, training_hash, validate
+from ups.pipeline.gates import decide, select_baseline
+from ups.pipeline.pipeline import planned_stages, run_pipeline
+from ups.pipeline.runner import best_checkpoint, is_rank_zero
 from ups.pipeline.summary import Summary, now
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
 COMPARABLE = ("split", "horizon", "resolution", "tasks")  # rows evaluated like the candidate
-NOT_TRAINING = ("evaluation", "gates", "logging")         # config sections that do not change the weights
-EVAL_DEFAULTS = {"small": ["evaluation.split=val", "evaluation.report=false"], "full": ["evaluation.split=test"]}
-
-
-@dataclass
-class Request:
-    config: Path
-    run_dir: Path
-    overrides: list[str] = field(default_factory=list)
-    engine: str = "lightning"
-    eval_engine: str = "lightning"
-    small_eval_config: Path | None = None
-    full_eval_config: Path | None = None
-    improvement_metric: str | None = None
-    min_small_delta: float | None = None
-    min_full_delta: float | None = None
-    force_full_eval: bool = False
-    force_train: bool = False
-    redo_small_eval: bool = False
-    redo_full_eval: bool = False
-    leaderboard: Path | None = None
-
-
-@dataclass
-class Plan:
-    """What ``validate`` resolved: the configs, the gate settings, the leaderboard."""
-    cfg: Config
-    evals: dict[str, Config]
-    metric: str
-    deltas: dict[str, float]
-    leaderboard: Path
-    run: RunDir
-
-
-def training_hash(tree: dict) -> str:
-    import hashlib
-
-    kept = {key: value for key, value in tree.items() if key not in NOT_TRAINING}
-    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def validate(request: Request) -> Plan:
-    """Every check that needs no training; writes nothing. Raises ``UPSError``."""
-    for name, engine in (("--engine", request.engine), ("--eval-engine", request.eval_engine)):
-        if engine not in ("lightning", "native"):
-            raise UPSError(f"{name} {engine}: choose lightning or native.")
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", request.run_dir.name):
-        raise UPSError(f"run id '{request.run_dir.name}': use letters, digits, '.', '_' and '-' only, "
-                       f"starting with a letter or digit.")
-    cfg = load_config(request.config, request.overrides)
-    evals = {kind: eval_config(request, kind) for kind in ("small", "full")}
-    tasks = [task.name for task in cfg.data.tasks]
-    metric = gate_metric(request.improvement_metric or cfg.gates.improvement_metric, tasks, "the improvement metric")
-    for name, limit in cfg.gates.ratio_limits.items():
-        gate_metric(name, tasks, "gates.ratio_limits key")
-        if not limit > 0:
-            raise UPSError(f"gates.ratio_limits.{name} = {limit}: a ratio limit must be > 0.")
-    deltas = {"small": cfg.gates.min_small_delta if request.min_small_delta is None else request.min_small_delta,
-              "full": cfg.gates.min_full_delta if request.min_full_delta is None else request.min_full_delta}
-    for kind, delta in deltas.items():
-        if delta < 0:
-            raise UPSError(f"--min-{kind}-delta {delta}: a minimum improvement must be >= 0.")
-    leaderboard = Path(request.leaderboard or Path(cfg.paths.runs_dir) / "leaderboard.csv")
-    if leaderboard.is_dir():
-        raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
-    tracking.check_tracking(cfg)
-    run = RunDir(request.run_dir)
-    if not request.force_train:
-        refuse_other_training(run, cfg)
-    for stage in planned_stages(cfg):  # the first stage to train now, through the engines' preflight
-        action = "trained" if request.force_train else resume_action(run, stage)
-        if action != "already done":
-            checked_stage(cfg, stage, run, engine=request.engine, resume=action == "resumed")
-            break
-    return Plan(cfg, evals, metric, deltas, leaderboard, run)
-
-
-def eval_config(request: Request, kind: str) -> Config:
-    """The candidate's config for the ``kind`` evaluation (see the module docstring)."""
-    layer = request.small_eval_config if kind == "small" else request.full_eval_config
-    if layer is not None:
-        tree, _ = read_config_tree(layer)
-        other = sorted(set(tree) - {"evaluation"})
-        if other:
-            raise UPSError(f"--{kind}-eval-config {layer}: only an 'evaluation:' section may be set there "
-                           f"(found {', '.join(other)}); the trained model's settings come from --config.")
-    return load_config(request.config, [*request.overrides, *EVAL_DEFAULTS[kind]],
-                       layers=[layer] if layer is not None else ())
-
-
-def refuse_other_training(run: RunDir, cfg: Config) -> None:
-    """Reusing checkpoints trained with another training config would gate the wrong model."""
-    resolved = run.root / "config.resolved.yaml"
-    if not any(entry.get("state") == "done" for entry in run.status().values()) or not resolved.is_file():
-        return
-    import yaml
-
-    if training_hash(yaml.safe_load(resolved.read_text())) != training_hash(to_dict(cfg)):
-        raise UPSError(f"run folder {run.root} holds stages trained with another training config "
-                       f"({resolved} differs outside evaluation/gates/logging); retrain with --force-train, "
-                       f"or use a new --run-id.")
+RETIRED = ("small_eval", "full_eval", "champion")         # a run's roles that --force-train retires
 
 
 def fast_to_sota(request: Request) -> Summary | None:
@@ -177,15 +78,17 @@ def fast_to_sota(request: Request) -> Summary | None:
         with tracking.tracking(plan.cfg, plan.run.root) as tracker:
             summary.data["tracking"] = {"csv": str((plan.run.root / "logs").resolve()), "wandb": None if tracker is None
                                         else {"run_id": tracker.run.id, "dir": str(tracker.directory.resolve())}}
-            trained_now = train(request, plan, summary)
-            evaluate_and_gate(request, plan, summary, trained_now)
-            promote(plan, summary)
-            summary.finish()
-            if tracker is not None:
-                attach(tracker, summary, plan.leaderboard)
+            try:
+                train(request, plan, summary)
+                evaluate_and_gate(request, plan, summary)
+                promote(plan, summary)
+                summary.finish()
+            finally:
+                if tracker is not None:  # the summary as it stands, also after a failure
+                    attach(tracker, summary, plan.leaderboard)
     except BaseException as exc:
-        if summary.data["status"] == "running":  # failed outside a step (a failed step records itself)
-            summary.fail("orchestrator", exc)
+        if summary.data["status"] != "failed":  # failed outside a step, or in tracking after the last step
+            summary.fail("orchestrator" if summary.data["status"] == "running" else "tracking", exc)
         raise
     return summary
 
@@ -194,25 +97,29 @@ def _resolved(path: Path | None) -> str | None:
     return str(Path(path).resolve()) if path is not None else None
 
 
-def train(request: Request, plan: Plan, summary: Summary | None) -> bool:
-    """The train step; True when a stage trained now (then earlier evaluations are stale)."""
+def train(request: Request, plan: Plan, summary: Summary | None) -> None:
     if summary is None:  # another rank: train only
         run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True)
-        return True
+        return
     with summary.step("train") as entry:
         if request.force_train:
             entry["superseded"] = supersede(plan.run)
-        done = run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True)
+            entry["retired_rows"] = retire_rows(plan.leaderboard, plan.run.root.name, RETIRED, "superseded")
+        try:
+            done = run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True)
+        finally:  # after a failure too: what is done in the run folder
+            status = plan.run.status()
+            entry["stages"] = {name: status.get(name, {}).get("state", "pending") for name in planned_stages(plan.cfg)}
+            summary.data["checkpoints"] = {name: str(best_checkpoint(plan.run, name).resolve())
+                                           for name, state in entry["stages"].items() if state == "done"}
         entry["stages"] = {item.stage: item.action for item in done}
-        summary.data["checkpoints"] = {item.stage: str(best_checkpoint(item.run, item.stage).resolve()) for item in done}
-        trained_now = any(item.action != "already done" for item in done)
-        entry["status"] = "done" if trained_now else "reused"
-    return trained_now
+        entry["status"] = "reused" if all(item.action == "already done" for item in done) else "done"
 
 
 def supersede(run: RunDir) -> str | None:
     """Move the run's earlier training to ``superseded/<time>/`` (``--force-train`` keeps it)."""
-    moved = [p for p in (run.root / "checkpoints", run.root / "logs", run.status_path, run.root / "eval") if p.exists()]
+    moved = [p for p in (run.root / "checkpoints", run.root / "logs", run.status_path, run.root / "eval",
+                         run.root / "promotion.json") if p.exists()]
     if not moved:
         return None
     target = run.root / "superseded" / now().replace(":", "")
@@ -229,7 +136,7 @@ def supersede(run: RunDir) -> str | None:
     return str(target)
 
 
-def evaluate_and_gate(request: Request, plan: Plan, summary: Summary, trained_now: bool) -> None:
+def evaluate_and_gate(request: Request, plan: Plan, summary: Summary) -> None:
     for kind in ("small", "full"):
         small_gate = summary.data["gates"].get("small")
         if kind == "full" and not small_gate["passed"] and not request.force_full_eval:
@@ -239,7 +146,7 @@ def evaluate_and_gate(request: Request, plan: Plan, summary: Summary, trained_no
             return
         redo = request.redo_small_eval if kind == "small" else request.redo_full_eval
         with summary.step(f"{kind}_eval") as entry:
-            result, written, reused = run_evaluation(request, plan, kind, fresh=trained_now or redo)
+            result, written, reused = run_evaluation(request, plan, kind, fresh=redo)
             entry["status"] = "reused" if reused else "done"
             entry.update({key: str(Path(path).resolve()) for key, path in written.items() if key != "leaderboard"})
             summary.data["evaluations"][kind] = str(written["json"].resolve())
@@ -247,9 +154,7 @@ def evaluate_and_gate(request: Request, plan: Plan, summary: Summary, trained_no
             decision = gate(plan, kind, result)
             entry.update(passed=decision.passed, provisional=decision.provisional)
             summary.data["gates"][kind] = decision.to_dict()
-        log.info("%s", decision.messages[-1] if decision.provisional else f"{kind} gate "
-                 f"{'passed' if decision.passed else 'failed'} ({plan.metric} {decision.candidate:.4g} vs "
-                 f"{decision.baseline:.4g})")
+        log.info("%s", decision.messages[0])
 
 
 def run_evaluation(request: Request, plan: Plan, kind: str, fresh: bool) -> tuple[dict, dict, bool]:
@@ -277,19 +182,16 @@ def run_evaluation(request: Request, plan: Plan, kind: str, fresh: bool) -> tupl
 
 
 def reusable(path: Path, plan: Plan, cfg: Config, engine: str) -> dict | None:
-    """The earlier result at ``path`` when it is of the current checkpoints, config and engine."""
-    if not path.is_file():
-        return None
+    """The earlier result at ``path`` when it is of the current checkpoints (the run's best, none
+    written after the result), config and engine."""
     try:
         earlier = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    try:
         current = {stage: str(best_checkpoint(plan.run, stage)) for stage in earlier.get("checkpoints", {})}
-    except UPSError:
+        newest = max(Path(p).stat().st_mtime_ns for p in current.values())
+    except (OSError, ValueError, UPSError):  # no result, unreadable, a stage's checkpoints gone
         return None
     same = (earlier.get("checkpoints") == current and earlier.get("config_hash") == config_hash(cfg)
-            and earlier.get("engine") == engine)
+            and earlier.get("engine") == engine and path.stat().st_mtime_ns > newest)
     return earlier if same else None
 
 
@@ -302,9 +204,11 @@ def gate(plan: Plan, kind: str, result: dict):
 
 
 def promote(plan: Plan, summary: Summary) -> None:
-    full = summary.data["gates"].get("full")
-    if full is None or not full["passed"]:
-        summary.skip("promote", "the full gate did not run" if full is None else "the full gate failed")
+    gates = summary.data["gates"]
+    full = gates.get("full")
+    if full is None or not full["passed"] or not gates["small"]["passed"]:
+        summary.skip("promote", "the full gate did not run" if full is None else "the full gate failed"
+                     if not full["passed"] else "the small gate failed (the full evaluation was forced)")
     else:
         with summary.step("promote") as entry:
             run_id = plan.run.root.name
@@ -312,7 +216,7 @@ def promote(plan: Plan, summary: Summary) -> None:
             for kind in ("small", "full"):
                 result = json.loads(Path(summary.data["evaluations"][kind]).read_text())
                 if not any(r.get("run_id") == run_id and r.get("role") == "champion" and r.get("eval") == kind
-                           for r in rows):
+                           and r.get("config_hash") == result["config_hash"] for r in rows):
                     append_leaderboard(plan.leaderboard, leaderboard_row({**result, "role": "champion"}))
             record = {"promoted_at": now(), "run_id": run_id, "metric": plan.metric, "value": full["candidate"],
                       "previous_baseline": full["baseline_row"], "provisional": full["provisional"],

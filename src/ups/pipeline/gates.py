@@ -125,8 +125,9 @@ def decide(gate: str, candidate: dict, rows: list[dict], *, metric: str, min_del
     decision.checks = [_ratio_check(name, limit, candidate, row) for name, limit in sorted(ratio_limits.items())]
     for check in decision.checks:
         if check.status == "skipped":
-            decision.messages.append(f"{gate} gate: ratio check on '{check.metric}' skipped: the metric is missing "
-                                     f"on the {'candidate' if check.candidate is None else 'baseline'}.")
+            why = ("is missing on the candidate" if check.candidate is None else "is missing on the baseline"
+                   if check.baseline is None else "is 0 on the baseline (no ratio)")
+            decision.messages.append(f"{gate} gate: ratio check on '{check.metric}' skipped: the metric {why}.")
         else:
             decision.messages.append(f"{gate} gate: {check.metric} ratio {check.ratio:.4g} "
                                      f"{'<=' if check.status == 'pass' else '>'} limit {check.limit:.4g}.")

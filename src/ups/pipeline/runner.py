@@ -32,8 +32,12 @@ class StageRun:
 
 
 def is_rank_zero() -> bool:
-    """False in the processes Lightning starts for devices 1, 2, … of a multi-device run."""
-    return all(int(os.environ.get(var, 0)) == 0 for var in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    """False in every process of a multi-device run but the first: those Lightning starts for
+    devices 1, 2, …, and those of torchrun or SLURM (Lightning's own reading of the rank,
+    ``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``, …, and the node's rank)."""
+    from lightning.fabric.utilities.rank_zero import _get_rank
+
+    return (_get_rank() or 0) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
 def best_checkpoint(run: RunDir, stage: str) -> Path:

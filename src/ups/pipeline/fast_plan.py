@@ -1,0 +1,160 @@
+"""fast-to-sota's request and its validation: every check that needs no training, before
+anything is written (see ``ups.pipeline.fast_to_sota``)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ups import tracking
+from ups.config import Config, load_config, to_dict
+from ups.config.load import read_config_tree
+from ups.errors import UPSError
+from ups.pipeline.gates import gate_metric
+from ups.pipeline.pipeline import planned_stages, resume_action
+from ups.pipeline.runner import checked_stage
+from ups.runs import RunDir
+
+NOT_TRAINING = ("evaluation", "gates", "logging")         # config sections that do not change the weights
+EVAL_DEFAULTS = {"small": ["evaluation.split=val", "evaluation.report=false"], "full": ["evaluation.split=test"]}
+
+
+@dataclass
+class Request:
+    config: Path
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    engine: str = "lightning"
+    eval_engine: str = "lightning"
+    small_eval_config: Path | None = None
+    full_eval_config: Path | None = None
+    improvement_metric: str | None = None
+    min_small_delta: float | None = None
+    min_full_delta: float | None = None
+    force_full_eval: bool = False
+    force_train: bool = False
+    redo_small_eval: bool = False
+    redo_full_eval: bool = False
+    leaderboard: Path | None = None
+
+
+@dataclass
+class Plan:
+    """What ``validate`` resolved: the configs, the gate settings, the leaderboard."""
+    cfg: Config
+    evals: dict[str, Config]
+    metric: str
+    deltas: dict[str, float]
+    leaderboard: Path
+    run: RunDir
+
+
+def training_hash(tree: dict) -> str:
+    kept = {key: value for key, value in tree.items() if key not in NOT_TRAINING}
+    kept["paths"] = {key: value for key, value in tree.get("paths", {}).items() if key != "runs_dir"}
+    return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def validate(request: Request) -> Plan:
+    """Every check that needs no training; writes nothing. Raises ``UPSError``."""
+    for name, engine in (("--engine", request.engine), ("--eval-engine", request.eval_engine)):
+        if engine not in ("lightning", "native"):
+            raise UPSError(f"{name} {engine}: choose lightning or native.")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", request.run_dir.name):
+        raise UPSError(f"run id '{request.run_dir.name}': use letters, digits, '.', '_' and '-' only, "
+                       f"starting with a letter or digit.")
+    cfg = load_config(request.config, request.overrides)
+    evals = {kind: eval_config(request, kind) for kind in ("small", "full")}
+    tasks = [task.name for task in cfg.data.tasks]
+    metric = gate_metric(request.improvement_metric or cfg.gates.improvement_metric, tasks, "the improvement metric")
+    for name, limit in cfg.gates.ratio_limits.items():
+        gate_metric(name, tasks, "gates.ratio_limits key")
+        if not limit > 0:
+            raise UPSError(f"gates.ratio_limits.{name} = {limit}: a ratio limit must be > 0.")
+    deltas = {"small": cfg.gates.min_small_delta if request.min_small_delta is None else request.min_small_delta,
+              "full": cfg.gates.min_full_delta if request.min_full_delta is None else request.min_full_delta}
+    for kind, delta in deltas.items():
+        if delta < 0:
+            raise UPSError(f"--min-{kind}-delta {delta}: a minimum improvement must be >= 0.")
+    leaderboard = Path(request.leaderboard or Path(cfg.paths.runs_dir) / "leaderboard.csv")
+    if leaderboard.is_dir():
+        raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
+    tracking.check_tracking(cfg)
+    plan = planned_stages(cfg)
+    check_available(metric, plan)
+    run = RunDir(request.run_dir)
+    if request.force_train and externally_launched():
+        raise UPSError("--force-train under torchrun or SLURM: the ranks start together and could read the earlier "
+                       "training while rank 0 moves it; retrain into a new --run-id instead.")
+    if not request.force_train:
+        refuse_other_training(run, cfg)
+    for stage in plan:  # the first stage to train now, through the engines' preflight
+        action = "trained" if request.force_train else resume_action(run, stage)
+        if action != "already done":
+            checked_stage(cfg, stage, run, engine=request.engine, resume=action == "resumed")
+            break
+    check_evaluations(evals)
+    return Plan(cfg, evals, metric, deltas, leaderboard, run)
+
+
+def check_available(metric: str, plan: list[str]) -> None:
+    """The improvement metric must be one the planned stages produce."""
+    name = metric.rpartition("/")[2]
+    needs = ("consistency_distill", "diff_residual") if name.startswith("corrected_") or name == "crps" else \
+        ("steady_prior",) if name.startswith("steady_") else ("operator",)
+    if not set(needs) & set(plan):
+        raise UPSError(f"the improvement metric '{metric}' comes from the {' or '.join(needs)} stage, which this "
+                       f"config does not train (stages.<stage>.epochs or its tasks); choose another metric.")
+
+
+def externally_launched() -> bool:
+    """torchrun or SLURM started several processes for this command."""
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1 or int(os.environ.get("SLURM_NTASKS", 1)) > 1
+
+
+def check_evaluations(evals: dict[str, Config]) -> None:
+    """Each evaluation's split has trajectories and they are long enough for its horizon."""
+    from ups.data.latent_pairs import WindowDataset
+    from ups.data.summary import load_config_tasks
+
+    for kind, cfg in evals.items():
+        transient = [task for task in load_config_tasks(cfg) if task.info.kind == "transient"]
+        e, stride = cfg.evaluation, cfg.training.time_stride
+        if not transient:
+            continue
+        horizon = e.horizon or min((task.info.n_times - 1) // stride for task in transient)
+        windows = WindowDataset(transient, e.split, horizon, stride, first_only=True,
+                                horizon_name=f"the {kind} evaluation's evaluation.horizon")
+        if len(windows) == 0:
+            raise UPSError(f"the {kind} evaluation's split '{e.split}' has no trajectories; set data.split."
+                           f"{e.split} > 0 or choose another split in its evaluation config.")
+
+
+def eval_config(request: Request, kind: str) -> Config:
+    """The candidate's config for the ``kind`` evaluation (see the module docstring)."""
+    layer = request.small_eval_config if kind == "small" else request.full_eval_config
+    if layer is not None:
+        tree, _ = read_config_tree(layer)
+        other = sorted(set(tree) - {"evaluation"})
+        if other:
+            raise UPSError(f"--{kind}-eval-config {layer}: only an 'evaluation:' section may be set there "
+                           f"(found {', '.join(other)}); the trained model's settings come from --config.")
+    return load_config(request.config, [*request.overrides, *EVAL_DEFAULTS[kind]],
+                       layers=[layer] if layer is not None else ())
+
+
+def refuse_other_training(run: RunDir, cfg: Config) -> None:
+    """Reusing checkpoints trained with another training config would gate the wrong model."""
+    resolved = run.root / "config.resolved.yaml"
+    if not any(entry.get("state") == "done" for entry in run.status().values()) or not resolved.is_file():
+        return
+    import yaml
+
+    if training_hash(yaml.safe_load(resolved.read_text())) != training_hash(to_dict(cfg)):
+        raise UPSError(f"run folder {run.root} holds stages trained with another training config "
+                       f"({resolved} differs outside evaluation/gates/logging); retrain with --force-train, "
+                       f"or use a new --run-id.")
