@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.ups-installed
 DATA   := data/builtin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench-cache docs clean
+.PHONY: setup demo test test-slow bench-cache bench-engine bench-throughput docs clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,14 @@ test-slow: setup
 # One epoch of the demo operator stage: encoding on the fly vs a cold vs a warm latent cache.
 bench-cache: setup
 	$(PY) benchmarks/latent_cache.py
+
+# Time per training step of the demo operator stage, Lightning vs the native loop, alternating.
+bench-engine: setup
+	$(PY) benchmarks/engine_overhead.py
+
+# Training samples/s of each of the five stages on the demo config under Lightning.
+bench-throughput: setup
+	$(PY) benchmarks/throughput.py
 
 # Regenerate the files that are generated from the config schema.
 docs: setup

@@ -134,6 +134,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint in --run-dir")
     p.add_argument("--from-run", type=Path, help="take upstream checkpoints from this run folder")
+    tune = p.add_argument_group("tuning (Lightning's Tuner, before the fit; results in <run>/tuning.json)")
+    tune.add_argument("--tune-batch-size", action="store_true", help="find the largest batch size that fits")
+    tune.add_argument("--tune-batch-size-mode", choices=["power", "binsearch"], default="power",
+                      help="grow by doubling, or double then bisect (default power)")
+    tune.add_argument("--max-batch-size", type=int, default=256,
+                      help="stop growing here (default 256; on CPU, where running out of memory is not "
+                           "detectable, this and the train split's size are where growth stops)")
+    tune.add_argument("--tune-lr", action="store_true", help="run the LR finder (curve: <run>/tuning_lr_<stage>.png)")
+    tune.add_argument("--tune-lr-steps", type=int, default=100, help="rates tried by the LR finder (default 100)")
+    tune.add_argument("--no-apply-tuning", action="store_true", help="report the tuned values, train on the config's")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.set_defaults(run=_train, command="train")
 
@@ -141,11 +151,23 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 def _train(args: argparse.Namespace) -> int:
     from ups.pipeline.runner import train_stage
 
-    from ups.pipeline.runner import is_rank_zero
+    from ups.engines.tuning import TuningRequest, check_tuning
+    from ups.pipeline.runner import is_rank_zero, tune_stage
     from ups.tracking import tracking
 
     cfg = _training_config(args, "the run folder whose stage should continue")
+    tuning = TuningRequest(batch_size=args.tune_batch_size, batch_size_mode=args.tune_batch_size_mode,
+                           max_batch_size=args.max_batch_size, lr=args.tune_lr, lr_steps=args.tune_lr_steps,
+                           apply=not args.no_apply_tuning)
+    check_tuning(tuning, cfg, args.engine)
+    if tuning.wanted and args.resume:
+        raise UPSError("--tune-* with --resume: a resumed stage keeps the batch size and learning rate it started "
+                       "with; tune when the stage starts.")
     with _shared_run_dir(args.run_dir, cfg) as run_dir, tracking(cfg, run_dir, rank_zero=is_rank_zero()):
+        if tuning.wanted:
+            tuned = tune_stage(cfg, args.stage, run_dir, tuning, engine=args.engine, from_run=args.from_run)
+            if tuned:
+                cfg = _training_config(args, "", extra=tuned)
         done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume, from_run=args.from_run)
     for line in _train_report(done):
         print(line)
@@ -153,11 +175,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_config(args: argparse.Namespace, resume_needs: str):
-    """The config of ``train`` and ``pipeline``, with ``--devices`` as training.devices."""
+def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[str] = ()):
+    """The config of ``train`` and ``pipeline``, with ``--devices`` as training.devices (and
+    ``extra`` overrides last: the tuned values)."""
     from ups.config import load_config
 
-    overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices else [])
+    overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices else []) + list(extra)
     cfg = load_config(args.config, overrides)
     if args.resume and not args.run_dir:
         raise UPSError(f"--resume needs --run-dir: {resume_needs}.")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, Timer
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
@@ -27,6 +27,7 @@ from ups.engines.common import (
 )
 from ups.errors import UPSError
 from ups import tracking
+from ups.engines.callbacks import measuring
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
@@ -194,9 +195,8 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
         loggers.append(RunTensorBoardLogger(run, stage_name, step_offset))
     if tracking.active() is not None:
         loggers.append(WandbStageLogger(stage_name, step_offset))
-    callbacks = monitor_callbacks(cfg, run, stage_name) + list(callbacks_extra)
-    if t.lightning_profile == "timer" and t.max_time is None:
-        callbacks.append(Timer())
+    measures, profiler = measuring(cfg, run, stage_name)
+    callbacks = monitor_callbacks(cfg, run, stage_name) + measures + list(callbacks_extra)
     validate = validation_on(cfg)
     return pl.Trainer(
         accelerator="gpu" if uses_gpu(cfg) else "cpu", devices=t.devices, num_nodes=t.num_nodes,
@@ -207,7 +207,7 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
         val_check_interval=1.0 if validate else None, limit_val_batches=None if validate else 0,
         num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(),
         logger=loggers, callbacks=callbacks, use_distributed_sampler=False, default_root_dir=run.root,
-        profiler=None if t.lightning_profile in ("none", "timer") else t.lightning_profile,
+        profiler=profiler,
     )
 
 

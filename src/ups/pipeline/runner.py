@@ -86,6 +86,16 @@ def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightn
     return fit_in_run(stage_obj, cfg, run, engine=engine, resume=resume)
 
 
+def tune_stage(cfg: Config, stage: str, run_dir: Path, request, *, engine: str = "lightning",
+               from_run: Path | None = None) -> list[str]:
+    """Lightning's Tuner on a checked copy of ``stage`` (``ups.engines.tuning``): writes
+    ``<run>/tuning.json``; returns the overrides that carry the tuned values into the fit."""
+    from ups.engines.tuning import tune
+
+    stage_obj = checked_stage(cfg, stage, RunDir(run_dir), engine=engine, resume=False, from_run=from_run)
+    return tune(stage_obj, cfg, Path(run_dir), request)
+
+
 def checked_stage(cfg: Config, stage: str, run: RunDir, *, engine: str, resume: bool,
                   from_run: Path | None = None):
     """The Stage object of ``stage``, built on its upstream checkpoints (from ``from_run`` or

@@ -1,0 +1,163 @@
+"""Lightning's Tuner before a stage trains: the batch size (power or binary-search scaling) and
+the learning rate (the LR finder), written to ``<run>/tuning.json`` (the LR curve to
+``<run>/tuning_lr_<stage>.png``) and returned as config overrides for the fit.
+
+The Tuner runs on a throwaway copy of the stage (its weights are then discarded: the fit builds a
+fresh stage from the tuned config), on a Trainer without loggers or checkpoints, validation off.
+
+- Batch size: ``stages.<stage>.batch_size``. Lightning grows it until a step runs out of memory;
+  a CPU never does, so growth also stops at ``max_batch_size`` and at the train split's size.
+  Several devices are refused: Lightning's batch-size finder runs on one device.
+- Learning rate: ``stages.<stage>.optimizer.lr``, Lightning's suggestion (the steepest descent of
+  the smoothed loss) over ``lr_steps`` exponentially spaced rates; works under DDP (every rank
+  runs the same search, rank 0's result is broadcast by Lightning).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning.pytorch as pl
+
+from ups.atomic import atomic_path
+from ups.config import Config
+from ups.engines.common import batch_size, build_loaders, resolve_precision, training_device, uses_gpu
+from ups.engines.lightning import StageModule, strategy_for
+from ups.errors import UPSError
+
+log = logging.getLogger("ups")
+
+
+@dataclass
+class TuningRequest:
+    batch_size: bool = False
+    batch_size_mode: str = "power"   # power | binsearch
+    max_batch_size: int = 256
+    lr: bool = False
+    lr_steps: int = 100
+    min_lr: float = 1e-6
+    max_lr: float = 1.0
+    apply: bool = True
+
+    @property
+    def wanted(self) -> bool:
+        return self.batch_size or self.lr
+
+
+def check_tuning(request: TuningRequest, cfg: Config, engine: str) -> None:
+    """Refuse, before any work, what the Tuner cannot do."""
+    if not request.wanted:
+        return
+    if engine != "lightning":
+        raise UPSError("--tune-batch-size and --tune-lr use Lightning's Tuner; train with --engine lightning "
+                       "(then train with the native engine on the tuned values if you like).")
+    devices = cfg.training.devices * cfg.training.num_nodes
+    if request.batch_size and devices > 1:
+        raise UPSError(f"--tune-batch-size with {devices} devices: Lightning's batch-size finder works on one "
+                       f"device only; tune on one device first (--devices 1), then train on {devices} with "
+                       f"the batch size it finds (the per-device batch size: stages.<stage>.batch_size).")
+    if request.batch_size_mode not in ("power", "binsearch"):
+        raise UPSError(f"--tune-batch-size-mode {request.batch_size_mode}: choose power or binsearch.")
+    if request.max_batch_size < 1 or request.lr_steps < 2:
+        raise UPSError("--max-batch-size must be >= 1 and --tune-lr-steps >= 2.")
+
+
+class TuningModule(StageModule):
+    """A StageModule whose batch size and learning rate are attributes the Tuner changes: its
+    train loader is rebuilt from ``batch_size``, its optimizer starts at ``lr`` (no schedule)."""
+
+    def __init__(self, stage, cfg: Config, initial_batch_size: int, lr: float):
+        super().__init__(stage, cfg, batches_per_epoch=1, total_steps=1)
+        self.batch_size, self.lr = initial_batch_size, lr
+
+    def train_dataloader(self):
+        stages = dataclasses.replace(self.cfg.stages, **{self.stage.name: dataclasses.replace(
+            getattr(self.cfg.stages, self.stage.name), batch_size=int(self.batch_size))})
+        cfg = dataclasses.replace(self.cfg, stages=stages)
+        return build_loaders(self.stage, cfg, validate=False, rank=self.trainer.global_rank,
+                             world_size=self.trainer.world_size)[0]
+
+    def val_dataloader(self):
+        return []  # validation is off while tuning
+
+    def configure_optimizers(self):
+        optimizer, _ = self.stage.configure_optimizers(1)
+        for group in optimizer.param_groups:
+            group["lr"] = group["initial_lr"] = self.lr
+        return optimizer
+
+
+def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str]:
+    """Run the Tuner on ``stage``; write tuning.json (and the LR plot); the overrides to apply
+    (empty with ``apply=False``)."""
+    from lightning.pytorch.tuner import Tuner
+
+    name, t = stage.name, cfg.training
+    initial_bs = batch_size(cfg, name)
+    initial_lr = stage.configure_optimizers(1)[0].param_groups[0]["lr"]
+    stage.prepare(training_device(cfg), progress=False)
+    module = TuningModule(stage, cfg, initial_bs, initial_lr)
+    report: dict = {"stage": name, "applied": request.apply}
+    overrides = []
+    with tempfile.TemporaryDirectory(prefix="ups-tune-") as scratch:
+        trainer = pl.Trainer(accelerator="gpu" if uses_gpu(cfg) else "cpu", devices=t.devices, num_nodes=t.num_nodes,
+                             strategy=strategy_for(cfg, stage.all_parameters_used_every_step()),
+                             precision=resolve_precision(cfg), max_epochs=-1, logger=False, enable_checkpointing=False,
+                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                             num_sanity_val_steps=0, default_root_dir=scratch, use_distributed_sampler=False)
+        tuner = Tuner(trainer)
+        if request.batch_size:
+            dataset_size = len(stage.train_dataset())
+            cap = max(1, min(request.max_batch_size, dataset_size))
+            trials = max(1, math.ceil(math.log2(max(cap / max(initial_bs, 1), 1))) + 1)
+            found = tuner.scale_batch_size(module, mode=request.batch_size_mode, init_val=min(initial_bs, cap),
+                                           max_trials=trials, max_val=cap, steps_per_trial=3)
+            found = min(int(found or initial_bs), cap)  # Lightning may step past the split's size
+            report["batch_size"] = {"mode": request.batch_size_mode, "initial": initial_bs, "found": found,
+                                    "max_batch_size": request.max_batch_size, "train_samples": dataset_size,
+                                    "cap": cap, "note": "on CPU growth stops at the cap: running out of memory "
+                                                        "is not detectable there" if not uses_gpu(cfg) else ""}
+            overrides.append(f"stages.{name}.batch_size={found}")
+            module.batch_size = found
+        if request.lr:
+            finder = tuner.lr_find(module, min_lr=request.min_lr, max_lr=request.max_lr,
+                                   num_training=request.lr_steps, update_attr=False)
+            suggestion = finder.suggestion() if finder is not None else None
+            plot = run_root / f"tuning_lr_{name}.png"
+            if finder is not None and trainer.is_global_zero:
+                figure = finder.plot(suggest=suggestion is not None)
+                run_root.mkdir(parents=True, exist_ok=True)
+                with atomic_path(plot) as tmp:
+                    figure.savefig(tmp, format="png", dpi=100)
+                import matplotlib.pyplot as plt
+
+                plt.close(figure)
+            report["lr"] = {"initial": initial_lr, "suggestion": suggestion, "min_lr": request.min_lr,
+                            "max_lr": request.max_lr, "steps": request.lr_steps, "plot": str(plot.resolve()),
+                            "curve": {"lr": list(finder.results.get("lr", [])) if finder else [],
+                                      "loss": list(finder.results.get("loss", [])) if finder else []}}
+            if suggestion is None:
+                log.warning("--tune-lr: the LR finder found no clear descent; %s keeps lr %.3g", name, initial_lr)
+            else:
+                overrides.append(f"stages.{name}.optimizer.lr={suggestion:.6g}")
+    report["overrides"] = overrides
+    if trainer.is_global_zero:
+        write_report(run_root / "tuning.json", report)
+    log.info("tuning %s: %s%s", name, ", ".join(overrides) or "nothing to change",
+             "" if request.apply else " (reported only: --no-apply-tuning)")
+    return overrides if request.apply else []
+
+
+def write_report(path: Path, report: dict) -> None:
+    """tuning.json: one entry per tuned stage (a later tuning of the same stage replaces it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(path.read_text()) if path.is_file() else {}
+    existing[report["stage"]] = report
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(existing, indent=2, default=float) + "\n")
