@@ -53,6 +53,8 @@ def _quiet_third_party_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # the frozen upstream parts of a stage are in eval mode on purpose
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+    # epoch values are gathered over the ranks by UPS itself (all_gather_object), perf/… are rank 0's
+    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|perf)/")
 
 
 class _CurrentStderr(logging.StreamHandler):
@@ -169,6 +171,8 @@ def _train(args: argparse.Namespace) -> int:
             if tuned:
                 cfg = _training_config(args, "", extra=tuned)
         done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume, from_run=args.from_run)
+    if not is_rank_zero():  # the other ranks of a multi-device run print nothing
+        return 0
     for line in _train_report(done):
         print(line)
     print(f"run: {done.run.root}")

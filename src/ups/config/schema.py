@@ -157,11 +157,24 @@ class TrainingConfig:
     accelerator: Literal["auto", "cpu", "gpu"] = knob("auto", "where to train", read_by="engines")
     devices: int = knob(1, "devices per node", read_by="engines", min=1)
     num_nodes: int = knob(1, "nodes (multi-node runs use Lightning's own launch)", read_by="engines", min=1)
-    strategy: Literal["auto", "ddp", "fsdp"] = knob("auto", "distribution strategy", read_by="engines")
+    strategy: Literal["auto", "ddp", "fsdp"] = knob(
+        "auto", "distribution strategy: fsdp is Lightning's FSDP on GPUs and fully_shard under Lightning's "
+        "ModelParallelStrategy on CPU", read_by="engines")
     precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "64-true"] = knob(
         "auto", "numeric precision; `auto` is 32-true on CPU and bf16-mixed on GPU", read_by="engines"
     )
     compile: bool = knob(False, "torch.compile the model submodules", read_by="engines")
+    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = knob(
+        "default", "torch.compile mode (with training.compile)", read_by="engines")
+    force_compile_distributed: bool = knob(
+        False, "keep training.compile on with several devices even on PyTorch builds where that is known to fail "
+        "(the stability guard otherwise turns it off)", read_by="engines")
+    force_bf16_cpu: bool = knob(
+        False, "keep bf16-mixed on a CPU without native bf16 (the stability guard otherwise uses 32-true: "
+        "emulated bf16 is ~36x slower)", read_by="engines")
+    cpu_offload_optimizer: bool = knob(
+        False, "FSDP on GPUs: keep parameters, gradients and optimizer state on the CPU (needs strategy fsdp "
+        "and accelerator gpu)", read_by="engines")
     gradient_clip_val: Optional[float] = knob(None, "clip gradients to this global norm (off when unset)",
                                               read_by="engines", gt=0)
     accumulate_grad_batches: int = knob(1, "batches accumulated per optimizer step", read_by="engines", min=1)
@@ -295,6 +308,13 @@ class PathsConfig:
 
 
 @dataclass
+class ModelConfig:
+    use_activation_checkpoint: bool = knob(
+        False, "recompute the activations of the transformer and convolution blocks in the backward pass "
+        "(less memory, about a third more compute)", read_by="engines")
+
+
+@dataclass
 class Config:
     seed: int = knob(0, "seed of splits, initialisation and sampling", read_by="everything", min=0)
     data: DataConfig = section(DataConfig, "what to train on")
@@ -305,6 +325,7 @@ class Config:
     diffusion: DiffusionConfig = section(DiffusionConfig, "residual corrector")
     consistency: ConsistencyConfig = section(ConsistencyConfig, "distilled corrector")
     steady_prior: SteadyPriorConfig = section(SteadyPriorConfig, "steady-state prior")
+    model: ModelConfig = section(ModelConfig, "settings of every model")
     training: TrainingConfig = section(TrainingConfig, "batching, loaders, precision, distribution")
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpointing")
     optimizer: OptimizerConfig = section(OptimizerConfig, "optimizer and schedule of every stage")

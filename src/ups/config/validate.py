@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from ups.config.load import Sources
-from ups.config.schema import Config
+from ups.config.schema import STAGE_NAMES, Config
 
 
 class Problems:
@@ -212,8 +212,15 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
     if cfg.latent.dim % cfg.operator.heads:
         problems.add(("operator", "heads"), f"{cfg.operator.heads} heads do not divide latent.dim = "
                                             f"{cfg.latent.dim}; choose heads that divide it.")
-    if cfg.training.strategy == "fsdp" and cfg.training.accelerator == "cpu":
-        problems.add(("training", "strategy"), "FSDP does not run on CPU; use training.strategy=ddp or auto.")
+    if cfg.training.cpu_offload_optimizer and (cfg.training.strategy != "fsdp" or cfg.training.accelerator == "cpu"):
+        problems.add(("training", "cpu_offload_optimizer"), "offloads FSDP's state to the CPU, so it needs "
+                                                           "training.strategy=fsdp on GPUs (training.accelerator gpu "
+                                                           "or auto); set it false here.")
+    if cfg.training.strategy == "fsdp" and (cfg.training.ema_decay or any(
+            getattr(cfg.stages, name).ema_decay for name in STAGE_NAMES)):
+        problems.add(("training", "strategy"), "EMA of weights is not available under FSDP (each rank holds a "
+                                               "shard); set training.ema_decay and stages.<stage>.ema_decay to null, "
+                                               "or use training.strategy=ddp.")
     if cfg.training.precision == "16-mixed" and cfg.training.accelerator == "cpu":
         problems.add(("training", "precision"), "16-mixed needs a GPU; on CPU use 32-true (or bf16-mixed).")
     if cfg.training.prefetch_factor is not None and cfg.training.num_workers == 0:

@@ -11,7 +11,8 @@ import logging
 
 from ups.config import Config
 from ups.checkpoint import check_fit, load_checkpoint
-from ups.engines.common import LAST_NAME, FitResult, task_batch_sampler, uses_gpu, validation_on
+from ups.engines.common import LAST_NAME, FitResult, task_batch_sampler, validation_on
+from ups.engines.guards import apply_guards
 from ups.errors import UPSError
 from ups.tracking import check_tracking
 from ups.runs import RunDir
@@ -47,8 +48,6 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
         raise UPSError("logging.tensorboard=true needs the tensorboard package: `pip install tensorboard`, "
                        "or set logging.tensorboard=false (metrics.csv is written either way).")
     check_tracking(cfg)
-    if cfg.training.strategy == "fsdp" and not uses_gpu(cfg):
-        raise UPSError("training.strategy=fsdp needs GPUs; use training.strategy=ddp (or auto) on CPU.")
     last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
     if resume:
         if not last.is_file():
@@ -89,4 +88,5 @@ def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool, c
     if cfg.checkpoint.every_n_steps is not None:
         log.warning("checkpoint.every_n_steps is not honoured yet: last.ckpt is written at the end of each epoch, "
                     "so that a resume always starts on an epoch boundary in either engine.")
+    cfg = apply_guards(cfg)
     return ENGINES[engine](stage, cfg, run, resume, callbacks, step_offset)

@@ -299,11 +299,22 @@ class Patience:
         return self.wait >= self.patience
 
 
-def compile_submodules(model: torch.nn.Module) -> None:
+def speed_knobs(model: torch.nn.Module, cfg: Config) -> None:
+    """``model.use_activation_checkpoint`` and ``training.compile`` (with ``compile_mode``) on the
+    stage's model, in that order (compiled blocks then recompute through their compiled code)."""
+    if cfg.model.use_activation_checkpoint:
+        from ups.models.blocks import checkpoint_activations
+
+        checkpoint_activations(model)
+    if cfg.training.compile:
+        compile_submodules(model, cfg.training.compile_mode)
+
+
+def compile_submodules(model: torch.nn.Module, mode: str = "default") -> None:
     """``torch.compile`` each child of the stage's model (never the engine's wrapper).
 
     In-place ``Module.compile`` keeps state-dict key names (no ``_orig_mod.``), so checkpoints
     of compiled and eager runs are interchangeable.
     """
     for child in model.children():
-        child.compile()
+        child.compile(mode=None if mode == "default" else mode)

@@ -21,13 +21,14 @@ from lightning.pytorch.utilities import rank_zero_only
 from ups.checkpoint import STATE_PREFIX, ups_block
 from ups.config import Config
 from ups.engines.common import (
-    BEST_FILENAME, LAST_NAME, MONITOR, batch_size, ema_decay, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, compile_submodules,
+    BEST_FILENAME, LAST_NAME, MONITOR, batch_size, ema_decay, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, speed_knobs,
     check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings, total_optimizer_steps,
     train_log_values, uses_gpu, validation_means, validation_on,
 )
 from ups.errors import UPSError
 from ups import tracking
 from ups.engines.callbacks import measuring
+from ups.engines.sharding import shard_fully, strategy_for
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
@@ -112,6 +113,14 @@ class StageModule(pl.LightningModule):
         self.log_dict(values, on_epoch=True, batch_size=1)
         self.val_history.append({**values, "epoch": self.current_epoch, "step": self.global_step})
 
+    def configure_model(self) -> None:
+        """Under ``training.strategy=fsdp`` on CPUs: shard the model (``ups.engines.sharding``)."""
+        from lightning.pytorch.strategies import ModelParallelStrategy
+
+        if isinstance(self.trainer.strategy, ModelParallelStrategy) and not getattr(self, "_sharded", False):
+            shard_fully(self.model, self.device_mesh["data_parallel"])
+            self._sharded = True
+
     # ---- checkpoints --------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["ups"] = ups_block(self.stage, self.cfg)
@@ -172,24 +181,11 @@ def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Call
     ]
 
 
-def strategy_for(cfg: Config, all_parameters_used: bool) -> str:
-    """``training.strategy``, told about parameters a step may leave unused (task-specific
-    stems) when it is DDP, which would otherwise fail waiting for their gradients."""
-    t = cfg.training
-    several = t.devices * t.num_nodes > 1
-    if several and t.strategy in ("auto", "ddp") and not all_parameters_used:
-        return "ddp_find_unused_parameters_true"
-    return t.strategy
-
-
 def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(), *,
                   all_parameters_used: bool = True, step_offset: int = 0) -> pl.Trainer:
     """The config's ``training``, ``checkpoint``, ``logging`` and ``stages.<stage>`` as a Trainer;
     its loggers add ``step_offset`` to every step (the run's continuous step axis)."""
     t = cfg.training
-    if t.compile and t.devices * t.num_nodes > 1:
-        log.warning("training.compile=true with several devices fails on some PyTorch builds; "
-                    "set training.compile=false if the run errors while compiling.")
     loggers = [StageCSVLogger(run.log_dir(stage_name), step_offset)]
     if cfg.logging.tensorboard:
         loggers.append(RunTensorBoardLogger(run, stage_name, step_offset))
@@ -313,8 +309,7 @@ def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, call
     epochs = stage_settings(cfg, stage.name).epochs
     total_steps = total_optimizer_steps(len(train_loader), cfg.training.accumulate_grad_batches, epochs)
     module = StageModule(stage, cfg, len(train_loader), total_steps)
-    if cfg.training.compile:
-        compile_submodules(stage.model)
+    speed_knobs(stage.model, cfg)
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
                 ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
     checkpointer = trainer.checkpoint_callback

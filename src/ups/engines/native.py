@@ -22,7 +22,7 @@ import torch
 from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state_dict, save_checkpoint, ups_block
 from ups.config import Config
 from ups.engines.common import (
-    CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, ema_decay, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, compile_submodules,
+    CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, ema_decay, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, speed_knobs,
     check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, split_terms, stage_settings,
     total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
 )
@@ -273,8 +273,7 @@ def fit_native(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbac
     if cfg.logging.tensorboard:
         log.info("logging.tensorboard: the native engine writes metrics.csv only; TensorBoard logs come "
                  "with --engine lightning.")
-    if cfg.training.compile:
-        compile_submodules(stage.model)
+    speed_knobs(stage.model, cfg)
     trainer = NativeTrainer(stage, cfg, run, resume=resume, step_offset=step_offset)
     if resume:
         trainer.resume()

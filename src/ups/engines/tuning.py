@@ -28,7 +28,8 @@ import lightning.pytorch as pl
 from ups.atomic import atomic_path
 from ups.config import Config
 from ups.engines.common import batch_size, build_loaders, resolve_precision, training_device, uses_gpu
-from ups.engines.lightning import StageModule, strategy_for
+from ups.engines.lightning import StageModule
+from ups.engines.sharding import strategy_for
 from ups.errors import UPSError
 
 log = logging.getLogger("ups")

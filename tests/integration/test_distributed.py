@@ -1,0 +1,53 @@
+"""Two CPU processes train the operator stage under DDP (gloo) and under fully sharded data
+parallelism (FSDP2's fully_shard under Lightning's ModelParallelStrategy); each run's checkpoint
+is one ordinary file that ``ups evaluate`` reads."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ups.cli import main
+from ups.data.generate import generate_dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_runs import write_config  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def autoencoder(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("distributed")
+    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
+    config = write_config(root / "tiny.yaml", root / "data", [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}])
+    assert main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(root / "ae")]) == 0
+    return config, root / "ae"
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(autoencoder, tmp_path, strategy):
+    config, ae = autoencoder
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "ups", "train", "--config", str(config), "--stage", "operator",
+                           "--from-run", str(ae), "--run-dir", str(run), "--devices", "2",
+                           f"training.strategy={strategy}", "training.batch_size=2"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run: ") == 1  # rank 0 alone reports
+    status = json.loads((run / "stage_status.json").read_text())["operator"]
+    assert status["state"] == "done" and status["epochs"] == 2
+    checkpoint = torch.load(status["best_path"], weights_only=True)
+    assert checkpoint["ups"]["stage"] == "operator"
+    assert all(type(value) is torch.Tensor for value in checkpoint["state_dict"].values())  # gathered, no shards
+    encoder_key = "model.encoder.by_rank.d1.stems.c1.weight"
+    assert checkpoint["state_dict"][encoder_key].shape == torch.load(
+        ae / "checkpoints" / "autoencoder" / "last.ckpt", weights_only=True)["state_dict"][encoder_key].shape
+    assert main(["evaluate", "--config", str(config), "--checkpoint", status["best_path"],
+                 "--output-prefix", str(tmp_path / "eval"), "evaluation.report=false"]) == 0
+    assert json.loads((tmp_path / "eval.json").read_text())["metrics"]["nrmse"] > 0

@@ -1,0 +1,92 @@
+"""Stability guards (each: fallback, override, no match), activation checkpointing, compile mode,
+and the config checks of the distributed knobs."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+
+from ups.config import load_config
+from ups.engines.guards import GUARDS, Machine, apply_guards
+from ups.errors import ConfigError
+from ups.models.blocks import TransformerBlock, checkpoint_activations
+
+OLD_TORCH_CPU = Machine(torch_version=(2, 3), gpu=False, cpu_bf16=False)
+NEW_TORCH_GPU = Machine(torch_version=(2, 13), gpu=True, cpu_bf16=False)
+
+CASES = {  # guard -> (overrides that match it, the fallback's effect, the override key or None)
+    "compile-distributed": (["training.compile=true", "training.devices=2", "training.strategy=ddp"],
+                            lambda cfg: cfg.training.compile is False, "training.force_compile_distributed"),
+    "bf16-on-cpu-without-bf16": (["training.precision=bf16-mixed"],
+                                 lambda cfg: cfg.training.precision == "32-true", "training.force_bf16_cpu"),
+    "compile-max-autotune-on-cpu": (["training.compile=true", "training.compile_mode=max-autotune"],
+                                    lambda cfg: cfg.training.compile_mode == "default", None),
+}
+
+
+def test_every_guard_has_a_test_a_reason_and_a_source():
+    assert {g.name for g in GUARDS} == set(CASES)
+    assert all(g.reason and g.source and g.fallback for g in GUARDS)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_a_matching_guard_warns_and_falls_back_unless_overridden(name, caplog):
+    overrides, fell_back, override = CASES[name]
+    caplog.set_level(logging.WARNING, logger="ups")
+    cfg = load_config(None, overrides)
+    safe = apply_guards(cfg, OLD_TORCH_CPU)
+    assert fell_back(safe) and not fell_back(cfg)
+    assert f"stability guard {name}" in caplog.text and "Falling back to" in caplog.text
+    assert apply_guards(cfg, NEW_TORCH_GPU) == cfg or name == "compile-distributed"  # machines it does not hit
+    if override:
+        caplog.clear()
+        forced = load_config(None, [*overrides, f"{override}=true"])
+        assert apply_guards(forced, OLD_TORCH_CPU) == forced and "Kept as configured" in caplog.text
+
+
+def test_no_guard_touches_the_default_config(caplog):
+    cfg = load_config(None)
+    assert apply_guards(cfg, OLD_TORCH_CPU) == cfg and "stability guard" not in caplog.text
+
+
+def test_activation_checkpointing_recomputes_blocks_with_equal_gradients():
+    torch.manual_seed(0)
+    plain = torch.nn.Sequential(TransformerBlock(16, 2, 2.0), TransformerBlock(16, 2, 2.0))
+    checked = torch.nn.Sequential(TransformerBlock(16, 2, 2.0), TransformerBlock(16, 2, 2.0))
+    checked.load_state_dict(plain.state_dict())
+    assert checkpoint_activations(checked) == 2 and checkpoint_activations(checked) == 0  # once only
+    calls = []
+    for block in checked:
+        block.norm1.register_forward_pre_hook(lambda module, args: calls.append(module))
+    x = torch.randn(3, 5, 16)
+    plain(x).square().mean().backward()
+    checked(x).square().mean().backward()
+    assert len(calls) == 4  # forward, then again in the backward pass
+    for a, b in zip(plain.parameters(), checked.parameters()):
+        torch.testing.assert_close(a.grad, b.grad)
+    calls.clear()
+    with torch.no_grad():
+        checked(x)
+    assert len(calls) == 2
+
+
+def test_compile_mode_reaches_torch_compile(monkeypatch):
+    from ups.engines.common import speed_knobs
+
+    modes = []
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: modes.append(kw.get("mode")))
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    speed_knobs(model, load_config(None, ["training.compile=true", "training.compile_mode=max-autotune-no-cudagraphs"]))
+    assert modes == ["max-autotune-no-cudagraphs"] * 2
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["training.cpu_offload_optimizer=true"], "needs training.strategy=fsdp on GPUs"),
+    (["training.cpu_offload_optimizer=true", "training.strategy=fsdp", "training.accelerator=cpu"], "on GPUs"),
+    (["training.strategy=fsdp", "stages.operator.ema_decay=0.99"], "EMA of weights is not available under FSDP"),
+])
+def test_distributed_knobs_that_cannot_apply_are_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, overrides)
