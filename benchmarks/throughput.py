@@ -1,6 +1,6 @@
 """Training samples per second of each of the five stages on the demo config, Lightning engine.
 
-    python benchmarks/throughput.py [--config configs/demo.yaml] [--steps 30] [--warmup 3]
+    python benchmarks/throughput.py [--config configs/demo.yaml] [--steps 50] [--warmup 3]
                                     [--threads N] [KEY=VALUE ...]
 
 The stages train in pipeline order into one temporary run folder, each for one short epoch of
@@ -50,7 +50,7 @@ def stage_throughput(cfg, stage_name: str, run: RunDir, batches: int, warmup: in
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
-    parser.add_argument("--steps", type=int, default=30, help="timed steps per stage")
+    parser.add_argument("--steps", type=int, default=50, help="timed steps per stage")
     parser.add_argument("--warmup", type=int, default=3, help="steps dropped at the start of each stage")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")

@@ -51,3 +51,19 @@ def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(auto
     assert main(["evaluate", "--config", str(config), "--checkpoint", status["best_path"],
                  "--output-prefix", str(tmp_path / "eval"), "evaluation.report=false"]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["metrics"]["nrmse"] > 0
+
+
+def test_the_lr_finder_runs_under_ddp_and_both_ranks_train_with_its_rate(autoencoder, tmp_path):
+    config, _ = autoencoder
+    run = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "ups", "train", "--config", str(config), "--stage", "autoencoder",
+                           "--run-dir", str(run), "--devices", "2", "training.strategy=ddp", "training.batch_size=4",
+                           "--tune-lr", "--tune-lr-steps", "24"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    suggestion = json.loads((run / "tuning.json").read_text())["autoencoder"]["lr"]["suggestion"]
+    assert suggestion is not None and f"stages.autoencoder.optimizer.lr={suggestion:.6g}" in done.stderr
+    import yaml
+    tuned = yaml.safe_load((run / "config.resolved.yaml").read_text())["stages"]["autoencoder"]["optimizer"]["lr"]
+    assert tuned == pytest.approx(suggestion, rel=1e-5)

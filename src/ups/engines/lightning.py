@@ -71,7 +71,9 @@ class StageModule(pl.LightningModule):
             self._skipped += 1
             return None  # Lightning skips backward for this batch
         self._train_metrics.add(per_sample)
-        self.log_dict(train_log_values(scalars), on_step=True, on_epoch=False, batch_size=batch_size(self.cfg, self.stage.name))
+        if getattr(self.trainer._logger_connector, "should_update_logs", True):  # only steps that are written
+            self.log_dict(train_log_values(scalars), on_step=True, on_epoch=False,
+                          batch_size=batch_size(self.cfg, self.stage.name))
         return loss
 
     def on_train_epoch_end(self) -> None:

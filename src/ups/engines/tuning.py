@@ -9,8 +9,9 @@ fresh stage from the tuned config), on a Trainer without loggers or checkpoints,
   a CPU never does, so growth also stops at ``max_batch_size`` and at the train split's size.
   Several devices are refused: Lightning's batch-size finder runs on one device.
 - Learning rate: ``stages.<stage>.optimizer.lr``, Lightning's suggestion (the steepest descent of
-  the smoothed loss) over ``lr_steps`` exponentially spaced rates; works under DDP (every rank
-  runs the same search, rank 0's result is broadcast by Lightning).
+  the smoothed loss) over ``lr_steps`` exponentially spaced rates, always the whole sweep (the
+  loss of small batches jumps between batches; Lightning would take that for divergence); works
+  under DDP (every rank runs the search, rank 0's suggestion is broadcast to all).
 """
 
 from __future__ import annotations
@@ -128,8 +129,10 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
             module.batch_size = found
         if request.lr:
             finder = tuner.lr_find(module, min_lr=request.min_lr, max_lr=request.max_lr,
-                                   num_training=request.lr_steps, update_attr=False)
+                                   num_training=request.lr_steps, update_attr=False,
+                                   early_stop_threshold=None)  # the whole sweep: batch-to-batch noise is no divergence
             suggestion = finder.suggestion() if finder is not None else None
+            suggestion = trainer.strategy.broadcast(suggestion)  # one rate for every rank: rank 0's
             plot = run_root / f"tuning_lr_{name}.png"
             if finder is not None and trainer.is_global_zero:
                 figure = finder.plot(suggest=suggestion is not None)
@@ -148,8 +151,9 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
             else:
                 overrides.append(f"stages.{name}.optimizer.lr={suggestion:.6g}")
     report["overrides"] = overrides
-    if trainer.is_global_zero:
-        write_report(run_root / "tuning.json", report)
+    if not trainer.is_global_zero:
+        return overrides if request.apply else []
+    write_report(run_root / "tuning.json", report)
     log.info("tuning %s: %s%s", name, ", ".join(overrides) or "nothing to change",
              "" if request.apply else " (reported only: --no-apply-tuning)")
     return overrides if request.apply else []
