@@ -151,10 +151,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from ups.pipeline.runner import train_stage
-
-    from ups.engines.tuning import TuningRequest, check_tuning
-    from ups.pipeline.runner import is_rank_zero, tune_stage
+    from ups.engines.tuning import TuningRequest, check_tuning, tuned_overrides
+    from ups.pipeline.runner import is_rank_zero, train_stage, tune_stage
     from ups.tracking import tracking
 
     cfg = _training_config(args, "the run folder whose stage should continue")
@@ -165,12 +163,18 @@ def _train(args: argparse.Namespace) -> int:
     if tuning.wanted and args.resume:
         raise UPSError("--tune-* with --resume: a resumed stage keeps the batch size and learning rate it started "
                        "with; tune when the stage starts.")
-    with _shared_run_dir(args.run_dir, cfg) as run_dir, tracking(cfg, run_dir, rank_zero=is_rank_zero()):
+    if args.resume:  # a stage tuned when it started resumes with its tuned values
+        tuned = tuned_overrides(Path(args.run_dir), args.stage)
+        if tuned:
+            cfg = _training_config(args, "", extra=tuned)
+    with _shared_run_dir(args.run_dir, cfg) as run_dir:
         if tuning.wanted:
             tuned = tune_stage(cfg, args.stage, run_dir, tuning, engine=args.engine, from_run=args.from_run)
             if tuned:
                 cfg = _training_config(args, "", extra=tuned)
-        done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume, from_run=args.from_run)
+        with tracking(cfg, run_dir, rank_zero=is_rank_zero()):
+            done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume,
+                               from_run=args.from_run)
     if not is_rank_zero():  # the other ranks of a multi-device run print nothing
         return 0
     for line in _train_report(done):

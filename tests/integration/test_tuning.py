@@ -114,3 +114,10 @@ def test_what_the_tuner_cannot_do_is_refused_before_anything_is_written(config, 
     run = tmp_path / "run"
     assert train(config, run, *args) == 2
     assert message in capsys.readouterr().err and not run.exists()
+
+
+def test_a_resume_keeps_the_tuned_values(config, tmp_path, fake_tuner):
+    run = tmp_path / "run"
+    assert train(config, run, "--tune-batch-size", "--tune-lr") == 0
+    assert train(config, run, "--resume", "stages.autoencoder.epochs=2") == 0
+    assert resolved(run)["batch_size"] == 8 and resolved(run)["optimizer"]["lr"] == pytest.approx(3e-3)

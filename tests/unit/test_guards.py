@@ -90,3 +90,28 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
 def test_distributed_knobs_that_cannot_apply_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
+
+
+def test_fsdp_is_refused_for_stages_whose_ranks_would_run_different_modules(tmp_path):
+    from ups.engines import preflight
+    from ups.runs import RunDir
+
+    class Stemmed:
+        name = "operator"
+
+        def all_parameters_used_every_step(self):
+            return False
+
+    cfg = load_config(None, ["training.strategy=fsdp", "training.devices=2"])
+    with pytest.raises(Exception, match="use training.strategy=ddp for it"):
+        preflight(Stemmed(), cfg, RunDir(tmp_path), engine="lightning", resume=False)
+
+
+def test_cpu_offload_on_a_machine_without_gpu_is_refused_in_preflight(tmp_path, monkeypatch):
+    from ups.engines import preflight
+    from ups.runs import RunDir
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = load_config(None, ["training.strategy=fsdp", "training.devices=2", "training.cpu_offload_optimizer=true"])
+    with pytest.raises(Exception, match="needs the Lightning engine with training.strategy=fsdp on several GPUs"):
+        preflight(object(), cfg, RunDir(tmp_path), engine="lightning", resume=False)

@@ -11,7 +11,7 @@ import logging
 
 from ups.config import Config
 from ups.checkpoint import check_fit, load_checkpoint
-from ups.engines.common import LAST_NAME, FitResult, task_batch_sampler, validation_on
+from ups.engines.common import LAST_NAME, FitResult, task_batch_sampler, uses_gpu, validation_on
 from ups.engines.guards import apply_guards
 from ups.errors import UPSError
 from ups.tracking import check_tracking
@@ -48,6 +48,16 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
         raise UPSError("logging.tensorboard=true needs the tensorboard package: `pip install tensorboard`, "
                        "or set logging.tensorboard=false (metrics.csv is written either way).")
     check_tracking(cfg)
+    devices = cfg.training.devices * cfg.training.num_nodes
+    if cfg.training.cpu_offload_optimizer and (engine != "lightning" or not uses_gpu(cfg) or devices < 2):
+        raise UPSError("training.cpu_offload_optimizer offloads FSDP's shards, so it needs the Lightning engine with "
+                       "training.strategy=fsdp on several GPUs (found: engine " + engine + f", {devices} device(s), "
+                       f"{'GPU' if uses_gpu(cfg) else 'CPU'}); set it false.")
+    if engine == "lightning" and cfg.training.strategy == "fsdp" and devices > 1 and \
+            not stage.all_parameters_used_every_step():
+        raise UPSError(f"stage {stage.name}: training.strategy=fsdp needs every rank to run the same modules at each "
+                       f"step, but this config's tasks use different stems or heads (one task per batch, a different "
+                       f"task on each rank); use training.strategy=ddp for it.")
     last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
     if resume:
         if not last.is_file():
@@ -76,6 +86,7 @@ def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", res
     to every logged step (the run's continuous step axis, ``RunDir.step_offset``); the
     checkpoints' ``global_step`` stays the stage's own.
     """
+    cfg = apply_guards(cfg)
     preflight(stage, cfg, run, engine=engine, resume=resume)
     return fit_checked(stage, cfg, run, engine=engine, resume=resume, callbacks=callbacks, step_offset=step_offset)
 
@@ -83,10 +94,10 @@ def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", res
 def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool, callbacks=(),
                 step_offset: int = 0) -> FitResult:
     """``fit_stage`` after ``preflight`` has passed (callers that must check before writing
-    anything run ``preflight`` themselves, then this). Each engine runs the stage's ``prepare``
-    (e.g. the latent cache) on its own device before building the loaders."""
+    anything run ``preflight`` themselves, then this, on a config through ``apply_guards``).
+    Each engine runs the stage's ``prepare`` (e.g. the latent cache) on its own device before
+    building the loaders."""
     if cfg.checkpoint.every_n_steps is not None:
         log.warning("checkpoint.every_n_steps is not honoured yet: last.ckpt is written at the end of each epoch, "
                     "so that a resume always starts on an epoch boundary in either engine.")
-    cfg = apply_guards(cfg)
     return ENGINES[engine](stage, cfg, run, resume, callbacks, step_offset)

@@ -20,7 +20,7 @@ import dataclasses
 import json
 import logging
 import math
-import tempfile
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +28,13 @@ import lightning.pytorch as pl
 
 from ups.atomic import atomic_path
 from ups.config import Config
-from ups.engines.common import batch_size, build_loaders, resolve_precision, training_device, uses_gpu
+from ups.engines.common import (batch_size, build_loaders, resolve_precision, speed_knobs, split_terms,
+                                training_device, uses_gpu)
+from ups.engines.guards import apply_guards
 from ups.engines.lightning import StageModule
 from ups.engines.sharding import strategy_for
 from ups.errors import UPSError
+from ups.stages.optim import resolved_optimizer
 
 log = logging.getLogger("ups")
 
@@ -88,6 +91,11 @@ class TuningModule(StageModule):
     def val_dataloader(self):
         return []  # validation is off while tuning
 
+    def training_step(self, batch, batch_idx):
+        # no non-finite-loss policy here: the LR sweep ends at rates where the loss blows up on
+        # purpose (Lightning's suggestion skips non-finite values); the weights are thrown away
+        return split_terms(self.stage.training_loss(batch))[0]["loss"]
+
     def configure_optimizers(self):
         optimizer, _ = self.stage.configure_optimizers(1)
         for group in optimizer.param_groups:
@@ -102,12 +110,17 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
 
     name, t = stage.name, cfg.training
     initial_bs = batch_size(cfg, name)
-    initial_lr = stage.configure_optimizers(1)[0].param_groups[0]["lr"]
+    initial_lr = resolved_optimizer(cfg, name)["lr"]  # not the optimizer's: a warm-up scales it at step 0
+    cfg = apply_guards(cfg)
+    speed_knobs(stage.model, cfg)  # tuned as it will train (activation checkpointing, compile)
     stage.prepare(training_device(cfg), progress=False)
     module = TuningModule(stage, cfg, initial_bs, initial_lr)
     report: dict = {"stage": name, "applied": request.apply}
     overrides = []
-    with tempfile.TemporaryDirectory(prefix="ups-tune-") as scratch:
+    scratch = run_root / ".tuning"  # on the run folder, which every rank (every node) sees
+    scratch.mkdir(parents=True, exist_ok=True)
+    trainer = None
+    try:
         trainer = pl.Trainer(accelerator="gpu" if uses_gpu(cfg) else "cpu", devices=t.devices, num_nodes=t.num_nodes,
                              strategy=strategy_for(cfg, stage.all_parameters_used_every_step()),
                              precision=resolve_precision(cfg), max_epochs=-1, logger=False, enable_checkpointing=False,
@@ -115,7 +128,8 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
                              num_sanity_val_steps=0, default_root_dir=scratch, use_distributed_sampler=False)
         tuner = Tuner(trainer)
         if request.batch_size:
-            dataset_size = len(stage.train_dataset())
+            dataset = stage.train_dataset()
+            dataset_size = max(getattr(dataset, "task_sizes", None) or [len(dataset)])  # a batch holds one task
             cap = max(1, min(request.max_batch_size, dataset_size))
             trials = max(1, math.ceil(math.log2(max(cap / max(initial_bs, 1), 1))) + 1)
             found = tuner.scale_batch_size(module, mode=request.batch_size_mode, init_val=min(initial_bs, cap),
@@ -150,6 +164,10 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
                 log.warning("--tune-lr: the LR finder found no clear descent; %s keeps lr %.3g", name, initial_lr)
             else:
                 overrides.append(f"stages.{name}.optimizer.lr={suggestion:.6g}")
+        trainer.strategy.barrier()  # every rank has restored the weights from the scratch checkpoints
+    finally:
+        if trainer is None or trainer.is_global_zero:
+            shutil.rmtree(scratch, ignore_errors=True)
     report["overrides"] = overrides
     if not trainer.is_global_zero:
         return overrides if request.apply else []
@@ -166,3 +184,11 @@ def write_report(path: Path, report: dict) -> None:
     existing[report["stage"]] = report
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(existing, indent=2, default=float) + "\n")
+
+
+def tuned_overrides(run_root: Path, stage: str) -> list[str]:
+    """The overrides an applied tuning of ``stage`` recorded in ``<run>/tuning.json`` (a resume
+    keeps them)."""
+    path = Path(run_root) / "tuning.json"
+    entry = json.loads(path.read_text()).get(stage, {}) if path.is_file() else {}
+    return list(entry.get("overrides", [])) if entry.get("applied") else []

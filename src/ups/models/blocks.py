@@ -159,8 +159,9 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
 def checkpoint_activations(model: nn.Module) -> int:
     """Recompute the activations of every transformer, cross-attention, AdaLN and convolution
     block of ``model`` in the backward pass instead of keeping them (``torch.utils.checkpoint``,
-    non-reentrant). Only while the block trains with gradients on; frozen or evaluated blocks run
-    as before. Returns how many blocks now do so."""
+    non-reentrant) whenever gradients are on, frozen blocks that gradients pass through included
+    (the operator's decoded loss goes through the frozen decoder). Returns how many blocks now do
+    so."""
     from torch.utils.checkpoint import checkpoint
 
     from ups.models.encoder import ConvBlock
@@ -171,8 +172,8 @@ def checkpoint_activations(model: nn.Module) -> int:
                 or getattr(module, "_ups_checkpointed", False):
             continue
 
-        def forward(*args, _forward=module.forward, _module=module, **kwargs):
-            if _module.training and torch.is_grad_enabled():
+        def forward(*args, _forward=module.forward, **kwargs):
+            if torch.is_grad_enabled():
                 return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
             return _forward(*args, **kwargs)
 

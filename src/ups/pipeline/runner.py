@@ -16,6 +16,7 @@ from ups.config import Config
 from ups.data.summary import load_config_tasks
 from ups.engines import FitResult, fit_checked, preflight
 from ups.engines.common import training_device
+from ups.engines.guards import apply_guards
 from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages import STAGES
@@ -109,6 +110,7 @@ def checked_stage(cfg: Config, stage: str, run: RunDir, *, engine: str, resume: 
 def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> StageRun:
     """Train a ``checked_stage`` into ``run``, keeping ``stage_status.json`` truthful (rank 0):
     running (with the log step offset) → done (checkpoints, score, steps, epochs) or failed."""
+    cfg = apply_guards(cfg)  # the recorded config is the one that trains
     stage, offset = stage_obj.name, run.step_offset(stage_obj.name)
     action = "resumed" if resume else "trained"
     if not is_rank_zero():  # Lightning re-runs this command per device; rank 0 keeps the books
