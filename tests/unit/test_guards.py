@@ -23,7 +23,12 @@ CASES = {  # guard -> (overrides that match it, the fallback's effect, the overr
                                  lambda cfg: cfg.training.precision == "32-true", "training.force_bf16_cpu"),
     "compile-max-autotune-on-cpu": (["training.compile=true", "training.compile_mode=max-autotune"],
                                     lambda cfg: cfg.training.compile_mode == "default", None),
+    "compile-cudagraphs-with-ddp": (["training.compile=true", "training.compile_mode=reduce-overhead",
+                                     "training.devices=2", "training.strategy=ddp"],
+                                    lambda cfg: cfg.training.compile_mode == "default",
+                                    "training.force_compile_distributed"),
 }
+MACHINE = {"compile-cudagraphs-with-ddp": Machine(torch_version=(2, 13), gpu=True, cpu_bf16=False)}
 
 
 def test_every_guard_has_a_test_a_reason_and_a_source():
@@ -36,14 +41,17 @@ def test_a_matching_guard_warns_and_falls_back_unless_overridden(name, caplog):
     overrides, fell_back, override = CASES[name]
     caplog.set_level(logging.WARNING, logger="ups")
     cfg = load_config(None, overrides)
-    safe = apply_guards(cfg, OLD_TORCH_CPU)
+    machine = MACHINE.get(name, OLD_TORCH_CPU)
+    safe = apply_guards(cfg, machine)
     assert fell_back(safe) and not fell_back(cfg)
     assert f"stability guard {name}" in caplog.text and "Falling back to" in caplog.text
-    assert apply_guards(cfg, NEW_TORCH_GPU) == cfg or name == "compile-distributed"  # machines it does not hit
+    caplog.clear()
+    apply_guards(cfg, OLD_TORCH_CPU if machine.gpu else NEW_TORCH_GPU)  # a machine it does not hit
+    assert f"stability guard {name}" not in caplog.text
     if override:
         caplog.clear()
         forced = load_config(None, [*overrides, f"{override}=true"])
-        assert apply_guards(forced, OLD_TORCH_CPU) == forced and "Kept as configured" in caplog.text
+        assert apply_guards(forced, machine) == forced and "Kept as configured" in caplog.text
 
 
 def test_no_guard_touches_the_default_config(caplog):

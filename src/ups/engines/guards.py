@@ -63,9 +63,9 @@ def _devices(cfg: Config) -> int:
 GUARDS = (
     Guard("compile-distributed",
           lambda cfg, m: cfg.training.compile and _devices(cfg) > 1 and m.torch_version < (2, 4),
-          "torch.compile of models trained with several devices breaks or recompiles without end on PyTorch "
-          "builds before 2.4 (DDP's graph splitting and FSDP's flat parameters were not traceable)",
-          "PyTorch 2.4 release notes (FSDP2 `fully_shard` composable with torch.compile; DDPOptimizer fixes)",
+          "torch.compile with several devices crashed on PyTorch builds before 2.4 (DDP with activation "
+          "checkpointing and dynamic shapes), and DDP splits the compiled graph at its buckets",
+          "pytorch/pytorch#118984 (compile + DDP + checkpoint crash, 2.2.0), pytorch/pytorch#108966",
           "training.compile=false", lambda cfg: _training(cfg, compile=False), "training.force_compile_distributed"),
     Guard("bf16-on-cpu-without-bf16",
           lambda cfg, m: not m.gpu and cfg.training.precision == "bf16-mixed" and not m.cpu_bf16,
@@ -73,6 +73,13 @@ GUARDS = (
           "this project's CI machines, whose CPUs do have AVX512-BF16",
           "UPS measurement on 2-core AVX512-BF16 machines; PyTorch CPU autocast docs (AMX for bf16 speed)",
           "training.precision=32-true", lambda cfg: _training(cfg, precision="32-true"), "training.force_bf16_cpu"),
+    Guard("compile-cudagraphs-with-ddp",
+          lambda cfg, m: m.gpu and cfg.training.compile and cfg.training.compile_mode == "reduce-overhead"
+          and _devices(cfg) > 1,
+          "compile mode reduce-overhead (CUDA graphs) under DDP crashes in the CUDA caching allocator when "
+          "evaluation follows training steps",
+          "pytorch/pytorch#128218", "training.compile_mode=default",
+          lambda cfg: _training(cfg, compile_mode="default"), "training.force_compile_distributed"),
     Guard("compile-max-autotune-on-cpu",
           lambda cfg, m: not m.gpu and cfg.training.compile and cfg.training.compile_mode in (
               "reduce-overhead", "max-autotune"),
