@@ -133,7 +133,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stage", required=True, choices=STAGE_NAMES, metavar="STAGE", help=", ".join(STAGE_NAMES))
     p.add_argument("--engine", choices=["lightning", "native"], default="lightning", help="default: lightning")
     p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
-    p.add_argument("--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<timestamp>)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)")
     p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint in --run-dir")
     p.add_argument("--from-run", type=Path, help="take upstream checkpoints from this run folder")
     tune = p.add_argument_group("tuning (Lightning's Tuner, before the fit; results in <run>/tuning.json)")
@@ -197,7 +197,7 @@ def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[st
 
 @contextmanager
 def _shared_run_dir(run_dir: Path | None, cfg):
-    """The run folder: ``--run-dir``, else a new ``<paths.runs_dir>/<timestamp>``. Lightning
+    """The run folder: ``--run-dir``, else a new ``<paths.runs_dir>/<RunDir.new_id()>``. Lightning
     re-runs this command for devices 1, 2, …; they inherit UPS_RUN_DIR, so every rank trains
     into the folder rank 0 chose."""
     from ups.runs import RunDir
@@ -227,7 +227,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stages", metavar="A,B,…", help="only these stages (comma-separated), still in pipeline order")
     p.add_argument("--engine", choices=["lightning", "native"], default="lightning", help="default: lightning")
     p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
-    p.add_argument("--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<timestamp>)")
+    p.add_argument("--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --run-dir: keep done stages, resume a half-done one from its last.ckpt")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")

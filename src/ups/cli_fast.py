@@ -42,7 +42,7 @@ def add_fast_to_sota(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--redo-full-eval", action="store_true", help="evaluate again even when a result can be reused")
     p.add_argument("--leaderboard", type=Path, help="leaderboard CSV (default: <paths.runs_dir>/leaderboard.csv)")
     p.add_argument("--run-id", help="run folder <paths.runs_dir>/<ID>; an existing one is continued "
-                                    "(default: a new timestamp)")
+                                    "(default: <date>-<time>-<6 hex digits>)")
     p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config")
     p.set_defaults(run=_fast_to_sota, command="fast-to-sota")

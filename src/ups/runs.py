@@ -15,6 +15,7 @@ Checkpoints keep their own per-stage ``global_step``; only the logs are shifted.
 from __future__ import annotations
 
 import json
+import secrets
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +36,9 @@ class RunDir:
 
     @staticmethod
     def new_id() -> str:
-        return datetime.now().strftime("%Y%m%d-%H%M%S")
+        """``<date>-<time>-<6 hex digits>``: sortable by start time, and distinct for runs started in
+        the same second (no folder is reserved, so a command refused later leaves nothing)."""
+        return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
     def init(self, cfg: Config) -> "RunDir":
         """Create the folder; record the config, keeping an earlier different one (a later stage

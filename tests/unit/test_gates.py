@@ -70,3 +70,10 @@ def test_rank_zero_is_read_as_lightning_reads_it(monkeypatch, env, zero):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert is_rank_zero() is zero
+
+
+def test_new_run_ids_sort_by_time_and_differ_within_one_second():
+    from ups.runs import RunDir
+
+    ids = [RunDir.new_id() for _ in range(200)]
+    assert len(set(ids)) == 200 and all(len(i.split("-")) == 3 and len(i.split("-")[2]) == 6 for i in ids)
