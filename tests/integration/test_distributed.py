@@ -4,6 +4,7 @@ is one ordinary file that ``ups evaluate`` reads."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -67,3 +68,17 @@ def test_the_lr_finder_runs_under_ddp_and_both_ranks_train_with_its_rate(autoenc
     import yaml
     tuned = yaml.safe_load((run / "config.resolved.yaml").read_text())["stages"]["autoencoder"]["optimizer"]["lr"]
     assert tuned == pytest.approx(suggestion, rel=1e-5)
+
+
+def test_fast_to_sota_on_two_processes_trains_on_both_and_decides_on_rank_zero(autoencoder, tmp_path):
+    config, _ = autoencoder
+    done = subprocess.run([sys.executable, "-m", "ups", "fast-to-sota", "--config", str(config), "--run-id", "ddp",
+                           "--devices", "2", "training.strategy=ddp", "training.batch_size=2",
+                           f"paths.runs_dir={tmp_path / 'runs'}"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("summary: ") == 1  # rank 1 trains, then leaves the rest to rank 0
+    summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
+    assert summary["status"] == "done" and summary["promoted"] and summary["steps"]["train"]["status"] == "done"
+    assert len(list(csv.DictReader(open(tmp_path / "runs" / "leaderboard.csv")))) == 4  # small, full, 2 champion
