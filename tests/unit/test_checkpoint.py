@@ -126,3 +126,28 @@ def test_compiled_and_ddp_key_prefixes_load_the_same_weights(wrap):
     stored["optimizer_bookkeeping"] = torch.zeros(1)  # keys outside the module are ignored
     load_into(target, {"state_dict": stored, "ups": {"stage": target.name}})
     assert all(torch.equal(a, b) for a, b in zip(source.model.state_dict().values(), target.model.state_dict().values()))
+
+
+class _Payload:
+    """Pickles as a call that would write a marker file when unpickled."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "executed"))
+
+
+def test_a_checkpoint_carrying_a_pickled_callable_is_refused_and_never_runs(tmp_path):
+    """Every UPS load goes through ``load_checkpoint`` (resumes through Lightning's
+    ``weights_only=True``)."""
+    from ups.checkpoint import load_checkpoint
+    from ups.errors import UPSError
+
+    marker, evil = tmp_path / "marker", tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {"model.w": torch.zeros(1)}, "ups": {"stage": "operator"}, "x": _Payload(marker)}, evil)
+    with pytest.raises(UPSError, match="could not be read with weights_only=True"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    torch.load(evil, weights_only=False)  # the payload is real: an unsafe load runs it
+    assert marker.read_text() == "executed"
