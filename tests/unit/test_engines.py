@@ -216,3 +216,32 @@ def test_a_stage_can_have_its_own_batch_size_and_ema(tmp_path):
 
     assert NativeTrainer(ToyStage(cfg), cfg, RunDir(tmp_path / "run").init(cfg)).ema.decay == 0.5
     assert StageModule(ToyStage(cfg), cfg, batches_per_epoch=8, total_steps=16).ema.decay == 0.5
+
+
+@pytest.mark.parametrize("engine", ["lightning", "native"])
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_whole(tmp_path, engine, monkeypatch):
+    """Both engines write checkpoints atomically (temporary file, fsync, rename): when the disk
+    fills during the second epoch's writes, the first epoch's last.ckpt is still whole and the
+    error says what happened."""
+    import errno
+
+    cfg = toy_config()
+    cfg.stages.autoencoder.epochs = 2
+    run = RunDir(tmp_path / "run").init(cfg)
+    save, writes = torch.save, []
+
+    def filling(obj, target, *args, **kwargs):
+        writes.append(target)
+        if len(writes) > 2:  # epoch 0: best and last; then the disk is full
+            save(obj, target, *args, **kwargs)  # half a file is written ...
+            raise OSError(errno.ENOSPC, "No space left on device")  # ... then the write fails
+        return save(obj, target, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", filling)
+    with pytest.raises(OSError, match="No space left on device"):
+        fit_stage(ToyStage(cfg), cfg, run, engine=engine)
+    monkeypatch.setattr(torch, "save", save)
+    last = run.checkpoint_dir("autoencoder") / "last.ckpt"
+    assert load_checkpoint(last)["epoch"] == 0
+    assert not [p for p in run.checkpoint_dir("autoencoder").iterdir() if p.name.endswith(".tmp")]
+    assert all(Path(str(target)).name.endswith(".tmp") for target in writes)  # through ups.checkpoint.save_checkpoint

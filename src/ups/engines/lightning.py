@@ -14,11 +14,12 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 
-from ups.checkpoint import STATE_PREFIX, ups_block
+from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
 from ups.config import Config
 from ups.engines.common import (
     BEST_FILENAME, LAST_NAME, MONITOR, batch_size, ema_decay, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, speed_knobs,
@@ -205,8 +206,17 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
         val_check_interval=1.0 if validate else None, limit_val_batches=None if validate else 0,
         num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(),
         logger=loggers, callbacks=callbacks, use_distributed_sampler=False, default_root_dir=run.root,
+        plugins=[AtomicCheckpointIO()],
         profiler=profiler,
     )
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writes through ``ups.checkpoint.save_checkpoint``: a temporary file,
+    fsync, rename; a failed write (a full disk) leaves the previous file whole."""
+
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        save_checkpoint(checkpoint, path)
 
 
 class StageCSVLogger(CSVLogger):
