@@ -130,3 +130,20 @@ def test_a_failed_resume_leaves_the_run_folder_untouched(tiny_config, tmp_path, 
     assert main([*args, "--resume", "encoder.hidden=24"]) == 2
     assert "does not fit" in capsys.readouterr().err
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
+def test_two_runs_started_at_once_get_their_own_folders(tiny_config, tmp_path):
+    import os
+    import subprocess
+
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "ups", "train", "--config", str(tiny_config), "--stage", "autoencoder",
+               f"paths.runs_dir={runs}"]
+    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
+    folders = sorted(runs.iterdir())
+    assert len(folders) == 2 and {out.strip().splitlines()[-1] for out, _ in outputs} == {f"run: {f}" for f in folders}
+    for folder in folders:
+        assert json.loads((folder / "stage_status.json").read_text())["autoencoder"]["state"] == "done"

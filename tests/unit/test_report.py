@@ -136,19 +136,19 @@ def _append_many(path, worker: int, count: int) -> None:
                                   f"w{worker}_col{index // 5}": index})
 
 
-def test_concurrent_appends_from_two_processes_lose_no_row(tmp_path):
-    path = tmp_path / "board.csv"
+def test_concurrent_appends_from_eight_processes_lose_no_row(tmp_path):
+    path, writers, count = tmp_path / "board.csv", range(8), 10
     ctx = multiprocessing.get_context("spawn")
-    workers = [ctx.Process(target=_append_many, args=(path, w, 20)) for w in (0, 1)]
+    workers = [ctx.Process(target=_append_many, args=(path, w, count)) for w in writers]
     for process in workers:
         process.start()
     for process in workers:
-        process.join(timeout=120)
+        process.join(timeout=240)
         assert process.exitcode == 0
     columns, rows = read_leaderboard(path)
-    assert len(rows) == 40
-    assert {(row["worker"], row["index"]) for row in rows} == {(str(w), str(i)) for w in (0, 1) for i in range(20)}
+    assert len(rows) == len(writers) * count
+    assert {(row["worker"], row["index"]) for row in rows} == {(str(w), str(i)) for w in writers for i in range(count)}
     for row in rows:
         assert row["label"] == f"w{row['worker']}-{row['index']}" * 20
         assert row[f"w{row['worker']}_col{int(row['index']) // 5}"] == row["index"]
-    assert len(columns) == 3 + 2 * 4
+    assert len(columns) == 3 + len(writers) * (count // 5)
