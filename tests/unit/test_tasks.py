@@ -129,3 +129,26 @@ def test_fallback_val_warning_through_load_tasks(burgers_1d, tmp_path):
 def test_normalizer_state_restores(tasks):
     restored = Normalizer.from_dict(tasks[0].normalizer.to_dict())
     np.testing.assert_array_equal(restored.mean, tasks[0].normalizer.mean)
+
+
+@pytest.mark.parametrize("fixture", ["burgers_1d", "multigroup_2d", "darcy_2d"])
+def test_nan_or_inf_in_any_split_is_refused_naming_file_key_sample_and_shape(tmp_path, request, fixture):
+    """Every split is read for NaN or Inf when the task loads, before any training."""
+    import h5py
+
+    from ups.data.pdebench import PDEBenchFile
+
+    written, bad = request.getfixturevalue(fixture), 7
+    key = PDEBenchFile(written.path).data_keys(bad)[0]
+    with h5py.File(written.path, "r+") as f:
+        dataset = f[key.split("[")[0]] if "[" in key else f[key]
+        values = dataset[bad] if "[" in key else dataset[...]
+        values.flat[3] = np.inf if fixture == "multigroup_2d" else np.nan
+        if "[" in key:
+            dataset[bad] = values
+        else:
+            dataset[...] = values
+    with pytest.raises(DataError) as error:
+        load_tasks([TaskConfig("t", written.path.name)], tmp_path, split_fractions=(0.6, 0.2, 0.2), seed=0)
+    message = str(error.value)
+    assert str(written.path) in message and f"{key} (sample {bad}, shape (" in message and "NaN or Inf" in message

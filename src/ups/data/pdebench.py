@@ -336,6 +336,14 @@ class PDEBenchFile:
                 data = data[..., None]
         return np.asarray(data, dtype=np.float32)
 
+    def data_keys(self, i: int) -> tuple[str, ...]:
+        """Where sample i lives in the file: the dataset (and index) behind ``trajectory(i)``,
+        or behind both arrays of ``steady_pair(i)``."""
+        i = self._index(i)
+        if self.layout == "darcy":
+            return f"nu[{i}]", f"tensor[{i}]"
+        return (f"{self._groups[i]}/data",) if self.layout == "multigroup" else (f"tensor[{i}]",)
+
     def steady_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Darcy sample i: (a [*spatial, 1], u [*spatial, 1]), float32, down-sampled."""
         if self.layout != "darcy":

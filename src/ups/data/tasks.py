@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -77,12 +78,29 @@ def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, see
     info = file.info
     split = split_trajectories(info.n_samples, fractions, seed=seed, task_name=spec.name,
                                need_val=need_val)
+    read = file.steady_pair if info.kind == "steady" else file.trajectory
+    for _ in finite(file, [*split.val, *split.test], read):  # the train split is checked while fitting
+        pass
     if info.kind == "steady":
-        input_norm = Normalizer(normalization).fit(file.steady_pair(i)[0] for i in split.train)
+        input_norm = Normalizer(normalization).fit(pair[0] for pair in finite(file, split.train, read))
         norm = Normalizer(normalization).fit(file.steady_pair(i)[1] for i in split.train)
         return TaskData(spec, file, info, split, norm, input_norm)
-    norm = Normalizer(normalization).fit(file.trajectory(i) for i in split.train)
+    norm = Normalizer(normalization).fit(finite(file, split.train, read))
     return TaskData(spec, file, info, split, norm)
+
+
+def finite(file: PDEBenchFile, indices, read):
+    """``read(i)`` for each sample, refusing one with NaN or Inf: the file, dataset, sample,
+    shape and first bad index are named (before training; the arrays are read once anyway to fit
+    the normalisers)."""
+    for i in indices:
+        arrays = read(i)
+        for key, array in zip(file.data_keys(i), arrays if isinstance(arrays, tuple) else (arrays,)):
+            if not np.isfinite(array).all():
+                first = tuple(int(v) for v in np.argwhere(~np.isfinite(array))[0])
+                raise DataError(f"{file.path}: {key} (sample {i}, shape {tuple(array.shape)} after down-sampling) "
+                                f"holds NaN or Inf, first at index {first}; clean the file or drop that sample.")
+        yield arrays
 
 
 def load_tasks(specs: Sequence[TaskConfig], data_dir: str | Path, *, reduced_resolution: int = 1,
