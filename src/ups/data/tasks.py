@@ -76,8 +76,10 @@ def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, see
     file = PDEBenchFile(path, layout=spec.layout, reduced_resolution=r, reduced_resolution_t=rt,
                         params_override=spec.params)
     info = file.info
-    split = split_trajectories(info.n_samples, fractions, seed=seed, task_name=spec.name,
-                               need_val=need_val)
+    try:
+        split = split_trajectories(info.n_samples, fractions, seed=seed, task_name=spec.name, need_val=need_val)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from None
     read = file.steady_pair if info.kind == "steady" else file.trajectory
     for _ in finite(file, [*split.val, *split.test], read):  # the train split is checked while fitting
         pass

@@ -15,7 +15,7 @@ from ups.config import Config, load_config, to_dict
 from ups.config.load import read_config_tree
 from ups.errors import UPSError
 from ups.pipeline.gates import gate_metric
-from ups.pipeline.pipeline import planned_stages, resume_action
+from ups.pipeline.pipeline import check_training_windows, planned_stages, resume_action
 from ups.pipeline.runner import checked_stage
 from ups.runs import RunDir
 
@@ -85,6 +85,7 @@ def validate(request: Request) -> Plan:
         raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
     tracking.check_tracking(cfg)
     plan = planned_stages(cfg)
+    check_training_windows(cfg, plan)
     check_available(metric, plan)
     run = RunDir(request.run_dir)
     if request.force_train and externally_launched():

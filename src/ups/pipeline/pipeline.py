@@ -78,6 +78,20 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
     return plan
 
 
+def check_training_windows(cfg: Config, plan: Sequence[str]) -> None:
+    """Before the first stage trains: the latent-dynamics stages' windows (``rollout_horizon``
+    steps of ``time_stride`` frames) fit in every transient task's trajectories."""
+    if not set(plan) & {"operator", "diff_residual", "consistency_distill"}:
+        return
+    t = cfg.training
+    for task in load_config_tasks(cfg):
+        if task.info.kind == "transient" and task.info.n_times <= t.rollout_horizon * t.time_stride:
+            raise UPSError(f"task '{task.name}' ({task.file.path}): {task.info.n_times} frames per trajectory (after "
+                           f"data.reduced_resolution_t), but a training window of training.rollout_horizon="
+                           f"{t.rollout_horizon} steps of training.time_stride={t.time_stride} frames needs "
+                           f"{t.rollout_horizon * t.time_stride + 1}; lower one of them.")
+
+
 def has_steady_task(cfg: Config) -> bool:
     return any(task.info.kind == "steady" for task in load_config_tasks(cfg))
 
@@ -108,6 +122,7 @@ def run_pipeline(cfg: Config, run_dir: Path, *, stages: Sequence[str] | None = N
     stage trained now or (``resume``) already done. Raises ``UPSError`` on bad input and
     ``StageFailed`` when a stage fails while training."""
     plan = planned_stages(cfg, stages)
+    check_training_windows(cfg, plan)
     run = RunDir(run_dir)
     if not resume and is_rank_zero():  # the other ranks start once rank 0 has begun writing
         refuse_used_run(run)
