@@ -87,3 +87,34 @@ def toy_config(**training) -> Config:
     cfg.stages.autoencoder.patience = 2
     cfg.optimizer.lr = 1e-2
     return cfg
+
+
+class _NanGradient(torch.autograd.Function):
+    """The identity forward; NaN gradients backward."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad * float("nan")
+
+
+class FaultyStage(ToyStage):
+    """The training losses of calls listed in ``nan_loss`` have a NaN ``subset_mse`` term; those in
+    ``nan_gradient`` a finite loss whose gradients are NaN (calls count from 0, one per batch)."""
+
+    def __init__(self, cfg: Config, nan_loss=(), nan_gradient=()):
+        super().__init__(cfg)
+        self.nan_loss, self.nan_gradient, self.calls = set(nan_loss), set(nan_gradient), 0
+
+    def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        terms, call = super().training_loss(batch), self.calls
+        self.calls += 1
+        if call in self.nan_loss:
+            terms["subset_mse"] = terms["subset_mse"] * float("nan")
+            terms["loss"] = terms["mse"] + 0.5 * terms["subset_mse"]
+        if call in self.nan_gradient:
+            terms["loss"] = _NanGradient.apply(terms["loss"])
+        return terms

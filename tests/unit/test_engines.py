@@ -245,3 +245,35 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_whole(tmp
     assert load_checkpoint(last)["epoch"] == 0
     assert not [p for p in run.checkpoint_dir("autoencoder").iterdir() if p.name.endswith(".tmp")]
     assert all(Path(str(target)).name.endswith(".tmp") for target in writes)  # through ups.checkpoint.save_checkpoint
+
+
+@pytest.mark.parametrize("engine", ["lightning", "native"])
+def test_nan_policy_stop_names_the_step_and_term_and_keeps_the_last_checkpoint(tmp_path, engine):
+    from toy_stage import FaultyStage
+
+    cfg = toy_config()
+    cfg.stages.autoencoder.epochs = 2
+    run = RunDir(tmp_path / "run").init(cfg)
+    with pytest.raises(UPSError, match=r"non-finite training loss \(subset_mse = nan\) at optimizer step 7"):
+        fit_stage(FaultyStage(cfg, nan_loss=[7]), cfg, run, engine=engine)
+    assert load_checkpoint(run.checkpoint_dir("autoencoder") / "last.ckpt")["epoch"] == 0  # epoch 0's, whole
+    with pytest.raises(UPSError, match=r"non-finite gradients \(0.weight, 0.bias, 2.weight and 1 "
+                                       r"more\) at optimizer step 2"):
+        fit_stage(FaultyStage(cfg, nan_gradient=[2]), cfg, RunDir(tmp_path / "run2").init(cfg), engine=engine)
+
+
+def test_nan_policy_skip_batch_skips_alike_in_both_engines_and_stops_past_the_limit(tmp_path, caplog):
+    from toy_stage import FaultyStage
+
+    cfg = toy_config(nan_policy="skip_batch", max_skipped_batches=2)
+    faults = {"nan_loss": [1], "nan_gradient": [6]}
+    results = {engine: fit_stage(FaultyStage(cfg, **faults), cfg, RunDir(tmp_path / engine).init(cfg), engine=engine)
+               for engine in ("lightning", "native")}
+    lit, nat = (load_checkpoint(results[e].last_path)["state_dict"] for e in ("lightning", "native"))
+    for key, value in lit.items():
+        assert torch.isfinite(value).all()
+        assert_close(value, nat[key])  # the same two batches skipped, the same weights
+    assert caplog.text.count("batch skipped (2 of training.max_skipped_batches=2)") == 2
+    with pytest.raises(UPSError, match="more than training.max_skipped_batches=2 batches skipped"):
+        fit_stage(FaultyStage(cfg, nan_loss=[0, 3], nan_gradient=[5]), cfg, RunDir(tmp_path / "x").init(cfg),
+                  engine="native")

@@ -195,7 +195,9 @@ class TrainingConfig:
         "none", "profiling callbacks and profiler", read_by="engines"
     )
     max_time: Optional[str] = knob(None, "wall-clock limit per stage, DD:HH:MM:SS", read_by="engines")
-    nan_policy: Literal["stop", "skip_batch"] = knob("stop", "what a non-finite loss does", read_by="engines")
+    nan_policy: Literal["stop", "skip_batch"] = knob(
+        "stop", "a non-finite loss or gradient: stop (the stage ends naming the step and the loss term or "
+        "parameters; its last checkpoint stays) or skip_batch (no update from that batch)", read_by="engines")
     max_skipped_batches: int = knob(10, "with nan_policy=skip_batch, stop after this many", read_by="engines",
                                     min=0)
     deterministic: bool = knob(False, "ask PyTorch for deterministic kernels", read_by="engines")

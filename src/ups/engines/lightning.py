@@ -23,7 +23,7 @@ from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
 from ups.config import Config
 from ups.engines.common import (
     BEST_FILENAME, LAST_NAME, MONITOR, batch_size, ema_decay, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, speed_knobs,
-    check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings, total_optimizer_steps,
+    check_finite_gradients, check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings, total_optimizer_steps,
     train_log_values, uses_gpu, validation_means, validation_on,
 )
 from ups.errors import UPSError
@@ -68,7 +68,7 @@ class StageModule(pl.LightningModule):
         scalars, per_sample = split_terms(self.stage.training_loss(batch))
         loss = scalars["loss"]
         self.train_losses.append(loss.detach())
-        if not check_finite_loss(loss, self.cfg, self.global_step, self._skipped):
+        if not check_finite_loss(scalars, self.cfg, self.global_step, self._skipped):
             self._skipped += 1
             return None  # Lightning skips backward for this batch
         self._train_metrics.add(per_sample)
@@ -81,6 +81,17 @@ class StageModule(pl.LightningModule):
         values = self.epoch_means(self._train_metrics, "train")
         if values:
             self.log_dict(values, on_step=False, on_epoch=True, batch_size=1)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """``training.nan_policy`` on the gradients, before clipping and the step."""
+        if not check_finite_gradients(self._named_trainable, self.cfg, self.global_step, self._skipped):
+            self._skipped += 1
+
+    @property
+    def _named_trainable(self) -> list:
+        if not hasattr(self, "_named"):
+            self._named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        return self._named
 
     def optimizer_step(self, *args, **kwargs) -> None:
         super().optimizer_step(*args, **kwargs)

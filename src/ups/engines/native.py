@@ -23,7 +23,7 @@ from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state
 from ups.config import Config
 from ups.engines.common import (
     CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, ema_decay, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, speed_knobs,
-    check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, split_terms, stage_settings,
+    check_finite_gradients, check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, split_terms, stage_settings,
     total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
 )
 from ups.errors import UPSError
@@ -151,7 +151,7 @@ class NativeTrainer:
                 scalars, per_sample = split_terms(self.stage.training_loss(batch))
             loss = scalars["loss"]
             self.train_losses.append(loss.item())
-            if check_finite_loss(loss, self.cfg, self.global_step, self.skipped):
+            if check_finite_loss(scalars, self.cfg, self.global_step, self.skipped):
                 (loss / self.accumulate).backward()
                 epoch_metrics.add(per_sample)
                 if (self.global_step + 1) % self.cfg.training.log_every_n_steps == 0:
@@ -163,6 +163,9 @@ class NativeTrainer:
         self.train_epoch_means = epoch_metrics.means("train")
 
     def optimizer_step(self) -> None:
+        named = [(n, p) for n, p in self.stage.model.named_parameters() if p.requires_grad]
+        if not check_finite_gradients(named, self.cfg, self.global_step, self.skipped):
+            self.skipped += 1  # the gradients are gone: the step below changes nothing, as under Lightning
         clip = self.cfg.training.gradient_clip_val
         if clip is not None:
             params = [p for group in self.optimizer.param_groups for p in group["params"]]
