@@ -39,3 +39,33 @@ def write_config(path: Path, data_dir: Path, tasks: list[dict], *, training: dic
               "training": {**TINY["training"], **(training or {})}}
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+BURGERS = [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}]
+
+
+def tiny_data(root: Path, *, darcy: bool = False) -> Path:
+    """``root/data`` with 8 tiny built-in Burgers trajectories (and 8 Darcy pairs)."""
+    from ups.data.generate import generate_dataset
+
+    data = root / "data"
+    generate_dataset("burgers1d", data, n=8, nx=32, nt=11, seed=0, progress=False)
+    if darcy:
+        generate_dataset("darcy2d", data, n=8, nx=16, seed=0, progress=False)
+    return data
+
+
+def tiny_burgers_config(root: Path) -> Path:
+    """``root/tiny.yaml``: the TINY model on tiny Burgers data."""
+    return write_config(root / "tiny.yaml", tiny_data(root), BURGERS)
+
+
+def tiny_five_stage_config(root: Path, overrides: list[str]) -> Path:
+    """``root/tiny.yaml``: the TINY model on tiny Burgers and Darcy data with ``overrides``,
+    written resolved (so that commands need no overrides to see them)."""
+    from ups.config import load_config, to_yaml
+
+    base = write_config(root / "base.yaml", tiny_data(root, darcy=True), BURGERS_AND_DARCY)
+    config = root / "tiny.yaml"
+    config.write_text(to_yaml(load_config(base, overrides)))
+    return config

@@ -15,17 +15,15 @@ import pytest
 import torch
 
 from ups.cli import main
-from ups.data.generate import generate_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import write_config  # noqa: E402
+from tiny_runs import tiny_burgers_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def autoencoder(tmp_path_factory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("distributed")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    config = write_config(root / "tiny.yaml", root / "data", [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}])
+    config = tiny_burgers_config(root)
     assert main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(root / "ae")]) == 0
     return config, root / "ae"
 

@@ -12,12 +12,11 @@ import pytest
 import torch
 
 from ups.cli import main
-from ups.config import load_config, to_yaml
-from ups.data.generate import generate_dataset
+from ups.config import load_config
 from ups.pipeline.runner import train_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import BURGERS_AND_DARCY, generative_overrides, write_config  # noqa: E402
+from tiny_runs import BURGERS_AND_DARCY, generative_overrides, tiny_five_stage_config  # noqa: E402
 
 TASKS = BURGERS_AND_DARCY
 SMALL = generative_overrides(steps_infer=2, val_samples=2)
@@ -27,11 +26,7 @@ SMALL = generative_overrides(steps_infer=2, val_samples=2)
 def trained(tmp_path_factory):
     """(config file, run folder with all five stages trained)."""
     root = tmp_path_factory.mktemp("evaluate")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    generate_dataset("darcy2d", root / "data", n=8, nx=16, seed=0, progress=False)
-    base = write_config(root / "base.yaml", root / "data", TASKS)
-    config = root / "tiny.yaml"
-    config.write_text(to_yaml(load_config(base, SMALL)))
+    config = tiny_five_stage_config(root, SMALL)
     assert main(["pipeline", "--config", str(config), "--run-dir", str(root / "run")]) == 0
     return config, root / "run"
 

@@ -13,11 +13,9 @@ from pathlib import Path
 import pytest
 
 from ups.cli import main
-from ups.config import load_config, to_yaml
-from ups.data.generate import generate_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import BURGERS_AND_DARCY, generative_overrides, write_config  # noqa: E402
+from tiny_runs import generative_overrides, tiny_five_stage_config  # noqa: E402
 from wandb_offline import history  # noqa: E402
 
 STRONG = ["stages.autoencoder.epochs=4", "stages.operator.epochs=6"]
@@ -29,12 +27,7 @@ STEPS = ("validate", "train", "small_eval", "small_gate", "full_eval", "full_gat
 def tiny(tmp_path_factory) -> Path:
     """A tiny five-stage config on built-in Burgers and Darcy data."""
     root = tmp_path_factory.mktemp("fast")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    generate_dataset("darcy2d", root / "data", n=8, nx=16, seed=0, progress=False)
-    base = write_config(root / "base.yaml", root / "data", BURGERS_AND_DARCY)
-    config = root / "tiny.yaml"
-    config.write_text(to_yaml(load_config(base, generative_overrides(steps_infer=2, val_samples=2))))
-    return config
+    return tiny_five_stage_config(root, generative_overrides(steps_infer=2, val_samples=2))
 
 
 def fast(config: Path, runs: Path, run_id: str, *args: str, code: int = 0) -> dict | None:

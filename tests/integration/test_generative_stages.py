@@ -15,13 +15,12 @@ import torch
 from ups.checkpoint import CheckpointError, load_checkpoint, stage_weights
 from ups.cli import main
 from ups.config import load_config, to_yaml
-from ups.data.generate import generate_dataset
 from ups.errors import UPSError
 from ups.pipeline.runner import best_checkpoint, build_stage, train_stage
 from ups.runs import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import BURGERS_AND_DARCY, generative_overrides, write_config  # noqa: E402
+from tiny_runs import BURGERS_AND_DARCY, generative_overrides, tiny_data, write_config  # noqa: E402
 
 TASKS = BURGERS_AND_DARCY
 GENERATIVE = generative_overrides(steps_infer=4, val_samples=3)
@@ -37,9 +36,7 @@ VAL_KEYS = {
 def upstream(tmp_path_factory):
     """(config, run folder with autoencoder, operator and diff_residual trained by Lightning)."""
     root = tmp_path_factory.mktemp("generative")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    generate_dataset("darcy2d", root / "data", n=8, nx=16, seed=0, progress=False)
-    config = write_config(root / "tiny.yaml", root / "data", TASKS)
+    config = write_config(root / "tiny.yaml", tiny_data(root, darcy=True), TASKS)
     cfg = load_config(config, GENERATIVE)
     for stage in ("autoencoder", "operator", "diff_residual"):
         train_stage(cfg, stage, root / "run", engine="lightning")

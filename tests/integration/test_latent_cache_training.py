@@ -15,17 +15,15 @@ from ups.data.generate import generate_dataset
 from ups.pipeline.runner import train_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import write_config  # noqa: E402
+from tiny_runs import BURGERS, tiny_burgers_config, write_config  # noqa: E402
 
-BURGERS = [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(config path, run folder with a trained autoencoder)."""
     root = tmp_path_factory.mktemp("cache_training")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    config = write_config(root / "tiny.yaml", root / "data", BURGERS)
+    config = tiny_burgers_config(root)
     run = root / "run"
     assert main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(run)]) == 0
     return config, run

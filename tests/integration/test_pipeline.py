@@ -26,13 +26,12 @@ import torch
 from ups.checkpoint import load_checkpoint
 from ups.cli import main
 from ups.config import STAGE_NAMES, load_config
-from ups.data.generate import generate_dataset
 from ups.errors import UPSError
 from ups.pipeline.pipeline import planned_stages
 from ups.stages import STAGES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import write_config  # noqa: E402
+from tiny_runs import tiny_burgers_config  # noqa: E402
 
 TRAINED = ("autoencoder", "operator")
 OFF = [f"stages.{name}.epochs=0" for name in STAGE_NAMES if name not in TRAINED]
@@ -41,8 +40,7 @@ OFF = [f"stages.{name}.epochs=0" for name in STAGE_NAMES if name not in TRAINED]
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    return write_config(root / "tiny.yaml", root / "data", [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}])
+    return tiny_burgers_config(root)
 
 
 def pipeline(config: Path, run: Path, *extra: str) -> tuple[int, str, str]:

@@ -14,12 +14,11 @@ from lightning.pytorch.profilers import PassThroughProfiler
 
 from ups.cli import main
 from ups.config import load_config
-from ups.data.generate import generate_dataset
 from ups.engines.lightning import build_trainer
 from ups.runs import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import write_config  # noqa: E402
+from tiny_runs import tiny_burgers_config  # noqa: E402
 
 OUTPUTS = {"timer": ["autoencoder-timer.json"], "simple": ["fit-autoencoder.txt"],
            "advanced": ["fit-autoencoder.txt"], "pytorch": ["fit-autoencoder.txt", ".pt.trace.json"]}
@@ -28,8 +27,7 @@ OUTPUTS = {"timer": ["autoencoder-timer.json"], "simple": ["fit-autoencoder.txt"
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("profiling")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    return write_config(root / "tiny.yaml", root / "data", [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}])
+    return tiny_burgers_config(root)
 
 
 def test_none_registers_no_profiler_and_no_timer(config, tmp_path):

@@ -11,10 +11,9 @@ from pathlib import Path
 import pytest
 
 from ups.cli import main
-from ups.data.generate import generate_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import write_config  # noqa: E402
+from tiny_runs import tiny_burgers_config  # noqa: E402
 from wandb_offline import history  # noqa: E402
 
 ON = "logging.wandb.enabled=true"
@@ -23,8 +22,7 @@ ON = "logging.wandb.enabled=true"
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tracking")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    return write_config(root / "tiny.yaml", root / "data", [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}])
+    return tiny_burgers_config(root)
 
 
 def test_every_command_in_a_run_folder_adds_to_its_one_wandb_run(config, tmp_path, monkeypatch):

@@ -13,17 +13,15 @@ import pytest
 from ups.checkpoint import load_checkpoint
 from ups.cli import main
 from ups.config import load_config
-from ups.data.generate import generate_dataset
 from ups.pipeline.runner import train_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import write_config  # noqa: E402
+from tiny_runs import tiny_burgers_config  # noqa: E402
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
     root = tmp_path_factory.mktemp("train")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    return write_config(root / "tiny.yaml", root / "data", [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}])
+    return tiny_burgers_config(root)
 
 
 @pytest.fixture(scope="module")

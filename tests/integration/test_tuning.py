@@ -12,18 +12,16 @@ import pytest
 import yaml
 
 from ups.cli import main
-from ups.data.generate import generate_dataset
 
 matplotlib.use("Agg")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import write_config  # noqa: E402
+from tiny_runs import tiny_burgers_config  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tuning")
-    generate_dataset("burgers1d", root / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    return write_config(root / "tiny.yaml", root / "data", [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}])
+    return tiny_burgers_config(root)
 
 
 def train(config: Path, run: Path, *args: str) -> int:

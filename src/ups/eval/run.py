@@ -85,12 +85,11 @@ def build_evaluator(cfg: Config, paths: dict[str, Path]) -> Evaluator:
     return Evaluator(cfg, operator, corrector, stages.get("steady_prior"))
 
 
-def default_horizon(cfg: Config, evaluator: Evaluator) -> int:
-    """The longest rollout every transient task's trajectories allow at ``training.time_stride``."""
-    if evaluator.operator is None:
-        return 1
+def default_horizon(cfg: Config, transient: list) -> int:
+    """The longest rollout every transient task's trajectories allow at ``training.time_stride``
+    (1 without transient tasks)."""
     stride = cfg.training.time_stride
-    return min((t.info.n_times - 1) // stride for t in evaluator.operator.dyn_tasks)
+    return min(((t.info.n_times - 1) // stride for t in transient), default=1)
 
 
 def references(cfg: Config, evaluator: Evaluator, n: int | None) -> list | None:
@@ -162,7 +161,8 @@ def evaluate(cfg: Config, request: EvaluationRequest) -> tuple[dict, dict[str, P
     paths = checkpoints_of(request)
     evaluator = build_evaluator(cfg, paths)
     split = request.split or cfg.evaluation.split
-    horizon = request.horizon or cfg.evaluation.horizon or default_horizon(cfg, evaluator)
+    horizon = request.horizon or cfg.evaluation.horizon or default_horizon(
+        cfg, evaluator.operator.dyn_tasks if evaluator.operator is not None else [])
     batches = loaders(evaluator, cfg, split, horizon, references(cfg, evaluator, request.resolution))
     ENGINES[request.engine](evaluator, batches, request.device)
     run_id = run_folder(request, paths).name

@@ -13,6 +13,7 @@ from pathlib import Path
 from ups import tracking
 from ups.config import Config, load_config, to_dict
 from ups.config.load import read_config_tree
+from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
 from ups.pipeline.gates import gate_metric
 from ups.pipeline.pipeline import check_training_windows, planned_stages, resume_action
@@ -85,7 +86,8 @@ def validate(request: Request) -> Plan:
         raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
     tracking.check_tracking(cfg)
     plan = planned_stages(cfg)
-    check_training_windows(cfg, plan)
+    tasks = load_config_tasks(cfg)  # opened, split, checked and normalised once for the checks below
+    check_training_windows(cfg, plan, tasks)
     check_available(metric, plan)
     run = RunDir(request.run_dir)
     if request.force_train and externally_launched():
@@ -98,7 +100,7 @@ def validate(request: Request) -> Plan:
         if action != "already done":
             checked_stage(cfg, stage, run, engine=request.engine, resume=action == "resumed")
             break
-    check_evaluations(evals)
+    check_evaluations(evals, tasks)
     return Plan(cfg, evals, metric, deltas, leaderboard, run)
 
 
@@ -117,17 +119,19 @@ def externally_launched() -> bool:
     return int(os.environ.get("WORLD_SIZE", 1)) > 1 or int(os.environ.get("SLURM_NTASKS", 1)) > 1
 
 
-def check_evaluations(evals: dict[str, Config]) -> None:
-    """Each evaluation's split has trajectories and they are long enough for its horizon."""
+def check_evaluations(evals: dict[str, Config], tasks: list) -> None:
+    """Each evaluation's split has trajectories and they are long enough for its horizon. The
+    evaluation configs differ from the candidate's in ``evaluation`` only, so ``tasks`` (the
+    candidate's) serve both."""
     from ups.data.latent_pairs import WindowDataset
-    from ups.data.summary import load_config_tasks
+    from ups.eval.run import default_horizon
 
+    transient = [task for task in tasks if task.info.kind == "transient"]
+    if not transient:
+        return
     for kind, cfg in evals.items():
-        transient = [task for task in load_config_tasks(cfg) if task.info.kind == "transient"]
         e, stride = cfg.evaluation, cfg.training.time_stride
-        if not transient:
-            continue
-        horizon = e.horizon or min((task.info.n_times - 1) // stride for task in transient)
+        horizon = e.horizon or default_horizon(cfg, transient)
         windows = WindowDataset(transient, e.split, horizon, stride, first_only=True,
                                 horizon_name=f"the {kind} evaluation's evaluation.horizon")
         if len(windows) == 0:

@@ -78,13 +78,14 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
     return plan
 
 
-def check_training_windows(cfg: Config, plan: Sequence[str]) -> None:
+def check_training_windows(cfg: Config, plan: Sequence[str], tasks: list | None = None) -> None:
     """Before the first stage trains: the latent-dynamics stages' windows (``rollout_horizon``
-    steps of ``time_stride`` frames) fit in every transient task's trajectories."""
+    steps of ``time_stride`` frames) fit in every transient task's trajectories (``tasks``:
+    the config's, when already loaded)."""
     if not set(plan) & {"operator", "diff_residual", "consistency_distill"}:
         return
     t = cfg.training
-    for task in load_config_tasks(cfg):
+    for task in tasks if tasks is not None else load_config_tasks(cfg):
         if task.info.kind == "transient" and task.info.n_times <= t.rollout_horizon * t.time_stride:
             raise UPSError(f"task '{task.name}' ({task.file.path}): {task.info.n_times} frames per trajectory (after "
                            f"data.reduced_resolution_t), but a training window of training.rollout_horizon="
