@@ -51,3 +51,15 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Delete the temporary files ``atomic_path`` left in ``folder`` (not below it) when its
+    process was killed in the middle of a write, which skips the clean-up. Only for a folder
+    that no other process is writing to: a resumed run's own folders."""
+    removed = []
+    for tmp in Path(folder).glob(".*.tmp"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed

@@ -151,3 +151,17 @@ def test_a_checkpoint_carrying_a_pickled_callable_is_refused_and_never_runs(tmp_
     assert not marker.exists()
     torch.load(evil, weights_only=False)  # the payload is real: an unsafe load runs it
     assert marker.read_text() == "executed"
+
+
+def test_the_tuners_reload_refuses_a_pickled_callable_too(tmp_path, monkeypatch):
+    """Lightning's Tuner reloads its scratch checkpoint through ``_checkpoint_connector.restore``
+    with ``weights_only=None``, which leaves the choice to torch: ``weights_only=True`` since
+    torch 2.6 (unless TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD is set)."""
+    from lightning.fabric.utilities.cloud_io import _load
+
+    monkeypatch.delenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", raising=False)
+    marker, evil = tmp_path / "marker", tmp_path / "scratch.ckpt"
+    torch.save({"state_dict": {}, "x": _Payload(marker)}, evil)
+    with pytest.raises(Exception, match="Weights only load failed"):
+        _load(evil, weights_only=None)
+    assert not marker.exists()

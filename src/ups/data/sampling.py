@@ -16,6 +16,8 @@ in grid size and channel count, so a batch never mixes tasks.
 - ``weights`` (per task, default 1): multiply a task's draws per epoch (rounded, at least one),
   e.g. to draw a small task more often; draws beyond its size repeat its items as ``uniform`` does.
 - ``shuffle=False`` (validation): tasks in order, items in order, consecutive batches.
+- Resuming inside an epoch: ``skip = k`` makes the next pass start at this rank's batch k of
+  the epoch (the first k were trained on before the checkpoint); ``len`` stays the epoch's.
 - Sharding: rank r takes batches r, r + W, ... of the epoch's list. When the batch count is not
   a multiple of the world size W, the largest batch (the first of equal ones) is halved until it
   is, so every rank runs ``len(sampler)`` batches (DDP would hang otherwise) and no draw is
@@ -106,6 +108,7 @@ class TaskBatchSampler(Sampler[list[int]]):
                 f"dealt to {world_size} ranks in equal batch counts without repeating items: that needs "
                 f"{n_batches + self.n_splits} non-empty batches. Use fewer devices, more data or a larger batch_size.")
         self.epoch = 0
+        self.skip = 0  # batches of the next pass to leave out (resuming inside an epoch); then 0 again
         self.sampler = _EpochHandle(self)
 
     def set_epoch(self, epoch: int) -> None:
@@ -126,7 +129,8 @@ class TaskBatchSampler(Sampler[list[int]]):
     def __iter__(self):
         # A generator, so the epoch is read at the first batch: Lightning may create the
         # iterator before it calls set_epoch (e.g. when resuming).
-        yield from self.epoch_batches(self.epoch)[self.rank::self.world_size]
+        skip, self.skip = self.skip, 0
+        yield from self.epoch_batches(self.epoch)[self.rank::self.world_size][skip:]
 
     def __len__(self) -> int:
         n_batches = sum(math.ceil(n / self.batch_size) for n in self.draws)

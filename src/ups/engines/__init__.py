@@ -11,7 +11,7 @@ import logging
 
 from ups.config import Config
 from ups.checkpoint import check_fit, load_checkpoint
-from ups.engines.common import LAST_NAME, FitResult, task_batch_sampler, uses_gpu, validation_on
+from ups.engines.common import LAST_NAME, FitResult, inside_epoch, task_batch_sampler, uses_gpu, validation_on
 from ups.engines.guards import apply_guards
 from ups.errors import UPSError
 from ups.tracking import check_tracking
@@ -59,10 +59,13 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
                        f"step, but this config's tasks use different stems or heads (one task per batch, a different "
                        f"task on each rank); use training.strategy=ddp for it.")
     last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
+    progress = None
     if resume:
         if not last.is_file():
             raise UPSError(f"resume: {last} does not exist; train the stage first or drop resume.")
-        check_fit(stage, load_checkpoint(last))
+        checkpoint = load_checkpoint(last)
+        check_fit(stage, checkpoint)
+        progress = checkpoint.get("ups", {}).get("progress")
     splits = [("train", stage.train_dataset())] + ([("val", stage.val_dataset())] if validation_on(cfg) else [])
     ranks = cfg.training.devices * cfg.training.num_nodes if engine == "lightning" else 1
     for name, dataset in splits:
@@ -71,9 +74,14 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
                    else "check data.split and the tasks' trajectory counts")
             raise UPSError(f"stage {stage.name}: the {name} split has no samples; {fix}.")
         try:  # the sampler refuses a split too small to give every rank the same number of batches
-            task_batch_sampler(dataset, cfg, stage.name, train=name == "train", world_size=ranks)
+            sampler = task_batch_sampler(dataset, cfg, stage.name, train=name == "train", world_size=ranks)
         except ValueError as exc:
             raise UPSError(f"stage {stage.name}, {name} split on {ranks} rank(s): {exc}") from None
+        if name == "train" and inside_epoch(progress) and len(sampler) != progress["batches_per_epoch"]:
+            raise UPSError(
+                f"resume: {last} was written inside epoch {progress['epoch']} of {progress['batches_per_epoch']} "
+                f"batches per rank, but this config gives {len(sampler)} (another batch size, device count or "
+                f"data); resume with the run's config, or train the stage afresh.")
 
 
 def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", resume: bool = False,
@@ -97,7 +105,4 @@ def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool, c
     anything run ``preflight`` themselves, then this, on a config through ``apply_guards``).
     Each engine runs the stage's ``prepare`` (e.g. the latent cache) on its own device before
     building the loaders."""
-    if cfg.checkpoint.every_n_steps is not None:
-        log.warning("checkpoint.every_n_steps is not honoured yet: last.ckpt is written at the end of each epoch, "
-                    "so that a resume always starts on an epoch boundary in either engine.")
     return ENGINES[engine](stage, cfg, run, resume, callbacks, step_offset)

@@ -78,11 +78,69 @@ def build_loaders(stage, cfg: Config, *, validate: bool, rank: int = 0,
 
     def loader(dataset, train: bool) -> DataLoader:
         sampler = task_batch_sampler(dataset, cfg, stage.name, train=train, rank=rank, world_size=world_size)
-        return DataLoader(dataset, batch_sampler=sampler, **common)
+        return (ResumableLoader if train else DataLoader)(dataset, batch_sampler=sampler, **common)
 
     # both splits are checked non-empty and large enough for the ranks by ``ups.engines.preflight``
     train = loader(stage.train_dataset(), train=True)
     return train, loader(stage.val_dataset(), train=False) if validate else None
+
+
+class ResumableLoader(DataLoader):
+    """The training loader, which knows how far into its epoch it is.
+
+    ``state_dict()`` is ``{"epoch": e, "batches": k}``: k batches of epoch e handed out. After
+    ``load_state_dict`` the next pass over epoch e starts at batch k (``TaskBatchSampler.skip``),
+    so a resume from a checkpoint written inside an epoch trains on exactly the batches the
+    interrupted run had left. Lightning saves and restores this through its loop state (it does
+    so for loaders with ``state_dict``/``load_state_dict``); the native engine through the
+    checkpoint's ``ups.progress`` (``progress_record``).
+
+    ``__iter__`` is a generator, so the epoch and the start are read at the first batch, after
+    the engine has called ``set_epoch`` (Lightning creates the iterator before that).
+    """
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._position = {"epoch": self.batch_sampler.epoch, "batches": 0}
+        self._resume: dict | None = None
+
+    def __iter__(self):
+        sampler = self.batch_sampler
+        resume, self._resume = self._resume, None
+        start = resume["batches"] if resume is not None and resume["epoch"] == sampler.epoch else 0
+        sampler.skip = start
+        self._position = {"epoch": sampler.epoch, "batches": start}
+        for batch in super().__iter__():
+            self._position["batches"] += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return dict(self._position)
+
+    def load_state_dict(self, state: dict) -> None:
+        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+
+
+def progress_record(loader: ResumableLoader, skipped: int, train_totals: dict[str, tuple[float, int]]) -> dict:
+    """Where the stage is, for ``ups.progress`` in every checkpoint of either engine: the loader's
+    position in its epoch (``batches == batches_per_epoch`` at an epoch's end), the batches
+    skipped by ``nan_policy`` so far, and the running sums and counts of the epoch's training
+    metrics over every rank (``MetricMeans.merge``)."""
+    return {**loader.state_dict(), "batches_per_epoch": len(loader), "skipped": skipped,
+            "train_totals": {k: [total, count] for k, (total, count) in train_totals.items()}}
+
+
+def inside_epoch(progress: dict | None) -> bool:
+    """Whether a checkpoint's ``ups.progress`` was written before its epoch's last batch."""
+    return progress is not None and progress["batches"] < progress["batches_per_epoch"]
+
+
+def step_checkpoint_due(cfg: Config, global_step: int, batches_done: int, n_batches: int) -> bool:
+    """``checkpoint.every_n_steps``: ``last`` is written after an optimizer step that brings the
+    count to a multiple of n, except after the epoch's last batch (the end-of-epoch checkpoints,
+    written after validation, follow there)."""
+    every = cfg.checkpoint.every_n_steps
+    return every is not None and global_step % every == 0 and batches_done < n_batches
 
 
 def total_optimizer_steps(n_batches: int, accumulate: int, epochs: int) -> int:
@@ -175,17 +233,30 @@ class MetricMeans:
             self.sums[key] = self.sums[key] + values.sum() if key in self.sums else values.sum()
             self.counts[key] = self.counts.get(key, 0) + values.numel()
 
+    @classmethod
+    def from_totals(cls, totals: dict[str, list]) -> "MetricMeans":
+        """A meter holding the sums and counts of ``totals`` (as ``progress_record`` stores them)."""
+        meter = cls()
+        for key, (total, count) in totals.items():
+            meter.sums[key], meter.counts[key] = torch.tensor(float(total), dtype=torch.float64), int(count)
+        return meter
+
     def totals(self) -> dict[str, tuple[float, int]]:
         return {k: (float(self.sums[k]), self.counts[k]) for k in self.sums}
 
+    @staticmethod
+    def merge(world: list[dict[str, tuple[float, int]]]) -> dict[str, tuple[float, int]]:
+        """Several ranks' ``totals`` added key by key."""
+        merged: dict[str, tuple[float, int]] = {}
+        for totals in world:
+            for key, (total, count) in totals.items():
+                before = merged.get(key, (0.0, 0))
+                merged[key] = (before[0] + total, before[1] + count)
+        return merged
+
     def means(self, prefix: str, world: list[dict[str, tuple[float, int]]] | None = None) -> dict[str, float]:
         """``{"<prefix>/<key>": mean}`` over this process, or over every rank's ``totals`` in ``world``."""
-        merged: dict[str, list] = {}
-        for totals in world if world is not None else [self.totals()]:
-            for key, (total, count) in totals.items():
-                entry = merged.setdefault(key, [0.0, 0])
-                entry[0] += total
-                entry[1] += count
+        merged = self.merge(world if world is not None else [self.totals()])
         return {f"{prefix}/{k}": total / max(count, 1) for k, (total, count) in sorted(merged.items())}
 
 

@@ -23,8 +23,8 @@ from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
 from ups.config import Config
 from ups.engines.common import (
     BEST_FILENAME, LAST_NAME, MONITOR, batch_size, ema_decay, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, speed_knobs,
-    check_finite_gradients, check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings, total_optimizer_steps,
-    train_log_values, uses_gpu, validation_means, validation_on,
+    check_finite_gradients, check_finite_loss, inside_epoch, maybe_ema, progress_record, resolve_precision, split_terms,
+    stage_settings, step_checkpoint_due, total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
 )
 from ups.errors import UPSError
 from ups import tracking
@@ -38,10 +38,11 @@ log = logging.getLogger("ups")
 class StageModule(pl.LightningModule):
     """Drives a Stage under Lightning; holds the stage's module as ``self.model``."""
 
-    def __init__(self, stage, cfg: Config, batches_per_epoch: int, total_steps: int):
+    def __init__(self, stage, cfg: Config, batches_per_epoch: int, total_steps: int, train_loader=None):
         super().__init__()
         self.stage, self.cfg = stage, cfg
         self.batches_per_epoch, self.total_steps = batches_per_epoch, total_steps
+        self.train_loader = train_loader  # the ResumableLoader whose position checkpoints record
         self.model = stage.model
         decay = ema_decay(cfg, stage.name)
         self.ema = EMA(stage.model, decay) if decay else None
@@ -53,13 +54,20 @@ class StageModule(pl.LightningModule):
 
     def epoch_means(self, meter: MetricMeans, prefix: str) -> dict[str, float]:
         """The epoch's means over every rank (one gather per epoch, never per step)."""
+        return meter.means(prefix, self.world_totals(meter))
+
+    def world_totals(self, meter: MetricMeans) -> list[dict[str, tuple[float, int]]]:
+        """Every rank's ``meter.totals()`` (a collective under several ranks)."""
         if self.trainer.world_size == 1:
-            return meter.means(prefix)
+            return [meter.totals()]
         world = [None] * self.trainer.world_size
         torch.distributed.all_gather_object(world, meter.totals())
-        return meter.means(prefix, world)
+        return world
 
     # ---- training -----------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self.stage.set_train_mode(True)  # also where a resume inside an epoch skips on_train_epoch_start
+
     def on_train_epoch_start(self) -> None:
         self.stage.set_train_mode(True)
         self._train_metrics = MetricMeans()
@@ -137,14 +145,26 @@ class StageModule(pl.LightningModule):
 
     # ---- checkpoints --------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Runs on every rank (the gather of the epoch's training metrics is a collective)."""
         checkpoint["ups"] = ups_block(self.stage, self.cfg)
+        if self.train_loader is not None:
+            totals = MetricMeans.merge(self.world_totals(self._train_metrics))
+            checkpoint["ups"]["progress"] = progress_record(self.train_loader, self._skipped, totals)
         if self.ema is not None:
             checkpoint["ema_state_dict"] = self.ema.state_dict(STATE_PREFIX)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Weights and loop state are Lightning's to restore; this restores the rest. Inside an
+        epoch, Lightning does not call ``on_train_epoch_start`` again: the epoch's training
+        metrics so far (every rank's, added) go to rank 0, the other ranks start from zero."""
         extra = checkpoint.get("ups", {}).get("extra_state")
         if extra:
             self.stage.load_extra_state(extra)
+        progress = checkpoint.get("ups", {}).get("progress")
+        self._skipped = int(progress["skipped"]) if progress else 0
+        if inside_epoch(progress):
+            rank_zero = self._trainer is None or self.trainer.global_rank == 0
+            self._train_metrics = MetricMeans.from_totals(progress["train_totals"] if rank_zero else {})
         if self.ema is not None and "ema_state_dict" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema_state_dict"], STATE_PREFIX)
         if "loops" not in checkpoint and self._trainer is not None:
@@ -160,25 +180,33 @@ def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: 
 
     Lightning restores epoch and step counters only from ``checkpoint["loops"]``. This takes
     the fresh loops' own state dicts as a template and sets the counters to what Lightning
-    itself stores when ModelCheckpoint saves at the end of epoch ``checkpoint["epoch"]``
-    (epoch processed but not completed, last batch done, ``global_step`` optimizer steps).
+    itself stores when it saves at the same point: at the end of epoch ``checkpoint["epoch"]``
+    (the epoch processed but not completed, its last batch done), or, for a checkpoint written
+    inside the epoch (``ups.progress``), at the end of that epoch's k-th batch (batch k not yet
+    counted completed, its step not yet counted in ``_batches_that_stepped``; the loader's
+    position in the loop state).
     """
     epoch, step = int(checkpoint["epoch"]), int(checkpoint["global_step"])
-    steps_per_epoch = -(-batches_per_epoch // accumulate)
+    progress = checkpoint.get("ups", {}).get("progress")
+    inside = inside_epoch(progress)
+    done = int(progress["batches"]) if inside else batches_per_epoch
     fit = copy.deepcopy(trainer.fit_loop.state_dict())
     for scope in ("total", "current"):
-        fit["epoch_progress"][scope].update(ready=epoch + 1, started=epoch + 1, processed=epoch + 1, completed=epoch)
-    batches = {"total": batches_per_epoch * (epoch + 1), "current": batches_per_epoch}
-    steps = {"total": step, "current": steps_per_epoch}
+        fit["epoch_progress"][scope].update(ready=epoch + 1, started=epoch + 1,
+                                            processed=epoch if inside else epoch + 1, completed=epoch)
+    batches = {"total": batches_per_epoch * epoch + done, "current": done}
+    steps = {"total": step, "current": -(-done // accumulate)}
     for scope in ("total", "current"):
         n, k = batches[scope], steps[scope]
-        fit["epoch_loop.batch_progress"][scope].update(ready=n, started=n, processed=n, completed=n)
+        fit["epoch_loop.batch_progress"][scope].update(ready=n, started=n, processed=n, completed=n - inside)
         optim = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
         optim["step"][scope].update(ready=k, completed=k)
         optim["zero_grad"][scope].update(ready=k, started=k, completed=k)
         fit["epoch_loop.scheduler_progress"][scope].update(ready=k, completed=k)
-    fit["epoch_loop.batch_progress"]["is_last_batch"] = True
-    fit["epoch_loop.state_dict"]["_batches_that_stepped"] = step
+    fit["epoch_loop.batch_progress"]["is_last_batch"] = not inside
+    fit["epoch_loop.state_dict"]["_batches_that_stepped"] = step - inside
+    if inside:
+        fit["state_dict"]["combined_loader"] = [{"epoch": epoch, "batches": done}]
     return {"fit_loop": fit, "validate_loop": trainer.validate_loop.state_dict(),
             "test_loop": trainer.test_loop.state_dict(), "predict_loop": trainer.predict_loop.state_dict()}
 
@@ -186,11 +214,15 @@ def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: 
 def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Callback]:
     """ModelCheckpoint (+ EarlyStopping with validation on), as both engines name and rank them."""
     dirpath = run.checkpoint_dir(stage_name)
+    # no version counter: ``last.ckpt`` is overwritten, never joined by ``last-v1.ckpt``, when
+    # StepCheckpoint (or an interrupted run) wrote it before this callback's first save
     if not validation_on(cfg):
-        return [ModelCheckpoint(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True)]
+        return [ModelCheckpoint(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True,
+                                enable_version_counter=False)]
     return [
         ModelCheckpoint(dirpath=dirpath, monitor=MONITOR, mode="min", save_top_k=cfg.checkpoint.save_top_k,
-                        save_last=True, filename=BEST_FILENAME, auto_insert_metric_name=False),
+                        save_last=True, filename=BEST_FILENAME, auto_insert_metric_name=False,
+                        enable_version_counter=False),
         EarlyStopping(monitor=MONITOR, mode="min", patience=stage_settings(cfg, stage_name).patience),
     ]
 
@@ -207,6 +239,8 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
         loggers.append(WandbStageLogger(stage_name, step_offset))
     measures, profiler = measuring(cfg, run, stage_name)
     callbacks = monitor_callbacks(cfg, run, stage_name) + measures + list(callbacks_extra)
+    if cfg.checkpoint.every_n_steps is not None:
+        callbacks.append(StepCheckpoint(cfg, run.checkpoint_dir(stage_name) / f"{LAST_NAME}.ckpt"))
     validate = validation_on(cfg)
     return pl.Trainer(
         accelerator="gpu" if uses_gpu(cfg) else "cpu", devices=t.devices, num_nodes=t.num_nodes,
@@ -220,6 +254,26 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
         plugins=[AtomicCheckpointIO()],
         profiler=profiler,
     )
+
+
+class StepCheckpoint(pl.Callback):
+    """``checkpoint.every_n_steps``: ``last.ckpt`` inside an epoch, by the native loop's rule
+    (``step_checkpoint_due``), written on every rank's call as ModelCheckpoint writes."""
+
+    def __init__(self, cfg: Config, path: Path):
+        self.cfg, self.path = cfg, path
+        self._step_seen = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._step_seen = trainer.global_step  # a resumed fit starts at its checkpoint's step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == self._step_seen:
+            return  # this batch accumulated gradients; no optimizer step yet
+        self._step_seen = step
+        if step_checkpoint_due(self.cfg, step, batch_idx + 1, trainer.num_training_batches):
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, as ModelCheckpoint saves
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -331,7 +385,7 @@ def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, call
                                              world_size=trainer.world_size)
     epochs = stage_settings(cfg, stage.name).epochs
     total_steps = total_optimizer_steps(len(train_loader), cfg.training.accumulate_grad_batches, epochs)
-    module = StageModule(stage, cfg, len(train_loader), total_steps)
+    module = StageModule(stage, cfg, len(train_loader), total_steps, train_loader)
     speed_knobs(stage.model, cfg)
     trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
                 ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)

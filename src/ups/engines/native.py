@@ -2,9 +2,10 @@
 
 Per epoch e: ``sampler.set_epoch(e)``; per batch: loss / accumulate, backward; an optimizer
 step (clip by norm, step, scheduler step, EMA update, zero grad) every ``accumulate`` batches
-and after the epoch's last batch. Then validation (EMA weights when EMA is on), the early-stop
-rule, the best-k and last checkpoints - in Lightning's order, with Lightning's file names and
-checkpoint layout. One device only; distribution is Lightning's job.
+and after the epoch's last batch, and ``last`` every ``checkpoint.every_n_steps`` steps inside
+the epoch. Then validation (EMA weights when EMA is on), the early-stop rule, the best-k and
+last checkpoints - in Lightning's order, with Lightning's file names and checkpoint layout.
+One device only; distribution is Lightning's job.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state
 from ups.config import Config
 from ups.engines.common import (
     CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, ema_decay, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, speed_knobs,
-    check_finite_gradients, check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, split_terms, stage_settings,
-    total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
+    check_finite_gradients, check_finite_loss, checkpoint_path, inside_epoch, maybe_ema, parse_max_time, progress_record,
+    resolve_precision, split_terms, stage_settings, step_checkpoint_due, total_optimizer_steps, train_log_values, uses_gpu,
+    validation_means, validation_on,
 )
 from ups.errors import UPSError
 from ups import tracking
@@ -110,8 +112,11 @@ class NativeTrainer:
         self.top_k = TopK(cfg.checkpoint.save_top_k)
         self.patience = Patience(self.settings.patience)
         self.epoch, self.global_step = 0, 0  # next epoch to run; optimizer steps taken
+        self.start_batch = 0  # where the next epoch starts (> 0 when resuming inside an epoch)
+        self.train_metrics = MetricMeans()  # the running epoch's per-sample training metrics
         self.train_losses: list[float] = []
         self.val_history: list[dict[str, float]] = []
+        self.last_score: float | None = None
         self.skipped = 0
         self.csv = MetricsCSV(run.log_dir(stage.name), append=resume, step_offset=step_offset)
         # Lightning's callback state keys, so that checkpoints resume in either engine.
@@ -144,8 +149,10 @@ class NativeTrainer:
         self.stage.set_train_mode(True)
         self.train_loader.batch_sampler.set_epoch(self.epoch)
         n_batches = len(self.train_loader)
-        epoch_metrics = MetricMeans()
-        for batch_idx, batch in enumerate(self.train_loader):
+        start, self.start_batch = self.start_batch, 0
+        if start == 0:
+            self.train_metrics = MetricMeans()
+        for batch_idx, batch in enumerate(self.train_loader, start=start):
             batch = to_device(batch, self.device)
             with self.autocast:
                 scalars, per_sample = split_terms(self.stage.training_loss(batch))
@@ -153,14 +160,16 @@ class NativeTrainer:
             self.train_losses.append(loss.item())
             if check_finite_loss(scalars, self.cfg, self.global_step, self.skipped):
                 (loss / self.accumulate).backward()
-                epoch_metrics.add(per_sample)
+                self.train_metrics.add(per_sample)
                 if (self.global_step + 1) % self.cfg.training.log_every_n_steps == 0:
                     self.csv.log({**train_log_values(scalars), "epoch": self.epoch}, self.global_step)
             else:
                 self.skipped += 1
             if (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 == n_batches:
                 self.optimizer_step()
-        self.train_epoch_means = epoch_metrics.means("train")
+                if step_checkpoint_due(self.cfg, self.global_step, batch_idx + 1, n_batches):
+                    save_checkpoint(self.checkpoint(), self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+        self.train_epoch_means = self.train_metrics.means("train")
 
     def optimizer_step(self) -> None:
         named = [(n, p) for n, p in self.stage.model.named_parameters() if p.requires_grad]
@@ -220,7 +229,8 @@ class NativeTrainer:
             "optimizer_states": [self.optimizer.state_dict()],
             "lr_schedulers": [self.scheduler.state_dict()] if self.scheduler is not None else [],
             "callbacks": self.callback_states(),
-            "ups": ups_block(self.stage, self.cfg),
+            "ups": {**ups_block(self.stage, self.cfg),
+                    "progress": progress_record(self.train_loader, self.skipped, self.train_metrics.totals())},
         }
         if self.ema is not None:
             ckpt["ema_state_dict"] = self.ema.state_dict(STATE_PREFIX)
@@ -239,7 +249,8 @@ class NativeTrainer:
         return {
             self.state_keys[0]: {
                 "monitor": "val/nrmse", "best_model_score": scores.get(best), "best_model_path": best or "",
-                "current_score": torch.tensor(self.last_score), "dirpath": str(self.ckpt_dir),
+                "current_score": None if self.last_score is None else torch.tensor(self.last_score),
+                "dirpath": str(self.ckpt_dir),
                 "best_k_models": scores, "kth_best_model_path": worst, "kth_value": scores.get(worst),
                 "last_model_path": last},
             self.state_keys[1]: {
@@ -249,7 +260,8 @@ class NativeTrainer:
 
     def resume(self) -> None:
         """Continue from ``last.ckpt`` of either engine: weights, optimizer, scheduler, EMA,
-        generator, counters and the best-k / early-stopping state."""
+        generator, counters, the best-k / early-stopping state and, for a checkpoint written
+        inside an epoch, the position in that epoch and the epoch's running training metrics."""
         ckpt = load_checkpoint(self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
         load_into(self.stage, ckpt)
         self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
@@ -258,6 +270,12 @@ class NativeTrainer:
         if self.ema is not None and "ema_state_dict" in ckpt:
             self.ema.load_state_dict(ckpt["ema_state_dict"], STATE_PREFIX)
         self.epoch, self.global_step = int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
+        progress = ckpt["ups"].get("progress")
+        self.skipped = int(progress["skipped"]) if progress else 0
+        if inside_epoch(progress):
+            self.epoch, self.start_batch = int(ckpt["epoch"]), int(progress["batches"])
+            self.train_loader.load_state_dict(progress)
+            self.train_metrics = MetricMeans.from_totals(progress["train_totals"])
         states = ckpt.get("callbacks", {})
         if self.validate and self.state_keys[0] in states:
             kept = states[self.state_keys[0]].get("best_k_models", {})

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ups.atomic import remove_leftovers
 from ups.checkpoint import load_checkpoint
 from ups.config import Config
 from ups.data.summary import load_config_tasks
@@ -117,6 +118,9 @@ def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool
         result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset)
         return StageRun(stage, run, result, action)
     run.init(cfg)
+    if resume:  # what a killed write left behind: its temporary files, never the files themselves
+        for folder in (run.root, run.checkpoint_dir(stage)):
+            remove_leftovers(folder)
     run.set_stage_state(stage, "running", engine=engine, step_offset=offset)
     try:
         result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset)
