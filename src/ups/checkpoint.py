@@ -94,10 +94,20 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file or a pickle that is not weights-only
-        raise CheckpointError(f"checkpoint {path} could not be read with weights_only=True: {exc}") from exc
+        raise CheckpointError(f"checkpoint {path} could not be read with weights_only=True ({_load_reason(exc)}): "
+                              f"it is not a whole checkpoint, or it carries pickled objects, which UPS never "
+                              f"loads (only tensors and plain containers).") from exc
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"checkpoint {path} has no 'state_dict'; it is not a UPS/Lightning checkpoint.")
     return checkpoint
+
+
+def _load_reason(exc: Exception) -> str:
+    """One line of torch's load error: the unpickler's own reason (the objects it refused)
+    without torch's advice on loading unsafely, else the error's first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    refused = [line.split(". Please use")[0] for line in lines if line.startswith("WeightsUnpickler error:")]
+    return (refused or lines or [type(exc).__name__])[0]
 
 
 def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.Tensor]) -> list[str]:

@@ -26,8 +26,8 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_third_party_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "run"):
-        parser.print_help()
+    if not hasattr(args, "run"):  # no command, or `ups data` / `ups cache` without theirs
+        getattr(args, "commands_of", parser).print_help(sys.stderr)
         return 2
     try:
         return args.run(args)
@@ -84,8 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_pipeline(sub)
 
-    data = sub.add_parser("data", help="built-in datasets and data summaries").add_subparsers(
-        title="data commands", metavar="DATA_COMMAND")
+    data_parser = sub.add_parser("data", help="built-in datasets and data summaries")
+    data_parser.set_defaults(commands_of=data_parser)
+    data = data_parser.add_subparsers(title="data commands", metavar="DATA_COMMAND")
     _add_generate(data)
 
     p = data.add_parser("summary", help="tasks, shapes, splits and files of a config's data",
@@ -187,11 +188,20 @@ def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[st
     """The config of ``train`` and ``pipeline``, with ``--devices`` as training.devices (and
     ``extra`` overrides last: the tuned values)."""
     from ups.config import load_config
+    from ups.config.validate import blocking_file
+    from ups.runs import RunDir
 
-    overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices else []) + list(extra)
-    cfg = load_config(args.config, overrides)
+    devices = [f"training.devices={args.devices}"] if args.devices is not None else []
+    cfg = load_config(args.config, [*args.overrides, *devices, *extra])
     if args.resume and not args.run_dir:
         raise UPSError(f"--resume needs --run-dir: {resume_needs}.")
+    if args.resume and not RunDir(args.run_dir).status_path.is_file():
+        raise UPSError(f"--resume: --run-dir {args.run_dir} is not a run folder (it has no stage_status.json); "
+                       f"check the path, or drop --resume to start a new run there.")
+    blocker = blocking_file(args.run_dir) if args.run_dir else None
+    if blocker is not None:
+        raise UPSError(f"--run-dir {args.run_dir}: {blocker} is a file, so the run folder cannot be made there; "
+                       f"choose another --run-dir.")
     return cfg
 
 

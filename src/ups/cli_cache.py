@@ -10,8 +10,9 @@ from ups.errors import UPSError
 
 
 def add_cache(sub: argparse._SubParsersAction) -> None:
-    cache = sub.add_parser("cache", help="the latent cache: build, info, clear").add_subparsers(
-        title="cache commands", metavar="CACHE_COMMAND")
+    cache_parser = sub.add_parser("cache", help="the latent cache: build, info, clear")
+    cache_parser.set_defaults(commands_of=cache_parser)
+    cache = cache_parser.add_subparsers(title="cache commands", metavar="CACHE_COMMAND")
     p = cache.add_parser("build", help="encode every transient task into training.latent_cache_dir",
                          description="Encode every frame of every transient task of CONFIG with the autoencoder "
                                      "of --run-dir (its best checkpoint) into training.latent_cache_dir. An entry "
@@ -46,16 +47,40 @@ def _cache_build(args: argparse.Namespace) -> int:
 
 
 def _cache_dir(args: argparse.Namespace) -> Path:
+    """The cache folder of ``info`` and ``clear``: ``--dir``, which must exist, or the config's
+    training.latent_cache_dir, which may not have been made yet (an empty cache)."""
     if args.dir is not None:
         if args.overrides:
             raise UPSError("overrides apply to --config only; drop them or use --config.")
+        if not args.dir.exists():
+            raise UPSError(f"--dir {args.dir} does not exist; check the path, or give --config to use its "
+                           f"training.latent_cache_dir.")
+        _check_is_cache(args.dir, f"--dir {args.dir}")
         return args.dir
     from ups.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     if cfg.training.latent_cache_dir is None:
         raise UPSError(f"{args.config} does not set training.latent_cache_dir, so it has no latent cache.")
-    return Path(cfg.training.latent_cache_dir)
+    root = Path(cfg.training.latent_cache_dir)
+    _check_is_cache(root, f"training.latent_cache_dir {root} (of {args.config})")
+    return root
+
+
+def _check_is_cache(root: Path, where: str) -> None:
+    """Refuse a folder that holds files but none of a latent cache's: most likely a wrong path,
+    which ``clear`` should not be pointed at."""
+    from ups.data.latent_cache import LatentCache
+
+    if root.exists() and not root.is_dir():
+        raise UPSError(f"{where} is a file, not a latent cache folder; check the path.")
+    if not root.is_dir() or LatentCache(root).files():
+        return
+    others = sorted(path.name for path in root.iterdir())
+    if others:
+        raise UPSError(f"{where} is not a latent cache: it holds {len(others)} other file(s) ({', '.join(others[:3])}"
+                       f"{', …' if len(others) > 3 else ''}) and no *.latents entry; nothing was touched. "
+                       f"Check the path.")
 
 
 def _cache_info(args: argparse.Namespace) -> int:

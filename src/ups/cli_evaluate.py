@@ -48,6 +48,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for flag, value in (("--horizon", args.horizon), ("--resolution", args.resolution)):
         if value is not None and value < 1:
             raise UPSError(f"{flag} {value} must be at least 1.")
+    _check_output_paths(args)
     cfg = load_config(args.config, args.overrides)
     request = EvaluationRequest(
         checkpoint=args.checkpoint, run_dir=args.run_dir, engine=args.engine, split=args.split, horizon=args.horizon,
@@ -62,3 +63,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     for kind, path in written.items():
         print(f"{kind}: {path}")
     return 0
+
+
+def _check_output_paths(args: argparse.Namespace) -> None:
+    """Refuse, before any work, outputs the command could not write at its end."""
+    from ups.config.validate import blocking_file
+
+    if args.leaderboard is not None and args.leaderboard.is_dir():
+        raise UPSError(f"--leaderboard {args.leaderboard} is a folder; give the path of a CSV file.")
+    for flag, path in (("--output-prefix", args.output_prefix), ("--leaderboard", args.leaderboard)):
+        blocker = blocking_file(path.parent) if path is not None else None
+        if blocker is not None:
+            raise UPSError(f"{flag} {path}: {blocker} is a file, not a folder; choose another path.")

@@ -55,7 +55,7 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
     from ups.pipeline.fast_to_sota import fast_to_sota
     from ups.pipeline.pipeline import StageFailed
 
-    overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices else [])
+    overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices is not None else [])
     cfg = load_config(args.config, overrides)
     if args.run_id is not None and ("/" in args.run_id or args.run_id in ("", ".", "..")):
         raise UPSError(f"--run-id '{args.run_id}' must be a plain folder name (it goes under {cfg.paths.runs_dir}/).")

@@ -26,7 +26,8 @@ def load_config(path: str | Path | None, overrides: list[str] = (), *, layers: S
     """Read ``path`` (None: the schema defaults), apply ``overrides``, merge the YAML files
     ``layers`` on top (in order; fast-to-sota's evaluation configs) and validate everything.
 
-    With ``check_files`` the data files named by the tasks must exist.
+    With ``check_files`` the data files named by the tasks must exist, and no file may stand
+    where ``paths.runs_dir`` or ``training.latent_cache_dir`` is to be a folder.
     """
     # The tree starts from the schema defaults so that overrides can index default lists.
     tree = to_dict(Config())

@@ -32,6 +32,8 @@ def _read(path: Path, stack: tuple[Path, ...]) -> tuple[dict, Sources]:
         raise ConfigError(f"{stack[-1]}: cyclic include ({chain}). Remove one of these includes.")
     if not path.is_file():
         where = f"{stack[-1]}: include '{path}'" if stack else f"config file '{path}'"
+        if path.is_dir():
+            raise ConfigError(f"{where} is a folder; give the path of a YAML file.")
         raise ConfigError(f"{where} does not exist. Check the path (includes are relative to the including file).")
     raw = _parse_yaml(path)
     includes = raw.pop("include", [])

@@ -207,7 +207,8 @@ class TrainingConfig:
 @dataclass
 class CheckpointConfig:
     save_top_k: int = knob(2, "best checkpoints kept on `val/nrmse`", read_by="engines", min=1)
-    every_n_steps: Optional[int] = knob(None, "also write `last` every n optimizer steps (off when unset)",
+    every_n_steps: Optional[int] = knob(None, "also write `last` every n optimizer steps inside an epoch, so that a resume "
+                                        "continues on the next batch (off when unset)",
                                         read_by="engines", min=1)
 
 

@@ -204,6 +204,8 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
             problems.add((*where, "path"), "missing data path; give the HDF5 file of this task.")
         elif check_files:
             _check_task_file(cfg, task, where, problems)
+    if check_files:
+        _check_output_folders(cfg, problems)
     total = data.split.train + data.split.val + data.split.test
     if total > 1 + 1e-9:
         problems.add(("data", "split"), f"train + val + test = {total:g} exceeds 1.")
@@ -240,6 +242,24 @@ def _check_task_file(cfg: Config, task, where: tuple, problems: Problems) -> Non
     path = task_path(cfg, task.path)
     if not path.is_file():
         problems.add((*where, "path"), f"data file {path} does not exist. {missing_file_hint(path)}")
+
+
+def _check_output_folders(cfg: Config, problems: Problems) -> None:
+    for where, folder in ((("paths", "runs_dir"), cfg.paths.runs_dir),
+                          (("training", "latent_cache_dir"), cfg.training.latent_cache_dir)):
+        blocker = blocking_file(folder) if folder else None
+        if blocker is not None:
+            problems.add(where, f"{blocker} is a file, so the folder {folder} cannot be made; choose another folder.")
+
+
+def blocking_file(path: str | Path) -> Path | None:
+    """What stops ``path`` from being a folder: ``path`` or the nearest of its parents that
+    exists, when that is not a folder; None when it is one (or nothing above exists)."""
+    path = Path(path).expanduser()
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def task_path(cfg: Config, path: str) -> Path:

@@ -288,14 +288,18 @@ class LatentCache:
             out.append(info)
         return out
 
+    def files(self) -> list[Path]:
+        """The cache's own files under root: entries, their lock files, leftover temp files."""
+        if not self.root.is_dir():
+            return []
+        return sorted({*self.root.glob(f"*{SUFFIX}"), *self.root.glob(f".*{SUFFIX}.lock"),
+                       *self.root.glob(f".*{SUFFIX}.*.tmp")})
+
     def clear(self) -> tuple[int, int]:
         """Remove entries, lock files and leftover temp files: (files removed, bytes freed).
         Do not clear while another process fills or trains from the cache (its DataLoader
         workers reopen entries)."""
-        if not self.root.is_dir():
-            return 0, 0
-        paths = {*self.root.glob(f"*{SUFFIX}"), *self.root.glob(f".*{SUFFIX}.lock"),
-                 *self.root.glob(f".*{SUFFIX}.*.tmp")}
+        paths = self.files()
         freed = 0
         for path in paths:
             freed += path.stat().st_size

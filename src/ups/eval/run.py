@@ -58,11 +58,17 @@ def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
     if (request.checkpoint is None) == (request.run_dir is None):
         raise UPSError("give exactly one of --checkpoint P or --run-dir D.")
     if request.checkpoint is not None:
+        if Path(request.checkpoint).is_dir():
+            raise UPSError(f"--checkpoint {request.checkpoint} is a folder; give a checkpoint file "
+                           f"(e.g. <run>/checkpoints/operator/last.ckpt), or the run folder as --run-dir.")
         if not Path(request.checkpoint).is_file():
             raise UPSError(f"--checkpoint {request.checkpoint} does not exist.")
         return {load_checkpoint(request.checkpoint)["ups"]["stage"]: Path(request.checkpoint)}
     from ups.pipeline.runner import best_checkpoint
 
+    if not Path(request.run_dir).is_dir():
+        raise UPSError(f"--run-dir {request.run_dir} is not a folder; give the run folder of `ups pipeline` "
+                       f"or `ups train`.")
     run = RunDir(request.run_dir)
     found = {}
     for stage in ("operator", *CORRECTORS, "steady_prior"):

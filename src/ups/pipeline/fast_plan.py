@@ -13,6 +13,7 @@ from pathlib import Path
 from ups import tracking
 from ups.config import Config, load_config, to_dict
 from ups.config.load import read_config_tree
+from ups.config.validate import blocking_file
 from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
 from ups.pipeline.gates import gate_metric
@@ -84,6 +85,9 @@ def validate(request: Request) -> Plan:
     leaderboard = Path(request.leaderboard or Path(cfg.paths.runs_dir) / "leaderboard.csv")
     if leaderboard.is_dir():
         raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
+    blocker = blocking_file(leaderboard.parent)
+    if blocker is not None:
+        raise UPSError(f"--leaderboard {leaderboard}: {blocker} is a file, not a folder; choose another path.")
     tracking.check_tracking(cfg)
     plan = planned_stages(cfg)
     tasks = load_config_tasks(cfg)  # opened, split, checked and normalised once for the checks below

@@ -56,6 +56,9 @@ class StageFailed(Exception):
 
 def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
     """The stages to run, in ``STAGE_NAMES`` order (see the module docstring)."""
+    if only is not None and not only:
+        raise UPSError(f"--stages names no stage; give a comma-separated list of {', '.join(STAGE_NAMES)}, "
+                       f"or leave --stages out to run every enabled stage.")
     unknown = [name for name in only or () if name not in STAGE_NAMES]
     if unknown:
         raise UPSError(f"--stages: unknown stage(s) {', '.join(unknown)}; valid names: {', '.join(STAGE_NAMES)}.")

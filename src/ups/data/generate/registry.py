@@ -153,6 +153,10 @@ def _target_path(generator: Generator, params: dict, layout: str, out_dir: str |
     folder = Path(out_dir)
     if folder.exists() and not folder.is_dir():
         raise UPSError(f"output folder {folder} is a file; pass a folder to --out.")
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UPSError(f"output folder {folder} cannot be made ({exc.strerror}: {exc.filename}); "
+                       f"pass another folder to --out.") from None
     path = folder / generator.file_name(params)
     return path.with_suffix(".h5") if layout == "multigroup" else path
