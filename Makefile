@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.ups-installed
 DATA   := data/builtin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench-cache bench-engine bench-throughput docs clean
+.PHONY: setup demo test test-slow bench-cache bench-engine bench-throughput bench-accuracy docs clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,13 @@ bench-engine: setup
 # Training samples/s of each of the five stages on the demo config under Lightning.
 bench-throughput: setup
 	$(PY) benchmarks/throughput.py
+
+# UPS vs FNO (neuraloperator), persistence and linear least squares on the five built-in tasks,
+# PDEBench's protocol, BUDGET training seconds per model and task (240: about 45 minutes on
+# 2 CPU cores for the whole table); tables in benchmarks/results/accuracy.{md,csv}.
+BUDGET ?= 240
+bench-accuracy: setup
+	$(PY) benchmarks/accuracy.py --budget-s $(BUDGET)
 
 # Regenerate the files that are generated from the config schema.
 docs: setup

@@ -120,3 +120,29 @@ def test_the_leaderboard_and_the_report_escape_what_users_type(trained, tmp_path
     for page in (board.with_suffix(".html"), tmp_path / "native.html"):
         text = page.read_text()
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>" not in text and "<b>x</b>" not in text
+
+
+def test_context_frames_start_the_rollout_after_the_context_and_score_only_later_frames(trained, tmp_path):
+    from ups.data.latent_pairs import WindowDataset
+    from ups.data.summary import load_config_tasks
+
+    config, run = trained
+    board = tmp_path / "board.csv"
+    plain = evaluate(config, "--run-dir", str(run), "--output-prefix", str(tmp_path / "plain"),
+                     "--leaderboard", str(board))
+    context = evaluate(config, "--run-dir", str(run), "--output-prefix", str(tmp_path / "context"),
+                       "--leaderboard", str(board), "evaluation.context_frames=3")
+    # 11 frames at stride 2: frames 0, 2, 4 are context; the rollout from frame 4 scores 6, 8, 10
+    assert (plain["horizon"], plain["context_frames"]) == (5, None)
+    assert (context["horizon"], context["context_frames"]) == (3, 3) and len(context["rollout"]["operator"]) == 3
+    assert context["metrics"]["one_step_nrmse"] != pytest.approx(plain["metrics"]["one_step_nrmse"])
+    rows = list(csv.DictReader(board.open()))
+    assert [row["context_frames"] for row in rows] == ["", "3"]
+
+    burgers = [task for task in load_config_tasks(load_config(config)) if task.name == "burgers"]
+    windows = WindowDataset(burgers, "test", 3, 2, start=4)
+    traj = burgers[0].split.indices("test")[0]
+    expected = burgers[0].normalizer.normalize(burgers[0].file.trajectory(traj, slice(4, 11, 2)))
+    assert len(windows) == 2 and torch.equal(windows[0]["window"], torch.from_numpy(expected))
+    with pytest.raises(Exception, match=r"from frame 4 \(the last of evaluation.context_frames\) needs 13"):
+        WindowDataset(burgers, "test", 4, 2, start=4)

@@ -260,6 +260,10 @@ class EvaluationConfig:
     split: Literal["val", "test"] = knob("test", "split evaluated", read_by="evaluation")
     horizon: Optional[int] = knob(None, "rollout steps evaluated (the whole trajectory when unset)",
                                   read_by="evaluation", min=1)
+    context_frames: int = knob(1, "frames given before the rollout, on the time_stride axis (PDEBench's initial_step): "
+                               "the rollout starts from the last of them and metrics count only the frames after "
+                               "it; 1 = from the initial condition (written blank in the leaderboard)",
+                               read_by="evaluation", min=1)
     batch_size: int = knob(16, "evaluation batch size", read_by="evaluation", min=1)
     report: bool = knob(True, "write the HTML report with plots", read_by="evaluation")
     precision: Literal["32-true", "bf16-mixed"] = knob("32-true", "numeric precision of evaluation", read_by="evaluation")

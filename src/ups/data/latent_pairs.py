@@ -149,17 +149,18 @@ class WindowDataset(_Indexed):
     """
 
     def __init__(self, tasks: list[TaskData], split: str, horizon: int, stride: int, *,
-                 latents: Sequence | None = None, fields: bool = True, first_only: bool = False,
+                 latents: Sequence | None = None, fields: bool = True, start: int | None = None,
                  horizon_name: str = "training.rollout_horizon"):
-        span = horizon * stride
+        span = horizon * stride + (start or 0)
         for task in tasks:
             if task.info.n_times <= span:
+                context = f" from frame {start} (the last of evaluation.context_frames)" if start else ""
                 raise DataError(f"task '{task.name}' has {task.info.n_times} frames (after "
                                 f"data.reduced_resolution_t) but a window of {horizon_name}={horizon} steps of "
-                                f"training.time_stride={stride} frames needs {span + 1}; lower one of them.")
-        # ``first_only``: one window per trajectory, from its initial condition (evaluation rollouts)
-        super().__init__(tasks, split, [1 if first_only else t.info.n_times - span for t in tasks])
-        self.horizon, self.stride = horizon, stride
+                                f"training.time_stride={stride} frames{context} needs {span + 1}; lower one of them.")
+        # ``start``: one window per trajectory, from frame ``start`` (evaluation rollouts); else every window
+        super().__init__(tasks, split, [1 if start is not None else t.info.n_times - span for t in tasks])
+        self.horizon, self.stride, self.start = horizon, stride, start
         self.latents, self.fields = latents, fields or latents is None
         self.param_order = param_names(tasks)
         self.dt = [float(np.mean(np.diff(t.file.times()))) * stride for t in tasks]
@@ -169,8 +170,13 @@ class WindowDataset(_Indexed):
         values = task.file.params_of(traj)
         return torch.tensor([values.get(n, 0.0) for n in self.param_order], dtype=torch.float32)
 
-    def __getitem__(self, item: int) -> dict:
+    def window(self, item: int) -> tuple[int, int, int]:
+        """(task, trajectory, first frame) of window ``item``."""
         k, traj, t0 = self.locate(item)
+        return k, traj, t0 + (self.start or 0)
+
+    def __getitem__(self, item: int) -> dict:
+        k, traj, t0 = self.window(item)
         task = self.tasks[k]
         frames = slice(t0, t0 + self.horizon * self.stride + 1, self.stride)
         out = {"coords": self.coords[k], "dt": torch.tensor(self.dt[k], dtype=torch.float32),

@@ -5,8 +5,11 @@ metrics on decoded fields (overall and per task), the corrector's and the steady
 loop) run it over the same loaders, so both give the same numbers from the same checkpoints.
 
 Transient tasks: per test trajectory one window from frame 0 (the initial condition, never
-scored) over ``horizon`` steps of ``training.time_stride`` frames. The operator rolls out from
-the encoded initial condition; every predicted step is decoded and compared with the truth.
+scored) over ``horizon`` steps of ``training.time_stride`` frames; with
+``evaluation.context_frames`` C > 1 the window starts at the last of C context frames (frame
+(C-1)·stride, PDEBench's protocol with ``initial_step`` C; the context is never scored). The
+operator rolls out from the encoded first frame of the window; every predicted step is decoded
+and compared with the truth.
 Per sample, a metric is the mean over the predicted steps; the rollout curve keeps the steps.
 With a corrector (the consistency student, else the ``diff_residual`` flow) the same suite is
 computed for the corrected rollout (``corrected_*``), plus CRPS and spread-skill of
@@ -59,6 +62,12 @@ def stage_from_checkpoint(cfg, tasks, checkpoint: dict):
     return stage
 
 
+def rollout_start(cfg) -> int:
+    """The first frame of every evaluation rollout: the last of ``evaluation.context_frames``
+    frames on the ``training.time_stride`` axis (0: the initial condition)."""
+    return (cfg.evaluation.context_frames - 1) * cfg.training.time_stride
+
+
 def suite(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
     """PDEBench's metrics of a rollout, per sample: pred, truth [B, H, *S, C] -> {name: [B]}."""
     b, h = truth.shape[:2]
@@ -86,7 +95,7 @@ class ReferenceWindows(Dataset):
         return len(self.windows)
 
     def __getitem__(self, item: int) -> dict:
-        k, traj, t0 = self.windows.locate(item)
+        k, traj, t0 = self.windows.window(item)
         out = self.windows[item]
         w = self.windows
         frames = self.references[k].trajectory(traj, slice(t0, t0 + w.horizon * w.stride + 1, w.stride))
@@ -113,7 +122,7 @@ class Evaluator:
         out = []
         if self.operator is not None:
             windows = WindowDataset(self.operator.dyn_tasks, split, horizon, self.cfg.training.time_stride,
-                                    first_only=True, horizon_name="the evaluation horizon (--horizon)")
+                                    start=rollout_start(self.cfg), horizon_name="the evaluation horizon (--horizon)")
             out.append(windows if references is None else ReferenceWindows(windows, references))
         if self.steady is not None:
             out.append(SteadyPairDataset(self.steady.steady, split, param_order=self.steady.param_order))

@@ -28,7 +28,7 @@ from ups.data.latent_pairs import collate_task_batch
 from ups.data.sampling import TaskBatchSampler
 from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
-from ups.eval.evaluator import Evaluator, stage_from_checkpoint
+from ups.eval.evaluator import Evaluator, rollout_start, stage_from_checkpoint
 from ups.runs import RunDir
 from ups.stages.batch import to_device
 
@@ -93,9 +93,10 @@ def build_evaluator(cfg: Config, paths: dict[str, Path]) -> Evaluator:
 
 def default_horizon(cfg: Config, transient: list) -> int:
     """The longest rollout every transient task's trajectories allow at ``training.time_stride``
-    (1 without transient tasks)."""
-    stride = cfg.training.time_stride
-    return min(((t.info.n_times - 1) // stride for t in transient), default=1)
+    after ``evaluation.context_frames`` (1 without transient tasks; 0 when the context leaves no
+    frame, which the window check then refuses)."""
+    stride, start = cfg.training.time_stride, rollout_start(cfg)
+    return min(((t.info.n_times - 1 - start) // stride for t in transient), default=1)
 
 
 def references(cfg: Config, evaluator: Evaluator, n: int | None) -> list | None:
@@ -176,6 +177,7 @@ def evaluate(cfg: Config, request: EvaluationRequest) -> tuple[dict, dict[str, P
         "label": request.label or (Path(request.run_dir).name if request.run_dir else Path(request.checkpoint).stem),
         "run_id": run_id, "role": request.role, "eval": request.kind or "", "tags": dict(request.tags),
         "split": split, "engine": request.engine, "horizon": horizon, "resolution": request.resolution,
+        "context_frames": cfg.evaluation.context_frames if cfg.evaluation.context_frames > 1 else None,
         "tasks": ",".join(task.name for task in cfg.data.tasks),
         "checkpoints": {name: str(path) for name, path in paths.items()}, "config_hash": config_hash(cfg),
         **evaluator.result(),

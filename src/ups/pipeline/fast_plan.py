@@ -128,6 +128,7 @@ def check_evaluations(evals: dict[str, Config], tasks: list) -> None:
     evaluation configs differ from the candidate's in ``evaluation`` only, so ``tasks`` (the
     candidate's) serve both."""
     from ups.data.latent_pairs import WindowDataset
+    from ups.eval.evaluator import rollout_start
     from ups.eval.run import default_horizon
 
     transient = [task for task in tasks if task.info.kind == "transient"]
@@ -136,7 +137,7 @@ def check_evaluations(evals: dict[str, Config], tasks: list) -> None:
     for kind, cfg in evals.items():
         e, stride = cfg.evaluation, cfg.training.time_stride
         horizon = e.horizon or default_horizon(cfg, transient)
-        windows = WindowDataset(transient, e.split, horizon, stride, first_only=True,
+        windows = WindowDataset(transient, e.split, horizon, stride, start=rollout_start(cfg),
                                 horizon_name=f"the {kind} evaluation's evaluation.horizon")
         if len(windows) == 0:
             raise UPSError(f"the {kind} evaluation's split '{e.split}' has no trajectories; set data.split."

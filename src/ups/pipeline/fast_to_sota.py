@@ -48,7 +48,7 @@ from ups.pipeline.summary import Summary, now
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
-COMPARABLE = ("split", "horizon", "resolution", "tasks")  # rows evaluated like the candidate
+COMPARABLE = ("split", "horizon", "context_frames", "resolution", "tasks")  # rows evaluated like the candidate
 RETIRED = ("small_eval", "full_eval", "champion")         # a run's roles that --force-train retires
 
 
