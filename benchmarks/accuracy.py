@@ -42,7 +42,8 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from baselines import FNO, FNOSteady, LinearLeastSquares, LinearLeastSquaresSteady, Persistence  # noqa: E402
+from baselines import LinearLeastSquares, LinearLeastSquaresSteady, Persistence  # noqa: E402
+from fno_baseline import FNO, FNOSteady  # noqa: E402
 
 from ups.cli import main as ups  # noqa: E402
 from ups.config import load_config  # noqa: E402

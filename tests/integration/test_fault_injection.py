@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from ups.checkpoint import load_checkpoint
-from ups.engines.common import inside_epoch
+from ups.engines.progress import inside_epoch
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))

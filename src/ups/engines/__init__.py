@@ -11,7 +11,8 @@ import logging
 
 from ups.config import Config
 from ups.checkpoint import check_fit, load_checkpoint
-from ups.engines.common import LAST_NAME, FitResult, inside_epoch, task_batch_sampler, uses_gpu, validation_on
+from ups.engines.common import LAST_NAME, FitResult, task_batch_sampler, uses_gpu, validation_on
+from ups.engines.progress import inside_epoch
 from ups.engines.guards import apply_guards
 from ups.errors import UPSError
 from ups.tracking import check_tracking

@@ -6,7 +6,6 @@ adds the ``ups`` block to every checkpoint; the Trainer does the rest.
 
 from __future__ import annotations
 
-import copy
 import logging
 import sys
 from pathlib import Path
@@ -23,9 +22,10 @@ from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
 from ups.config import Config
 from ups.engines.common import (
     BEST_FILENAME, LAST_NAME, MONITOR, batch_size, ema_decay, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, speed_knobs,
-    check_finite_gradients, check_finite_loss, inside_epoch, maybe_ema, progress_record, resolve_precision, split_terms,
-    stage_settings, step_checkpoint_due, total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
+    check_finite_gradients, check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings,
+    total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
 )
+from ups.engines.progress import StepCheckpoint, inside_epoch, progress_record, synthesized_loops
 from ups.errors import UPSError
 from ups import tracking
 from ups.engines.callbacks import measuring
@@ -175,42 +175,6 @@ class StageModule(pl.LightningModule):
         return [float(x) for x in torch.stack(self.train_losses).cpu()] if self.train_losses else []
 
 
-def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: int, accumulate: int) -> dict:
-    """Loop progress for a checkpoint written without it (by the native engine).
-
-    Lightning restores epoch and step counters only from ``checkpoint["loops"]``. This takes
-    the fresh loops' own state dicts as a template and sets the counters to what Lightning
-    itself stores when it saves at the same point: at the end of epoch ``checkpoint["epoch"]``
-    (the epoch processed but not completed, its last batch done), or, for a checkpoint written
-    inside the epoch (``ups.progress``), at the end of that epoch's k-th batch (batch k not yet
-    counted completed, its step not yet counted in ``_batches_that_stepped``; the loader's
-    position in the loop state).
-    """
-    epoch, step = int(checkpoint["epoch"]), int(checkpoint["global_step"])
-    progress = checkpoint.get("ups", {}).get("progress")
-    inside = inside_epoch(progress)
-    done = int(progress["batches"]) if inside else batches_per_epoch
-    fit = copy.deepcopy(trainer.fit_loop.state_dict())
-    for scope in ("total", "current"):
-        fit["epoch_progress"][scope].update(ready=epoch + 1, started=epoch + 1,
-                                            processed=epoch if inside else epoch + 1, completed=epoch)
-    batches = {"total": batches_per_epoch * epoch + done, "current": done}
-    steps = {"total": step, "current": -(-done // accumulate)}
-    for scope in ("total", "current"):
-        n, k = batches[scope], steps[scope]
-        fit["epoch_loop.batch_progress"][scope].update(ready=n, started=n, processed=n, completed=n - inside)
-        optim = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
-        optim["step"][scope].update(ready=k, completed=k)
-        optim["zero_grad"][scope].update(ready=k, started=k, completed=k)
-        fit["epoch_loop.scheduler_progress"][scope].update(ready=k, completed=k)
-    fit["epoch_loop.batch_progress"]["is_last_batch"] = not inside
-    fit["epoch_loop.state_dict"]["_batches_that_stepped"] = step - inside
-    if inside:
-        fit["state_dict"]["combined_loader"] = [{"epoch": epoch, "batches": done}]
-    return {"fit_loop": fit, "validate_loop": trainer.validate_loop.state_dict(),
-            "test_loop": trainer.test_loop.state_dict(), "predict_loop": trainer.predict_loop.state_dict()}
-
-
 def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Callback]:
     """ModelCheckpoint (+ EarlyStopping with validation on), as both engines name and rank them."""
     dirpath = run.checkpoint_dir(stage_name)
@@ -254,26 +218,6 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
         plugins=[AtomicCheckpointIO()],
         profiler=profiler,
     )
-
-
-class StepCheckpoint(pl.Callback):
-    """``checkpoint.every_n_steps``: ``last.ckpt`` inside an epoch, by the native loop's rule
-    (``step_checkpoint_due``), written on every rank's call as ModelCheckpoint writes."""
-
-    def __init__(self, cfg: Config, path: Path):
-        self.cfg, self.path = cfg, path
-        self._step_seen = 0
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._step_seen = trainer.global_step  # a resumed fit starts at its checkpoint's step
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step = trainer.global_step
-        if step == self._step_seen:
-            return  # this batch accumulated gradients; no optimizer step yet
-        self._step_seen = step
-        if step_checkpoint_due(self.cfg, step, batch_idx + 1, trainer.num_training_batches):
-            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, as ModelCheckpoint saves
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -24,10 +24,10 @@ from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state
 from ups.config import Config
 from ups.engines.common import (
     CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, ema_decay, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, speed_knobs,
-    check_finite_gradients, check_finite_loss, checkpoint_path, inside_epoch, maybe_ema, parse_max_time, progress_record,
-    resolve_precision, split_terms, stage_settings, step_checkpoint_due, total_optimizer_steps, train_log_values, uses_gpu,
-    validation_means, validation_on,
+    check_finite_gradients, check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, split_terms,
+    stage_settings, total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
 )
+from ups.engines.progress import inside_epoch, progress_record, step_checkpoint_due
 from ups.errors import UPSError
 from ups import tracking
 from ups.runs import RunDir
