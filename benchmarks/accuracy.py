@@ -53,6 +53,7 @@ from ups.eval.evaluator import suite  # noqa: E402
 
 CONTEXT, STRIDE, FRAMES = 10, 5, 201  # PDEBench 1D: initial_step 10, reduced_resolution_t 5 of 201 frames
 HORIZON = (FRAMES - 1) // STRIDE - (CONTEXT - 1)  # 31 scored steps
+SCORES = ("nrmse", "rmse", "one_step_nrmse", "frmse_low", "frmse_mid", "frmse_high")
 # the share of the budget each UPS stage may use (training.max_time per stage)
 TRANSIENT_SHARES = {"autoencoder": 0.3, "operator": 0.5, "diff_residual": 0.1, "consistency_distill": 0.1}
 STEADY_SHARES = {"autoencoder": 0.4, "steady_prior": 0.6}
@@ -129,21 +130,21 @@ def max_time(seconds: float) -> str:
 
 
 # ------------------------------------------------------------------------------ UPS
-def run_ups(task: Task, config: Path, out: Path, budget_s: float) -> list[Row]:
+def run_ups(task: Task, config: Path, out: Path, budget_s: float, overrides: list[str] = ()) -> list[Row]:
     shares = STEADY_SHARES if task.steady else TRANSIENT_SHARES
     limits = [f"stages.{name}.epochs=10000" for name in shares]  # the time limits end the stages
     run = out / "runs" / task.name
     start = time.monotonic()
     for name, share in shares.items():  # one stage at a time: each with its own wall-clock limit
         code = ups(["train", "--config", str(config), "--stage", name, "--run-dir", str(run),
-                    *limits, f"training.max_time={max_time(share * budget_s)}"])
+                    *limits, f"training.max_time={max_time(share * budget_s)}", *overrides])
         if code != 0:
             raise SystemExit(f"UPS stage {name} failed on {task.name} (exit {code})")
     seconds = time.monotonic() - start
     prefix = out / "evaluations" / task.name
     horizon = [] if task.steady else [f"evaluation.horizon={HORIZON}"]
     if ups(["evaluate", "--config", str(config), "--run-dir", str(run), "--split", "test", "--output-prefix",
-            str(prefix), *horizon]) != 0:
+            str(prefix), *horizon, *overrides]) != 0:
         raise SystemExit(f"UPS evaluation failed on {task.name}")
     result = json.loads(prefix.with_name(prefix.name + ".json").read_text())
     m, cost = result["metrics"], result["extra"].get("ms_per_rollout_step")
@@ -151,7 +152,7 @@ def run_ups(task: Task, config: Path, out: Path, budget_s: float) -> list[Row]:
     if task.steady:
         return [Row(task.name, "UPS", {"nrmse": m["steady_nrmse"]}, seconds, facts),
                 Row(task.name, "UPS regression", {"nrmse": m["steady_regression_nrmse"]}, seconds, facts)]
-    keys = ("nrmse", "one_step_nrmse", "frmse_low", "frmse_mid", "frmse_high")
+    keys = SCORES
     rows = [Row(task.name, "UPS", {**{k: m[k] for k in keys}, "ms_per_step": cost}, seconds, facts)]
     if "corrected_nrmse" in m:
         rows.append(Row(task.name, "UPS corrected", {**{k: m[f"corrected_{k}"] for k in keys}}, seconds, facts))
@@ -177,8 +178,7 @@ def split_arrays(config: Path, steady: bool) -> dict[str, np.ndarray]:
 
 def scored(pred: np.ndarray, truth: np.ndarray) -> dict[str, float]:
     values = suite(torch.from_numpy(pred).double(), torch.from_numpy(truth).double())
-    keys = ("nrmse", "one_step_nrmse", "frmse_low", "frmse_mid", "frmse_high")
-    return {k: float(values[k].mean()) for k in keys}
+    return {k: float(values[k].mean()) for k in SCORES}
 
 
 def run_transient_baselines(task: Task, arrays: dict, budget_s: float, seed: int) -> list[Row]:
@@ -237,15 +237,16 @@ def write_tables(rows: list[Row], out: Path, budget_s: float, args) -> str:
         if (t, "UPS") in by and (t, FNO.name) in by:
             ratio = f"{by[(t, 'UPS')].metrics['nrmse'] / by[(t, FNO.name)].metrics['nrmse']:.2f}"
         lines.append(f"| {t} | " + " | ".join(cell(t, m) for m in models) + f" | {ratio} |")
-    lines += ["", "| task | model | one-step nRMSE | fRMSE low / mid / high | ms per rollout step | training s |",
-              "|---|---|---|---|---|---|"]
+    lines += ["", "| task | model | rollout RMSE | one-step nRMSE | fRMSE low / mid / high | ms per rollout step | "
+                  "training s |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r.metrics
         bands = " / ".join(f"{m[k]:.3g}" for k in ("frmse_low", "frmse_mid", "frmse_high")) if "frmse_low" in m \
             else "–"
         one = f"{m['one_step_nrmse']:.3g}" if "one_step_nrmse" in m else "–"
+        rmse = f"{m['rmse']:.3g}" if "rmse" in m else "–"
         cost = f"{m['ms_per_step']:.2f}" if m.get("ms_per_step") is not None else "–"
-        lines.append(f"| {r.task} | {r.model} | {one} | {bands} | {cost} | {r.train_seconds:.0f} |")
+        lines.append(f"| {r.task} | {r.model} | {rmse} | {one} | {bands} | {cost} | {r.train_seconds:.0f} |")
     text = "\n".join(lines) + "\n"
     (out / "accuracy.md").write_text(text)
     return text
@@ -258,6 +259,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n", type=int, default=128, help="samples generated per task")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--models", default="ups,baselines", help="ups, baselines or both (comma-separated)")
+    parser.add_argument("--ups-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a config override for every UPS command (repeatable), e.g. training.rollout_horizon=8")
     args = parser.parse_args(argv)
     unknown = [t for t in args.tasks.split(",") if t not in TASKS]
     if unknown or args.budget_s <= 0 or args.n < 10:
@@ -271,10 +275,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"== {name}: data, UPS, baselines ({args.budget_s:.0f} s each)", flush=True)
         data_file = dataset(task, out / "data" / name, args.n, args.seed)
         config = ups_config(task, data_file, out, args.budget_s, args.seed)
-        rows += run_ups(task, config, out, args.budget_s)
-        arrays = split_arrays(config, task.steady)
-        rows += (run_steady_baselines if task.steady else run_transient_baselines)(task, arrays, args.budget_s,
-                                                                                   args.seed)
+        if "ups" in args.models.split(","):
+            rows += run_ups(task, config, out, args.budget_s, args.ups_set)
+        if "baselines" in args.models.split(","):
+            arrays = split_arrays(config, task.steady)
+            rows += (run_steady_baselines if task.steady else run_transient_baselines)(task, arrays, args.budget_s,
+                                                                                       args.seed)
         print(write_tables(rows, out, args.budget_s, args), flush=True)
     print(f"tables: {out / 'accuracy.md'}, {out / 'accuracy.csv'}")
     return 0
