@@ -8,6 +8,8 @@ or ``finally`` block sees, as a preempted job dies:
 
 - ``none``: nowhere (a plain run);
 - ``batch:<stage>:<n>``: at the start of the stage's n-th training batch (counted from 1);
+- ``raise:<stage>:<n>``: there, an exception instead of a kill (every rank of a several-device
+  run raises at the same batch, so none waits for a dead peer);
 - ``after-done:<stage>``: right after ``stage_status.json`` records the stage as done, before
   the next stage starts;
 - ``checkpoint-write:<stage>:<n>``: in the middle of writing the stage's n-th checkpoint file
@@ -32,12 +34,20 @@ def die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def count_batches(log: str, kill_stage: str | None, kill_at: int | None) -> None:
+class Interrupted(RuntimeError):
+    pass
+
+
+def interrupt() -> None:
+    raise Interrupted("interrupted by tests/fault_injection.py")
+
+
+def count_batches(log: str, kill_stage: str | None, kill_at: int | None, kill=die) -> None:
     for name, cls in STAGES.items():
         def training_loss(self, batch, _original=cls.training_loss, _name=name, _calls=[0]):
             _calls[0] += 1
             if _name == kill_stage and _calls[0] == kill_at:
-                die()
+                kill()
             with open(log, "a") as handle:
                 handle.write(_name + "\n")
             return _original(self, batch)
@@ -79,7 +89,7 @@ def kill_while_writing(stage: str, n: int) -> None:
 def install(log: str, point: str) -> None:
     kind, _, rest = point.partition(":")
     kill_stage, kill_at = None, None
-    if kind == "batch":
+    if kind in ("batch", "raise"):
         kill_stage, n = rest.split(":")
         kill_at = int(n)
     elif kind == "after-done":
@@ -87,9 +97,9 @@ def install(log: str, point: str) -> None:
     elif kind == "checkpoint-write":
         stage, n = rest.split(":")
         kill_while_writing(stage, int(n))
-    elif kind != "none":
+    elif kind not in ("none", "raise"):
         raise SystemExit(f"unknown fault point {point!r}")
-    count_batches(log, kill_stage, kill_at)
+    count_batches(log, kill_stage, kill_at, interrupt if kind == "raise" else die)
 
 
 if __name__ == "__main__":

@@ -80,3 +80,40 @@ def test_fast_to_sota_on_two_processes_trains_on_both_and_decides_on_rank_zero(a
     summary = json.loads((tmp_path / "runs" / "ddp" / "summary.json").read_text())
     assert summary["status"] == "done" and summary["promoted"] and summary["steps"]["train"]["status"] == "done"
     assert len(list(csv.DictReader(open(tmp_path / "runs" / "leaderboard.csv")))) == 4  # small, full, 2 champion
+
+
+def test_a_ddp_run_interrupted_inside_an_epoch_resumes_to_the_uninterrupted_weights(autoencoder, tmp_path):
+    """Both ranks stop at the same batch (an exception on each: a killed rank would leave its
+    peer waiting), after a checkpoint written inside the epoch; ``--resume`` on two processes
+    continues on the next batch of every rank's shard."""
+    from ups.checkpoint import load_checkpoint
+
+    config, ae = autoencoder
+    injector = Path(__file__).resolve().parents[1] / "fault_injection.py"
+
+    def train(run: Path, point: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(injector), str(tmp_path / "batches.log"), point, "--", "train",
+                               "--config", str(config), "--stage", "operator", "--from-run", str(ae),
+                               "--run-dir", str(run), "--devices", "2", "training.batch_size=2",
+                               "checkpoint.every_n_steps=2", *extra],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                              env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+    straight = train(tmp_path / "straight", "none")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    # 28 windows in batches of 2 over 2 ranks: 7 batches per rank and epoch; the 12th batch is the
+    # 5th of epoch 1, after the checkpoint of step 10 (written after epoch 1's 3rd batch)
+    interrupted = train(tmp_path / "run", "raise:operator:12")
+    assert interrupted.returncode != 0 and "interrupted by tests/fault_injection.py" in interrupted.stderr
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "operator" / "last.ckpt")
+    assert (saved["epoch"], saved["global_step"]) == (1, 10)
+    assert {k: saved["ups"]["progress"][k] for k in ("batches", "batches_per_epoch")} == \
+        {"batches": 3, "batches_per_epoch": 7}
+
+    resumed = train(tmp_path / "run", "none", "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    final = load_checkpoint(tmp_path / "run" / "checkpoints" / "operator" / "last.ckpt")
+    reference = load_checkpoint(tmp_path / "straight" / "checkpoints" / "operator" / "last.ckpt")
+    assert final["global_step"] == reference["global_step"] == 14
+    for key, value in reference["state_dict"].items():
+        torch.testing.assert_close(final["state_dict"][key], value, rtol=1e-5, atol=1e-7)
