@@ -146,3 +146,6 @@ def test_context_frames_start_the_rollout_after_the_context_and_score_only_later
     assert len(windows) == 2 and torch.equal(windows[0]["window"], torch.from_numpy(expected))
     with pytest.raises(Exception, match=r"from frame 4 \(the last of evaluation.context_frames\) needs 13"):
         WindowDataset(burgers, "test", 4, 2, start=4)
+    code = main(["evaluate", "--config", str(config), "--run-dir", str(run), "--output-prefix",
+                 str(tmp_path / "none"), "evaluation.context_frames=6"])  # frame 10 is the last: nothing after it
+    assert code == 2 and not (tmp_path / "none.json").exists()

@@ -151,6 +151,10 @@ class WindowDataset(_Indexed):
     def __init__(self, tasks: list[TaskData], split: str, horizon: int, stride: int, *,
                  latents: Sequence | None = None, fields: bool = True, start: int | None = None,
                  horizon_name: str = "training.rollout_horizon"):
+        if horizon < 1:  # a default horizon computed after a context that leaves no later frame
+            raise DataError(f"{horizon_name}={horizon}: nothing to roll out; with training.time_stride={stride} no "
+                            f"frame follows frame {start or 0} (the last of evaluation.context_frames); lower "
+                            f"evaluation.context_frames or training.time_stride.")
         span = horizon * stride + (start or 0)
         for task in tasks:
             if task.info.n_times <= span:

@@ -94,7 +94,7 @@ def build_evaluator(cfg: Config, paths: dict[str, Path]) -> Evaluator:
 def default_horizon(cfg: Config, transient: list) -> int:
     """The longest rollout every transient task's trajectories allow at ``training.time_stride``
     after ``evaluation.context_frames`` (1 without transient tasks; 0 when the context leaves no
-    frame, which the window check then refuses)."""
+    frame, which ``WindowDataset`` then refuses)."""
     stride, start = cfg.training.time_stride, rollout_start(cfg)
     return min(((t.info.n_times - 1 - start) // stride for t in transient), default=1)
 
