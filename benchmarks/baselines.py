@@ -47,6 +47,14 @@ def _check_trajectories(train: np.ndarray, context: int, needed_after: int = 1) 
                          f"needs at least {context + needed_after}")
 
 
+def _check_field(a: np.ndarray, field: tuple[int, ...] | None, name: str) -> None:
+    """A steady model's ``predict`` input: after ``fit``, with the grid it was fitted on."""
+    if field is None:
+        raise RuntimeError(f"{name}.predict called before fit")
+    if a.shape[1:] != field:
+        raise ValueError(f"{name}.predict: a must be [B, {', '.join(map(str, field))}] as in fit, got {a.shape}")
+
+
 def _check_context(frames: np.ndarray, context: int, field: tuple[int, ...], name: str) -> None:
     if frames.ndim != 4 or frames.shape[1] != context or frames.shape[2:] != field:
         raise ValueError(f"{name}.rollout: context_frames must be [B, {context}, "
@@ -165,10 +173,6 @@ class LinearLeastSquaresSteady:
 
     def predict(self, a: np.ndarray) -> np.ndarray:
         """[B, X, Y, 1] -> [B, X, Y, 1]."""
-        if self.weight is None:
-            raise RuntimeError("LinearLeastSquaresSteady.predict called before fit")
-        if a.shape[1:] != self.field:
-            raise ValueError(f"{self.name}.predict: a must be [B, "
-                             f"{', '.join(map(str, self.field))}] as in fit, got {a.shape}")
+        _check_field(a, self.field, "LinearLeastSquaresSteady")
         flat = a.reshape(len(a), -1).astype(np.float64) @ self.weight + self.bias
         return flat.astype(np.float32).reshape(a.shape)

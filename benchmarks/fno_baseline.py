@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from neuralop.models import FNO as NeuralopFNO
 
-from baselines import _check_context, _check_trajectories
+from baselines import _check_context, _check_field, _check_trajectories
 
 
 # PDEBench's FNO settings (pdebench/models/fno): width 20, 4 layers, modes 12, Adam 1e-3 with
@@ -279,11 +279,7 @@ class FNOSteady:
     @torch.no_grad()
     def predict(self, a: np.ndarray) -> np.ndarray:
         """[B, X, Y, 1] -> [B, X, Y, 1]."""
-        if self.model is None:
-            raise RuntimeError("FNOSteady.predict called before fit")
-        if a.shape[1:] != self.field:
-            raise ValueError(f"{self.name}.predict: a must be [B, "
-                             f"{', '.join(map(str, self.field))}] as in fit, got {a.shape}")
+        _check_field(a, self.field, "FNOSteady")
         out = [self.model(torch.from_numpy(self._channels_first(self.norm_a.encode(chunk))))
                .numpy().transpose(0, 2, 3, 1)
                for chunk in (a[i:i + _PREDICT_CHUNK] for i in range(0, len(a), _PREDICT_CHUNK))]
