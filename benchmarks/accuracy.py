@@ -31,6 +31,7 @@ import argparse
 import csv
 import json
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -109,8 +110,7 @@ def ups_config(task: Task, data_file: Path, out: Path, seed: int) -> Path:
         "decoder": {"hidden": 64, "query_points": 64},
         "training": {"batch_size": 32, "accelerator": "auto", "time_stride": STRIDE, "rollout_horizon": 4,
                      "max_time": None, "latent_cache_dir": str(out / "latent_cache" / task.name)},
-        # a constant learning rate: a schedule's length is unknown when a time limit ends the stage
-        "optimizer": {"scheduler": "none"},
+        # the default cosine schedule runs over each stage's time limit (ups.stages.optim)
         "diffusion": {"hidden": 64, "depth": 2, "steps_infer": 8, "val_samples": 4},
         "consistency": {"steps_infer": 1},
         "steady_prior": {"hidden": 64, "depth": 2, "steps_infer": 8},
@@ -132,6 +132,7 @@ def max_time(seconds: float) -> str:
 def run_ups(task: Task, config: Path, out: Path, budget_s: float, overrides: list[str] = ()) -> list[Row]:
     shares = STEADY_SHARES if task.steady else TRANSIENT_SHARES
     run = out / "runs" / task.name
+    shutil.rmtree(run, ignore_errors=True)  # the last benchmark's run of this task: no stale checkpoints
     start = time.monotonic()
     for name, share in shares.items():  # one stage at a time: each with its own wall-clock limit
         code = ups(["train", "--config", str(config), "--stage", name, "--run-dir", str(run),

@@ -40,6 +40,12 @@ def test_none_registers_no_profiler_and_no_timer(config, tmp_path):
     assert timer._duration == 60
 
 
+def test_a_time_limit_in_seconds_past_59_is_one_lightning_takes(config, tmp_path):
+    trainer = build_trainer(load_config(config, ["training.max_time=00:00:00:90"]), RunDir(tmp_path), "autoencoder")
+    (timer,) = [c for c in trainer.callbacks if isinstance(c, Timer)]
+    assert timer._duration == 90
+
+
 @pytest.mark.parametrize("mode", sorted(OUTPUTS))
 def test_each_profile_mode_writes_its_output(config, tmp_path, mode):
     run = tmp_path / "run"

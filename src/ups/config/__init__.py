@@ -15,10 +15,11 @@ import yaml
 
 from ups.config.load import apply_overrides, merge_into, read_config_tree
 from ups.config.schema import STAGE_NAMES, Config, TaskConfig
-from ups.config.validate import Problems, build_config, check_consistency, string_keys, task_path
+from ups.config.validate import Problems, build_config, check_consistency, max_time_seconds, string_keys, task_path
 from ups.errors import ConfigError
 
-__all__ = ["Config", "TaskConfig", "STAGE_NAMES", "load_config", "to_dict", "to_yaml", "task_path"]
+__all__ = ["Config", "TaskConfig", "STAGE_NAMES", "load_config", "max_time_seconds", "to_dict", "to_yaml",
+           "task_path"]
 
 
 def load_config(path: str | Path | None, overrides: list[str] = (), *, layers: Sequence[str | Path] = (),

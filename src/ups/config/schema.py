@@ -194,7 +194,8 @@ class TrainingConfig:
     lightning_profile: Literal["none", "timer", "simple", "advanced", "pytorch"] = knob(
         "none", "profiling callbacks and profiler", read_by="engines"
     )
-    max_time: Optional[str] = knob(None, "wall-clock limit per stage, DD:HH:MM:SS", read_by="engines")
+    max_time: Optional[str] = knob(None, "wall-clock limit per stage, DD:HH:MM:SS; the learning-rate schedule "
+                                   "ends at it when it comes before the last epoch", read_by="engines")
     nan_policy: Literal["stop", "skip_batch"] = knob(
         "stop", "a non-finite loss or gradient: stop (the stage ends naming the step and the loss term or "
         "parameters; its last checkpoint stays) or skip_batch (no update from that batch)", read_by="engines")
@@ -218,7 +219,8 @@ class OptimizerConfig:
     lr: float = knob(1e-3, "learning rate", read_by="stages", gt=0)
     weight_decay: float = knob(1e-4, "decoupled weight decay", read_by="stages", min=0.0)
     betas: list[float] = knob([0.9, 0.999], "Adam betas", read_by="stages")
-    scheduler: Literal["none", "cosine", "step"] = knob("cosine", "learning-rate schedule", read_by="stages")
+    scheduler: Literal["none", "cosine", "step"] = knob(
+        "cosine", "learning-rate schedule over the stage's steps (or training.max_time, if sooner)", read_by="stages")
     warmup_steps: int = knob(0, "linear warm-up steps", read_by="stages", min=0)
 
 

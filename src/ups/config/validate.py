@@ -231,9 +231,24 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
     if cfg.encoder.kernel_size % 2 == 0:
         problems.add(("encoder", "kernel_size"), f"must be odd (the convolution keeps the grid size), "
                                                  f"got {cfg.encoder.kernel_size}.")
+    try:
+        max_time_seconds(cfg.training.max_time)
+    except ValueError as e:
+        problems.add(("training", "max_time"), str(e))
     betas = cfg.optimizer.betas
     if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
         problems.add(("optimizer", "betas"), f"expected two numbers in [0, 1), got {betas}.")
+
+
+def max_time_seconds(text: str | None) -> float | None:
+    """``training.max_time`` (``DD:HH:MM:SS``) in seconds; None stays None. ValueError if malformed."""
+    if text is None:
+        return None
+    parts = text.split(":")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"{text!r} is not DD:HH:MM:SS; write e.g. 00:12:00:00 for twelve hours.")
+    days, hours, minutes, seconds = (int(p) for p in parts)
+    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
 
 
 def _check_task_file(cfg: Config, task, where: tuple, problems: Problems) -> None:

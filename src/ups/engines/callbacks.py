@@ -25,8 +25,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, Timer
 
 from ups.atomic import atomic_path
-from ups.config import Config
-from ups.engines.common import parse_max_time
+from ups.config import Config, max_time_seconds
 from ups.runs import RunDir
 
 
@@ -85,7 +84,7 @@ def measuring(cfg: Config, run: RunDir, stage_name: str) -> tuple[list[pl.Callba
     callbacks: list[pl.Callback] = [LearningRateMonitor(logging_interval="step"), PerfMonitor()]
     folder = run.root / "profile"
     if mode == "timer":
-        limit = parse_max_time(cfg.training.max_time)
+        limit = max_time_seconds(cfg.training.max_time)
         callbacks.append(TimerReport(folder / f"{stage_name}-timer.json",
                                      None if limit is None else timedelta(seconds=limit)))
     if mode in ("none", "timer"):

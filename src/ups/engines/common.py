@@ -278,17 +278,6 @@ def resolve_precision(cfg: Config) -> str:
     return "bf16-mixed" if uses_gpu(cfg) else "32-true"
 
 
-def parse_max_time(text: str | None) -> float | None:
-    """``DD:HH:MM:SS`` -> seconds (None stays None)."""
-    if text is None:
-        return None
-    parts = [int(p) for p in text.split(":")]
-    if len(parts) != 4:
-        raise UPSError(f"training.max_time={text!r} must be DD:HH:MM:SS, e.g. 00:12:00:00.")
-    days, hours, minutes, seconds = parts
-    return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-
-
 # ------------------------------------------------------------------------------ selection rules
 def checkpoint_path(dirpath: Path, epoch: int, step: int) -> Path:
     return dirpath / (BEST_FILENAME.format(epoch=epoch, step=step) + CKPT_EXT)

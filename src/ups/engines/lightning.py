@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -19,7 +20,7 @@ from lightning.pytorch.strategies.launchers.subprocess_script import _Subprocess
 from lightning.pytorch.utilities import rank_zero_only
 
 from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
-from ups.config import Config
+from ups.config import Config, max_time_seconds
 from ups.engines.common import (
     BEST_FILENAME, LAST_NAME, MONITOR, batch_size, ema_decay, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, speed_knobs,
     check_finite_gradients, check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings,
@@ -206,12 +207,14 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
     if cfg.checkpoint.every_n_steps is not None:
         callbacks.append(StepCheckpoint(cfg, run.checkpoint_dir(stage_name) / f"{LAST_NAME}.ckpt"))
     validate = validation_on(cfg)
+    max_time = max_time_seconds(t.max_time)  # any DD:HH:MM:SS, e.g. 00:00:00:90
     return pl.Trainer(
         accelerator="gpu" if uses_gpu(cfg) else "cpu", devices=t.devices, num_nodes=t.num_nodes,
         strategy=strategy_for(cfg, all_parameters_used), precision=resolve_precision(cfg),
         gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm="norm",
         accumulate_grad_batches=t.accumulate_grad_batches, max_epochs=stage_settings(cfg, stage_name).epochs,
-        max_time=t.max_time, deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
+        max_time=None if max_time is None else timedelta(seconds=max_time),
+        deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
         val_check_interval=1.0 if validate else None, limit_val_batches=None if validate else 0,
         num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(),
         logger=loggers, callbacks=callbacks, use_distributed_sampler=False, default_root_dir=run.root,

@@ -21,10 +21,10 @@ import lightning
 import torch
 
 from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state_dict, save_checkpoint, ups_block
-from ups.config import Config
+from ups.config import Config, max_time_seconds
 from ups.engines.common import (
     CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, ema_decay, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, speed_knobs,
-    check_finite_gradients, check_finite_loss, checkpoint_path, maybe_ema, parse_max_time, resolve_precision, split_terms,
+    check_finite_gradients, check_finite_loss, checkpoint_path, maybe_ema, resolve_precision, split_terms,
     stage_settings, total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
 )
 from ups.engines.progress import inside_epoch, progress_record, step_checkpoint_due
@@ -125,7 +125,7 @@ class NativeTrainer:
 
     # ---- the loop -----------------------------------------------------------------
     def fit(self) -> FitResult:
-        deadline = parse_max_time(self.cfg.training.max_time)
+        deadline = max_time_seconds(self.cfg.training.max_time)
         deadline = deadline and time.monotonic() + deadline
         stopped = False
         while self.epoch < self.settings.epochs and not stopped:

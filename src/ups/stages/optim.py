@@ -1,13 +1,19 @@
 """Optimizer and learning-rate schedule of a stage: the global ``optimizer`` section with the
-stage's ``stages.<name>.optimizer`` overrides on top."""
+stage's ``stages.<name>.optimizer`` overrides on top.
+
+The schedule runs over the stage's budget: its optimizer steps, or, when ``training.max_time``
+is set, whichever of the steps and the wall clock runs out first. A stage stopped by its time
+limit therefore ends with the rate decayed, as it would at its last epoch.
+"""
 
 from __future__ import annotations
 
 import math
+import time
 
 import torch
 
-from ups.config import Config
+from ups.config import Config, max_time_seconds
 
 
 def resolved_optimizer(cfg: Config, stage: str) -> dict:
@@ -22,7 +28,7 @@ def resolved_optimizer(cfg: Config, stage: str) -> dict:
 
 
 def build_optimizer(cfg: Config, stage: str, params, total_steps: int):
-    """(optimizer, LambdaLR stepped once per optimizer step, or None for a constant rate)."""
+    """(optimizer, ``BudgetSchedule`` stepped once per optimizer step, or None for a constant rate)."""
     s = resolved_optimizer(cfg, stage)
     params = list(params)
     if s["name"] == "adamw":
@@ -33,21 +39,54 @@ def build_optimizer(cfg: Config, stage: str, params, total_steps: int):
         opt = torch.optim.SGD(params, lr=s["lr"], weight_decay=s["weight_decay"], momentum=0.9)
     if s["scheduler"] == "none" and s["warmup_steps"] == 0:
         return opt, None
-    factor = lr_factor(s["scheduler"], s["warmup_steps"], max(total_steps, 1))
-    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return opt, BudgetSchedule(opt, s["scheduler"], s["warmup_steps"], max(total_steps, 1),
+                               max_time_seconds(cfg.training.max_time))
 
 
-def lr_factor(kind: str, warmup: int, total: int):
-    """The multiplier of the base rate at optimizer step ``step`` (0-based)."""
+def lr_factor(kind: str, warmup: int, progress: float, step: int) -> float:
+    """The multiplier of the base rate at optimizer step ``step`` (0-based), ``progress`` in [0, 1]
+    of the way through the budget."""
+    if step < warmup:
+        return (step + 1) / warmup
+    if kind == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if kind == "step":
+        return 0.1 ** math.floor(3 * progress)
+    return 1.0
 
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = min(1.0, (step - warmup) / max(1, total - warmup))
-        if kind == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * progress))
-        if kind == "step":
-            return 0.1 ** math.floor(3 * progress)
-        return 1.0
 
-    return factor
+class BudgetSchedule(torch.optim.lr_scheduler.LRScheduler):
+    """Warm-up over ``warmup`` steps, then ``kind`` (cosine, step or none) over the budget.
+
+    Progress through the budget is the larger of the step fraction, (step - warmup) / (total -
+    warmup), and, when ``seconds`` (``training.max_time``) is set, the fraction of it spent since
+    the scheduler was built. The seconds spent are part of the state, so a resumed stage goes
+    on from where its clock stopped. Without a time limit the schedule depends on the step alone.
+    """
+
+    def __init__(self, optimizer, kind: str, warmup: int, total: int, seconds: float | None = None):
+        self.kind, self.warmup, self.total, self.seconds = kind, warmup, total, seconds
+        self.seconds_before = 0.0  # spent by earlier processes of the stage (restored on resume)
+        self._clock = time.monotonic()
+        super().__init__(optimizer)
+
+    def spent(self) -> float:
+        return self.seconds_before + time.monotonic() - self._clock
+
+    def progress(self, step: int) -> float:
+        by_steps = (step - self.warmup) / max(1, self.total - self.warmup)
+        by_time = self.spent() / self.seconds if self.seconds else 0.0
+        return min(1.0, max(by_steps, by_time, 0.0))
+
+    def get_lr(self) -> list[float]:
+        step = self.last_epoch
+        factor = lr_factor(self.kind, self.warmup, self.progress(step), step)
+        return [base * factor for base in self.base_lrs]
+
+    def state_dict(self) -> dict:
+        state = {k: v for k, v in super().state_dict().items() if k != "_clock"}
+        return {**state, "seconds_before": self.spent()}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        super().load_state_dict({k: v for k, v in state_dict.items() if k != "lr_lambdas"})
+        self._clock = time.monotonic()
