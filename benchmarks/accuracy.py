@@ -106,9 +106,11 @@ def ups_config(task: Task, data_file: Path, out: Path, seed: int) -> Path:
         "paths": {"data_dir": str(data_file.parent), "runs_dir": str(out / "runs")},
         "data": {"tasks": [{"name": task.name, "path": data_file.name}],
                  "reduced_resolution": task.reduced_resolution},
+        # 32 tokens halve the autoencoder's floor but made advection's rollouts unstable (docs/benchmarks.md)
         "latent": {"tokens": 16, "dim": 64},
         "decoder": {"hidden": 64, "query_points": 64},
-        "training": {"batch_size": 32, "accelerator": "auto", "time_stride": STRIDE, "rollout_horizon": 4,
+        "training": {"batch_size": 32, "accelerator": "auto", "time_stride": STRIDE,
+                     "rollout_horizon": 4,  # 2 gave Burgers more steps but made advection unstable
                      "max_time": None, "latent_cache_dir": str(out / "latent_cache" / task.name)},
         # the default cosine schedule runs over each stage's time limit (ups.stages.optim)
         "diffusion": {"hidden": 64, "depth": 2, "steps_infer": 8, "val_samples": 4},
@@ -132,7 +134,8 @@ def max_time(seconds: float) -> str:
 def run_ups(task: Task, config: Path, out: Path, budget_s: float, overrides: list[str] = ()) -> list[Row]:
     shares = STEADY_SHARES if task.steady else TRANSIENT_SHARES
     run = out / "runs" / task.name
-    shutil.rmtree(run, ignore_errors=True)  # the last benchmark's run of this task: no stale checkpoints
+    for last in (run, out / "latent_cache" / task.name):  # the last benchmark's, so that nothing stale is read
+        shutil.rmtree(last, ignore_errors=True)
     start = time.monotonic()
     for name, share in shares.items():  # one stage at a time: each with its own wall-clock limit
         code = ups(["train", "--config", str(config), "--stage", name, "--run-dir", str(run),

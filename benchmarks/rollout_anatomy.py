@@ -1,0 +1,97 @@
+"""Where a UPS rollout's error comes from, step by step (the analysis in docs/benchmarks.md).
+
+    python benchmarks/rollout_anatomy.py [--out benchmarks/results] [--task burgers_nu0.01]
+                                         [--split test] [KEY=VALUE ...]
+
+It reads the run that ``accuracy.py`` trained for a transient task (``<out>/runs/<task>``, its
+config ``<out>/configs/<task>.yaml``; give the same KEY=VALUE overrides as ``--ups-set``) and
+rolls the operator out from the last context frame of every trajectory of the split, as the
+benchmark scores it. Per rollout step it prints:
+
+- ``rollout``: the nRMSE of the decoded rollout (the benchmark's score, averaged over steps);
+- ``floor``: the nRMSE of decode(encode(truth)) on the same frame, the autoencoder's own error,
+  which no operator working in its latent space can go below.
+
+For the first step it prints how well the operator predicts the change of state, in latent
+space and decoded: the ``gain`` of the predicted increment along the true one (1 is right;
+below 1 the operator under-moves, towards persistence) and the increment's relative error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from ups.config import load_config
+from ups.data.latent_pairs import collate_task_batch
+from ups.eval.metrics import nrmse
+from ups.eval.run import EvaluationRequest, build_evaluator, checkpoints_of
+from ups.stages.batch import denormalize, flat_points
+
+
+def increment_fit(start: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    """(gain, relative error) of the predicted change ``pred - start`` against the true change
+    ``truth - start``, over the whole batch: gain = <d_pred, d_true> / |d_true|^2."""
+    d_pred, d_true = (pred - start).double(), (truth - start).double()
+    norm = (d_true * d_true).sum()
+    return float((d_pred * d_true).sum() / norm), float((d_pred - d_true).norm() / norm.sqrt())
+
+
+@torch.no_grad()
+def anatomy(config: Path, run: Path, split: str, horizon: int, overrides: list[str]) -> dict:
+    cfg = load_config(config, overrides)
+    evaluator = build_evaluator(cfg, checkpoints_of(EvaluationRequest(run_dir=run)))
+    op = evaluator.operator
+    windows = evaluator.datasets(split, horizon)[0]
+    batch = collate_task_batch([windows[i] for i in range(len(windows))])
+    names, window = batch["task_names"], batch["window"]
+    coords, channels = flat_points(batch["coords"]), window.shape[-1]
+
+    def decode(z: torch.Tensor) -> torch.Tensor:  # physical units
+        return denormalize(op.normalizers, names, op.model.decoder(z, coords, channels=channels).float())
+
+    z = op.encode_window(batch)                                   # encoded truth, [B, H+1, L, D]
+    pred = op.model.operator.rollout(z[:, 0], batch["dt"], batch["params"], batch["task_id"], horizon)
+    truth = [denormalize(op.normalizers, names, flat_points(window[:, k]).float()) for k in range(horizon + 1)]
+    rollout = [float(nrmse(decode(pred[:, k]), truth[k + 1]).mean()) for k in range(horizon)]
+    floor = [float(nrmse(decode(z[:, k + 1]), truth[k + 1]).mean()) for k in range(horizon)]
+    return {"rollout": rollout, "floor": floor,
+            "latent": increment_fit(z[:, 0], pred[:, 0], z[:, 1]),
+            "decoded": increment_fit(decode(z[:, 0]), decode(pred[:, 0]), truth[1]),
+            "trajectories": window.shape[0]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from accuracy import CONTEXT, HORIZON, TASKS
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--task", default="burgers_nu0.01",
+                        choices=[name for name, task in TASKS.items() if not task.steady])
+    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the --ups-set values of the run")
+    args = parser.parse_args(argv)
+    config, run = args.out / "configs" / f"{args.task}.yaml", args.out / "runs" / args.task
+    if not config.is_file() or not run.is_dir():
+        parser.error(f"no benchmark run of {args.task} under {args.out}; run "
+                     f"`python benchmarks/accuracy.py --tasks {args.task} --out {args.out}` first.")
+    found = anatomy(config, run, args.split, HORIZON, args.overrides)
+    mean = lambda values: sum(values) / len(values)  # noqa: E731
+    print(f"{args.task}, {args.split} split, {found['trajectories']} trajectories, {HORIZON} steps from frame "
+          f"{CONTEXT} of the kept ones")
+    print(f"rollout nRMSE {mean(found['rollout']):.4f}, autoencoder floor {mean(found['floor']):.4f} (means)")
+    print("step  rollout  floor")
+    for k in range(0, HORIZON, 5):
+        print(f"{k + 1:4d}  {found['rollout'][k]:.4f}  {found['floor'][k]:.4f}")
+    for space in ("latent", "decoded"):
+        gain, error = found[space]
+        print(f"first step, {space}: gain {gain:.3f}, increment relative error {error:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
