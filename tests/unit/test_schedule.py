@@ -94,6 +94,19 @@ def test_a_resumed_schedule_goes_on_from_the_seconds_already_spent(clock):
     assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
 
 
+def test_a_resume_under_a_changed_budget_follows_the_new_one(clock):
+    opt = optimizer_of()
+    first = BudgetSchedule(opt, "cosine", warmup=0, total=1000, seconds=100.0)
+    clock.now += 40.0
+    advance(opt, first)
+    opt = optimizer_of()
+    second = BudgetSchedule(opt, "cosine", warmup=0, total=2000, seconds=80.0)  # max_time and epochs changed
+    second.load_state_dict(first.state_dict())
+    assert (second.total, second.seconds) == (2000, 80.0)
+    advance(opt, second)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)  # 40 of the new 80 s spent
+
+
 def test_a_checkpoint_of_the_former_lambda_schedule_still_loads(clock):
     opt = optimizer_of()
     old = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)

@@ -83,10 +83,14 @@ class BudgetSchedule(torch.optim.lr_scheduler.LRScheduler):
         factor = lr_factor(self.kind, self.warmup, self.progress(step), step)
         return [base * factor for base in self.base_lrs]
 
+    # What the config gives (a resume under a changed config follows the new one) or the clock
+    # of this process: not part of the state.
+    _NOT_STATE = ("kind", "warmup", "total", "seconds", "_clock", "lr_lambdas")
+
     def state_dict(self) -> dict:
-        state = {k: v for k, v in super().state_dict().items() if k != "_clock"}
+        state = {k: v for k, v in super().state_dict().items() if k not in self._NOT_STATE}
         return {**state, "seconds_before": self.spent()}
 
     def load_state_dict(self, state_dict: dict) -> None:
-        super().load_state_dict({k: v for k, v in state_dict.items() if k != "lr_lambdas"})
+        super().load_state_dict({k: v for k, v in state_dict.items() if k not in self._NOT_STATE})
         self._clock = time.monotonic()
