@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from ups.checkpoint import load_checkpoint, stage_weights
 from ups.cli import main
 from ups.config import load_config
 from ups.data.generate import generate_dataset
@@ -46,6 +48,25 @@ def test_cache_on_and_off_give_the_same_training_losses(trained, tmp_path, dtype
     assert cached == pytest.approx(on_the_fly, rel=rel, abs=0)
     if dtype == "float16":
         assert cached != pytest.approx(on_the_fly, rel=1e-7, abs=0)  # the cache did round
+
+
+def test_the_operator_subspace_is_fitted_from_the_cache_as_on_the_fly_and_saved(trained, tmp_path,
+                                                                                 caplog):
+    config, ae_run = trained
+    caplog.set_level(logging.INFO, logger="ups.stages.operator")
+    fits = {}
+    cached = [f"training.latent_cache_dir={tmp_path / 'cache'}", "training.latent_cache_dtype=float32"]
+    for name, cache in (("off", []), ("on", cached)):
+        cfg = load_config(config, ["operator.subspace_dim=5", *cache])
+        run = train_stage(cfg, "operator", tmp_path / name, engine="native", from_run=ae_run).result
+        weights = stage_weights(load_checkpoint(run.best_path))
+        assert bool(weights["operator.subspace_fitted"])
+        basis = weights["operator.subspace_basis"].double()
+        fits[name] = (weights["operator.subspace_mean"], basis.T @ basis)  # the projection, sign-free
+    torch.testing.assert_close(fits["on"][0], fits["off"][0], atol=1e-6, rtol=0)
+    torch.testing.assert_close(fits["on"][1], fits["off"][1], atol=1e-5, rtol=0)
+    kept = [r.getMessage() for r in caplog.records if "latent subspace keeps" in r.getMessage()]
+    assert len(kept) == 2 and all("5-dimensional" in line for line in kept)
 
 
 def test_corrupt_entries_are_reencoded_and_training_continues(trained, tmp_path, caplog):

@@ -152,6 +152,78 @@ def test_operator_output_depends_on_dt_params_and_task():
     assert not torch.allclose(op(z, dt, params, task + 1), base)
 
 
+def states_in_a_subspace(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """n latents [n, 8, 32] = mean + combinations of k fixed directions; returns (latents, mean, basis)."""
+    g = torch.Generator().manual_seed(seed)
+    mean = torch.randn(8 * 32, generator=g)
+    basis = torch.linalg.qr(torch.randn(8 * 32, k, generator=g)).Q.T            # [k, 256], orthonormal rows
+    coeffs = torch.randn(n, k, generator=g) * torch.linspace(3, 1, k)
+    return (mean + coeffs @ basis).view(n, 8, 32), mean, basis
+
+
+def test_operator_subspace_is_the_identity_until_fitted():
+    projected = small_operator(n_params=2, subspace_dim=5)
+    for p in projected.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    plain = small_operator(n_params=2)
+    plain.load_state_dict({k: v for k, v in projected.state_dict().items() if not k.startswith("subspace")})
+    z, dt, params, task = operator_inputs()
+    assert torch.equal(projected(z, dt, params, task), plain(z, dt, params, task))
+
+
+def test_operator_subspace_fit_keeps_states_in_it_and_removes_the_rest():
+    states, mean, basis = states_in_a_subspace(40, 5)
+    op = small_operator(n_params=2, subspace_dim=5)
+    assert op.fit_subspace(states) == pytest.approx(1.0, abs=1e-9)
+    torch.testing.assert_close(op.project(states), states, atol=1e-4, rtol=0)
+    off = torch.randn(40, 8, 32)
+    off = off - ((off.flatten(1) @ basis.T) @ basis).view_as(off)               # orthogonal to the subspace
+    torch.testing.assert_close(op.project(states + off), states, atol=1e-4, rtol=0)
+    for p in op.parameters():  # a trained operator: its outputs still lie in the subspace
+        torch.nn.init.normal_(p, std=0.1)
+    _, dt, params, task = operator_inputs(batch=40)
+    out = op(states + off, dt, params, task)
+    residue = (out.flatten(1) - mean) - ((out.flatten(1) - mean) @ basis.T) @ basis
+    assert residue.abs().max() < 1e-4 and not torch.allclose(out, states, atol=1e-2)
+
+
+def test_operator_subspace_reports_the_variance_it_keeps():
+    states, _, _ = states_in_a_subspace(60, 6)
+    op = small_operator(subspace_dim=3)
+    x = states.double().flatten(1)
+    s = torch.linalg.svdvals(x - x.mean(0))
+    assert op.fit_subspace(states) == pytest.approx(float(s[:3].pow(2).sum() / s.pow(2).sum()), rel=1e-9)
+
+
+def test_operator_subspace_travels_in_the_state_dict():
+    states, _, _ = states_in_a_subspace(20, 4)
+    op = small_operator(n_params=2, subspace_dim=4)
+    op.fit_subspace(states)
+    for p in op.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    loaded = small_operator(n_params=2, subspace_dim=4)
+    loaded.load_state_dict(op.state_dict())
+    z, dt, params, task = operator_inputs()
+    assert loaded.subspace_fitted and torch.equal(loaded(z, dt, params, task), op(z, dt, params, task))
+    parent = torch.nn.ModuleDict({"operator": small_operator(n_params=2, subspace_dim=4)})
+    parent.load_state_dict({f"operator.{k}": v for k, v in op.state_dict().items()})  # as a stage's model loads
+    assert torch.equal(parent["operator"](z, dt, params, task), op(z, dt, params, task))
+    unfitted = small_operator(n_params=2, subspace_dim=4)
+    loaded.load_state_dict(unfitted.state_dict())  # an unfitted state turns the projection off again
+    assert torch.equal(loaded.project(z), z)
+
+
+def test_operator_subspace_rejects_bad_sizes_and_samples():
+    with pytest.raises(ValueError, match="subspace_dim must be >= 0"):
+        small_operator(subspace_dim=-1)
+    whole = small_operator(subspace_dim=8 * 32)  # the whole latent: no projection, no buffers
+    assert whole.subspace_dim == 0 and not any(k.startswith("subspace") for k in whole.state_dict())
+    with pytest.raises(ValueError, match="subspace_dim=0"):
+        small_operator().fit_subspace(torch.randn(4, 8, 32))
+    with pytest.raises(ValueError, match=r"fit_subspace expects at least 2 latents of shape \[N, L=8, D=32\]"):
+        small_operator(subspace_dim=2).fit_subspace(torch.randn(4, 8, 16))
+
+
 def test_models_are_deterministic_under_manual_seed():
     def build_and_run():
         torch.manual_seed(123)

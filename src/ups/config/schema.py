@@ -119,6 +119,11 @@ class OperatorConfig:
         0.0, "weight of the optional decoded-space loss through the frozen decoder", read_by="operator stage",
         min=0.0,
     )
+    subspace_dim: int = knob(
+        64, "the operator reads and writes latents projected onto this many principal directions of the "
+            "training latents (fitted before training, saved with the weights); 0, or a value of at least "
+            "`latent.tokens` x `latent.dim`, turns it off", read_by="operator stage", min=0,
+    )
 
 
 @dataclass

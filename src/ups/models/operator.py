@@ -22,11 +22,20 @@ class LatentOperator(nn.Module):
     c = MLP(sinusoidal(dt)) + Linear(params) + Embedding(task). The adaLN gates and the
     final projection start at zero, so the untrained operator is exactly the identity
     (persistence), the standard baseline a surrogate must beat.
+
+    With ``subspace_dim`` 0 < k < L x D, every state the operator reads and writes is projected onto
+    the k-dimensional principal subspace of the training latents (``fit_subspace``): the
+    encoder's latents of real fields fill only a few of the L x D directions, and a rollout
+    that drifts into the others compounds errors the decoder was never trained on. The mean
+    and basis are buffers, saved with the weights; until they are fitted the projection is the
+    identity.
     """
 
     def __init__(self, tokens: int, dim: int, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0,
-                 dropout: float = 0.0, n_params: int = 0, n_tasks: int = 1):
+                 dropout: float = 0.0, n_params: int = 0, n_tasks: int = 1, subspace_dim: int = 0):
         super().__init__()
+        if subspace_dim < 0:
+            raise ValueError(f"subspace_dim must be >= 0 (0: no projection), got {subspace_dim}")
         self.tokens, self.dim, self.n_params, self.n_tasks = tokens, dim, n_params, n_tasks
         self.pos = nn.Parameter(torch.randn(tokens, dim) * 0.02)
         half = dim // 2
@@ -41,15 +50,52 @@ class LatentOperator(nn.Module):
         self.proj_out = nn.Linear(dim, dim)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+        self.subspace_dim = subspace_dim if subspace_dim < tokens * dim else 0  # the whole latent: nothing to project
+        if self.subspace_dim:
+            self.register_buffer("subspace_mean", torch.zeros(tokens, dim))
+            self.register_buffer("subspace_basis", torch.zeros(self.subspace_dim, tokens * dim))
+            self.register_buffer("subspace_fitted", torch.zeros((), dtype=torch.bool))
+        # a Python copy of subspace_fitted, so that forward never reads a tensor to branch on
+        self._subspace_ready = False
+        self.register_load_state_dict_post_hook(_sync_subspace_ready)
 
     def forward(self, z: Tensor, dt: Tensor, params: Tensor, task_id: Tensor) -> Tensor:
         """z [B, L, D], dt [B] (physical time step), params [B, P], task_id [B] long -> z_next [B, L, D]."""
         self._check(z, params)
         cond = self.condition(dt, params, task_id, batch=z.shape[0])
+        z = self.project(z)
         h = z + self.pos
         for block in self.blocks:
             h = block(h, cond)
-        return z + self.proj_out(self.norm_out(h))
+        return self.project(z + self.proj_out(self.norm_out(h)))
+
+    def project(self, z: Tensor) -> Tensor:
+        """z [B, L, D] -> its projection onto the fitted subspace (z itself when there is none)."""
+        if not self._subspace_ready:
+            return z
+        basis = self.subspace_basis.to(z.dtype)
+        offset = (z - self.subspace_mean).flatten(1)
+        return self.subspace_mean + ((offset @ basis.T) @ basis).view_as(z)
+
+    @torch.no_grad()
+    def fit_subspace(self, latents: Tensor) -> float:
+        """Fit the subspace to ``latents`` [N, L, D] (training states): their mean and top
+        ``subspace_dim`` principal directions. Returns the fraction of their variance it keeps."""
+        if not self.subspace_dim:
+            raise ValueError("this operator was built with subspace_dim=0; there is no subspace to fit")
+        if latents.dim() != 3 or latents.shape[1:] != (self.tokens, self.dim) or len(latents) < 2:
+            raise ValueError(f"fit_subspace expects at least 2 latents of shape [N, L={self.tokens}, "
+                             f"D={self.dim}], got {tuple(latents.shape)}")
+        x = latents.double().flatten(1)
+        mean = x.mean(dim=0)
+        _, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
+        k = min(self.subspace_dim, len(s))  # fewer samples than k: the missing directions stay zero
+        self.subspace_mean.copy_(mean.view(self.tokens, self.dim))
+        self.subspace_basis.zero_()[:k] = vt[:k]
+        self.subspace_fitted.fill_(True)
+        self._subspace_ready = True
+        total = float(s.pow(2).sum())
+        return float(s[:k].pow(2).sum()) / total if total > 0 else 1.0
 
     def rollout(self, z0: Tensor, dt: Tensor, params: Tensor, task_id: Tensor, steps: int) -> Tensor:
         """Autoregressive rollout: z0 [B, L, D] -> [B, steps, L, D]; entry k is forward applied k+1 times."""
@@ -74,3 +120,7 @@ class LatentOperator(nn.Module):
         if self.n_params and tuple(params.shape) != (z.shape[0], self.n_params):
             raise ValueError(f"LatentOperator was built with n_params={self.n_params} and expects params "
                              f"of shape [{z.shape[0]}, {self.n_params}], got {tuple(params.shape)}")
+
+
+def _sync_subspace_ready(module: LatentOperator, _incompatible_keys) -> None:
+    module._subspace_ready = bool(module.subspace_dim and module.subspace_fitted)

@@ -85,7 +85,7 @@ class ConsistencyStage(DiffResidualStage):
 
     def prepare(self, device: torch.device, *, progress: bool = False) -> None:
         """Only the latent cache: the residual scale is the teacher's."""
-        super(DiffResidualStage, self).prepare(device, progress=progress)
+        self.prepare_latents(device, progress=progress)
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         _, residual, pred = self.residual(batch)

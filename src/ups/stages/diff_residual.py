@@ -76,7 +76,7 @@ class DiffResidualStage(OperatorStage):
     def prepare(self, device: torch.device, *, progress: bool = False) -> None:
         """The latent cache (when on), then ``residual_scale``: the residual's RMS over up to
         2048 train windows, spread evenly over each task and encoded one task at a time."""
-        super().prepare(device, progress=progress)
+        self.prepare_latents(device, progress=progress)
         windows = self._windows("train", fields=self.latents is None)
         share = max(1, _SCALE_WINDOWS // len(windows.task_sizes))
         total, count = 0.0, 0

@@ -18,6 +18,8 @@ same pairs, the floor every surrogate must beat), each also per task.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -35,6 +37,10 @@ from ups.stages.batch import denormalize, flat_points, on_device, per_task, rela
 
 # Frames per encoder call when filling the cache: bounds memory on large 2D grids.
 _ENCODE_CHUNK = 32
+# Training frames the operator's latent subspace is fitted on (all tasks together).
+_SUBSPACE_FRAMES = 4096
+
+log = logging.getLogger(__name__)
 
 
 class OperatorModel(nn.Module):
@@ -63,7 +69,8 @@ class OperatorStage(Stage):
         self.latents: list[LatentEntry] | None = None
         operator = LatentOperator(cfg.latent.tokens, cfg.latent.dim, depth=cfg.operator.depth, heads=cfg.operator.heads,
                                   mlp_ratio=cfg.operator.mlp_ratio, dropout=cfg.operator.dropout,
-                                  n_params=len(param_names(self.dyn_tasks)), n_tasks=len(self.dyn_tasks))
+                                  n_params=len(param_names(self.dyn_tasks)), n_tasks=len(self.dyn_tasks),
+                                  subspace_dim=cfg.operator.subspace_dim)
         return OperatorModel(autoencoder, operator)
 
     def frozen_modules(self) -> list[nn.Module]:
@@ -71,6 +78,34 @@ class OperatorStage(Stage):
 
     # ---- data ---------------------------------------------------------------------
     def prepare(self, device: torch.device, *, progress: bool = False) -> None:
+        """The latent cache (when on), then the operator's subspace (``operator.subspace_dim``)."""
+        self.prepare_latents(device, progress=progress)
+        operator = self.model.operator
+        if operator.subspace_dim:
+            with on_device([self.model.encoder], device):  # encodes on the fly when there is no cache
+                samples = self.subspace_samples(device)
+            kept = operator.fit_subspace(samples)
+            log.info("operator: the %d-dimensional latent subspace keeps %.5f of the training latents' variance",
+                     operator.subspace_dim, kept)
+
+    def subspace_samples(self, device: torch.device) -> torch.Tensor:
+        """Latents [N, L, D] of about ``_SUBSPACE_FRAMES`` frames of train trajectories, the same
+        share from every task, spread evenly over its trajectories and frames."""
+        share = max(1, _SUBSPACE_FRAMES // len(self.dyn_tasks))
+        out = []
+        for k, task in enumerate(self.dyn_tasks):
+            trajectories = np.asarray(task.split.indices("train"))
+            picked = np.unique(np.linspace(0, len(trajectories) - 1, min(len(trajectories), share)).round().astype(int))
+            if not len(picked):
+                continue
+            frames = slice(0, None, -(-task.info.n_times * len(picked) // share))  # ceil: at most share in all
+            for trajectory in trajectories[picked].tolist():
+                latents = (self.latents[k].frames(trajectory, frames) if self.latents is not None
+                           else self._encode_trajectory(k, trajectory, device, frames))
+                out.append(torch.from_numpy(latents))
+        return torch.cat(out)
+
+    def prepare_latents(self, device: torch.device, *, progress: bool = False) -> None:
         """Fill (or verify) the latent cache of every task when ``training.latent_cache_dir`` is set."""
         t = self.cfg.training
         if t.latent_cache_dir is None:
@@ -82,10 +117,11 @@ class OperatorStage(Stage):
                 dtype=t.latent_cache_dtype, latent_shape=self.latent_shape, progress=progress)
 
     @torch.no_grad()
-    def _encode_trajectory(self, k: int, trajectory: int, device: torch.device) -> np.ndarray:
-        """Latents of every frame of one trajectory of task k: float32 [T, L, D]."""
+    def _encode_trajectory(self, k: int, trajectory: int, device: torch.device,
+                           frames: slice = slice(None)) -> np.ndarray:
+        """Latents of the ``frames`` (default: all) of one trajectory of task k: float32 [F, L, D]."""
         task = self.dyn_tasks[k]
-        frames = torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory)))
+        frames = torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory, frames)))
         coords = torch.from_numpy(task.file.coordinates()).to(device)
         out = []
         for chunk in frames.split(_ENCODE_CHUNK):
