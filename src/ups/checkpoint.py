@@ -121,6 +121,11 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
         if items:
             shown = ", ".join(items[:10]) + (f", ... ({len(items) - 10} more)" if len(items) > 10 else "")
             lines.append(f"{title} ({len(items)}): {shown}")
+    subspace = [k for k in missing + unexpected if k.rsplit(".", 1)[-1].startswith("subspace_")]
+    if subspace:
+        lines.append(f"the operator's latent subspace is {'missing from' if subspace[0] in missing else 'in'} the "
+                     f"checkpoint: set operator.subspace_dim to the value it was trained with (0 for a checkpoint "
+                     f"from before the subspace existed)")
     return lines
 
 

@@ -14,7 +14,7 @@ from toy_stage import ToyStage, toy_config  # noqa: E402
 
 from ups.checkpoint import (  # noqa: E402
     SCHEMA_VERSION, CheckpointError, architecture_fingerprint, check_fit, config_hash, load_checkpoint, load_into,
-    model_state_dict, save_checkpoint,
+    misfit_report, model_state_dict, save_checkpoint,
 )
 from ups.engines import fit_stage  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
@@ -70,6 +70,18 @@ def test_missing_and_unexpected_keys_are_named(trained):
     ckpt["state_dict"]["model.extra.weight"] = ckpt["state_dict"].pop("model.2.bias")
     with pytest.raises(CheckpointError, match=r"missing keys \(1\): 2.bias[\s\S]*unexpected keys \(1\): extra.weight"):
         load_into(ToyStage(cfg), ckpt)
+
+
+def test_a_missing_or_extra_operator_subspace_names_the_setting():
+    stored = {"operator.pos": torch.zeros(2)}
+    model = {**stored, "operator.subspace_mean": torch.zeros(2), "operator.subspace_basis": torch.zeros(1, 2),
+             "operator.subspace_fitted": torch.zeros(())}
+    missing = "\n".join(misfit_report(model, stored))
+    assert "missing keys (3)" in missing and "latent subspace is missing from the checkpoint" in missing
+    assert "operator.subspace_dim" in missing and "0 for a checkpoint from before" in missing
+    extra = "\n".join(misfit_report(stored, model))
+    assert "unexpected keys (3)" in extra and "latent subspace is in the checkpoint" in extra
+    assert misfit_report(model, model) == []
 
 
 @pytest.mark.parametrize("engine", ["lightning", "native"])
