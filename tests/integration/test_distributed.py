@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from ups.cli import main
+from ups.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import tiny_burgers_config  # noqa: E402
@@ -50,6 +51,25 @@ def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(auto
     assert main(["evaluate", "--config", str(config), "--checkpoint", status["best_path"],
                  "--output-prefix", str(tmp_path / "eval"), "evaluation.report=false"]) == 0
     assert json.loads((tmp_path / "eval.json").read_text())["metrics"]["nrmse"] > 0
+
+
+def test_under_a_time_limit_both_ranks_step_with_the_same_learning_rates(autoencoder, tmp_path):
+    """The schedule runs over training.max_time (the step budget is far away), so its rates come
+    from a clock; both ranks must use rank 0's, or the replicas would drift apart."""
+    config, ae = autoencoder
+    script = Path(__file__).with_name("ddp_operator.py")
+    done = subprocess.run([sys.executable, str(script), str(config), str(ae), str(tmp_path / "run"), str(tmp_path),
+                           "training.devices=2", "training.strategy=ddp", "training.batch_size=2",
+                           "training.max_time=00:00:00:12", "stages.operator.epochs=1000",
+                           "stages.operator.patience=1000"],
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    rates = [json.loads((tmp_path / f"rank{r}-lr.json").read_text()) for r in (0, 1)]
+    assert len(rates[0]) > 20 and rates[0] == rates[1]
+    base = load_config(config).optimizer.lr
+    assert rates[0][-1] < 0.5 * base  # decayed over the time limit, which 1000 epochs of steps would not do
+    assert all(a >= b for a, b in zip(rates[0], rates[0][1:]))
 
 
 def test_the_lr_finder_runs_under_ddp_and_both_ranks_train_with_its_rate(autoencoder, tmp_path):

@@ -71,6 +71,17 @@ def test_a_time_limit_decays_the_rate_by_the_time_spent(clock):
     assert opt.param_groups[0]["lr"] == pytest.approx(0.0)
 
 
+def test_a_step_with_agreed_seconds_ignores_this_process_clock_for_that_step_only(clock):
+    opt = optimizer_of()
+    scheduler = BudgetSchedule(opt, "cosine", warmup=0, total=1000, seconds=100.0)
+    clock.now += 10.0  # this rank's clock; rank 0 says 50 s were spent
+    opt.step()
+    scheduler.step_with_seconds(50.0)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.5)
+    assert scheduler.spent() == pytest.approx(10.0)  # afterwards, the own clock again
+    assert "_agreed" not in scheduler.state_dict()
+
+
 def test_whichever_budget_runs_out_first_sets_the_progress(clock):
     opt = optimizer_of()
     scheduler = BudgetSchedule(opt, "cosine", warmup=0, total=4, seconds=3600.0)

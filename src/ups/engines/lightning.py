@@ -32,6 +32,7 @@ from ups import tracking
 from ups.engines.callbacks import measuring
 from ups.engines.sharding import shard_fully, strategy_for
 from ups.runs import RunDir
+from ups.stages.optim import BudgetSchedule
 
 log = logging.getLogger("ups")
 
@@ -112,6 +113,15 @@ class StageModule(pl.LightningModule):
         if scheduler is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def lr_scheduler_step(self, scheduler, metric) -> None:
+        """A schedule that runs over ``training.max_time`` reads a clock; with several ranks, all
+        of them step with rank 0's seconds spent (one scalar broadcast per step), so that their
+        rates, and so their replicas, stay identical."""
+        if isinstance(scheduler, BudgetSchedule) and scheduler.seconds and self.trainer.world_size > 1:
+            scheduler.step_with_seconds(float(self.trainer.strategy.broadcast(scheduler.spent(), src=0)))
+        else:
+            super().lr_scheduler_step(scheduler, metric)
 
     # ---- validation ---------------------------------------------------------------
     def on_validation_model_eval(self) -> None:

@@ -68,10 +68,23 @@ class BudgetSchedule(torch.optim.lr_scheduler.LRScheduler):
         self.kind, self.warmup, self.total, self.seconds = kind, warmup, total, seconds
         self.seconds_before = 0.0  # spent by earlier processes of the stage (restored on resume)
         self._clock = time.monotonic()
+        self._agreed: float | None = None  # the seconds spent, as the ranks agreed, during step_with_seconds
         super().__init__(optimizer)
 
     def spent(self) -> float:
+        if self._agreed is not None:
+            return self._agreed
         return self.seconds_before + time.monotonic() - self._clock
+
+    def step_with_seconds(self, seconds: float) -> None:
+        """One step that takes ``seconds`` as the time spent instead of reading this process's
+        clock: the ranks of a distributed run step with the same value (rank 0's), so their
+        rates stay identical."""
+        self._agreed = seconds
+        try:
+            self.step()
+        finally:
+            self._agreed = None
 
     def progress(self, step: int) -> float:
         by_steps = (step - self.warmup) / max(1, self.total - self.warmup)
@@ -85,7 +98,7 @@ class BudgetSchedule(torch.optim.lr_scheduler.LRScheduler):
 
     # What the config gives (a resume under a changed config follows the new one) or the clock
     # of this process: not part of the state.
-    _NOT_STATE = ("kind", "warmup", "total", "seconds", "_clock", "lr_lambdas")
+    _NOT_STATE = ("kind", "warmup", "total", "seconds", "_clock", "_agreed", "lr_lambdas")
 
     def state_dict(self) -> dict:
         state = {k: v for k, v in super().state_dict().items() if k not in self._NOT_STATE}
