@@ -71,7 +71,7 @@ def build_latent_cache(cfg: Config, run_dir: Path) -> list:
         raise UPSError("training.latent_cache_dir is not set; set it in the config or as an override, "
                        "e.g. training.latent_cache_dir=data/latent_cache.")
     stage = build_stage(cfg, "operator", RunDir(run_dir))
-    stage.prepare(training_device(cfg), progress=True)
+    stage.prepare_latents(training_device(cfg), progress=True)  # the cache alone, not the operator's subspace
     return stage.latents
 
 
