@@ -126,6 +126,9 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
         lines.append(f"the operator's latent subspace is {'missing from' if subspace[0] in missing else 'in'} the "
                      f"checkpoint: set operator.subspace_dim to the value it was trained with (0 for a checkpoint "
                      f"from before the subspace existed)")
+    if "residual_scale" in missing and any(k.startswith("regression.") for k in stored):
+        lines.append("this steady_prior checkpoint is from before its flow modelled the regression's residual; "
+                     "train the steady_prior stage again")
     return lines
 
 

@@ -108,3 +108,29 @@ def test_the_pipeline_runs_all_five_stages_in_order_with_handoff(upstream, tmp_p
     for stage, offset in zip(order, offsets):
         steps = [int(r["step"]) for r in csv.DictReader(open(run / "logs" / stage / "metrics.csv"))]
         assert min(steps) >= offset
+
+
+def test_the_steady_prior_samples_around_its_regression(upstream, tmp_path):
+    cfg, run = upstream
+    trained = train_stage(cfg, "steady_prior", tmp_path / "run", engine="native", from_run=run).result
+    stored = float(stage_weights(load_checkpoint(trained.best_path))["residual_scale"])
+    stage = build_stage(cfg, "steady_prior", RunDir(run))
+    pairs = stage.train_dataset()
+    batch = stage.collate([pairs[i] for i in range(len(pairs))])
+    z_a, z_u = stage.encode(batch)
+    spread = float((z_u - z_u.mean(dim=0)).pow(2).mean().sqrt())
+    stage.prepare(torch.device("cpu"))
+    # the scale is the spread of the train solutions' latents, measured before training and saved
+    assert float(stage.model.residual_scale) == pytest.approx(spread, rel=1e-5)
+    assert stored == pytest.approx(spread, rel=1e-5)
+    # the flow models what the regression misses: its loss sends no gradient into the regression
+    stage.training_loss(batch)["flow"].backward()
+    assert all(p.grad is None or not p.grad.any() for p in stage.model.regression.parameters())
+    assert any(p.grad is not None and p.grad.any() for p in stage.model.flow.parameters())
+    # a sample is the regression plus the scaled residual flow: with a zero velocity, guess + sigma * noise
+    torch.nn.init.zeros_(stage.model.flow.proj_out.weight)
+    torch.nn.init.zeros_(stage.model.flow.proj_out.bias)
+    with torch.no_grad():
+        guess, noise = stage.regress(batch, z_a), torch.randn_like(z_a)
+        sampled = stage.sample(batch, z_a, guess, noise)
+    assert torch.allclose(sampled, guess + spread * noise, atol=1e-5)

@@ -84,6 +84,12 @@ def test_a_missing_or_extra_operator_subspace_names_the_setting():
     assert misfit_report(model, model) == []
 
 
+def test_a_steady_prior_from_before_the_residual_flow_is_told_to_retrain():
+    stored = {"regression.proj_out.weight": torch.zeros(2, 2), "flow.proj_out.weight": torch.zeros(2, 2)}
+    lines = "\n".join(misfit_report({**stored, "residual_scale": torch.ones(())}, stored))
+    assert "missing keys (1): residual_scale" in lines and "train the steady_prior stage again" in lines
+
+
 @pytest.mark.parametrize("engine", ["lightning", "native"])
 def test_resume_refuses_a_misfitting_last_checkpoint(tmp_path, trained, engine):
     path, cfg = trained[engine]

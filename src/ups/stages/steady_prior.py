@@ -1,16 +1,24 @@
 """Stage ``steady_prior``: a generative prior in latent space for steady problems, z(a) -> z(u).
 
 For each steady pair (Darcy: coefficient a(x) -> solution u(x)) the frozen autoencoder gives
-z(a) and z(u). A conditional flow (``FlowNet``, per-token context z(a), global conditioning
-on task and PDE parameters) maps noise to z(u): rectified flow matching,
-MSE(v(x_s, s), z(u) - noise). Beside it, in the same optimiser and budget, a deterministic
-baseline with the same backbone regresses z(u) from z(a) (plain MSE; its input x and time s
-are zero). Loss = flow + regression; ``train/nrmse`` is the flow's per-sample relative
-velocity error.
+z(a) and z(u). Two networks with the same backbone (``FlowNet``, per-token context z(a), global
+conditioning on task and PDE parameters) train together, in one optimiser and budget:
+
+- a regression g(z(a)) of z(u) (plain MSE; its input x and flow time s are zero), the prior's
+  conditional mean;
+- a conditional flow of what the regression misses, r = (z(u) - g(z(a))) / sigma, with g's
+  output detached (rectified flow matching, MSE(v(x_s, s), r - noise)). sigma, the buffer
+  ``residual_scale``, is the RMS spread of the train solutions' latents about their mean, so
+  an untrained regression leaves a residual of about unit scale, like the noise.
+
+A sample is g(z(a)) + sigma * (the flow integrated from noise), so samples are centred on the
+regression, and the flow only has to learn the spread about it, as the ``diff_residual``
+corrector does around the operator. Loss = flow + regression; ``train/nrmse`` is the flow's
+per-sample relative velocity error.
 
 Validation, decoded on the whole grid in physical units: ``nrmse`` of the solution sampled
 in ``steady_prior.steps_infer`` steps of ``diffusion.sampler``; ``regression_nrmse`` of the
-baseline; ``reconstruction_nrmse`` of decoding z(u) itself (the autoencoder's floor).
+regression alone; ``reconstruction_nrmse`` of decoding z(u) itself (the autoencoder's floor).
 """
 
 from __future__ import annotations
@@ -26,7 +34,10 @@ from ups.eval.metrics import nrmse
 from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
-from ups.stages.batch import denormalize, flat_points, per_task, relative_rmse
+from ups.stages.batch import denormalize, flat_points, on_device, per_task, relative_rmse, to_device
+
+# Train pairs encoded to measure the spread of the solutions' latents (residual_scale).
+_SCALE_PAIRS = 1024
 
 
 class SteadyPriorModel(nn.Module):
@@ -35,6 +46,7 @@ class SteadyPriorModel(nn.Module):
         self.encoder, self.decoder = autoencoder.encoder, autoencoder.decoder
         self.flow = flow
         self.regression = regression
+        self.register_buffer("residual_scale", torch.ones(()))
 
 
 class SteadyPriorStage(Stage):
@@ -61,6 +73,20 @@ class SteadyPriorStage(Stage):
     def frozen_modules(self) -> list[nn.Module]:
         return [self.model.encoder, self.model.decoder]
 
+    def prepare(self, device: torch.device, *, progress: bool = False) -> None:
+        """``residual_scale``: the RMS of z(u) about its mean over the train pairs (at most
+        ``_SCALE_PAIRS``, evenly spread), encoded in batches of 64."""
+        pairs = self.train_dataset()
+        picks = torch.linspace(0, len(pairs) - 1, min(len(pairs), _SCALE_PAIRS)).long().tolist()
+        latents = []
+        with torch.no_grad(), on_device(self.frozen_modules(), device):
+            for first in range(0, len(picks), 64):
+                batch = to_device(self.collate([pairs[i] for i in picks[first:first + 64]]), device)
+                latents.append(self.model.encoder(batch["target"], batch["coords"]).double().cpu())
+        z_u = torch.cat(latents)
+        spread = float((z_u - z_u.mean(dim=0)).pow(2).mean().sqrt())
+        self.model.residual_scale.fill_(max(spread, 1e-8))
+
     def train_dataset(self):
         return SteadyPairDataset(self.steady, "train", param_order=self.param_order)
 
@@ -81,11 +107,20 @@ class SteadyPriorStage(Stage):
         zeros = torch.zeros(z_a.shape[0], device=z_a.device, dtype=z_a.dtype)
         return self.model.regression(torch.zeros_like(z_a), zeros, z_a, None, batch["params"], batch["task_id"])
 
+    def sample(self, batch: dict, z_a: torch.Tensor, guess: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """A solution latent [B, L, D]: the regression's ``guess`` plus the flow's residual integrated
+        from ``noise``."""
+        residual = sample_flow(self.velocity(batch, z_a), noise, self.cfg.steady_prior.steps_infer,
+                               self.cfg.diffusion.sampler)
+        return guess + self.model.residual_scale * residual
+
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         z_a, z_u = self.encode(batch)
-        x_s, s, target, _ = flow_matching_pair(z_u, self.generator)
+        guess = self.regress(batch, z_a)
+        residual = (z_u - guess.detach()) / self.model.residual_scale
+        x_s, s, target, _ = flow_matching_pair(residual, self.generator)
         v = self.velocity(batch, z_a)(x_s, s)
-        flow, regression = F.mse_loss(v, target), F.mse_loss(self.regress(batch, z_a), z_u)
+        flow, regression = F.mse_loss(v, target), F.mse_loss(guess, z_u)
         terms = {"loss": flow + regression, "flow": flow, "regression": regression}
         per_task(terms, "nrmse", relative_rmse(v, target), batch["task_names"])
         return terms
@@ -96,8 +131,8 @@ class SteadyPriorStage(Stage):
         first = int(batch["index"][0]) * 101 + int(batch["task_id"][0])
         generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + first)
         noise = torch.randn(z_a.shape, generator=generator).to(z_a)
-        sampled = sample_flow(self.velocity(batch, z_a), noise, self.cfg.steady_prior.steps_infer,
-                              self.cfg.diffusion.sampler)
+        guess = self.regress(batch, z_a)
+        sampled = self.sample(batch, z_a, guess, noise)
         names, coords = batch["task_names"], flat_points(batch["coords"])
 
         def decode(z: torch.Tensor) -> torch.Tensor:
@@ -106,7 +141,7 @@ class SteadyPriorStage(Stage):
         truth = denormalize(self.normalizers, names, flat_points(batch["target"]).float())
         metrics: dict[str, torch.Tensor] = {}
         per_task(metrics, "nrmse", nrmse(decode(sampled), truth), names)
-        per_task(metrics, "regression_nrmse", nrmse(decode(self.regress(batch, z_a)), truth), names)
+        per_task(metrics, "regression_nrmse", nrmse(decode(guess), truth), names)
         per_task(metrics, "reconstruction_nrmse", nrmse(decode(z_u), truth), names)
         return metrics
 
