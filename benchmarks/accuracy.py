@@ -107,9 +107,10 @@ def ups_config(task: Task, data_file: Path, out: Path, seed: int) -> Path:
         "data": {"tasks": [{"name": task.name, "path": data_file.name}],
                  "reduced_resolution": task.reduced_resolution},
         # 1D: 16 tokens (32 halve the autoencoder's floor but gave worse Burgers rollouts); Darcy: 64 tokens
-        # (cells of 4 x 4 points) and 3 x 3 convolutions, whose cheaper steps help more (docs/benchmarks.md)
+        # (cells of 4 x 4 points). A small encoder trains faster than it loses detail at this budget: 32 channels,
+        # and no convolution in 1D, one 3 x 3 on Darcy (docs/benchmarks.md)
         "latent": {"tokens": 64 if task.steady else 16, "dim": 64},
-        "encoder": {"kernel_size": 3 if task.steady else 5},
+        "encoder": {"hidden": 32, "depth": 1 if task.steady else 0, "kernel_size": 3 if task.steady else 5},
         "decoder": {"hidden": 64, "query_points": 64},
         "training": {"batch_size": 32, "accelerator": "auto", "time_stride": STRIDE,
                      "rollout_horizon": 4,  # 2 gave Burgers more steps but made advection unstable
@@ -117,7 +118,7 @@ def ups_config(task: Task, data_file: Path, out: Path, seed: int) -> Path:
         # the default cosine schedule runs over each stage's time limit (ups.stages.optim)
         "diffusion": {"hidden": 64, "depth": 2, "steps_infer": 8, "val_samples": 4},
         "consistency": {"steps_infer": 1},
-        "steady_prior": {"hidden": 64, "depth": 2, "steps_infer": 8},
+        "steady_prior": {"hidden": 128, "depth": 2, "steps_infer": 8},
         "evaluation": {"context_frames": CONTEXT, "report": False},
         "stages": stages,
     }
