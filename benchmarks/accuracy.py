@@ -110,7 +110,7 @@ def ups_config(task: Task, data_file: Path, out: Path, seed: int) -> Path:
         # (cells of 4 x 4 points). A small encoder trains faster than it loses detail at this budget: 32 channels,
         # and no convolution in 1D, one 3 x 3 on Darcy (docs/benchmarks.md)
         "latent": {"tokens": 64 if task.steady else 16, "dim": 64},
-        "encoder": {"hidden": 32, "depth": 1 if task.steady else 0, "kernel_size": 3 if task.steady else 5},
+        "encoder": {"hidden": 32, "depth": 1 if task.steady else 0, "kernel_size": 3},  # no convolution in 1D
         "decoder": {"hidden": 64, "query_points": 64},
         "training": {"batch_size": 32, "accelerator": "auto", "time_stride": STRIDE,
                      "rollout_horizon": 4,  # 2 gave Burgers more steps but made advection unstable

@@ -7,7 +7,7 @@ task never waits for the device.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -73,6 +73,17 @@ def to_device(batch, device: torch.device):
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(v, device) for v in batch)
     return batch
+
+
+def evenly_spaced(size: int, count: int) -> list[int]:
+    """Up to ``count`` indices of ``range(size)``, spread evenly from the first to the last."""
+    return torch.linspace(0, size - 1, min(size, count)).long().tolist() if size else []
+
+
+def batches_of(dataset, indices: Sequence[int], collate: Callable, size: int, device: torch.device) -> Iterator:
+    """The items ``indices`` of ``dataset``, collated ``size`` at a time and moved to ``device``."""
+    for first in range(0, len(indices), size):
+        yield to_device(collate([dataset[i] for i in indices[first:first + size]]), device)
 
 
 @contextmanager

@@ -32,7 +32,8 @@ from ups.data.tasks import param_names
 from ups.eval.metrics import crps, nrmse, spread_skill
 from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
-from ups.stages.batch import denormalize, flat_points, on_device, per_task, relative_rmse, to_device
+from ups.stages.batch import (batches_of, denormalize, evenly_spaced, flat_points, on_device, per_task,
+                             relative_rmse)
 from ups.stages.operator import OperatorStage
 
 # Train windows used to measure the residual's scale (shared evenly by the tasks).
@@ -82,9 +83,8 @@ class DiffResidualStage(OperatorStage):
         total, count = 0.0, 0
         with torch.no_grad(), on_device(self.frozen_modules(), device):
             for start, size in zip(np.cumsum([0] + windows.task_sizes[:-1]).tolist(), windows.task_sizes):
-                picks = (start + torch.linspace(0, size - 1, min(size, share)).long()).tolist() if size else []
-                for first in range(0, len(picks), 256):
-                    batch = to_device(self.collate([windows[i] for i in picks[first:first + 256]]), device)
+                picks = [start + i for i in evenly_spaced(size, share)]
+                for batch in batches_of(windows, picks, self.collate, 256, device):
                     residual = self.residual(batch)[1]
                     total, count = total + float(residual.double().pow(2).sum()), count + residual.numel()
         self.model.residual_scale.fill_(max((total / max(count, 1)) ** 0.5, 1e-8))

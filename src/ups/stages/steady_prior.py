@@ -34,7 +34,8 @@ from ups.eval.metrics import nrmse
 from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
-from ups.stages.batch import denormalize, flat_points, on_device, per_task, relative_rmse, to_device
+from ups.stages.batch import (batches_of, denormalize, evenly_spaced, flat_points, on_device, per_task,
+                             relative_rmse)
 
 # Train pairs encoded to measure the spread of the solutions' latents (residual_scale).
 _SCALE_PAIRS = 1024
@@ -77,11 +78,10 @@ class SteadyPriorStage(Stage):
         """``residual_scale``: the RMS of z(u) about its mean over the train pairs (at most
         ``_SCALE_PAIRS``, evenly spread), encoded in batches of 64."""
         pairs = self.train_dataset()
-        picks = torch.linspace(0, len(pairs) - 1, min(len(pairs), _SCALE_PAIRS)).long().tolist()
+        picks = evenly_spaced(len(pairs), _SCALE_PAIRS)
         latents = []
         with torch.no_grad(), on_device(self.frozen_modules(), device):
-            for first in range(0, len(picks), 64):
-                batch = to_device(self.collate([pairs[i] for i in picks[first:first + 64]]), device)
+            for batch in batches_of(pairs, picks, self.collate, 64, device):
                 latents.append(self.model.encoder(batch["target"], batch["coords"]).double().cpu())
         z_u = torch.cat(latents)
         spread = float((z_u - z_u.mean(dim=0)).pow(2).mean().sqrt())
