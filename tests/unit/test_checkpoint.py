@@ -84,6 +84,15 @@ def test_a_missing_or_extra_operator_subspace_names_the_setting():
     assert misfit_report(model, model) == []
 
 
+def test_a_missing_or_extra_operator_locality_bias_names_the_setting():
+    stored = {"operator.pos": torch.zeros(2)}
+    model = {**stored, "operator.token_bias": torch.zeros(1, 2, 2)}
+    missing = "\n".join(misfit_report(model, stored))
+    assert "missing keys (1): operator.token_bias" in missing and "set operator.locality=0 to load it" in missing
+    extra = "\n".join(misfit_report(stored, model))
+    assert "unexpected keys (1)" in extra and "set operator.locality to a value > 0" in extra
+
+
 def test_a_steady_prior_from_before_the_residual_flow_is_told_to_retrain():
     stored = {"regression.proj_out.weight": torch.zeros(2, 2), "flow.proj_out.weight": torch.zeros(2, 2)}
     lines = "\n".join(misfit_report({**stored, "residual_scale": torch.ones(())}, stored))

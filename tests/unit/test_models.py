@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ups.models import AnyPointDecoder, GridEncoder, LatentOperator
+from ups.models.blocks import token_distance_bias
 
 
 def grid_coords(batch: int, *sizes: int) -> torch.Tensor:
@@ -253,3 +254,40 @@ def test_autoencoder_fits_a_smooth_field_and_every_parameter_gets_a_gradient():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] / 5, f"MSE went from {losses[0]:.4f} to {losses[-1]:.4f}"
+
+
+def test_token_distance_bias_wraps_around_on_periodic_domains():
+    bounded, periodic = token_distance_bias((8,), 2.0, False), token_distance_bias((8,), 2.0, True)
+    assert torch.equal(bounded, bounded.T) and torch.equal(periodic.diagonal(), torch.zeros(8))
+    assert bounded[0, 1] == periodic[0, 1] == pytest.approx(-0.5 / 4)
+    assert bounded[0, 7] == pytest.approx(-0.5 * 49 / 4) and periodic[0, 7] == pytest.approx(-0.5 / 4)
+    assert periodic[0, 4] == pytest.approx(-0.5 * 16 / 4)  # half way round: the farthest
+    grid = token_distance_bias((2, 4), 1.0, True)  # row-major cells (i, j): token 4 i + j
+    assert grid[0, 7] == pytest.approx(-0.5 * (1 + 1))  # (0, 0) and (1, 3): one cell apart on each axis
+    assert grid[1, 3] == pytest.approx(-0.5 * 4)
+
+
+def test_operator_locality_bias_per_task_is_saved_and_used():
+    torch.manual_seed(0)
+    op = small_operator(n_params=2, n_tasks=2, locality=1.5, task_grids=[(8,), (2, 4)], periodic=[True, False])
+    z, dt, params, _ = operator_inputs(batch=2)
+    task = torch.tensor([0, 1])
+    assert torch.equal(op(z, dt, params, task), z)  # still the identity at init
+    assert torch.equal(op.state_dict()["token_bias"][0], token_distance_bias((8,), 1.5, True))
+    assert torch.equal(op.state_dict()["token_bias"][1], token_distance_bias((2, 4), 1.5, False))
+    for p in op.parameters():  # a trained operator: the bias now shapes its step
+        p.data.normal_(0, 0.2)
+    plain = small_operator(n_params=2, n_tasks=2)
+    plain.load_state_dict({k: v for k, v in op.state_dict().items() if k != "token_bias"})
+    assert not torch.allclose(op(z, dt, params, task), plain(z, dt, params, task))
+    op.token_bias.zero_()
+    torch.testing.assert_close(op(z, dt, params, task), plain(z, dt, params, task))
+
+
+def test_operator_locality_rejects_bad_settings():
+    with pytest.raises(ValueError, match="locality must be >= 0"):
+        small_operator(locality=-1.0)
+    with pytest.raises(ValueError, match="one token grid of 8 cells and one periodic flag per task"):
+        small_operator(locality=2.0, task_grids=[(4,)], periodic=[True])
+    with pytest.raises(ValueError, match="one token grid"):
+        small_operator(locality=2.0, n_tasks=2, task_grids=[(8,)], periodic=[True])

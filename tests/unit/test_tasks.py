@@ -152,3 +152,24 @@ def test_nan_or_inf_in_any_split_is_refused_naming_file_key_sample_and_shape(tmp
         load_tasks([TaskConfig("t", written.path.name)], tmp_path, split_fractions=(0.6, 0.2, 0.2), seed=0)
     message = str(error.value)
     assert str(written.path) in message and f"{key} (sample {bad}, shape (" in message and "NaN or Inf" in message
+
+
+def test_periodic_domains_by_file_name_unless_the_config_says(tasks, advection_1d, single_2d, tmp_path):
+    burgers, reacdiff, darcy, diffreact = tasks
+    assert burgers.periodic and reacdiff.periodic  # 1D Burgers and reaction-diffusion: periodic
+    assert not darcy.periodic and not diffreact.periodic
+    specs = [TaskConfig("advection", advection_1d.path.name), TaskConfig("wave", single_2d.path.name),
+             TaskConfig("bounded", advection_1d.path.name, periodic=False),
+             TaskConfig("torus", single_2d.path.name, periodic=True)]
+    advection, wave, bounded, torus = load_tasks(specs, tmp_path, split_fractions=(0.6, 0.2, 0.2))
+    assert advection.periodic and not wave.periodic  # a 2D file is not assumed periodic
+    assert not bounded.periodic and torus.periodic   # the config wins
+
+
+def test_a_file_named_periodic_is_periodic(pdebench_writers, tmp_path):
+    pdebench_writers.single(tmp_path / "2D_CFD_Rand_M0.1_periodic_Train.hdf5", (10, 6, 16, 12), y=True)
+    pdebench_writers.single(tmp_path / "2D_aperiodicity_Sols.hdf5", (10, 6, 16, 12), y=True)
+    cfd, other = load_tasks([TaskConfig("cfd", "2D_CFD_Rand_M0.1_periodic_Train.hdf5"),
+                             TaskConfig("other", "2D_aperiodicity_Sols.hdf5")], tmp_path,
+                            split_fractions=(0.6, 0.2, 0.2))
+    assert cfd.periodic and not other.periodic

@@ -47,6 +47,12 @@ class TaskConfig:
     reduced_resolution: Optional[int] = knob(
         None, "this task's spatial down-sampling (`data.reduced_resolution` when unset)", read_by="data", min=1
     )
+    periodic: Optional[bool] = knob(
+        None, "whether the spatial domain wraps around (periodic boundaries), which the operator's locality "
+              "bias follows; unset: true for 1D Burgers, advection and reaction-diffusion files (built-in or "
+              "PDEBench's, all periodic, recognised by file name) and files whose name says `periodic`, "
+              "false otherwise", read_by="operator stage"
+    )
     weight: float = knob(
         1.0, "training draws of this task per epoch, as a multiple of its samples (of the largest task's with "
         "`data.task_sampling: uniform`); >1 oversamples a small task", read_by="sampler", gt=0
@@ -118,6 +124,11 @@ class OperatorConfig:
     decoded_weight: float = knob(
         0.0, "weight of the optional decoded-space loss through the frozen decoder", read_by="operator stage",
         min=0.0,
+    )
+    locality: float = knob(
+        2.0, "width, in token cells, of the operator's locality bias: a token's attention logit for a token d "
+             "cells away gets -1/2 (d / locality)^2, the distance wrapping around on periodic tasks "
+             "(`data.tasks[].periodic`); 0 turns it off", read_by="models", min=0.0,
     )
     subspace_dim: int = knob(
         64, "the operator reads and writes latents projected onto this many principal directions of the "

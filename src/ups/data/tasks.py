@@ -24,6 +24,9 @@ from ups.data.pdebench import FileInfo, PDEBenchFile
 from ups.data.splits import SPLIT_NAMES, Split, split_trajectories
 from ups.errors import DataError
 
+# The generators whose domain is periodic: as in PDEBench, whose files of these PDEs are too.
+_PERIODIC_GENERATORS = frozenset({"burgers1d", "advection1d", "reaction_diffusion1d"})
+_PERIODIC_NAME = re.compile(r"(^|_)periodic(_|\.)", re.I)
 # File-name patterns of the datasets `ups data generate` writes, and the generator name.
 _BUILTIN_FILES = (
     (re.compile(r"burgers", re.I), "burgers1d"),
@@ -48,6 +51,16 @@ class TaskData:
     @property
     def name(self) -> str:
         return self.spec.name
+
+    @property
+    def periodic(self) -> bool:
+        """``periodic`` of the task's config; unset, whether its file is of a periodic built-in PDE or
+        its name says ``periodic`` (as PDEBench's CFD files do)."""
+        if self.spec.periodic is not None:
+            return self.spec.periodic
+        path = self.info.path
+        return bool(_PERIODIC_NAME.search(path.name)) or (
+            builtin_generator(path) in _PERIODIC_GENERATORS and len(self.info.spatial_shape) == 1)
 
 
 def builtin_generator(path: Path) -> str | None:

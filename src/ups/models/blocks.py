@@ -47,6 +47,17 @@ def token_centres(grid: tuple[int, ...]) -> Tensor:
     return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(grid))
 
 
+def token_distance_bias(grid: tuple[int, ...], width: float, periodic: bool) -> Tensor:
+    """Attention-logit bias between the tokens of ``grid``: [L, L], -1/2 (d / width)^2 for tokens
+    d cells apart (Euclidean over the grid's axes). On a periodic domain the distance along each
+    axis wraps around, so the first and last cells are neighbours."""
+    centres = token_centres(grid) * torch.tensor(grid, dtype=torch.float32)  # in cells
+    offset = (centres[:, None, :] - centres[None, :, :]).abs()                  # [L, L, d]
+    if periodic:
+        offset = torch.minimum(offset, torch.tensor(grid, dtype=torch.float32) - offset)
+    return -0.5 * offset.pow(2).sum(-1) / width ** 2
+
+
 def locality_bias(x: Tensor, grid: tuple[int, ...]) -> Tensor:
     """Attention-logit bias favouring tokens whose cell is near each query point.
 
@@ -145,9 +156,10 @@ class AdaLNTransformerBlock(nn.Module):
         nn.init.zeros_(self.modulation[-1].weight)
         nn.init.zeros_(self.modulation[-1].bias)
 
-    def forward(self, x: Tensor, cond: Tensor) -> Tensor:
+    def forward(self, x: Tensor, cond: Tensor, bias: Tensor | None = None) -> Tensor:
+        """``bias`` (broadcastable to [B, heads, N, N]) is added to the attention logits."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond).unsqueeze(1).chunk(6, dim=-1)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1))
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), bias=bias)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 

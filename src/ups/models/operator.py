@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ups.models.blocks import MLP, AdaLNTransformerBlock
+from ups.models.blocks import MLP, AdaLNTransformerBlock, token_distance_bias
 
 # dt is embedded with frequencies 1..1000 (per unit of physical time), which resolves
 # time steps from about 1e-3 to 1 without knowing the dataset's time unit in advance.
@@ -23,6 +24,13 @@ class LatentOperator(nn.Module):
     final projection start at zero, so the untrained operator is exactly the identity
     (persistence), the standard baseline a surrogate must beat.
 
+    With ``locality`` > 0, every block's attention logits get ``token_distance_bias``: -1/2 (d /
+    locality)^2 for tokens d cells apart on the task's token grid (``task_grids``, one per task),
+    the distance wrapping around on a ``periodic`` task's domain. Each token then attends mostly
+    to its neighbours from the first step, as a local PDE's update depends on them, and learned
+    attention reaches further where it must. The bias is a buffer [n_tasks, L, L], saved with
+    the weights, so a loaded operator keeps the geometry it was trained with.
+
     With ``subspace_dim`` 0 < k < L x D, every state the operator reads and writes is projected onto
     the k-dimensional principal subspace of the training latents (``fit_subspace``): the
     encoder's latents of real fields fill only a few of the L x D directions, and a rollout
@@ -32,10 +40,17 @@ class LatentOperator(nn.Module):
     """
 
     def __init__(self, tokens: int, dim: int, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0,
-                 dropout: float = 0.0, n_params: int = 0, n_tasks: int = 1, subspace_dim: int = 0):
+                 dropout: float = 0.0, n_params: int = 0, n_tasks: int = 1, subspace_dim: int = 0,
+                 locality: float = 0.0, task_grids: Sequence[tuple[int, ...]] = (), periodic: Sequence[bool] = ()):
         super().__init__()
         if subspace_dim < 0:
             raise ValueError(f"subspace_dim must be >= 0 (0: no projection), got {subspace_dim}")
+        if locality < 0:
+            raise ValueError(f"locality must be >= 0 (0: no locality bias), got {locality}")
+        if locality and not (len(task_grids) == len(periodic) == n_tasks
+                             and all(math.prod(grid) == tokens for grid in task_grids)):
+            raise ValueError(f"locality needs one token grid of {tokens} cells and one periodic flag per task "
+                             f"({n_tasks}), got grids {list(task_grids)} and flags {list(periodic)}")
         self.tokens, self.dim, self.n_params, self.n_tasks = tokens, dim, n_params, n_tasks
         self.pos = nn.Parameter(torch.randn(tokens, dim) * 0.02)
         half = dim // 2
@@ -55,6 +70,10 @@ class LatentOperator(nn.Module):
             self.register_buffer("subspace_mean", torch.zeros(tokens, dim))
             self.register_buffer("subspace_basis", torch.zeros(self.subspace_dim, tokens * dim))
             self.register_buffer("subspace_fitted", torch.zeros((), dtype=torch.bool))
+        self.locality = locality
+        if locality:
+            self.register_buffer("token_bias", torch.stack([token_distance_bias(grid, locality, wrap)
+                                                            for grid, wrap in zip(task_grids, periodic)]))
         # a Python copy of subspace_fitted, so that forward never reads a tensor to branch on
         self._subspace_ready = False
         self.register_load_state_dict_post_hook(_sync_subspace_ready)
@@ -65,8 +84,9 @@ class LatentOperator(nn.Module):
         cond = self.condition(dt, params, task_id, batch=z.shape[0])
         z = self.project(z)
         h = z + self.pos
+        bias = self.token_bias[task_id].unsqueeze(1).to(h.dtype) if self.locality else None  # [B, 1, L, L]
         for block in self.blocks:
-            h = block(h, cond)
+            h = block(h, cond, bias)
         return self.project(z + self.proj_out(self.norm_out(h)))
 
     def project(self, z: Tensor) -> Tensor:

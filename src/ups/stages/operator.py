@@ -31,6 +31,7 @@ from ups.data.latent_pairs import WindowDataset, field_normalizers, transient_ta
 from ups.data.tasks import param_names
 from ups.eval.metrics import nrmse
 from ups.models import LatentOperator
+from ups.models.blocks import token_grid
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
 from ups.stages.batch import denormalize, flat_points, on_device, per_task, relative_rmse
@@ -70,7 +71,10 @@ class OperatorStage(Stage):
         operator = LatentOperator(cfg.latent.tokens, cfg.latent.dim, depth=cfg.operator.depth, heads=cfg.operator.heads,
                                   mlp_ratio=cfg.operator.mlp_ratio, dropout=cfg.operator.dropout,
                                   n_params=len(param_names(self.dyn_tasks)), n_tasks=len(self.dyn_tasks),
-                                  subspace_dim=cfg.operator.subspace_dim)
+                                  subspace_dim=cfg.operator.subspace_dim, locality=cfg.operator.locality,
+                                  task_grids=[token_grid(cfg.latent.tokens, len(t.info.spatial_shape))
+                                              for t in self.dyn_tasks],
+                                  periodic=[t.periodic for t in self.dyn_tasks])
         return OperatorModel(autoencoder, operator)
 
     def frozen_modules(self) -> list[nn.Module]:
