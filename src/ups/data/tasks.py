@@ -18,14 +18,13 @@ import torch
 from torch.utils.data import Dataset
 
 from ups.config.schema import TaskConfig
+from ups.data.generate.registry import GENERATORS
 from ups.data.normalization import Normalizer
 from ups.data.params import parse_params_from_name
 from ups.data.pdebench import FileInfo, PDEBenchFile
 from ups.data.splits import SPLIT_NAMES, Split, split_trajectories
 from ups.errors import DataError
 
-# The generators whose domain is periodic: as in PDEBench, whose files of these PDEs are too.
-_PERIODIC_GENERATORS = frozenset({"burgers1d", "advection1d", "reaction_diffusion1d"})
 _PERIODIC_NAME = re.compile(r"(^|_)periodic(_|\.)", re.I)
 # File-name patterns of the datasets `ups data generate` writes, and the generator name.
 _BUILTIN_FILES = (
@@ -59,8 +58,9 @@ class TaskData:
         if self.spec.periodic is not None:
             return self.spec.periodic
         path = self.info.path
+        generator = GENERATORS.get(builtin_generator(path) or "")
         return bool(_PERIODIC_NAME.search(path.name)) or (
-            builtin_generator(path) in _PERIODIC_GENERATORS and len(self.info.spatial_shape) == 1)
+            generator is not None and generator.periodic and len(self.info.spatial_shape) == 1)
 
 
 def builtin_generator(path: Path) -> str | None:

@@ -52,4 +52,5 @@ GENERATOR = Generator(
     file_name=lambda p: f"1D_Advection_Sols_beta{pdebench_number(p['beta'])}.hdf5",
     solve=solve,
     min_nx=16,
+    periodic=True,
 )

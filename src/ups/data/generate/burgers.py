@@ -158,4 +158,5 @@ GENERATOR = Generator(
     solve=solve,
     positive_params=frozenset({"nu"}),
     min_nx=16,
+    periodic=True,
 )

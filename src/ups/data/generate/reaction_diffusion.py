@@ -96,4 +96,5 @@ GENERATOR = Generator(
     solve=solve,
     positive_params=frozenset({"nu", "rho"}),
     min_nx=16,
+    periodic=True,
 )

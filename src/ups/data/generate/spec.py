@@ -47,6 +47,7 @@ class Generator:
     positive_params: frozenset[str] = field(default_factory=frozenset)
     min_nx: int = 4
     steady: bool = False
+    periodic: bool = False  # the domain wraps around (as in PDEBench's files of the same PDE)
 
     @property
     def layouts(self) -> tuple[str, ...]:
