@@ -132,6 +132,13 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
                      "to a value > 0 (the checkpoint keeps its own bias)" if bias[0] in unexpected else
                      "the operator's locality bias is missing from the checkpoint (trained with operator.locality=0, "
                      "or before the bias existed): set operator.locality=0 to load it, or train the operator again")
+    proj = [k for k in model_state if k.endswith("latent_proj.weight") and k in stored
+            and stored[k].shape[0] == model_state[k].shape[0] and stored[k].shape[1] != model_state[k].shape[1]]
+    if proj:
+        on = stored[proj[0]].shape[1] < model_state[proj[0]].shape[1]  # its decoder reads fewer latent channels
+        lines.append(f"the decoder reads {'fewer' if on else 'more'} latent channels than this config's: the "
+                     f"autoencoder was probably trained with latent.amplitude={'true' if on else 'false'}; set that "
+                     f"to load it, or train the autoencoder again")
     if "residual_scale" in missing and any(k.startswith("regression.") for k in stored):
         lines.append("this steady_prior checkpoint is from before its flow modelled the regression's residual; "
                      "train the steady_prior stage again")

@@ -107,9 +107,29 @@ def test_a_misfitting_upstream_checkpoint_is_refused(autoencoder_run, tiny_confi
     assert "does not fit" in err and "(16" in err and "(24" in err
 
 
+def test_an_autoencoder_of_the_other_latent_amplitude_setting_is_refused_naming_it(autoencoder_run, tiny_config,
+                                                                                    tmp_path, capsys):
+    assert main(["train", "--config", str(tiny_config), "--stage", "operator", "--run-dir", str(tmp_path / "x"),
+                 "--from-run", str(autoencoder_run), "latent.amplitude=false"]) == 2
+    assert "trained with latent.amplitude=true" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_without_the_latent_amplitude_both_stages_train(tiny_config, tmp_path):
+    run = tmp_path / "plain"
+    assert main(["pipeline", "--config", str(tiny_config), "--run-dir", str(run), "--stages", "autoencoder,operator",
+                 "latent.amplitude=false"]) == 0
+    status = json.loads((run / "stage_status.json").read_text())
+    assert status["autoencoder"]["state"] == status["operator"]["state"] == "done"
+    stored = load_checkpoint(status["autoencoder"]["best_path"])["state_dict"]
+    assert [v.shape[1] for k, v in stored.items() if k.endswith("latent_proj.weight")] == [16 + 9]  # all D = 16
+
+
 @pytest.mark.parametrize("extra, needle", [
     (["--engine", "native", "training.devices=2"], "native engine runs on one device"),
     (["training.rollout_horizon=9"], "rollout_horizon=9"),
+    (["latent.dim=2"], "latent.dim = 2 channels, which leaves none for the shape; raise latent.dim or set "
+                       "latent.amplitude=false"),
 ])
 def test_engine_and_data_problems_are_reported_before_the_run_folder(autoencoder_run, tiny_config, tmp_path,
                                                                       capsys, extra, needle):

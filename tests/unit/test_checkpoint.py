@@ -192,3 +192,12 @@ def test_the_tuners_reload_refuses_a_pickled_callable_too(tmp_path, monkeypatch)
     with pytest.raises(Exception, match="Weights only load failed"):
         _load(evil, weights_only=None)
     assert not marker.exists()
+
+
+def test_an_autoencoder_of_the_other_latent_amplitude_setting_names_it():
+    key = "autoencoder.decoder.by_rank.d1.latent_proj.weight"
+    plain, amplitude = {key: torch.zeros(128, 64 + 33)}, {key: torch.zeros(128, 62 + 33)}
+    lines = "\n".join(misfit_report(plain, amplitude))
+    assert "shape differences (1)" in lines and "trained with latent.amplitude=true" in lines
+    assert "trained with latent.amplitude=false" in "\n".join(misfit_report(amplitude, plain))
+    assert misfit_report(plain, plain) == []

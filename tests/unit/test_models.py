@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from ups.models import AnyPointDecoder, GridEncoder, LatentOperator
 from ups.models.blocks import token_distance_bias
+from ups.models.encoder import AMPLITUDE_FLOOR, field_amplitude
 
 
 def grid_coords(batch: int, *sizes: int) -> torch.Tensor:
@@ -291,3 +294,76 @@ def test_operator_locality_rejects_bad_settings():
         small_operator(locality=2.0, task_grids=[(4,)], periodic=[True])
     with pytest.raises(ValueError, match="one token grid"):
         small_operator(locality=2.0, n_tasks=2, task_grids=[(8,)], periodic=[True])
+
+
+def amplitude_pair(channels=(1,), dim: int = 16, amplitude: int = 2):
+    torch.manual_seed(0)
+    enc = GridEncoder(list(channels), 1, tokens=4, dim=dim, hidden=32, depth=1, amplitude=amplitude)
+    dec = AnyPointDecoder(dim, 1, list(channels), hidden=32, depth=1, fourier_features=4, amplitude=amplitude)
+    return enc, dec
+
+
+def test_amplitude_encoder_carries_mean_and_log_scale_and_encodes_the_shape_alone():
+    enc, dec = amplitude_pair()
+    coords = grid_coords(2, 40)
+    u = torch.randn(2, 40, 1)
+    z = enc(u, coords)
+    mean, scale = field_amplitude(u)
+    torch.testing.assert_close(z[:, :, -2], mean.expand(2, 4))  # every token carries it
+    torch.testing.assert_close(z[:, :, -1], scale.log().expand(2, 4))
+    assert scale[0, 0] == pytest.approx(((u[0] - u[0].mean()).pow(2).mean() + AMPLITUDE_FLOOR ** 2).sqrt().item())
+    moved = enc(100 * u - 3, coords)  # the same shape, another amplitude
+    torch.testing.assert_close(moved[..., :-2], z[..., :-2], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(moved[:, 0, -2:], torch.cat([100 * mean - 3, (100 * scale).log()], dim=-1),
+                               atol=1e-4, rtol=1e-4)
+    # the decoder scales the shape back: decode(encode(k u + c)) = k decode(encode(u)) + c
+    torch.testing.assert_close(dec(moved, coords), 100 * dec(z, coords) - 3, atol=1e-3, rtol=1e-4)
+
+
+def test_amplitude_decoder_averages_the_tokens_amplitude_and_reads_only_the_shape():
+    enc, dec = amplitude_pair()
+    coords = grid_coords(1, 30)
+    z = enc(torch.randn(1, 30, 1), coords)
+    spread = z.clone()
+    spread[:, :, -1] += torch.tensor([-0.2, 0.2, -0.1, 0.1])  # the same mean over tokens
+    torch.testing.assert_close(dec(spread, coords), dec(z, coords))
+    shifted = z.clone()
+    shifted[:, :, -1] += 1.0  # e times the scale: the same shape, e times as far from the mean
+    mean = z[0, 0, -2]
+    torch.testing.assert_close(dec(shifted, coords) - mean, torch.e * (dec(z, coords) - mean))
+
+
+def test_amplitude_with_several_channel_counts_pads_the_narrower_fields():
+    enc, dec = amplitude_pair(channels=(1, 3), amplitude=6)
+    coords = grid_coords(2, 20)
+    one, three = enc(torch.randn(2, 20, 1), coords), enc(torch.randn(2, 20, 3), coords)
+    assert one.shape == three.shape == (2, 4, 16)
+    assert torch.equal(one[..., -4:], torch.zeros(2, 4, 4)) and three[..., -6:].abs().min() > 0
+    assert dec(one, coords, channels=1).shape == (2, 20, 1) and dec(three, coords, channels=3).shape == (2, 20, 3)
+
+
+def test_amplitude_of_a_field_that_decayed_to_nothing_is_floored():
+    enc, dec = amplitude_pair()
+    coords = grid_coords(1, 40)
+    z = enc(torch.full((1, 40, 1), 0.5) + 1e-12 * torch.randn(1, 40, 1), coords)
+    assert z[0, 0, -1].item() == pytest.approx(math.log(AMPLITUDE_FLOOR), abs=1e-6)
+    assert torch.isfinite(dec(z, coords)).all()
+
+
+def test_amplitude_channels_must_fit_the_fields_and_the_latent():
+    with pytest.raises(ValueError, match="need.* 2 per channel"):
+        GridEncoder([1, 3], 1, tokens=4, dim=16, amplitude=2)
+    with pytest.raises(ValueError, match="fewer than 16"):
+        GridEncoder([1], 1, tokens=4, dim=16, amplitude=16)
+
+
+def test_amplitude_off_for_a_field_encodes_its_values_and_decodes_them_unscaled():
+    enc, dec = amplitude_pair()
+    coords = grid_coords(2, 40)
+    u = torch.randn(2, 40, 1)
+    z = enc(u, coords, amplitude=False)
+    assert torch.equal(z[..., -2:], torch.zeros(2, 4, 2))  # mean 0, log scale 0
+    assert not torch.allclose(enc(100 * u, coords, amplitude=False)[..., :-2], enc(100 * u, coords)[..., :-2])
+    plain = AnyPointDecoder(14, 1, [1], hidden=32, depth=1, fourier_features=4)  # the same weights, no amplitude
+    plain.load_state_dict(dec.state_dict())
+    torch.testing.assert_close(dec(z, coords), plain(z[..., :-2], coords))

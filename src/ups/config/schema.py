@@ -90,6 +90,12 @@ class DataConfig:
 class LatentConfig:
     tokens: int = knob(32, "number of latent tokens L", read_by="models", min=1)
     dim: int = knob(64, "width D of each latent token", read_by="models", min=1)
+    amplitude: bool = knob(
+        True, "time-dependent tasks' frames are encoded as their shape (u - mean) / scale, per sample and channel, "
+              "and the mean and log scale travel in the last 2 x (channels) latent channels, so the autoencoder's "
+              "error shrinks with a decaying field; steady tasks' fields are encoded as they are",
+        read_by="models",
+    )
 
 
 @dataclass

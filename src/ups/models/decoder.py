@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -14,6 +15,8 @@ _HEADS = 4
 # The MLPs run once per query point, so they dominate the cost of decoding a whole grid;
 # ratio 1 keeps a 128-wide decoder about 1.6x cheaper than ratio 2.
 _MLP_RATIO = 1.0
+# A decoded scale is capped at exp(this) in normalised units, so a runaway rollout state cannot overflow.
+_MAX_LOG_SCALE = math.log(1e6)
 
 
 class AnyPointDecoder(nn.Module):
@@ -26,15 +29,19 @@ class AnyPointDecoder(nn.Module):
     other, so a point's value does not depend on which other points are queried. One output
     head per channel count (``out_channels`` may list several, for tasks with different
     channels); everything before the head is shared.
+
+    With ``amplitude`` = R > 0 (the encoder's layout, ``GridEncoder``), the blocks read only the
+    first D - R channels of the tokens (the shape), and the head's output is scaled and shifted
+    by the amplitude in the last R, averaged over the tokens: u = mean + exp(log scale) * head.
     """
 
     def __init__(self, dim: int, coord_dims: int, out_channels: int | Sequence[int], hidden: int = 128,
-                 depth: int = 3, fourier_features: int = 16):
+                 depth: int = 3, fourier_features: int = 16, amplitude: int = 0):
         super().__init__()
-        self.coord_dims = coord_dims
+        self.coord_dims, self.amplitude = coord_dims, amplitude
         self.coord_features = FourierFeatures(coord_dims, fourier_features)
         self.query_embed = nn.Linear(self.coord_features.out_dim, hidden)
-        self.latent_proj = nn.Linear(dim + self.coord_features.out_dim, hidden)
+        self.latent_proj = nn.Linear(dim - amplitude + self.coord_features.out_dim, hidden)
         self.blocks = nn.ModuleList(CrossAttentionBlock(hidden, hidden, _HEADS, _MLP_RATIO)
                                     for _ in range(depth))
         self.out_channels = channel_counts(out_channels)
@@ -53,13 +60,19 @@ class AnyPointDecoder(nn.Module):
             raise ValueError(f"AnyPointDecoder has heads for {self.out_channels} channel(s); pass channels= one "
                              f"of them (got {channels}).")
         grid = token_grid(z.shape[1], self.coord_dims)
+        shape = z[..., :z.shape[-1] - self.amplitude]
         where = self.coord_features(token_centres(grid).to(z)).expand(z.shape[0], -1, -1)
-        context = self.latent_proj(torch.cat([z, where], dim=-1))      # [B, L, hidden]
+        context = self.latent_proj(torch.cat([shape, where], dim=-1))  # [B, L, hidden]
         bias = locality_bias(x, grid)                                     # [B, 1, Q, L]
         h = self.query_embed(self.coord_features(x))                      # [B, Q, hidden]
         for block in self.blocks:
             h = block(h, context, bias)
-        return self.heads[stem_key(channels)](h)
+        out = self.heads[stem_key(channels)](h)                           # [B, Q, C]
+        if not self.amplitude:
+            return out
+        carried = z[..., z.shape[-1] - self.amplitude:].float().mean(dim=1, keepdim=True)  # [B, 1, R]
+        mean, log_scale = carried[..., :channels], carried[..., channels:2 * channels]
+        return (mean + log_scale.clamp(max=_MAX_LOG_SCALE).exp() * out.float()).to(out.dtype)
 
 
 class FieldDecoder(nn.Module):
@@ -70,11 +83,11 @@ class FieldDecoder(nn.Module):
     """
 
     def __init__(self, dim: int, channels_by_rank: dict[int, Sequence[int]], hidden: int = 128, depth: int = 3,
-                 fourier_features: int = 16):
+                 fourier_features: int = 16, amplitude: int = 0):
         super().__init__()
         self.by_rank = nn.ModuleDict({
             f"d{rank}": AnyPointDecoder(dim, rank, channels, hidden=hidden, depth=depth,
-                                        fourier_features=fourier_features)
+                                        fourier_features=fourier_features, amplitude=amplitude)
             for rank, channels in sorted(channels_by_rank.items())})
 
     def forward(self, z: Tensor, x: Tensor, channels: int | None = None) -> Tensor:

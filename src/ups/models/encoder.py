@@ -12,6 +12,24 @@ from ups.models.blocks import FourierFeatures, TransformerBlock, token_centres, 
 
 _HEADS = 4
 _COORD_FREQS = 8
+# A field's per-sample scale is floored at this (normalised units): a field that has decayed to
+# nothing encodes as a flat shape at this scale instead of as amplified round-off.
+AMPLITUDE_FLOOR = 1e-3
+
+
+def field_amplitude(u: Tensor) -> tuple[Tensor, Tensor]:
+    """u [B, *S, C] -> (mean [B, C], scale [B, C]) over the spatial axes, in float32:
+    scale = sqrt(variance + ``AMPLITUDE_FLOOR``^2)."""
+    axes = tuple(range(1, u.dim() - 1))
+    u = u.float()
+    mean = u.mean(dim=axes)
+    variance = (u - over_space(mean, u)).pow(2).mean(dim=axes)
+    return mean, (variance + AMPLITUDE_FLOOR ** 2).sqrt()
+
+
+def over_space(x: Tensor, u: Tensor) -> Tensor:
+    """x [B, C] viewed as [B, 1, ..., 1, C], to broadcast over the spatial axes of u [B, *S, C]."""
+    return x.view(x.shape[0], *[1] * (u.dim() - 2), x.shape[-1])
 
 
 class ConvBlock(nn.Module):
@@ -49,14 +67,25 @@ class GridEncoder(nn.Module):
     block over the tokens and a LayerNorm. Each token summarises one region of the domain,
     which gives the decoder and the operator a spatially ordered latent. No weight shape
     depends on the grid size, so the same weights encode any resolution.
+
+    With ``amplitude`` = R > 0 channels (at least twice the widest field's channel count), each
+    sample's fields are encoded as their shape (u - mean) / scale (``field_amplitude``, per
+    channel), and the last R channels of every token carry the amplitude instead:
+    [mean_1..mean_C, log scale_1..log scale_C, 0...]. A field 100 times smaller then encodes as
+    the same shape, so the autoencoder's error scales with the field rather than with the
+    dataset's global spread. ``forward(..., amplitude=False)`` encodes u as it is and writes
+    mean 0 and log scale 0 there, which the decoder turns back into u itself.
     """
 
     def __init__(self, in_channels: int | Sequence[int], spatial_dims: int, tokens: int, dim: int,
-                 hidden: int = 64, depth: int = 2, kernel_size: int = 5):
+                 hidden: int = 64, depth: int = 2, kernel_size: int = 5, amplitude: int = 0):
         super().__init__()
         if spatial_dims not in (1, 2):
             raise ValueError(f"GridEncoder supports spatial_dims 1 or 2, got {spatial_dims}")
-        self.in_channels, self.spatial_dims = channel_counts(in_channels), spatial_dims
+        if amplitude and not 2 * max(channel_counts(in_channels)) <= amplitude < dim:
+            raise ValueError(f"GridEncoder: {amplitude} amplitude channels do not fit fields of {in_channels} "
+                             f"channel(s) in a latent {dim} wide; it needs 2 per channel and fewer than {dim}")
+        self.in_channels, self.spatial_dims, self.amplitude = channel_counts(in_channels), spatial_dims, amplitude
         self.token_grid = token_grid(tokens, spatial_dims)
         self.stems = nn.ModuleDict({stem_key(c): nn.Linear(c + spatial_dims, hidden) for c in self.in_channels})
         self.convs = nn.Sequential(*(ConvBlock(hidden, spatial_dims, kernel_size) for _ in range(depth)))
@@ -66,17 +95,28 @@ class GridEncoder(nn.Module):
         self.norm_out = nn.LayerNorm(dim)
         self.register_buffer("centres", token_centres(self.token_grid), persistent=False)
 
-    def forward(self, u: Tensor, coords: Tensor) -> Tensor:
-        """u [B, *S, C] (channels last), coords [B, *S, d] in [0,1]^d -> z [B, L, D]."""
+    def forward(self, u: Tensor, coords: Tensor, amplitude: bool = True) -> Tensor:
+        """u [B, *S, C] (channels last), coords [B, *S, d] in [0,1]^d -> z [B, L, D]; ``amplitude``
+        False: u's own values, not its shape (see the class docstring)."""
         self._check(u, coords)
+        if self.amplitude:
+            if amplitude:
+                mean, scale = field_amplitude(u)
+                u = ((u - over_space(mean, u)) / over_space(scale, u)).to(u.dtype)
+            else:
+                mean, scale = u.new_zeros(u.shape[0], u.shape[-1]), u.new_ones(u.shape[0], u.shape[-1])
         stem = self.stems[stem_key(u.shape[-1])]
         h = stem(torch_cat(u, coords)).movedim(-1, 1)                     # [B, hidden, *S]
         h = self.convs(h)
         pool = F.adaptive_avg_pool1d if self.spatial_dims == 1 else F.adaptive_avg_pool2d
         cells = pool(h, self.token_grid).flatten(2).transpose(1, 2)       # [B, L, hidden]
         where = self.coord_features(self.centres).expand(u.shape[0], -1, -1)
-        z = self.to_latent(torch_cat(cells, where))                       # [B, L, D]
-        return self.norm_out(self.mix(z))
+        z = self.norm_out(self.mix(self.to_latent(torch_cat(cells, where))))  # [B, L, D]
+        if not self.amplitude:
+            return z
+        carried = torch.cat([mean, scale.log()], dim=-1).to(z.dtype)  # [B, 2C]
+        carried = F.pad(carried, (0, self.amplitude - carried.shape[-1]))
+        return torch.cat([z[..., :-self.amplitude], carried[:, None].expand(-1, z.shape[1], -1)], dim=-1)
 
     def _check(self, u: Tensor, coords: Tensor) -> None:
         expected = 2 + self.spatial_dims
@@ -103,15 +143,16 @@ class FieldEncoder(nn.Module):
     """
 
     def __init__(self, channels_by_rank: dict[int, Sequence[int]], tokens: int, dim: int, hidden: int = 64,
-                 depth: int = 2, kernel_size: int = 5):
+                 depth: int = 2, kernel_size: int = 5, amplitude: int = 0):
         super().__init__()
         self.by_rank = nn.ModuleDict({
-            f"d{rank}": GridEncoder(channels, rank, tokens, dim, hidden=hidden, depth=depth, kernel_size=kernel_size)
+            f"d{rank}": GridEncoder(channels, rank, tokens, dim, hidden=hidden, depth=depth, kernel_size=kernel_size,
+                                    amplitude=amplitude)
             for rank, channels in sorted(channels_by_rank.items())})
 
-    def forward(self, u: Tensor, coords: Tensor) -> Tensor:
+    def forward(self, u: Tensor, coords: Tensor, amplitude: bool = True) -> Tensor:
         """u [B, *S, C], coords [B, *S, d] -> z [B, L, D] with the encoder of rank d."""
-        return rank_module(self.by_rank, coords.shape[-1], "FieldEncoder")(u, coords)
+        return rank_module(self.by_rank, coords.shape[-1], "FieldEncoder")(u, coords, amplitude)
 
     @property
     def n_stems(self) -> int:

@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from ups.data.latent_pairs import SnapshotDataset, SteadyFieldDataset, TaskGroups, field_normalizers
-from ups.errors import DataError
+from ups.errors import ConfigError, DataError
 from ups.eval.metrics import nrmse
 from ups.models import FieldDecoder, FieldEncoder
+from ups.models.encoder import field_amplitude
 from ups.stages.base import Stage
 from ups.stages.batch import denormalize, flat_points, per_task, relative_rmse
 
@@ -44,10 +45,15 @@ def build_autoencoder(cfg, tasks) -> Autoencoder:
     """The encoder/decoder pair for every field of ``tasks`` (all of ``data.tasks``, so every stage
     builds the same networks and loads the same checkpoint)."""
     ranks = channels_by_rank(tasks)
+    amplitude = 2 * max(c for counts in ranks.values() for c in counts) if cfg.latent.amplitude else 0
+    if amplitude >= cfg.latent.dim:
+        raise ConfigError(f"latent.amplitude carries a mean and a log scale per channel of the widest task's fields "
+                          f"({amplitude // 2} channels) in {amplitude} of the latent.dim = {cfg.latent.dim} channels, "
+                          f"which leaves none for the shape; raise latent.dim or set latent.amplitude=false.")
     encoder = FieldEncoder(ranks, tokens=cfg.latent.tokens, dim=cfg.latent.dim, hidden=cfg.encoder.hidden,
-                           depth=cfg.encoder.depth, kernel_size=cfg.encoder.kernel_size)
+                           depth=cfg.encoder.depth, kernel_size=cfg.encoder.kernel_size, amplitude=amplitude)
     decoder = FieldDecoder(cfg.latent.dim, ranks, hidden=cfg.decoder.hidden, depth=cfg.decoder.depth,
-                           fourier_features=cfg.decoder.fourier_features)
+                           fourier_features=cfg.decoder.fourier_features, amplitude=amplitude)
     return Autoencoder(encoder, decoder)
 
 
@@ -58,6 +64,7 @@ class AutoencoderStage(Stage):
         if not self.tasks:
             raise DataError("stage autoencoder needs at least one task in data.tasks.")
         self.normalizers = field_normalizers(self.tasks)
+        self.transient_names = {t.name for t in self.tasks if t.info.kind == "transient"}
         return build_autoencoder(self.cfg, self.tasks)
 
     def all_parameters_used_every_step(self) -> bool:
@@ -76,9 +83,14 @@ class AutoencoderStage(Stage):
     def val_dataset(self):
         return self._fields("val")
 
+    def transient(self, batch: dict) -> bool:
+        """Whether the batch holds frames of a time-dependent task (batches hold one task's fields);
+        only those carry their amplitude in the latent (``latent.amplitude``)."""
+        return batch["task_names"][0] in self.transient_names
+
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
-        u, coords = batch["u"], batch["coords"]
-        z = self.model.encoder(u, coords)
+        u, coords, transient = batch["u"], batch["coords"], self.transient(batch)
+        z = self.model.encoder(u, coords, amplitude=transient)
         points, values = flat_points(coords), flat_points(u)
         q = min(self.cfg.decoder.query_points, points.shape[1])
         pick = torch.rand(points.shape[:2], generator=self.generator).argsort(dim=1)[:, :q].to(u.device)
@@ -88,15 +100,19 @@ class AutoencoderStage(Stage):
 
         pred = self.model.decoder(z, gather(points), channels=u.shape[-1])
         target = gather(values)
-        # Relative to the batch's energy, not per sample: a nearly flat sample would otherwise dominate.
         sq_err = (pred - target).pow(2)
-        terms = {"loss": sq_err.sum() / (target.pow(2).sum() + 1e-12), "mse": sq_err.mean()}
+        terms = {"mse": sq_err.mean()}
+        if self.cfg.latent.amplitude and transient:  # relative to each sample's own scale: its shape's error
+            mean, scale = field_amplitude(u)
+            sq_err, target = sq_err / scale[:, None].pow(2), (target - mean[:, None]) / scale[:, None]
+        # Relative to the batch's energy, not per sample: a nearly flat sample would otherwise dominate.
+        terms["loss"] = sq_err.sum() / (target.pow(2).sum() + 1e-12)
         per_task(terms, "nrmse", relative_rmse(pred, target), batch["task_names"])
         return terms
 
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
         u, coords, names = batch["u"], batch["coords"], batch["task_names"]
-        z = self.model.encoder(u, coords)
+        z = self.model.encoder(u, coords, amplitude=self.transient(batch))
         pred = self.model.decoder(z, flat_points(coords), channels=u.shape[-1])
         target = flat_points(u)
         # Metrics in float32 whatever the autocast precision, so bf16 rounding does not floor them.

@@ -82,7 +82,7 @@ class SteadyPriorStage(Stage):
         latents = []
         with torch.no_grad(), on_device(self.frozen_modules(), device):
             for batch in batches_of(pairs, picks, self.collate, 64, device):
-                latents.append(self.model.encoder(batch["target"], batch["coords"]).double().cpu())
+                latents.append(self.model.encoder(batch["target"], batch["coords"], amplitude=False).double().cpu())
         z_u = torch.cat(latents)
         spread = float((z_u - z_u.mean(dim=0)).pow(2).mean().sqrt())
         self.model.residual_scale.fill_(max(spread, 1e-8))
@@ -96,9 +96,10 @@ class SteadyPriorStage(Stage):
     # ---- computation --------------------------------------------------------------
     @torch.no_grad()
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        """(z(a), z(u)), each [B, L, D]."""
+        """(z(a), z(u)), each [B, L, D]; steady fields do not carry their amplitude (``latent.amplitude``)."""
         coords = batch["coords"]
-        return self.model.encoder(batch["input"], coords), self.model.encoder(batch["target"], coords)
+        return (self.model.encoder(batch["input"], coords, amplitude=False),
+                self.model.encoder(batch["target"], coords, amplitude=False))
 
     def velocity(self, batch: dict, z_a: torch.Tensor):
         return lambda x, s: self.model.flow(x, s, z_a, None, batch["params"], batch["task_id"])
