@@ -367,3 +367,7 @@ def test_amplitude_off_for_a_field_encodes_its_values_and_decodes_them_unscaled(
     plain = AnyPointDecoder(14, 1, [1], hidden=32, depth=1, fourier_features=4)  # the same weights, no amplitude
     plain.load_state_dict(dec.state_dict())
     torch.testing.assert_close(dec(z, coords), plain(z[..., :-2], coords))
+    off = z.clone()
+    off[..., -2:] = 0.3  # a predicted latent's error in those channels: ignored with amplitude=False
+    torch.testing.assert_close(dec(off, coords, amplitude=False), plain(z[..., :-2], coords))
+    assert not torch.allclose(dec(off, coords), plain(z[..., :-2], coords))

@@ -33,6 +33,9 @@ class AnyPointDecoder(nn.Module):
     With ``amplitude`` = R > 0 (the encoder's layout, ``GridEncoder``), the blocks read only the
     first D - R channels of the tokens (the shape), and the head's output is scaled and shifted
     by the amplitude in the last R, averaged over the tokens: u = mean + exp(log scale) * head.
+    ``forward(..., amplitude=False)`` returns the head's output itself, for fields encoded
+    without their amplitude (whose channels then hold mean 0 and log scale 0 anyway), so that a
+    predicted latent's error in those channels cannot rescale such a field.
     """
 
     def __init__(self, dim: int, coord_dims: int, out_channels: int | Sequence[int], hidden: int = 128,
@@ -48,7 +51,7 @@ class AnyPointDecoder(nn.Module):
         self.heads = nn.ModuleDict({stem_key(c): nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, c))
                                     for c in self.out_channels})
 
-    def forward(self, z: Tensor, x: Tensor, channels: int | None = None) -> Tensor:
+    def forward(self, z: Tensor, x: Tensor, channels: int | None = None, amplitude: bool = True) -> Tensor:
         """z [B, L, D], x [B, Q, d] in [0,1]^d -> u [B, Q, C] with C = ``channels`` (optional
         when the decoder has a single head)."""
         if x.dim() != 3 or x.shape[-1] != self.coord_dims or x.shape[0] != z.shape[0]:
@@ -68,7 +71,7 @@ class AnyPointDecoder(nn.Module):
         for block in self.blocks:
             h = block(h, context, bias)
         out = self.heads[stem_key(channels)](h)                           # [B, Q, C]
-        if not self.amplitude:
+        if not (self.amplitude and amplitude):
             return out
         carried = z[..., z.shape[-1] - self.amplitude:].float().mean(dim=1, keepdim=True)  # [B, 1, R]
         mean, log_scale = carried[..., :channels], carried[..., channels:2 * channels]
@@ -90,6 +93,6 @@ class FieldDecoder(nn.Module):
                                         fourier_features=fourier_features, amplitude=amplitude)
             for rank, channels in sorted(channels_by_rank.items())})
 
-    def forward(self, z: Tensor, x: Tensor, channels: int | None = None) -> Tensor:
+    def forward(self, z: Tensor, x: Tensor, channels: int | None = None, amplitude: bool = True) -> Tensor:
         """z [B, L, D], x [B, Q, d] -> u [B, Q, C] with the decoder of rank d."""
-        return rank_module(self.by_rank, x.shape[-1], "FieldDecoder")(z, x, channels=channels)
+        return rank_module(self.by_rank, x.shape[-1], "FieldDecoder")(z, x, channels=channels, amplitude=amplitude)

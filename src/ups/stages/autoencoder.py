@@ -98,7 +98,7 @@ class AutoencoderStage(Stage):
         def gather(x: torch.Tensor) -> torch.Tensor:
             return torch.gather(x, 1, pick[..., None].expand(-1, -1, x.shape[-1]))
 
-        pred = self.model.decoder(z, gather(points), channels=u.shape[-1])
+        pred = self.model.decoder(z, gather(points), channels=u.shape[-1], amplitude=transient)
         target = gather(values)
         sq_err = (pred - target).pow(2)
         terms = {"mse": sq_err.mean()}
@@ -111,9 +111,9 @@ class AutoencoderStage(Stage):
         return terms
 
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
-        u, coords, names = batch["u"], batch["coords"], batch["task_names"]
-        z = self.model.encoder(u, coords, amplitude=self.transient(batch))
-        pred = self.model.decoder(z, flat_points(coords), channels=u.shape[-1])
+        u, coords, names, transient = batch["u"], batch["coords"], batch["task_names"], self.transient(batch)
+        z = self.model.encoder(u, coords, amplitude=transient)
+        pred = self.model.decoder(z, flat_points(coords), channels=u.shape[-1], amplitude=transient)
         target = flat_points(u)
         # Metrics in float32 whatever the autocast precision, so bf16 rounding does not floor them.
         pred, target = pred.float(), target.float()

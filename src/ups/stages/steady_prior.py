@@ -137,7 +137,8 @@ class SteadyPriorStage(Stage):
         names, coords = batch["task_names"], flat_points(batch["coords"])
 
         def decode(z: torch.Tensor) -> torch.Tensor:
-            return denormalize(self.normalizers, names, self.model.decoder(z, coords, channels=1).float())
+            field = self.model.decoder(z, coords, channels=1, amplitude=False)  # steady: no amplitude carried
+            return denormalize(self.normalizers, names, field.float())
 
         truth = denormalize(self.normalizers, names, flat_points(batch["target"]).float())
         metrics: dict[str, torch.Tensor] = {}
