@@ -114,8 +114,8 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
     """Lines naming missing keys, unexpected keys and shape differences (empty: it fits)."""
     missing = sorted(set(model_state) - set(stored))
     unexpected = sorted(set(stored) - set(model_state))
-    shapes = [f"{k}: checkpoint {tuple(stored[k].shape)} vs model {tuple(model_state[k].shape)}"
-              for k in model_state if k in stored and stored[k].shape != model_state[k].shape]
+    reshaped = [k for k in model_state if k in stored and stored[k].shape != model_state[k].shape]
+    shapes = [f"{k}: checkpoint {tuple(stored[k].shape)} vs model {tuple(model_state[k].shape)}" for k in reshaped]
     lines = []
     for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape differences", shapes)):
         if items:
@@ -132,9 +132,9 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
                      "to a value > 0 (the checkpoint keeps its own bias)" if bias[0] in unexpected else
                      "the operator's locality bias is missing from the checkpoint (trained with operator.locality=0, "
                      "or before the bias existed): set operator.locality=0 to load it, or train the operator again")
-    proj = [k for k in model_state if k.endswith("latent_proj.weight") and k in stored
-            and stored[k].shape[0] == model_state[k].shape[0] and stored[k].shape[1] != model_state[k].shape[1]]
-    if proj:
+    # the decoder reads another number of latent channels while the encoder writes the same D: the amplitude
+    proj = [k for k in reshaped if k.endswith("latent_proj.weight") and stored[k].shape[0] == model_state[k].shape[0]]
+    if proj and not any(k.endswith("to_latent.weight") for k in reshaped):
         on = stored[proj[0]].shape[1] < model_state[proj[0]].shape[1]  # its decoder reads fewer latent channels
         lines.append(f"the decoder reads {'fewer' if on else 'more'} latent channels than this config's: the "
                      f"autoencoder was probably trained with latent.amplitude={'true' if on else 'false'}; set that "

@@ -201,3 +201,6 @@ def test_an_autoencoder_of_the_other_latent_amplitude_setting_names_it():
     assert "shape differences (1)" in lines and "trained with latent.amplitude=true" in lines
     assert "trained with latent.amplitude=false" in "\n".join(misfit_report(amplitude, plain))
     assert misfit_report(plain, plain) == []
+    wider = "autoencoder.encoder.by_rank.d1.to_latent.weight"  # another latent.dim, not the amplitude
+    lines = "\n".join(misfit_report({**plain, wider: torch.zeros(64, 49)}, {**amplitude, wider: torch.zeros(62, 49)}))
+    assert "shape differences (2)" in lines and "latent.amplitude" not in lines
