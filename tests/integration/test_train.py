@@ -130,6 +130,8 @@ def test_without_the_latent_amplitude_both_stages_train(tiny_config, tmp_path):
     (["training.rollout_horizon=9"], "rollout_horizon=9"),
     (["latent.dim=2"], "latent.dim = 2 channels, which leaves none for the shape; raise latent.dim or set "
                        "latent.amplitude=false"),
+    (["training.val_every_n_epochs=3", "stages.operator.epochs=2"],
+     "training.val_every_n_epochs = 3 is more than stages.operator.epochs = 2: the stage would never validate"),
 ])
 def test_engine_and_data_problems_are_reported_before_the_run_folder(autoencoder_run, tiny_config, tmp_path,
                                                                       capsys, extra, needle):

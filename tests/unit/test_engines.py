@@ -64,6 +64,53 @@ def test_engines_agree_step_for_step(tmp_path, training):
             assert not torch.equal(value, lit_ckpt["state_dict"][key])
 
 
+def test_engines_agree_when_validating_every_second_epoch(tmp_path):
+    cfg = toy_config(val_every_n_epochs=2)
+    cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = 5, 5
+    lit, lit_run = fit(tmp_path, "lightning", cfg, "lightning")
+    nat, nat_run = fit(tmp_path, "native", cfg, "native")
+    # epochs 1 and 3 validate; the checkpoints are written there only, so last.ckpt is epoch 3's
+    for result in (lit, nat):
+        assert [(h["epoch"], h["step"]) for h in result.val_history] == [(1, 10), (3, 20)]
+    assert_close(lit.train_losses, nat.train_losses)
+    assert_close([h["val/nrmse"] for h in lit.val_history], [h["val/nrmse"] for h in nat.val_history])
+    assert ckpt_files(lit_run) == ckpt_files(nat_run) == [
+        "best-epoch001-step000010.ckpt", "best-epoch003-step000020.ckpt", "last.ckpt"]
+    lit_ckpt, nat_ckpt = load_checkpoint(lit.last_path), load_checkpoint(nat.last_path)
+    assert (lit_ckpt["epoch"], lit_ckpt["global_step"]) == (nat_ckpt["epoch"], nat_ckpt["global_step"]) == (3, 20)
+    for key, value in lit_ckpt["state_dict"].items():
+        assert_close(value, nat_ckpt["state_dict"][key])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_patience_counts_validations_not_epochs(tmp_path, engine):
+    cfg = toy_config(val_every_n_epochs=2)
+    cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = 12, 2
+    result, _ = fit(tmp_path, engine, cfg, engine, stage_cls=PlateauStage)
+    # validations after epochs 1, 3 and 5: the first sets the best, two more without improvement stop
+    assert result.epochs_run == 6 and result.stopped_early
+    assert [h["epoch"] for h in result.val_history] == [1, 3, 5]
+
+
+@pytest.mark.parametrize("writer,reader", [("native", "lightning"), ("lightning", "native"),
+                                           ("lightning", "lightning"), ("native", "native")])
+def test_resume_when_validating_every_second_epoch(tmp_path, writer, reader):
+    def config(epochs):
+        cfg = toy_config(val_every_n_epochs=2)
+        cfg.optimizer.scheduler, cfg.optimizer.warmup_steps = "none", 7
+        cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = epochs, 5
+        return cfg
+
+    straight, _ = fit(tmp_path, "straight", config(4), reader)
+    run = RunDir(tmp_path / "resumed").init(config(2))
+    first = fit_stage(ToyStage(config(2)), config(2), run, engine=writer)
+    second = fit_stage(ToyStage(config(4)), config(4), run, engine=reader, resume=True)
+    assert (first.global_step, second.global_step, second.epochs_run) == (10, 20, 4)
+    assert [h["epoch"] for h in second.val_history] == [3]
+    assert_close(first.train_losses + second.train_losses, straight.train_losses)
+    assert_close(second.val_history[-1]["val/nrmse"], straight.val_history[-1]["val/nrmse"])
+
+
 @pytest.mark.parametrize("engine", ENGINES)
 def test_early_stopping_on_a_plateau(tmp_path, engine):
     cfg = toy_config()

@@ -209,6 +209,9 @@ class TrainingConfig:
     skip_lightning_val: bool = knob(
         False, "no validation loop, monitor or early stopping; gating is left to evaluation", read_by="engines"
     )
+    val_every_n_epochs: int = knob(
+        1, "validate (and write the best-k and last checkpoints) after every n-th epoch only, for epochs too short "
+           "to validate after each; patience counts validations", read_by="engines", min=1)
     rollout_horizon: int = knob(4, "steps of the unrolled rollout windows", read_by="operator stage", min=1)
     time_stride: int = knob(1, "frames between a latent pair's input and target", read_by="operator stage",
                             min=1)

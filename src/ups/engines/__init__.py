@@ -11,7 +11,7 @@ import logging
 
 from ups.config import Config
 from ups.checkpoint import check_fit, load_checkpoint
-from ups.engines.common import LAST_NAME, FitResult, task_batch_sampler, uses_gpu, validation_on
+from ups.engines.common import LAST_NAME, FitResult, stage_settings, task_batch_sampler, uses_gpu, validation_on
 from ups.engines.progress import inside_epoch
 from ups.engines.guards import apply_guards
 from ups.errors import UPSError
@@ -59,6 +59,11 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
         raise UPSError(f"stage {stage.name}: training.strategy=fsdp needs every rank to run the same modules at each "
                        f"step, but this config's tasks use different stems or heads (one task per batch, a different "
                        f"task on each rank); use training.strategy=ddp for it.")
+    every, epochs = cfg.training.val_every_n_epochs, stage_settings(cfg, stage.name).epochs
+    if validation_on(cfg) and 0 < epochs < every:
+        raise UPSError(f"training.val_every_n_epochs = {every} is more than stages.{stage.name}.epochs = {epochs}: "
+                       f"the stage would never validate (no val/nrmse, no best checkpoint); lower "
+                       f"training.val_every_n_epochs or raise stages.{stage.name}.epochs.")
     last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
     progress = None
     if resume:

@@ -3,8 +3,9 @@
 Per epoch e: ``sampler.set_epoch(e)``; per batch: loss / accumulate, backward; an optimizer
 step (clip by norm, step, scheduler step, EMA update, zero grad) every ``accumulate`` batches
 and after the epoch's last batch, and ``last`` every ``checkpoint.every_n_steps`` steps inside
-the epoch. Then validation (EMA weights when EMA is on), the early-stop rule, the best-k and
-last checkpoints - in Lightning's order, with Lightning's file names and checkpoint layout.
+the epoch. Then validation (EMA weights when EMA is on; after every ``training.val_every_n_epochs``-th
+epoch), the early-stop rule, the best-k and last checkpoints (after each validation) - in Lightning's
+order, with Lightning's file names and checkpoint layout.
 One device only; distribution is Lightning's job.
 """
 
@@ -127,16 +128,23 @@ class NativeTrainer:
     def fit(self) -> FitResult:
         deadline = max_time_seconds(self.cfg.training.max_time)
         deadline = deadline and time.monotonic() + deadline
-        stopped = False
+        stopped, every, saved = False, self.cfg.training.val_every_n_epochs, False
         while self.epoch < self.settings.epochs and not stopped:
             self.train_epoch()
             stopped = deadline is not None and time.monotonic() > deadline
-            if self.validate:
+            validating = self.validate and (self.epoch + 1) % every == 0
+            if validating:
                 stopped = self.patience.should_stop(self.validation()) or stopped
             if self.train_epoch_means:  # after validation, in Lightning's order
                 self.csv.log({**self.train_epoch_means, "epoch": self.epoch}, self.global_step - 1)
-            self.save_epoch_checkpoints()
+            # ModelCheckpoint's rule: after every epoch when validating after each (or never), else after
+            # each validation only
+            if validating or every == 1 or not self.validate:
+                self.save_epoch_checkpoints()
+                saved = True
             self.epoch += 1
+        if not saved:  # ModelCheckpoint.on_train_end: a fit that wrote no last writes it at its end
+            save_checkpoint(self.checkpoint(), self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
         best = self.top_k.best()
         return FitResult(
             best_path=Path(best) if best else None, last_path=self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}",
