@@ -134,35 +134,3 @@ def test_the_steady_prior_samples_around_its_regression(upstream, tmp_path):
         guess, noise = stage.regress(batch, z_a), torch.randn_like(z_a)
         sampled = stage.sample(batch, z_a, guess, noise)
     assert torch.allclose(sampled, guess + spread * noise, atol=1e-5)
-
-
-def test_the_steady_regression_learns_its_decoded_field(upstream):
-    cfg, run = upstream
-    stage = build_stage(cfg, "steady_prior", RunDir(run))
-    stage.prepare(torch.device("cpu"))
-    pairs = stage.train_dataset()
-    batch = stage.collate([pairs[i] for i in range(len(pairs))])
-    z_a, _ = stage.encode(batch)
-    guess = stage.regress(batch, z_a)
-    # the field term: the frozen decoder's output from the guess against u on the whole grid when
-    # decoder.query_points covers it, relative to the batch's energy
-    stage.cfg = dataclasses.replace(cfg, decoder=dataclasses.replace(cfg.decoder, query_points=10**6))
-    coords, u = batch["coords"], batch["target"]
-    decoded = stage.model.decoder(guess, coords.flatten(1, -2), channels=1, amplitude=False)
-    expected = (decoded - u.flatten(1, -2)).pow(2).sum() / u.pow(2).sum()
-    assert float(stage.field_error(batch, guess)) == pytest.approx(float(expected), rel=1e-5)
-    terms = stage.training_loss(batch)
-    weight = cfg.steady_prior.field_weight
-    assert weight > 0 and float(terms["loss"]) == pytest.approx(
-        float(terms["flow"] + terms["regression"] + weight * terms["field"]), rel=1e-6)
-    # its gradient reaches the regression alone: the decoder stays frozen, the flow does not see it
-    stage.model.zero_grad()
-    terms["field"].backward()
-    assert any(p.grad is not None and p.grad.any() for p in stage.model.regression.parameters())
-    assert all(p.grad is None for p in stage.model.flow.parameters())
-    assert all(p.grad is None for p in stage.model.decoder.parameters())
-    # field_weight = 0: the latent MSE alone, nothing decoded
-    stage.cfg = dataclasses.replace(cfg, steady_prior=dataclasses.replace(cfg.steady_prior, field_weight=0.0))
-    plain = stage.training_loss(batch)
-    assert "field" not in plain and float(plain["loss"]) == pytest.approx(
-        float(plain["flow"] + plain["regression"]), rel=1e-6)

@@ -111,8 +111,7 @@ class DecoderConfig:
     depth: int = knob(3, "number of decoder layers", read_by="models", min=1)
     fourier_features: int = knob(16, "Fourier features of the query coordinates", read_by="models", min=0)
     query_points: int = knob(
-        256, "points queried per sample during autoencoder training (and for the steady prior's decoded error)",
-        read_by="autoencoder and steady_prior stages", min=1
+        256, "points queried per sample during autoencoder training", read_by="autoencoder stage", min=1
     )
 
 
@@ -166,9 +165,6 @@ class SteadyPriorConfig:
                        min=1)
     depth: int = knob(3, "blocks of the steady-state network", read_by="steady_prior stage", min=1)
     steps_infer: int = knob(8, "sampler steps at inference", read_by="steady_prior stage", min=1)
-    field_weight: float = knob(1.0, "weight of the regression's decoded-field error (relative MSE at "
-                               "decoder.query_points random points) beside its latent MSE; 0 trains it on the "
-                               "latent alone", read_by="steady_prior stage", min=0.0)
 
 
 # --------------------------------------------------------------------------- training

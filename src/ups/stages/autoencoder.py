@@ -22,7 +22,7 @@ from ups.eval.metrics import nrmse
 from ups.models import FieldDecoder, FieldEncoder
 from ups.models.encoder import field_amplitude
 from ups.stages.base import Stage
-from ups.stages.batch import denormalize, flat_points, per_task, random_points, relative_rmse
+from ups.stages.batch import denormalize, flat_points, per_task, relative_rmse
 
 
 class Autoencoder(nn.Module):
@@ -91,8 +91,15 @@ class AutoencoderStage(Stage):
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         u, coords, transient = batch["u"], batch["coords"], self.transient(batch)
         z = self.model.encoder(u, coords, amplitude=transient)
-        points, target = random_points(coords, [u], self.cfg.decoder.query_points, self.generator)
-        pred = self.model.decoder(z, points, channels=u.shape[-1], amplitude=transient)
+        points, values = flat_points(coords), flat_points(u)
+        q = min(self.cfg.decoder.query_points, points.shape[1])
+        pick = torch.rand(points.shape[:2], generator=self.generator).argsort(dim=1)[:, :q].to(u.device)
+
+        def gather(x: torch.Tensor) -> torch.Tensor:
+            return torch.gather(x, 1, pick[..., None].expand(-1, -1, x.shape[-1]))
+
+        pred = self.model.decoder(z, gather(points), channels=u.shape[-1], amplitude=transient)
+        target = gather(values)
         sq_err, energy = (pred - target).pow(2), target.pow(2)
         terms = {"mse": sq_err.mean()}
         if self.cfg.latent.amplitude and transient:  # relative to each sample's own scale: its shape's error

@@ -19,18 +19,6 @@ def flat_points(field: torch.Tensor) -> torch.Tensor:
     return field.reshape(field.shape[0], -1, field.shape[-1])
 
 
-def random_points(coords: torch.Tensor, fields: Sequence[torch.Tensor], count: int,
-                  generator: torch.Generator) -> list[torch.Tensor]:
-    """``count`` grid points per sample, drawn without repeats from ``generator`` (on the CPU, so the
-    draw is the same on any device): [coords [B, Q, d], *fields [B, Q, C]] gathered from grids
-    [B, *S, d] and [B, *S, C] (all of them when the grid has at most ``count`` points)."""
-    points = flat_points(coords)
-    q = min(count, points.shape[1])
-    pick = torch.rand(points.shape[:2], generator=generator).argsort(dim=1)[:, :q].to(coords.device)
-    return [torch.gather(x, 1, pick[..., None].expand(-1, -1, x.shape[-1]))
-            for x in (points, *map(flat_points, fields))]
-
-
 def task_rows(task_names: list[str]) -> dict[str, list[int] | None]:
     """Rows of each task in a batch; None means every row (the usual one-task batch).
 

@@ -4,11 +4,8 @@ For each steady pair (Darcy: coefficient a(x) -> solution u(x)) the frozen autoe
 z(a) and z(u). Two networks with the same backbone (``FlowNet``, per-token context z(a), global
 conditioning on task and PDE parameters) train together, in one optimiser and budget:
 
-- a regression g(z(a)) of z(u), the prior's conditional mean (its input x and flow time s are
-  zero), trained on the MSE to z(u) plus ``steady_prior.field_weight`` times its decoded error:
-  the frozen decoder's output from g(z(a)) at ``decoder.query_points`` random grid points against
-  u there, relative to the batch's energy (as the autoencoder's loss), so g learns what the
-  metric measures, the field, and not only latent distances, which weigh every channel alike;
+- a regression g(z(a)) of z(u) (plain MSE; its input x and flow time s are zero), the prior's
+  conditional mean;
 - a conditional flow of what the regression misses, r = (z(u) - g(z(a))) / sigma, with g's
   output detached (rectified flow matching, MSE(v(x_s, s), r - noise)). sigma, the buffer
   ``residual_scale``, is the RMS spread of the train solutions' latents about their mean, so
@@ -16,8 +13,8 @@ conditioning on task and PDE parameters) train together, in one optimiser and bu
 
 A sample is g(z(a)) + sigma * (the flow integrated from noise), so samples are centred on the
 regression, and the flow only has to learn the spread about it, as the ``diff_residual``
-corrector does around the operator. Loss = flow + regression (+ field); ``train/nrmse`` is the
-flow's per-sample relative velocity error.
+corrector does around the operator. Loss = flow + regression; ``train/nrmse`` is the flow's
+per-sample relative velocity error.
 
 Validation, decoded on the whole grid in physical units: ``nrmse`` of the solution sampled
 in ``steady_prior.steps_infer`` steps of ``diffusion.sampler``; ``regression_nrmse`` of the
@@ -38,7 +35,7 @@ from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
 from ups.stages.batch import (batches_of, denormalize, evenly_spaced, flat_points, on_device, per_task,
-                             random_points, relative_rmse)
+                             relative_rmse)
 
 # Train pairs encoded to measure the spread of the solutions' latents (residual_scale).
 _SCALE_PAIRS = 1024
@@ -125,22 +122,9 @@ class SteadyPriorStage(Stage):
         x_s, s, target, _ = flow_matching_pair(residual, self.generator)
         v = self.velocity(batch, z_a)(x_s, s)
         flow, regression = F.mse_loss(v, target), F.mse_loss(guess, z_u)
-        terms = {"flow": flow, "regression": regression}
-        weight = self.cfg.steady_prior.field_weight
-        if weight > 0:
-            terms["field"] = self.field_error(batch, guess)
-            regression = regression + weight * terms["field"]
-        terms["loss"] = flow + regression
+        terms = {"loss": flow + regression, "flow": flow, "regression": regression}
         per_task(terms, "nrmse", relative_rmse(v, target), batch["task_names"])
         return terms
-
-    def field_error(self, batch: dict, guess: torch.Tensor) -> torch.Tensor:
-        """The regression's decoded error at ``decoder.query_points`` random grid points per sample,
-        relative to the batch's energy there (as the autoencoder's loss), in normalised units."""
-        points, target = random_points(batch["coords"], [batch["target"]], self.cfg.decoder.query_points,
-                                       self.generator)
-        pred = self.model.decoder(guess, points, channels=target.shape[-1], amplitude=False)
-        return (pred - target).pow(2).sum() / (target.pow(2).sum() + 1e-12)
 
     @torch.no_grad()
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
