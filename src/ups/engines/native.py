@@ -142,9 +142,10 @@ class NativeTrainer:
             if validating or every == 1 or not self.validate:
                 self.save_epoch_checkpoints()
                 saved = True
+            elif not saved and (stopped or self.epoch + 1 == self.settings.epochs):
+                # ModelCheckpoint.on_train_end: a fit that trained but validated nothing writes last at its end
+                save_checkpoint(self.checkpoint(), self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
             self.epoch += 1
-        if not saved:  # ModelCheckpoint.on_train_end: a fit that wrote no last writes it at its end
-            save_checkpoint(self.checkpoint(), self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
         best = self.top_k.best()
         return FitResult(
             best_path=Path(best) if best else None, last_path=self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}",
