@@ -1,3 +1,6 @@
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -7,7 +10,10 @@ from ups.data.normalization import Normalizer
 from ups.config.schema import TaskConfig
 from ups.data.tasks import (SteadyPairDataset, TrajectoryDataset, load_tasks,
                             param_names)
-from ups.errors import DataError
+from ups.errors import ConfigError, DataError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from conftest import write_darcy  # noqa: E402
 
 
 @pytest.fixture
@@ -173,3 +179,39 @@ def test_a_file_named_periodic_is_periodic(pdebench_writers, tmp_path):
                              TaskConfig("other", "2D_aperiodicity_Sols.hdf5")], tmp_path,
                             split_fractions=(0.6, 0.2, 0.2))
     assert cfd.periodic and not other.periodic
+
+
+def test_transposed_pairs_only_for_square_darcy_unless_the_config_says(tasks, burgers_1d, tmp_path):
+    burgers, reacdiff, darcy, diffreact = tasks
+    assert not any(t.transpose_symmetric for t in tasks)  # the Darcy fixture's grid is 16 x 12: not square
+    write_darcy(tmp_path / "square" / "2D_DarcyFlow_beta1.0_Train.hdf5", nx=12, ny=12)
+    write_darcy(tmp_path / "square" / "2D_other_steady.hdf5", nx=12, ny=12)
+    specs = [TaskConfig("darcy", "2D_DarcyFlow_beta1.0_Train.hdf5"), TaskConfig("other", "2D_other_steady.hdf5"),
+             TaskConfig("off", "2D_DarcyFlow_beta1.0_Train.hdf5", transpose_symmetric=False),
+             TaskConfig("on", "2D_other_steady.hdf5", layout="darcy", transpose_symmetric=True)]
+    darcy, other, off, on = load_tasks(specs, tmp_path / "square", split_fractions=(0.6, 0.2, 0.2))
+    assert darcy.transpose_symmetric and not other.transpose_symmetric  # by file name, as the built-in Darcy
+    assert not off.transpose_symmetric and on.transpose_symmetric       # the config wins
+
+
+@pytest.mark.parametrize("fixture", ["burgers_1d", "darcy_2d"])
+def test_transposed_pairs_refused_where_they_cannot_hold(fixture, request, tmp_path):
+    written = request.getfixturevalue(fixture)
+    with pytest.raises(ConfigError) as error:
+        load_tasks([TaskConfig("t", written.path.name, transpose_symmetric=True)], tmp_path,
+                   split_fractions=(0.6, 0.2, 0.2))
+    message = str(error.value)
+    assert "data.tasks[t].transpose_symmetric" in message and str(written.path) in message
+    assert ("transient" if fixture == "burgers_1d" else "[16, 12]") in message and "set it false" in message
+
+
+def test_transpose_half_swaps_the_same_samples_of_every_field():
+    from ups.stages.batch import transpose_half
+
+    a, u = torch.randn(64, 5, 5, 1), torch.randn(64, 5, 5, 1)
+    ta, tu = transpose_half([a, u], torch.Generator().manual_seed(0))
+    swapped = [bool(torch.equal(ta[i], a[i].transpose(0, 1))) for i in range(64)]
+    assert all(swapped[i] or torch.equal(ta[i], a[i]) for i in range(64)) and 20 < sum(swapped) < 44
+    assert all(torch.equal(tu[i], u[i].transpose(0, 1) if swapped[i] else u[i]) for i in range(64))
+    again, _ = transpose_half([a, u], torch.Generator().manual_seed(0))
+    assert torch.equal(again, ta)  # the draw comes from the generator alone

@@ -53,6 +53,13 @@ class TaskConfig:
               "PDEBench's, all periodic, recognised by file name) and files whose name says `periodic`, "
               "false otherwise", read_by="operator stage"
     )
+    transpose_symmetric: Optional[bool] = knob(
+        None, "whether swapping the two spatial axes maps the task's (a, u) pairs to pairs of the same problem "
+              "(a square grid; coefficients, forcing and boundary conditions alike in x and y): the autoencoder "
+              "and steady prior then train on each field or pair transposed with probability 1/2; unset: true "
+              "for 2D Darcy files on a square grid (built-in or PDEBench's, recognised by file name), false "
+              "otherwise; steady tasks only", read_by="autoencoder and steady_prior stages"
+    )
     weight: float = knob(
         1.0, "training draws of this task per epoch, as a multiple of its samples (of the largest task's with "
         "`data.task_sampling: uniform`); >1 oversamples a small task", read_by="sampler", gt=0

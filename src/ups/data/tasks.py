@@ -23,7 +23,7 @@ from ups.data.normalization import Normalizer
 from ups.data.params import parse_params_from_name
 from ups.data.pdebench import FileInfo, PDEBenchFile
 from ups.data.splits import SPLIT_NAMES, Split, split_trajectories
-from ups.errors import DataError
+from ups.errors import ConfigError, DataError
 
 _PERIODIC_NAME = re.compile(r"(^|_)periodic(_|\.)", re.I)
 # File-name patterns of the datasets `ups data generate` writes, and the generator name.
@@ -62,6 +62,21 @@ class TaskData:
         return bool(_PERIODIC_NAME.search(path.name)) or (
             generator is not None and generator.periodic and len(self.info.spatial_shape) == 1)
 
+    @property
+    def transpose_symmetric(self) -> bool:
+        """``transpose_symmetric`` of the task's config (checked at loading, ``square_steady``); unset,
+        whether its file is of a built-in PDE that is symmetric so (Darcy) on a square 2D grid."""
+        if self.spec.transpose_symmetric is not None:
+            return self.spec.transpose_symmetric
+        generator = GENERATORS.get(builtin_generator(self.info.path) or "")
+        return bool(generator is not None and generator.transpose_symmetric and square_steady(self.info))
+
+
+def square_steady(info: FileInfo) -> bool:
+    """Whether a file holds steady pairs on a square 2D grid, the only ones drawn transposed."""
+    shape = info.spatial_shape
+    return info.kind == "steady" and len(shape) == 2 and shape[0] == shape[1]
+
 
 def builtin_generator(path: Path) -> str | None:
     """The ``ups data generate`` task that writes files named like ``path``, if any."""
@@ -89,6 +104,10 @@ def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, see
     file = PDEBenchFile(path, layout=spec.layout, reduced_resolution=r, reduced_resolution_t=rt,
                         params_override=spec.params)
     info = file.info
+    if spec.transpose_symmetric and not square_steady(info):
+        raise ConfigError(f"data.tasks[{spec.name}].transpose_symmetric is true, but {path} holds {info.kind} "
+                          f"data on a grid of shape {list(info.spatial_shape)}: transposed training pairs are only "
+                          "drawn for steady tasks on a square 2D grid; set it false or remove it.")
     try:
         split = split_trajectories(info.n_samples, fractions, seed=seed, task_name=spec.name, need_val=need_val)
     except DataError as exc:

@@ -22,7 +22,7 @@ from ups.eval.metrics import nrmse
 from ups.models import FieldDecoder, FieldEncoder
 from ups.models.encoder import field_amplitude
 from ups.stages.base import Stage
-from ups.stages.batch import denormalize, flat_points, per_task, relative_rmse
+from ups.stages.batch import denormalize, flat_points, per_task, relative_rmse, transpose_half
 
 
 class Autoencoder(nn.Module):
@@ -65,6 +65,8 @@ class AutoencoderStage(Stage):
             raise DataError("stage autoencoder needs at least one task in data.tasks.")
         self.normalizers = field_normalizers(self.tasks)
         self.transient_names = {t.name for t in self.tasks if t.info.kind == "transient"}
+        self.transposed_names = {f"{t.name}.{f}" for t in self.tasks if t.info.kind == "steady"
+                                 and t.transpose_symmetric for f in ("a", "u")}
         return build_autoencoder(self.cfg, self.tasks)
 
     def all_parameters_used_every_step(self) -> bool:
@@ -90,6 +92,8 @@ class AutoencoderStage(Stage):
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         u, coords, transient = batch["u"], batch["coords"], self.transient(batch)
+        if batch["task_names"][0] in self.transposed_names:  # the task is symmetric under x <-> y
+            (u,) = transpose_half([u], self.generator)
         z = self.model.encoder(u, coords, amplitude=transient)
         points, values = flat_points(coords), flat_points(u)
         q = min(self.cfg.decoder.query_points, points.shape[1])

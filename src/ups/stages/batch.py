@@ -61,6 +61,14 @@ def relative_rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (err / target.detach().float().flatten(1).pow(2).sum(1).clamp_min(1e-12)).sqrt()
 
 
+def transpose_half(fields: Sequence[torch.Tensor], generator: torch.Generator) -> list[torch.Tensor]:
+    """Fields [B, X, X, C] on a square grid with their two spatial axes swapped in a random half of
+    the samples, the same samples in every field (a and u of a pair), drawn from ``generator``:
+    training data doubled for a problem that is symmetric so (``data.tasks[].transpose_symmetric``)."""
+    swap = (torch.rand(fields[0].shape[0], generator=generator) < 0.5).to(fields[0].device)
+    return [torch.where(swap[:, None, None, None], f.transpose(1, 2), f) for f in fields]
+
+
 def to_device(batch, device: torch.device):
     """A loader's batch (tensors, possibly in dicts, lists, tuples) moved to ``device``; other
     values as they are. Loaders give CPU tensors, so on the CPU the batch is returned as is."""

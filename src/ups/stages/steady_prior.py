@@ -35,7 +35,7 @@ from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
 from ups.stages.batch import (batches_of, denormalize, evenly_spaced, flat_points, on_device, per_task,
-                             relative_rmse)
+                             relative_rmse, transpose_half)
 
 # Train pairs encoded to measure the spread of the solutions' latents (residual_scale).
 _SCALE_PAIRS = 1024
@@ -59,6 +59,7 @@ class SteadyPriorStage(Stage):
         self.steady = tasks_of_kind(self.tasks, "steady", self.name)
         self.normalizers = {t.name: t.normalizer for t in self.steady}
         self.param_order = param_names(self.steady)
+        self.transposed_names = {t.name for t in self.steady if t.transpose_symmetric}
         autoencoder = build_autoencoder(cfg, self.tasks)
         load_upstream(autoencoder, self.upstream_checkpoints["autoencoder"], "autoencoder")
         autoencoder.requires_grad_(False)
@@ -116,6 +117,9 @@ class SteadyPriorStage(Stage):
         return guess + self.model.residual_scale * residual
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
+        if batch["task_names"][0] in self.transposed_names:  # a pair transposed is a pair of the same problem
+            a, u = transpose_half([batch["input"], batch["target"]], self.generator)
+            batch = {**batch, "input": a, "target": u}
         z_a, z_u = self.encode(batch)
         guess = self.regress(batch, z_a)
         residual = (z_u - guess.detach()) / self.model.residual_scale

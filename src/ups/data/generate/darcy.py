@@ -115,4 +115,5 @@ GENERATOR = Generator(
     positive_params=frozenset({"beta"}),
     min_nx=4,
     steady=True,
+    transpose_symmetric=True,
 )

@@ -48,6 +48,7 @@ class Generator:
     min_nx: int = 4
     steady: bool = False
     periodic: bool = False  # the domain wraps around (as in PDEBench's files of the same PDE)
+    transpose_symmetric: bool = False  # swapping x and y maps solutions to solutions (on a square grid)
 
     @property
     def layouts(self) -> tuple[str, ...]:
