@@ -184,6 +184,7 @@ def test_a_file_named_periodic_is_periodic(pdebench_writers, tmp_path):
 def test_transposed_pairs_only_for_square_darcy_unless_the_config_says(tasks, burgers_1d, tmp_path):
     burgers, reacdiff, darcy, diffreact = tasks
     assert not any(t.transpose_symmetric for t in tasks)  # the Darcy fixture's grid is 16 x 12: not square
+    (tmp_path / "square").mkdir()
     write_darcy(tmp_path / "square" / "2D_DarcyFlow_beta1.0_Train.hdf5", nx=12, ny=12)
     write_darcy(tmp_path / "square" / "2D_other_steady.hdf5", nx=12, ny=12)
     specs = [TaskConfig("darcy", "2D_DarcyFlow_beta1.0_Train.hdf5"), TaskConfig("other", "2D_other_steady.hdf5"),
