@@ -65,8 +65,7 @@ class AutoencoderStage(Stage):
             raise DataError("stage autoencoder needs at least one task in data.tasks.")
         self.normalizers = field_normalizers(self.tasks)
         self.transient_names = {t.name for t in self.tasks if t.info.kind == "transient"}
-        self.transposed_names = {f"{t.name}.{f}" for t in self.tasks if t.info.kind == "steady"
-                                 and t.transpose_symmetric for f in ("a", "u")}
+        self.transposed_names = {f"{t.name}.{f}" for t in self.tasks if t.transpose_symmetric for f in ("a", "u")}
         return build_autoencoder(self.cfg, self.tasks)
 
     def all_parameters_used_every_step(self) -> bool:
