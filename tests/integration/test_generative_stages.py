@@ -134,3 +134,22 @@ def test_the_steady_prior_samples_around_its_regression(upstream, tmp_path):
         guess, noise = stage.regress(batch, z_a), torch.randn_like(z_a)
         sampled = stage.sample(batch, z_a, guess, noise)
     assert torch.allclose(sampled, guess + spread * noise, atol=1e-5)
+
+
+def test_the_steady_prior_trains_on_pairs_transposed_at_random(upstream):
+    from ups.stages.batch import transpose_half
+
+    cfg, run = upstream
+    stage = build_stage(cfg, "steady_prior", RunDir(run))
+    assert stage.transposed_names == {"darcy"}  # the built-in Darcy on a 16 x 16 grid: symmetric under x <-> y
+    pairs = stage.train_dataset()
+    batch = stage.collate([pairs[i] for i in range(len(pairs))])
+    state = stage.generator.get_state()
+    loss = stage.training_loss(batch)["loss"]
+    # the same loss from the pairs transposed by hand with the same draw, the stage's own transposes off
+    stage.generator.set_state(state)
+    a, u = transpose_half([batch["input"], batch["target"]], stage.generator)
+    assert not torch.equal(u, batch["target"]) and torch.equal(a[0], batch["input"][0].transpose(0, 1)) == \
+        torch.equal(u[0], batch["target"][0].transpose(0, 1))
+    stage.transposed_names = set()
+    assert torch.equal(stage.training_loss({**batch, "input": a, "target": u})["loss"], loss)
