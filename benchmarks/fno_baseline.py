@@ -52,6 +52,11 @@ def pdebench_fno(grid: tuple[int, ...], in_channels: int, out_channels: int) -> 
     )
 
 
+def default_device() -> torch.device:
+    """CUDA where there is a GPU, else the CPU: where UPS's ``training.accelerator: auto`` trains."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def real_parameter_count(model: torch.nn.Module) -> int:
     return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
 
@@ -137,8 +142,9 @@ class FNO:
     PDEBench's scheme: the window is the trajectory's first frames and the rollout runs to its
     end (backpropagated through all T - context steps: memory grows with T and X). An integer ``unroll`` draws the window's start at random per sample (``unroll=1`` is
     one-step teacher forcing). Adam (lr 1e-3, weight decay 1e-4), cosine learning rate over
-    the budget, batches of 32 trajectories in shuffled epochs, float32 on CPU. ``max_steps``
-    optionally ends training earlier (see ``train_within_budget``).
+    the budget, batches of 32 trajectories in shuffled epochs, float32 on ``device`` (default:
+    ``default_device()``). ``max_steps`` optionally ends training earlier (see
+    ``train_within_budget``).
 
     Facts: steps, epochs (samples seen / trajectories), seconds_used, max_step_seconds,
     parameter_count, unroll, and loss_first / loss_last (normalised MSE per rollout step).
@@ -147,10 +153,11 @@ class FNO:
     name = "fno"
 
     def __init__(self, unroll: int | None = None, batch_size: int = BATCH_SIZE,
-                 max_steps: int | None = None):
+                 max_steps: int | None = None, device: str | torch.device | None = None):
         self.unroll = unroll
         self.batch_size = batch_size
         self.max_steps = max_steps
+        self.device = torch.device(device) if device is not None else default_device()
         self.model: NeuralopFNO | None = None
         self.norm: _ChannelNorm | None = None
         self.context = 0
@@ -166,12 +173,12 @@ class FNO:
         self.norm, self.context, self.field = _ChannelNorm(train), context, (x, c)
         # [N, T, C, X]: channels first, as the model takes them
         frames = torch.from_numpy(np.ascontiguousarray(
-            self.norm.encode(train).transpose(0, 1, 3, 2), dtype=np.float32))
-        self.model = pdebench_fno((x,), in_channels=context * c, out_channels=c)
+            self.norm.encode(train).transpose(0, 1, 3, 2), dtype=np.float32)).to(self.device)
+        self.model = pdebench_fno((x,), in_channels=context * c, out_channels=c).to(self.device)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE,
                                      weight_decay=WEIGHT_DECAY)
         batches = _index_batches(n, self.batch_size, rng)
-        offsets = torch.arange(context + unroll)
+        offsets = torch.arange(context + unroll, device=self.device)
         seen = 0
 
         def step() -> float:
@@ -179,7 +186,8 @@ class FNO:
             idx = next(batches)
             seen += len(idx)
             first = rng.integers(0, t - context - unroll + 1, size=len(idx))
-            window = frames[torch.from_numpy(idx)[:, None], torch.from_numpy(first)[:, None] + offsets]
+            rows = torch.from_numpy(idx).to(self.device)[:, None]
+            window = frames[rows, torch.from_numpy(first).to(self.device)[:, None] + offsets]
             inputs = window[:, :context].reshape(len(idx), context * c, x)
             loss = 0.0
             for k in range(unroll):
@@ -194,7 +202,7 @@ class FNO:
         self.model.train()
         facts = train_within_budget(step, optimizer, start, budget_s, self.max_steps)
         self.model.eval()
-        return {**facts, "epochs": seen / n, "unroll": unroll,
+        return {**facts, "epochs": seen / n, "unroll": unroll, "device": str(self.device),
                 "parameter_count": real_parameter_count(self.model)}
 
     @torch.no_grad()
@@ -209,12 +217,13 @@ class FNO:
             chunk = self.norm.encode(context_frames[i:i + _PREDICT_CHUNK]).astype(np.float32)
             b = len(chunk)
             inputs = torch.from_numpy(chunk.transpose(0, 1, 3, 2).reshape(b, self.context * c, x))
+            inputs = inputs.to(self.device)
             preds = []
             for _ in range(steps):
                 pred = self.model(inputs)
                 preds.append(pred)
                 inputs = torch.cat([inputs[:, c:], pred], dim=1)
-            out.append(torch.stack(preds, dim=1).transpose(2, 3).numpy())
+            out.append(torch.stack(preds, dim=1).transpose(2, 3).cpu().numpy())
         return self.norm.decode(np.concatenate(out)).astype(np.float32)
 
 
@@ -224,7 +233,8 @@ class FNOSteady:
     Input a plus the grid (x, y) in [0, 1)^2, output u; a and u normalised by their training
     mean/std; MSE on normalised u, as PDEBench's "single" training type. Adam (lr 1e-3,
     weight decay 1e-4), cosine learning rate over the budget, batches of 32 in shuffled
-    epochs, float32 on CPU. ``max_steps`` optionally ends training earlier.
+    epochs, float32 on ``device`` (default: ``default_device()``). ``max_steps`` optionally
+    ends training earlier.
 
     Facts: steps, epochs, seconds_used, max_step_seconds, parameter_count, and loss_first /
     loss_last (normalised MSE).
@@ -232,9 +242,11 @@ class FNOSteady:
 
     name = "fno"
 
-    def __init__(self, batch_size: int = BATCH_SIZE, max_steps: int | None = None):
+    def __init__(self, batch_size: int = BATCH_SIZE, max_steps: int | None = None,
+                 device: str | torch.device | None = None):
         self.batch_size = batch_size
         self.max_steps = max_steps
+        self.device = torch.device(device) if device is not None else default_device()
         self.model: NeuralopFNO | None = None
         self.norm_a: _ChannelNorm | None = None
         self.norm_u: _ChannelNorm | None = None
@@ -247,9 +259,9 @@ class FNOSteady:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         self.norm_a, self.norm_u, self.field = _ChannelNorm(a), _ChannelNorm(u), a.shape[1:]
-        inputs = torch.from_numpy(self._channels_first(self.norm_a.encode(a)))
-        targets = torch.from_numpy(self._channels_first(self.norm_u.encode(u)))
-        self.model = pdebench_fno(a.shape[1:3], in_channels=1, out_channels=1)
+        inputs = torch.from_numpy(self._channels_first(self.norm_a.encode(a))).to(self.device)
+        targets = torch.from_numpy(self._channels_first(self.norm_u.encode(u))).to(self.device)
+        self.model = pdebench_fno(a.shape[1:3], in_channels=1, out_channels=1).to(self.device)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=LEARNING_RATE,
                                      weight_decay=WEIGHT_DECAY)
         batches = _index_batches(len(a), self.batch_size, rng)
@@ -257,7 +269,7 @@ class FNOSteady:
 
         def step() -> float:
             nonlocal seen
-            idx = torch.from_numpy(next(batches))
+            idx = torch.from_numpy(next(batches)).to(self.device)
             seen += len(idx)
             loss = torch.nn.functional.mse_loss(self.model(inputs[idx]), targets[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -268,7 +280,7 @@ class FNOSteady:
         self.model.train()
         facts = train_within_budget(step, optimizer, start, budget_s, self.max_steps)
         self.model.eval()
-        return {**facts, "epochs": seen / len(a),
+        return {**facts, "epochs": seen / len(a), "device": str(self.device),
                 "parameter_count": real_parameter_count(self.model)}
 
     @staticmethod
@@ -280,7 +292,7 @@ class FNOSteady:
     def predict(self, a: np.ndarray) -> np.ndarray:
         """[B, X, Y, 1] -> [B, X, Y, 1]."""
         _check_field(a, self.field, "FNOSteady")
-        out = [self.model(torch.from_numpy(self._channels_first(self.norm_a.encode(chunk))))
-               .numpy().transpose(0, 2, 3, 1)
+        out = [self.model(torch.from_numpy(self._channels_first(self.norm_a.encode(chunk)))
+                          .to(self.device)).cpu().numpy().transpose(0, 2, 3, 1)
                for chunk in (a[i:i + _PREDICT_CHUNK] for i in range(0, len(a), _PREDICT_CHUNK))]
         return self.norm_u.decode(np.concatenate(out)).astype(np.float32)
