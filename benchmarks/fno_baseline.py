@@ -52,8 +52,11 @@ def pdebench_fno(grid: tuple[int, ...], in_channels: int, out_channels: int) -> 
     )
 
 
-def default_device() -> torch.device:
-    """CUDA where there is a GPU, else the CPU: where UPS's ``training.accelerator: auto`` trains."""
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """``device``; by default CUDA where torch sees a GPU, else the CPU, as UPS's
+    ``training.accelerator: auto`` chooses."""
+    if device is not None:
+        return torch.device(device)
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
@@ -143,7 +146,7 @@ class FNO:
     end (backpropagated through all T - context steps: memory grows with T and X). An integer ``unroll`` draws the window's start at random per sample (``unroll=1`` is
     one-step teacher forcing). Adam (lr 1e-3, weight decay 1e-4), cosine learning rate over
     the budget, batches of 32 trajectories in shuffled epochs, float32 on ``device`` (default:
-    ``default_device()``). ``max_steps`` optionally ends training earlier (see
+    ``resolve_device()``). ``max_steps`` optionally ends training earlier (see
     ``train_within_budget``).
 
     Facts: steps, epochs (samples seen / trajectories), seconds_used, max_step_seconds,
@@ -157,7 +160,7 @@ class FNO:
         self.unroll = unroll
         self.batch_size = batch_size
         self.max_steps = max_steps
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.model: NeuralopFNO | None = None
         self.norm: _ChannelNorm | None = None
         self.context = 0
@@ -233,7 +236,7 @@ class FNOSteady:
     Input a plus the grid (x, y) in [0, 1)^2, output u; a and u normalised by their training
     mean/std; MSE on normalised u, as PDEBench's "single" training type. Adam (lr 1e-3,
     weight decay 1e-4), cosine learning rate over the budget, batches of 32 in shuffled
-    epochs, float32 on ``device`` (default: ``default_device()``). ``max_steps`` optionally
+    epochs, float32 on ``device`` (default: ``resolve_device()``). ``max_steps`` optionally
     ends training earlier.
 
     Facts: steps, epochs, seconds_used, max_step_seconds, parameter_count, and loss_first /
@@ -246,7 +249,7 @@ class FNOSteady:
                  device: str | torch.device | None = None):
         self.batch_size = batch_size
         self.max_steps = max_steps
-        self.device = torch.device(device) if device is not None else default_device()
+        self.device = resolve_device(device)
         self.model: NeuralopFNO | None = None
         self.norm_a: _ChannelNorm | None = None
         self.norm_u: _ChannelNorm | None = None
