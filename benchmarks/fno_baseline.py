@@ -150,7 +150,7 @@ class FNO:
     ``train_within_budget``).
 
     Facts: steps, epochs (samples seen / trajectories), seconds_used, max_step_seconds,
-    parameter_count, unroll, and loss_first / loss_last (normalised MSE per rollout step).
+    parameter_count, unroll, device, and loss_first / loss_last (normalised MSE per rollout step).
     """
 
     name = "fno"
@@ -239,7 +239,8 @@ class FNOSteady:
     epochs, float32 on ``device`` (default: ``resolve_device()``). ``max_steps`` optionally
     ends training earlier.
 
-    Facts: steps, epochs, seconds_used, max_step_seconds, parameter_count, and loss_first /
+    Facts: steps, epochs, seconds_used, max_step_seconds, parameter_count, device, and
+    loss_first /
     loss_last (normalised MSE).
     """
 
