@@ -240,8 +240,7 @@ class FNOSteady:
     ends training earlier.
 
     Facts: steps, epochs, seconds_used, max_step_seconds, parameter_count, device, and
-    loss_first /
-    loss_last (normalised MSE).
+    loss_first / loss_last (normalised MSE).
     """
 
     name = "fno"
