@@ -1,12 +1,13 @@
 """Where a UPS rollout's error comes from, step by step (the analysis in docs/benchmarks.md).
 
     python benchmarks/rollout_anatomy.py [--out benchmarks/results] [--task burgers_nu0.01]
-                                         [--split test] [KEY=VALUE ...]
+                                         [--split val|test] [KEY=VALUE ...]
 
-It reads the run that ``accuracy.py`` trained for a transient task (``<out>/runs/<task>``, its
-config ``<out>/configs/<task>.yaml``; give the same KEY=VALUE overrides as ``--ups-set``) and
-rolls the operator out from the last context frame of every trajectory of the split, as the
-benchmark scores it. Per rollout step it prints:
+It reads the run that ``accuracy.py`` trained for a transient task (``<out>/runs/<task>-tuned``,
+its config ``<out>/configs/<task>-tuned.yaml``; KEY=VALUE overrides apply on top) and rolls the
+operator out from the last context frame of every trajectory of the split (default: val, where
+choices are made; ``--split test`` prints a warning), as the benchmark scores it. Per rollout
+step it prints:
 
 - ``rollout``: the nRMSE of the decoded rollout (the benchmark's score, averaged over steps);
 - ``floor``: the nRMSE of decode(encode(truth)) on the same frame, the autoencoder's own error,
@@ -38,6 +39,17 @@ def increment_fit(start: torch.Tensor, pred: torch.Tensor, truth: torch.Tensor) 
     d_pred, d_true = (pred - start).double(), (truth - start).double()
     norm = (d_true * d_true).sum()
     return float((d_pred * d_true).sum() / norm), float((d_pred - d_true).norm() / norm.sqrt())
+
+
+def run_of(out: Path, task: str) -> tuple[Path, Path]:
+    """(config, run folder) of ``task``'s tuned benchmark run under ``out`` (``accuracy.py``)."""
+    return out / "configs" / f"{task}-tuned.yaml", out / "runs" / f"{task}-tuned"
+
+
+def warn_on_test(split: str) -> None:
+    if split == "test":
+        print("warning: scoring the test split. Choices made on it are not measurements any more: make them on "
+              "--split val, and read the test split once, for the table.", file=sys.stderr)
 
 
 @torch.no_grad()
@@ -72,13 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--task", default="burgers_nu0.01",
                         choices=[name for name, task in TASKS.items() if not task.steady])
-    parser.add_argument("--split", default="test", choices=["train", "val", "test"])
+    parser.add_argument("--split", default="val", choices=["train", "val", "test"],
+                        help="default val: choices are made there")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the --ups-set values of the run")
     args = parser.parse_args(argv)
-    config, run = args.out / "configs" / f"{args.task}.yaml", args.out / "runs" / args.task
+    config, run = run_of(args.out, args.task)
     if not config.is_file() or not run.is_dir():
         parser.error(f"no benchmark run of {args.task} under {args.out}; run "
-                     f"`python benchmarks/accuracy.py --tasks {args.task} --out {args.out}` first.")
+                     f"`python benchmarks/accuracy.py --tasks {args.task} --seeds 1 --out {args.out}` first.")
+    warn_on_test(args.split)
     found = anatomy(config, run, args.split, HORIZON, args.overrides)
     mean = lambda values: sum(values) / len(values)  # noqa: E731
     print(f"{args.task}, {args.split} split, {found['trajectories']} trajectories, {HORIZON} steps from frame "

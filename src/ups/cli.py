@@ -18,14 +18,17 @@ from pathlib import Path
 
 from ups.cli_cache import add_cache
 from ups.cli_evaluate import add_evaluate
+from ups import deadline
 from ups.cli_fast import add_fast_to_sota
 from ups.errors import UPSError
 
 
 def main(argv: list[str] | None = None) -> int:
+    started = deadline.now()  # training.time_budget counts from here
     _quiet_third_party_noise()
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.started = started
     if not hasattr(args, "run"):  # no command, or `ups data` / `ups cache` without theirs
         getattr(args, "commands_of", parser).print_help(sys.stderr)
         return 2
@@ -175,7 +178,7 @@ def _train(args: argparse.Namespace) -> int:
                 cfg = _training_config(args, "", extra=tuned)
         with tracking(cfg, run_dir, rank_zero=is_rank_zero()):
             done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume,
-                               from_run=args.from_run)
+                               from_run=args.from_run, deadline=_deadline(cfg, args))
     if not is_rank_zero():  # the other ranks of a multi-device run print nothing
         return 0
     for line in _train_report(done):
@@ -203,6 +206,12 @@ def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[st
         raise UPSError(f"--run-dir {args.run_dir}: {blocker} is a file, so the run folder cannot be made there; "
                        f"choose another --run-dir.")
     return cfg
+
+
+def _deadline(cfg, args: argparse.Namespace):
+    """``training.time_budget`` seconds after the command started, or None."""
+    budget = cfg.training.time_budget
+    return None if budget is None else deadline.Deadline.after(budget, start=args.started)
 
 
 @contextmanager
@@ -253,7 +262,8 @@ def _pipeline(args: argparse.Namespace) -> int:
     stages = [name.strip() for name in args.stages.split(",") if name.strip()] if args.stages else None
     with _shared_run_dir(args.run_dir, cfg) as run_dir, tracking(cfg, run_dir, rank_zero=is_rank_zero()):
         try:
-            done = run_pipeline(cfg, run_dir, stages=stages, engine=args.engine, resume=args.resume)
+            done = run_pipeline(cfg, run_dir, stages=stages, engine=args.engine, resume=args.resume,
+                                deadline=_deadline(cfg, args))
         except StageFailed as exc:
             error = str(exc.error).strip().splitlines()
             print(f"ups pipeline: stage {exc.stage} failed: {type(exc.error).__name__}: {error[0] if error else ''}; "
@@ -285,6 +295,8 @@ def _resume_command(args: argparse.Namespace, run_dir: Path) -> str:
 def _train_report(done) -> list[str]:
     result = done.result
     if result is None:
+        if done.action != "skipped":
+            return [f"{done.stage}: {done.action}: {done.run.status().get(done.stage, {}).get('reason', '')}"]
         return [f"{done.stage}: skipped (stages.{done.stage}.epochs is 0)"]
     lines = [f"{done.stage}: {result.epochs_run} epoch(s), {result.global_step} optimizer steps"
              + (", stopped early" if result.stopped_early else "")]

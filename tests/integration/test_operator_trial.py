@@ -24,10 +24,10 @@ def weights(path: Path, prefix: str) -> dict[str, torch.Tensor]:
 
 
 def test_a_trial_trains_only_the_operator_on_the_runs_autoencoder(tmp_path):
-    out = tmp_path / "bench"  # the layout accuracy.py writes: configs/<task>.yaml, runs/<task>
+    out = tmp_path / "bench"  # the layout accuracy.py writes: configs/<task>-tuned.yaml, runs/<task>-tuned
     (out / "configs").mkdir(parents=True)
-    config = shutil.copy(tiny_burgers_config(tmp_path), out / "configs" / "burgers.yaml")
-    base = out / "runs" / "burgers"
+    config = shutil.copy(tiny_burgers_config(tmp_path), out / "configs" / "burgers-tuned.yaml")
+    base = out / "runs" / "burgers-tuned"
     assert ups(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(base)]) == 0
     before = sorted(p.name for p in base.rglob("*"))
 
@@ -36,7 +36,7 @@ def test_a_trial_trains_only_the_operator_on_the_runs_autoencoder(tmp_path):
     assert found["run"] == run and (run / "checkpoints" / "operator" / "last.ckpt").is_file()
     assert len(found["rollout"]) == len(found["floor"]) == 3
     cache = f"training.latent_cache_dir={out / 'latent_cache' / 'burgers'}"
-    again = anatomy(config, run, "test", 3, [cache])
+    again = anatomy(config, run, "val", 3, [cache])  # the trial scores the validation split by default
     assert found["rollout"] == pytest.approx(again["rollout"], rel=1e-6)
     assert sorted(p.name for p in base.rglob("*")) == before  # the benchmark's run is untouched
     autoencoder = weights(next((base / "checkpoints" / "autoencoder").glob("best-*.ckpt")), "encoder.")

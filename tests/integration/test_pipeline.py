@@ -221,6 +221,21 @@ def test_steady_prior_without_a_steady_task_is_skipped(tiny_config, caplog):
     assert caplog.text.count("stage steady_prior: the config has no steady task, skipped") == 1
 
 
+def test_the_latent_dynamics_stages_without_a_time_dependent_task_are_skipped(tmp_path, caplog):
+    """A Darcy-only config at the defaults (every stage at 10 epochs) plans the autoencoder and the
+    steady prior; the operator and its correctors need time-dependent data."""
+    from tiny_runs import write_config
+    from ups.data.generate import generate_dataset
+
+    generate_dataset("darcy2d", tmp_path / "data", n=8, nx=16, seed=0, progress=False)
+    config = write_config(tmp_path / "darcy.yaml", tmp_path / "data",
+                          [{"name": "darcy", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"}])
+    caplog.set_level(logging.INFO, logger="ups")
+    cfg = load_config(config, [f"stages.{name}.epochs=10" for name in STAGE_NAMES])
+    assert planned_stages(cfg) == ["autoencoder", "steady_prior"]
+    assert "stage operator: the config has no time-dependent task, skipped" in caplog.text
+
+
 def test_tensorboard_without_its_package_is_refused(tiny_config, tmp_path, monkeypatch):
     find_spec = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",  # as if neither package were installed

@@ -228,6 +228,14 @@ class TrainingConfig:
     )
     max_time: Optional[str] = knob(None, "wall-clock limit per stage, DD:HH:MM:SS; the learning-rate schedule "
                                    "ends at it when it comes before the last epoch", read_by="engines")
+    time_budget: Optional[float] = knob(
+        None, "wall-clock seconds for the whole `ups train` / `ups pipeline` command, from its start to its last "
+        "checkpoint (set-up, latent cache, validations and checkpoint writes included); the stages share it by "
+        "training.time_shares, a stage whose share is gone is skipped (off when unset)", read_by="engines", gt=0)
+    time_shares: dict[str, float] = knob(
+        {"autoencoder": 0.3, "operator": 0.5, "diff_residual": 0.1, "consistency_distill": 0.1, "steady_prior": 0.6},
+        "with training.time_budget: each stage's weight; a stage gets its weight's part of the time left when it "
+        "starts, relative to the stages still to run", read_by="engines")
     nan_policy: Literal["stop", "skip_batch"] = knob(
         "stop", "a non-finite loss or gradient: stop (the stage ends naming the step and the loss term or "
         "parameters; its last checkpoint stays) or skip_batch (no update from that batch)", read_by="engines")
@@ -294,6 +302,8 @@ class EvaluationConfig:
     split: Literal["val", "test"] = knob("test", "split evaluated", read_by="evaluation")
     horizon: Optional[int] = knob(None, "rollout steps evaluated (the whole trajectory when unset)",
                                   read_by="evaluation", min=1)
+    per_sample: bool = knob(False, "also write each evaluated trajectory's metrics, by its index in the file "
+                            "(`per_sample` in the JSON)", read_by="evaluation")
     context_frames: int = knob(1, "frames given before the rollout, on the time_stride axis (PDEBench's initial_step): "
                                "the rollout starts from the last of them and metrics count only the frames after "
                                "it; 1 = from the initial condition (written blank in the leaderboard)",

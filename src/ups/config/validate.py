@@ -231,6 +231,11 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
     if cfg.encoder.kernel_size % 2 == 0:
         problems.add(("encoder", "kernel_size"), f"must be odd (the convolution keeps the grid size), "
                                                  f"got {cfg.encoder.kernel_size}.")
+    for name, share in cfg.training.time_shares.items():
+        if name not in STAGE_NAMES:
+            problems.add(("training", "time_shares", name), f"not a stage; the stages are {', '.join(STAGE_NAMES)}.")
+        elif not isinstance(share, (int, float)) or not share > 0:
+            problems.add(("training", "time_shares", name), f"must be a number > 0, got {share!r}.")
     try:
         max_time_seconds(cfg.training.max_time)
     except ValueError as e:

@@ -21,12 +21,13 @@ from ups.runs import RunDir
 __all__ = ["ENGINES", "FitResult", "fit_checked", "fit_stage", "preflight"]
 
 
-def _lightning(stage, cfg, run, resume, callbacks, step_offset):
+def _lightning(stage, cfg, run, resume, callbacks, step_offset, deadline):
     from ups.engines.lightning import fit_lightning
-    return fit_lightning(stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset)
+    return fit_lightning(stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset,
+                         deadline=deadline)
 
 
-def _native(stage, cfg, run, resume, callbacks, step_offset):
+def _native(stage, cfg, run, resume, callbacks, step_offset, deadline):
     from ups.engines.native import fit_native
     return fit_native(stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset)
 
@@ -44,6 +45,9 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
     if engine == "native":
         from ups.engines.native import refuse_unsupported
         refuse_unsupported(cfg)
+        if cfg.training.time_budget is not None:
+            raise UPSError("training.time_budget is kept by the Lightning engine; use --engine lightning, or "
+                           "training.max_time (per stage) with the native engine.")
     if engine == "lightning" and cfg.logging.tensorboard and not any(
             importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX")):
         raise UPSError("logging.tensorboard=true needs the tensorboard package: `pip install tensorboard`, "
@@ -106,9 +110,10 @@ def fit_stage(stage, cfg: Config, run: RunDir, *, engine: str = "lightning", res
 
 
 def fit_checked(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool, callbacks=(),
-                step_offset: int = 0) -> FitResult:
+                step_offset: int = 0, deadline=None) -> FitResult:
     """``fit_stage`` after ``preflight`` has passed (callers that must check before writing
     anything run ``preflight`` themselves, then this, on a config through ``apply_guards``).
     Each engine runs the stage's ``prepare`` (e.g. the latent cache) on its own device before
-    building the loaders."""
-    return ENGINES[engine](stage, cfg, run, resume, callbacks, step_offset)
+    building the loaders. ``deadline`` (``ups.deadline.Deadline``, Lightning only): training
+    stops so that the stage ends by it (``training.time_budget``)."""
+    return ENGINES[engine](stage, cfg, run, resume, callbacks, step_offset, deadline)

@@ -24,9 +24,12 @@ from datetime import timedelta
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, Timer
 
+from ups import deadline
 from ups.atomic import atomic_path
 from ups.config import Config, max_time_seconds
+from ups.deadline import StageOutOfTime, StopRule
 from ups.runs import RunDir
+from ups.stages.optim import BudgetSchedule
 
 
 class PerfMonitor(pl.Callback):
@@ -60,6 +63,71 @@ class PerfMonitor(pl.Callback):
         if self.flops:
             values["perf/flops_per_sec"] = self.flops * values["perf/samples_per_sec"]
         pl_module.log_dict(values, on_step=False, on_epoch=True, batch_size=1)
+
+
+class DeadlineStop(pl.Callback):
+    """``training.time_budget`` under Lightning: ``ups.deadline.StopRule`` after every training
+    batch (rank 0's decision, broadcast). The step is timed from batch start to end; the
+    validation from its start to the next batch (its checkpoint writes and the epoch's end
+    included); before the first validation, from the sanity check's last batch (the first one
+    pays for warming up) times the validation batches. A stage whose one validation would not
+    fit in the time left when training would start raises ``StageOutOfTime``."""
+
+    def __init__(self, rule: StopRule, val_batches: int, stage: str = ""):
+        self.rule, self.val_batches, self.stage = rule, val_batches, stage
+        self._started: float | None = None
+        self._validating_since: float | None = None
+        self._sanity_batch = 0.0
+
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
+        self._started = deadline.now()
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.sanity_checking:
+            self._sanity_batch = deadline.now() - self._started
+
+    def on_sanity_check_end(self, trainer, pl_module) -> None:
+        self.rule.estimate_validation(self._sanity_batch, self.val_batches)
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        """Refuse a stage that cannot validate once in time; else end a clock-driven learning-rate
+        schedule when training must (a resumed stage's seconds spent before count on)."""
+        left, needed = self.rule.deadline.remaining(), self.rule.reserve()
+        if trainer.strategy.broadcast(left <= needed, src=0):
+            raise StageOutOfTime(f"stage {self.stage}: training.time_budget leaves it {max(0.0, left):.1f} s, but "
+                                 f"one validation with its checkpoint takes about {needed:.1f} s (timed on a batch); "
+                                 f"raise training.time_shares.{self.stage} or training.time_budget, or make its "
+                                 f"validation cheaper")
+        for config in trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            if isinstance(scheduler, BudgetSchedule):
+                seconds = scheduler.seconds_before + self.rule.schedule_seconds()
+                scheduler.seconds = min(scheduler.seconds or seconds, seconds)
+
+    def on_validation_start(self, trainer, pl_module) -> None:
+        if not trainer.sanity_checking:
+            self._validating_since = deadline.now()
+
+    def _validation_done(self) -> None:
+        if self._validating_since is not None:
+            self.rule.observe_validation(deadline.now() - self._validating_since)
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self._validation_done()
+        self._validating_since = None
+        self._started = deadline.now()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self.rule.observe_step(deadline.now() - self._started)
+        self._stop_if_due(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self._validation_done()  # so far: the next epoch would need the time of another one
+        self._stop_if_due(trainer)
+
+    def _stop_if_due(self, trainer) -> None:
+        stop = trainer.strategy.broadcast(self.rule.should_stop(), src=0)
+        trainer.should_stop = trainer.should_stop or bool(stop)
 
 
 class TimerReport(Timer):

@@ -29,7 +29,8 @@ from ups.engines.common import (
 from ups.engines.progress import StepCheckpoint, inside_epoch, progress_record, synthesized_loops
 from ups.errors import UPSError
 from ups import tracking
-from ups.engines.callbacks import measuring
+from ups.deadline import Deadline, StopRule
+from ups.engines.callbacks import DeadlineStop, measuring
 from ups.engines.sharding import shard_fully, strategy_for
 from ups.runs import RunDir
 from ups.stages.optim import BudgetSchedule
@@ -203,9 +204,10 @@ def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Call
 
 
 def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(), *,
-                  all_parameters_used: bool = True, step_offset: int = 0) -> pl.Trainer:
+                  all_parameters_used: bool = True, step_offset: int = 0, sanity_batches: int = 0) -> pl.Trainer:
     """The config's ``training``, ``checkpoint``, ``logging`` and ``stages.<stage>`` as a Trainer;
-    its loggers add ``step_offset`` to every step (the run's continuous step axis)."""
+    its loggers add ``step_offset`` to every step (the run's continuous step axis).
+    ``sanity_batches``: validation batches run before training (``DeadlineStop`` times one)."""
     t = cfg.training
     loggers = [StageCSVLogger(run.log_dir(stage_name), step_offset)]
     if cfg.logging.tensorboard:
@@ -227,7 +229,7 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
         deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
         val_check_interval=1.0 if validate else None, limit_val_batches=None if validate else 0,
         check_val_every_n_epoch=t.val_every_n_epochs if validate else 1,
-        num_sanity_val_steps=0, enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(),
+        num_sanity_val_steps=sanity_batches, enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(),
         logger=loggers, callbacks=callbacks, use_distributed_sampler=False, default_root_dir=run.root,
         plugins=[AtomicCheckpointIO()],
         profiler=profiler,
@@ -326,21 +328,25 @@ def refuse_in_process_launchers(trainer: pl.Trainer) -> None:
 
 
 def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=(),
-                  step_offset: int = 0) -> FitResult:
+                  step_offset: int = 0, deadline: Deadline | None = None) -> FitResult:
     validate = validation_on(cfg)
     if not validate:
         log.info(VALIDATION_OFF_MESSAGE)
     ckpt_path = None
     if resume:
         ckpt_path = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"  # checked to fit by preflight
-    trainer = build_trainer(cfg, run, stage.name, callbacks,
-                            all_parameters_used=stage.all_parameters_used_every_step(), step_offset=step_offset)
+    stop = None if deadline is None else DeadlineStop(StopRule(deadline, validates=validate), 0, stage.name)
+    trainer = build_trainer(cfg, run, stage.name, [*callbacks, *([stop] if stop else [])],
+                            all_parameters_used=stage.all_parameters_used_every_step(), step_offset=step_offset,
+                            sanity_batches=2 if stop and validate else 0)
     refuse_in_process_launchers(trainer)
     if resume:
         _keep_previous_metrics(trainer)
     stage.prepare(trainer.strategy.root_device, progress=sys.stderr.isatty())
     train_loader, val_loader = build_loaders(stage, cfg, validate=validate, rank=trainer.global_rank,
                                              world_size=trainer.world_size)
+    if stop is not None and val_loader is not None:
+        stop.val_batches = len(val_loader)
     epochs = stage_settings(cfg, stage.name).epochs
     total_steps = total_optimizer_steps(len(train_loader), cfg.training.accumulate_grad_batches, epochs)
     module = StageModule(stage, cfg, len(train_loader), total_steps, train_loader)

@@ -114,6 +114,8 @@ class Evaluator:
         self.curves: dict[str, torch.Tensor] = {}
         self.rollout_seconds, self.rollout_steps, self.rollout_samples = 0.0, 0, 0
         self.examples: dict[str, dict] = {}  # per task, the first batch's truth and predictions (pictures)
+        # evaluation.per_sample: per task, trajectory index -> {metric: value}
+        self.samples: dict[str, dict[int, dict]] | None = defaultdict(dict) if cfg.evaluation.per_sample else None
 
     # ---- data ---------------------------------------------------------------------
     def datasets(self, split: str, horizon: int, references: list | None = None) -> list:
@@ -154,7 +156,7 @@ class Evaluator:
         self.rollout_seconds += time.perf_counter() - start
         self.rollout_steps += steps
         self.rollout_samples += steps * window.shape[0]
-        self.add(suite(pred, truth), names, "")
+        self.add(suite(pred, truth), names, "", batch["index"])
         self.add_curve("operator", rollout_curve(pred, truth))
         example = self.keep_example(names[0], batch, window, op, pred)
         if self.corrector is not None:
@@ -171,7 +173,7 @@ class Evaluator:
             zk = step + corrector.correction(batch, step, generator)
             pred.append(decode(zk))
         pred = torch.stack(pred, dim=1)
-        self.add(suite(pred, truth), names, "corrected_")
+        self.add(suite(pred, truth), names, "corrected_", batch["index"])
         self.add_curve("corrected", rollout_curve(pred, truth))
         first = op(z, batch["dt"], batch["params"], batch["task_id"])
         samples = torch.stack([decode(first + corrector.correction(batch, first, generator))
@@ -198,16 +200,30 @@ class Evaluator:
     def steady_batch(self, batch: dict) -> None:
         metrics = self.steady.validation_metrics(batch)
         self.add({"steady_nrmse": metrics["nrmse"], "steady_regression_nrmse": metrics["regression_nrmse"]},
-                 batch["task_names"], "")
+                 batch["task_names"], "", batch["index"])
 
     # ---- sums ---------------------------------------------------------------------
-    def add(self, values: dict[str, torch.Tensor], names: list[str], prefix: str) -> None:
+    def add(self, values: dict[str, torch.Tensor], names: list[str], prefix: str,
+            indices: torch.Tensor | None = None) -> None:
         for key, per_sample in values.items():
             split: dict[str, torch.Tensor] = {}
             per_task(split, prefix + key, per_sample, names)
             for name, v in split.items():
                 self.sums[name] += float(v.double().sum())
                 self.counts[name] += v.numel()
+            if self.samples is not None and indices is not None:
+                for task, index, v in zip(names, indices.tolist(), per_sample.double().cpu().tolist()):
+                    self.samples[task].setdefault(int(index), {})[prefix + key] = v
+
+    def per_sample(self) -> dict[str, dict[str, list]]:
+        """Per task: ``index`` (the trajectories' indices in the file, ascending) and each
+        metric's value for them, in that order."""
+        out = {}
+        for task, by_index in sorted(self.samples.items()):
+            order = sorted(by_index)
+            keys = sorted({key for values in by_index.values() for key in values})
+            out[task] = {"index": order, **{key: [by_index[i].get(key) for i in order] for key in keys}}
+        return out
 
     def add_curve(self, name: str, curve: torch.Tensor) -> None:
         total = curve.double().sum(dim=0).cpu()
@@ -225,4 +241,7 @@ class Evaluator:
         extra = {"ms_per_rollout_step": 1000 * self.rollout_seconds / max(self.rollout_steps, 1),
                  "samples_per_second": self.rollout_samples / self.rollout_seconds if self.rollout_seconds else 0.0,
                  "n_trajectories": self.counts.get("curve:operator", 0)}
-        return {"metrics": metrics, "per_task": dict(tasks), "rollout": rollout, "extra": extra}
+        out = {"metrics": metrics, "per_task": dict(tasks), "rollout": rollout, "extra": extra}
+        if self.samples is not None:
+            out["per_sample"] = self.per_sample()
+        return out

@@ -42,6 +42,7 @@ from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leade
 from ups.eval.run import EvaluationRequest, evaluate
 from ups.pipeline.fast_plan import Plan, Request, training_hash, validate
 from ups.pipeline.gates import decide, select_baseline
+from ups.deadline import Deadline
 from ups.pipeline.pipeline import planned_stages, run_pipeline
 from ups.pipeline.runner import best_checkpoint, is_rank_zero
 from ups.pipeline.summary import Summary, now
@@ -98,15 +99,17 @@ def _resolved(path: Path | None) -> str | None:
 
 
 def train(request: Request, plan: Plan, summary: Summary | None) -> None:
+    budget = plan.cfg.training.time_budget  # the train step's wall clock, from its start
+    deadline = None if budget is None else Deadline.after(budget)
     if summary is None:  # another rank: train only
-        run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True)
+        run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True, deadline=deadline)
         return
     with summary.step("train") as entry:
         if request.force_train:
             entry["superseded"] = supersede(plan.run)
             entry["retired_rows"] = retire_rows(plan.leaderboard, plan.run.root.name, RETIRED, "superseded")
         try:
-            done = run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True)
+            done = run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True, deadline=deadline)
         finally:  # after a failure too: what is done in the run folder
             status = plan.run.status()
             entry["stages"] = {name: status.get(name, {}).get("state", "pending") for name in planned_stages(plan.cfg)}

@@ -1,7 +1,8 @@
 """``ups pipeline``: every enabled stage of a config, in order, into one run folder.
 
 Which stages: those of ``STAGE_NAMES`` (in that order) with ``stages.<s>.epochs > 0``, only
-the listed ones when ``stages`` is given; ``steady_prior`` only when a task is steady. A stage
+the listed ones when ``stages`` is given; ``steady_prior`` only when a task is steady, the
+operator and its correctors only when a task is time-dependent. A stage
 that would run but is not in ``STAGES`` stops the pipeline before anything is trained. Each
 stage loads its upstream stages' best checkpoints from the same run (``runner.build_stage``).
 
@@ -29,6 +30,7 @@ for stages trained now and earlier alike.
 from __future__ import annotations
 
 import csv
+import functools
 import logging
 import math
 from pathlib import Path
@@ -38,8 +40,9 @@ import torch
 
 from ups.config import STAGE_NAMES, Config
 from ups.data.summary import load_config_tasks
+from ups.deadline import Deadline, now
 from ups.errors import UPSError
-from ups.pipeline.runner import StageRun, best_checkpoint, checked_stage, fit_in_run, is_rank_zero
+from ups.pipeline.runner import SKIPPED_FOR_TIME, StageRun, best_checkpoint, checked_stage, fit_in_run, is_rank_zero
 from ups.runs import RunDir
 from ups.stages import STAGES
 
@@ -63,13 +66,17 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
     if unknown:
         raise UPSError(f"--stages: unknown stage(s) {', '.join(unknown)}; valid names: {', '.join(STAGE_NAMES)}.")
     plan = []
+    kinds = functools.cache(lambda: task_kinds(cfg))  # the data opened once, when a stage's kind matters
+
     for name in STAGE_NAMES:
         if only is not None and name not in only:
             continue
         if getattr(cfg.stages, name).epochs <= 0:
             log.info("stage %s: stages.%s.epochs is 0, skipped", name, name)
-        elif name == "steady_prior" and not has_steady_task(cfg):
+        elif name == "steady_prior" and "steady" not in kinds():
             log.info("stage steady_prior: the config has no steady task, skipped")
+        elif name in LATENT_DYNAMICS and "transient" not in kinds():
+            log.info("stage %s: the config has no time-dependent task, skipped", name)
         else:
             plan.append(name)
     missing = [name for name in plan if name not in STAGES]
@@ -85,7 +92,7 @@ def check_training_windows(cfg: Config, plan: Sequence[str], tasks: list | None 
     """Before the first stage trains: the latent-dynamics stages' windows (``rollout_horizon``
     steps of ``time_stride`` frames) fit in every transient task's trajectories (``tasks``:
     the config's, when already loaded)."""
-    if not set(plan) & {"operator", "diff_residual", "consistency_distill"}:
+    if not set(plan) & set(LATENT_DYNAMICS):
         return
     t = cfg.training
     for task in tasks if tasks is not None else load_config_tasks(cfg):
@@ -96,8 +103,12 @@ def check_training_windows(cfg: Config, plan: Sequence[str], tasks: list | None 
                            f"{t.rollout_horizon * t.time_stride + 1}; lower one of them.")
 
 
-def has_steady_task(cfg: Config) -> bool:
-    return any(task.info.kind == "steady" for task in load_config_tasks(cfg))
+LATENT_DYNAMICS = ("operator", "diff_residual", "consistency_distill")  # stages of time-dependent tasks only
+
+
+def task_kinds(cfg: Config) -> set[str]:
+    """The kinds of the config's tasks: "transient" and/or "steady"."""
+    return {task.info.kind for task in load_config_tasks(cfg)}
 
 
 def refuse_used_run(run: RunDir) -> None:
@@ -121,30 +132,63 @@ def resume_action(run: RunDir, stage: str) -> str:
 
 
 def run_pipeline(cfg: Config, run_dir: Path, *, stages: Sequence[str] | None = None, engine: str = "lightning",
-                 resume: bool = False) -> list[StageRun]:
+                 resume: bool = False, deadline: Deadline | None = None) -> list[StageRun]:
     """Train the planned stages of ``cfg`` into ``run_dir`` in order; one ``StageRun`` per
-    stage trained now or (``resume``) already done. Raises ``UPSError`` on bad input and
-    ``StageFailed`` when a stage fails while training."""
+    stage trained now, (``resume``) already done, or skipped because ``deadline``
+    (``training.time_budget``) left it less than ``MIN_STAGE_SECONDS``, it and every later
+    stage. Raises ``UPSError`` on bad input and ``StageFailed`` when a stage fails while training."""
     plan = planned_stages(cfg, stages)
     check_training_windows(cfg, plan)
     run = RunDir(run_dir)
     if not resume and is_rank_zero():  # the other ranks start once rank 0 has begun writing
         refuse_used_run(run)
-    done = []
-    for stage in plan:
+    done, out_of_time = [], False
+    for i, stage in enumerate(plan):
         action = resume_action(run, stage) if resume else "trained"
         if action == "already done":
             log.info("stage %s: done in %s, kept", stage, run.root)
             done.append(StageRun(stage, run, None, action))
             continue
-        log.info("stage %s: %s", stage, "resuming from its last.ckpt" if action == "resumed" else "training")
+        started, own, reason = now(), None, "an earlier stage ran out of training.time_budget"
+        if deadline is not None and not out_of_time:
+            own = deadline.for_stage(stage, [s for s in plan[i:] if not _done(run, s, resume)],
+                                     cfg.training.time_shares)
+            reason = (f"training.time_budget leaves it {max(0.0, own.remaining()):.1f} s, less than "
+                      f"{MIN_STAGE_SECONDS:.0f} s")
+            out_of_time = _agreed(own.remaining() < MIN_STAGE_SECONDS)
+        if out_of_time:
+            log.warning("stage %s: skipped: %s", stage, reason)
+            if is_rank_zero() and run.status_path.is_file():
+                run.set_stage_state(stage, "skipped", reason=reason)
+            done.append(StageRun(stage, run, None, SKIPPED_FOR_TIME))
+            continue
+        log.info("stage %s: %s%s", stage, "resuming from its last.ckpt" if action == "resumed" else "training",
+                 "" if own is None else f", {own.remaining():.1f} s of training.time_budget")
         stage_obj = checked_stage(cfg, stage, run, engine=engine, resume=action == "resumed")
         try:
-            done.append(fit_in_run(stage_obj, cfg, run, engine=engine, resume=action == "resumed"))
+            done.append(fit_in_run(stage_obj, cfg, run, engine=engine, resume=action == "resumed", deadline=own,
+                                   started=started))
         except Exception as exc:
             raise StageFailed(stage, exc) from exc
+        out_of_time = done[-1].action == SKIPPED_FOR_TIME
         wait_for_rank_zero()
     return done
+
+
+MIN_STAGE_SECONDS = 1.0  # under training.time_budget, a stage left less than this is not started
+
+
+def _agreed(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank (each rank reads its own clock)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        box = [flag]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return bool(box[0])
+    return flag
+
+
+def _done(run: RunDir, stage: str, resume: bool) -> bool:
+    return resume and resume_action(run, stage) == "already done"
 
 
 def wait_for_rank_zero() -> None:
@@ -161,7 +205,8 @@ def stage_table(done: list[StageRun]) -> list[str]:
         entry = item.run.status().get(item.stage, {})
         best = best_validation(item.run.log_dir(item.stage) / "metrics.csv")
         nrmse = best.pop("val/nrmse", None)
-        note = {"resumed": " (resumed)", "already done": " (earlier)"}.get(item.action, "")
+        note = {"resumed": " (resumed)", "already done": " (earlier)",
+                SKIPPED_FOR_TIME: " (time budget)"}.get(item.action, "")
         rows.append((item.stage, entry.get("state", "?") + note, str(entry.get("epochs", "-")),
                      str(entry.get("global_step", "-")), "-" if nrmse is None else f"{nrmse:.4g}",
                      "  ".join(f"{key.removeprefix('val/')} {value:.4g}" for key, value in sorted(best.items()))))

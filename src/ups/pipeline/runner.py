@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from ups.atomic import remove_leftovers
 from ups.checkpoint import load_checkpoint
 from ups.config import Config
 from ups.data.summary import load_config_tasks
+from ups.deadline import Deadline, StageOutOfTime, now
 from ups.engines import FitResult, fit_checked, preflight
 from ups.engines.common import training_device
 from ups.engines.guards import apply_guards
@@ -30,7 +32,11 @@ class StageRun:
     stage: str
     run: RunDir
     result: FitResult | None  # None when the stage did not train now
-    action: str = "trained"   # trained | resumed | skipped (epochs <= 0) | already done (``ups pipeline --resume``)
+    # trained | resumed | skipped (epochs <= 0) | skipped (time budget) | already done (``ups pipeline --resume``)
+    action: str = "trained"
+
+
+SKIPPED_FOR_TIME = "skipped (time budget)"
 
 
 def is_rank_zero() -> bool:
@@ -76,16 +82,18 @@ def build_latent_cache(cfg: Config, run_dir: Path) -> list:
 
 
 def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightning", resume: bool = False,
-                from_run: Path | None = None) -> StageRun:
-    """Train ``stage`` of ``cfg`` in ``run_dir`` with ``engine``."""
+                from_run: Path | None = None, deadline: Deadline | None = None) -> StageRun:
+    """Train ``stage`` of ``cfg`` in ``run_dir`` with ``engine`` (by ``deadline``, when given:
+    ``training.time_budget``)."""
     if stage not in STAGES:
         raise UPSError(f"stage '{stage}' is not available; choose one of {', '.join(STAGES)}.")
     run = RunDir(run_dir)
     if getattr(cfg.stages, stage).epochs <= 0:
         log.info("stage %s: stages.%s.epochs is 0, skipped", stage, stage)
         return StageRun(stage, run, None, action="skipped")
+    started = now()
     stage_obj = checked_stage(cfg, stage, run, engine=engine, resume=resume, from_run=from_run)
-    return fit_in_run(stage_obj, cfg, run, engine=engine, resume=resume)
+    return fit_in_run(stage_obj, cfg, run, engine=engine, resume=resume, deadline=deadline, started=started)
 
 
 def tune_stage(cfg: Config, stage: str, run_dir: Path, request, *, engine: str = "lightning",
@@ -108,14 +116,21 @@ def checked_stage(cfg: Config, stage: str, run: RunDir, *, engine: str, resume: 
     return stage_obj
 
 
-def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> StageRun:
+def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool, deadline: Deadline | None = None,
+               started: float | None = None) -> StageRun:
     """Train a ``checked_stage`` into ``run``, keeping ``stage_status.json`` truthful (rank 0):
-    running (with the log step offset) → done (checkpoints, score, steps, epochs) or failed."""
+    running (with the log step offset) → done (checkpoints, score, steps, epochs, and the
+    stage's wall-clock ``seconds`` since ``started``, its set-up included) or failed."""
     cfg = apply_guards(cfg)  # the recorded config is the one that trains
     stage, offset = stage_obj.name, run.step_offset(stage_obj.name)
     action = "resumed" if resume else "trained"
+    started = now() if started is None else started
     if not is_rank_zero():  # Lightning re-runs this command per device; rank 0 keeps the books
-        result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset)
+        try:
+            result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset,
+                                 deadline=deadline)
+        except StageOutOfTime:
+            return StageRun(stage, run, None, SKIPPED_FOR_TIME)
         return StageRun(stage, run, result, action)
     run.init(cfg)
     if resume:  # what a killed write left behind: its temporary files, never the files themselves
@@ -123,11 +138,19 @@ def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool
             remove_leftovers(folder)
     run.set_stage_state(stage, "running", engine=engine, step_offset=offset)
     try:
-        result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset)
+        result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset,
+                             deadline=deadline)
+    except StageOutOfTime as exc:
+        log.warning("%s; skipped", exc)
+        if not resume:  # nothing of it is kept: no checkpoint, no log
+            for folder in (run.checkpoint_dir(stage), run.log_dir(stage)):
+                shutil.rmtree(folder, ignore_errors=True)
+        run.set_stage_state(stage, "skipped", reason=str(exc))
+        return StageRun(stage, run, None, SKIPPED_FOR_TIME)
     except BaseException as exc:
         run.set_stage_state(stage, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
     run.set_stage_state(stage, "done", engine=engine, best_path=str(result.best_path) if result.best_path else None,
                         last_path=str(result.last_path), best_score=result.best_score,
-                        global_step=result.global_step, epochs=result.epochs_run)
+                        global_step=result.global_step, epochs=result.epochs_run, seconds=round(now() - started, 3))
     return StageRun(stage, run, result, action)
