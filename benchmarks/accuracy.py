@@ -93,8 +93,13 @@ TASKS = {task.name: task for task in (
 
 # The FNO's settings per task family: the winners of `python benchmarks/fno_grid.py` (validation split of
 # data seed 0, 60 s per trial; the grid's scores are in benchmarks/results/fno_grid.csv and docs/benchmarks.md).
-# unroll None = PDEBench's full autoregressive rollout. A family not here has no finished grid yet.
-FNO_TUNED: dict[str, dict] = {}
+# unroll None = PDEBench's full autoregressive rollout; a family not here has no finished grid.
+FNO_TUNED: dict[str, dict] = {
+    "burgers1d": {"lr": 3e-3, "batch_size": 32, "unroll": 1},
+    "advection1d": {"lr": 3e-3, "batch_size": 32, "unroll": 1},
+    "reaction_diffusion1d": {"lr": 3e-3, "batch_size": 8, "unroll": 4},
+    "darcy2d": {"lr": 3e-3, "batch_size": 8},
+}
 
 
 def fno_settings(task: Task, variant: str) -> dict:
