@@ -14,6 +14,7 @@ import torch
 
 import ups.config as config_module
 import ups.pipeline.runner as runner
+from tests.manual_clock import ManualClock
 from tests.tiny_runs import tiny_burgers_config
 from ups import deadline
 from ups.cli import main as ups
@@ -25,17 +26,6 @@ import accuracy  # noqa: E402
 from protocol import ResultsFile, TOTALS_TOLERANCE  # noqa: E402
 
 BUDGET, STEP, SETUP, LOAD, VAL_BATCH = 20.0, 0.25, 2.0, 1.0, 0.05
-
-
-class ManualClock:
-    def __init__(self):
-        self.t = 5000.0
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture

@@ -3,20 +3,8 @@
 import pytest
 
 from ups import deadline
+from tests.manual_clock import ManualClock
 from ups.deadline import Deadline, StopRule
-
-
-class ManualClock:
-    """A clock that moves only when told: ``advance(seconds)``."""
-
-    def __init__(self, start: float = 1000.0):
-        self.t = start
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
 
 
 @pytest.fixture
