@@ -67,7 +67,7 @@ class StopRule:
     After each optimizer step: stop when ``now + step + validation + margin >= deadline``,
     where ``step`` is the mean of the last few steps' durations, ``validation`` the last
     validation's duration with its checkpoint writes (before the first one: an estimate from
-    one validation batch, ``estimate_validation``), and ``margin`` a small allowance (2% of the
+    a validation batch, ``estimate_validation``), and ``margin`` a small allowance (2% of the
     stage's time, at most 1 s) for what follows the last validation (the end-of-fit writes).
     """
 

@@ -142,16 +142,18 @@ def run_pipeline(cfg: Config, run_dir: Path, *, stages: Sequence[str] | None = N
     run = RunDir(run_dir)
     if not resume and is_rank_zero():  # the other ranks start once rank 0 has begun writing
         refuse_used_run(run)
+    # each stage's action, decided before any trains (training one stage changes no other's)
+    actions = {stage: resume_action(run, stage) if resume else "trained" for stage in plan}
     done, out_of_time = [], False
     for i, stage in enumerate(plan):
-        action = resume_action(run, stage) if resume else "trained"
+        action = actions[stage]
         if action == "already done":
             log.info("stage %s: done in %s, kept", stage, run.root)
             done.append(StageRun(stage, run, None, action))
             continue
         started, own, reason = now(), None, "an earlier stage ran out of training.time_budget"
         if deadline is not None and not out_of_time:
-            own = deadline.for_stage(stage, [s for s in plan[i:] if not _done(run, s, resume)],
+            own = deadline.for_stage(stage, [s for s in plan[i:] if actions[s] != "already done"],
                                      cfg.training.time_shares)
             reason = (f"training.time_budget leaves it {max(0.0, own.remaining()):.1f} s, less than "
                       f"{MIN_STAGE_SECONDS:.0f} s")
@@ -187,8 +189,6 @@ def _agreed(flag: bool) -> bool:
     return flag
 
 
-def _done(run: RunDir, stage: str, resume: bool) -> bool:
-    return resume and resume_action(run, stage) == "already done"
 
 
 def wait_for_rank_zero() -> None:
