@@ -26,6 +26,9 @@ REGENERABLE = frozenset({"burgers1d", "advection1d"})
 
 # Why the other built-in generators cannot stand in for their own data at another nx.
 _NOT_REGENERABLE = {
+    "diffusion_reaction2d": "its second-order Laplacian makes its trajectories change with nx",
+    "cfd1d": "it is a finite-volume solution whose limiter and shocks depend on the grid, so its "
+             "trajectories at another nx differ by more than the evaluation measures",
     "darcy2d": "its random coefficient field a(x) is drawn on the nx x nx grid, so another nx "
                "draws other coefficients from the same seed: other samples, not the same ones",
     "reaction_diffusion1d": "it rescales each initial condition by its min and max on the grid "
@@ -53,12 +56,10 @@ def reference_at_resolution(task: TaskData, n: int, workdir: Path) -> PDEBenchFi
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise DataError(f"task '{task.name}': resolution n={n!r} must be a positive integer "
                         f"(points per spatial axis).")
-    stored = PDEBenchFile(file.path, layout=file.layout).info.spatial_shape
+    stored = file.reopened(reduced_resolution=1).info.spatial_shape
     r = _reduction_to(stored, n)
     if r is not None:
-        return PDEBenchFile(file.path, layout=file.layout, reduced_resolution=r,
-                            reduced_resolution_t=file.reduced_resolution_t,
-                            params_override=task.spec.params)
+        return file.reopened(reduced_resolution=r)
     return _regenerated(task, n, stored, Path(workdir))
 
 
@@ -110,5 +111,4 @@ def _regenerated(task: TaskData, n: int, stored: tuple[int, ...], workdir: Path)
     result = generate_dataset(generator, folder, n=count, nx=n, nt=nt, seed=seed, layout=layout,
                               params={name: attrs[name] for name in spec.default_params},
                               overwrite=True, progress=False)
-    return PDEBenchFile(result.path, layout=file.layout, reduced_resolution_t=file.reduced_resolution_t,
-                        params_override=task.spec.params)
+    return file.reopened(path=result.path, reduced_resolution=1)

@@ -115,5 +115,6 @@ GENERATOR = Generator(
     positive_params=frozenset({"beta"}),
     min_nx=4,
     steady=True,
+    pdebench_layout="darcy",
     transpose_symmetric=True,
 )

@@ -1,12 +1,16 @@
 """Writes solver output in PDEBench's HDF5 layouts, atomically, with the settings as attrs.
 
-Layouts (float32 arrays, float64 coordinates):
-- "pdebench", transient 1D: ``tensor`` [N, T, X], ``x-coordinate`` [X], ``t-coordinate`` [T].
-- "pdebench", steady 2D (Darcy): ``nu`` [N, X, Y] (the coefficient a), ``tensor`` [N, 1, X, Y],
+File formats (float32 arrays, float64 coordinates; ``Generator.file_format`` says which a
+layout name writes):
+- "single", transient: ``tensor`` [N, T, X], ``x-coordinate`` [X], ``t-coordinate`` [T].
+- "darcy", steady 2D: ``nu`` [N, X, Y] (the coefficient a), ``tensor`` [N, 1, X, Y],
   ``x-coordinate`` [X], ``y-coordinate`` [Y].
-- "multigroup", transient 1D: groups "0000", "0001", ... each with ``data`` [T, X, 1],
-  ``grid/x`` [X], ``grid/t`` [T].
-In every layout the root attributes hold the generation settings (see ``settings``).
+- "cfd", transient, one dataset per variable (``density``, ``pressure``, ``Vx``) [N, T, X],
+  ``x-coordinate`` [X] and ``t-coordinate`` [T + 1]: as PDEBench's CFD files, one time more
+  than the frames (the next frame's time; readers use the first T).
+- "multigroup", transient: groups "0000", "0001", ... each with ``data`` [T, *S, C],
+  ``grid/x`` [X] (``grid/y`` [Y] in 2D), ``grid/t`` [T].
+In every format the root attributes hold the generation settings (see ``settings``).
 """
 
 from __future__ import annotations
@@ -24,28 +28,41 @@ from ups.errors import DataError
 FORMAT_VERSION = 2  # 2: burgers1d initial conditions use wavenumbers 1-2
 
 
-def write_pdebench(h5: h5py.File, result: SolveResult) -> None:
-    if result.steady:
-        h5.create_dataset("nu", data=result.coefficient)
-        h5.create_dataset("tensor", data=result.solution)
-        h5.create_dataset("x-coordinate", data=result.coords["x"])
-        h5.create_dataset("y-coordinate", data=result.coords["y"])
-    else:
-        h5.create_dataset("tensor", data=result.solution)
-        h5.create_dataset("x-coordinate", data=result.coords["x"])
-        h5.create_dataset("t-coordinate", data=result.coords["t"])
+def write_single(h5: h5py.File, result: SolveResult) -> None:
+    h5.create_dataset("tensor", data=result.solution)
+    h5.create_dataset("x-coordinate", data=result.coords["x"])
+    h5.create_dataset("t-coordinate", data=result.coords["t"])
+
+
+def write_darcy(h5: h5py.File, result: SolveResult) -> None:
+    h5.create_dataset("nu", data=result.coefficient)
+    h5.create_dataset("tensor", data=result.solution)
+    h5.create_dataset("x-coordinate", data=result.coords["x"])
+    h5.create_dataset("y-coordinate", data=result.coords["y"])
+
+
+def write_cfd(h5: h5py.File, result: SolveResult) -> None:
+    for c, name in enumerate(result.channels):
+        h5.create_dataset(name, data=result.solution[..., c])
+    h5.create_dataset("x-coordinate", data=result.coords["x"])
+    t = result.coords["t"]
+    h5.create_dataset("t-coordinate", data=np.append(t, 2 * t[-1] - t[-2]))
 
 
 def write_multigroup(h5: h5py.File, result: SolveResult) -> None:
-    for i, trajectory in enumerate(result.solution):
+    axes = [axis for axis in ("x", "y") if axis in result.coords]
+    for i, trajectory in enumerate(result.with_channel_axis()):
         group = h5.create_group(f"{i:04d}")
-        group.create_dataset("data", data=trajectory[..., None])
-        group.create_dataset("grid/x", data=result.coords["x"])
+        group.create_dataset("data", data=trajectory)
+        for axis in axes:
+            group.create_dataset(f"grid/{axis}", data=result.coords[axis])
         group.create_dataset("grid/t", data=result.coords["t"])
 
 
-LAYOUT_WRITERS: dict[str, Callable[[h5py.File, SolveResult], None]] = {
-    "pdebench": write_pdebench,
+FORMAT_WRITERS: dict[str, Callable[[h5py.File, SolveResult], None]] = {
+    "single": write_single,
+    "darcy": write_darcy,
+    "cfd": write_cfd,
     "multigroup": write_multigroup,
 }
 
@@ -92,19 +109,21 @@ def dataset_shapes(path: Path) -> dict[str, tuple[int, ...]]:
     """Shapes of the datasets in a written file; multigroup files list the first group and
     the number of groups under "groups"."""
     with h5py.File(path, "r") as h5:
-        if "tensor" in h5:
-            return {key: h5[key].shape for key in h5 if isinstance(h5[key], h5py.Dataset)}
+        datasets = {key: h5[key].shape for key in h5 if isinstance(h5[key], h5py.Dataset)}
+        if datasets:
+            return datasets
         groups = sorted(h5)
         shapes: dict[str, tuple[int, ...]] = {"groups": (len(groups),)}
         if groups:
             first = groups[0]
-            for key in ("data", "grid/x", "grid/t"):
-                shapes[f"{first}/{key}"] = h5[f"{first}/{key}"].shape
+            for key in ("data", "grid/x", "grid/y", "grid/t"):
+                if key in h5[first]:
+                    shapes[f"{first}/{key}"] = h5[f"{first}/{key}"].shape
         return shapes
 
 
-def write_atomic(path: Path, result: SolveResult, attrs: dict, layout: str) -> None:
-    """Write ``result`` in ``layout`` to ``path`` atomically (``ups.atomic.atomic_path``)."""
+def write_atomic(path: Path, result: SolveResult, attrs: dict, file_format: str) -> None:
+    """Write ``result`` in ``file_format`` to ``path`` atomically (``ups.atomic.atomic_path``)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs.update(attrs)
-        LAYOUT_WRITERS[layout](h5, result)
+        FORMAT_WRITERS[file_format](h5, result)

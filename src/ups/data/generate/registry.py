@@ -8,7 +8,7 @@ import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
-from ups.data.generate import advection, burgers, darcy, reaction_diffusion
+from ups.data.generate import advection, burgers, cfd, darcy, diffusion_reaction, reaction_diffusion
 from ups.data.generate.hdf5_writer import (
     dataset_shapes,
     describe_settings,
@@ -20,7 +20,8 @@ from ups.data.generate.spec import Generator
 from ups.errors import UPSError
 
 GENERATORS: dict[str, Generator] = {
-    g.name: g for g in (burgers.GENERATOR, advection.GENERATOR, reaction_diffusion.GENERATOR, darcy.GENERATOR)
+    g.name: g for g in (burgers.GENERATOR, advection.GENERATOR, reaction_diffusion.GENERATOR, darcy.GENERATOR,
+                        cfd.GENERATOR, diffusion_reaction.GENERATOR)
 }
 
 
@@ -80,7 +81,7 @@ def generate_dataset(
             )
 
     result = generator.solve(n, nx, nt, seed, full_params, progress)
-    write_atomic(path, result, attrs, layout)
+    write_atomic(path, result, attrs, generator.file_format(layout))
     return GenerateResult(path, "written", generator.name, layout, dataset_shapes(path))
 
 

@@ -14,7 +14,8 @@ from tqdm import tqdm
 class SolveResult:
     """Arrays one generator produced, float32, in PDEBench's axis order.
 
-    Transient 1D tasks: ``solution`` [N, T, X], ``coords`` {"x": [X], "t": [T]}.
+    Transient tasks of one channel: ``solution`` [N, T, *S], ``coords`` {"x": [X], ("y": [Y],)
+    "t": [T]}; of several (``channels`` names them): ``solution`` [N, T, *S, C].
     Steady 2D tasks: ``solution`` [N, 1, X, Y], ``coefficient`` [N, X, Y],
     ``coords`` {"x": [X], "y": [Y]}.
     """
@@ -22,6 +23,11 @@ class SolveResult:
     solution: np.ndarray
     coords: dict[str, np.ndarray]
     coefficient: np.ndarray | None = None
+    channels: tuple[str, ...] | None = None
+
+    def with_channel_axis(self) -> np.ndarray:
+        """The solution as [N, T, *S, C]."""
+        return self.solution if self.channels else self.solution[..., None]
 
     @property
     def steady(self) -> bool:
@@ -49,10 +55,19 @@ class Generator:
     steady: bool = False
     periodic: bool = False  # the domain wraps around (as in PDEBench's files of the same PDE)
     transpose_symmetric: bool = False  # swapping x and y maps solutions to solutions (on a square grid)
+    # What layout "pdebench" writes, as PDEBench stores this family: "single" (``tensor``),
+    # "darcy", "cfd" (one dataset per variable) or "multigroup".
+    pdebench_layout: str = "single"
 
     @property
     def layouts(self) -> tuple[str, ...]:
+        """"pdebench" (PDEBench's own layout for the family) and, for a transient family,
+        "multigroup"."""
         return ("pdebench",) if self.steady else ("pdebench", "multigroup")
+
+    def file_format(self, layout: str) -> str:
+        """What ``layout`` writes: one of "single", "darcy", "cfd", "multigroup"."""
+        return self.pdebench_layout if layout == "pdebench" else layout
 
 
 def pdebench_number(value: float) -> str:
