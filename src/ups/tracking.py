@@ -89,6 +89,11 @@ class Tracker:
         values = {f"eval/{kind}/{name}": value for name, value in result["metrics"].items()}
         for task, metrics in result.get("per_task", {}).items():
             values.update({f"eval/{kind}/{task}/{name}": value for name, value in metrics.items()})
+        for task, figures in result.get("per_channel", {}).items():
+            for key, per_channel in figures.items():
+                if key != "channels":
+                    values.update({f"eval/{kind}/{task}/{channel}/{key}": value
+                                   for channel, value in zip(figures["channels"], per_channel)})
         values.update({f"eval/{kind}/{name}": value for name, value in result.get("extra", {}).items()})
         self.run.log(values)
         self.run.summary.update(values)

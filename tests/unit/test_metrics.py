@@ -77,3 +77,17 @@ def test_pearson_and_correlation_time_by_hand():
     pred = steps.clone()
     pred[0, 1] = truth.flip(1)[0]                                  # sample 0 decorrelates at step 2
     assert correlation_time(pred, steps).tolist() == [1.0, 3.0]
+
+
+def test_channel_suite_averages_to_the_suite_nrmse():
+    from ups.eval.evaluator import channel_suite, suite
+
+    generator = torch.Generator().manual_seed(0)
+    truth = torch.randn(3, 4, 10, 3, generator=generator) * torch.tensor([1.0, 10.0, 0.1])
+    pred = truth + 0.1 * torch.randn(truth.shape, generator=generator)
+    per_channel = channel_suite(pred, truth)
+    assert per_channel["nrmse"].shape == (3, 3)
+    torch.testing.assert_close(per_channel["nrmse"].mean(dim=1), suite(pred, truth)["nrmse"])
+    torch.testing.assert_close(per_channel["one_step_nrmse"].mean(dim=1), suite(pred, truth)["one_step_nrmse"])
+    # each channel is scored against its own scale: the noise is 0.1 in every channel
+    assert per_channel["nrmse"][:, 1].mean() < per_channel["nrmse"][:, 0].mean() < per_channel["nrmse"][:, 2].mean()

@@ -152,3 +152,30 @@ def test_concurrent_appends_from_eight_processes_lose_no_row(tmp_path):
         assert row["label"] == f"w{row['worker']}-{row['index']}" * 20
         assert row[f"w{row['worker']}_col{int(row['index']) // 5}"] == row["index"]
     assert len(columns) == 3 + len(writers) * (count // 5)
+
+
+def test_report_shows_every_channel_of_every_example_and_a_channel_table(tmp_path):
+    names = ["density", "pressure", "Vx"]
+    truth = np.random.default_rng(1).normal(size=(2, 4, 8, 8, 3))
+    examples = {"flow": {"truth": truth, "operator": truth + 0.1, "channels": names}}
+    result = make_result()
+    result["per_channel"] = {"flow": {"channels": names, "nrmse": [0.1, 0.2, 0.3], "rmse": [1.0, 2.0, 3.0]}}
+    page = write_report(result, examples, tmp_path / "report.html").read_text()
+    assert len(embedded_pngs(page)) == 1 + 2 * 3 + 1  # rollout curve, 2 trajectories x 3 channels, spectra
+    assert "<tr><th>task</th><th>channel</th><th>nrmse</th><th>rmse</th></tr>" in page
+    assert "<tr><th>flow</th><th>pressure</th><td>0.2</td><td>2</td></tr>" in page
+    examples["flow"]["channels"] = names[:2]
+    with pytest.raises(ValueError, match="names 2 channels, its fields have 3"):
+        write_report(result, examples, tmp_path / "other.html")
+
+
+def test_leaderboard_keeps_per_channel_figures_in_one_column(tmp_path):
+    board = tmp_path / "board.csv"
+    for channels in (["u"], ["density", "pressure", "Vx"]):
+        result = make_result()
+        result["per_channel"] = {"flow": {"channels": channels, "nrmse": [0.5] * len(channels)}}
+        append_leaderboard(board, leaderboard_row(result))
+    columns, rows = read_leaderboard(board)
+    assert columns.count("per_channel") == 1 and not any("density" in c for c in columns)
+    import json
+    assert json.loads(rows[1]["per_channel"])["flow"]["channels"] == ["density", "pressure", "Vx"]

@@ -11,6 +11,8 @@ scored) over ``horizon`` steps of ``training.time_stride`` frames; with
 operator rolls out from the encoded first frame of the window; every predicted step is decoded
 and compared with the truth.
 Per sample, a metric is the mean over the predicted steps; the rollout curve keeps the steps.
+Per channel (named as the task's file names them), the rollout's nRMSE, one-step nRMSE and RMSE
+go to ``per_channel``; the mean over a task's channels of its per-channel nRMSE is its nRMSE.
 With a corrector (the consistency student, else the ``diff_residual`` flow) the same suite is
 computed for the corrected rollout (``corrected_*``), plus CRPS and spread-skill of
 ``diffusion.val_samples`` corrected first steps. Steady tasks: nRMSE of the steady prior's
@@ -33,7 +35,7 @@ from ups.eval.metrics import (
     brmse, correlation_time, crmse, crps, frmse, max_error, rmse, rollout_curve, spread_skill,
 )
 from ups.stages import STAGES
-from ups.stages.batch import denormalize, flat_points, per_task
+from ups.stages.batch import denormalize, flat_points, per_task, task_rows
 
 # The upstream checkpoint a stage's own checkpoint contains: (key prefix inside it, top-level modules).
 _UPSTREAM_PARTS = {
@@ -60,6 +62,16 @@ def stage_from_checkpoint(cfg, tasks, checkpoint: dict):
     load_into(stage, checkpoint, ema="ema_state_dict" in checkpoint)
     stage.set_train_mode(False)
     return stage
+
+
+def channel_suite(pred: torch.Tensor, truth: torch.Tensor, eps: float = 1e-12) -> dict[str, torch.Tensor]:
+    """Per channel of a rollout: pred, truth [B, H, *S, C] -> {name: [B, C]} (``nrmse``,
+    ``one_step_nrmse``, ``rmse``); averaged over channels they are ``suite``'s nRMSEs."""
+    b, h, c = truth.shape[0], truth.shape[1], truth.shape[-1]
+    err = (pred - truth).reshape(b, h, -1, c).pow(2).mean(dim=2).sqrt()    # [B, H, C]
+    ref = truth.reshape(b, h, -1, c).pow(2).mean(dim=2).sqrt()
+    per_step = err / (ref + eps)
+    return {"nrmse": per_step.mean(dim=1), "one_step_nrmse": per_step[:, 0], "rmse": err.mean(dim=1)}
 
 
 def rollout_start(cfg) -> int:
@@ -111,6 +123,9 @@ class Evaluator:
         self.cfg, self.operator, self.corrector, self.steady = cfg, operator, corrector, steady
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
+        self.channel_names = {t.name: t.info.channel_names for t in operator.dyn_tasks} if operator else {}
+        self.channel_sums: dict[tuple[str, str, str], float] = defaultdict(float)  # (task, channel, metric)
+        self.channel_counts: dict[tuple[str, str, str], int] = defaultdict(int)
         self.curves: dict[str, torch.Tensor] = {}
         self.rollout_seconds, self.rollout_steps, self.rollout_samples = 0.0, 0, 0
         self.examples: dict[str, dict] = {}  # per task, the first batch's truth and predictions (pictures)
@@ -157,6 +172,7 @@ class Evaluator:
         self.rollout_steps += steps
         self.rollout_samples += steps * window.shape[0]
         self.add(suite(pred, truth), names, "", batch["index"])
+        self.add_channels(channel_suite(pred, truth), names, "")
         self.add_curve("operator", rollout_curve(pred, truth))
         example = self.keep_example(names[0], batch, window, op, pred)
         if self.corrector is not None:
@@ -174,6 +190,7 @@ class Evaluator:
             pred.append(decode(zk))
         pred = torch.stack(pred, dim=1)
         self.add(suite(pred, truth), names, "corrected_", batch["index"])
+        self.add_channels({"nrmse": channel_suite(pred, truth)["nrmse"]}, names, "corrected_")
         self.add_curve("corrected", rollout_curve(pred, truth))
         first = op(z, batch["dt"], batch["params"], batch["task_id"])
         samples = torch.stack([decode(first + corrector.correction(batch, first, generator))
@@ -187,7 +204,8 @@ class Evaluator:
             return None
         n = min(3, window.shape[0])
         truth = denormalize(op.normalizers, [task] * n, window[:n].float()).cpu().numpy()
-        self.examples[task] = {"truth": truth, "operator": self.as_grid(pred, batch, truth)}
+        self.examples[task] = {"truth": truth, "operator": self.as_grid(pred, batch, truth),
+                               "channels": list(self.channel_names[task])}
         return self.examples[task]
 
     @staticmethod
@@ -225,13 +243,35 @@ class Evaluator:
             out[task] = {"index": order, **{key: [by_index[i].get(key) for i in order] for key in keys}}
         return out
 
+    def add_channels(self, values: dict[str, torch.Tensor], names: list[str], prefix: str) -> None:
+        """Sum per-channel values [B, C] by task and channel name."""
+        for key, per_channel in values.items():
+            for task, rows in task_rows(names).items():
+                picked = (per_channel if rows is None else per_channel[rows]).double()
+                for name, total in zip(self.channel_names[task], picked.sum(dim=0).tolist()):
+                    self.channel_sums[(task, name, prefix + key)] += total
+                    self.channel_counts[(task, name, prefix + key)] += picked.shape[0]
+
+    def per_channel(self) -> dict[str, dict[str, list]]:
+        """Per transient task: ``channels`` (names, in the file's order) and each per-channel
+        metric as a list in that order."""
+        out: dict[str, dict[str, list]] = {}
+        for task, channels in self.channel_names.items():
+            keys = sorted({key for (t, _, key) in self.channel_sums if t == task})
+            if keys:
+                out[task] = {"channels": list(channels), **{
+                    key: [self.channel_sums[(task, c, key)] / self.channel_counts[(task, c, key)] for c in channels]
+                    for key in keys}}
+        return out
+
     def add_curve(self, name: str, curve: torch.Tensor) -> None:
         total = curve.double().sum(dim=0).cpu()
         self.curves[name] = self.curves[name] + total if name in self.curves else total
         self.counts[f"curve:{name}"] += curve.shape[0]
 
     def result(self) -> dict:
-        """``metrics`` (overall), ``per_task``, ``rollout`` curves and ``extra`` (cost)."""
+        """``metrics`` (overall), ``per_task``, ``per_channel`` (``Evaluator.per_channel``),
+        ``rollout`` curves and ``extra`` (cost)."""
         metrics, tasks = {}, defaultdict(dict)
         for key in sorted(self.sums):
             value = self.sums[key] / max(self.counts[key], 1)
@@ -241,7 +281,8 @@ class Evaluator:
         extra = {"ms_per_rollout_step": 1000 * self.rollout_seconds / max(self.rollout_steps, 1),
                  "samples_per_second": self.rollout_samples / self.rollout_seconds if self.rollout_seconds else 0.0,
                  "n_trajectories": self.counts.get("curve:operator", 0)}
-        out = {"metrics": metrics, "per_task": dict(tasks), "rollout": rollout, "extra": extra}
+        out = {"metrics": metrics, "per_task": dict(tasks), "rollout": rollout, "extra": extra,
+               "per_channel": self.per_channel()}
         if self.samples is not None:
             out["per_sample"] = self.per_sample()
         return out

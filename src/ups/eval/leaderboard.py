@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import fcntl
 import html
+import json
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from ups.atomic import atomic_path
 
 def leaderboard_row(result: dict) -> dict:
     """Flatten an evaluation result: identity (label, run, role, how it was evaluated), ``tag:<k>``,
-    metrics, ``<task>/<metric>``, extras and a UTC ISO timestamp."""
+    metrics, ``<task>/<metric>``, extras, ``per_channel`` (one column: the result's per-channel
+    figures as JSON, so channels never add columns) and a UTC ISO timestamp."""
     row = {k: result.get(k) for k in ("label", "run_id", "role", "eval")}
     row.update({f"tag:{k}": v for k, v in (result.get("tags") or {}).items()})
     row.update({k: result.get(k) for k in ("split", "horizon", "context_frames", "resolution", "tasks", "engine",
@@ -26,6 +28,7 @@ def leaderboard_row(result: dict) -> dict:
     for task, metrics in (result.get("per_task") or {}).items():
         row.update({f"{task}/{name}": value for name, value in metrics.items()})
     row.update(result.get("extra") or {})
+    row["per_channel"] = json.dumps(result.get("per_channel") or {}, sort_keys=True)
     row["timestamp"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
     return row
 

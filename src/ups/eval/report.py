@@ -28,10 +28,12 @@ STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1150px}table{border-c
 def write_report(result: dict, examples: dict, path: Path) -> Path:
     """Write the report for one evaluation ``result`` to ``path`` (atomically) and return ``path``.
 
-    ``examples``: {task: {"truth": [n, H+1, X(, Y), C], "operator": same, "corrected": optional}}.
+    ``examples``: {task: {"truth": [n, H+1, X(, Y), C], "operator": same, "corrected": optional,
+    "channels": optional names of the C channels}}. Every channel of every example is shown.
     """
     path = Path(path)
-    body = [_header(result), _metrics_table(result), _rollout_curve(result.get("rollout") or {})]
+    body = [_header(result), _metrics_table(result), _channel_table(result.get("per_channel") or {}),
+            _rollout_curve(result.get("rollout") or {})]
     body += [_task_section(task, arrays) for task, arrays in examples.items()]
     title = _esc(result.get("label", "evaluation"))
     page = (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{title}</title>"
@@ -75,6 +77,19 @@ def _metrics_table(result: dict) -> str:
     return f"<h2>Metrics</h2>\n<table>{head}{rows}</table>"
 
 
+def _channel_table(per_channel: dict) -> str:
+    """Per task and channel, the per-channel metrics (tasks with one channel included)."""
+    if not per_channel:
+        return ""
+    keys = sorted({key for figures in per_channel.values() for key in figures if key != "channels"})
+    head = "<tr><th>task</th><th>channel</th>" + "".join(f"<th>{_esc(k)}</th>" for k in keys) + "</tr>"
+    rows = "".join(
+        f"<tr><th>{_esc(task)}</th><th>{_esc(channel)}</th>"
+        + "".join(f"<td>{_format(figures[k][c] if k in figures else None)}</td>" for k in keys) + "</tr>"
+        for task, figures in per_channel.items() for c, channel in enumerate(figures["channels"]))
+    return f"<h2>Metrics per channel</h2>\n<table>{head}{rows}</table>"
+
+
 def _png(fig) -> str:
     """The figure as an inline ``<img>``; the figure is closed either way."""
     try:
@@ -107,17 +122,21 @@ def _task_section(task: str, arrays: dict) -> str:
     for name, pred in preds.items():
         if pred.shape != truth.shape:
             raise ValueError(f"examples[{task!r}][{name!r}] has shape {pred.shape}, truth has {truth.shape}")
+    channels = list(arrays.get("channels") or [f"channel {c}" for c in range(truth.shape[-1])])
+    if len(channels) != truth.shape[-1]:
+        raise ValueError(f"examples[{task!r}] names {len(channels)} channels, its fields have {truth.shape[-1]}")
     parts = [f"<h2>Task {_esc(task)}</h2>"]
     for i in range(min(len(truth), MAX_TRAJECTORIES)):
-        parts.append(_trajectory_panels(truth[i], {name: pred[i] for name, pred in preds.items()}, i))
-    parts.append(_spectrum_plot(truth, preds))
+        for c, channel in enumerate(channels):
+            parts.append(_trajectory_panels(truth[i], {name: pred[i] for name, pred in preds.items()}, i, c, channel))
+    parts.append(_spectrum_plot(truth, preds, channels))
     return "\n".join(parts)
 
 
-def _trajectory_panels(truth: np.ndarray, preds: dict, index: int) -> str:
-    """One row per prediction: truth | prediction | |error|, channel 0. 1D fields [H+1, X, C] as
-    space-time images (step down, x across); 2D fields [H+1, X, Y, C] at the last step."""
-    show = (lambda f: f[:, :, 0]) if truth.ndim == 3 else (lambda f: f[-1, :, :, 0])
+def _trajectory_panels(truth: np.ndarray, preds: dict, index: int, c: int, channel: str) -> str:
+    """One row per prediction: truth | prediction | |error|, of channel ``c``. 1D fields
+    [H+1, X, C] as space-time images (step down, x across); 2D fields [H+1, X, Y, C] at the last step."""
+    show = (lambda f: f[:, :, c]) if truth.ndim == 3 else (lambda f: f[-1, :, :, c])
     fig, axes = plt.subplots(len(preds), 3, figsize=(11, 3 * len(preds)), squeeze=False,
                              layout="constrained")
     vmin, vmax = show(truth).min(), show(truth).max()
@@ -129,12 +148,13 @@ def _trajectory_panels(truth: np.ndarray, preds: dict, index: int) -> str:
             ax.set_title(title)
             ax.set(xlabel="x", ylabel="step" if truth.ndim == 3 else "y")
             fig.colorbar(image, ax=ax)
-    fig.suptitle(f"trajectory {index}" + (" (last step)" if truth.ndim == 4 else ""))
+    fig.suptitle(f"trajectory {index}, {channel}" + (" (last step)" if truth.ndim == 4 else ""))
     return _png(fig)
 
 
 def energy_spectrum(fields: np.ndarray) -> np.ndarray:
-    """Mean |FFT|^2 against integer wavenumber |k|, averaged over trajectories, steps and channels.
+    """Mean |FFT|^2 against integer wavenumber |k|, averaged over trajectories, steps and channels
+    (pass one channel, ``fields[..., c:c + 1]``, for its own spectrum).
 
     Args:
         fields: [n, T, X, C] or [n, T, X, Y, C].
@@ -153,10 +173,12 @@ def energy_spectrum(fields: np.ndarray) -> np.ndarray:
     return totals / np.maximum(counts, 1)
 
 
-def _spectrum_plot(truth: np.ndarray, preds: dict) -> str:
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    for name, fields in {"truth": truth, **preds}.items():
-        ax.semilogy(energy_spectrum(fields), label=name, linestyle="-" if name == "truth" else "--")
-    ax.set(xlabel="wavenumber |k|", ylabel="mean |FFT|²", title="energy spectrum")
-    ax.legend()
+def _spectrum_plot(truth: np.ndarray, preds: dict, channels: list[str]) -> str:
+    """One energy-spectrum panel per channel."""
+    fig, axes = plt.subplots(1, len(channels), figsize=(6 * min(len(channels), 3), 3.5), squeeze=False)
+    for c, (ax, channel) in enumerate(zip(axes[0], channels)):
+        for name, fields in {"truth": truth, **preds}.items():
+            ax.semilogy(energy_spectrum(fields[..., c:c + 1]), label=name, linestyle="-" if name == "truth" else "--")
+        ax.set(xlabel="wavenumber |k|", ylabel="mean |FFT|²", title=f"energy spectrum, {channel}")
+        ax.legend()
     return _png(fig)
