@@ -154,3 +154,23 @@ def test_weights_multiply_a_tasks_draws_and_keep_the_shards_equal():
     assert sorted(set(small)) == [20, 21, 22] and all(small.count(i) == 4 for i in (20, 21, 22))
     with pytest.raises(ValueError, match="one positive weight per task"):
         TaskBatchSampler([20, 3], 4, weights=[1.0, 0.0])
+
+
+def test_validation_limit_keeps_a_fixed_subset_shared_by_task_size():
+    s = TaskBatchSampler([60, 30, 10], 8, shuffle=False, seed=5, limit=20)
+    batches = s.epoch_batches(0)
+    items = [i for b in batches for i in b]
+    assert s.epoch_batches(7) == batches                           # the same subset at every validation
+    assert len(items) == len(set(items)) == 20
+    assert Counter(_task_of(i, [60, 30, 10]) for i in items) == {0: 12, 1: 6, 2: 2}
+    assert all(_task_of(b[0], [60, 30, 10]) == _task_of(b[-1], [60, 30, 10]) for b in batches)
+    assert items == sorted(items)                                  # tasks in order, items in order
+    other = TaskBatchSampler([60, 30, 10], 8, shuffle=False, seed=6, limit=20)
+    assert [i for b in other.epoch_batches(0) for i in b] != items  # drawn from the seed
+    assert len(s) == 2 + 1 + 1
+    # a limit above the split keeps all of it; a tiny task keeps one item
+    assert TaskBatchSampler([7, 3], 4, shuffle=False, limit=50).epoch_batches(0) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
+    assert Counter(_task_of(i, [99, 1]) for b in TaskBatchSampler([99, 1], 4, shuffle=False, limit=5).epoch_batches(0)
+                   for i in b) == {0: 4, 1: 1}
+    with pytest.raises(ValueError, match="for validation"):
+        TaskBatchSampler([7, 3], 4, shuffle=True, limit=5)

@@ -16,6 +16,10 @@ in grid size and channel count, so a batch never mixes tasks.
 - ``weights`` (per task, default 1): multiply a task's draws per epoch (rounded, at least one),
   e.g. to draw a small task more often; draws beyond its size repeat its items as ``uniform`` does.
 - ``shuffle=False`` (validation): tasks in order, items in order, consecutive batches.
+- ``limit`` (validation only, ``training.val_max_samples``): at most this many items per pass, a
+  fixed subset drawn once from ``seed`` (the same at every validation, so epochs compare),
+  shared out to the tasks in proportion to their sizes (largest remainders; at least one per
+  non-empty task while the limit allows), each task's items kept in order.
 - Resuming inside an epoch: ``skip = k`` makes the next pass start at this rank's batch k of
   the epoch (the first k were trained on before the checkpoint); ``len`` stays the epoch's.
 - Sharding: rank r takes batches r, r + W, ... of the epoch's list. When the batch count is not
@@ -62,6 +66,28 @@ def _draw(size: int, n_draws: int, g: torch.Generator | None) -> torch.Tensor:
     return torch.cat([torch.randperm(size, generator=g) for _ in range(math.ceil(n_draws / size))])[:n_draws]
 
 
+def _limited(task_sizes: Sequence[int], limit: int) -> list[int]:
+    """Items per task when at most ``limit`` are kept: proportional shares, largest remainders
+    first, at least one per non-empty task while the limit allows, never above a task's size."""
+    total = sum(task_sizes)
+    if limit >= total:
+        return list(task_sizes)
+    raw = [limit * n / total for n in task_sizes]
+    counts = [math.floor(r) for r in raw]
+    for k in sorted(range(len(raw)), key=lambda j: counts[j] - raw[j])[:limit - sum(counts)]:
+        counts[k] += 1
+    for k, n in enumerate(task_sizes):  # a task with items keeps one, taken from the largest share
+        if n and not counts[k] and max(counts) > 1:
+            counts[max(range(len(counts)), key=lambda j: counts[j])] -= 1
+            counts[k] = 1
+    return counts
+
+
+def _fixed_subset(size: int, n: int, seed: int) -> torch.Tensor:
+    """``n`` of ``size`` local indices, drawn from ``seed`` alone, ascending."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))[:n].sort().values
+
+
 def _split_largest(batches: list[list[int]], n_splits: int) -> list[list[int]]:
     """Halve the largest batch (the first of equal ones) ``n_splits`` times, in place."""
     for _ in range(n_splits):
@@ -91,8 +117,10 @@ class TaskBatchSampler(Sampler[list[int]]):
 
     def __init__(self, task_sizes: Sequence[int], batch_size: int, *, seed: int = 0, shuffle: bool = True,
                  strategy: str = "proportional", rank: int = 0, world_size: int = 1,
-                 weights: Sequence[float] | None = None):
+                 weights: Sequence[float] | None = None, limit: int | None = None):
         _check(task_sizes, batch_size, strategy, rank, world_size)
+        if limit is not None and (shuffle or limit < 1):
+            raise ValueError(f"limit={limit}: a fixed subset of at least one item is for validation (shuffle=False).")
         if weights is not None and (len(weights) != len(task_sizes) or min(weights) <= 0):
             raise ValueError(f"weights={list(weights)}: need one positive weight per task ({len(task_sizes)}).")
         self.task_sizes, self.batch_size = list(task_sizes), batch_size
@@ -100,6 +128,9 @@ class TaskBatchSampler(Sampler[list[int]]):
         self.rank, self.world_size = rank, world_size
         self.offsets = [sum(self.task_sizes[:k]) for k in range(len(self.task_sizes))]
         self.draws = _task_draws(self.task_sizes, strategy, weights)
+        self.limited = limit is not None and limit < sum(self.task_sizes)
+        if self.limited:
+            self.draws = _limited(self.task_sizes, limit)
         n_batches = sum(math.ceil(n / batch_size) for n in self.draws)
         self.n_splits = -n_batches % world_size
         if n_batches + self.n_splits > sum(self.draws):
@@ -118,9 +149,10 @@ class TaskBatchSampler(Sampler[list[int]]):
         """All ranks' batches of ``epoch``, before dealing: ``len(self) * world_size`` lists."""
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch) if self.shuffle else None
         batches = []
-        for offset, size, n in zip(self.offsets, self.task_sizes, self.draws):
+        for k, (offset, size, n) in enumerate(zip(self.offsets, self.task_sizes, self.draws)):
             if n:
-                idx = (offset + _draw(size, n, g)).tolist()
+                local = _fixed_subset(size, n, self.seed * 1_000_003 + k) if self.limited else _draw(size, n, g)
+                idx = (offset + local).tolist()
                 batches += [idx[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
         if g is not None:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]

@@ -62,10 +62,11 @@ def task_batch_sampler(dataset, cfg: Config, stage_name: str, *, train: bool, ra
                        world_size: int = 1) -> TaskBatchSampler:
     """One-task batches of the stage's batch size sharded over ``world_size`` ranks: shuffled per
     epoch with ``data.task_sampling`` and the tasks' weights for training, in order (every sample
-    once) for validation."""
+    once, or the fixed subset of ``training.val_max_samples``) for validation."""
     return TaskBatchSampler(task_sizes(dataset), batch_size(cfg, stage_name), seed=cfg.seed, shuffle=train,
                             strategy=cfg.data.task_sampling if train else "proportional", rank=rank,
-                            world_size=world_size, weights=getattr(dataset, "task_weights", None) if train else None)
+                            world_size=world_size, weights=getattr(dataset, "task_weights", None) if train else None,
+                            limit=None if train else cfg.training.val_max_samples)
 
 
 def build_loaders(stage, cfg: Config, *, validate: bool, rank: int = 0,
