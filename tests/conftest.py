@@ -1,4 +1,4 @@
-"""Shared fixtures: small hand-built PDEBench files in the three layouts.
+"""Shared fixtures: small hand-built PDEBench files in the five layouts.
 
 Each ``make_*`` writer takes the arrays to store (or draws seeded random ones) and returns
 a ``Written`` record holding the path and exactly what was written, so tests compare what
@@ -99,10 +99,50 @@ def write_multigroup(path: Path, n=10, shape=(6, 16, 12, 2), seed=2, t_len=None,
     return Written(Path(path), arrays)
 
 
+def write_cfd(path: Path, shape=(6, 5, 16), seed=6, t_len=None, skip=(), attrs=None) -> Written:
+    """Compressible CFD layout: ``density``, ``pressure``, ``Vx`` (``Vy``, ``Vz`` by rank),
+    each [N, T, *spatial], with ``x-``/``y-``/``z-coordinate`` and ``t-coordinate`` of
+    ``t_len`` entries (default T + 1, as PDEBench's). ``skip``: variables left out."""
+    rng = _rng(seed)
+    spatial = shape[2:]
+    names = ("density", "pressure", *("Vx", "Vy", "Vz")[:len(spatial)])
+    out = Written(Path(path))
+    t_len = shape[1] + 1 if t_len is None else t_len
+    with h5py.File(path, "w") as f:
+        for name in names:
+            if name not in skip:
+                out.arrays[name] = rng.normal(size=shape).astype(np.float32)
+                f.create_dataset(name, data=out.arrays[name])
+        for axis, n in zip("xyz", spatial):
+            out.arrays[f"{axis}-coordinate"] = np.linspace(-1.0, 1.0, n, dtype=np.float32)
+            f.create_dataset(f"{axis}-coordinate", data=out.arrays[f"{axis}-coordinate"])
+        out.arrays["t-coordinate"] = np.linspace(0.0, 0.05 * (t_len - 1), t_len, dtype=np.float32)
+        f.create_dataset("t-coordinate", data=out.arrays["t-coordinate"])
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+    return out
+
+
+def write_ns_incomp(path: Path, n=6, t=5, nx=12, ny=10, seed=7, force=True, times=None) -> Written:
+    """Incompressible Navier-Stokes layout: ``velocity`` [N, T, X, Y, 2], ``particles``
+    [N, T, X, Y, 1], ``force`` [N, X, Y, 2] and ``t`` [N, T] (``times``: rows as given)."""
+    rng = _rng(seed)
+    arrays = {"velocity": rng.normal(size=(n, t, nx, ny, 2)).astype(np.float32),
+              "particles": rng.uniform(size=(n, t, nx, ny, 1)).astype(np.float32),
+              "t": np.tile(np.linspace(0.0, 0.5, t, dtype=np.float32), (n, 1)) if times is None else times}
+    if force:
+        arrays["force"] = rng.normal(size=(n, nx, ny, 2)).astype(np.float32)
+    with h5py.File(path, "w") as f:
+        for key, value in arrays.items():
+            f.create_dataset(key, data=value)
+    return Written(Path(path), arrays)
+
+
 @pytest.fixture
 def pdebench_writers():
     """The raw writers, for tests that craft their own (often broken) files."""
-    return SimpleNamespace(single=write_single, darcy=write_darcy, multigroup=write_multigroup)
+    return SimpleNamespace(single=write_single, darcy=write_darcy, multigroup=write_multigroup, cfd=write_cfd,
+                           ns_incomp=write_ns_incomp)
 
 
 @pytest.fixture

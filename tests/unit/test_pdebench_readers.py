@@ -18,9 +18,11 @@ from ups.errors import DataError
     ("1D_Advection_Sols_beta0.4.hdf5", {"beta": 0.4}),
     ("ReacDiff_Nu0.5_Rho1.0.hdf5", {"nu": 0.5, "rho": 1.0}),
     ("2D_DarcyFlow_beta1.0_Train.hdf5", {"beta": 1.0}),
-    ("1D_CFD_Rand_Eta0.01_Zeta0.01_periodic_Train.hdf5", {"eta": 0.01, "zeta": 0.01}),
+    ("1D_CFD_Rand_Eta0.01_Zeta0.01_periodic_Train.hdf5", {"eta": 0.01, "zeta": 0.01, "periodic": 1.0}),
+    ("1D_CFD_Shock_Eta1.e-8_Zeta1.e-8_trans_Train.hdf5", {"eta": 1e-8, "zeta": 1e-8, "periodic": 0.0}),
+    ("1D_Burgers_periodic_Nu0.1.hdf5", {"nu": 0.1}),
     ("1D_Burgers_Sols_Nu1e-3.hdf5", {"nu": 1e-3}),
-    ("2D_CFD_Rand_M0.1_Eta1.E-8_periodic_128_Train.hdf5", {"m": 0.1, "eta": 1e-8}),
+    ("2D_CFD_Rand_M0.1_Eta1.E-8_periodic_128_Train.hdf5", {"m": 0.1, "eta": 1e-8, "periodic": 1.0}),
     ("2D_diff-react_NA_NA.h5", {}),
 ])
 def test_parse_params_from_name(name, expected):

@@ -38,8 +38,9 @@ class TaskConfig:
 
     name: str = knob("", "task name, used in metric keys (`val/<name>/nrmse`) and splits", read_by="data")
     path: str = knob("", "HDF5 file; relative paths are under `paths.data_dir`", read_by="data")
-    layout: Literal["auto", "single", "darcy", "multigroup"] = knob(
-        "auto", "PDEBench layout of the file; `auto` detects it from the keys", read_by="data"
+    layout: Literal["auto", "single", "darcy", "multigroup", "cfd", "ns_incomp"] = knob(
+        "auto", "PDEBench layout of the file ([data.md](data.md#layouts-read)); `auto` detects it from the keys",
+        read_by="data"
     )
     params: dict[str, float] = knob(
         {}, "PDE parameters that override those parsed from the file name and attributes", read_by="data"
@@ -68,6 +69,12 @@ class TaskConfig:
 
 @dataclass
 class SplitConfig:
+    mode: Literal["seeded", "pdebench"] = knob(
+        "seeded", "`seeded`: every split drawn by a seeded permutation; `pdebench`: the test split taken as "
+        "PDEBench's scripts take it (`test` is their `test_ratio`: the first int(N x test) samples in file "
+        "order, the last ones for a multi-group file), validation and train drawn, seeded, from the rest",
+        read_by="data"
+    )
     train: float = knob(0.8, "fraction of trajectories for training", read_by="data", min=0.0, max=1.0)
     val: float = knob(0.1, "fraction for validation (0 with validation on: carved off train, with a warning)",
                       read_by="data", min=0.0, max=1.0)
@@ -81,6 +88,10 @@ class DataConfig:
         "the tasks to train on (at least one); by default the built-in Burgers data", read_by="data",
     )
     reduced_resolution: int = knob(1, "keep every r-th grid point in each spatial axis", read_by="data", min=1)
+    max_samples: Optional[int] = knob(
+        None, "use only the first this many samples of each file, in file order (PDEBench's `num_samples_max`), "
+              "before the split; unset: all", read_by="data", min=1
+    )
     reduced_resolution_t: int = knob(1, "keep every r-th stored time step", read_by="data", min=1)
     split: SplitConfig = section(SplitConfig, "trajectory-level train/val/test split, seeded by `seed`")
     normalization: Literal["standard", "none"] = knob(
@@ -215,6 +226,11 @@ class TrainingConfig:
     val_every_n_epochs: int = knob(
         1, "validate (and write the best-k and last checkpoints) after every n-th epoch only, for epochs too short "
            "to validate after each; patience counts validations", read_by="engines", min=1)
+    val_max_samples: Optional[int] = knob(
+        None, "validate on at most this many samples (frames, windows or pairs, by the stage): a fixed subset drawn "
+              "from `seed`, the same at every validation, shared out to the tasks by size; bounds the cost of "
+              "validating on a large file (evaluation always reads the whole split); unset: the whole split",
+        read_by="engines", min=1)
     rollout_horizon: int = knob(4, "steps of the unrolled rollout windows", read_by="operator stage", min=1)
     time_stride: int = knob(1, "frames between a latent pair's input and target", read_by="operator stage",
                             min=1)

@@ -9,6 +9,8 @@ import h5py
 import numpy as np
 
 _PARAM_TOKEN = re.compile(r"^([A-Za-z]+)([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)$")
+# PDEBench's compressible CFD files name their boundary: periodic, or "trans" (transmissive, outgoing).
+_CFD_BOUNDARY = {"periodic": 1.0, "trans": 0.0}
 
 
 def parse_params_from_name(file_name: str) -> dict[str, float]:
@@ -16,7 +18,9 @@ def parse_params_from_name(file_name: str) -> dict[str, float]:
 
     ``"ReacDiff_Nu0.5_Rho1.0.hdf5"`` -> ``{"nu": 0.5, "rho": 1.0}``. Tokens are split on
     ``_``; a token counts when it is letters followed by a number (``Nu1e-3``, ``beta0.4``);
-    tokens such as ``1D``, ``Sols``, ``Train`` or ``128`` are ignored.
+    tokens such as ``1D``, ``Sols``, ``Train`` or ``128`` are ignored. In a compressible CFD
+    file's name (a ``CFD`` token) the boundary token becomes ``periodic``: 1 for
+    ``periodic``, 0 for ``trans`` (``1D_CFD_Shock_Eta1.e-8_Zeta1.e-8_trans_Train.hdf5``).
     """
     stem = Path(file_name).name
     for suffix in (".hdf5", ".h5", ".hdf"):
@@ -24,10 +28,14 @@ def parse_params_from_name(file_name: str) -> dict[str, float]:
             stem = stem[: -len(suffix)]
             break
     params: dict[str, float] = {}
-    for token in stem.split("_"):
+    tokens = stem.split("_")
+    cfd = any(token.upper() == "CFD" for token in tokens)
+    for token in tokens:
         match = _PARAM_TOKEN.match(token)
         if match:
             params[match.group(1).lower()] = float(match.group(2))
+        elif cfd and token.lower() in _CFD_BOUNDARY:
+            params["periodic"] = _CFD_BOUNDARY[token.lower()]
     return params
 
 

@@ -1,6 +1,6 @@
 """Read PDEBench HDF5 files in their own layouts, lazily and by slicing.
 
-Three layouts are read (``layout="auto"`` detects them, in this order):
+Five layouts are read (``layout="auto"`` detects them, in this order):
 
 - ``darcy`` (steady): ``nu`` [N, X, Y] (coefficient a(x)) and ``tensor`` [N, 1, X, Y]
   (solution u(x)), with ``x-coordinate`` [X] and ``y-coordinate`` [Y].
@@ -8,12 +8,20 @@ Three layouts are read (``layout="auto"`` detects them, in this order):
   [N, T, X, Y] when ``y-coordinate`` is present, else [N, T, X, C]; rank 5 is
   [N, T, X, Y, C]. ``x-coordinate`` [X], optional ``y-coordinate`` [Y], ``t-coordinate``
   of length T or T+1 (real PDEBench files carry one extra time; the first T are used).
+- ``cfd`` (transient, PDEBench's compressible 1D/2D/3D CFD): ``density``, ``pressure``,
+  ``Vx`` (``Vy`` in 2D and 3D, ``Vz`` in 3D), each [N, T, X(, Y(, Z))], read as channels in
+  that order; ``x-``/``y-``/``z-coordinate``, ``t-coordinate`` (T or T+1).
+- ``ns_incomp`` (transient, PDEBench's incompressible 2D Navier-Stokes): ``velocity``
+  [N, T, X, Y, 2] and ``particles`` [N, T, X, Y, 1] as channels ``Vx, Vy, particles``;
+  ``force`` [N, X, Y, 2] is a static field per sample (``static_field(i)``); ``t`` [N, T]
+  (every sample's times must agree).
 - ``multigroup`` (transient): groups ``0000``, ``0001``, ... each with ``data``
   [T, X, C] or [T, X, Y, C] and ``grid/x``, ``grid/y`` (2D), ``grid/t`` (T or T+1). The
   grid of the first group is used for all groups.
 
 Missing coordinates fall back to uniform cell centres on (0, 1) and missing times to
-``linspace(0, 1, T)``; each fallback is recorded in ``FileInfo.notes``.
+``linspace(0, 1, T)``; each fallback is recorded in ``FileInfo.notes``. ``max_samples``
+keeps the first samples in file order (PDEBench's ``num_samples_max``).
 
 The HDF5 handle is opened on first data access, cached, never pickled, and re-opened
 when the process id changes (forked DataLoader workers).
@@ -33,19 +41,25 @@ import numpy as np
 from ups.data.params import numeric_attrs, parse_params_from_name
 from ups.errors import DataError
 
-LAYOUTS = ("single", "darcy", "multigroup")
+LAYOUTS = ("single", "darcy", "multigroup", "cfd", "ns_incomp")
+SPATIAL_AXES = "xyz"
+CFD_VELOCITIES = ("Vx", "Vy", "Vz")
+NS_CHANNELS = ("Vx", "Vy", "particles")
+NS_STATIC = ("force_x", "force_y")
 
 _GROUP_NAME = re.compile(r"^\d+$")
 
 
 @dataclass(frozen=True)
 class FileInfo:
-    """What a file holds, after down-sampling.
+    """What a file holds, after down-sampling and the sample cap.
 
     ``params`` are the file-level PDE parameters; ``varying_params`` names parameters whose
     value differs between trajectories (multigroup group attributes), read per trajectory
-    with ``PDEBenchFile.params_of``. ``notes`` records fallbacks such as synthesised
-    coordinates.
+    with ``PDEBenchFile.params_of``. ``channel_names`` name the channels of ``trajectory``
+    (or of u in a Darcy file) in order; ``static_channels`` those of ``static_field``, a
+    per-sample field that does not change in time (the incompressible Navier-Stokes
+    forcing). ``notes`` records fallbacks such as synthesised coordinates, and the cap.
     """
 
     path: Path
@@ -58,6 +72,9 @@ class FileInfo:
     params: dict[str, float]
     varying_params: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    channel_names: tuple[str, ...] = ()
+    static_channels: tuple[str, ...] = ()
+    n_stored: int = 0
 
 
 def _cell_centres(n: int) -> np.ndarray:
@@ -68,22 +85,30 @@ def _n_kept(n: int, step: int) -> int:
     return math.ceil(n / step)
 
 
+def default_channel_names(n: int) -> tuple[str, ...]:
+    """``("u",)`` for one channel, ``("u0", "u1", ...)`` for several."""
+    return ("u",) if n == 1 else tuple(f"u{c}" for c in range(n))
+
+
 class PDEBenchFile:
     """One PDEBench HDF5 file, validated on construction and read lazily by slicing.
 
     Args:
         path: the ``.hdf5``/``.h5`` file.
-        layout: ``"auto"``, ``"single"``, ``"darcy"`` or ``"multigroup"``.
+        layout: ``"auto"`` or one of ``LAYOUTS``.
         reduced_resolution: keep every r-th point along each spatial axis.
         reduced_resolution_t: keep every r_t-th frame.
         params_override: PDE parameters that win over the file name and attributes.
+        max_samples: keep only the first samples in file order (PDEBench's
+            ``num_samples_max``); None keeps all.
 
     Raises:
         DataError: the file is missing, not HDF5, or not in the layout asked for.
     """
 
     def __init__(self, path, layout: str = "auto", reduced_resolution: int = 1,
-                 reduced_resolution_t: int = 1, params_override: dict | None = None):
+                 reduced_resolution_t: int = 1, params_override: dict | None = None,
+                 max_samples: int | None = None):
         self.path = Path(path)
         if layout != "auto" and layout not in LAYOUTS:
             raise DataError(f"{self.path}: unknown layout {layout!r}; expected 'auto' or one of "
@@ -92,20 +117,33 @@ class PDEBenchFile:
                             ("reduced_resolution_t", reduced_resolution_t)):
             if not isinstance(value, (int, np.integer)) or value < 1:
                 raise DataError(f"{self.path}: {name}={value!r} must be an integer >= 1.")
+        if max_samples is not None and (isinstance(max_samples, bool)
+                                        or not isinstance(max_samples, (int, np.integer)) or max_samples < 1):
+            raise DataError(f"{self.path}: max_samples={max_samples!r} must be an integer >= 1, or unset "
+                            f"to keep every sample.")
         self.reduced_resolution = self._r = int(reduced_resolution)
         self.reduced_resolution_t = self._rt = int(reduced_resolution_t)
+        self.max_samples = None if max_samples is None else int(max_samples)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._notes: list[str] = []
         self._group_params: list[dict[str, float]] = []
+        self._channel_names: tuple[str, ...] = ()
+        self._static: tuple[str, ...] = ()
         with self._open() as h5:
             self.layout = self._detect_layout(h5) if layout == "auto" else layout
             validate = {"single": self._validate_single, "darcy": self._validate_darcy,
-                        "multigroup": self._validate_multigroup}[self.layout]
+                        "multigroup": self._validate_multigroup, "cfd": self._validate_cfd,
+                        "ns_incomp": self._validate_ns_incomp}[self.layout]
             validate(h5)
             params = parse_params_from_name(self.path.name)
             params.update(numeric_attrs(h5.attrs))
         self._check_reduction()
+        self._n_stored = self._n
+        if self.max_samples is not None and self.max_samples < self._n:
+            self._notes.append(f"max_samples={self.max_samples}: the first {self.max_samples} of "
+                               f"{self._n} samples are used")
+            self._n = self.max_samples
         varying = self._split_group_params(params)
         self._override = self._check_override(params_override or {})
         params.update(self._override)
@@ -118,7 +156,18 @@ class PDEBenchFile:
             spatial_shape=tuple(_n_kept(s, self._r) for s in self._spatial),
             n_channels=self._channels, params=dict(self._params),
             varying_params=tuple(v for v in varying if v not in self._override),
-            notes=tuple(self._notes))
+            notes=tuple(self._notes),
+            channel_names=self._channel_names or default_channel_names(self._channels),
+            static_channels=self._static, n_stored=self._n_stored)
+
+    def reopened(self, **changes) -> "PDEBenchFile":
+        """The same file read with the same settings, except ``changes`` (any constructor
+        argument, e.g. ``reduced_resolution=2`` or ``path=`` a regenerated copy)."""
+        settings = dict(path=self.path, layout=self.layout, reduced_resolution=self._r,
+                        reduced_resolution_t=self._rt, params_override=self._override,
+                        max_samples=self.max_samples)
+        settings.update(changes)
+        return PDEBenchFile(**settings)
 
     def _check_override(self, override: dict) -> dict[str, float]:
         out = {}
@@ -174,13 +223,18 @@ class PDEBenchFile:
             return "darcy"
         if "tensor" in h5:
             return "single"
+        if "density" in h5:
+            return "cfd"
+        if "velocity" in h5:
+            return "ns_incomp"
         if any(_GROUP_NAME.match(k) and isinstance(h5[k], h5py.Group) for k in keys):
             return "multigroup"
         shown = ", ".join(keys[:10]) + (", ..." if len(keys) > 10 else "")
         raise DataError(
             f"{self.path}: cannot tell the layout; top-level keys are [{shown}]. Expected "
-            f"'tensor' (single-file), 'tensor' + 'nu' (Darcy), or groups '0000', '0001', ... "
-            f"with 'data' (multi-group).")
+            f"'tensor' (single-file), 'tensor' + 'nu' (Darcy), 'density' + 'pressure' + 'Vx' "
+            f"(compressible CFD), 'velocity' + 'particles' (incompressible Navier-Stokes), or "
+            f"groups '0000', '0001', ... with 'data' (multi-group).")
 
     def _dataset(self, h5, key: str, expected: str) -> h5py.Dataset:
         if key not in h5 or not isinstance(h5[key], h5py.Dataset):
@@ -232,7 +286,66 @@ class PDEBenchFile:
         self._n, self._t_len = int(ds.shape[0]), int(ds.shape[1])
         n_spatial = rank - 2 - int(self._channel_axis)
         self._spatial = tuple(int(s) for s in ds.shape[2:2 + n_spatial])
-        self._read_grid(h5, "x-coordinate", "y-coordinate", "t-coordinate")
+        self._read_grid(h5, [f"{a}-coordinate" for a in SPATIAL_AXES], "t-coordinate")
+
+    def _validate_cfd(self, h5) -> None:
+        density = self._dataset(h5, "density", "[N, T, X], [N, T, X, Y] or [N, T, X, Y, Z]")
+        if density.ndim not in (3, 4, 5):
+            raise DataError(f"{self.path}: dataset 'density' has shape {density.shape} (rank "
+                            f"{density.ndim}); the compressible CFD layout stores each variable as "
+                            f"[N, T, X], [N, T, X, Y] or [N, T, X, Y, Z].")
+        n_spatial = density.ndim - 2
+        names = ("density", "pressure", *CFD_VELOCITIES[:n_spatial])
+        for name in names[1:]:
+            ds = self._dataset(h5, name, f"{tuple(density.shape)} like 'density'")
+            if ds.shape != density.shape:
+                raise DataError(f"{self.path}: dataset '{name}' has shape {ds.shape} but 'density' has "
+                                f"{density.shape}; every variable of a {n_spatial}D CFD file "
+                                f"({', '.join(names)}) must have the same shape.")
+        self._channel_names, self._channels = names, len(names)
+        self._n, self._t_len = int(density.shape[0]), int(density.shape[1])
+        self._spatial = tuple(int(s) for s in density.shape[2:])
+        self._read_grid(h5, [f"{a}-coordinate" for a in SPATIAL_AXES], "t-coordinate")
+
+    def _validate_ns_incomp(self, h5) -> None:
+        velocity = self._dataset(h5, "velocity", "[N, T, X, Y, 2]")
+        if velocity.ndim != 5 or velocity.shape[-1] != 2:
+            raise DataError(f"{self.path}: dataset 'velocity' has shape {velocity.shape}; the "
+                            f"incompressible Navier-Stokes layout stores it as [N, T, X, Y, 2].")
+        n, t_len, *spatial, _ = (int(s) for s in velocity.shape)
+        particles = self._dataset(h5, "particles", f"[{n}, {t_len}, {spatial[0]}, {spatial[1]}, 1]")
+        if particles.shape != (n, t_len, *spatial, 1):
+            raise DataError(f"{self.path}: dataset 'particles' has shape {particles.shape}; expected "
+                            f"{(n, t_len, *spatial, 1)} to match 'velocity' {velocity.shape}.")
+        if "force" in h5:
+            force = self._dataset(h5, "force", f"[{n}, {spatial[0]}, {spatial[1]}, 2]")
+            if force.shape != (n, *spatial, 2):
+                raise DataError(f"{self.path}: dataset 'force' has shape {force.shape}; expected "
+                                f"{(n, *spatial, 2)}, one static 2D forcing per sample.")
+            self._static = NS_STATIC
+        self._channel_names, self._channels = NS_CHANNELS, 3
+        self._n, self._t_len, self._spatial = n, t_len, tuple(spatial)
+        self._read_grid(h5, [f"{a}-coordinate" for a in SPATIAL_AXES], None)
+        self._t = self._sample_times(h5, n, t_len)
+
+    def _sample_times(self, h5, n: int, t_len: int) -> np.ndarray:
+        """One time axis from ``t`` [N, T], whose rows must agree (one axis serves every sample)."""
+        if "t" not in h5:
+            self._notes.append(f"no 't': using {t_len} uniform times on [0, 1]")
+            return np.linspace(0.0, 1.0, t_len)
+        t = self._dataset(h5, "t", f"[{n}, {t_len}]")
+        if t.shape != (n, t_len):
+            raise DataError(f"{self.path}: dataset 't' has shape {t.shape}; expected {(n, t_len)}, the "
+                            f"times of every sample's frames.")
+        rows = np.asarray(t[()], dtype=np.float64)
+        first = rows[0]
+        differ = ~np.isclose(rows, first, rtol=1e-6, atol=1e-9).all(axis=1)
+        if differ.any():
+            bad = int(np.argmax(differ))
+            raise DataError(f"{self.path}: 't' differs between samples (sample {bad} has times "
+                            f"{rows[bad, :3].tolist()}... against sample 0's {first[:3].tolist()}...); "
+                            f"UPS needs one time axis per file. Split the file by time step.")
+        return first
 
     def _validate_darcy(self, h5) -> None:
         u = self._dataset(h5, "tensor", "[N, 1, X, Y]")
@@ -246,7 +359,7 @@ class PDEBenchFile:
                             f"{expected} to match 'tensor' {u.shape}.")
         self._n, self._t_len, self._channels = int(u.shape[0]), 1, 1
         self._spatial = (int(u.shape[2]), int(u.shape[3]))
-        self._read_grid(h5, "x-coordinate", "y-coordinate", None)
+        self._read_grid(h5, ["x-coordinate", "y-coordinate"], None)
 
     def _validate_multigroup(self, h5) -> None:
         names = sorted((k for k in h5.keys() if _GROUP_NAME.match(k)), key=int)
@@ -254,7 +367,7 @@ class PDEBenchFile:
             raise DataError(f"{self.path}: no groups named '0000', '0001', ...; top-level keys "
                             f"are {list(h5.keys())[:10]}. Expected the multi-group layout.")
         shape = None
-        for name in names:
+        for name in names[: self.max_samples]:
             group = h5[name]
             if not isinstance(group, h5py.Group) or "data" not in group:
                 raise DataError(f"{self.path}: group '{name}' has no dataset 'data'; every group "
@@ -262,9 +375,9 @@ class PDEBenchFile:
             ds = group["data"]
             if shape is None:
                 shape = ds.shape
-                if ds.ndim not in (3, 4) or ds.dtype.kind not in "fiu":
+                if ds.ndim not in (3, 4, 5) or ds.dtype.kind not in "fiu":
                     raise DataError(f"{self.path}: '{name}/data' has shape {ds.shape} and dtype "
-                                    f"{ds.dtype}; expected real [T, X, C] or [T, X, Y, C].")
+                                    f"{ds.dtype}; expected real [T, X, C], [T, X, Y, C] or [T, X, Y, Z, C].")
             elif ds.shape != shape:
                 raise DataError(f"{self.path}: '{name}/data' has shape {ds.shape} but "
                                 f"'{names[0]}/data' has {shape}; all groups must match.")
@@ -274,11 +387,11 @@ class PDEBenchFile:
         self._spatial = tuple(int(s) for s in shape[1:-1])
         self._channel_axis = True
         first = names[0]
-        self._read_grid(h5, f"{first}/grid/x", f"{first}/grid/y", f"{first}/grid/t")
+        self._read_grid(h5, [f"{first}/grid/{a}" for a in SPATIAL_AXES], f"{first}/grid/t")
 
-    def _read_grid(self, h5, x_key: str, y_key: str, t_key: str | None) -> None:
-        self._x = self._axis(h5, x_key, self._spatial[0], "x")
-        self._y = self._axis(h5, y_key, self._spatial[1], "y") if len(self._spatial) > 1 else None
+    def _read_grid(self, h5, axis_keys: list[str], t_key: str | None) -> None:
+        self._axes = [self._axis(h5, key, n, axis)
+                      for key, n, axis in zip(axis_keys, self._spatial, SPATIAL_AXES)]
         self._t = self._time_axis(h5, t_key, self._t_len) if t_key else np.zeros(1)
 
     def _check_reduction(self) -> None:
@@ -329,11 +442,25 @@ class PDEBenchFile:
         h5 = self._handle()
         if self.layout == "multigroup":
             data = h5[self._groups[i]]["data"][(time, *space, slice(None))]
+        elif self.layout == "cfd":
+            data = np.stack([h5[name][(i, time, *space)] for name in self._channel_names], axis=-1)
+        elif self.layout == "ns_incomp":
+            data = np.concatenate([h5[key][(i, time, *space, slice(None))]
+                                   for key in ("velocity", "particles")], axis=-1)
         else:
             channel = (slice(None),) if self._channel_axis else ()
             data = h5["tensor"][(i, time, *space, *channel)]
             if not self._channel_axis:
                 data = data[..., None]
+        return np.asarray(data, dtype=np.float32)
+
+    def static_field(self, i: int) -> np.ndarray | None:
+        """Sample i's static field, float32 [*spatial, S] down-sampled (channels
+        ``info.static_channels``), or None when the file has none."""
+        if not self._static:
+            return None
+        i, r = self._index(i), self._r
+        data = self._handle()["force"][(i, *(slice(None, None, r),) * len(self._spatial), slice(None))]
         return np.asarray(data, dtype=np.float32)
 
     def data_keys(self, i: int) -> tuple[str, ...]:
@@ -342,7 +469,13 @@ class PDEBenchFile:
         i = self._index(i)
         if self.layout == "darcy":
             return f"nu[{i}]", f"tensor[{i}]"
-        return (f"{self._groups[i]}/data",) if self.layout == "multigroup" else (f"tensor[{i}]",)
+        if self.layout == "multigroup":
+            return (f"{self._groups[i]}/data",)
+        if self.layout == "cfd":
+            return (f"{'/'.join(self._channel_names)}[{i}]",)
+        if self.layout == "ns_incomp":
+            return (f"velocity/particles[{i}]",)
+        return (f"tensor[{i}]",)
 
     def steady_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Darcy sample i: (a [*spatial, 1], u [*spatial, 1]), float32, down-sampled."""
@@ -357,9 +490,8 @@ class PDEBenchFile:
                 np.asarray(u, dtype=np.float32)[..., None])
 
     def coordinates(self) -> np.ndarray:
-        """Grid positions, float32 [*spatial, d] (d = 1 or 2, ``ij`` indexing)."""
-        axes = [self._x[:: self._r]] + ([self._y[:: self._r]] if self._y is not None else [])
-        mesh = np.meshgrid(*axes, indexing="ij")
+        """Grid positions, float32 [*spatial, d] (d = 1, 2 or 3, ``ij`` indexing)."""
+        mesh = np.meshgrid(*(axis[:: self._r] for axis in self._axes), indexing="ij")
         return np.stack(mesh, axis=-1).astype(np.float32)
 
     def times(self) -> np.ndarray:

@@ -32,6 +32,8 @@ _BUILTIN_FILES = (
     (re.compile(r"advection", re.I), "advection1d"),
     (re.compile(r"reacdiff|reaction.?diffusion", re.I), "reaction_diffusion1d"),
     (re.compile(r"darcy", re.I), "darcy2d"),
+    (re.compile(r"^1D_CFD_Rand_.*_periodic", re.I), "cfd1d"),
+    (re.compile(r"^2D_diff-react", re.I), "diffusion_reaction2d"),
 )
 
 
@@ -88,28 +90,38 @@ def missing_file_hint(path: Path) -> str:
     generator = builtin_generator(path)
     if generator is None:
         return "Check paths.data_dir and the task's path."
-    params = "".join(f" --param {k}={v}" for k, v in parse_params_from_name(path.name).items())
+    known = GENERATORS[generator].default_params
+    params = "".join(f" --param {k}={v}" for k, v in parse_params_from_name(path.name).items() if k in known)
     return f"It looks like a built-in dataset: write it with `ups data generate {generator} --out {path.parent}{params}`."
 
 
-def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, seed: int,
-               need_val: bool, normalization: str) -> TaskData:
+def open_task_file(spec: TaskConfig, data_dir: str | Path, *, reduced_resolution: int = 1,
+                   reduced_resolution_t: int = 1, max_samples: int | None = None) -> PDEBenchFile:
+    """The task's file, opened and validated (what it holds is in ``.info``; nothing is read
+    beyond its coordinates). Relative paths resolve against ``data_dir``."""
+    data_dir = Path(data_dir).expanduser()
     path = Path(spec.path).expanduser()
     if not path.is_absolute():
         path = data_dir / path
     if not path.exists():
         raise DataError(f"task '{spec.name}': data file {path} does not exist (path {spec.path!r} under "
                         f"data_dir {data_dir}). {missing_file_hint(path)}")
-    r = spec.reduced_resolution or r
-    file = PDEBenchFile(path, layout=spec.layout, reduced_resolution=r, reduced_resolution_t=rt,
-                        params_override=spec.params)
-    info = file.info
+    return PDEBenchFile(path, layout=spec.layout, reduced_resolution=spec.reduced_resolution or reduced_resolution,
+                        reduced_resolution_t=reduced_resolution_t, params_override=spec.params,
+                        max_samples=max_samples)
+
+
+def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, seed: int,
+               need_val: bool, normalization: str, split_mode: str, max_samples: int | None) -> TaskData:
+    file = open_task_file(spec, data_dir, reduced_resolution=r, reduced_resolution_t=rt, max_samples=max_samples)
+    path, info = file.path, file.info
     if spec.transpose_symmetric and not square_steady(info):
         raise ConfigError(f"data.tasks[{spec.name}].transpose_symmetric is true, but {path} holds {info.kind} "
                           f"data on a grid of shape {list(info.spatial_shape)}: transposed training pairs are only "
                           "drawn for steady tasks on a square 2D grid; set it false or remove it.")
     try:
-        split = split_trajectories(info.n_samples, fractions, seed=seed, task_name=spec.name, need_val=need_val)
+        split = split_trajectories(info.n_samples, fractions, seed=seed, task_name=spec.name, need_val=need_val,
+                                   mode=split_mode, test_at_end=info.layout == "multigroup")
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
     read = file.steady_pair if info.kind == "steady" else file.trajectory
@@ -132,17 +144,22 @@ def finite(file: PDEBenchFile, indices, read):
         for key, array in zip(file.data_keys(i), arrays if isinstance(arrays, tuple) else (arrays,)):
             if not np.isfinite(array).all():
                 first = tuple(int(v) for v in np.argwhere(~np.isfinite(array))[0])
+                names = file.info.channel_names
+                channel = f" (channel {names[first[-1]]})" if len(names) > 1 and not isinstance(arrays, tuple) else ""
                 raise DataError(f"{file.path}: {key} (sample {i}, shape {tuple(array.shape)} after down-sampling) "
-                                f"holds NaN or Inf, first at index {first}; clean the file or drop that sample.")
+                                f"holds NaN or Inf, first at index {first}{channel}; clean the file or drop that "
+                                f"sample.")
         yield arrays
 
 
 def load_tasks(specs: Sequence[TaskConfig], data_dir: str | Path, *, reduced_resolution: int = 1,
                reduced_resolution_t: int = 1, split_fractions=(0.8, 0.1, 0.1), seed: int = 0,
-               need_val: bool = True, normalization: str = "standard") -> list[TaskData]:
+               need_val: bool = True, normalization: str = "standard", split_mode: str = "seeded",
+               max_samples: int | None = None) -> list[TaskData]:
     """Open, validate, split and fit normalisers for every task, in ``specs`` order.
 
-    Relative paths resolve against ``data_dir``. Normalisers are fitted on the train split
+    Relative paths resolve against ``data_dir``; ``max_samples`` keeps the first samples of
+    each file, ``split_mode`` is ``splits.split_trajectories``'s ``mode``. Normalisers are fitted on the train split
     only, streaming one trajectory at a time (one pass over the train trajectories).
 
     Raises:
@@ -157,7 +174,7 @@ def load_tasks(specs: Sequence[TaskConfig], data_dir: str | Path, *, reduced_res
         raise DataError(f"data.tasks has duplicate task names {duplicates}; names must be unique.")
     data_dir = Path(data_dir).expanduser()
     return [_load_task(spec, data_dir, reduced_resolution, reduced_resolution_t, split_fractions,
-                       seed, need_val, normalization) for spec in specs]
+                       seed, need_val, normalization, split_mode, max_samples) for spec in specs]
 
 
 def param_names(tasks: Sequence[TaskData]) -> list[str]:

@@ -17,7 +17,7 @@ from ups.config.validate import blocking_file
 from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
 from ups.pipeline.gates import gate_metric
-from ups.pipeline.pipeline import check_training_windows, planned_stages, resume_action
+from ups.pipeline.pipeline import check_training_data, planned_stages, resume_action
 from ups.pipeline.runner import checked_stage
 from ups.runs import RunDir
 
@@ -91,7 +91,7 @@ def validate(request: Request) -> Plan:
     tracking.check_tracking(cfg)
     plan = planned_stages(cfg)
     tasks = load_config_tasks(cfg)  # opened, split, checked and normalised once for the checks below
-    check_training_windows(cfg, plan, tasks)
+    check_training_data(cfg, plan)
     check_available(metric, plan)
     run = RunDir(request.run_dir)
     if request.force_train and externally_launched():

@@ -39,7 +39,7 @@ from typing import Sequence
 import torch
 
 from ups.config import STAGE_NAMES, Config
-from ups.data.summary import load_config_tasks
+from ups.data.summary import config_file_infos
 from ups.deadline import Deadline, now
 from ups.errors import UPSError
 from ups.pipeline.runner import SKIPPED_FOR_TIME, StageRun, best_checkpoint, checked_stage, fit_in_run, is_rank_zero
@@ -88,16 +88,23 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
     return plan
 
 
-def check_training_windows(cfg: Config, plan: Sequence[str], tasks: list | None = None) -> None:
-    """Before the first stage trains: the latent-dynamics stages' windows (``rollout_horizon``
-    steps of ``time_stride`` frames) fit in every transient task's trajectories (``tasks``:
-    the config's, when already loaded)."""
+def check_training_data(cfg: Config, plan: Sequence[str]) -> None:
+    """Before the first stage trains, from what the files hold (their data not read): no task
+    is on a 3D grid, and the latent-dynamics stages' windows (``rollout_horizon`` steps of
+    ``time_stride`` frames) fit in every transient task's trajectories."""
+    infos = config_file_infos(cfg)
+    for name, info in infos:
+        if len(info.spatial_shape) > 2:
+            raise UPSError(f"task '{name}' ({info.path}) is on a 3D grid {'x'.join(map(str, info.spatial_shape))}: "
+                           f"UPS reads, splits, normalises and summarises 3D files (`ups data summary`), but its "
+                           f"encoder and decoder are 1D/2D, so it does not train on them; leave the task out of "
+                           f"data.tasks.")
     if not set(plan) & set(LATENT_DYNAMICS):
         return
     t = cfg.training
-    for task in tasks if tasks is not None else load_config_tasks(cfg):
-        if task.info.kind == "transient" and task.info.n_times <= t.rollout_horizon * t.time_stride:
-            raise UPSError(f"task '{task.name}' ({task.file.path}): {task.info.n_times} frames per trajectory (after "
+    for name, info in infos:
+        if info.kind == "transient" and info.n_times <= t.rollout_horizon * t.time_stride:
+            raise UPSError(f"task '{name}' ({info.path}): {info.n_times} frames per trajectory (after "
                            f"data.reduced_resolution_t), but a training window of training.rollout_horizon="
                            f"{t.rollout_horizon} steps of training.time_stride={t.time_stride} frames needs "
                            f"{t.rollout_horizon * t.time_stride + 1}; lower one of them.")
@@ -108,7 +115,7 @@ LATENT_DYNAMICS = ("operator", "diff_residual", "consistency_distill")  # stages
 
 def task_kinds(cfg: Config) -> set[str]:
     """The kinds of the config's tasks: "transient" and/or "steady"."""
-    return {task.info.kind for task in load_config_tasks(cfg)}
+    return {info.kind for _, info in config_file_infos(cfg)}
 
 
 def refuse_used_run(run: RunDir) -> None:
@@ -138,7 +145,7 @@ def run_pipeline(cfg: Config, run_dir: Path, *, stages: Sequence[str] | None = N
     (``training.time_budget``) left it less than ``MIN_STAGE_SECONDS``, it and every later
     stage. Raises ``UPSError`` on bad input and ``StageFailed`` when a stage fails while training."""
     plan = planned_stages(cfg, stages)
-    check_training_windows(cfg, plan)
+    check_training_data(cfg, plan)
     run = RunDir(run_dir)
     if not resume and is_rank_zero():  # the other ranks start once rank 0 has begun writing
         refuse_used_run(run)
