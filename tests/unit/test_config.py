@@ -209,3 +209,9 @@ def test_python_dash_m_ups_runs(workdir):
                           capture_output=True, text=True, cwd=workdir)
     assert done.returncode == 0, done.stderr
     assert "config OK" in done.stdout
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    cfg = load_config(path, check_files=False)
+    assert cfg.data.tasks and all(task.name and task.path for task in cfg.data.tasks)
