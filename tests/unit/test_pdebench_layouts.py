@@ -150,3 +150,26 @@ def test_3d_files_summarise_but_do_not_train(tmp_path, pdebench_writers):
     assert "on 4 x 4 x 4, channels density, pressure, Vx, Vy, Vz" in summary_table([task])
     with pytest.raises(UPSError, match="task 'flow' .* is on a 3D grid 4x4x4: .* does not train on them"):
         check_training_data(cfg, ["autoencoder"])
+
+
+def test_heat2d_regression_file_is_an_exact_heat_solution(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from heat2d import DIFFUSIVITY, heat2d_fields, write_heat2d
+
+    fields, x, t = heat2d_fields(n=3, nx=16, nt=5)
+    # each Fourier mode of channel c decays by exp(-D_c (2 pi)^2 |k|^2 dt) per step, exactly
+    spectrum = np.fft.fft2(fields, axes=(2, 3))
+    k = np.fft.fftfreq(16, 1.0 / 16)
+    k2 = k[:, None] ** 2 + k[None, :] ** 2
+    for c, diffusivity in enumerate(DIFFUSIVITY):
+        expected = spectrum[:, :1, ..., c] * np.exp(-diffusivity * (2 * np.pi) ** 2 * k2 * t[:, None, None])[None]
+        np.testing.assert_allclose(spectrum[..., c], expected, atol=1e-9)
+    f = PDEBenchFile(write_heat2d(tmp_path / "2D_heat_periodic.h5", n=3, nx=16, nt=5))
+    assert (f.info.layout, f.info.spatial_shape, f.info.n_channels, f.info.n_times) == ("multigroup", (16, 16), 2, 5)
+    fields, _, _ = heat2d_fields()
+    step = np.sqrt(((fields[:, 1:] - fields[:, :-1]) ** 2).mean(axis=(2, 3)))
+    persistence = (step / np.sqrt((fields[:, 1:] ** 2).mean(axis=(2, 3)))).mean()
+    assert 0.02 <= persistence <= 0.05                            # the default frames: a small, real step
