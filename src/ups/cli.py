@@ -305,9 +305,11 @@ def _train_report(done) -> list[str]:
     best = min(result.val_history, key=lambda row: row["val/nrmse"])
     lines.append(f"best val/nrmse {best['val/nrmse']:.4g} (epoch {best['epoch']}) -> {result.best_path}")
     if "val/persistence_nrmse" in best:
-        ratio = best["val/persistence_nrmse"] / best["val/nrmse"]
-        lines.append(f"decoded one-step val nRMSE {best['val/nrmse']:.4g} vs persistence (u_t+1 = u_t) "
-                     f"{best['val/persistence_nrmse']:.4g} on the same pairs: {ratio:.1f}x lower")
+        model, persistence = best["val/nrmse"], best["val/persistence_nrmse"]
+        verdict = (f"{persistence / model:.1f}x lower" if model <= persistence
+                   else f"{model / persistence:.1f}x higher: worse than predicting no change")
+        lines.append(f"decoded one-step val nRMSE {model:.4g} vs persistence (u_t+1 = u_t) "
+                     f"{persistence:.4g} on the same pairs: {verdict}")
     if "val/rollout_nrmse" in best:
         lines.append(f"rollout val nRMSE (mean over the training.rollout_horizon steps): {best['val/rollout_nrmse']:.4g}")
     return lines

@@ -167,3 +167,15 @@ def test_two_runs_started_at_once_get_their_own_folders(tiny_config, tmp_path):
     assert len(folders) == 2 and {out.strip().splitlines()[-1] for out, _ in outputs} == {f"run: {f}" for f in folders}
     for folder in folders:
         assert json.loads((folder / "stage_status.json").read_text())["autoencoder"]["state"] == "done"
+
+
+@pytest.mark.parametrize("model, verdict", [(0.01, "3.0x lower"), (0.06, "2.0x higher: worse than predicting no change")])
+def test_operator_report_says_lower_or_higher_than_persistence(model, verdict):
+    from types import SimpleNamespace
+
+    from ups.cli import _train_report
+
+    row = {"epoch": 3, "val/nrmse": model, "val/persistence_nrmse": 0.03}
+    result = SimpleNamespace(epochs_run=4, global_step=40, stopped_early=False, val_history=[row], best_path="b.ckpt")
+    lines = _train_report(SimpleNamespace(stage="operator", action="trained", result=result, run=None))
+    assert lines[-1].endswith(f"on the same pairs: {verdict}")
