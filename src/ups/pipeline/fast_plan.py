@@ -91,7 +91,7 @@ def validate(request: Request) -> Plan:
     tracking.check_tracking(cfg)
     plan = planned_stages(cfg)
     tasks = load_config_tasks(cfg)  # opened, split, checked and normalised once for the checks below
-    check_training_data(cfg, plan)
+    check_training_data(cfg, plan, tasks)
     check_available(metric, plan)
     run = RunDir(request.run_dir)
     if request.force_train and externally_launched():

@@ -88,11 +88,12 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
     return plan
 
 
-def check_training_data(cfg: Config, plan: Sequence[str]) -> None:
-    """Before the first stage trains, from what the files hold (their data not read): no task
-    is on a 3D grid, and the latent-dynamics stages' windows (``rollout_horizon`` steps of
-    ``time_stride`` frames) fit in every transient task's trajectories."""
-    infos = config_file_infos(cfg)
+def check_training_data(cfg: Config, plan: Sequence[str], tasks: list | None = None) -> None:
+    """Before the first stage trains, from what the files hold (their data not read; ``tasks``:
+    the config's, when already loaded): no task is on a 3D grid, and the latent-dynamics
+    stages' windows (``rollout_horizon`` steps of ``time_stride`` frames) fit in every
+    transient task's trajectories."""
+    infos = [(t.name, t.info) for t in tasks] if tasks is not None else config_file_infos(cfg)
     for name, info in infos:
         if len(info.spatial_shape) > 2:
             raise UPSError(f"task '{name}' ({info.path}) is on a 3D grid {'x'.join(map(str, info.spatial_shape))}: "

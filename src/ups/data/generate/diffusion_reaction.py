@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ups.data.generate import spec
 from ups.data.generate.spec import Generator, SolveResult, fill_in_chunks
 from ups.errors import UPSError
 
@@ -36,8 +37,8 @@ CHANNELS = ("u", "v")
 
 
 def cell_centres(n: int) -> np.ndarray:
-    """Cell centres of n equal cells of (-1, 1), float64 [n]."""
-    return -1.0 + (np.arange(n) + 0.5) * 2.0 / n
+    """Cell centres of n equal cells of (-1, 1), float64 [n]: ``spec.cell_centres`` mapped there."""
+    return -1.0 + 2.0 * spec.cell_centres(n)
 
 
 def laplacian(field: np.ndarray, dx: float) -> np.ndarray:
