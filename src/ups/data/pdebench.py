@@ -24,7 +24,9 @@ Missing coordinates fall back to uniform cell centres on (0, 1) and missing time
 keeps the first samples in file order (PDEBench's ``num_samples_max``).
 
 The HDF5 handle is opened on first data access, cached, never pickled, and re-opened
-when the process id changes (forked DataLoader workers).
+when the process id changes (forked DataLoader workers). Contiguous, unfiltered datasets (what
+PDEBench and ``ups data generate`` write) are read by file offset through that handle's file
+descriptor (``ups.data.contiguous``), the others through h5py; the values are the same.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ups.data.contiguous import ContiguousDataset
 from ups.data.params import numeric_attrs, parse_params_from_name
 from ups.errors import DataError
 
@@ -85,6 +88,15 @@ def _n_kept(n: int, step: int) -> int:
     return math.ceil(n / step)
 
 
+def _file_descriptor(h5: h5py.File) -> int | None:
+    """The OS file descriptor of an h5py file opened with the default (sec2) driver, else None."""
+    try:
+        fd = h5.id.get_vfd_handle()
+    except (OSError, ValueError, TypeError):
+        return None
+    return fd if h5.driver == "sec2" and isinstance(fd, int) else None
+
+
 def default_channel_names(n: int) -> tuple[str, ...]:
     """``("u",)`` for one channel, ``("u0", "u1", ...)`` for several."""
     return ("u",) if n == 1 else tuple(f"u{c}" for c in range(n))
@@ -126,6 +138,7 @@ class PDEBenchFile:
         self.max_samples = None if max_samples is None else int(max_samples)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
+        self._datasets: dict[str, tuple[h5py.Dataset, ContiguousDataset | None]] = {}
         self._notes: list[str] = []
         self._group_params: list[dict[str, float]] = []
         self._channel_names: tuple[str, ...] = ()
@@ -200,7 +213,19 @@ class PDEBenchFile:
         if self._h5 is None or self._pid != os.getpid():
             self._h5 = self._open()
             self._pid = os.getpid()
+            self._datasets = {}
         return self._h5
+
+    def _read(self, key: str, lead: tuple[int, ...], rows: slice, keep: tuple[slice, ...] = ()) -> np.ndarray:
+        """``h5[key][(*lead, rows, *keep)]`` in the stored dtype: by file offset when the dataset is
+        contiguous and unfiltered (``ContiguousDataset``), else by h5py."""
+        h5 = self._handle()
+        if key not in self._datasets:
+            dataset = h5[key]
+            self._datasets[key] = (dataset, ContiguousDataset.probe(dataset, _file_descriptor(h5),
+                                                                    f"{self.path}: '{key}'"))
+        dataset, direct = self._datasets[key]
+        return dataset[(*lead, rows, *keep)] if direct is None else direct.read(lead, rows, keep)
 
     def close(self) -> None:
         """Close this process's handle; the next data access re-opens it."""
@@ -208,11 +233,13 @@ class PDEBenchFile:
             self._h5.close()
         self._h5 = None
         self._pid = None
+        self._datasets = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_h5"] = None
         state["_pid"] = None
+        state["_datasets"] = {}
         return state
 
     # ---- validation ----------------------------------------------------------------
@@ -439,17 +466,16 @@ class PDEBenchFile:
         start, stop, step = frames.indices(_n_kept(self._t_len, self._rt))
         time = slice(start * self._rt, stop * self._rt, step * self._rt)
         space = (slice(None, None, r),) * len(self._spatial)
-        h5 = self._handle()
         if self.layout == "multigroup":
-            data = h5[self._groups[i]]["data"][(time, *space, slice(None))]
+            data = self._read(f"{self._groups[i]}/data", (), time, (*space, slice(None)))
         elif self.layout == "cfd":
-            data = np.stack([h5[name][(i, time, *space)] for name in self._channel_names], axis=-1)
+            data = np.stack([self._read(name, (i,), time, space) for name in self._channel_names], axis=-1)
         elif self.layout == "ns_incomp":
-            data = np.concatenate([h5[key][(i, time, *space, slice(None))]
+            data = np.concatenate([self._read(key, (i,), time, (*space, slice(None)))
                                    for key in ("velocity", "particles")], axis=-1)
         else:
             channel = (slice(None),) if self._channel_axis else ()
-            data = h5["tensor"][(i, time, *space, *channel)]
+            data = self._read("tensor", (i,), time, (*space, *channel))
             if not self._channel_axis:
                 data = data[..., None]
         return np.asarray(data, dtype=np.float32)
@@ -459,8 +485,8 @@ class PDEBenchFile:
         ``info.static_channels``), or None when the file has none."""
         if not self._static:
             return None
-        i, r = self._index(i), self._r
-        data = self._handle()["force"][(i, *(slice(None, None, r),) * len(self._spatial), slice(None))]
+        i, space = self._index(i), slice(None, None, self._r)
+        data = self._read("force", (i,), space, (*(space,) * (len(self._spatial) - 1), slice(None)))
         return np.asarray(data, dtype=np.float32)
 
     def data_keys(self, i: int) -> tuple[str, ...]:
@@ -482,10 +508,9 @@ class PDEBenchFile:
         if self.layout != "darcy":
             raise DataError(f"{self.path}: steady_pair needs the Darcy layout, this file is "
                             f"'{self.layout}'; read it with trajectory(i).")
-        i, r = self._index(i), self._r
-        h5 = self._handle()
-        a = h5["nu"][i, ::r, ::r]
-        u = h5["tensor"][i, 0, ::r, ::r]
+        i, space = self._index(i), slice(None, None, self._r)
+        a = self._read("nu", (i,), space, (space,))
+        u = self._read("tensor", (i, 0), space, (space,))
         return (np.asarray(a, dtype=np.float32)[..., None],
                 np.asarray(u, dtype=np.float32)[..., None])
 
