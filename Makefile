@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.ups-installed
 DATA   := data/builtin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench-cache bench-engine bench-throughput bench-accuracy bench-fno-grid docs clean
+.PHONY: setup demo test test-slow bench-cache bench-engine bench-throughput bench-data bench-accuracy bench-fno-grid docs clean
 
 setup: $(STAMP)
 
@@ -49,6 +49,14 @@ bench-engine: setup
 # Training samples/s of each of the five stages on the demo config under Lightning.
 bench-throughput: setup
 	$(PY) benchmarks/throughput.py
+
+# Training from a file of PDEBench's size (10,000 x 201 x 1,024 float32, 8.2 GB, written once into
+# data/scale and reused; the latent cache row adds 8.2 GB beside it): samples/s and peak memory from
+# HDF5 with 0 and 2 workers, from memory and from the latent cache, the page cache dropped; the time
+# to the first step, `ups data summary`, a 90 s autoencoder stage (docs/data.md). About 12 minutes on
+# 2 CPU cores, the first time 2 more (writing the file and the cache entry); 17.4 GB of free disk.
+bench-data: setup
+	$(PY) benchmarks/data_scale.py
 
 # UPS vs PDEBench's FNO (neuraloperator) and two floors on the five built-in tasks, PDEBench's
 # protocol (docs/benchmarks.md): SEEDS cells per task, BUDGET total wall-clock seconds per model
