@@ -99,20 +99,17 @@ def synthetic_block(first: int, count: int, nt: int, nx: int, seed: int) -> np.n
     centres), t in [0, 2], k = 1..4, with a_k, b_k ~ N(0, 1/k^2) and c ~ U(-1, 1) drawn per
     trajectory from ``(seed, index)``."""
     x = (np.arange(nx) + 0.5) / nx
-    t = np.linspace(0.0, 2.0, nt)
+    t = np.linspace(0.0, 2.0, nt)[None, :, None]                     # [1, T, 1]
     k = np.arange(1, MODES + 1)
-    out = np.empty((count, nt, nx), dtype=np.float32)
+    draws = [np.random.default_rng([seed, first + j]) for j in range(count)]
+    ab = np.stack([rng.normal(size=(2, MODES)) / k for rng in draws])  # [B, 2, K]
+    c = np.array([rng.uniform(-1.0, 1.0) for rng in draws])[:, None, None]
+    a, b = ab[:, None, 0], ab[:, None, 1]                              # [B, 1, K]
+    phase, decay = 2 * np.pi * k * c * t, np.exp(-0.01 * k**2 * t)    # [B, T, K], [1, T, K]
+    sin_part = decay * (a * np.cos(phase) + b * np.sin(phase))        # of sin(2 pi k x)
+    cos_part = decay * (b * np.cos(phase) - a * np.sin(phase))        # of cos(2 pi k x)
     basis = np.concatenate([np.sin(2 * np.pi * k[:, None] * x), np.cos(2 * np.pi * k[:, None] * x)])  # [2K, X]
-    for j in range(count):
-        rng = np.random.default_rng([seed, first + j])
-        a, b = rng.normal(size=(2, MODES)) / k
-        c = rng.uniform(-1.0, 1.0)
-        phase = 2 * np.pi * k * c * t[:, None]                       # [T, K]
-        decay = np.exp(-0.01 * k**2 * t[:, None])
-        sin_part = decay * (a * np.cos(phase) + b * np.sin(phase))    # of sin(2 pi k x)
-        cos_part = decay * (b * np.cos(phase) - a * np.sin(phase))    # of cos(2 pi k x)
-        out[j] = np.concatenate([sin_part, cos_part], axis=1) @ basis
-    return out
+    return (np.concatenate([sin_part, cos_part], axis=2) @ basis).astype(np.float32)
 
 
 def file_is_whole(path: Path, n: int, nt: int, nx: int, seed: int) -> bool:
