@@ -134,8 +134,8 @@ def test_the_benchmark_scores_ups_predictions_as_ups_evaluate_does(tmp_path, mon
     pred = np.concatenate([p for p, _ in seen]).astype(np.float64)
     truth = np.concatenate([t for _, t in seen]).astype(np.float64)
     ours = accuracy.scored(pred, truth)
-    for key in accuracy.SCORES:
-        np.testing.assert_allclose(ours[key], samples[key], rtol=1e-6)
+    for key in accuracy.SCORES:  # float64 here, float32 in the evaluator: errors of ~1e-5 agree to ~1e-6
+        np.testing.assert_allclose(ours[key], samples[key], rtol=1e-5)
     assert samples["index"] == accuracy.split_arrays(config, steady=False, splits=("test",))["indices"]
     metrics = json.loads(prefix.with_name("evaluation.json").read_text())["metrics"]
     assert np.mean(samples["nrmse"]) == pytest.approx(metrics["nrmse"], rel=1e-9)

@@ -159,6 +159,13 @@ class OperatorConfig:
             "training latents (fitted before training, saved with the weights); 0, or a value of at least "
             "`latent.tokens` x `latent.dim`, turns it off", read_by="operator stage", min=0,
     )
+    carry_error: bool = knob(
+        True, "decoded predictions from a known frame u_0 add the autoencoder's error on it, u_0 - D(E(u_0)), "
+              "times how much that error still correlates with the error k steps later (per task, step and "
+              "channel, measured on training trajectories): D(z_k) + rho_k (u_0 - D(E(u_0))). Slowly changing "
+              "fields keep most of it, so their short-horizon error drops below the autoencoder's; fields that "
+              "move or steepen keep little, and decode as D(z_k). false: D(z_k) alone", read_by="operator stage",
+    )
 
 
 @dataclass

@@ -156,17 +156,16 @@ class Evaluator:
     def transient(self, batch: dict) -> None:
         op, names = self.operator, batch["task_names"]
         window = batch.get("reference", batch["window"])  # the truth, at the evaluated resolution
-        coords, channels, steps = flat_points(batch.get("reference_coords", batch["coords"])), window.shape[-1], \
-            window.shape[1] - 1
-        decode = lambda z: denormalize(op.normalizers, names, op.model.decoder(z, coords, channels=channels).float())  # noqa: E731
+        coords, steps = flat_points(batch.get("reference_coords", batch["coords"])), window.shape[1] - 1
         truth = torch.stack([denormalize(op.normalizers, names, flat_points(window[:, k]).float())
                              for k in range(1, steps + 1)], dim=1)
         z = op.model.encoder(batch["window"][:, 0], batch["coords"])  # the initial condition at the trained grid
         start = time.perf_counter()
+        decode = op.decoder_for(batch, z, flat_points(window[:, 0]), coords)  # timed: part of every rollout
         pred, zk = [], z
-        for _ in range(steps):
+        for k in range(1, steps + 1):
             zk = op.model.operator(zk, batch["dt"], batch["params"], batch["task_id"])
-            pred.append(decode(zk))
+            pred.append(decode(zk, k))
         pred = torch.stack(pred, dim=1)
         self.rollout_seconds += time.perf_counter() - start
         self.rollout_steps += steps
@@ -184,16 +183,16 @@ class Evaluator:
         generator = self.corrector.validation_generator(batch)
         op, corrector = self.operator.model.operator, self.corrector
         pred, zk = [], z
-        for _ in range(truth.shape[1]):
+        for k in range(1, truth.shape[1] + 1):
             step = op(zk, batch["dt"], batch["params"], batch["task_id"])
             zk = step + corrector.correction(batch, step, generator)
-            pred.append(decode(zk))
+            pred.append(decode(zk, k))
         pred = torch.stack(pred, dim=1)
         self.add(suite(pred, truth), names, "corrected_", batch["index"])
         self.add_channels({"nrmse": channel_suite(pred, truth)["nrmse"]}, names, "corrected_")
         self.add_curve("corrected", rollout_curve(pred, truth))
         first = op(z, batch["dt"], batch["params"], batch["task_id"])
-        samples = torch.stack([decode(first + corrector.correction(batch, first, generator))
+        samples = torch.stack([decode(first + corrector.correction(batch, first, generator), 1)
                                for _ in range(max(2, self.cfg.diffusion.val_samples))])
         self.add({"crps": crps(samples, truth[:, 0]), "spread_skill": spread_skill(samples, truth[:, 0])}, names, "")
         return pred

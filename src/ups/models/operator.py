@@ -117,6 +117,15 @@ class LatentOperator(nn.Module):
         total = float(s.pow(2).sum())
         return float(s[:k].pow(2).sum()) / total if total > 0 else 1.0
 
+    @torch.no_grad()
+    def drop_subspace(self) -> None:
+        """Stop projecting (the fitted subspace is discarded; a saved operator then loads without one)."""
+        if self.subspace_dim:
+            self.subspace_basis.zero_()
+            self.subspace_mean.zero_()
+            self.subspace_fitted.fill_(False)
+        self._subspace_ready = False
+
     def rollout(self, z0: Tensor, dt: Tensor, params: Tensor, task_id: Tensor, steps: int) -> Tensor:
         """Autoregressive rollout: z0 [B, L, D] -> [B, steps, L, D]; entry k is forward applied k+1 times."""
         states, z = [], z0

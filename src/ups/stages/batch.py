@@ -97,12 +97,15 @@ def batches_of(dataset, indices: Sequence[int], collate: Callable, size: int, de
 @contextmanager
 def on_device(modules: Sequence[nn.Module], device: torch.device) -> Iterator[None]:
     """Within the block ``modules`` sit on ``device`` in eval mode (one-off work such as filling
-    the latent cache); afterwards they are back on the device they came from."""
+    the latent cache); afterwards they are back on the device, and in the mode, they came from."""
     home = next(modules[0].parameters()).device
+    modes = [{sub: sub.training for sub in module.modules()} for module in modules]
     for module in modules:
         module.to(device).eval()
     try:
         yield
     finally:
-        for module in modules:
+        for module, mode in zip(modules, modes):
             module.to(home)
+            for sub, training in mode.items():
+                sub.train(training)

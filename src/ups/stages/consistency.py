@@ -114,8 +114,8 @@ class ConsistencyStage(DiffResidualStage):
 
     @torch.no_grad()
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
-        _, _, pred = self.residual(batch)
-        decode, truth = self.decoding(batch)
+        z, _, pred = self.residual(batch)
+        decode, truth = self.decoding(batch, z[:, 0])
         seed = self.validation_generator(batch).initial_seed()
         scale = self.model.residual_scale
         noise = torch.randn(pred.shape, generator=torch.Generator().manual_seed(seed)).to(pred)
@@ -130,9 +130,9 @@ class ConsistencyStage(DiffResidualStage):
 
         names = batch["task_names"]
         metrics: dict[str, torch.Tensor] = {}
-        per_task(metrics, "nrmse", nrmse(decode(pred + student), truth(1)), names)
-        per_task(metrics, "teacher_nrmse", nrmse(decode(pred + teacher), truth(1)), names)
-        per_task(metrics, "operator_nrmse", nrmse(decode(pred), truth(1)), names)
+        per_task(metrics, "nrmse", nrmse(decode(pred + student, 1), truth(1)), names)
+        per_task(metrics, "teacher_nrmse", nrmse(decode(pred + teacher, 1), truth(1)), names)
+        per_task(metrics, "operator_nrmse", nrmse(decode(pred, 1), truth(1)), names)
         metrics["speedup"] = torch.full((pred.shape[0],), teacher_time / max(student_time, 1e-9))
         return metrics
 

@@ -122,12 +122,12 @@ class DiffResidualStage(OperatorStage):
         generator = self.validation_generator(batch)
         z, _, pred = self.residual(batch)
         corrected = [pred + self.correction(batch, pred, generator) for _ in range(self.cfg.diffusion.val_samples)]
-        decode, truth = self.decoding(batch)
-        samples = torch.stack([decode(c) for c in corrected])
+        decode, truth = self.decoding(batch, z[:, 0])
+        samples = torch.stack([decode(c, 1) for c in corrected])
         names = batch["task_names"]
         metrics: dict[str, torch.Tensor] = {}
         per_task(metrics, "nrmse", nrmse(samples[0], truth(1)), names)
-        per_task(metrics, "operator_nrmse", nrmse(decode(pred), truth(1)), names)
+        per_task(metrics, "operator_nrmse", nrmse(decode(pred, 1), truth(1)), names)
         per_task(metrics, "ensemble_nrmse", nrmse(samples.mean(dim=0), truth(1)), names)
         per_task(metrics, "crps", crps(samples, truth(1)), names)
         if len(samples) > 1:
@@ -135,9 +135,9 @@ class DiffResidualStage(OperatorStage):
         corrected_rollout, operator_rollout = self.rollouts(batch, z[:, 0], generator)
         steps = range(len(corrected_rollout))
         per_task(metrics, "rollout_nrmse",
-                 torch.stack([nrmse(decode(corrected_rollout[k]), truth(k + 1)) for k in steps]).mean(0), names)
+                 torch.stack([nrmse(decode(corrected_rollout[k], k + 1), truth(k + 1)) for k in steps]).mean(0), names)
         per_task(metrics, "operator_rollout_nrmse",
-                 torch.stack([nrmse(decode(operator_rollout[k]), truth(k + 1)) for k in steps]).mean(0), names)
+                 torch.stack([nrmse(decode(operator_rollout[k], k + 1), truth(k + 1)) for k in steps]).mean(0), names)
         return metrics
 
     def rollouts(self, batch: dict, z0: torch.Tensor, generator: torch.Generator):
@@ -152,13 +152,11 @@ class DiffResidualStage(OperatorStage):
             plain.append(zp)
         return corrected, plain
 
-    def decoding(self, batch: dict):
-        """(decode: latents -> physical fields [B, Q, C], truth: k -> physical frame k of the window)."""
+    def decoding(self, batch: dict, z0: torch.Tensor):
+        """(decode: (latents predicted k steps from the window's frame 0, encoded as z0; k) -> physical
+        fields [B, Q, C] (``decoder_for``), truth: k -> physical frame k of the window)."""
         window, names = batch["window"], batch["task_names"]
-        coords, channels = flat_points(batch["coords"]), window.shape[-1]
-
-        def decode(z: torch.Tensor) -> torch.Tensor:
-            return denormalize(self.normalizers, names, self.model.decoder(z, coords, channels=channels).float())
+        decode = self.decoder_for(batch, z0, flat_points(window[:, 0]), flat_points(batch["coords"]))
 
         def truth(k: int) -> torch.Tensor:
             return denormalize(self.normalizers, names, flat_points(window[:, k]).float())

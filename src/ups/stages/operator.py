@@ -13,12 +13,16 @@ by ``prepare``), else the frozen encoder encodes the window's fields in the step
 ``train/nrmse`` is the per-sample one-step error in latent space, ||op(z_0) - z_1|| / ||z_1||.
 Validation decodes op(z_0) on the whole grid: ``nrmse`` (one step, physical units),
 ``rollout_nrmse`` (mean over the H unrolled steps) and ``persistence_nrmse`` (u_1 ≈ u_0 on the
-same pairs, the floor every surrogate must beat), each also per task.
+same pairs, the floor every surrogate must beat), each also per task. With
+``operator.carry_error`` (the default) a prediction k steps from the known frame u_0 decodes as
+D(z) + rho_k (u_0 - D(E(u_0))) (``decoder_for``, ``error_carry``), wherever operator predictions
+are decoded.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -40,6 +44,12 @@ from ups.stages.batch import denormalize, flat_points, on_device, per_task, rela
 _ENCODE_CHUNK = 32
 # Training frames the operator's latent subspace is fitted on (all tasks together).
 _SUBSPACE_FRAMES = 4096
+# The subspace is dropped when it decodes validation frames more than this much worse than their full
+# latents (measured: 1D latents lose under 1% at 64 directions; the 2D heat file's lose 3x, docs/benchmarks.md).
+_SUBSPACE_TOLERANCE = 0.05
+_SUBSPACE_CHECK_FRAMES = 256
+# Train trajectories per task on which the autoencoder's error is followed over time (``error_carry``).
+_CARRY_TRAJECTORIES = 8
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +78,7 @@ class OperatorStage(Stage):
         self.dyn_tasks = transient_tasks(self.tasks, self.name)
         self.normalizers = field_normalizers(self.dyn_tasks)
         self.latents: list[LatentEntry] | None = None
+        self._carry: torch.Tensor | None = None
         operator = LatentOperator(cfg.latent.tokens, cfg.latent.dim, depth=cfg.operator.depth, heads=cfg.operator.heads,
                                   mlp_ratio=cfg.operator.mlp_ratio, dropout=cfg.operator.dropout,
                                   n_params=len(param_names(self.dyn_tasks)), n_tasks=len(self.dyn_tasks),
@@ -82,15 +93,52 @@ class OperatorStage(Stage):
 
     # ---- data ---------------------------------------------------------------------
     def prepare(self, device: torch.device, *, progress: bool = False) -> None:
-        """The latent cache (when on), then the operator's subspace (``operator.subspace_dim``)."""
+        """The latent cache (when on), then the operator's subspace (``operator.subspace_dim``): fitted on
+        training latents, kept only if it decodes validation frames within ``_SUBSPACE_TOLERANCE`` of
+        their full latents (``subspace_cost``)."""
         self.prepare_latents(device, progress=progress)
         operator = self.model.operator
         if operator.subspace_dim:
-            with on_device([self.model.encoder], device):  # encodes on the fly when there is no cache
+            with on_device([self.model.encoder, self.model.decoder, operator], device):  # encodes when no cache
                 samples = self.subspace_samples(device)
-            kept = operator.fit_subspace(samples)
-            log.info("operator: the %d-dimensional latent subspace keeps %.5f of the training latents' variance",
-                     operator.subspace_dim, kept)
+                kept = operator.fit_subspace(samples)
+                cost = self.subspace_cost(device)
+            if cost > 1 + _SUBSPACE_TOLERANCE:
+                operator.drop_subspace()
+                log.warning("operator: the %d-dimensional latent subspace keeps %.5f of the training latents' variance "
+                            "but decodes validation frames %.2fx worse than their full latents; it is not used "
+                            "(operator.subspace_dim=0 says so up front)", operator.subspace_dim, kept, cost)
+            else:
+                log.info("operator: the %d-dimensional latent subspace keeps %.5f of the training latents' variance "
+                         "and decodes validation frames %.3fx as well as their full latents", operator.subspace_dim,
+                         kept, cost)
+
+    @torch.no_grad()
+    def subspace_cost(self, device: torch.device) -> float:
+        """Decoded nRMSE (normalised units) of up to ``_SUBSPACE_CHECK_FRAMES`` validation frames, spread over
+        the tasks, their trajectories and frames, with their latents projected onto the fitted subspace,
+        divided by the same with the full latents."""
+        project = self.model.operator.project
+        errors = {True: [], False: []}
+        share = max(1, _SUBSPACE_CHECK_FRAMES // len(self.dyn_tasks))
+        for k, task in enumerate(self.dyn_tasks):
+            trajectories = np.asarray(task.split.indices("val"))
+            picked = trajectories[np.unique(np.linspace(0, len(trajectories) - 1, min(len(trajectories), 8))
+                                            .round().astype(int))] if len(trajectories) else []
+            points = torch.from_numpy(task.file.coordinates()).to(device)
+            points = points.reshape(1, -1, points.shape[-1])
+            frames = slice(0, None, max(1, -(-task.info.n_times * len(picked) // share)))
+            for trajectory in list(picked):
+                u = flat_points(torch.from_numpy(task.normalizer.normalize(task.file.trajectory(int(trajectory), frames))))
+                z = torch.from_numpy(self._encode_trajectory(k, int(trajectory), device, frames)).to(device)
+                for projected in (True, False):
+                    decoded = self.model.decoder(project(z) if projected else z, points.expand(len(z), -1, -1),
+                                                 channels=u.shape[-1]).float().cpu()
+                    errors[projected].append(nrmse(decoded, u.float()))
+        if not errors[False]:
+            return 1.0  # no validation frames: nothing to check against
+        full = float(torch.cat(errors[False]).mean())
+        return float(torch.cat(errors[True]).mean()) / max(full, 1e-12)
 
     def subspace_samples(self, device: torch.device) -> torch.Tensor:
         """Latents [N, L, D] of about ``_SUBSPACE_FRAMES`` frames of train trajectories, the same
@@ -173,8 +221,8 @@ class OperatorStage(Stage):
         terms = {"one_step": one_step, "rollout": rollout, "spectral": spectral}
         loss = one_step + w.rollout_weight * rollout + w.spectral_weight * spectral
         if w.decoded_weight > 0:
-            window = batch["window"]
-            decoded = self.model.decoder(pred[:, 0], flat_points(batch["coords"]), channels=window.shape[-1])
+            window, coords = batch["window"], flat_points(batch["coords"])
+            decoded = self.model.decoder(pred[:, 0], coords, channels=window.shape[-1])
             terms["decoded"] = F.mse_loss(decoded, flat_points(window[:, 1]))
             loss = loss + w.decoded_weight * terms["decoded"]
         terms = {"loss": loss, **terms}
@@ -187,17 +235,78 @@ class OperatorStage(Stage):
         z = self.encode_window(batch)
         steps = z.shape[1] - 1
         pred = self._rollout(batch, z[:, 0], steps)
-        def physical(x: torch.Tensor) -> torch.Tensor:  # float32 metrics whatever the autocast precision
-            return denormalize(self.normalizers, names, x.float())
-
-        truth = [physical(flat_points(window[:, k])) for k in range(steps + 1)]
-        decoded = [physical(self.model.decoder(pred[:, k], coords, channels=channels)) for k in range(steps)]
+        decode = self.decoder_for(batch, z[:, 0], flat_points(window[:, 0]), coords)
+        truth = [denormalize(self.normalizers, names, flat_points(window[:, k]).float()) for k in range(steps + 1)]
+        decoded = [decode(pred[:, k], k + 1) for k in range(steps)]
         metrics: dict[str, torch.Tensor] = {}
         per_task(metrics, "nrmse", nrmse(decoded[0], truth[1]), names)
         rollout = torch.stack([nrmse(decoded[k], truth[k + 1]) for k in range(steps)]).mean(dim=0)
         per_task(metrics, "rollout_nrmse", rollout, names)
         per_task(metrics, "persistence_nrmse", nrmse(truth[0], truth[1]), names)
         return metrics
+
+    def decoder_for(self, batch: dict, z0: torch.Tensor, u0: torch.Tensor,
+                    coords: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
+        """decode(z, k): latents predicted k >= 1 steps after the known frame u0 [B, Q, C] (normalised,
+        at ``coords`` [B, Q, d]; z0 its encoding) -> physical fields [B, Q, C] of the batch's tasks.
+
+        With ``operator.carry_error``: D(z) + rho_k (u0 - D(P(z0))), P the operator's subspace
+        projection and rho_k [task, step, channel] from ``error_carry``; else D(z). An operator that
+        has not moved the state (the untrained identity) then predicts u0 + (rho_k - 1)(u0 - D(P(z0))):
+        persistence wherever the autoencoder's error persists."""
+        names, channels = batch["task_names"], u0.shape[-1]
+        error = None
+        if self.cfg.operator.carry_error:
+            start = self.model.decoder(self.model.operator.project(z0), coords, channels=channels)
+            error = u0.float() - start.float()
+            carry = self.error_carry().to(u0.device)[batch["task_id"].to(u0.device)][..., :channels]  # [B, K+1, C]
+
+        def decode(z: torch.Tensor, k: int) -> torch.Tensor:  # float32 whatever the autocast precision
+            decoded = self.model.decoder(z, coords, channels=channels).float()
+            if error is not None:
+                decoded = decoded + carry[:, min(k, carry.shape[1] - 1), None] * error
+            return denormalize(self.normalizers, names, decoded)
+
+        return decode
+
+    @torch.no_grad()
+    def error_carry(self) -> torch.Tensor:
+        """rho [n_tasks, K+1, C_max]: per task, step lag k (in units of ``training.time_stride``) and
+        channel, the least-squares factor by which the autoencoder's error on a frame predicts its
+        error k steps later, <e_t, e_t+k> / <e_t, e_t> over the frames and points of up to
+        ``_CARRY_TRAJECTORIES`` train trajectories, clipped to [0, 1]; e_t = u_t - D(P(E(u_t))).
+        It depends only on the frozen autoencoder, the subspace and the data, so it is measured the
+        first time it is needed (validation or evaluation) and is the same in every engine."""
+        if self._carry is None:
+            self._carry = self._measure_error_carry()
+        return self._carry
+
+    def _measure_error_carry(self) -> torch.Tensor:
+        stride, tasks = self.cfg.training.time_stride, self.dyn_tasks
+        device = next(self.model.decoder.parameters()).device
+        lags = max((t.info.n_times - 1) // stride for t in tasks) + 1
+        carry = torch.zeros(len(tasks), lags, max(t.info.n_channels for t in tasks))
+        for k, task in enumerate(tasks):
+            trajectories = np.asarray(task.split.indices("train"))
+            picked = np.unique(np.linspace(0, len(trajectories) - 1, min(len(trajectories), _CARRY_TRAJECTORIES))
+                               .round().astype(int))
+            points = torch.from_numpy(task.file.coordinates()).to(device)
+            points = points.reshape(1, -1, points.shape[-1])
+            width = task.info.n_channels
+            num, den = torch.zeros(lags, width, dtype=torch.float64), torch.zeros(lags, width, dtype=torch.float64)
+            for trajectory in trajectories[picked].tolist():
+                frames = slice(0, None, stride)
+                u = flat_points(torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory, frames))))
+                z = self.model.operator.project(torch.from_numpy(self._encode_trajectory(k, trajectory, device, frames))
+                                                .to(device))
+                decoded = torch.cat([self.model.decoder(chunk, points.expand(len(chunk), -1, -1), channels=width)
+                                     for chunk in z.split(_ENCODE_CHUNK)])
+                e = (u.to(device).double() - decoded.double()).cpu()  # [F, Q, C]
+                for lag in range(len(e)):
+                    num[lag] += (e[:len(e) - lag] * e[lag:]).sum(dim=(0, 1))
+                    den[lag] += e[:len(e) - lag].pow(2).sum(dim=(0, 1))
+            carry[k, :, :width] = (num / den.clamp(min=1e-300)).clamp(0.0, 1.0).float()
+        return carry
 
     def metadata(self) -> dict:
         """Adds the PDE parameter order and ``task_order``: the task embedding's rows, which a
