@@ -20,7 +20,8 @@ each process, PSS shares them out). The files a measurement reads are dropped fr
 before it starts (``posix_fadvise(POSIX_FADV_DONTNEED)``), and again when its training starts, so
 the timed steps read from the disk as they would from a file larger than the memory.
 
-1. ``ups data summary`` on the file: wall time and peak memory.
+1. ``ups data summary`` on the file: wall time and peak memory; again with ``data.max_samples`` at a
+   tenth of the trajectories (the cap at work: its split).
 2. One cold sequential read of the whole file: the time of one pass.
 3. The training rows, ``--steps`` timed steps after ``--warmup`` (timed as in
    ``benchmarks/engine_overhead.py``: the intervals between the starts of consecutive batches),
@@ -55,6 +56,7 @@ import logging
 import math
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -540,6 +542,10 @@ def measure(bench: Bench) -> dict:
     out: dict = {name: [] for name, *_ in ROWS}
     print("ups data summary", flush=True)
     out["summary"] = bench.ups("summary", ["data", "summary", "--config", str(bench.config), *bench.overrides()])
+    cap = max(1, bench.args.n // 10)
+    print(f"ups data summary, data.max_samples={cap}", flush=True)
+    out["summary_capped"] = bench.ups("summary-capped", ["data", "summary", "--config", str(bench.config),
+                                                         *bench.overrides(f"data.max_samples={cap}")])
     print("one pass over the file", flush=True)
     out["one_pass"] = one_pass_seconds(bench.data_file)
     for round_ in range(bench.args.rounds):  # rows alternate, so a change in the machine's load hits them alike
@@ -589,6 +595,10 @@ def report(args, bench: Bench, data_file: Path, made: str, out: dict) -> None:
     summary = out["summary"]
     print(f"ups data summary: {summary.wall:.1f} s, peak RSS {summary.peak_rss / mb:.0f} MB, PSS "
           f"{summary.peak_pss / mb:.0f} MB (exit {summary.code})")
+    capped, cap = out["summary_capped"], max(1, args.n // 10)
+    kept = re.search(r"split\s+train (\d+) / val (\d+) / test (\d+)", capped.output)
+    print(f"ups data summary with data.max_samples={cap}: {capped.wall:.1f} s, peak RSS {capped.peak_rss / mb:.0f} MB "
+          f"(exit {capped.code}); its split: {' / '.join(kept.groups()) if kept else '?'} trajectories")
     print(f"\nthe data path alone, ms per batch of {args.batch_size} (the first {args.steps} training batches, one "
           f"process, the page cache dropped first):")
     print(f"{'reads':<24}{'read':>8}{'assembly':>10}{'collate':>9}{'total':>8}")

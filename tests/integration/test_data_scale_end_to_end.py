@@ -35,9 +35,11 @@ def test_data_scale_runs_end_to_end_at_a_tiny_size(tmp_path):
         else:
             assert versus == ("1.00x" if row.startswith("NumPy") else "-") and first == "-", line
     assert re.search(r"^ups data summary: [\d.]+ s, peak RSS \d+ MB", out, re.M)
+    # 2 of 24 trajectories: the cap keeps the first two, split 1 / 1 / 0 (train first, then val)
+    assert re.search(r"^ups data summary with data.max_samples=2: .* its split: 1 / 1 / 0 trajectories$", out, re.M)
     for source in ("by file offset (now)", "through h5py (before)", "NumPy array in memory"):
         assert re.search(rf"^{re.escape(source)}\s+[\d.]+\s+[\d.]+\s+[\d.]+\s+[\d.]+$", out, re.M), source
-    assert "validating 22 of the split's 22 frames (training.val_max_samples=64) in 1 batches of 32" in out
+    assert "validating 33 of the split's 33 frames (training.val_max_samples=64) in 2 batches of 32" in out
     for key in ("max_time", "time_budget"):
         line = next(line for line in out.splitlines() if line.strip().startswith(f"training.{key}:"))
         assert "done, exit 0" in line and "last.ckpt written" in line and "best best-epoch" in line, line
