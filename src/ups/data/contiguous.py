@@ -4,8 +4,8 @@ A contiguous dataset without filters stores its elements in C order from one off
 (``H5Dget_offset``, which counts a user block), so ``dataset[(*lead, rows, *keep)]`` is one
 ``pread`` of the rows' bytes (or one per row, for rows far apart) and a NumPy view for ``keep``.
 A 1,024-point float32 frame read so takes about 10 µs from the page cache (the ``pread`` itself
-3 µs) against about 20 µs through h5py's selection machinery, and 85 µs against 140 µs from the
-disk; a training step of the autoencoder pays one such read per snapshot.
+3 µs) against about 20 µs through h5py's selection machinery; a training step of the autoencoder
+pays one such read per snapshot. From the disk, the wait for the disk (~120 µs) dominates either way.
 
 ``ContiguousDataset.probe`` says whether a dataset can be read so: contiguous layout, no filters
 (compression, shuffle, checksums), no external files, storage allocated and inside the file,
