@@ -138,7 +138,7 @@ class PDEBenchFile:
         self.max_samples = None if max_samples is None else int(max_samples)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
-        self._datasets: dict[str, tuple[h5py.Dataset, ContiguousDataset | None]] = {}
+        self._direct: dict[str, ContiguousDataset | None] = {}  # by dataset key, for this process's handle
         self._notes: list[str] = []
         self._group_params: list[dict[str, float]] = []
         self._channel_names: tuple[str, ...] = ()
@@ -213,19 +213,17 @@ class PDEBenchFile:
         if self._h5 is None or self._pid != os.getpid():
             self._h5 = self._open()
             self._pid = os.getpid()
-            self._datasets = {}
+            self._direct = {}
         return self._h5
 
     def _read(self, key: str, lead: tuple[int, ...], rows: slice, keep: tuple[slice, ...] = ()) -> np.ndarray:
         """``h5[key][(*lead, rows, *keep)]`` in the stored dtype: by file offset when the dataset is
         contiguous and unfiltered (``ContiguousDataset``), else by h5py."""
         h5 = self._handle()
-        if key not in self._datasets:
-            dataset = h5[key]
-            self._datasets[key] = (dataset, ContiguousDataset.probe(dataset, _file_descriptor(h5),
-                                                                    f"{self.path}: '{key}'"))
-        dataset, direct = self._datasets[key]
-        return dataset[(*lead, rows, *keep)] if direct is None else direct.read(lead, rows, keep)
+        if key not in self._direct:
+            self._direct[key] = ContiguousDataset.probe(h5[key], _file_descriptor(h5), f"{self.path}: '{key}'")
+        direct = self._direct[key]
+        return h5[key][(*lead, rows, *keep)] if direct is None else direct.read(lead, rows, keep)
 
     def close(self) -> None:
         """Close this process's handle; the next data access re-opens it."""
@@ -233,13 +231,13 @@ class PDEBenchFile:
             self._h5.close()
         self._h5 = None
         self._pid = None
-        self._datasets = {}
+        self._direct = {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
         state["_h5"] = None
         state["_pid"] = None
-        state["_datasets"] = {}
+        state["_direct"] = {}
         return state
 
     # ---- validation ----------------------------------------------------------------
