@@ -247,8 +247,8 @@ def run_measured(cmd: list[str], log_path: Path) -> Measured:
 
 # ------------------------------------------------------------------------------ the children
 class FramesInMemory:
-    """A task's file whose single-frame reads come from one NumPy array holding ``pairs``
-    (trajectory, frame) of it; everything else is the file's."""
+    """A task's file whose frames ``pairs`` (trajectory, frame) are held in one NumPy array and
+    read from it; asking for any other frame is an error (the row would time the file's reads)."""
 
     def __init__(self, file, pairs: list[tuple[int, int]]):
         self.file = file
@@ -258,7 +258,8 @@ class FramesInMemory:
     def trajectory(self, i: int, frames: slice = slice(None)) -> np.ndarray:
         row = self.rows.get((i, frames.start))
         if row is None or frames.stop != frames.start + 1 or frames.step not in (None, 1):
-            return self.file.trajectory(i, frames)
+            raise RuntimeError(f"frames {frames} of trajectory {i} are not among those held in memory: the "
+                               f"training batches differ from the ones the in-memory row prepared")
         return self.frames[row:row + 1]
 
     def __getattr__(self, name):
