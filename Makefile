@@ -53,7 +53,7 @@ bench-throughput: setup
 # Training from a file of PDEBench's size (10,000 x 201 x 1,024 float32, 8.2 GB, written once into
 # data/scale and reused; the latent cache row adds 8.2 GB beside it): samples/s and peak memory from
 # HDF5 with 0 and 2 workers, from memory and from the latent cache, the page cache dropped; the time
-# to the first step, `ups data summary`, a 90 s autoencoder stage (docs/data.md). About 12 minutes on
+# to the first step, `ups data summary`, a 90 s autoencoder stage (docs/data.md). About 10 minutes on
 # 2 CPU cores, the first time 2 more (writing the file and the cache entry); 17.4 GB of free disk.
 bench-data: setup
 	$(PY) benchmarks/data_scale.py
