@@ -9,17 +9,18 @@ from __future__ import annotations
 import csv
 import json
 
-import numpy as np
+import sys
+from pathlib import Path
+
 import pytest
-import torch
 import yaml
 
 from tests.heat2d import write_heat2d
 from ups.cli import main as ups
-from ups.config import load_config
-from ups.eval.metrics import nrmse
-from ups.eval.run import EvaluationRequest, build_evaluator, checkpoints_of
-from ups.stages.batch import flat_points
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from competence import competence, meets_bar  # noqa: E402
 
 HORIZON = 20
 
@@ -36,28 +37,14 @@ def test_defaults_beat_persistence_on_2d_two_channel_heat(tmp_path):
     run = tmp_path / "run"
     for stage in ("autoencoder", "operator"):
         assert ups(["train", "--config", str(config), "--stage", stage, "--run-dir", str(run)]) == 0
-    prefix = tmp_path / "evaluation"
+    found = competence(config, run, "test", HORIZON)
+    assert all(meets_bar(found).values()), found
+    prefix = tmp_path / "evaluation"  # the bar's figures are ups evaluate's
     assert ups(["evaluate", "--config", str(config), "--run-dir", str(run), "--split", "test", "--output-prefix",
                 str(prefix), f"evaluation.horizon={HORIZON}", "evaluation.report=false"]) == 0
     metrics = json.loads(prefix.with_name("evaluation.json").read_text())["metrics"]
-
-    op = build_evaluator(load_config(config), checkpoints_of(EvaluationRequest(run_dir=run))).operator
-    task = op.dyn_tasks[0]
-    persistence_one, persistence_rollout, reconstruction = [], [], []
-    coords = torch.from_numpy(task.file.coordinates())                          # [X, Y, 2]
-    for trajectory in task.split.indices("test"):
-        u = torch.from_numpy(task.file.trajectory(trajectory, slice(0, HORIZON + 1)))  # physical [H+1, X, Y, C]
-        steps = [float(nrmse(u[:1], u[k:k + 1])) for k in range(1, HORIZON + 1)]
-        persistence_one.append(steps[0])
-        persistence_rollout.append(np.mean(steps))
-        with torch.no_grad():  # the autoencoder's reconstruction of the same frames, as evaluation decodes
-            z = op.model.encoder(task.normalizer.normalize(u), coords.expand(len(u), *coords.shape))
-            decoded = op.model.decoder(z, coords.reshape(1, -1, 2).expand(len(u), -1, -1), channels=u.shape[-1])
-        reconstruction.append(float(nrmse(task.normalizer.denormalize(decoded), flat_points(u)).mean()))
-    one_step, rollout = metrics["one_step_nrmse"], metrics["nrmse"]
-    assert one_step < np.mean(persistence_one)
-    assert one_step <= 1.5 * np.mean(reconstruction)
-    assert rollout * 3 <= np.mean(persistence_rollout)
+    assert metrics["nrmse"] == pytest.approx(found["rollout"], rel=1e-5)
+    assert metrics["one_step_nrmse"] == pytest.approx(found["one_step"], rel=1e-5)
 
     with open(next((run / "logs" / "operator").rglob("metrics.csv")), newline="") as handle:
         validations = [float(row["val/nrmse"]) for row in csv.DictReader(handle) if row.get("val/nrmse")]
