@@ -106,11 +106,12 @@ class OperatorStage(Stage):
             if cost > 1 + _SUBSPACE_TOLERANCE:
                 operator.drop_subspace()
                 log.warning("operator: the %d-dimensional latent subspace keeps %.5f of the training latents' variance "
-                            "but decodes validation frames %.2fx worse than their full latents; it is not used "
-                            "(operator.subspace_dim=0 says so up front)", operator.subspace_dim, kept, cost)
+                            "but its decoded validation error is %.2fx that of the full latents (more than %.2fx): "
+                            "it is not used (operator.subspace_dim=0 says so up front)", operator.subspace_dim, kept,
+                            cost, 1 + _SUBSPACE_TOLERANCE)
             else:
                 log.info("operator: the %d-dimensional latent subspace keeps %.5f of the training latents' variance "
-                         "and decodes validation frames %.3fx as well as their full latents", operator.subspace_dim,
+                         "and its decoded validation error is %.3fx that of the full latents", operator.subspace_dim,
                          kept, cost)
 
     @torch.no_grad()
