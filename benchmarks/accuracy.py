@@ -62,8 +62,6 @@ from ups.data.summary import load_config_tasks  # noqa: E402
 from ups.eval.evaluator import suite  # noqa: E402
 from ups.eval.metrics import nrmse  # noqa: E402
 
-CONTEXT, STRIDE, FRAMES = 10, 5, 201  # PDEBench 1D: initial_step 10, reduced_resolution_t 5 of 201 frames
-HORIZON = (FRAMES - 1) // STRIDE - (CONTEXT - 1)  # 31 scored steps
 SCORES = ("nrmse", "rmse", "one_step_nrmse", "frmse_low", "frmse_mid", "frmse_high")
 N, SPLIT = 179, (102, 13, 64)  # train and val as the settings were tried (128 x 0.8 / 0.1), a larger test
 # The tuned config's stages and their time shares (training.time_shares). The corrector stages are left out:
@@ -75,12 +73,32 @@ STEADY_SHARES = {"autoencoder": 0.4, "steady_prior": 0.6}
 
 @dataclass
 class Task:
+    """A row of the table: its generator's file (``nx`` points per axis, ``frames`` stored) and its
+    protocol: every ``stride``-th frame kept, the first ``context`` kept frames never scored, the
+    rollout scored over ``horizon`` steps (``None``: to the last kept frame)."""
+
     name: str
     generator: str
     params: dict[str, float]
     steady: bool = False
     nx: int = 256
     reduced_resolution: int = 2
+    spatial_dims: int = 1
+    frames: int = 201
+    stride: int = 5  # PDEBench 1D: initial_step 10, reduced_resolution_t 5 of 201 frames
+    context: int = 10
+    scored: int | None = None
+    budget_s: float = 120.0  # the table's wall clock per model and cell (``--budget-s`` overrides it)
+
+    @property
+    def horizon(self) -> int:
+        """Scored steps: 31 for PDEBench's 1D protocol (41 kept frames, 10 of them context)."""
+        return self.scored or (self.frames - 1) // self.stride - (self.context - 1)
+
+    @property
+    def rollout_frames(self) -> int:
+        """Kept frames a full rollout covers, context included (PDEBench's ``t_train``)."""
+        return self.context + self.horizon
 
 
 TASKS = {task.name: task for task in (
@@ -88,7 +106,13 @@ TASKS = {task.name: task for task in (
     Task("burgers_nu0.1", "burgers1d", {"nu": 0.1}),
     Task("advection_beta0.4", "advection1d", {"beta": 0.4}),
     Task("reaction_diffusion", "reaction_diffusion1d", {"nu": 0.5, "rho": 1.0}),
-    Task("darcy_beta1.0", "darcy2d", {"beta": 1.0}, steady=True, nx=64, reduced_resolution=2),
+    Task("darcy_beta1.0", "darcy2d", {"beta": 1.0}, steady=True, nx=64, reduced_resolution=2, spatial_dims=2,
+         frames=1),
+    # issue 28's families, fixed before their first cell (docs/benchmarks.md): every stored frame, 40 scored
+    # 240 s, not 120: at 120 s UPS's operator could not run one validation in its share (docs/benchmarks.md)
+    Task("diffusion_reaction2d", "diffusion_reaction2d", {}, nx=32, reduced_resolution=1, spatial_dims=2,
+         frames=101, stride=1, scored=40, budget_s=240.0),
+    Task("cfd1d", "cfd1d", {"eta": 0.01, "zeta": 0.01}, frames=201, stride=1, scored=40),
 )}
 
 # The FNO's settings per task family: the winners of `python benchmarks/fno_grid.py` (validation split of
@@ -99,12 +123,13 @@ FNO_TUNED: dict[str, dict] = {
     "advection1d": {"lr": 3e-3, "batch_size": 32, "unroll": 1},
     "reaction_diffusion1d": {"lr": 3e-3, "batch_size": 8, "unroll": 4},
     "darcy2d": {"lr": 3e-3, "batch_size": 8},
+    "cfd1d": {"lr": 1e-3, "batch_size": 8, "unroll": 4},
 }
 
 
 def fno_settings(task: Task, variant: str) -> dict:
     if variant == "defaults":  # PDEBench's: lr 1e-3, batches of 50 (1D) / 20 (2D), the full rollout
-        return {"lr": 1e-3, "batch_size": PDEBENCH_BATCH[2 if task.steady else 1],
+        return {"lr": 1e-3, "batch_size": PDEBENCH_BATCH[task.spatial_dims],
                 **({} if task.steady else {"unroll": None})}
     if task.generator not in FNO_TUNED:
         raise SystemExit(f"{task.name}: the FNO's settings for {task.generator} are not tuned yet; run "
@@ -115,7 +140,7 @@ def fno_settings(task: Task, variant: str) -> dict:
 
 # ------------------------------------------------------------------------------ data and config
 def dataset(task: Task, data_dir: Path, n: int, seed: int) -> Path:
-    result = generate_dataset(task.generator, data_dir, n=n, nx=task.nx, nt=1 if task.steady else FRAMES,
+    result = generate_dataset(task.generator, data_dir, n=n, nx=task.nx, nt=task.frames,
                               seed=seed, params=task.params, progress=False)
     return Path(result.path)
 
@@ -137,8 +162,8 @@ def protocol(task: Task, data_file: Path, out: Path, seed: int, budget_s: float,
         "paths": {"data_dir": str(data_file.parent), "runs_dir": str(out / "runs")},
         "data": {"tasks": [{"name": task.name, "path": data_file.name}], "reduced_resolution": task.reduced_resolution,
                  "split": split_fractions(n)},
-        "training": {"time_budget": budget_s, "time_stride": STRIDE},
-        "evaluation": {"context_frames": CONTEXT, "report": False, "per_sample": True},
+        "training": {"time_budget": budget_s, "time_stride": task.stride},
+        "evaluation": {"context_frames": task.context, "report": False, "per_sample": True},
     }
 
 
@@ -153,12 +178,13 @@ def ups_config(task: Task, data_file: Path, out: Path, seed: int, budget_s: floa
                   for name in ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")}
         if task.steady:  # with batches of 8, a learning rate of 2e-3 beat 1e-3 on two seeds' autoencoders
             stages["steady_prior"]["optimizer"] = {"lr": 2e-3}
+        two_d = task.spatial_dims == 2  # the 2D transient task borrows Darcy's settings, untried on it
         config.update({
             # 1D: 16 tokens (32 halve the autoencoder's floor but gave worse Burgers rollouts); Darcy: 64 tokens
             # (cells of 4 x 4 points). A small encoder trains faster than it loses detail at this budget: 32
             # channels, and no convolution in 1D, one 3 x 3 on Darcy (docs/benchmarks.md)
-            "latent": {"tokens": 64 if task.steady else 16, "dim": 64},
-            "encoder": {"hidden": 32, "depth": 1 if task.steady else 0, "kernel_size": 3},
+            "latent": {"tokens": 64 if two_d else 16, "dim": 64},
+            "encoder": {"hidden": 32, "depth": 1 if two_d else 0, "kernel_size": 3},
             "decoder": {"hidden": 64, "query_points": 64},
             "steady_prior": {"hidden": 128, "depth": 2, "steps_infer": 8},
             "stages": stages,
@@ -190,7 +216,7 @@ def run_ups(task: Task, config: Path, out: Path, variant: str) -> dict:
     status = json.loads((run / "stage_status.json").read_text())
     ran = {name: entry for name, entry in status.items() if entry.get("state") in ("done", "skipped")}
     prefix = out / "evaluations" / f"{task.name}-{variant}"
-    horizon = [] if task.steady else [f"evaluation.horizon={HORIZON}"]
+    horizon = [] if task.steady else [f"evaluation.horizon={task.horizon}"]
     if ups(["evaluate", "--config", str(config), "--run-dir", str(run), "--split", "test", "--output-prefix",
             str(prefix), *horizon]) != 0:
         raise SystemExit(f"UPS evaluation failed on {task.name}")
@@ -223,25 +249,25 @@ def ups_rows(task: Task, variant: str, found: dict) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------ the FNO and the floors
-def split_arrays(config: Path, steady: bool, splits=("train", "val", "test")) -> dict[str, np.ndarray]:
+def split_arrays(config: Path, task: Task, splits=("train", "val", "test")) -> dict[str, np.ndarray]:
     """The UPS split of the task's file, as arrays in physical units: transient trajectories
-    [N, 41, X, C] (every STRIDE-th frame), or steady (a, u) pairs [N, X, Y, 1]; ``indices``
-    the test split's trajectory indices in the file."""
-    task = load_config_tasks(load_config(config))[0]
-    out: dict = {"indices": list(task.split.indices("test"))}
+    [N, T, *S, C] (every ``task.stride``-th frame), or steady (a, u) pairs [N, X, Y, 1];
+    ``indices`` the test split's trajectory indices in the file."""
+    found = load_config_tasks(load_config(config))[0]
+    out: dict = {"indices": list(found.split.indices("test"))}
     for split in splits:
-        indices = task.split.indices(split)
-        if steady:
-            pairs = [task.file.steady_pair(i) for i in indices]
+        indices = found.split.indices(split)
+        if task.steady:
+            pairs = [found.file.steady_pair(i) for i in indices]
             out[f"{split}_a"] = np.stack([a for a, _ in pairs])
             out[f"{split}_u"] = np.stack([u for _, u in pairs])
         else:
-            out[split] = np.stack([task.file.trajectory(i, slice(0, None, STRIDE)) for i in indices])
+            out[split] = np.stack([found.file.trajectory(i, slice(0, None, task.stride)) for i in indices])
     return out
 
 
 def scored(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
-    """Per trajectory, UPS's rollout metrics (``SCORES``) of ``pred`` against ``truth`` [N, H, X, C]."""
+    """Per trajectory, UPS's rollout metrics (``SCORES``) of ``pred`` against ``truth`` [N, H, *S, C]."""
     values = suite(torch.from_numpy(pred).double(), torch.from_numpy(truth).double())
     return {k: values[k].numpy() for k in SCORES}
 
@@ -249,7 +275,7 @@ def scored(pred: np.ndarray, truth: np.ndarray) -> dict[str, np.ndarray]:
 def run_fno(task: Task, config: Path, budget_s: float, seed: int, settings: dict, split: str = "test") -> dict:
     """Data preparation and training within ``budget_s`` of one clock, then the rollout on ``split``."""
     start = deadline.now()
-    arrays = split_arrays(config, task.steady, ("train", split))
+    arrays = split_arrays(config, task, ("train", split))
     if task.steady:
         model = FNOSteady(batch_size=settings["batch_size"], lr=settings["lr"], clock=deadline.now)
         facts = model.fit(arrays["train_a"], arrays["train_u"], budget_s, seed, start=start)
@@ -258,18 +284,20 @@ def run_fno(task: Task, config: Path, budget_s: float, seed: int, settings: dict
         per = nrmse(torch.from_numpy(model.predict(arrays[f"{split}_a"])).double(), truth).numpy()
         return {"total_seconds": total, "metrics": {"nrmse": per}, "facts": facts, "indices": arrays["indices"]}
     model = FNO(unroll=settings["unroll"], batch_size=settings["batch_size"], lr=settings["lr"], clock=deadline.now)
-    facts = model.fit(arrays["train"], CONTEXT, budget_s, seed, start=start)
+    # the full rollout (unroll None) is PDEBench's: from the trajectory's first frames over the scored horizon
+    train = arrays["train"] if settings["unroll"] else arrays["train"][:, :task.rollout_frames]
+    facts = model.fit(train, task.context, budget_s, seed, start=start)
     total = deadline.now() - start
     frames = arrays[split]
     begin = deadline.now()
-    pred = model.rollout(frames[:, :CONTEXT], HORIZON)
-    cost = (deadline.now() - begin) * 1000 / HORIZON
-    return {"total_seconds": total, "metrics": scored(pred, frames[:, CONTEXT:CONTEXT + HORIZON]),
+    pred = model.rollout(frames[:, :task.context], task.horizon)
+    cost = (deadline.now() - begin) * 1000 / task.horizon
+    return {"total_seconds": total, "metrics": scored(pred, frames[:, task.context:task.rollout_frames]),
             "ms_per_step": cost, "facts": facts, "indices": arrays["indices"]}
 
 
 def floor_rows(task: Task, config: Path) -> list[dict]:
-    arrays = split_arrays(config, task.steady, ("train", "test"))
+    arrays = split_arrays(config, task, ("train", "test"))
     key = headline(task.name, task.steady)
     if task.steady:
         truth = torch.from_numpy(arrays["test_u"]).double()
@@ -281,8 +309,9 @@ def floor_rows(task: Task, config: Path) -> list[dict]:
                 for name, pred in preds.items() for per in [nrmse(torch.from_numpy(pred).double(), truth).numpy()]]
     rows = []
     for model in (Persistence(), LinearLeastSquares()):
-        model.fit(arrays["train"], CONTEXT, 0, 0)
-        values = scored(model.rollout(arrays["test"][:, :CONTEXT], HORIZON), arrays["test"][:, CONTEXT:CONTEXT + HORIZON])
+        model.fit(arrays["train"], task.context, 0, 0)
+        values = scored(model.rollout(arrays["test"][:, :task.context], task.horizon),
+                        arrays["test"][:, task.context:task.rollout_frames])
         rows.append({"model": model.name, **{k: float(v.mean()) for k, v in values.items()}, "per": values[key]})
     return rows
 
@@ -331,7 +360,9 @@ def run_cell(task: Task, seed: int, budget_s: float, variant: str, out: Path, n:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", default=",".join(TASKS), help=f"comma-separated, of {', '.join(TASKS)}")
-    parser.add_argument("--budget-s", type=float, default=120.0, help="total wall-clock seconds per model and cell")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="total wall-clock seconds per model and cell (default: the task's, 120 s; 240 s on "
+                             "diffusion_reaction2d)")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per task: --first-seed, --first-seed + 1, …")
     parser.add_argument("--first-seed", type=int, default=1, help="seed 0 is where the settings were tried")
     parser.add_argument("--n", type=int, default=N, help=f"trajectories per file ({SPLIT[0]} train, {SPLIT[1]} val, "
@@ -341,19 +372,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--resume", action="store_true", help="skip cells already in <out>/accuracy.csv")
     args = parser.parse_args(argv)
     unknown = [t for t in args.tasks.split(",") if t not in TASKS]
-    if unknown or args.budget_s <= 0 or args.seeds < 1 or args.first_seed < 0:
+    if unknown or (args.budget_s is not None and args.budget_s <= 0) or args.seeds < 1 or args.first_seed < 0:
         parser.error(f"unknown task(s) {unknown} (valid: {', '.join(TASKS)})" if unknown
                      else "--budget-s must be > 0, --seeds >= 1 and --first-seed >= 0")
     split_fractions(args.n)
     out = args.out.resolve()
     results = ResultsFile(out / "accuracy.csv")
     for name in args.tasks.split(","):
+        budget_s = args.budget_s or TASKS[name].budget_s
         for seed in range(args.first_seed, args.first_seed + args.seeds):
-            key = (name, str(seed), f"{args.budget_s:g}", args.variant)
+            key = (name, str(seed), f"{budget_s:g}", args.variant)
             if args.resume and results.has(key):
-                print(f"== {name}, seed {seed}, {args.budget_s:g} s, {args.variant}: in {results.path}, skipped")
+                print(f"== {name}, seed {seed}, {budget_s:g} s, {args.variant}: in {results.path}, skipped")
                 continue
-            rows = run_cell(TASKS[name], seed, args.budget_s, args.variant, out, args.n)
+            rows = run_cell(TASKS[name], seed, budget_s, args.variant, out, args.n)
             results.replace_cell(rows)
             for row in rows:
                 total = f"{float(row['total_seconds']):.1f} s" if row.get("total_seconds") else "-"

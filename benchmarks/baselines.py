@@ -1,7 +1,8 @@
 """Baselines for the accuracy benchmark: the model protocols and two floors (PDEBench's FNO is in
 ``fno_baseline.py``).
 
-Transient models see trajectories ``[N, T, X, C]`` (the time axis already strided) and roll
+Transient models see trajectories ``[N, T, *S, C]`` (``S`` one or two spatial axes, the time axis
+already strided) and roll
 out autoregressively from ``context`` frames; steady models map a coefficient field
 ``a [N, X, Y, 1]`` to a solution ``u [N, X, Y, 1]``. All arrays are float32 numpy in physical
 units; splitting and file reading are the caller's.
@@ -40,8 +41,8 @@ class SteadyModel(Protocol):
 
 
 def _check_trajectories(train: np.ndarray, context: int, needed_after: int = 1) -> None:
-    if train.ndim != 4:
-        raise ValueError(f"train must be [N, T, X, C] trajectories, got shape {train.shape}")
+    if train.ndim not in (4, 5):
+        raise ValueError(f"train must be [N, T, X, C] or [N, T, X, Y, C] trajectories, got shape {train.shape}")
     if context < 1 or train.shape[1] < context + needed_after:
         raise ValueError(f"train has {train.shape[1]} frames per trajectory; context={context} "
                          f"needs at least {context + needed_after}")
@@ -56,7 +57,7 @@ def _check_field(a: np.ndarray, field: tuple[int, ...] | None, name: str) -> Non
 
 
 def _check_context(frames: np.ndarray, context: int, field: tuple[int, ...], name: str) -> None:
-    if frames.ndim != 4 or frames.shape[1] != context or frames.shape[2:] != field:
+    if frames.ndim != 2 + len(field) or frames.shape[1] != context or frames.shape[2:] != field:
         raise ValueError(f"{name}.rollout: context_frames must be [B, {context}, "
                          f"{', '.join(map(str, field))}] as in fit, got {frames.shape}")
 
@@ -71,7 +72,7 @@ class Persistence:
         return {"seconds_used": 0.0, "parameter_count": 0}
 
     def rollout(self, context_frames: np.ndarray, steps: int) -> np.ndarray:
-        """[B, context, X, C] -> [B, steps, X, C]."""
+        """[B, context, *S, C] -> [B, steps, *S, C]."""
         return np.repeat(context_frames[:, -1:], steps, axis=1).astype(np.float32)
 
 
@@ -102,7 +103,8 @@ _ROWS_PER_CHUNK = 1 << 16
 
 
 class LinearLeastSquares:
-    """One-step affine model on the last frame, u_{t+1} = W u_t + b over the flattened X*C values.
+    """One-step affine model on the last frame, u_{t+1} = W u_t + b over the flattened field (all
+    points and channels).
 
     Fitted in closed form on every consecutive pair of frames of every training trajectory;
     ``budget_s`` is not enforced (the solve takes seconds at most), ``seconds_used`` reports it.
@@ -112,29 +114,30 @@ class LinearLeastSquares:
 
     def __init__(self, ridge: float = 1e-6):
         self.ridge = ridge
-        self.weight: np.ndarray | None = None   # [X*C, X*C]
-        self.bias: np.ndarray | None = None     # [X*C]
-        self.field: tuple[int, int] | None = None
+        self.weight: np.ndarray | None = None   # [D, D], D = points x channels
+        self.bias: np.ndarray | None = None     # [D]
+        self.field: tuple[int, ...] | None = None
         self.context = 0
 
     def fit(self, train: np.ndarray, context: int, budget_s: float, seed: int) -> dict:
         start = time.monotonic()
         _check_trajectories(train, context=1)
-        n, t, x, c = train.shape
+        n, t = train.shape[:2]
+        dim = int(np.prod(train.shape[2:]))
         per_chunk = max(1, _ROWS_PER_CHUNK // (t - 1))
 
         def pairs():
             for i in range(0, n, per_chunk):
-                chunk = train[i:i + per_chunk].reshape(-1, t, x * c)
-                yield chunk[:, :-1].reshape(-1, x * c), chunk[:, 1:].reshape(-1, x * c)
+                chunk = train[i:i + per_chunk].reshape(-1, t, dim)
+                yield chunk[:, :-1].reshape(-1, dim), chunk[:, 1:].reshape(-1, dim)
 
         self.weight, self.bias, rows = _ridge_affine(pairs(), self.ridge)
-        self.field, self.context = (x, c), context
+        self.field, self.context = train.shape[2:], context
         return {"seconds_used": time.monotonic() - start,
                 "parameter_count": int(self.weight.size + self.bias.size), "pairs": rows}
 
     def rollout(self, context_frames: np.ndarray, steps: int) -> np.ndarray:
-        """[B, context, X, C] -> [B, steps, X, C]; only the last context frame is used."""
+        """[B, context, *S, C] -> [B, steps, *S, C]; only the last context frame is used."""
         if self.weight is None:
             raise RuntimeError("LinearLeastSquares.rollout called before fit")
         _check_context(context_frames, self.context, self.field, self.name)

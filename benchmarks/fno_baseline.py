@@ -136,10 +136,11 @@ _PREDICT_CHUNK = 256
 
 
 class FNO:
-    """PDEBench's FNO1d (see ``pdebench_fno``): ``context`` frames -> next frame, rolled out.
+    """PDEBench's FNO1d / FNO2d (see ``pdebench_fno``) on trajectories ``[N, T, *S, C]`` (one or
+    two spatial axes): ``context`` frames -> next frame, rolled out.
 
     Input: the ``context`` frames stacked along channels (frame-major, ``t * C + c``, as
-    PDEBench reshapes them) plus the grid x in [0, 1); output: the next frame. Fields are
+    PDEBench reshapes them) plus the grid in [0, 1) per axis; output: the next frame. Fields are
     normalised by the training set's per-channel mean/std; the model works in those units.
 
     Training is PDEBench's "autoregressive" type: each sample is a window of ``context``
@@ -169,7 +170,7 @@ class FNO:
         self.model: NeuralopFNO | None = None
         self.norm: _ChannelNorm | None = None
         self.context = 0
-        self.field: tuple[int, int] | None = None
+        self.field: tuple[int, ...] | None = None
 
     def fit(self, train: np.ndarray, context: int, budget_s: float, seed: int,
             start: float | None = None) -> dict:
@@ -179,13 +180,13 @@ class FNO:
         _check_trajectories(train, context, needed_after=self.unroll or 1)
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
-        n, t, x, c = train.shape
+        n, t, *grid, c = train.shape
         unroll = self.unroll or t - context
-        self.norm, self.context, self.field = _ChannelNorm(train), context, (x, c)
-        # [N, T, C, X]: channels first, as the model takes them
+        self.norm, self.context, self.field = _ChannelNorm(train), context, train.shape[2:]
+        # [N, T, C, *S]: channels first, as the model takes them
         frames = torch.from_numpy(np.ascontiguousarray(
-            self.norm.encode(train).transpose(0, 1, 3, 2), dtype=np.float32)).to(self.device)
-        self.model = pdebench_fno((x,), in_channels=context * c, out_channels=c).to(self.device)
+            np.moveaxis(self.norm.encode(train), -1, 2), dtype=np.float32)).to(self.device)
+        self.model = pdebench_fno(tuple(grid), in_channels=context * c, out_channels=c).to(self.device)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=WEIGHT_DECAY)
         batches = _index_batches(n, self.batch_size, rng)
         offsets = torch.arange(context + unroll, device=self.device)
@@ -198,7 +199,7 @@ class FNO:
             first = rng.integers(0, t - context - unroll + 1, size=len(idx))
             rows = torch.from_numpy(idx).to(self.device)[:, None]
             window = frames[rows, torch.from_numpy(first).to(self.device)[:, None] + offsets]
-            inputs = window[:, :context].reshape(len(idx), context * c, x)
+            inputs = window[:, :context].reshape(len(idx), context * c, *grid)
             loss = 0.0
             for k in range(unroll):
                 pred = self.model(inputs)
@@ -218,23 +219,23 @@ class FNO:
 
     @torch.no_grad()
     def rollout(self, context_frames: np.ndarray, steps: int) -> np.ndarray:
-        """[B, context, X, C] -> [B, steps, X, C], each prediction fed back as the newest frame."""
+        """[B, context, *S, C] -> [B, steps, *S, C], each prediction fed back as the newest frame."""
         if self.model is None:
             raise RuntimeError("FNO.rollout called before fit")
         _check_context(context_frames, self.context, self.field, self.name)
-        x, c = self.field
+        *grid, c = self.field
         out = []
         for i in range(0, len(context_frames), _PREDICT_CHUNK):
             chunk = self.norm.encode(context_frames[i:i + _PREDICT_CHUNK]).astype(np.float32)
             b = len(chunk)
-            inputs = torch.from_numpy(chunk.transpose(0, 1, 3, 2).reshape(b, self.context * c, x))
+            inputs = torch.from_numpy(np.ascontiguousarray(np.moveaxis(chunk, -1, 2)).reshape(b, self.context * c, *grid))
             inputs = inputs.to(self.device)
             preds = []
             for _ in range(steps):
                 pred = self.model(inputs)
                 preds.append(pred)
                 inputs = torch.cat([inputs[:, c:], pred], dim=1)
-            out.append(torch.stack(preds, dim=1).transpose(2, 3).cpu().numpy())
+            out.append(np.moveaxis(torch.stack(preds, dim=1).cpu().numpy(), 2, -1))
         return self.norm.decode(np.concatenate(out)).astype(np.float32)
 
 

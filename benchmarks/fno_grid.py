@@ -25,7 +25,8 @@ from accuracy import N, TASKS, dataset, run_fno, ups_config  # noqa: E402
 from protocol import cpu_probe, headline, load_average  # noqa: E402
 
 REPRESENTATIVE = {"burgers1d": "burgers_nu0.01", "advection1d": "advection_beta0.4",
-                  "reaction_diffusion1d": "reaction_diffusion", "darcy2d": "darcy_beta1.0"}
+                  "reaction_diffusion1d": "reaction_diffusion", "darcy2d": "darcy_beta1.0",
+                  "diffusion_reaction2d": "diffusion_reaction2d", "cfd1d": "cfd1d"}
 LRS, BATCHES, UNROLLS = (1e-3, 3e-3), (8, 32), (1, 4, None)
 COLUMNS = ["family", "task", "lr", "batch_size", "unroll", "val_error", "metric", "steps", "total_seconds",
            "cpu_probe_s", "loadavg_1m"]
@@ -69,7 +70,9 @@ def as_settings(row: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-s", type=float, default=60.0, help="total seconds per trial")
+    parser.add_argument("--budget-s", type=float, default=None,
+                        help="total seconds per trial (default: half the task's cell budget, 60 s; 120 s on "
+                             "diffusion_reaction2d)")
     parser.add_argument("--families", default=",".join(REPRESENTATIVE))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
@@ -81,14 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     for family in args.families.split(","):
         task = TASKS[REPRESENTATIVE[family]]
         data_file = dataset(task, out / "data" / task.name / f"seed{SEED}", N, SEED)
-        config = ups_config(task, data_file, out / "grid", SEED, args.budget_s)
+        budget_s = args.budget_s or task.budget_s / 2
+        config = ups_config(task, data_file, out / "grid", SEED, budget_s)
         for settings in grid(family):
             lr, batch, unroll = label(settings)
             if any((r["family"], r["lr"], r["batch_size"], r["unroll"]) == (family, lr, batch, unroll)
                    for r in read(path)):
                 continue
             probe, load = cpu_probe(), load_average()
-            found = run_fno(task, config, args.budget_s, SEED, settings, split="val")
+            found = run_fno(task, config, budget_s, SEED, settings, split="val")
             metric = headline(task.name, task.steady)
             row = {"family": family, "task": task.name, "lr": lr, "batch_size": batch, "unroll": unroll,
                    "val_error": f"{found['metrics'][metric].mean():.6g}", "metric": metric,

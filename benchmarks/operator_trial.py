@@ -31,7 +31,7 @@ def trial(out: Path, task: str, name: str, seconds: float, overrides: list[str],
           split: str = "val") -> dict:
     """Train the operator of ``task``'s benchmark run anew; the anatomy of its rollout over ``horizon``
     steps (default: the benchmark's) on ``split``, with the trial's run folder and wall-clock seconds."""
-    from accuracy import HORIZON
+    from accuracy import TASKS
     from rollout_anatomy import anatomy, run_of
 
     config, base = run_of(out, task)
@@ -43,7 +43,7 @@ def trial(out: Path, task: str, name: str, seconds: float, overrides: list[str],
                 str(base), f"training.max_time={max_time(seconds)}", cache, *overrides])
     if code != 0:
         raise SystemExit(f"the operator of trial {name} failed (exit {code})")
-    found = anatomy(config, run, split, horizon or HORIZON, [cache, *overrides])
+    found = anatomy(config, run, split, horizon or TASKS[task].horizon, [cache, *overrides])
     return {**found, "run": run, "seconds": time.monotonic() - start}
 
 

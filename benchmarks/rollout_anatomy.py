@@ -80,7 +80,7 @@ def anatomy(config: Path, run: Path, split: str, horizon: int, overrides: list[s
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from accuracy import CONTEXT, HORIZON, TASKS
+    from accuracy import TASKS
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
@@ -95,13 +95,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"no benchmark run of {args.task} under {args.out}; run "
                      f"`python benchmarks/accuracy.py --tasks {args.task} --seeds 1 --out {args.out}` first.")
     warn_on_test(args.split)
-    found = anatomy(config, run, args.split, HORIZON, args.overrides)
+    task = TASKS[args.task]
+    found = anatomy(config, run, args.split, task.horizon, args.overrides)
     mean = lambda values: sum(values) / len(values)  # noqa: E731
-    print(f"{args.task}, {args.split} split, {found['trajectories']} trajectories, {HORIZON} steps from frame "
-          f"{CONTEXT} of the kept ones")
+    print(f"{args.task}, {args.split} split, {found['trajectories']} trajectories, {task.horizon} steps from frame "
+          f"{task.context} of the kept ones")
     print(f"rollout nRMSE {mean(found['rollout']):.4f}, autoencoder floor {mean(found['floor']):.4f} (means)")
     print("step  rollout  floor")
-    for k in range(0, HORIZON, 5):
+    for k in range(0, task.horizon, 5):
         print(f"{k + 1:4d}  {found['rollout'][k]:.4f}  {found['floor'][k]:.4f}")
     for space in ("latent", "decoded"):
         gain, error = found[space]

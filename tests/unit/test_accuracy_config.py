@@ -38,7 +38,7 @@ def test_the_defaults_config_sets_only_data_deadline_and_protocol(tmp_path, name
     path = ups_config(TASKS[name], tmp_path / "data" / "file.hdf5", tmp_path, seed=1, budget_s=60, variant="defaults")
     written = yaml.safe_load(path.read_text())
     assert set(written) == {"include", "seed", "paths", "data", "training", "evaluation"}
-    assert written["training"] == {"time_budget": 60, "time_stride": 5}
+    assert written["training"] == {"time_budget": 60, "time_stride": TASKS[name].stride}
     assert set(written["evaluation"]) == {"context_frames", "report", "per_sample"}
     cfg = load_config(path, check_files=False)
     defaults = load_config(BENCHMARKS.parent / "configs" / "defaults.yaml", check_files=False)
@@ -48,6 +48,16 @@ def test_the_defaults_config_sets_only_data_deadline_and_protocol(tmp_path, name
 def test_the_fno_defaults_are_pdebench_settings():
     assert fno_settings(TASKS["burgers_nu0.01"], "defaults") == {"lr": 1e-3, "batch_size": 50, "unroll": None}
     assert fno_settings(TASKS["darcy_beta1.0"], "defaults") == {"lr": 1e-3, "batch_size": 20}
+    assert fno_settings(TASKS["diffusion_reaction2d"], "defaults") == {"lr": 1e-3, "batch_size": 20, "unroll": None}
+    assert fno_settings(TASKS["cfd1d"], "defaults") == {"lr": 1e-3, "batch_size": 50, "unroll": None}
+
+
+def test_the_new_families_protocol_is_the_documented_one():
+    """Issue 28's rows (docs/benchmarks.md): every stored frame, 10 context frames, 40 scored steps."""
+    dr, cfd = TASKS["diffusion_reaction2d"], TASKS["cfd1d"]
+    assert (dr.nx, dr.frames, dr.stride, dr.context, dr.horizon, dr.spatial_dims) == (32, 101, 1, 10, 40, 2)
+    assert (cfd.nx, cfd.frames, cfd.stride, cfd.reduced_resolution, cfd.horizon) == (256, 201, 1, 2, 40)
+    assert TASKS["burgers_nu0.01"].horizon == 31 and TASKS["burgers_nu0.01"].rollout_frames == 41
     if "burgers1d" not in FNO_TUNED:
         with pytest.raises(SystemExit, match="not tuned yet"):
             fno_settings(TASKS["burgers_nu0.01"], "tuned")

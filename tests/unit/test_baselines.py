@@ -67,6 +67,22 @@ def test_linear_least_squares_refuses_context_of_another_length():
         model.rollout(np.zeros((2, 2, X, 1), np.float32), steps=1)
 
 
+def test_linear_least_squares_learns_a_2d_two_channel_shift():
+    """A 2D field of two channels: the map acts on the flattened points and channels."""
+    rng = np.random.default_rng(11)
+
+    def trajectories(n: int, t: int) -> np.ndarray:
+        first = rng.normal(size=(n, 6, 5, 2)).astype(np.float32)
+        return np.stack([np.roll(first, (k, -k), axis=(1, 2)) for k in range(t)], axis=1)
+
+    model = LinearLeastSquares()
+    facts = model.fit(trajectories(200, 4), context=2, budget_s=1.0, seed=0)
+    test = trajectories(3, 6)
+    out = model.rollout(test[:, :2], steps=4)
+    assert out.shape == (3, 4, 6, 5, 2) and facts["parameter_count"] == 60 * 60 + 60
+    np.testing.assert_allclose(out, test[:, 2:], atol=1e-3)
+
+
 def test_linear_least_squares_steady_recovers_an_affine_map():
     rng = np.random.default_rng(3)
     a = rng.normal(size=(400, 16, 16, 1)).astype(np.float32)
@@ -186,6 +202,21 @@ def test_fno_rollout_feeds_each_prediction_back_as_the_newest_frame():
     np.testing.assert_array_equal(two[:, :1], first)
     shifted = np.concatenate([context[:, 1:], first], axis=1)
     np.testing.assert_allclose(two[:, 1:], model.rollout(shifted, steps=1), rtol=1e-5, atol=1e-5)
+
+
+def test_fno_learns_2d_two_channel_trajectories_as_pdebench_fno2d():
+    """[N, T, X, Y, C]: the context frames' channels stacked as input, every channel predicted."""
+    rng = np.random.default_rng(12)
+    first = np.stack([smooth_fields(rng, 16, (16, 16)), smooth_fields(rng, 16, (16, 16))], axis=-1)
+    train = np.stack([np.roll(first, k, axis=1) for k in range(5)], axis=1)
+    model = FNO(unroll=1, max_steps=LEARNING_STEPS)
+    facts = model.fit(train, context=2, budget_s=600.0, seed=0)
+    assert_learned(facts)
+    assert model.model.in_channels == 4 and model.model.out_channels == 2
+    out = model.rollout(train[:3, :2], steps=3)
+    assert out.shape == (3, 3, 16, 16, 2) and out.dtype == np.float32
+    one = model.rollout(train[:3, :2], steps=1)
+    np.testing.assert_array_equal(out[:, :1], one)
 
 
 def test_fno_refuses_trajectories_shorter_than_context_plus_unroll():
