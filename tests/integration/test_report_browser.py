@@ -64,7 +64,9 @@ def test_report_renders_in_headless_chromium(tmp_path):
     report = synthetic_report(tmp_path / "report.html")
     page = report.read_text()
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 1 + (3 + 1) + (2 + 1)
+    # the rollout plot; per task, one panel per trajectory and channel, and one spectrum figure:
+    # wave1d 3 trajectories x 2 channels, noise2d 2 x 1
+    assert len(images) == 1 + (3 * 2 + 1) + (2 * 1 + 1)
     for encoded in images:
         decoded = matplotlib.image.imread(io.BytesIO(base64.b64decode(encoded, validate=True)), format="png")
         assert decoded.ndim == 3 and min(decoded.shape[:2]) > 50
