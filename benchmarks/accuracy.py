@@ -124,6 +124,7 @@ FNO_TUNED: dict[str, dict] = {
     "reaction_diffusion1d": {"lr": 3e-3, "batch_size": 8, "unroll": 4},
     "darcy2d": {"lr": 3e-3, "batch_size": 8},
     "cfd1d": {"lr": 1e-3, "batch_size": 8, "unroll": 4},
+    "diffusion_reaction2d": {"lr": 3e-3, "batch_size": 8, "unroll": 1},
 }
 
 
