@@ -10,8 +10,9 @@ list of items of one task into a batch that carries ``task_names``.
   apart starting at frame ``t0``: ``z`` [H+1, L, D] latents (when a latent cache is given)
   and/or ``window`` [H+1, *S, C] normalised fields (when ``fields``), with ``coords``
   [*S, d], ``dt`` [] (physical time between frames of the window), ``params`` [P],
-  ``task_id``, ``index`` and ``t0``. Entry 0 is z_t, entry 1 is z_{t+1}, entries 1..H the
-  rollout targets.
+  ``task_id``, ``index`` and ``t0``, and for a task with a static field (the forcing of an
+  incompressible Navier-Stokes file) ``static`` [*S, S], normalised. Entry 0 is z_t, entry 1
+  is z_{t+1}, entries 1..H the rollout targets.
 
 Items are grouped by task (``task_sizes``), so ``ups.data.sampling.TaskBatchSampler``
 can draw batches of one task each: tasks may differ in grid size and channels.
@@ -190,4 +191,6 @@ class WindowDataset(_Indexed):
             out["z"] = torch.from_numpy(self.latents[k].frames(traj, frames))
         if self.fields:
             out["window"] = torch.from_numpy(task.normalizer.normalize(task.file.trajectory(traj, frames)))
+        if task.info.static_channels:  # the operator's conditioning (``LatentOperator.encode_forcing``)
+            out["static"] = torch.from_numpy(task.input_normalizer.normalize(task.file.static_field(traj)))
         return out

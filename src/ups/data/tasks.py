@@ -40,7 +40,9 @@ _BUILTIN_FILES = (
 @dataclass
 class TaskData:
     """A loaded task. ``normalizer`` is for the fields (transient) or the solution u(x)
-    (steady); ``input_normalizer`` is for the coefficient a(x) of a steady task."""
+    (steady); ``input_normalizer`` is for the coefficient a(x) of a steady task, or for the
+    static field of a transient one that has it (``info.static_channels``: the forcing of an
+    incompressible Navier-Stokes file), None otherwise."""
 
     spec: TaskConfig
     file: PDEBenchFile
@@ -132,7 +134,12 @@ def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, see
         norm = Normalizer(normalization).fit(file.steady_pair(i)[1] for i in split.train)
         return TaskData(spec, file, info, split, norm, input_norm)
     norm = Normalizer(normalization).fit(finite(file, split.train, read))
-    return TaskData(spec, file, info, split, norm)
+    static = None
+    if info.static_channels:  # the operator's conditioning field, normalised by its train split's statistics
+        for _ in finite_static(file, [*split.val, *split.test]):  # the train split's are checked while fitting
+            pass
+        static = Normalizer(normalization).fit(finite_static(file, split.train))
+    return TaskData(spec, file, info, split, norm, static)
 
 
 def finite(file: PDEBenchFile, indices, read):
@@ -150,6 +157,18 @@ def finite(file: PDEBenchFile, indices, read):
                                 f"holds NaN or Inf, first at index {first}{channel}; clean the file or drop that "
                                 f"sample.")
         yield arrays
+
+
+def finite_static(file: PDEBenchFile, indices):
+    """``file.static_field(i)`` for each sample, refusing one with NaN or Inf (as ``finite``)."""
+    for i in indices:
+        field = file.static_field(i)
+        if not np.isfinite(field).all():
+            first = tuple(int(v) for v in np.argwhere(~np.isfinite(field))[0])
+            raise DataError(f"{file.path}: the static field 'force' (sample {i}, shape {tuple(field.shape)} after "
+                            f"down-sampling) holds NaN or Inf, first at index {first}; clean the file or drop that "
+                            f"sample.")
+        yield field
 
 
 def load_tasks(specs: Sequence[TaskConfig], data_dir: str | Path, *, reduced_resolution: int = 1,

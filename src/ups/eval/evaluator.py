@@ -162,9 +162,9 @@ class Evaluator:
         z = op.model.encoder(batch["window"][:, 0], batch["coords"])  # the initial condition at the trained grid
         start = time.perf_counter()
         decode = op.decoder_for(batch, z, flat_points(window[:, 0]), coords)  # timed: part of every rollout
-        pred, zk = [], z
+        pred, zk, forcing = [], z, op.forcing(batch)
         for k in range(1, steps + 1):
-            zk = op.model.operator(zk, batch["dt"], batch["params"], batch["task_id"])
+            zk = op.model.operator(zk, batch["dt"], batch["params"], batch["task_id"], forcing)
             pred.append(decode(zk, k))
         pred = torch.stack(pred, dim=1)
         self.rollout_seconds += time.perf_counter() - start
@@ -182,16 +182,16 @@ class Evaluator:
     def corrected(self, batch, z, truth, decode, names) -> None:
         generator = self.corrector.validation_generator(batch)
         op, corrector = self.operator.model.operator, self.corrector
-        pred, zk = [], z
+        pred, zk, forcing = [], z, self.operator.forcing(batch)
         for k in range(1, truth.shape[1] + 1):
-            step = op(zk, batch["dt"], batch["params"], batch["task_id"])
+            step = op(zk, batch["dt"], batch["params"], batch["task_id"], forcing)
             zk = step + corrector.correction(batch, step, generator)
             pred.append(decode(zk, k))
         pred = torch.stack(pred, dim=1)
         self.add(suite(pred, truth), names, "corrected_", batch["index"])
         self.add_channels({"nrmse": channel_suite(pred, truth)["nrmse"]}, names, "corrected_")
         self.add_curve("corrected", rollout_curve(pred, truth))
-        first = op(z, batch["dt"], batch["params"], batch["task_id"])
+        first = op(z, batch["dt"], batch["params"], batch["task_id"], forcing)
         samples = torch.stack([decode(first + corrector.correction(batch, first, generator), 1)
                                for _ in range(max(2, self.cfg.diffusion.val_samples))])
         self.add({"crps": crps(samples, truth[:, 0]), "spread_skill": spread_skill(samples, truth[:, 0])}, names, "")

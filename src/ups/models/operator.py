@@ -37,11 +37,19 @@ class LatentOperator(nn.Module):
     that drifts into the others compounds errors the decoder was never trained on. The mean
     and basis are buffers, saved with the weights; until they are fitted the projection is the
     identity.
+
+    With a ``forcing`` encoder (a module mapping a static field and its coordinates to [B, L, D]
+    tokens, e.g. a ``FieldEncoder``), a task's static field (the forcing of an incompressible
+    Navier-Stokes file) conditions every step: ``encode_forcing`` turns it into tokens once per
+    rollout, and each step adds ``forcing_gate`` of them to the tokens it reads. The gate starts at
+    zero, so the untrained operator is still the identity. The forcing encoder trains with the
+    operator; the autoencoder never sees the static field.
     """
 
     def __init__(self, tokens: int, dim: int, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0,
                  dropout: float = 0.0, n_params: int = 0, n_tasks: int = 1, subspace_dim: int = 0,
-                 locality: float = 0.0, task_grids: Sequence[tuple[int, ...]] = (), periodic: Sequence[bool] = ()):
+                 locality: float = 0.0, task_grids: Sequence[tuple[int, ...]] = (), periodic: Sequence[bool] = (),
+                 forcing: nn.Module | None = None):
         super().__init__()
         if subspace_dim < 0:
             raise ValueError(f"subspace_dim must be >= 0 (0: no projection), got {subspace_dim}")
@@ -65,6 +73,11 @@ class LatentOperator(nn.Module):
         self.proj_out = nn.Linear(dim, dim)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
+        self.forcing = forcing
+        if forcing is not None:
+            self.forcing_gate = nn.Linear(dim, dim)
+            nn.init.zeros_(self.forcing_gate.weight)
+            nn.init.zeros_(self.forcing_gate.bias)
         self.subspace_dim = subspace_dim if subspace_dim < tokens * dim else 0  # the whole latent: nothing to project
         if self.subspace_dim:
             self.register_buffer("subspace_mean", torch.zeros(tokens, dim))
@@ -78,12 +91,15 @@ class LatentOperator(nn.Module):
         self._subspace_ready = False
         self.register_load_state_dict_post_hook(_sync_subspace_ready)
 
-    def forward(self, z: Tensor, dt: Tensor, params: Tensor, task_id: Tensor) -> Tensor:
-        """z [B, L, D], dt [B] (physical time step), params [B, P], task_id [B] long -> z_next [B, L, D]."""
+    def forward(self, z: Tensor, dt: Tensor, params: Tensor, task_id: Tensor, forcing: Tensor | None = None) -> Tensor:
+        """z [B, L, D], dt [B] (physical time step), params [B, P], task_id [B] long, ``forcing`` [B, L, D]
+        (``encode_forcing``'s tokens; None for a task without a static field) -> z_next [B, L, D]."""
         self._check(z, params)
         cond = self.condition(dt, params, task_id, batch=z.shape[0])
         z = self.project(z)
         h = z + self.pos
+        if forcing is not None:
+            h = h + self.forcing_gate(forcing)
         bias = self.token_bias[task_id].unsqueeze(1).to(h.dtype) if self.locality else None  # [B, 1, L, L]
         for block in self.blocks:
             h = block(h, cond, bias)
@@ -126,13 +142,25 @@ class LatentOperator(nn.Module):
             self.subspace_fitted.fill_(False)
         self._subspace_ready = False
 
-    def rollout(self, z0: Tensor, dt: Tensor, params: Tensor, task_id: Tensor, steps: int) -> Tensor:
+    def rollout(self, z0: Tensor, dt: Tensor, params: Tensor, task_id: Tensor, steps: int,
+                forcing: Tensor | None = None) -> Tensor:
         """Autoregressive rollout: z0 [B, L, D] -> [B, steps, L, D]; entry k is forward applied k+1 times."""
         states, z = [], z0
         for _ in range(steps):
-            z = self(z, dt, params, task_id)
+            z = self(z, dt, params, task_id, forcing)
             states.append(z)
         return torch.stack(states, dim=1)
+
+    def encode_forcing(self, static: Tensor | None, coords: Tensor) -> Tensor | None:
+        """A batch's static fields [B, *S, S] (normalised) at ``coords`` [B, *S, d] -> the forcing tokens
+        [B, L, D] every step of its rollout reads; None without a static field. An operator built without a
+        forcing encoder refuses one (its checkpoint could not condition on it)."""
+        if static is None:
+            return None
+        if self.forcing is None:
+            raise ValueError("this LatentOperator was built without a forcing encoder, but the batch carries a "
+                             "static field; build it with the tasks that have one (forcing=...)")
+        return self.forcing(static, coords, amplitude=False)
 
     def condition(self, dt: Tensor, params: Tensor, task_id: Tensor, batch: int) -> Tensor:
         """dt [B], params [B, P], task_id [B] -> conditioning vector [B, D]."""

@@ -94,7 +94,7 @@ class DiffResidualStage(OperatorStage):
         """(z [B, H+1, L, D], r = z_1 - op(z_0) [B, L, D], op(z_0) [B, L, D]) with the frozen operator."""
         z = self.encode_window(batch)
         with torch.no_grad():
-            pred = self.model.operator(z[:, 0], batch["dt"], batch["params"], batch["task_id"])
+            pred = self.model.operator(z[:, 0], batch["dt"], batch["params"], batch["task_id"], self.forcing(batch))
         return z, z[:, 1] - pred, pred
 
     def velocity(self, batch: dict, context: torch.Tensor, net: FlowNet | None = None):
@@ -144,10 +144,11 @@ class DiffResidualStage(OperatorStage):
         """Latents of the corrected and the operator-only rollouts over the window: two lists of H [B, L, D]."""
         corrected, plain = [], []
         zc = zp = z0
+        forcing = self.forcing(batch)
         for _ in range(batch["window"].shape[1] - 1):
-            step = self.model.operator(zc, batch["dt"], batch["params"], batch["task_id"])
+            step = self.model.operator(zc, batch["dt"], batch["params"], batch["task_id"], forcing)
             zc = step + self.correction(batch, step, generator)
-            zp = self.model.operator(zp, batch["dt"], batch["params"], batch["task_id"])
+            zp = self.model.operator(zp, batch["dt"], batch["params"], batch["task_id"], forcing)
             corrected.append(zc)
             plain.append(zp)
         return corrected, plain

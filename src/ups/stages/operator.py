@@ -34,7 +34,7 @@ from ups.data.latent_cache import LatentCache, LatentEntry, encoder_digest
 from ups.data.latent_pairs import WindowDataset, field_normalizers, transient_tasks
 from ups.data.tasks import param_names
 from ups.eval.metrics import nrmse
-from ups.models import LatentOperator
+from ups.models import FieldEncoder, LatentOperator
 from ups.models.blocks import token_grid
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
@@ -52,6 +52,19 @@ _SUBSPACE_CHECK_FRAMES = 256
 _CARRY_TRAJECTORIES = 8
 
 log = logging.getLogger(__name__)
+
+
+def forcing_encoder(cfg, tasks) -> FieldEncoder | None:
+    """The operator's encoder of the tasks' static fields (``LatentOperator``'s ``forcing``), shaped as the
+    autoencoder's encoder; None when no task has one."""
+    ranks: dict[int, list[int]] = {}
+    for task in tasks:
+        if task.info.static_channels:
+            ranks.setdefault(len(task.info.spatial_shape), []).append(len(task.info.static_channels))
+    if not ranks:
+        return None
+    return FieldEncoder(ranks, tokens=cfg.latent.tokens, dim=cfg.latent.dim, hidden=cfg.encoder.hidden,
+                        depth=cfg.encoder.depth, kernel_size=cfg.encoder.kernel_size)
 
 
 class OperatorModel(nn.Module):
@@ -85,8 +98,13 @@ class OperatorStage(Stage):
                                   subspace_dim=cfg.operator.subspace_dim, locality=cfg.operator.locality,
                                   task_grids=[token_grid(cfg.latent.tokens, len(t.info.spatial_shape))
                                               for t in self.dyn_tasks],
-                                  periodic=[t.periodic for t in self.dyn_tasks])
+                                  periodic=[t.periodic for t in self.dyn_tasks],
+                                  forcing=forcing_encoder(cfg, self.dyn_tasks))
         return OperatorModel(autoencoder, operator)
+
+    def forcing(self, batch: dict) -> torch.Tensor | None:
+        """The batch's forcing tokens (``LatentOperator.encode_forcing``), None without a static field."""
+        return self.model.operator.encode_forcing(batch.get("static"), batch["coords"])
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.model.encoder, self.model.decoder]
@@ -210,7 +228,8 @@ class OperatorStage(Stage):
         return self.cfg.latent.tokens, self.cfg.latent.dim
 
     def _rollout(self, batch: dict, z0: torch.Tensor, steps: int) -> torch.Tensor:
-        return self.model.operator.rollout(z0, batch["dt"], batch["params"], batch["task_id"], steps)
+        return self.model.operator.rollout(z0, batch["dt"], batch["params"], batch["task_id"], steps,
+                                           self.forcing(batch))
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         w = self.cfg.operator
