@@ -18,6 +18,8 @@ from ups.data.summary import load_config_tasks
 from ups.errors import DataError
 from ups.eval.run import EvaluationRequest, build_evaluator, checkpoints_of
 from ups.models import FieldEncoder, LatentOperator
+from ups.pipeline.runner import build_stage
+from ups.runs import RunDir
 
 NS_FILE = "ns_incom_inhom_2d_512-0.h5"
 
@@ -109,3 +111,23 @@ def test_the_trained_operator_is_conditioned_on_the_forcing(tmp_path):
         forced = op._rollout(batch, z0, 1)
         unforced = op._rollout({**batch, "static": torch.zeros_like(batch["static"])}, z0, 1)
     assert not torch.allclose(forced, unforced)
+    # DDP/FSDP: the forcing encoder trains on every batch of this one-task config, and is frozen downstream
+    cfg = load_config(config)
+    assert build_stage(cfg, "operator", RunDir(run)).all_parameters_used_every_step()
+
+
+def test_a_forcing_encoder_that_sits_out_some_batches_is_reported_to_ddp():
+    """A task without a static field leaves the trained forcing encoder unused on its batches."""
+    from types import SimpleNamespace
+
+    from ups.stages.operator import OperatorStage
+
+    operator = LatentOperator(4, 8, depth=1, heads=2, forcing=FieldEncoder({2: [2]}, tokens=4, dim=8, hidden=8, depth=0))
+    forced, plain = (SimpleNamespace(info=SimpleNamespace(static_channels=c)) for c in (("force_x", "force_y"), ()))
+    stage = SimpleNamespace(model=SimpleNamespace(operator=operator), dyn_tasks=[forced, plain])
+    assert not OperatorStage.all_parameters_used_every_step(stage)
+    stage.dyn_tasks = [forced]
+    assert OperatorStage.all_parameters_used_every_step(stage)
+    stage.dyn_tasks = [forced, plain]
+    operator.requires_grad_(False)  # frozen, as under the correctors
+    assert OperatorStage.all_parameters_used_every_step(stage)

@@ -109,6 +109,14 @@ class OperatorStage(Stage):
     def frozen_modules(self) -> list[nn.Module]:
         return [self.model.encoder, self.model.decoder]
 
+    def all_parameters_used_every_step(self) -> bool:
+        """False when the trained operator's forcing encoder sits out some batches: a task without a static
+        field, or static fields of another rank or channel count (their own stems)."""
+        forcing = self.model.operator.forcing
+        if forcing is None or not any(p.requires_grad for p in forcing.parameters()):  # absent or frozen
+            return True
+        return forcing.n_stems == 1 and all(t.info.static_channels for t in self.dyn_tasks)
+
     # ---- data ---------------------------------------------------------------------
     def prepare(self, device: torch.device, *, progress: bool = False) -> None:
         """The latent cache (when on), then the operator's subspace (``operator.subspace_dim``): fitted on
