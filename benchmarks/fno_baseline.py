@@ -228,8 +228,8 @@ class FNO:
         for i in range(0, len(context_frames), _PREDICT_CHUNK):
             chunk = self.norm.encode(context_frames[i:i + _PREDICT_CHUNK]).astype(np.float32)
             b = len(chunk)
-            inputs = torch.from_numpy(np.ascontiguousarray(np.moveaxis(chunk, -1, 2)).reshape(b, self.context * c, *grid))
-            inputs = inputs.to(self.device)
+            inputs = np.ascontiguousarray(np.moveaxis(chunk, -1, 2)).reshape(b, self.context * c, *grid)
+            inputs = torch.from_numpy(inputs).to(self.device)
             preds = []
             for _ in range(steps):
                 pred = self.model(inputs)

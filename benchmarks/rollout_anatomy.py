@@ -67,7 +67,8 @@ def anatomy(config: Path, run: Path, split: str, horizon: int, overrides: list[s
         return denormalize(op.normalizers, names, op.model.decoder(z, coords, channels=channels).float())
 
     z = op.encode_window(batch)                                   # encoded truth, [B, H+1, L, D]
-    pred = op._rollout(batch, z[:, 0], horizon)
+    pred = op.model.operator.rollout(z[:, 0], batch["dt"], batch["params"], batch["task_id"], horizon,
+                                     op.forcing(batch))
     truth = [denormalize(op.normalizers, names, flat_points(window[:, k]).float()) for k in range(horizon + 1)]
     predicted = op.decoder_for(batch, z[:, 0], flat_points(window[:, 0]), coords)  # as the benchmark scores it
     rollout = [float(nrmse(predicted(pred[:, k], k + 1), truth[k + 1]).mean()) for k in range(horizon)]

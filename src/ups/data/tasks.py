@@ -148,14 +148,9 @@ def finite(file: PDEBenchFile, indices, read):
     the normalisers)."""
     for i in indices:
         arrays = read(i)
+        channels = file.info.channel_names if not isinstance(arrays, tuple) else ()
         for key, array in zip(file.data_keys(i), arrays if isinstance(arrays, tuple) else (arrays,)):
-            if not np.isfinite(array).all():
-                first = tuple(int(v) for v in np.argwhere(~np.isfinite(array))[0])
-                names = file.info.channel_names
-                channel = f" (channel {names[first[-1]]})" if len(names) > 1 and not isinstance(arrays, tuple) else ""
-                raise DataError(f"{file.path}: {key} (sample {i}, shape {tuple(array.shape)} after down-sampling) "
-                                f"holds NaN or Inf, first at index {first}{channel}; clean the file or drop that "
-                                f"sample.")
+            _refuse_non_finite(file, key, i, array, channels)
         yield arrays
 
 
@@ -163,12 +158,20 @@ def finite_static(file: PDEBenchFile, indices):
     """``file.static_field(i)`` for each sample, refusing one with NaN or Inf (as ``finite``)."""
     for i in indices:
         field = file.static_field(i)
-        if not np.isfinite(field).all():
-            first = tuple(int(v) for v in np.argwhere(~np.isfinite(field))[0])
-            raise DataError(f"{file.path}: the static field 'force' (sample {i}, shape {tuple(field.shape)} after "
-                            f"down-sampling) holds NaN or Inf, first at index {first}; clean the file or drop that "
-                            f"sample.")
+        _refuse_non_finite(file, "the static field 'force'", i, field)
         yield field
+
+
+def _refuse_non_finite(file: PDEBenchFile, key: str, i: int, array: np.ndarray,
+                       channels: Sequence[str] = ()) -> None:
+    """A DataError naming the file, ``key``, sample, shape and first bad index (and its channel, when
+    ``channels`` names more than one) if ``array`` holds NaN or Inf."""
+    if np.isfinite(array).all():
+        return
+    first = tuple(int(v) for v in np.argwhere(~np.isfinite(array))[0])
+    channel = f" (channel {channels[first[-1]]})" if len(channels) > 1 else ""
+    raise DataError(f"{file.path}: {key} (sample {i}, shape {tuple(array.shape)} after down-sampling) holds NaN or "
+                    f"Inf, first at index {first}{channel}; clean the file or drop that sample.")
 
 
 def load_tasks(specs: Sequence[TaskConfig], data_dir: str | Path, *, reduced_resolution: int = 1,

@@ -91,7 +91,8 @@ class LatentOperator(nn.Module):
         self._subspace_ready = False
         self.register_load_state_dict_post_hook(_sync_subspace_ready)
 
-    def forward(self, z: Tensor, dt: Tensor, params: Tensor, task_id: Tensor, forcing: Tensor | None = None) -> Tensor:
+    def forward(self, z: Tensor, dt: Tensor, params: Tensor, task_id: Tensor,
+                forcing: Tensor | None = None) -> Tensor:
         """z [B, L, D], dt [B] (physical time step), params [B, P], task_id [B] long, ``forcing`` [B, L, D]
         (``encode_forcing``'s tokens; None for a task without a static field) -> z_next [B, L, D]."""
         self._check(z, params)
