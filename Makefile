@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.ups-installed
 DATA   := data/builtin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow bench-cache bench-engine bench-throughput bench-data bench-accuracy bench-fno-grid docs clean
+.PHONY: setup demo test test-slow lint format bench-cache bench-engine bench-throughput bench-data bench-accuracy bench-fno-grid docs clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,16 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff's lint and format check over the whole tree (line length 110, pyproject.toml); CI runs it first.
+lint: setup
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff format --check src tests benchmarks
+
+# Rewrite the tree in ruff's format (what `make lint` checks).
+format: setup
+	$(VENV)/bin/ruff format src tests benchmarks
+	$(VENV)/bin/ruff check --fix src tests benchmarks
 
 test-slow: setup
 	$(PY) -m pytest -q -m slow $(PYTEST_ARGS)

@@ -32,7 +32,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     for row in rows:
         cells[ResultsFile.key(row)][row["model"]] = row
     groups = defaultdict(list)
-    for (task, seed, budget, variant), models in cells.items():
+    for (task, _seed, budget, variant), models in cells.items():
         ups, fno = PAIRS[variant]
         if ups in models and fno in models:
             groups[(variant, float(budget), task)].append(models)
@@ -41,18 +41,30 @@ def summarize(rows: list[dict]) -> list[dict]:
         ups, fno = PAIRS[variant]
         pairs = [(per_trajectory(m[ups]), per_trajectory(m[fno])) for m in found]
         point, low, high = ratio_interval(pairs)
-        mean = lambda name: [float(m[name][m[name]["headline"]]) for m in found if name in m]  # noqa: E731
-        out.append({
-            "variant": variant, "budget": budget, "task": task, "metric": found[0][ups]["headline"],
-            "seeds": sorted(int(m[ups]["seed"]) for m in found), "ups": mean(ups), "fno": mean(fno),
-            "ratio": point, "low": low, "high": high, "verdict": verdict(low, high),
-            "floors": {name: float(np.mean(mean(name))) for name in FLOORS if mean(name)},
-            "totals": [(float(m[ups]["total_seconds"]), float(m[fno]["total_seconds"])) for m in found],
-            "ups_stages": [json.loads(m[ups]["stage_seconds"] or "{}") for m in found],
-            "ups_steps": [json.loads(m[ups]["stage_steps"] or "{}") for m in found],
-            "fno_facts": [json.loads(m[fno]["facts"] or "{}") for m in found],
-            "probes": [float(m[ups]["cpu_probe_s"]) for m in found],
-            "dates": sorted({m[ups]["date"] for m in found}), "machine": found[0][ups]["machine"]})
+        mean = lambda name, found=found: [float(m[name][m[name]["headline"]]) for m in found if name in m]  # noqa: E731
+        out.append(
+            {
+                "variant": variant,
+                "budget": budget,
+                "task": task,
+                "metric": found[0][ups]["headline"],
+                "seeds": sorted(int(m[ups]["seed"]) for m in found),
+                "ups": mean(ups),
+                "fno": mean(fno),
+                "ratio": point,
+                "low": low,
+                "high": high,
+                "verdict": verdict(low, high),
+                "floors": {name: float(np.mean(mean(name))) for name in FLOORS if mean(name)},
+                "totals": [(float(m[ups]["total_seconds"]), float(m[fno]["total_seconds"])) for m in found],
+                "ups_stages": [json.loads(m[ups]["stage_seconds"] or "{}") for m in found],
+                "ups_steps": [json.loads(m[ups]["stage_steps"] or "{}") for m in found],
+                "fno_facts": [json.loads(m[fno]["facts"] or "{}") for m in found],
+                "probes": [float(m[ups]["cpu_probe_s"]) for m in found],
+                "dates": sorted({m[ups]["date"] for m in found}),
+                "machine": found[0][ups]["machine"],
+            }
+        )
     return out
 
 
@@ -63,30 +75,44 @@ def spread(values: list[float]) -> str:
 
 
 def markdown(entries: list[dict]) -> str:
-    lines = ["# Accuracy: UPS vs PDEBench's FNO", "",
-             "Written by `python benchmarks/accuracy_table.py` from `accuracy.csv` "
-             "(`python benchmarks/accuracy.py`); the protocol is `benchmarks/protocol.py`'s. Errors: the mean "
-             "headline error over the seeds (their range), on 64 test trajectories per seed; ratio: the geometric "
-             "mean over seeds of mean UPS error / mean FNO error, with its 95% two-level bootstrap interval; "
-             "win / loss: the interval below / above 1. Totals: each model's whole wall clock, set-up included.", ""]
+    lines = [
+        "# Accuracy: UPS vs PDEBench's FNO",
+        "",
+        "Written by `python benchmarks/accuracy_table.py` from `accuracy.csv` "
+        "(`python benchmarks/accuracy.py`); the protocol is `benchmarks/protocol.py`'s. Errors: the mean "
+        "headline error over the seeds (their range), on 64 test trajectories per seed; ratio: the geometric "
+        "mean over seeds of mean UPS error / mean FNO error, with its 95% two-level bootstrap interval; "
+        "win / loss: the interval below / above 1. Totals: each model's whole wall clock, set-up included.",
+        "",
+    ]
     for (variant, budget), group in _by(entries, ("variant", "budget")).items():
         ups, fno = PAIRS[variant]
-        lines += [f"## {variant}, {budget:g} s per model", "",
-                  f"| task | metric | seeds | {ups} | {fno} | {ups} / {fno} [95%] | verdict | floors | "
-                  f"totals UPS / FNO (s) |", "|---" * 9 + "|"]
+        lines += [
+            f"## {variant}, {budget:g} s per model",
+            "",
+            f"| task | metric | seeds | {ups} | {fno} | {ups} / {fno} [95%] | verdict | floors | "
+            f"totals UPS / FNO (s) |",
+            "|---" * 9 + "|",
+        ]
         for e in group:
             floors = ", ".join(f"{k} {v:.3g}" for k, v in e["floors"].items()) or "–"
             totals = ", ".join(f"{u:.0f}/{f:.0f}" for u, f in e["totals"])
-            lines.append(f"| {e['task']} | {e['metric']} | {','.join(map(str, e['seeds']))} | {spread(e['ups'])} | "
-                         f"{spread(e['fno'])} | {e['ratio']:.2f} [{e['low']:.2f}, {e['high']:.2f}] | "
-                         f"{e['verdict']} | {floors} | {totals} |")
+            lines.append(
+                f"| {e['task']} | {e['metric']} | {','.join(map(str, e['seeds']))} | {spread(e['ups'])} | "
+                f"{spread(e['fno'])} | {e['ratio']:.2f} [{e['low']:.2f}, {e['high']:.2f}] | "
+                f"{e['verdict']} | {floors} | {totals} |"
+            )
         lines += ["", "UPS per stage (seconds / optimizer steps, per seed); FNO steps:", ""]
         for e in group:
-            stages = "; ".join(", ".join(f"{k} {s.get(k) or 0:.0f} s / {t.get(k) or 0}" for k in s)
-                               for s, t in zip(e["ups_stages"], e["ups_steps"]))
+            stages = "; ".join(
+                ", ".join(f"{k} {s.get(k) or 0:.0f} s / {t.get(k) or 0}" for k in s)
+                for s, t in zip(e["ups_stages"], e["ups_steps"])
+            )
             steps = ", ".join(str(f.get("steps")) for f in e["fno_facts"])
-            lines.append(f"- {e['task']}: {stages}; FNO {steps} steps ({e['machine']}; CPU probe "
-                         f"{min(e['probes']):.3f}–{max(e['probes']):.3f} s; {', '.join(e['dates'])})")
+            lines.append(
+                f"- {e['task']}: {stages}; FNO {steps} steps ({e['machine']}; CPU probe "
+                f"{min(e['probes']):.3f}–{max(e['probes']):.3f} s; {', '.join(e['dates'])})"
+            )
         lines.append("")
     return "\n".join(lines)
 

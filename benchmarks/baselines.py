@@ -19,7 +19,8 @@ scalars: a complex weight counts twice).
 from __future__ import annotations
 
 import time
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 
@@ -42,10 +43,14 @@ class SteadyModel(Protocol):
 
 def _check_trajectories(train: np.ndarray, context: int, needed_after: int = 1) -> None:
     if train.ndim not in (4, 5):
-        raise ValueError(f"train must be [N, T, X, C] or [N, T, X, Y, C] trajectories, got shape {train.shape}")
+        raise ValueError(
+            f"train must be [N, T, X, C] or [N, T, X, Y, C] trajectories, got shape {train.shape}"
+        )
     if context < 1 or train.shape[1] < context + needed_after:
-        raise ValueError(f"train has {train.shape[1]} frames per trajectory; context={context} "
-                         f"needs at least {context + needed_after}")
+        raise ValueError(
+            f"train has {train.shape[1]} frames per trajectory; context={context} "
+            f"needs at least {context + needed_after}"
+        )
 
 
 def _check_field(a: np.ndarray, field: tuple[int, ...] | None, name: str) -> None:
@@ -53,13 +58,17 @@ def _check_field(a: np.ndarray, field: tuple[int, ...] | None, name: str) -> Non
     if field is None:
         raise RuntimeError(f"{name}.predict called before fit")
     if a.shape[1:] != field:
-        raise ValueError(f"{name}.predict: a must be [B, {', '.join(map(str, field))}] as in fit, got {a.shape}")
+        raise ValueError(
+            f"{name}.predict: a must be [B, {', '.join(map(str, field))}] as in fit, got {a.shape}"
+        )
 
 
 def _check_context(frames: np.ndarray, context: int, field: tuple[int, ...], name: str) -> None:
     if frames.ndim != 2 + len(field) or frames.shape[1] != context or frames.shape[2:] != field:
-        raise ValueError(f"{name}.rollout: context_frames must be [B, {context}, "
-                         f"{', '.join(map(str, field))}] as in fit, got {frames.shape}")
+        raise ValueError(
+            f"{name}.rollout: context_frames must be [B, {context}, "
+            f"{', '.join(map(str, field))}] as in fit, got {frames.shape}"
+        )
 
 
 class Persistence:
@@ -114,8 +123,8 @@ class LinearLeastSquares:
 
     def __init__(self, ridge: float = 1e-6):
         self.ridge = ridge
-        self.weight: np.ndarray | None = None   # [D, D], D = points x channels
-        self.bias: np.ndarray | None = None     # [D]
+        self.weight: np.ndarray | None = None  # [D, D], D = points x channels
+        self.bias: np.ndarray | None = None  # [D]
         self.field: tuple[int, ...] | None = None
         self.context = 0
 
@@ -128,13 +137,16 @@ class LinearLeastSquares:
 
         def pairs():
             for i in range(0, n, per_chunk):
-                chunk = train[i:i + per_chunk].reshape(-1, t, dim)
+                chunk = train[i : i + per_chunk].reshape(-1, t, dim)
                 yield chunk[:, :-1].reshape(-1, dim), chunk[:, 1:].reshape(-1, dim)
 
         self.weight, self.bias, rows = _ridge_affine(pairs(), self.ridge)
         self.field, self.context = train.shape[2:], context
-        return {"seconds_used": time.monotonic() - start,
-                "parameter_count": int(self.weight.size + self.bias.size), "pairs": rows}
+        return {
+            "seconds_used": time.monotonic() - start,
+            "parameter_count": int(self.weight.size + self.bias.size),
+            "pairs": rows,
+        }
 
     def rollout(self, context_frames: np.ndarray, steps: int) -> np.ndarray:
         """[B, context, *S, C] -> [B, steps, *S, C]; only the last context frame is used."""
@@ -157,8 +169,8 @@ class LinearLeastSquaresSteady:
 
     def __init__(self, ridge: float = 1e-6):
         self.ridge = ridge
-        self.weight: np.ndarray | None = None   # [X*Y, X*Y]
-        self.bias: np.ndarray | None = None     # [X*Y]
+        self.weight: np.ndarray | None = None  # [X*Y, X*Y]
+        self.bias: np.ndarray | None = None  # [X*Y]
         self.field: tuple[int, ...] | None = None
 
     def fit(self, a: np.ndarray, u: np.ndarray, budget_s: float, seed: int) -> dict:
@@ -166,13 +178,19 @@ class LinearLeastSquaresSteady:
         if a.shape != u.shape or a.ndim != 4:
             raise ValueError(f"a and u must both be [N, X, Y, 1], got {a.shape} and {u.shape}")
         n = len(a)
-        pairs = ((a[i:i + _ROWS_PER_CHUNK].reshape(-1, a[0].size),
-                  u[i:i + _ROWS_PER_CHUNK].reshape(-1, u[0].size))
-                 for i in range(0, n, _ROWS_PER_CHUNK))
+        pairs = (
+            (
+                a[i : i + _ROWS_PER_CHUNK].reshape(-1, a[0].size),
+                u[i : i + _ROWS_PER_CHUNK].reshape(-1, u[0].size),
+            )
+            for i in range(0, n, _ROWS_PER_CHUNK)
+        )
         self.weight, self.bias, _ = _ridge_affine(pairs, self.ridge)
         self.field = a.shape[1:]
-        return {"seconds_used": time.monotonic() - start,
-                "parameter_count": int(self.weight.size + self.bias.size)}
+        return {
+            "seconds_used": time.monotonic() - start,
+            "parameter_count": int(self.weight.size + self.bias.size),
+        }
 
     def predict(self, a: np.ndarray) -> np.ndarray:
         """[B, X, Y, 1] -> [B, X, Y, 1]."""

@@ -30,7 +30,9 @@ from ups.stages.batch import flat_points
 
 
 @torch.no_grad()
-def competence(config: Path, run: Path, split: str = "test", horizon: int = 20, overrides: list[str] = ()) -> dict:
+def competence(
+    config: Path, run: Path, split: str = "test", horizon: int = 20, overrides: list[str] = ()
+) -> dict:
     """The bar's figures (means over the split's trajectories; several tasks are pooled)."""
     cfg = load_config(config, [*overrides, "evaluation.context_frames=1"])  # from frame 0, as persistence
     evaluator = build_evaluator(cfg, checkpoints_of(EvaluationRequest(run_dir=run)))
@@ -38,7 +40,9 @@ def competence(config: Path, run: Path, split: str = "test", horizon: int = 20, 
     windows = evaluator.datasets(split, horizon)[0]
     size = cfg.evaluation.batch_size
     for start in range(0, len(windows), size):
-        evaluator.evaluate(collate_task_batch([windows[i] for i in range(start, min(len(windows), start + size))]))
+        evaluator.evaluate(
+            collate_task_batch([windows[i] for i in range(start, min(len(windows), start + size))])
+        )
     metrics = {key: evaluator.sums[key] / evaluator.counts[key] for key in evaluator.sums}
     persistence_one, persistence_rollout, reconstruction = [], [], []
     for task in op.dyn_tasks:
@@ -46,23 +50,29 @@ def competence(config: Path, run: Path, split: str = "test", horizon: int = 20, 
         stride = cfg.training.time_stride
         for trajectory in task.split.indices(split):
             u = torch.from_numpy(task.file.trajectory(trajectory, slice(0, horizon * stride + 1, stride)))
-            steps = [float(nrmse(u[:1], u[k:k + 1])) for k in range(1, horizon + 1)]
+            steps = [float(nrmse(u[:1], u[k : k + 1])) for k in range(1, horizon + 1)]
             persistence_one.append(steps[0])
             persistence_rollout.append(float(np.mean(steps)))
             z = op.model.encoder(task.normalizer.normalize(u), coords.expand(len(u), *coords.shape))
             points = coords.reshape(1, -1, coords.shape[-1]).expand(len(u), -1, -1)
             decoded = task.normalizer.denormalize(op.model.decoder(z, points, channels=u.shape[-1]))
             reconstruction.append(float(nrmse(decoded, flat_points(u)).mean()))
-    return {"one_step": metrics["one_step_nrmse"], "rollout": metrics["nrmse"],
-            "persistence_one_step": float(np.mean(persistence_one)),
-            "persistence_rollout": float(np.mean(persistence_rollout)),
-            "reconstruction": float(np.mean(reconstruction)), "trajectories": len(persistence_one)}
+    return {
+        "one_step": metrics["one_step_nrmse"],
+        "rollout": metrics["nrmse"],
+        "persistence_one_step": float(np.mean(persistence_one)),
+        "persistence_rollout": float(np.mean(persistence_rollout)),
+        "reconstruction": float(np.mean(reconstruction)),
+        "trajectories": len(persistence_one),
+    }
 
 
 def meets_bar(found: dict) -> dict[str, bool]:
-    return {"one-step below persistence": found["one_step"] < found["persistence_one_step"],
-            "one-step at most 1.5x the reconstruction": found["one_step"] <= 1.5 * found["reconstruction"],
-            "rollout at least 3x below persistence": 3 * found["rollout"] <= found["persistence_rollout"]}
+    return {
+        "one-step below persistence": found["one_step"] < found["persistence_one_step"],
+        "one-step at most 1.5x the reconstruction": found["one_step"] <= 1.5 * found["reconstruction"],
+        "rollout at least 3x below persistence": 3 * found["rollout"] <= found["persistence_rollout"],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,11 +85,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     found = competence(args.config, args.run_dir, args.split, args.horizon, args.overrides)
     print(f"{args.split} split, {found['trajectories']} trajectories, {args.horizon} steps from frame 0")
-    print(f"one-step nRMSE {found['one_step']:.4g}  persistence {found['persistence_one_step']:.4g}  "
-          f"({found['persistence_one_step'] / found['one_step']:.1f}x lower)  "
-          f"autoencoder reconstruction {found['reconstruction']:.4g}")
-    print(f"rollout nRMSE {found['rollout']:.4g}  persistence {found['persistence_rollout']:.4g}  "
-          f"({found['persistence_rollout'] / found['rollout']:.1f}x lower)")
+    print(
+        f"one-step nRMSE {found['one_step']:.4g}  persistence {found['persistence_one_step']:.4g}  "
+        f"({found['persistence_one_step'] / found['one_step']:.1f}x lower)  "
+        f"autoencoder reconstruction {found['reconstruction']:.4g}"
+    )
+    print(
+        f"rollout nRMSE {found['rollout']:.4g}  persistence {found['persistence_rollout']:.4g}  "
+        f"({found['persistence_rollout'] / found['rollout']:.1f}x lower)"
+    )
     bar = meets_bar(found)
     for name, ok in bar.items():
         print(f"{'met' if ok else 'NOT met'}: {name}")

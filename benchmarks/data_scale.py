@@ -101,16 +101,18 @@ def synthetic_block(first: int, count: int, nt: int, nx: int, seed: int) -> np.n
     centres), t in [0, 2], k = 1..4, with a_k, b_k ~ N(0, 1/k^2) and c ~ U(-1, 1) drawn per
     trajectory from ``(seed, index)``."""
     x = (np.arange(nx) + 0.5) / nx
-    t = np.linspace(0.0, 2.0, nt)[None, :, None]                     # [1, T, 1]
+    t = np.linspace(0.0, 2.0, nt)[None, :, None]  # [1, T, 1]
     k = np.arange(1, MODES + 1)
     draws = [np.random.default_rng([seed, first + j]) for j in range(count)]
     ab = np.stack([rng.normal(size=(2, MODES)) / k for rng in draws])  # [B, 2, K]
     c = np.array([rng.uniform(-1.0, 1.0) for rng in draws])[:, None, None]
-    a, b = ab[:, None, 0], ab[:, None, 1]                              # [B, 1, K]
-    phase, decay = 2 * np.pi * k * c * t, np.exp(-0.01 * k**2 * t)    # [B, T, K], [1, T, K]
-    sin_part = decay * (a * np.cos(phase) + b * np.sin(phase))        # of sin(2 pi k x)
-    cos_part = decay * (b * np.cos(phase) - a * np.sin(phase))        # of cos(2 pi k x)
-    basis = np.concatenate([np.sin(2 * np.pi * k[:, None] * x), np.cos(2 * np.pi * k[:, None] * x)])  # [2K, X]
+    a, b = ab[:, None, 0], ab[:, None, 1]  # [B, 1, K]
+    phase, decay = 2 * np.pi * k * c * t, np.exp(-0.01 * k**2 * t)  # [B, T, K], [1, T, K]
+    sin_part = decay * (a * np.cos(phase) + b * np.sin(phase))  # of sin(2 pi k x)
+    cos_part = decay * (b * np.cos(phase) - a * np.sin(phase))  # of cos(2 pi k x)
+    basis = np.concatenate(
+        [np.sin(2 * np.pi * k[:, None] * x), np.cos(2 * np.pi * k[:, None] * x)]
+    )  # [2K, X]
     return (np.concatenate([sin_part, cos_part], axis=2) @ basis).astype(np.float32)
 
 
@@ -124,8 +126,10 @@ def file_is_whole(path: Path, n: int, nt: int, nx: int, seed: int) -> bool:
     except OSError:
         made = None
     if made is None:
-        raise SystemExit(f"{path} exists but was not written by benchmarks/data_scale.py; move it away or pass "
-                         f"another --dir.")
+        raise SystemExit(
+            f"{path} exists but was not written by benchmarks/data_scale.py; move it away or pass "
+            f"another --dir."
+        )
     return json.loads(made) == {"format": FORMAT, "n": n, "nt": nt, "nx": nx, "seed": seed}
 
 
@@ -136,24 +140,30 @@ def write_synthetic(path: Path, n: int, nt: int, nx: int, seed: int = 0, chunk_b
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         tensor = h5.create_dataset("tensor", shape=(n, nt, nx), dtype="float32")  # contiguous, as PDEBench's
         h5.create_dataset("x-coordinate", data=((np.arange(nx) + 0.5) / nx).astype(np.float32))
-        h5.create_dataset("t-coordinate", data=np.linspace(0.0, 2.0 * nt / max(1, nt - 1), nt + 1, dtype=np.float32))
+        h5.create_dataset(
+            "t-coordinate", data=np.linspace(0.0, 2.0 * nt / max(1, nt - 1), nt + 1, dtype=np.float32)
+        )
         h5.attrs["ups_data_scale"] = json.dumps({"format": FORMAT, "n": n, "nt": nt, "nx": nx, "seed": seed})
         started = time.perf_counter()
         for first in range(0, n, per_block):
             count = min(per_block, n - first)
-            tensor[first:first + count] = synthetic_block(first, count, nt, nx, seed)
+            tensor[first : first + count] = synthetic_block(first, count, nt, nx, seed)
             done = first + count
             if done == n or int(10 * done / n) > int(10 * first / n):
-                print(f"  written {done}/{n} trajectories ({time.perf_counter() - started:.0f} s)", flush=True)
+                print(
+                    f"  written {done}/{n} trajectories ({time.perf_counter() - started:.0f} s)", flush=True
+                )
 
 
 def check_room(folder: Path, needed: int) -> None:
     """Refuse before writing when the disk of ``folder`` has less than ``needed`` bytes free."""
     free = shutil.disk_usage(folder).free
     if free < needed:
-        raise SystemExit(f"{folder}: {needed / GB:.1f} GB needed (the data file, the latent cache entry "
-                         f"and 1 GB for runs), {free / GB:.1f} GB free; free some space, pass another "
-                         f"--dir, or a smaller --n.")
+        raise SystemExit(
+            f"{folder}: {needed / GB:.1f} GB needed (the data file, the latent cache entry "
+            f"and 1 GB for runs), {free / GB:.1f} GB free; free some space, pass another "
+            f"--dir, or a smaller --n."
+        )
 
 
 def drop_page_cache(paths) -> None:
@@ -258,9 +268,11 @@ class FramesInMemory:
     def trajectory(self, i: int, frames: slice = slice(None)) -> np.ndarray:
         row = self.rows.get((i, frames.start))
         if row is None or frames.stop != frames.start + 1 or frames.step not in (None, 1):
-            raise RuntimeError(f"frames {frames} of trajectory {i} are not among those held in memory: the "
-                               f"training batches differ from the ones the in-memory row prepared")
-        return self.frames[row:row + 1]
+            raise RuntimeError(
+                f"frames {frames} of trajectory {i} are not among those held in memory: the "
+                f"training batches differ from the ones the in-memory row prepared"
+            )
+        return self.frames[row : row + 1]
 
     def __getattr__(self, name):
         return getattr(self.file, name)
@@ -279,13 +291,16 @@ def in_memory(cfg, tasks, batches_needed: int):
         for item in batch:
             k, trajectory, frame = dataset.locate(item)
             wanted.setdefault(k, set()).add((trajectory, frame))
-    return [dataclasses.replace(task, file=FramesInMemory(task.file, sorted(wanted.get(k, ()))))
-            for k, task in enumerate(tasks)]
+    return [
+        dataclasses.replace(task, file=FramesInMemory(task.file, sorted(wanted.get(k, ()))))
+        for k, task in enumerate(tasks)
+    ]
 
 
 def stop_after(batches: int, drop: list[Path]):
     """A callback that drops ``drop`` from the page cache when training starts and stops the fit
     after ``batches`` training batches."""
+
     class StopAfter(pl.Callback):
         def on_train_start(self, trainer, pl_module):
             drop_page_cache(drop)
@@ -301,8 +316,10 @@ def untrained_autoencoder(cfg, tasks, root: Path):
     """A run folder holding a freshly initialised (seeded) autoencoder checkpoint."""
     stage = AutoencoderStage(cfg, tasks)
     run = RunDir(root / "autoencoder").init(cfg)
-    save_checkpoint({"state_dict": model_state_dict(stage), "ups": ups_block(stage, cfg)},
-                    run.checkpoint_dir("autoencoder") / "last.ckpt")
+    save_checkpoint(
+        {"state_dict": model_state_dict(stage), "ups": ups_block(stage, cfg)},
+        run.checkpoint_dir("autoencoder") / "last.ckpt",
+    )
     return run
 
 
@@ -310,10 +327,17 @@ def fill_cache_randomly(stage, cfg) -> list[Path]:
     """The operator's latent cache entries, filled with seeded random latents when missing."""
     t = cfg.training
     shapes = [(task.info.n_times, *stage.latent_shape) for task in stage.dyn_tasks]
-    pools = [np.random.default_rng(k).standard_normal((16, *shape), dtype=np.float32) for k, shape in enumerate(shapes)]
+    pools = [
+        np.random.default_rng(k).standard_normal((16, *shape), dtype=np.float32)
+        for k, shape in enumerate(shapes)
+    ]
     entries = LatentCache(t.latent_cache_dir).ensure(
-        stage.dyn_tasks, lambda k, i: pools[k][i % 16], encoder=encoder_digest(stage.model.encoder),
-        dtype=t.latent_cache_dtype, latent_shape=stage.latent_shape)
+        stage.dyn_tasks,
+        lambda k, i: pools[k][i % 16],
+        encoder=encoder_digest(stage.model.encoder),
+        dtype=t.latent_cache_dtype,
+        latent_shape=stage.latent_shape,
+    )
     return [entry.path for entry in entries]
 
 
@@ -338,10 +362,17 @@ def child_train(kind: str, spec: dict) -> dict:
     clock = StepClock(stage)
     # perf_counter is the clock's; the launch time is on the wall clock
     wall_minus_perf = time.time() - time.perf_counter()
-    fit_stage(stage, cfg, RunDir(root / "fit").init(cfg), engine="lightning", callbacks=[stop_after(batches, drop)])
+    fit_stage(
+        stage, cfg, RunDir(root / "fit").init(cfg), engine="lightning", callbacks=[stop_after(batches, drop)]
+    )
     steps = clock.intervals(spec["warmup"])
-    return {"steps": len(steps), "seconds": sum(steps), "samples": clock.samples_timed(spec["warmup"]),
-            "load_s": loaded - spec["launched"], "first_step_s": clock.starts[0] + wall_minus_perf - spec["launched"]}
+    return {
+        "steps": len(steps),
+        "seconds": sum(steps),
+        "samples": clock.samples_timed(spec["warmup"]),
+        "load_s": loaded - spec["launched"],
+        "first_step_s": clock.starts[0] + wall_minus_perf - spec["launched"],
+    }
 
 
 def child_breakdown(spec: dict) -> dict:
@@ -361,7 +392,7 @@ def child_breakdown(spec: dict) -> dict:
         for task in sources:
             inner = task.file.trajectory
 
-            def timed(i, frames=slice(None), inner=inner):
+            def timed(i, frames=slice(None), inner=inner, read_seconds=read_seconds):
                 started = time.perf_counter()
                 try:
                     return inner(i, frames)
@@ -370,8 +401,11 @@ def child_breakdown(spec: dict) -> dict:
 
             task.file.trajectory = timed
         drop_page_cache([task.file.path for task in tasks])
-        direct = mock.patch.object(ContiguousDataset, "probe", return_value=None) if source == "h5py" \
+        direct = (
+            mock.patch.object(ContiguousDataset, "probe", return_value=None)
+            if source == "h5py"
             else contextlib.nullcontext()
+        )
         items_s = collate_s = 0.0
         with direct:
             for batch in batches:
@@ -382,8 +416,11 @@ def child_breakdown(spec: dict) -> dict:
                 items_s += assembled - started
                 collate_s += time.perf_counter() - assembled
         n = len(batches)
-        out[source] = {"read_ms": 1e3 * read_seconds[0] / n, "assembly_ms": 1e3 * (items_s - read_seconds[0]) / n,
-                       "collate_ms": 1e3 * collate_s / n}
+        out[source] = {
+            "read_ms": 1e3 * read_seconds[0] / n,
+            "assembly_ms": 1e3 * (items_s - read_seconds[0]) / n,
+            "collate_ms": 1e3 * collate_s / n,
+        }
     return out
 
 
@@ -401,7 +438,13 @@ class Bench:
     """Runs the children and the commands, each a process measured by ``run_measured``."""
 
     def __init__(self, args, folder: Path, scratch: Path, config: Path, data_file: Path):
-        self.args, self.folder, self.scratch, self.config, self.data_file = args, folder, scratch, config, data_file
+        self.args, self.folder, self.scratch, self.config, self.data_file = (
+            args,
+            folder,
+            scratch,
+            config,
+            data_file,
+        )
         self.count = 0
 
     def overrides(self, *extra: str) -> list[str]:
@@ -410,8 +453,14 @@ class Bench:
     def child(self, kind: str, *extra: str) -> tuple[dict, Measured]:
         """(result, the process) of a ``--child`` run, the file dropped from the page cache first."""
         self.count += 1
-        spec = {"config": str(self.config), "overrides": self.overrides(*extra), "scratch": str(self.scratch),
-                "name": f"run-{self.count}-{kind}", "steps": self.args.steps, "warmup": self.args.warmup}
+        spec = {
+            "config": str(self.config),
+            "overrides": self.overrides(*extra),
+            "scratch": str(self.scratch),
+            "name": f"run-{self.count}-{kind}",
+            "steps": self.args.steps,
+            "warmup": self.args.warmup,
+        }
         spec_path = self.scratch / f"spec-{self.count}.json"
         drop_page_cache([self.data_file])
         spec["launched"] = time.time()
@@ -420,50 +469,92 @@ class Bench:
         run = run_measured(cmd, self.scratch / f"child-{self.count}-{kind}.log")
         lines = [line for line in run.output.splitlines() if line.startswith("RESULT ")]
         if run.code or not lines:
-            raise SystemExit(f"the {kind} measurement failed (exit {run.code}):\n"
-                             + "\n".join(run.output.splitlines()[-30:]))
-        return json.loads(lines[-1][len("RESULT "):]), run
+            raise SystemExit(
+                f"the {kind} measurement failed (exit {run.code}):\n"
+                + "\n".join(run.output.splitlines()[-30:])
+            )
+        return json.loads(lines[-1][len("RESULT ") :]), run
 
     def ups(self, name: str, args: list[str]) -> Measured:
         """An ``ups`` command, the file dropped from the page cache first."""
         self.count += 1
         drop_page_cache([self.data_file])
-        return run_measured([sys.executable, "-m", "ups", *args], self.scratch / f"ups-{self.count}-{name}.log")
+        return run_measured(
+            [sys.executable, "-m", "ups", *args], self.scratch / f"ups-{self.count}-{name}.log"
+        )
 
     def time_limited(self, key: str, value: str) -> dict:
         """The autoencoder stage under ``training.<key>=<value>``: wall time, checkpoints, steps,
         validation seconds (Lightning's Timer report)."""
         run = self.scratch / f"limited-{key}"
-        overrides = self.overrides(f"training.{key}={value}", "training.lightning_profile=timer",
-                                   *([f"training.val_max_samples={self.args.val_max_samples}"]
-                                     if self.args.val_max_samples else []))
-        done = self.ups(key, ["train", "--config", str(self.config), "--stage", "autoencoder", "--run-dir", str(run),
-                              *overrides])
+        overrides = self.overrides(
+            f"training.{key}={value}",
+            "training.lightning_profile=timer",
+            *([f"training.val_max_samples={self.args.val_max_samples}"] if self.args.val_max_samples else []),
+        )
+        done = self.ups(
+            key,
+            [
+                "train",
+                "--config",
+                str(self.config),
+                "--stage",
+                "autoencoder",
+                "--run-dir",
+                str(run),
+                *overrides,
+            ],
+        )
         folder = run / "checkpoints" / "autoencoder"
         timer = run / "profile" / "autoencoder-timer.json"
-        status = json.loads((run / "stage_status.json").read_text()).get("autoencoder", {}) \
-            if (run / "stage_status.json").is_file() else {}
+        status = (
+            json.loads((run / "stage_status.json").read_text()).get("autoencoder", {})
+            if (run / "stage_status.json").is_file()
+            else {}
+        )
         checkpoints = sorted(folder.glob("*.ckpt"))
-        return {"run": done, "best": [p.name for p in checkpoints if p.name.startswith("best")],
-                "last": (folder / "last.ckpt").is_file(), "timer": json.loads(timer.read_text()) if timer.is_file() else {},
-                "status": status,
-                "written_s": max((p.stat().st_mtime for p in checkpoints), default=done.launched) - done.launched}
+        return {
+            "run": done,
+            "best": [p.name for p in checkpoints if p.name.startswith("best")],
+            "last": (folder / "last.ckpt").is_file(),
+            "timer": json.loads(timer.read_text()) if timer.is_file() else {},
+            "status": status,
+            "written_s": max((p.stat().st_mtime for p in checkpoints), default=done.launched) - done.launched,
+        }
 
 
 def validation_snapshots(cfg) -> int:
     """Frames of the autoencoder's validation split (the files opened, their data not read)."""
     fractions = (cfg.data.split.train, cfg.data.split.val, cfg.data.split.test)
-    return sum(len(split_trajectories(info.n_samples, fractions, seed=cfg.seed, task_name=name, need_val=True,
-                                      mode=cfg.data.split.mode, test_at_end=info.layout == "multigroup").val)
-               * info.n_times for name, info in config_file_infos(cfg))
+    return sum(
+        len(
+            split_trajectories(
+                info.n_samples,
+                fractions,
+                seed=cfg.seed,
+                task_name=name,
+                need_val=True,
+                mode=cfg.data.split.mode,
+                test_at_end=info.layout == "multigroup",
+            ).val
+        )
+        * info.n_times
+        for name, info in config_file_infos(cfg)
+    )
 
 
 def machine() -> str:
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
-               platform.processor())
-    memory = next(int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal"))
-    return (f"{os.cpu_count()} CPUs ({cpu}), {memory / 2**30:.0f} GiB memory, torch {torch.__version__} with "
-            f"{torch.get_num_threads()} threads, h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version})")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")),
+        platform.processor(),
+    )
+    memory = next(
+        int(line.split()[1]) * 1024 for line in open("/proc/meminfo") if line.startswith("MemTotal")
+    )
+    return (
+        f"{os.cpu_count()} CPUs ({cpu}), {memory / 2**30:.0f} GiB memory, torch {torch.__version__} with "
+        f"{torch.get_num_threads()} threads, h5py {h5py.__version__} (HDF5 {h5py.version.hdf5_version})"
+    )
 
 
 def prepare_file(args) -> tuple[Path, Path, str]:
@@ -476,8 +567,12 @@ def prepare_file(args) -> tuple[Path, Path, str]:
     whole = file_is_whole(path, args.n, args.nt, args.nx, args.seed)
     frame_bytes = args.nt * args.nx * 4  # a latent frame (32 x 64 float16) is as large as a data frame
     cache_root = folder / CACHE_FOLDER
-    cache_bytes = sum(p.stat().st_size for p in cache_root.glob("*.latents")) if whole and cache_root.is_dir() else 0
-    check_room(folder, (0 if whole else args.n * frame_bytes) + max(0, args.n * frame_bytes - cache_bytes) + int(GB))
+    cache_bytes = (
+        sum(p.stat().st_size for p in cache_root.glob("*.latents")) if whole and cache_root.is_dir() else 0
+    )
+    check_room(
+        folder, (0 if whole else args.n * frame_bytes) + max(0, args.n * frame_bytes - cache_bytes) + int(GB)
+    )
     if whole:
         return folder, path, "reused"
     shutil.rmtree(cache_root, ignore_errors=True)  # its entries are keyed to the file being replaced
@@ -495,27 +590,41 @@ def write_config(folder: Path, scratch: Path) -> Path:
         f"  tasks:\n    - {{name: synthetic, path: {FILE_NAME}, periodic: true}}\n"
         "training:\n"
         "  accelerator: cpu\n"
-        f"  latent_cache_dir: {folder / CACHE_FOLDER}\n")
+        f"  latent_cache_dir: {folder / CACHE_FOLDER}\n"
+    )
     return config
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dir", default=str(REPO / "data" / "scale"),
-                        help="where the file (and the latent cache entry) is written and reused (default: data/scale)")
+    parser.add_argument(
+        "--dir",
+        default=str(REPO / "data" / "scale"),
+        help="where the file (and the latent cache entry) is written and reused (default: data/scale)",
+    )
     parser.add_argument("--n", type=int, default=10_000, help="trajectories (default 10000)")
     parser.add_argument("--nt", type=int, default=201, help="frames per trajectory (default 201)")
     parser.add_argument("--nx", type=int, default=1024, help="grid points (default 1024)")
     parser.add_argument("--seed", type=int, default=0, help="of the synthetic data")
     parser.add_argument("--steps", type=int, default=100, help="timed training steps per row")
     parser.add_argument("--warmup", type=int, default=5, help="steps dropped at the start of each row")
-    parser.add_argument("--batch-size", type=int, default=32, help="training.batch_size (default 32, as the issue's; "
-                                                                   "configs/defaults.yaml has 16)")
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="training.batch_size (default 32, as the issue's; configs/defaults.yaml has 16)",
+    )
     parser.add_argument("--limit-s", type=float, default=90.0, help="the time-limited stage's seconds")
-    parser.add_argument("--val-max-samples", type=int, default=512,
-                        help="training.val_max_samples of the time-limited stage (default 512: about 5%% of 90 s "
-                             "on 2 CPU cores at 1,024 points; 0: the config's default)")
-    parser.add_argument("--rounds", type=int, default=1, help="rounds of the training rows, alternating (median shown)")
+    parser.add_argument(
+        "--val-max-samples",
+        type=int,
+        default=512,
+        help="training.val_max_samples of the time-limited stage (default 512: about 5%% of 90 s "
+        "on 2 CPU cores at 1,024 points; 0: the config's default)",
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="rounds of the training rows, alternating (median shown)"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--spec", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides for every row")
@@ -523,7 +632,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         return child_main(args.child, args.spec)
     if not hasattr(os, "posix_fadvise") or not Path("/proc/self/status").exists():
-        raise SystemExit("this benchmark needs Linux (posix_fadvise to drop the page cache, /proc for memory).")
+        raise SystemExit(
+            "this benchmark needs Linux (posix_fadvise to drop the page cache, /proc for memory)."
+        )
     folder, data_file, made = prepare_file(args)
     with tempfile.TemporaryDirectory(prefix="run-", dir=folder) as tmp:
         scratch = Path(tmp)
@@ -533,31 +644,41 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-ROWS = (("HDF5, 0 workers", "hdf5", "autoencoder", ["training.num_workers=0"]),
-        ("HDF5, 2 workers", "hdf5", "autoencoder", ["training.num_workers=2"]),
-        ("NumPy array in memory", "memory", "autoencoder", ["training.num_workers=0"]),
-        ("latent cache", "cache", "operator", ["training.num_workers=0"]))
+ROWS = (
+    ("HDF5, 0 workers", "hdf5", "autoencoder", ["training.num_workers=0"]),
+    ("HDF5, 2 workers", "hdf5", "autoencoder", ["training.num_workers=2"]),
+    ("NumPy array in memory", "memory", "autoencoder", ["training.num_workers=0"]),
+    ("latent cache", "cache", "operator", ["training.num_workers=0"]),
+)
 
 
 def measure(bench: Bench) -> dict:
     out: dict = {name: [] for name, *_ in ROWS}
     print("ups data summary", flush=True)
-    out["summary"] = bench.ups("summary", ["data", "summary", "--config", str(bench.config), *bench.overrides()])
+    out["summary"] = bench.ups(
+        "summary", ["data", "summary", "--config", str(bench.config), *bench.overrides()]
+    )
     cap = max(1, bench.args.n // 10)
     print(f"ups data summary, data.max_samples={cap}", flush=True)
-    out["summary_capped"] = bench.ups("summary-capped", ["data", "summary", "--config", str(bench.config),
-                                                         *bench.overrides(f"data.max_samples={cap}")])
+    out["summary_capped"] = bench.ups(
+        "summary-capped",
+        ["data", "summary", "--config", str(bench.config), *bench.overrides(f"data.max_samples={cap}")],
+    )
     print("one pass over the file", flush=True)
     out["one_pass"] = one_pass_seconds(bench.data_file)
-    for round_ in range(bench.args.rounds):  # rows alternate, so a change in the machine's load hits them alike
+    for round_ in range(
+        bench.args.rounds
+    ):  # rows alternate, so a change in the machine's load hits them alike
         for name, kind, _, extra in ROWS:
             print(f"{name} (round {round_ + 1} of {bench.args.rounds})", flush=True)
             out[name].append(bench.child(kind, "training.skip_lightning_val=true", *extra))
     print("the data path alone", flush=True)
     out["breakdown"] = bench.child("breakdown")[0]
     limit = round(bench.args.limit_s)
-    for key, value in (("max_time", f"00:{limit // 3600:02d}:{limit % 3600 // 60:02d}:{limit % 60:02d}"),
-                       ("time_budget", f"{bench.args.limit_s:g}")):
+    for key, value in (
+        ("max_time", f"00:{limit // 3600:02d}:{limit % 3600 // 60:02d}:{limit % 60:02d}"),
+        ("time_budget", f"{bench.args.limit_s:g}"),
+    ):
         print(f"time-limited autoencoder stage, training.{key}={value}", flush=True)
         out[key] = bench.time_limited(key, value)
     return out
@@ -572,60 +693,98 @@ def median(values) -> float:
 def report(args, bench: Bench, data_file: Path, made: str, out: dict) -> None:
     cfg = load_config(bench.config, bench.overrides())
     size, mb = data_file.stat().st_size, 2**20
-    print(f"\nfile {data_file} ({size / GB:.2f} GB, {args.n} x {args.nt} x {args.nx} float32, contiguous; {made})")
+    print(
+        f"\nfile {data_file} ({size / GB:.2f} GB, {args.n} x {args.nt} x {args.nx} float32, "
+        f"contiguous; {made})"
+    )
     print(f"machine: {machine()}")
-    print(f"config: configs/defaults.yaml, training.batch_size={args.batch_size} {' '.join(args.overrides)}".rstrip()
-          + f"; Lightning, validation off; {args.steps} timed steps after {args.warmup}, median of {args.rounds} "
-          f"round(s); the page cache dropped before each row and when its training starts")
+    print(
+        (
+            f"config: configs/defaults.yaml, training.batch_size={args.batch_size} {' '.join(args.overrides)}"
+        ).rstrip()
+        + f"; Lightning, validation off; {args.steps} timed steps after {args.warmup}, "
+        f"median of {args.rounds} round(s); the page cache dropped before each row and when "
+        f"its training starts"
+    )
     rate = {name: median(r["samples"] / r["seconds"] for r, _ in out[name]) for name, *_ in ROWS}
     memory_rate = rate["NumPy array in memory"]
-    print(f"\n{'source':<24}{'stage':<13}{'sample':<10}{'ms/step':>9}{'samples/s':>11}{'vs memory':>11}"
-          f"{'peak RSS MB':>13}{'peak PSS MB':>13}{'first step s':>14}")
+    print(
+        f"\n{'source':<24}{'stage':<13}{'sample':<10}{'ms/step':>9}{'samples/s':>11}{'vs memory':>11}"
+        f"{'peak RSS MB':>13}{'peak PSS MB':>13}{'first step s':>14}"
+    )
     for name, kind, stage, _ in ROWS:
         runs = out[name]
         ms = median(1e3 * r["seconds"] / r["steps"] for r, _ in runs)
         versus = f"{rate[name] / memory_rate:.2f}x" if kind != "cache" else "-"
         first = f"{median(r['first_step_s'] for r, _ in runs):.1f}" if kind == "hdf5" else "-"
-        print(f"{name:<24}{stage:<13}{'window' if kind == 'cache' else 'snapshot':<10}{ms:>9.1f}{rate[name]:>11.1f}"
-              f"{versus:>11}{max(m.peak_rss for _, m in runs) / mb:>13.0f}{max(m.peak_pss for _, m in runs) / mb:>13.0f}"
-              f"{first:>14}")
+        print(
+            f"{name:<24}{stage:<13}{'window' if kind == 'cache' else 'snapshot':<10}{ms:>9.1f}"
+            f"{rate[name]:>11.1f}{versus:>11}{max(m.peak_rss for _, m in runs) / mb:>13.0f}"
+            f"{max(m.peak_pss for _, m in runs) / mb:>13.0f}{first:>14}"
+        )
     first = out["HDF5, 0 workers"][0][0]
-    print(f"\ntime to the first step (HDF5, 0 workers, from the process's launch): {first['first_step_s']:.1f} s; the "
-          f"tasks were loaded (one pass: the splits' finite-value check and the normalisation) at {first['load_s']:.1f} s; "
-          f"a cold sequential read of the whole file takes {out['one_pass']:.1f} s ({size / out['one_pass'] / 1e6:.0f} MB/s)")
+    print(
+        f"\ntime to the first step (HDF5, 0 workers, from the process's launch): "
+        f"{first['first_step_s']:.1f} s; the tasks were loaded (one pass: the splits' finite-value check "
+        f"and the normalisation) at {first['load_s']:.1f} s; a cold sequential read of the whole file takes "
+        f"{out['one_pass']:.1f} s ({size / out['one_pass'] / 1e6:.0f} MB/s)"
+    )
     summary = out["summary"]
-    print(f"ups data summary: {summary.wall:.1f} s, peak RSS {summary.peak_rss / mb:.0f} MB, PSS "
-          f"{summary.peak_pss / mb:.0f} MB (exit {summary.code})")
+    print(
+        f"ups data summary: {summary.wall:.1f} s, peak RSS {summary.peak_rss / mb:.0f} MB, PSS "
+        f"{summary.peak_pss / mb:.0f} MB (exit {summary.code})"
+    )
     capped, cap = out["summary_capped"], max(1, args.n // 10)
     kept = re.search(r"split\s+train (\d+) / val (\d+) / test (\d+)", capped.output)
-    print(f"ups data summary with data.max_samples={cap}: {capped.wall:.1f} s, peak RSS {capped.peak_rss / mb:.0f} MB "
-          f"(exit {capped.code}); its split: {' / '.join(kept.groups()) if kept else '?'} trajectories")
-    print(f"\nthe data path alone, ms per batch of {args.batch_size} (the first {args.steps} training batches, one "
-          f"process, the page cache dropped first):")
+    print(
+        f"ups data summary with data.max_samples={cap}: {capped.wall:.1f} s, "
+        f"peak RSS {capped.peak_rss / mb:.0f} MB "
+        f"(exit {capped.code}); its split: {' / '.join(kept.groups()) if kept else '?'} trajectories"
+    )
+    print(
+        f"\nthe data path alone, ms per batch of {args.batch_size} (the first {args.steps} training batches, "
+        f"one process, the page cache dropped first):"
+    )
     print(f"{'reads':<24}{'read':>8}{'assembly':>10}{'collate':>9}{'total':>8}")
-    for source, label in (("offset", "by file offset (now)"), ("h5py", "through h5py (before)"),
-                          ("memory", "NumPy array in memory")):
+    for source, label in (
+        ("offset", "by file offset (now)"),
+        ("h5py", "through h5py (before)"),
+        ("memory", "NumPy array in memory"),
+    ):
         row = out["breakdown"][source]
         total = row["read_ms"] + row["assembly_ms"] + row["collate_ms"]
-        print(f"{label:<24}{row['read_ms']:>8.2f}{row['assembly_ms']:>10.2f}{row['collate_ms']:>9.2f}{total:>8.2f}")
+        print(
+            f"{label:<24}{row['read_ms']:>8.2f}{row['assembly_ms']:>10.2f}{row['collate_ms']:>9.2f}{total:>8.2f}"
+        )
     val = args.val_max_samples or cfg.training.val_max_samples
     whole = validation_snapshots(cfg)
     val_batches = math.ceil(min(val or whole, whole) / args.batch_size)
-    print(f"\nthe autoencoder stage limited to {args.limit_s:g} s, validating {min(val or whole, whole)} of the split's "
-          f"{whole} frames (training.val_max_samples={val}) in {val_batches} batches of {args.batch_size}:")
+    print(
+        f"\nthe autoencoder stage limited to {args.limit_s:g} s, validating {min(val or whole, whole)} of "
+        f"the split's {whole} frames (training.val_max_samples={val}) in {val_batches} batches of "
+        f"{args.batch_size}:"
+    )
     for key in ("max_time", "time_budget"):
         row = out[key]
         done, timer, status = row["run"], row["timer"], row["status"]
-        fit = (f"training {timer['train_seconds']:.1f} s, its last validation {timer['validate_seconds']:.1f} s"
-               if timer else "no timer report")
+        fit = (
+            f"training {timer['train_seconds']:.1f} s, its last validation {timer['validate_seconds']:.1f} s"
+            if timer
+            else "no timer report"
+        )
         if timer:
             fit += f", {timer['validate_seconds'] / val_batches:.2f} s per validation batch"
         state = status.get("state", "?") + (f" ({status['reason']})" if status.get("reason") else "")
-        written = f"last.ckpt {'written' if row['last'] else 'missing'}, best {', '.join(row['best']) or 'none'}"
-        print(f"  training.{key}: {state}, exit {done.code}; last checkpoint written {row['written_s']:.1f} s after "
-              f"the command's launch, which ended after {done.wall:.1f} s; stage {status.get('seconds')} s ({fit}); "
-              f"{status.get('global_step')} steps, best val/nrmse {status.get('best_score')}; peak RSS "
-              f"{done.peak_rss / mb:.0f} MB; {written}")
+        written = (
+            f"last.ckpt {'written' if row['last'] else 'missing'}, best {', '.join(row['best']) or 'none'}"
+        )
+        print(
+            f"  training.{key}: {state}, exit {done.code}; last checkpoint written {row['written_s']:.1f} s "
+            f"after the command's launch, which ended after {done.wall:.1f} s; "
+            f"stage {status.get('seconds')} s ({fit}); "
+            f"{status.get('global_step')} steps, best val/nrmse {status.get('best_score')}; peak RSS "
+            f"{done.peak_rss / mb:.0f} MB; {written}"
+        )
         if done.code:
             print("\n".join(done.output.splitlines()[-15:]))
 

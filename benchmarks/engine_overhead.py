@@ -77,7 +77,7 @@ class StepClock:
 
     def intervals(self, warmup: int) -> list[float]:
         """Seconds of each whole step after the first ``warmup`` ones (the last batch has none)."""
-        return [b - a for a, b in zip(self.starts[warmup:], self.starts[warmup + 1:])]
+        return [b - a for a, b in zip(self.starts[warmup:], self.starts[warmup + 1 :])]
 
     def samples_timed(self, warmup: int) -> int:
         """Samples of the batches whose steps ``intervals`` covers."""
@@ -113,7 +113,9 @@ def shorten_epoch(stage, cfg, batches: int) -> None:
 
     def shortened():
         full = full_split()
-        return TaskPrefix(full, min(1.0, batches / len(task_batch_sampler(full, cfg, stage.name, train=True))))
+        return TaskPrefix(
+            full, min(1.0, batches / len(task_batch_sampler(full, cfg, stage.name, train=True)))
+        )
 
     stage.train_dataset = shortened
 
@@ -151,11 +153,16 @@ def profile_lightning(cfg, source: Path, root: Path, batches: int, top: int) -> 
         stats.stream = out
         stats.sort_stats("tottime").print_stats(*restriction, top)
         body = out.getvalue()
-        print(f"\n--- cProfile, one Lightning epoch of {len(clock.starts)} batches: top {top} by own time, {title} ---")
-        print(body[body.index("   ncalls"):].rstrip())
+        print(
+            f"\n--- cProfile, one Lightning epoch of {len(clock.starts)} batches: top {top} by own time, "
+            f"{title} ---"
+        )
+        print(body[body.index("   ncalls") :].rstrip())
     own = sum(row[2] for (path, _, _), row in stats.stats.items() if "/lightning/" in path)
-    print(f"Lightning's own time (its Python code, start-up included): {own:.2f} s, "
-          f"{1e3 * own / len(clock.starts):.2f} ms per batch")
+    print(
+        f"Lightning's own time (its Python code, start-up included): {own:.2f} s, "
+        f"{1e3 * own / len(clock.starts):.2f} ms per batch"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=100, help="timed steps per fit")
     parser.add_argument("--warmup", type=int, default=5, help="steps dropped at the start of each fit")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
-    parser.add_argument("--profile", type=int, metavar="N", help="then profile one Lightning epoch, top N rows")
+    parser.add_argument(
+        "--profile", type=int, metavar="N", help="then profile one Lightning epoch, top N rows"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     if args.threads:
@@ -175,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     batches = args.warmup + args.steps + 1
     with tempfile.TemporaryDirectory(prefix="ups-bench-") as tmp:
         root = Path(tmp)
-        overrides = ["stages.operator.epochs=1", "training.skip_lightning_val=true",
-                     f"training.latent_cache_dir={root / 'cache'}", *args.overrides]
+        overrides = [
+            "stages.operator.epochs=1",
+            "training.skip_lightning_val=true",
+            f"training.latent_cache_dir={root / 'cache'}",
+            *args.overrides,
+        ]
         cfg = data_config(args.config, root, overrides)
         source = args.from_run or untrained_autoencoder_run(cfg, root)
         build_stage(cfg, "operator", RunDir(source)).prepare(training_device(cfg))  # fill the cache once
@@ -185,8 +198,11 @@ def main(argv: list[str] | None = None) -> int:
             for engine in ENGINES:
                 steps = timed_fit(cfg, "operator", source, root, engine, batches).intervals(args.warmup)
                 rows[engine].append((statistics.fmean(steps), statistics.median(steps), len(steps)))
-                print(f"round {i + 1} {engine:<9} {1e3 * rows[engine][-1][0]:7.2f} ms/step "
-                      f"over {len(steps)} steps", flush=True)
+                print(
+                    f"round {i + 1} {engine:<9} {1e3 * rows[engine][-1][0]:7.2f} ms/step "
+                    f"over {len(steps)} steps",
+                    flush=True,
+                )
         report(cfg, args, rows)
         if args.profile:
             profile_lightning(cfg, source, root, batches, args.profile)
@@ -196,21 +212,31 @@ def main(argv: list[str] | None = None) -> int:
 def report(cfg, args, rows: dict) -> None:
     t = cfg.training
     steps = rows["native"][0][2]
-    print(f"\noperator stage, {args.rounds} rounds of one epoch per engine ({steps} timed steps each, batch size "
-          f"{batch_size(cfg, 'operator')}), config {args.config} {' '.join(args.overrides)}".rstrip())
-    print(f"precision {t.precision}, log_every_n_steps {t.log_every_n_steps}, torch threads {torch.get_num_threads()}, "
-          f"Lightning progress bar {'on' if sys.stderr.isatty() else 'off'} (stderr is "
-          f"{'' if sys.stderr.isatty() else 'not '}a terminal)")
+    print(
+        f"\noperator stage, {args.rounds} rounds of one epoch per engine ({steps} timed steps each, "
+        f"batch size {batch_size(cfg, 'operator')}), config {args.config} {' '.join(args.overrides)}".rstrip()
+    )
+    print(
+        f"precision {t.precision}, log_every_n_steps {t.log_every_n_steps}, "
+        f"torch threads {torch.get_num_threads()}, "
+        f"Lightning progress bar {'on' if sys.stderr.isatty() else 'off'} (stderr is "
+        f"{'' if sys.stderr.isatty() else 'not '}a terminal)"
+    )
     print(f"{'engine':<11}{'ms/step':>9}{'median step ms':>16}{'min ms/step':>13}{'max ms/step':>13}")
     for engine, runs in rows.items():
         means = [r[0] for r in runs]
-        print(f"{engine:<11}{1e3 * statistics.median(means):>9.2f}{1e3 * statistics.median(r[1] for r in runs):>16.2f}"
-              f"{1e3 * min(means):>13.2f}{1e3 * max(means):>13.2f}")
+        print(
+            f"{engine:<11}{1e3 * statistics.median(means):>9.2f}"
+            f"{1e3 * statistics.median(r[1] for r in runs):>16.2f}"
+            f"{1e3 * min(means):>13.2f}{1e3 * max(means):>13.2f}"
+        )
     ratios = [lit[0] / nat[0] for lit, nat in zip(rows["lightning"], rows["native"])]
     extra = [1e3 * (lit[0] - nat[0]) for lit, nat in zip(rows["lightning"], rows["native"])]
-    print(f"Lightning / native: median ratio {statistics.median(ratios):.3f} (per round "
-          f"{', '.join(f'{r:.3f}' for r in ratios)}); Lightning adds {statistics.median(extra):+.2f} ms/step "
-          f"(median over rounds); goal <= 1.05")
+    print(
+        f"Lightning / native: median ratio {statistics.median(ratios):.3f} (per round "
+        f"{', '.join(f'{r:.3f}' for r in ratios)}); Lightning adds {statistics.median(extra):+.2f} ms/step "
+        f"(median over rounds); goal <= 1.05"
+    )
 
 
 if __name__ == "__main__":

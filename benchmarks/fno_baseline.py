@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from neuralop.models import FNO as NeuralopFNO
 
 from baselines import _check_context, _check_field, _check_trajectories
-
 
 # PDEBench's FNO settings (pdebench/models/fno): width 20, 4 layers, modes 12, Adam 1e-3 with
 # weight decay 1e-4; its 1D / 2D configs train in batches of 50 / 20 (PDEBENCH_BATCH, the
@@ -44,12 +43,15 @@ def pdebench_fno(grid: tuple[int, ...], in_channels: int, out_channels: int) -> 
     # neuraloperator: n modes of both signs on full-FFT axes, n // 2 + 1 on the real-FFT axis
     n_modes = tuple(2 * k for k in kept[:-1]) + (2 * kept[-1] - 1,)
     return NeuralopFNO(
-        n_modes=n_modes, in_channels=in_channels, out_channels=out_channels,
-        hidden_channels=WIDTH, n_layers=4,
-        lifting_channel_ratio=0,                  # PDEBench's fc0: one linear layer
-        projection_channel_ratio=128 / WIDTH,     # PDEBench's fc1 (width -> 128), fc2
-        use_channel_mlp=False,                    # PDEBench's block: spectral conv + 1x1 conv
-        domain_padding=[1 / n for n in grid],     # PDEBench pads 2 cells per axis; here 1 + 1
+        n_modes=n_modes,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        hidden_channels=WIDTH,
+        n_layers=4,
+        lifting_channel_ratio=0,  # PDEBench's fc0: one linear layer
+        projection_channel_ratio=128 / WIDTH,  # PDEBench's fc1 (width -> 128), fc2
+        use_channel_mlp=False,  # PDEBench's block: spectral conv + 1x1 conv
+        domain_padding=[1 / n for n in grid],  # PDEBench pads 2 cells per axis; here 1 + 1
         positional_embedding="grid",
     )
 
@@ -71,15 +73,20 @@ def _index_batches(n: int, batch: int, rng: np.random.Generator) -> Iterator[np.
     while True:
         order = rng.permutation(n)
         for i in range(0, n, batch):
-            yield order[i:i + batch]
+            yield order[i : i + batch]
 
 
 _LOSS_WINDOW = 10
 
 
-def train_within_budget(step: Callable[[], float], optimizer: torch.optim.Optimizer,
-                        start: float, budget_s: float, max_steps: int | None = None,
-                        clock: Callable[[], float] = time.monotonic) -> dict:
+def train_within_budget(
+    step: Callable[[], float],
+    optimizer: torch.optim.Optimizer,
+    start: float,
+    budget_s: float,
+    max_steps: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict:
     """Run optimizer steps until ``budget_s`` seconds after ``start`` (on ``clock``), or
     until ``max_steps`` steps if that comes first.
 
@@ -110,7 +117,9 @@ def train_within_budget(step: Callable[[], float], optimizer: torch.optim.Optimi
             group["lr"] = lr * cosine
         losses.append(step())
     return {
-        "steps": len(losses), "seconds_used": now - start, "max_step_seconds": max_step,
+        "steps": len(losses),
+        "seconds_used": now - start,
+        "max_step_seconds": max_step,
         "loss_first": float(np.mean(losses[:_LOSS_WINDOW])) if losses else math.nan,
         "loss_last": float(np.mean(losses[-_LOSS_WINDOW:])) if losses else math.nan,
     }
@@ -147,7 +156,8 @@ class FNO:
     frames of one training trajectory, rolled out ``unroll`` steps on the model's own
     predictions, the per-step MSEs summed into the loss. ``unroll=None`` (the default) is
     PDEBench's scheme: the window is the trajectory's first frames and the rollout runs to its
-    end (backpropagated through all T - context steps: memory grows with T and X). An integer ``unroll`` draws the window's start at random per sample (``unroll=1`` is
+    end (backpropagated through all T - context steps: memory grows with T and X). An integer
+    ``unroll`` draws the window's start at random per sample (``unroll=1`` is
     one-step teacher forcing). Adam (``lr``, default 1e-3; weight decay 1e-4), cosine learning
     rate over the budget, batches of ``batch_size`` (default 32) trajectories in shuffled
     epochs, float32 on ``device`` (default: ``resolve_device()``). ``max_steps`` optionally ends
@@ -160,9 +170,15 @@ class FNO:
 
     name = "fno"
 
-    def __init__(self, unroll: int | None = None, batch_size: int = BATCH_SIZE,
-                 max_steps: int | None = None, device: str | torch.device | None = None,
-                 lr: float = LEARNING_RATE, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        unroll: int | None = None,
+        batch_size: int = BATCH_SIZE,
+        max_steps: int | None = None,
+        device: str | torch.device | None = None,
+        lr: float = LEARNING_RATE,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.unroll, self.lr, self.clock = unroll, lr, clock
         self.batch_size = batch_size
         self.max_steps = max_steps
@@ -172,8 +188,9 @@ class FNO:
         self.context = 0
         self.field: tuple[int, ...] | None = None
 
-    def fit(self, train: np.ndarray, context: int, budget_s: float, seed: int,
-            start: float | None = None) -> dict:
+    def fit(
+        self, train: np.ndarray, context: int, budget_s: float, seed: int, start: float | None = None
+    ) -> dict:
         """Train until ``budget_s`` seconds after ``start`` (on ``clock``; default: now), the
         normalisation and the move to the device included."""
         start = self.clock() if start is None else start
@@ -184,8 +201,9 @@ class FNO:
         unroll = self.unroll or t - context
         self.norm, self.context, self.field = _ChannelNorm(train), context, train.shape[2:]
         # [N, T, C, *S]: channels first, as the model takes them
-        frames = torch.from_numpy(np.ascontiguousarray(
-            np.moveaxis(self.norm.encode(train), -1, 2), dtype=np.float32)).to(self.device)
+        frames = torch.from_numpy(
+            np.ascontiguousarray(np.moveaxis(self.norm.encode(train), -1, 2), dtype=np.float32)
+        ).to(self.device)
         self.model = pdebench_fno(tuple(grid), in_channels=context * c, out_channels=c).to(self.device)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=WEIGHT_DECAY)
         batches = _index_batches(n, self.batch_size, rng)
@@ -213,9 +231,15 @@ class FNO:
         self.model.train()
         facts = train_within_budget(step, optimizer, start, budget_s, self.max_steps, self.clock)
         self.model.eval()
-        return {**facts, "epochs": seen / n, "unroll": unroll, "lr": self.lr, "batch_size": self.batch_size,
-                "device": str(self.device),
-                "parameter_count": real_parameter_count(self.model)}
+        return {
+            **facts,
+            "epochs": seen / n,
+            "unroll": unroll,
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "device": str(self.device),
+            "parameter_count": real_parameter_count(self.model),
+        }
 
     @torch.no_grad()
     def rollout(self, context_frames: np.ndarray, steps: int) -> np.ndarray:
@@ -226,7 +250,7 @@ class FNO:
         *grid, c = self.field
         out = []
         for i in range(0, len(context_frames), _PREDICT_CHUNK):
-            chunk = self.norm.encode(context_frames[i:i + _PREDICT_CHUNK]).astype(np.float32)
+            chunk = self.norm.encode(context_frames[i : i + _PREDICT_CHUNK]).astype(np.float32)
             b = len(chunk)
             inputs = np.ascontiguousarray(np.moveaxis(chunk, -1, 2)).reshape(b, self.context * c, *grid)
             inputs = torch.from_numpy(inputs).to(self.device)
@@ -254,9 +278,14 @@ class FNOSteady:
 
     name = "fno"
 
-    def __init__(self, batch_size: int = BATCH_SIZE, max_steps: int | None = None,
-                 device: str | torch.device | None = None, lr: float = LEARNING_RATE,
-                 clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        batch_size: int = BATCH_SIZE,
+        max_steps: int | None = None,
+        device: str | torch.device | None = None,
+        lr: float = LEARNING_RATE,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.lr, self.clock = lr, clock
         self.batch_size = batch_size
         self.max_steps = max_steps
@@ -266,7 +295,9 @@ class FNOSteady:
         self.norm_u: _ChannelNorm | None = None
         self.field: tuple[int, ...] | None = None
 
-    def fit(self, a: np.ndarray, u: np.ndarray, budget_s: float, seed: int, start: float | None = None) -> dict:
+    def fit(
+        self, a: np.ndarray, u: np.ndarray, budget_s: float, seed: int, start: float | None = None
+    ) -> dict:
         """Train until ``budget_s`` seconds after ``start`` (on ``clock``; default: now)."""
         start = self.clock() if start is None else start
         if a.shape != u.shape or a.ndim != 4 or a.shape[-1] != 1:
@@ -294,9 +325,14 @@ class FNOSteady:
         self.model.train()
         facts = train_within_budget(step, optimizer, start, budget_s, self.max_steps, self.clock)
         self.model.eval()
-        return {**facts, "epochs": seen / len(a), "lr": self.lr, "batch_size": self.batch_size,
-                "device": str(self.device),
-                "parameter_count": real_parameter_count(self.model)}
+        return {
+            **facts,
+            "epochs": seen / len(a),
+            "lr": self.lr,
+            "batch_size": self.batch_size,
+            "device": str(self.device),
+            "parameter_count": real_parameter_count(self.model),
+        }
 
     @staticmethod
     def _channels_first(field: np.ndarray) -> np.ndarray:
@@ -307,7 +343,11 @@ class FNOSteady:
     def predict(self, a: np.ndarray) -> np.ndarray:
         """[B, X, Y, 1] -> [B, X, Y, 1]."""
         _check_field(a, self.field, "FNOSteady")
-        out = [self.model(torch.from_numpy(self._channels_first(self.norm_a.encode(chunk)))
-                          .to(self.device)).cpu().numpy().transpose(0, 2, 3, 1)
-               for chunk in (a[i:i + _PREDICT_CHUNK] for i in range(0, len(a), _PREDICT_CHUNK))]
+        out = [
+            self.model(torch.from_numpy(self._channels_first(self.norm_a.encode(chunk))).to(self.device))
+            .cpu()
+            .numpy()
+            .transpose(0, 2, 3, 1)
+            for chunk in (a[i : i + _PREDICT_CHUNK] for i in range(0, len(a), _PREDICT_CHUNK))
+        ]
         return self.norm_u.decode(np.concatenate(out)).astype(np.float32)

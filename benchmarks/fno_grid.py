@@ -21,15 +21,31 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from accuracy import N, TASKS, dataset, run_fno, ups_config  # noqa: E402
+from accuracy import TASKS, N, dataset, run_fno, ups_config  # noqa: E402
 from protocol import cpu_probe, headline, load_average  # noqa: E402
 
-REPRESENTATIVE = {"burgers1d": "burgers_nu0.01", "advection1d": "advection_beta0.4",
-                  "reaction_diffusion1d": "reaction_diffusion", "darcy2d": "darcy_beta1.0",
-                  "diffusion_reaction2d": "diffusion_reaction2d", "cfd1d": "cfd1d"}
+REPRESENTATIVE = {
+    "burgers1d": "burgers_nu0.01",
+    "advection1d": "advection_beta0.4",
+    "reaction_diffusion1d": "reaction_diffusion",
+    "darcy2d": "darcy_beta1.0",
+    "diffusion_reaction2d": "diffusion_reaction2d",
+    "cfd1d": "cfd1d",
+}
 LRS, BATCHES, UNROLLS = (1e-3, 3e-3), (8, 32), (1, 4, None)
-COLUMNS = ["family", "task", "lr", "batch_size", "unroll", "val_error", "metric", "steps", "total_seconds",
-           "cpu_probe_s", "loadavg_1m"]
+COLUMNS = [
+    "family",
+    "task",
+    "lr",
+    "batch_size",
+    "unroll",
+    "val_error",
+    "metric",
+    "steps",
+    "total_seconds",
+    "cpu_probe_s",
+    "loadavg_1m",
+]
 SEED = 0
 
 
@@ -70,9 +86,13 @@ def as_settings(row: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="total seconds per trial (default: half the task's cell budget, 60 s; 120 s on "
-                             "diffusion_reaction2d)")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="total seconds per trial (default: half the task's cell budget, 60 s; 120 s on "
+        "diffusion_reaction2d)",
+    )
     parser.add_argument("--families", default=",".join(REPRESENTATIVE))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args(argv)
@@ -88,16 +108,27 @@ def main(argv: list[str] | None = None) -> int:
         config = ups_config(task, data_file, out / "grid", SEED, budget_s)
         for settings in grid(family):
             lr, batch, unroll = label(settings)
-            if any((r["family"], r["lr"], r["batch_size"], r["unroll"]) == (family, lr, batch, unroll)
-                   for r in read(path)):
+            if any(
+                (r["family"], r["lr"], r["batch_size"], r["unroll"]) == (family, lr, batch, unroll)
+                for r in read(path)
+            ):
                 continue
             probe, load = cpu_probe(), load_average()
             found = run_fno(task, config, budget_s, SEED, settings, split="val")
             metric = headline(task.name, task.steady)
-            row = {"family": family, "task": task.name, "lr": lr, "batch_size": batch, "unroll": unroll,
-                   "val_error": f"{found['metrics'][metric].mean():.6g}", "metric": metric,
-                   "steps": found["facts"]["steps"], "total_seconds": f"{found['total_seconds']:.2f}",
-                   "cpu_probe_s": f"{probe:.4f}", "loadavg_1m": f"{load:.2f}"}
+            row = {
+                "family": family,
+                "task": task.name,
+                "lr": lr,
+                "batch_size": batch,
+                "unroll": unroll,
+                "val_error": f"{found['metrics'][metric].mean():.6g}",
+                "metric": metric,
+                "steps": found["facts"]["steps"],
+                "total_seconds": f"{found['total_seconds']:.2f}",
+                "cpu_probe_s": f"{probe:.4f}",
+                "loadavg_1m": f"{load:.2f}",
+            }
             fresh = not path.is_file()
             path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("a", newline="") as handle:
@@ -105,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
                 if fresh:
                     writer.writeheader()
                 writer.writerow(row)
-            print(f"{family}: lr {lr} batch {batch} unroll {unroll}: val {metric} {row['val_error']} "
-                  f"({row['steps']} steps, {row['total_seconds']} s)", flush=True)
+            print(
+                f"{family}: lr {lr} batch {batch} unroll {unroll}: val {metric} {row['val_error']} "
+                f"({row['steps']} steps, {row['total_seconds']} s)",
+                flush=True,
+            )
     for family, row in winners(read(path)).items():
         print(f"winner {family}: {as_settings(row)} (val {row['metric']} {row['val_error']})")
     return 0

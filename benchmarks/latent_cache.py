@@ -43,6 +43,7 @@ from ups.pipeline.runner import build_stage
 from ups.runs import RunDir
 from ups.stages.autoencoder import AutoencoderStage
 
+
 def ensure_data(cfg, nx: int | None = None, n: int | None = None) -> None:
     """Generate the config's built-in data files that are missing (1D ones at ``nx`` points)."""
     data_dir = Path(cfg.paths.data_dir)
@@ -53,15 +54,19 @@ def ensure_data(cfg, nx: int | None = None, n: int | None = None) -> None:
         if generator is None:
             raise SystemExit(f"{data_dir / task.path} is missing and is not a built-in dataset.")
         size = {} if generator == "darcy2d" else {"nx": nx, "n": n}
-        generate_dataset(generator, data_dir, params=parse_params_from_name(task.path), progress=False, **size)
+        generate_dataset(
+            generator, data_dir, params=parse_params_from_name(task.path), progress=False, **size
+        )
 
 
 def untrained_autoencoder_run(cfg, root: Path) -> Path:
     """A run folder holding a freshly initialised autoencoder checkpoint."""
     stage = AutoencoderStage(cfg, load_config_tasks(cfg))
     run = RunDir(root / "autoencoder").init(cfg)
-    save_checkpoint({"state_dict": model_state_dict(stage), "ups": ups_block(stage, cfg)},
-                    run.checkpoint_dir("autoencoder") / "last.ckpt")
+    save_checkpoint(
+        {"state_dict": model_state_dict(stage), "ups": ups_block(stage, cfg)},
+        run.checkpoint_dir("autoencoder") / "last.ckpt",
+    )
     return run.root
 
 
@@ -110,14 +115,22 @@ def main(argv: list[str] | None = None) -> int:
 def report(cfg, args, rows: dict) -> None:
     t = cfg.training
     grid = "x".join(str(s) for s in load_config_tasks(cfg)[0].info.spatial_shape)
-    print(f"\noperator stage, one epoch ({int(rows['on the fly'][2])} optimizer steps, batch size {t.batch_size}), config "
-          f"{args.config} {' '.join(args.overrides)}".rstrip() + f"; grid {grid} points")
-    print(f"rollout_horizon {t.rollout_horizon}, time_stride {t.time_stride}, latent {cfg.latent.tokens}x"
-          f"{cfg.latent.dim}, cache dtype {t.latent_cache_dtype}, torch threads {torch.get_num_threads()}")
+    print(
+        f"\noperator stage, one epoch ({int(rows['on the fly'][2])} optimizer steps, "
+        f"batch size {t.batch_size}), config {args.config} {' '.join(args.overrides)}".rstrip()
+        + f"; grid {grid} points"
+    )
+    print(
+        f"rollout_horizon {t.rollout_horizon}, time_stride {t.time_stride}, latent {cfg.latent.tokens}x"
+        f"{cfg.latent.dim}, cache dtype {t.latent_cache_dtype}, torch threads {torch.get_num_threads()}"
+    )
     print(f"{'mode':<12}{'prepare s':>11}{'epoch s':>10}{'total s':>10}{'on the fly / this':>20}")
     base = sum(rows["on the fly"][:2])
     for mode, (prepare, epoch, _) in rows.items():
-        print(f"{mode:<12}{prepare:>11.2f}{epoch:>10.2f}{prepare + epoch:>10.2f}{base / (prepare + epoch):>19.2f}x")
+        print(
+            f"{mode:<12}{prepare:>11.2f}{epoch:>10.2f}{prepare + epoch:>10.2f}"
+            f"{base / (prepare + epoch):>19.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -40,9 +40,28 @@ TOTALS_TOLERANCE = 0.05
 RMSE_TASKS = ("burgers_nu0.1",)
 
 CELL_KEYS = ("task", "seed", "budget_s", "variant")
-COLUMNS = [*CELL_KEYS, "model", "headline", "nrmse", "rmse", "one_step_nrmse", "frmse_low", "frmse_mid",
-           "frmse_high", "ms_per_step", "total_seconds", "stage_seconds", "stage_steps", "cpu_probe_s",
-           "loadavg_1m", "date", "machine", "test_indices", "per_trajectory", "facts"]
+COLUMNS = [
+    *CELL_KEYS,
+    "model",
+    "headline",
+    "nrmse",
+    "rmse",
+    "one_step_nrmse",
+    "frmse_low",
+    "frmse_mid",
+    "frmse_high",
+    "ms_per_step",
+    "total_seconds",
+    "stage_seconds",
+    "stage_steps",
+    "cpu_probe_s",
+    "loadavg_1m",
+    "date",
+    "machine",
+    "test_indices",
+    "per_trajectory",
+    "facts",
+]
 
 
 def headline(task: str, steady: bool) -> str:
@@ -54,8 +73,9 @@ def cell_ratio(ups: np.ndarray, fno: np.ndarray) -> float:
     return float(np.mean(ups) / np.mean(fno))
 
 
-def ratio_interval(cells: list[tuple[np.ndarray, np.ndarray]], draws: int = BOOTSTRAP,
-                   seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+def ratio_interval(
+    cells: list[tuple[np.ndarray, np.ndarray]], draws: int = BOOTSTRAP, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float, float]:
     """(geometric mean of the cells' ratios, low, high): ``cells`` holds per seed the UPS and
     FNO errors of the same test trajectories, in the same order."""
     if not cells or any(len(u) != len(f) or len(u) == 0 for u, f in cells):

@@ -49,8 +49,11 @@ def run_of(out: Path, task: str) -> tuple[Path, Path]:
 
 def warn_on_test(split: str) -> None:
     if split == "test":
-        print("warning: scoring the test split. Choices made on it are not measurements any more: make them on "
-              "--split val, and read the test split once, for the table.", file=sys.stderr)
+        print(
+            "warning: scoring the test split. Choices made on it are not measurements any more: make them on "
+            "--split val, and read the test split once, for the table.",
+            file=sys.stderr,
+        )
 
 
 @torch.no_grad()
@@ -66,17 +69,25 @@ def anatomy(config: Path, run: Path, split: str, horizon: int, overrides: list[s
     def decode(z: torch.Tensor) -> torch.Tensor:  # physical units, the state z itself
         return denormalize(op.normalizers, names, op.model.decoder(z, coords, channels=channels).float())
 
-    z = op.encode_window(batch)                                   # encoded truth, [B, H+1, L, D]
-    pred = op.model.operator.rollout(z[:, 0], batch["dt"], batch["params"], batch["task_id"], horizon,
-                                     op.forcing(batch))
-    truth = [denormalize(op.normalizers, names, flat_points(window[:, k]).float()) for k in range(horizon + 1)]
-    predicted = op.decoder_for(batch, z[:, 0], flat_points(window[:, 0]), coords)  # as the benchmark scores it
+    z = op.encode_window(batch)  # encoded truth, [B, H+1, L, D]
+    pred = op.model.operator.rollout(
+        z[:, 0], batch["dt"], batch["params"], batch["task_id"], horizon, op.forcing(batch)
+    )
+    truth = [
+        denormalize(op.normalizers, names, flat_points(window[:, k]).float()) for k in range(horizon + 1)
+    ]
+    predicted = op.decoder_for(
+        batch, z[:, 0], flat_points(window[:, 0]), coords
+    )  # as the benchmark scores it
     rollout = [float(nrmse(predicted(pred[:, k], k + 1), truth[k + 1]).mean()) for k in range(horizon)]
     floor = [float(nrmse(decode(z[:, k + 1]), truth[k + 1]).mean()) for k in range(horizon)]
-    return {"rollout": rollout, "floor": floor,
-            "latent": increment_fit(z[:, 0], pred[:, 0], z[:, 1]),
-            "decoded": increment_fit(decode(z[:, 0]), decode(pred[:, 0]), truth[1]),
-            "trajectories": window.shape[0]}
+    return {
+        "rollout": rollout,
+        "floor": floor,
+        "latent": increment_fit(z[:, 0], pred[:, 0], z[:, 1]),
+        "decoded": increment_fit(decode(z[:, 0]), decode(pred[:, 0]), truth[1]),
+        "trajectories": window.shape[0],
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,22 +96,28 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--task", default="burgers_nu0.01",
-                        choices=[name for name, task in TASKS.items() if not task.steady])
-    parser.add_argument("--split", default="val", choices=["train", "val", "test"],
-                        help="default val: choices are made there")
+    parser.add_argument(
+        "--task", default="burgers_nu0.01", choices=[name for name, task in TASKS.items() if not task.steady]
+    )
+    parser.add_argument(
+        "--split", default="val", choices=["train", "val", "test"], help="default val: choices are made there"
+    )
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="the --ups-set values of the run")
     args = parser.parse_args(argv)
     config, run = run_of(args.out, args.task)
     if not config.is_file() or not run.is_dir():
-        parser.error(f"no benchmark run of {args.task} under {args.out}; run "
-                     f"`python benchmarks/accuracy.py --tasks {args.task} --seeds 1 --out {args.out}` first.")
+        parser.error(
+            f"no benchmark run of {args.task} under {args.out}; run "
+            f"`python benchmarks/accuracy.py --tasks {args.task} --seeds 1 --out {args.out}` first."
+        )
     warn_on_test(args.split)
     task = TASKS[args.task]
     found = anatomy(config, run, args.split, task.horizon, args.overrides)
     mean = lambda values: sum(values) / len(values)  # noqa: E731
-    print(f"{args.task}, {args.split} split, {found['trajectories']} trajectories, {task.horizon} steps from frame "
-          f"{task.context} of the kept ones")
+    print(
+        f"{args.task}, {args.split} split, {found['trajectories']} trajectories, {task.horizon} steps "
+        f"from frame {task.context} of the kept ones"
+    )
     print(f"rollout nRMSE {mean(found['rollout']):.4f}, autoencoder floor {mean(found['floor']):.4f} (means)")
     print("step  rollout  floor")
     for k in range(0, task.horizon, 5):

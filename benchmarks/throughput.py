@@ -33,12 +33,20 @@ from ups.engines.common import batch_size
 from ups.pipeline.runner import build_stage
 from ups.runs import RunDir
 
-SAMPLE = {"autoencoder": "snapshot", "operator": "window", "diff_residual": "window",
-          "consistency_distill": "window", "steady_prior": "(a, u) pair"}
+SAMPLE = {
+    "autoencoder": "snapshot",
+    "operator": "window",
+    "diff_residual": "window",
+    "consistency_distill": "window",
+    "steady_prior": "(a, u) pair",
+}
 
 
-def stage_throughput(cfg, stage_name: str, run: RunDir, batches: int, warmup: int) -> tuple[int, float, float]:
-    """(timed steps, median ms per step, samples/s) of one short Lightning fit of ``stage_name`` in ``run``."""
+def stage_throughput(
+    cfg, stage_name: str, run: RunDir, batches: int, warmup: int
+) -> tuple[int, float, float]:
+    """(timed steps, median ms per step, samples/s) of one short Lightning fit of ``stage_name``
+    in ``run``."""
     stage = build_stage(cfg, stage_name, run)
     shorten_epoch(stage, cfg, batches)
     clock = StepClock(stage)
@@ -60,8 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="ups-bench-") as tmp:
         root = Path(tmp)
-        overrides = [*(f"stages.{name}.epochs=1" for name in SAMPLE), "training.skip_lightning_val=true",
-                     f"training.latent_cache_dir={root / 'cache'}", *args.overrides]
+        overrides = [
+            *(f"stages.{name}.epochs=1" for name in SAMPLE),
+            "training.skip_lightning_val=true",
+            f"training.latent_cache_dir={root / 'cache'}",
+            *args.overrides,
+        ]
         cfg = data_config(args.config, root, overrides)
         run = RunDir(root / "run").init(cfg)
         rows = {}
@@ -74,9 +86,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def report(cfg, args, rows: dict) -> None:
     t = cfg.training
-    print(f"\nLightning, one short epoch per stage, validation off, config {args.config} "
-          f"{' '.join(args.overrides)}".rstrip())
-    print(f"precision {t.precision}, rollout_horizon {t.rollout_horizon}, torch threads {torch.get_num_threads()}")
+    print(
+        f"\nLightning, one short epoch per stage, validation off, config {args.config} "
+        f"{' '.join(args.overrides)}".rstrip()
+    )
+    print(
+        f"precision {t.precision}, rollout_horizon {t.rollout_horizon}, "
+        f"torch threads {torch.get_num_threads()}"
+    )
     print(f"{'stage':<21}{'sample':<13}{'batch':>6}{'steps':>6}{'median ms/step':>16}{'samples/s':>11}")
     for name, (steps, ms, rate) in rows.items():
         print(f"{name:<21}{SAMPLE[name]:<13}{batch_size(cfg, name):>6}{steps:>6}{ms:>16.1f}{rate:>11.1f}")

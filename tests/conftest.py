@@ -26,8 +26,9 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def write_single(path: Path, shape=(10, 6, 16), *, x=True, y=None, t_len=None, attrs=None,
-                 tensor=None, seed=0) -> Written:
+def write_single(
+    path: Path, shape=(10, 6, 16), *, x=True, y=None, t_len=None, attrs=None, tensor=None, seed=0
+) -> Written:
     """Single-file layout: ``tensor`` [N, T, X(, Y)(, C)] with coordinates.
 
     ``x`` / ``y``: True writes uniform coordinates, False or None omits them, an array is
@@ -39,8 +40,10 @@ def write_single(path: Path, shape=(10, 6, 16), *, x=True, y=None, t_len=None, a
     out = Written(Path(path), {"tensor": data})
     with h5py.File(path, "w") as f:
         f.create_dataset("tensor", data=data)
-        for key, value, n in (("x-coordinate", x, data.shape[2]),
-                              ("y-coordinate", y, data.shape[3] if data.ndim > 3 else 0)):
+        for key, value, n in (
+            ("x-coordinate", x, data.shape[2]),
+            ("y-coordinate", y, data.shape[3] if data.ndim > 3 else 0),
+        ):
             if value is True:
                 value = np.linspace(0.0, 1.0, n, dtype=np.float32)
             if value is not None and value is not False:
@@ -73,8 +76,9 @@ def write_darcy(path: Path, n=10, nx=16, ny=12, seed=1, attrs=None) -> Written:
     return Written(Path(path), {"nu": nu, "tensor": u, "x-coordinate": x, "y-coordinate": y})
 
 
-def write_multigroup(path: Path, n=10, shape=(6, 16, 12, 2), seed=2, t_len=None,
-                     group_attrs=None, grid=True) -> Written:
+def write_multigroup(
+    path: Path, n=10, shape=(6, 16, 12, 2), seed=2, t_len=None, group_attrs=None, grid=True
+) -> Written:
     """Multi-group layout: groups ``0000``.. with ``data`` [T, X(, Y), C] and ``grid/*``.
 
     ``group_attrs(i) -> dict`` sets attributes of group i.
@@ -105,7 +109,7 @@ def write_cfd(path: Path, shape=(6, 5, 16), seed=6, t_len=None, skip=(), attrs=N
     ``t_len`` entries (default T + 1, as PDEBench's). ``skip``: variables left out."""
     rng = _rng(seed)
     spatial = shape[2:]
-    names = ("density", "pressure", *("Vx", "Vy", "Vz")[:len(spatial)])
+    names = ("density", "pressure", *("Vx", "Vy", "Vz")[: len(spatial)])
     out = Written(Path(path))
     t_len = shape[1] + 1 if t_len is None else t_len
     with h5py.File(path, "w") as f:
@@ -127,9 +131,11 @@ def write_ns_incomp(path: Path, n=6, t=5, nx=12, ny=10, seed=7, force=True, time
     """Incompressible Navier-Stokes layout: ``velocity`` [N, T, X, Y, 2], ``particles``
     [N, T, X, Y, 1], ``force`` [N, X, Y, 2] and ``t`` [N, T] (``times``: rows as given)."""
     rng = _rng(seed)
-    arrays = {"velocity": rng.normal(size=(n, t, nx, ny, 2)).astype(np.float32),
-              "particles": rng.uniform(size=(n, t, nx, ny, 1)).astype(np.float32),
-              "t": np.tile(np.linspace(0.0, 0.5, t, dtype=np.float32), (n, 1)) if times is None else times}
+    arrays = {
+        "velocity": rng.normal(size=(n, t, nx, ny, 2)).astype(np.float32),
+        "particles": rng.uniform(size=(n, t, nx, ny, 1)).astype(np.float32),
+        "t": np.tile(np.linspace(0.0, 0.5, t, dtype=np.float32), (n, 1)) if times is None else times,
+    }
     if force:
         arrays["force"] = rng.normal(size=(n, nx, ny, 2)).astype(np.float32)
     with h5py.File(path, "w") as f:
@@ -141,8 +147,13 @@ def write_ns_incomp(path: Path, n=6, t=5, nx=12, ny=10, seed=7, force=True, time
 @pytest.fixture
 def pdebench_writers():
     """The raw writers, for tests that craft their own (often broken) files."""
-    return SimpleNamespace(single=write_single, darcy=write_darcy, multigroup=write_multigroup, cfd=write_cfd,
-                           ns_incomp=write_ns_incomp)
+    return SimpleNamespace(
+        single=write_single,
+        darcy=write_darcy,
+        multigroup=write_multigroup,
+        cfd=write_cfd,
+        ns_incomp=write_ns_incomp,
+    )
 
 
 @pytest.fixture
@@ -166,8 +177,12 @@ def single_2d(tmp_path) -> Written:
 @pytest.fixture
 def reacdiff_attrs(tmp_path) -> Written:
     """``ReacDiff_Nu0.5_Rho1.0.hdf5`` whose root attributes say rho=2.0 and k=3."""
-    return write_single(tmp_path / "ReacDiff_Nu0.5_Rho1.0.hdf5", (10, 6, 16), seed=5,
-                        attrs={"rho": 2.0, "k": 3, "note": "not a number"})
+    return write_single(
+        tmp_path / "ReacDiff_Nu0.5_Rho1.0.hdf5",
+        (10, 6, 16),
+        seed=5,
+        attrs={"rho": 2.0, "k": 3, "note": "not a number"},
+    )
 
 
 @pytest.fixture
@@ -180,5 +195,6 @@ def darcy_2d(tmp_path) -> Written:
 def multigroup_2d(tmp_path) -> Written:
     """``2D_diff-react_NA_NA.h5``: 10 groups of data [6, 16, 12, 2]; attrs Du=0.1 in every
     group (constant) and amp=i (varies by trajectory); grid/t of length T+1."""
-    return write_multigroup(tmp_path / "2D_diff-react_NA_NA.h5", t_len=7,
-                            group_attrs=lambda i: {"Du": 0.1, "amp": float(i)})
+    return write_multigroup(
+        tmp_path / "2D_diff-react_NA_NA.h5", t_len=7, group_attrs=lambda i: {"Du": 0.1, "amp": float(i)}
+    )

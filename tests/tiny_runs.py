@@ -11,32 +11,50 @@ TINY = {
     "encoder": {"hidden": 16, "depth": 1, "kernel_size": 3},
     "decoder": {"hidden": 16, "depth": 1, "fourier_features": 4, "query_points": 16},
     "operator": {"depth": 1, "heads": 2},
-    "training": {"batch_size": 16, "rollout_horizon": 2, "time_stride": 2, "accelerator": "cpu",
-                 "log_every_n_steps": 1},
+    "training": {
+        "batch_size": 16,
+        "rollout_horizon": 2,
+        "time_stride": 2,
+        "accelerator": "cpu",
+        "log_every_n_steps": 1,
+    },
     "stages": {"autoencoder": {"epochs": 1}, "operator": {"epochs": 2}},
 }
 
 
 # Burgers for the transient stages, Darcy for the steady prior (the demo's pairing, tiny).
-BURGERS_AND_DARCY = [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"},
-                     {"name": "darcy", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"}]
+BURGERS_AND_DARCY = [
+    {"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"},
+    {"name": "darcy", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"},
+]
 
 
 def generative_overrides(steps_infer: int, val_samples: int) -> list[str]:
     """Tiny flows, ``steps_infer`` sampler steps, one epoch of each generative stage."""
-    return ["diffusion.hidden=16", "diffusion.depth=1", f"diffusion.steps_infer={steps_infer}",
-            f"diffusion.val_samples={val_samples}", "steady_prior.hidden=16", "steady_prior.depth=1",
-            f"steady_prior.steps_infer={steps_infer}", "stages.diff_residual.epochs=1",
-            "stages.consistency_distill.epochs=1", "stages.steady_prior.epochs=1"]
+    return [
+        "diffusion.hidden=16",
+        "diffusion.depth=1",
+        f"diffusion.steps_infer={steps_infer}",
+        f"diffusion.val_samples={val_samples}",
+        "steady_prior.hidden=16",
+        "steady_prior.depth=1",
+        f"steady_prior.steps_infer={steps_infer}",
+        "stages.diff_residual.epochs=1",
+        "stages.consistency_distill.epochs=1",
+        "stages.steady_prior.epochs=1",
+    ]
 
 
-def write_config(path: Path, data_dir: Path, tasks: list[dict], *, training: dict | None = None,
-                 data: dict | None = None) -> Path:
+def write_config(
+    path: Path, data_dir: Path, tasks: list[dict], *, training: dict | None = None, data: dict | None = None
+) -> Path:
     """A config file with the TINY model on ``tasks``, runs under ``path.parent / "runs"``."""
-    config = {**TINY,
-              "paths": {"data_dir": str(data_dir), "runs_dir": str(path.parent / "runs")},
-              "data": {"tasks": tasks, "split": {"train": 0.5, "val": 0.25, "test": 0.25}, **(data or {})},
-              "training": {**TINY["training"], **(training or {})}}
+    config = {
+        **TINY,
+        "paths": {"data_dir": str(data_dir), "runs_dir": str(path.parent / "runs")},
+        "data": {"tasks": tasks, "split": {"train": 0.5, "val": 0.25, "test": 0.25}, **(data or {})},
+        "training": {**TINY["training"], **(training or {})},
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 

@@ -81,8 +81,12 @@ def toy_config(**training) -> Config:
     """Defaults with small batches, 2 autoencoder epochs, and ``training`` overrides."""
     cfg = Config()
     cfg.seed = 3
-    cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, batch_size=8, accelerator="cpu",
-                                                                log_every_n_steps=1, **training))
+    cfg = dataclasses.replace(
+        cfg,
+        training=dataclasses.replace(
+            cfg.training, batch_size=8, accelerator="cpu", log_every_n_steps=1, **training
+        ),
+    )
     cfg.stages.autoencoder.epochs = 2
     cfg.stages.autoencoder.patience = 2
     cfg.optimizer.lr = 1e-2

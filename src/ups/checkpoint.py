@@ -53,10 +53,14 @@ def data_fingerprint(tasks) -> dict:
     out = []
     for t in tasks:
         path = Path(t.file.path)
-        out.append({
-            "task": t.name, "file": path.name, "bytes": path.stat().st_size if path.exists() else -1,
-            "split": {name: len(t.split.indices(name)) for name in ("train", "val", "test")},
-        })
+        out.append(
+            {
+                "task": t.name,
+                "file": path.name,
+                "bytes": path.stat().st_size if path.exists() else -1,
+                "split": {name: len(t.split.indices(name)) for name in ("train", "val", "test")},
+            }
+        )
     return {"tasks": out}
 
 
@@ -94,9 +98,11 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file or a pickle that is not weights-only
-        raise CheckpointError(f"checkpoint {path} could not be read with weights_only=True ({_load_reason(exc)}): "
-                              f"it is not a whole checkpoint, or it carries pickled objects, which UPS never "
-                              f"loads (only tensors and plain containers).") from exc
+        raise CheckpointError(
+            f"checkpoint {path} could not be read with weights_only=True ({_load_reason(exc)}): "
+            f"it is not a whole checkpoint, or it carries pickled objects, which UPS never "
+            f"loads (only tensors and plain containers)."
+        ) from exc
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"checkpoint {path} has no 'state_dict'; it is not a UPS/Lightning checkpoint.")
     return checkpoint
@@ -115,33 +121,55 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
     missing = sorted(set(model_state) - set(stored))
     unexpected = sorted(set(stored) - set(model_state))
     reshaped = [k for k in model_state if k in stored and stored[k].shape != model_state[k].shape]
-    shapes = [f"{k}: checkpoint {tuple(stored[k].shape)} vs model {tuple(model_state[k].shape)}" for k in reshaped]
+    shapes = [
+        f"{k}: checkpoint {tuple(stored[k].shape)} vs model {tuple(model_state[k].shape)}" for k in reshaped
+    ]
     lines = []
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shape differences", shapes)):
+    for title, items in (
+        ("missing keys", missing),
+        ("unexpected keys", unexpected),
+        ("shape differences", shapes),
+    ):
         if items:
             shown = ", ".join(items[:10]) + (f", ... ({len(items) - 10} more)" if len(items) > 10 else "")
             lines.append(f"{title} ({len(items)}): {shown}")
     subspace = [k for k in missing + unexpected if k.rsplit(".", 1)[-1].startswith("subspace_")]
     if subspace:
-        lines.append(f"the operator's latent subspace is {'missing from' if subspace[0] in missing else 'in'} the "
-                     f"checkpoint: set operator.subspace_dim to the value it was trained with (0 for a checkpoint "
-                     f"from before the subspace existed)")
+        lines.append(
+            f"the operator's latent subspace is {'missing from' if subspace[0] in missing else 'in'} the "
+            f"checkpoint: set operator.subspace_dim to the value it was trained with (0 for a checkpoint "
+            f"from before the subspace existed)"
+        )
     bias = [k for k in missing + unexpected if k.rsplit(".", 1)[-1] == "token_bias"]
     if bias:
-        lines.append("the operator's locality bias is in the checkpoint and off in the config: set operator.locality "
-                     "to a value > 0 (the checkpoint keeps its own bias)" if bias[0] in unexpected else
-                     "the operator's locality bias is missing from the checkpoint (trained with operator.locality=0, "
-                     "or before the bias existed): set operator.locality=0 to load it, or train the operator again")
+        lines.append(
+            "the operator's locality bias is in the checkpoint and off in the config: set operator.locality "
+            "to a value > 0 (the checkpoint keeps its own bias)"
+            if bias[0] in unexpected
+            else "the operator's locality bias is missing from the checkpoint (trained with "
+            "operator.locality=0, or before the bias existed): set operator.locality=0 to load it, or train "
+            "the operator again"
+        )
     # the decoder reads another number of latent channels while the encoder writes the same D: the amplitude
-    proj = [k for k in reshaped if k.endswith("latent_proj.weight") and stored[k].shape[0] == model_state[k].shape[0]]
+    proj = [
+        k
+        for k in reshaped
+        if k.endswith("latent_proj.weight") and stored[k].shape[0] == model_state[k].shape[0]
+    ]
     if proj and not any(k.endswith("to_latent.weight") for k in reshaped):
-        on = stored[proj[0]].shape[1] < model_state[proj[0]].shape[1]  # its decoder reads fewer latent channels
-        lines.append(f"the decoder reads {'fewer' if on else 'more'} latent channels than this config's: the "
-                     f"autoencoder was probably trained with latent.amplitude={'true' if on else 'false'}; set that "
-                     f"to load it, or train the autoencoder again")
+        on = (
+            stored[proj[0]].shape[1] < model_state[proj[0]].shape[1]
+        )  # its decoder reads fewer latent channels
+        lines.append(
+            f"the decoder reads {'fewer' if on else 'more'} latent channels than this config's: the "
+            f"autoencoder was probably trained with latent.amplitude={'true' if on else 'false'}; set that "
+            f"to load it, or train the autoencoder again"
+        )
     if "residual_scale" in missing and any(k.startswith("regression.") for k in stored):
-        lines.append("this steady_prior checkpoint is from before its flow modelled the regression's residual; "
-                     "train the steady_prior stage again")
+        lines.append(
+            "this steady_prior checkpoint is from before its flow modelled the regression's residual; "
+            "train the steady_prior stage again"
+        )
     return lines
 
 
@@ -187,12 +215,16 @@ def check_fit(stage, checkpoint: dict) -> None:
     stored_order = checkpoint.get("ups", {}).get("metadata", {}).get("task_order")
     order = stage.metadata().get("task_order")
     if stored_order is not None and order is not None and stored_order != order:
-        lines.append(f"task order: checkpoint {stored_order} vs config {order} (the task embedding's rows); "
-                     f"list data.tasks in the checkpoint's order")
+        lines.append(
+            f"task order: checkpoint {stored_order} vs config {order} (the task embedding's rows); "
+            f"list data.tasks in the checkpoint's order"
+        )
     if lines:
         raise CheckpointError(
-            f"checkpoint does not fit stage '{stage.name}' and was not loaded:\n  - " + "\n  - ".join(lines)
-            + "\nCheck that the config (hidden sizes, depths, tasks) matches the one the checkpoint was trained with."
+            f"checkpoint does not fit stage '{stage.name}' and was not loaded:\n  - "
+            + "\n  - ".join(lines)
+            + "\nCheck that the config (hidden sizes, depths, tasks) matches the one the checkpoint was "
+            "trained with."
         )
 
 
@@ -203,8 +235,10 @@ def load_upstream(module: torch.nn.Module, checkpoint: dict, stage: str) -> None
     lines = misfit_report(module.state_dict(), weights)
     if lines:
         raise CheckpointError(
-            f"the {stage} checkpoint does not fit the {stage} this config builds:\n  - " + "\n  - ".join(lines)
-            + f"\nTrain the {stage} stage with this config, or use the config it was trained with.")
+            f"the {stage} checkpoint does not fit the {stage} this config builds:\n  - "
+            + "\n  - ".join(lines)
+            + f"\nTrain the {stage} stage with this config, or use the config it was trained with."
+        )
     module.load_state_dict(weights, strict=True)
 
 

@@ -16,9 +16,9 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from ups import deadline
 from ups.cli_cache import add_cache
 from ups.cli_evaluate import add_evaluate
-from ups import deadline
 from ups.cli_fast import add_fast_to_sota
 from ups.errors import UPSError
 
@@ -52,7 +52,8 @@ def _quiet_third_party_noise() -> None:
         ups_log.addHandler(handler)
         ups_log.setLevel(logging.INFO)
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage())
+        lambda record: "litlogger" not in record.getMessage()
+    )
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # the frozen upstream parts of a stage are in eval mode on purpose
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
@@ -74,14 +75,21 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ups", description="Universal Physics Stack: latent neural PDE surrogates.")
+    parser = argparse.ArgumentParser(
+        prog="ups", description="Universal Physics Stack: latent neural PDE surrogates."
+    )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    p = sub.add_parser("validate-config", help="check a config and print it resolved",
-                       description="Read CONFIG with its includes and overrides, check it against the schema "
-                                   "and print the resolved config. Exit 2 on any problem; writes nothing.")
+    p = sub.add_parser(
+        "validate-config",
+        help="check a config and print it resolved",
+        description="Read CONFIG with its includes and overrides, check it against the schema "
+        "and print the resolved config. Exit 2 on any problem; writes nothing.",
+    )
     p.add_argument("config", type=Path, help="YAML config file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.batch_size=8")
+    p.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.batch_size=8"
+    )
     p.set_defaults(run=_validate_config, command="validate-config")
 
     _add_train(sub)
@@ -92,9 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
     data = data_parser.add_subparsers(title="data commands", metavar="DATA_COMMAND")
     _add_generate(data)
 
-    p = data.add_parser("summary", help="tasks, shapes, splits and files of a config's data",
-                        description="Open every task of CONFIG (lazily), split it and fit its normalisation, "
-                                    "then print what training would see.")
+    p = data.add_parser(
+        "summary",
+        help="tasks, shapes, splits and files of a config's data",
+        description="Open every task of CONFIG (lazily), split it and fit its normalisation, "
+        "then print what training would see.",
+    )
     p.add_argument("--config", type=Path, required=True, help="YAML config file")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.set_defaults(run=_data_summary, command="data summary")
@@ -108,21 +119,37 @@ def _add_generate(data: argparse._SubParsersAction) -> None:
     from ups.data.generate import GENERATORS
 
     lines = "\n".join(f"  {g.name:22s} {g.description}" for g in GENERATORS.values())
-    p = data.add_parser("generate", help="write a built-in dataset in a PDEBench layout",
-                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                        description=f"Solve a PDE for random initial conditions or coefficients and write "
-                                    f"the trajectories as a PDEBench HDF5 file.\n\ntasks:\n{lines}")
-    p.add_argument("task", choices=sorted(GENERATORS), metavar="TASK", help="one of: " + ", ".join(GENERATORS))
+    p = data.add_parser(
+        "generate",
+        help="write a built-in dataset in a PDEBench layout",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=f"Solve a PDE for random initial conditions or coefficients and write "
+        f"the trajectories as a PDEBench HDF5 file.\n\ntasks:\n{lines}",
+    )
+    p.add_argument(
+        "task", choices=sorted(GENERATORS), metavar="TASK", help="one of: " + ", ".join(GENERATORS)
+    )
     p.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
     p.add_argument("--n", type=int, help="number of trajectories (samples)")
     p.add_argument("--nx", type=int, help="stored grid points per spatial axis")
     p.add_argument("--nt", type=int, help="stored time steps, t=0 included (transient tasks)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
-                   help="PDE parameter, e.g. nu=0.01 (repeatable)")
-    p.add_argument("--layout", choices=["pdebench", "multigroup"], default="pdebench",
-                   help="the task's own PDEBench single-file layout, or the multi-group layout")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing file made with other settings")
+    p.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="PDE parameter, e.g. nu=0.01 (repeatable)",
+    )
+    p.add_argument(
+        "--layout",
+        choices=["pdebench", "multigroup"],
+        default="pdebench",
+        help="the task's own PDEBench single-file layout, or the multi-group layout",
+    )
+    p.add_argument(
+        "--overwrite", action="store_true", help="replace an existing file made with other settings"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=_data_generate, command="data generate")
 
@@ -130,26 +157,51 @@ def _add_generate(data: argparse._SubParsersAction) -> None:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     from ups.config import STAGE_NAMES
 
-    p = sub.add_parser("train", help="train one stage with Lightning (or the native loop)",
-                       description="Train one stage of CONFIG into a run folder: resolved config, stage_status.json, "
-                                   "checkpoints/<stage>/ (best on val/nrmse and last), logs/<stage>/metrics.csv.")
+    p = sub.add_parser(
+        "train",
+        help="train one stage with Lightning (or the native loop)",
+        description="Train one stage of CONFIG into a run folder: resolved config, stage_status.json, "
+        "checkpoints/<stage>/ (best on val/nrmse and last), logs/<stage>/metrics.csv.",
+    )
     p.add_argument("--config", type=Path, required=True, help="YAML config file")
-    p.add_argument("--stage", required=True, choices=STAGE_NAMES, metavar="STAGE", help=", ".join(STAGE_NAMES))
-    p.add_argument("--engine", choices=["lightning", "native"], default="lightning", help="default: lightning")
+    p.add_argument(
+        "--stage", required=True, choices=STAGE_NAMES, metavar="STAGE", help=", ".join(STAGE_NAMES)
+    )
+    p.add_argument(
+        "--engine", choices=["lightning", "native"], default="lightning", help="default: lightning"
+    )
     p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
-    p.add_argument("--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)")
-    p.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint in --run-dir")
+    p.add_argument(
+        "--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)"
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the stage's last checkpoint in --run-dir"
+    )
     p.add_argument("--from-run", type=Path, help="take upstream checkpoints from this run folder")
     tune = p.add_argument_group("tuning (Lightning's Tuner, before the fit; results in <run>/tuning.json)")
     tune.add_argument("--tune-batch-size", action="store_true", help="find the largest batch size that fits")
-    tune.add_argument("--tune-batch-size-mode", choices=["power", "binsearch"], default="power",
-                      help="grow by doubling, or double then bisect (default power)")
-    tune.add_argument("--max-batch-size", type=int, default=256,
-                      help="stop growing here (default 256; on CPU, where running out of memory is not "
-                           "detectable, this and the train split's size are where growth stops)")
-    tune.add_argument("--tune-lr", action="store_true", help="run the LR finder (curve: <run>/tuning_lr_<stage>.png)")
-    tune.add_argument("--tune-lr-steps", type=int, default=100, help="rates tried by the LR finder (default 100)")
-    tune.add_argument("--no-apply-tuning", action="store_true", help="report the tuned values, train on the config's")
+    tune.add_argument(
+        "--tune-batch-size-mode",
+        choices=["power", "binsearch"],
+        default="power",
+        help="grow by doubling, or double then bisect (default power)",
+    )
+    tune.add_argument(
+        "--max-batch-size",
+        type=int,
+        default=256,
+        help="stop growing here (default 256; on CPU, where running out of memory is not "
+        "detectable, this and the train split's size are where growth stops)",
+    )
+    tune.add_argument(
+        "--tune-lr", action="store_true", help="run the LR finder (curve: <run>/tuning_lr_<stage>.png)"
+    )
+    tune.add_argument(
+        "--tune-lr-steps", type=int, default=100, help="rates tried by the LR finder (default 100)"
+    )
+    tune.add_argument(
+        "--no-apply-tuning", action="store_true", help="report the tuned values, train on the config's"
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.set_defaults(run=_train, command="train")
 
@@ -160,13 +212,20 @@ def _train(args: argparse.Namespace) -> int:
     from ups.tracking import tracking
 
     cfg = _training_config(args, "the run folder whose stage should continue")
-    tuning = TuningRequest(batch_size=args.tune_batch_size, batch_size_mode=args.tune_batch_size_mode,
-                           max_batch_size=args.max_batch_size, lr=args.tune_lr, lr_steps=args.tune_lr_steps,
-                           apply=not args.no_apply_tuning)
+    tuning = TuningRequest(
+        batch_size=args.tune_batch_size,
+        batch_size_mode=args.tune_batch_size_mode,
+        max_batch_size=args.max_batch_size,
+        lr=args.tune_lr,
+        lr_steps=args.tune_lr_steps,
+        apply=not args.no_apply_tuning,
+    )
     check_tuning(tuning, cfg, args.engine)
     if tuning.wanted and args.resume:
-        raise UPSError("--tune-* with --resume: a resumed stage keeps the batch size and learning rate it started "
-                       "with; tune when the stage starts.")
+        raise UPSError(
+            "--tune-* with --resume: a resumed stage keeps the batch size and learning rate it started "
+            "with; tune when the stage starts."
+        )
     if args.resume:  # a stage tuned when it started resumes with its tuned values
         tuned = tuned_overrides(Path(args.run_dir), args.stage)
         if tuned:
@@ -177,8 +236,15 @@ def _train(args: argparse.Namespace) -> int:
             if tuned:
                 cfg = _training_config(args, "", extra=tuned)
         with tracking(cfg, run_dir, rank_zero=is_rank_zero()):
-            done = train_stage(cfg, args.stage, run_dir, engine=args.engine, resume=args.resume,
-                               from_run=args.from_run, deadline=_deadline(cfg, args))
+            done = train_stage(
+                cfg,
+                args.stage,
+                run_dir,
+                engine=args.engine,
+                resume=args.resume,
+                from_run=args.from_run,
+                deadline=_deadline(cfg, args),
+            )
     if not is_rank_zero():  # the other ranks of a multi-device run print nothing
         return 0
     for line in _train_report(done):
@@ -199,12 +265,16 @@ def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[st
     if args.resume and not args.run_dir:
         raise UPSError(f"--resume needs --run-dir: {resume_needs}.")
     if args.resume and not RunDir(args.run_dir).status_path.is_file():
-        raise UPSError(f"--resume: --run-dir {args.run_dir} is not a run folder (it has no stage_status.json); "
-                       f"check the path, or drop --resume to start a new run there.")
+        raise UPSError(
+            f"--resume: --run-dir {args.run_dir} is not a run folder (it has no stage_status.json); "
+            f"check the path, or drop --resume to start a new run there."
+        )
     blocker = blocking_file(args.run_dir) if args.run_dir else None
     if blocker is not None:
-        raise UPSError(f"--run-dir {args.run_dir}: {blocker} is a file, so the run folder cannot be made there; "
-                       f"choose another --run-dir.")
+        raise UPSError(
+            f"--run-dir {args.run_dir}: {blocker} is a file, so the run folder cannot be made there; "
+            f"choose another --run-dir."
+        )
     return cfg
 
 
@@ -234,21 +304,33 @@ def _shared_run_dir(run_dir: Path | None, cfg):
 def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     from ups.config import STAGE_NAMES
 
-    p = sub.add_parser("pipeline", help="train every enabled stage in order into one run folder",
-                       description=f"Train the stages of CONFIG with stages.<stage>.epochs > 0 in order "
-                                   f"({' -> '.join(STAGE_NAMES)}; steady_prior only with a steady task) into one "
-                                   f"run folder, each on its upstream stages' best checkpoints from that run. "
-                                   f"Logged steps run on across stages; with logging.tensorboard all stages "
-                                   f"write one TensorBoard run, logs/tensorboard/. Ends with a table of the "
-                                   f"stages' figures. Exit 1 when a stage fails while training (later stages "
-                                   f"are not started; continue with --resume), 2 on bad input.")
+    p = sub.add_parser(
+        "pipeline",
+        help="train every enabled stage in order into one run folder",
+        description=f"Train the stages of CONFIG with stages.<stage>.epochs > 0 in order "
+        f"({' -> '.join(STAGE_NAMES)}; steady_prior only with a steady task) into one "
+        f"run folder, each on its upstream stages' best checkpoints from that run. "
+        f"Logged steps run on across stages; with logging.tensorboard all stages "
+        f"write one TensorBoard run, logs/tensorboard/. Ends with a table of the "
+        f"stages' figures. Exit 1 when a stage fails while training (later stages "
+        f"are not started; continue with --resume), 2 on bad input.",
+    )
     p.add_argument("--config", type=Path, required=True, help="YAML config file")
-    p.add_argument("--stages", metavar="A,B,…", help="only these stages (comma-separated), still in pipeline order")
-    p.add_argument("--engine", choices=["lightning", "native"], default="lightning", help="default: lightning")
+    p.add_argument(
+        "--stages", metavar="A,B,…", help="only these stages (comma-separated), still in pipeline order"
+    )
+    p.add_argument(
+        "--engine", choices=["lightning", "native"], default="lightning", help="default: lightning"
+    )
     p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
-    p.add_argument("--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --run-dir: keep done stages, resume a half-done one from its last.ckpt")
+    p.add_argument(
+        "--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)"
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run-dir: keep done stages, resume a half-done one from its last.ckpt",
+    )
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.set_defaults(run=_pipeline, command="pipeline")
 
@@ -262,12 +344,22 @@ def _pipeline(args: argparse.Namespace) -> int:
     stages = [name.strip() for name in args.stages.split(",") if name.strip()] if args.stages else None
     with _shared_run_dir(args.run_dir, cfg) as run_dir, tracking(cfg, run_dir, rank_zero=is_rank_zero()):
         try:
-            done = run_pipeline(cfg, run_dir, stages=stages, engine=args.engine, resume=args.resume,
-                                deadline=_deadline(cfg, args))
+            done = run_pipeline(
+                cfg,
+                run_dir,
+                stages=stages,
+                engine=args.engine,
+                resume=args.resume,
+                deadline=_deadline(cfg, args),
+            )
         except StageFailed as exc:
             error = str(exc.error).strip().splitlines()
-            print(f"ups pipeline: stage {exc.stage} failed: {type(exc.error).__name__}: {error[0] if error else ''}; "
-                  f"later stages were not started (resume: {_resume_command(args, run_dir)})", file=sys.stderr)
+            print(
+                f"ups pipeline: stage {exc.stage} failed: {type(exc.error).__name__}: "
+                f"{error[0] if error else ''}; "
+                f"later stages were not started (resume: {_resume_command(args, run_dir)})",
+                file=sys.stderr,
+            )
             return 1
         if not is_rank_zero():  # the other ranks of a multi-device run print nothing
             return 0
@@ -285,8 +377,11 @@ def _pipeline(args: argparse.Namespace) -> int:
 
 def _resume_command(args: argparse.Namespace, run_dir: Path) -> str:
     words = ["ups", "pipeline", "--config", str(args.config), "--run-dir", str(run_dir)]
-    for flag, value in (("--stages", args.stages), ("--devices", args.devices),
-                        ("--engine", None if args.engine == "lightning" else args.engine)):
+    for flag, value in (
+        ("--stages", args.stages),
+        ("--devices", args.devices),
+        ("--engine", None if args.engine == "lightning" else args.engine),
+    ):
         if value:
             words += [flag, str(value)]
     return shlex.join([*words, "--resume", *args.overrides])
@@ -298,20 +393,30 @@ def _train_report(done) -> list[str]:
         if done.action != "skipped":
             return [f"{done.stage}: {done.action}: {done.run.status().get(done.stage, {}).get('reason', '')}"]
         return [f"{done.stage}: skipped (stages.{done.stage}.epochs is 0)"]
-    lines = [f"{done.stage}: {result.epochs_run} epoch(s), {result.global_step} optimizer steps"
-             + (", stopped early" if result.stopped_early else "")]
+    lines = [
+        f"{done.stage}: {result.epochs_run} epoch(s), {result.global_step} optimizer steps"
+        + (", stopped early" if result.stopped_early else "")
+    ]
     if not result.val_history:
         return lines + [f"no validation: last checkpoint -> {result.last_path}"]
     best = min(result.val_history, key=lambda row: row["val/nrmse"])
     lines.append(f"best val/nrmse {best['val/nrmse']:.4g} (epoch {best['epoch']}) -> {result.best_path}")
     if "val/persistence_nrmse" in best:
         model, persistence = best["val/nrmse"], best["val/persistence_nrmse"]
-        verdict = (f"{persistence / model:.1f}x lower" if model <= persistence
-                   else f"{model / persistence:.1f}x higher: worse than predicting no change")
-        lines.append(f"decoded one-step val nRMSE {model:.4g} vs persistence (u_t+1 = u_t) "
-                     f"{persistence:.4g} on the same pairs: {verdict}")
+        verdict = (
+            f"{persistence / model:.1f}x lower"
+            if model <= persistence
+            else f"{model / persistence:.1f}x higher: worse than predicting no change"
+        )
+        lines.append(
+            f"decoded one-step val nRMSE {model:.4g} vs persistence (u_t+1 = u_t) "
+            f"{persistence:.4g} on the same pairs: {verdict}"
+        )
     if "val/rollout_nrmse" in best:
-        lines.append(f"rollout val nRMSE (mean over the training.rollout_horizon steps): {best['val/rollout_nrmse']:.4g}")
+        lines.append(
+            f"rollout val nRMSE (mean over the training.rollout_horizon steps): "
+            f"{best['val/rollout_nrmse']:.4g}"
+        )
     return lines
 
 
@@ -333,16 +438,27 @@ def _parse_params(items: list[str]) -> dict[str, float]:
                 raise ValueError(item)
             params[name.strip()] = float(value)
         except ValueError:
-            raise UPSError(f"--param '{item}' is not of the form NAME=NUMBER (e.g. --param nu=0.01).") from None
+            raise UPSError(
+                f"--param '{item}' is not of the form NAME=NUMBER (e.g. --param nu=0.01)."
+            ) from None
     return params
 
 
 def _data_generate(args: argparse.Namespace) -> int:
     from ups.data.generate import generate_dataset
 
-    result = generate_dataset(args.task, args.out, n=args.n, nx=args.nx, nt=args.nt, seed=args.seed,
-                              params=_parse_params(args.param), layout=args.layout,
-                              overwrite=args.overwrite, progress=not args.quiet)
+    result = generate_dataset(
+        args.task,
+        args.out,
+        n=args.n,
+        nx=args.nx,
+        nt=args.nt,
+        seed=args.seed,
+        params=_parse_params(args.param),
+        layout=args.layout,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     print(f"{args.task}: {result.status} -> {result.path}")
     return 0
 

@@ -13,20 +13,29 @@ def add_cache(sub: argparse._SubParsersAction) -> None:
     cache_parser = sub.add_parser("cache", help="the latent cache: build, info, clear")
     cache_parser.set_defaults(commands_of=cache_parser)
     cache = cache_parser.add_subparsers(title="cache commands", metavar="CACHE_COMMAND")
-    p = cache.add_parser("build", help="encode every transient task into training.latent_cache_dir",
-                         description="Encode every frame of every transient task of CONFIG with the autoencoder "
-                                     "of --run-dir (its best checkpoint) into training.latent_cache_dir. An entry "
-                                     "with the same key is verified and kept (a corrupt one is re-encoded); entries "
-                                     "of other keys (another encoder or data file) are left alone: see `ups cache "
-                                     "info` and `ups cache clear`.")
+    p = cache.add_parser(
+        "build",
+        help="encode every transient task into training.latent_cache_dir",
+        description="Encode every frame of every transient task of CONFIG with the autoencoder "
+        "of --run-dir (its best checkpoint) into training.latent_cache_dir. An entry "
+        "with the same key is verified and kept (a corrupt one is re-encoded); entries "
+        "of other keys (another encoder or data file) are left alone: see `ups cache "
+        "info` and `ups cache clear`.",
+    )
     p.add_argument("--config", type=Path, required=True, help="YAML config file")
     p.add_argument("--run-dir", type=Path, required=True, help="run folder whose autoencoder encodes")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.set_defaults(run=_cache_build, command="cache build")
-    for name, helptext, run in (("info", "size, entries and keys of the latent cache", _cache_info),
-                                ("clear", "remove every entry of the latent cache", _cache_clear)):
-        p = cache.add_parser(name, help=helptext, description=helptext[0].upper() + helptext[1:] + ": the folder "
-                             "given by --dir, or training.latent_cache_dir of --config.")
+    for name, helptext, run in (
+        ("info", "size, entries and keys of the latent cache", _cache_info),
+        ("clear", "remove every entry of the latent cache", _cache_clear),
+    ):
+        p = cache.add_parser(
+            name,
+            help=helptext,
+            description=helptext[0].upper() + helptext[1:] + ": the folder "
+            "given by --dir, or training.latent_cache_dir of --config.",
+        )
         where = p.add_mutually_exclusive_group(required=True)
         where.add_argument("--config", type=Path, help="YAML config file (its training.latent_cache_dir)")
         where.add_argument("--dir", type=Path, help="the cache folder")
@@ -53,8 +62,10 @@ def _cache_dir(args: argparse.Namespace) -> Path:
         if args.overrides:
             raise UPSError("overrides apply to --config only; drop them or use --config.")
         if not args.dir.exists():
-            raise UPSError(f"--dir {args.dir} does not exist; check the path, or give --config to use its "
-                           f"training.latent_cache_dir.")
+            raise UPSError(
+                f"--dir {args.dir} does not exist; check the path, or give --config to use its "
+                f"training.latent_cache_dir."
+            )
         _check_is_cache(args.dir, f"--dir {args.dir}")
         return args.dir
     from ups.config import load_config
@@ -78,9 +89,11 @@ def _check_is_cache(root: Path, where: str) -> None:
         return
     others = sorted(path.name for path in root.iterdir())
     if others:
-        raise UPSError(f"{where} is not a latent cache: it holds {len(others)} other file(s) ({', '.join(others[:3])}"
-                       f"{', …' if len(others) > 3 else ''}) and no *.latents entry; nothing was touched. "
-                       f"Check the path.")
+        raise UPSError(
+            f"{where} is not a latent cache: it holds {len(others)} other file(s) ({', '.join(others[:3])}"
+            f"{', …' if len(others) > 3 else ''}) and no *.latents entry; nothing was touched. "
+            f"Check the path."
+        )
 
 
 def _cache_info(args: argparse.Namespace) -> int:
@@ -89,8 +102,10 @@ def _cache_info(args: argparse.Namespace) -> int:
     root = _cache_dir(args)
     entries = LatentCache(root).entries()
     total = sum(e["bytes"] for e in entries)
-    print(f"latent cache {root.resolve()}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
-          f"{total / 1e6:.1f} MB")
+    print(
+        f"latent cache {root.resolve()}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
+        f"{total / 1e6:.1f} MB"
+    )
     for entry in entries:
         print("\n".join(_describe_cache_entry(entry)))
     return 0
@@ -110,7 +125,8 @@ def _describe_cache_entry(entry: dict) -> list[str]:
     except (KeyError, TypeError, ValueError) as exc:
         return [unreadable.format(f"header lacks {exc}")]
     return [
-        f"  {name}  {size}  task {header['task']}  {header['shape']} {header['dtype']}  created {header['created']}",
+        f"  {name}  {size}  task {header['task']}  {header['shape']} {header['dtype']}  "
+        f"created {header['created']}",
         f"    key {header['key'][:20]}: encoder {fields['encoder'][:12]}, data {data['path']} "
         f"({data['bytes']} bytes, modified {mtime}), layout {fields['layout']}, "
         f"reduced_resolution {fields['reduced_resolution']}/{fields['reduced_resolution_t']} (space/time), "

@@ -10,39 +10,86 @@ from ups.errors import UPSError
 
 
 def add_fast_to_sota(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("fast-to-sota", help="train, evaluate small, gate, evaluate full, gate, promote",
-                       description="Validate the config and data, train every enabled stage (reusing checkpoints "
-                                   "already in the run folder), evaluate on the val split with cheaper settings, gate "
-                                   "against the leaderboard's champion, evaluate on the test split, gate again and "
-                                   "promote the candidate to champion when it passes. Writes <run>/summary.json after "
-                                   "every step. Exit 0 when every step ran (promoted or not: see the summary), 1 when "
-                                   "a stage fails while training, 2 on bad input.")
+    p = sub.add_parser(
+        "fast-to-sota",
+        help="train, evaluate small, gate, evaluate full, gate, promote",
+        description="Validate the config and data, train every enabled stage (reusing checkpoints "
+        "already in the run folder), evaluate on the val split with cheaper settings, gate "
+        "against the leaderboard's champion, evaluate on the test split, gate again and "
+        "promote the candidate to champion when it passes. Writes <run>/summary.json after "
+        "every step. Exit 0 when every step ran (promoted or not: see the summary), 1 when "
+        "a stage fails while training, 2 on bad input.",
+    )
     p.add_argument("--config", type=Path, required=True, help="YAML config file of the candidate")
-    p.add_argument("--engine", choices=["lightning", "native"], default="lightning", help="training engine "
-                                                                                           "(default lightning)")
-    p.add_argument("--use-lightning", dest="engine", action="store_const", const="lightning",
-                   help="the same as --engine lightning")
-    p.add_argument("--eval-engine", choices=["lightning", "native"], default="lightning",
-                   help="evaluation engine (default lightning)")
-    p.add_argument("--lightning-eval", dest="eval_engine", action="store_const", const="lightning",
-                   help="the same as --eval-engine lightning")
-    p.add_argument("--small-eval-config", type=Path, metavar="E1",
-                   help="YAML with an evaluation: section laid over the small evaluation (default: split val, no report)")
-    p.add_argument("--full-eval-config", type=Path, metavar="E2",
-                   help="YAML with an evaluation: section laid over the full evaluation (default: split test)")
-    p.add_argument("--improvement-metric", metavar="[metric:]NAME",
-                   help="the metric a candidate must lower (default: gates.improvement_metric), e.g. nrmse, "
-                        "corrected_nrmse, burgers1d/nrmse")
+    p.add_argument(
+        "--engine",
+        choices=["lightning", "native"],
+        default="lightning",
+        help="training engine (default lightning)",
+    )
+    p.add_argument(
+        "--use-lightning",
+        dest="engine",
+        action="store_const",
+        const="lightning",
+        help="the same as --engine lightning",
+    )
+    p.add_argument(
+        "--eval-engine",
+        choices=["lightning", "native"],
+        default="lightning",
+        help="evaluation engine (default lightning)",
+    )
+    p.add_argument(
+        "--lightning-eval",
+        dest="eval_engine",
+        action="store_const",
+        const="lightning",
+        help="the same as --eval-engine lightning",
+    )
+    p.add_argument(
+        "--small-eval-config",
+        type=Path,
+        metavar="E1",
+        help="YAML with an evaluation: section laid over the small evaluation "
+        "(default: split val, no report)",
+    )
+    p.add_argument(
+        "--full-eval-config",
+        type=Path,
+        metavar="E2",
+        help="YAML with an evaluation: section laid over the full evaluation (default: split test)",
+    )
+    p.add_argument(
+        "--improvement-metric",
+        metavar="[metric:]NAME",
+        help="the metric a candidate must lower (default: gates.improvement_metric), e.g. nrmse, "
+        "corrected_nrmse, burgers1d/nrmse",
+    )
     p.add_argument("--min-small-delta", type=float, metavar="X", help="default: gates.min_small_delta")
     p.add_argument("--min-full-delta", type=float, metavar="Y", help="default: gates.min_full_delta")
-    p.add_argument("--force-full-eval", action="store_true", help="run the full evaluation even if the small gate fails")
-    p.add_argument("--force-train", action="store_true",
-                   help="train again (the earlier training moves to <run>/superseded/<time>/)")
-    p.add_argument("--redo-small-eval", action="store_true", help="evaluate again even when a result can be reused")
-    p.add_argument("--redo-full-eval", action="store_true", help="evaluate again even when a result can be reused")
-    p.add_argument("--leaderboard", type=Path, help="leaderboard CSV (default: <paths.runs_dir>/leaderboard.csv)")
-    p.add_argument("--run-id", help="run folder <paths.runs_dir>/<ID>; an existing one is continued "
-                                    "(default: <date>-<time>-<6 hex digits>)")
+    p.add_argument(
+        "--force-full-eval", action="store_true", help="run the full evaluation even if the small gate fails"
+    )
+    p.add_argument(
+        "--force-train",
+        action="store_true",
+        help="train again (the earlier training moves to <run>/superseded/<time>/)",
+    )
+    p.add_argument(
+        "--redo-small-eval", action="store_true", help="evaluate again even when a result can be reused"
+    )
+    p.add_argument(
+        "--redo-full-eval", action="store_true", help="evaluate again even when a result can be reused"
+    )
+    p.add_argument(
+        "--leaderboard", type=Path, help="leaderboard CSV (default: <paths.runs_dir>/leaderboard.csv)"
+    )
+    p.add_argument(
+        "--run-id",
+        help="run folder <paths.runs_dir>/<ID>; an existing one is continued "
+        "(default: <date>-<time>-<6 hex digits>)",
+    )
     p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config")
     p.set_defaults(run=_fast_to_sota, command="fast-to-sota")
@@ -55,26 +102,43 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
     from ups.pipeline.fast_to_sota import fast_to_sota
     from ups.pipeline.pipeline import StageFailed
 
-    overrides = list(args.overrides) + ([f"training.devices={args.devices}"] if args.devices is not None else [])
+    overrides = list(args.overrides) + (
+        [f"training.devices={args.devices}"] if args.devices is not None else []
+    )
     cfg = load_config(args.config, overrides)
     if args.run_id is not None and ("/" in args.run_id or args.run_id in ("", ".", "..")):
-        raise UPSError(f"--run-id '{args.run_id}' must be a plain folder name (it goes under {cfg.paths.runs_dir}/).")
+        raise UPSError(
+            f"--run-id '{args.run_id}' must be a plain folder name (it goes under {cfg.paths.runs_dir}/)."
+        )
     wanted = Path(cfg.paths.runs_dir) / args.run_id if args.run_id else None
     with _shared_run_dir(wanted, cfg) as run_dir:
         request = Request(
-            config=args.config, run_dir=Path(run_dir), overrides=overrides, engine=args.engine,
-            eval_engine=args.eval_engine, small_eval_config=args.small_eval_config,
-            full_eval_config=args.full_eval_config, improvement_metric=args.improvement_metric,
-            min_small_delta=args.min_small_delta, min_full_delta=args.min_full_delta,
-            force_full_eval=args.force_full_eval, force_train=args.force_train, redo_small_eval=args.redo_small_eval,
-            redo_full_eval=args.redo_full_eval, leaderboard=args.leaderboard)
+            config=args.config,
+            run_dir=Path(run_dir),
+            overrides=overrides,
+            engine=args.engine,
+            eval_engine=args.eval_engine,
+            small_eval_config=args.small_eval_config,
+            full_eval_config=args.full_eval_config,
+            improvement_metric=args.improvement_metric,
+            min_small_delta=args.min_small_delta,
+            min_full_delta=args.min_full_delta,
+            force_full_eval=args.force_full_eval,
+            force_train=args.force_train,
+            redo_small_eval=args.redo_small_eval,
+            redo_full_eval=args.redo_full_eval,
+            leaderboard=args.leaderboard,
+        )
         try:
             summary = fast_to_sota(request)
         except StageFailed as exc:
-            print(f"ups fast-to-sota: stage {exc.stage} failed: {type(exc.error).__name__}: "
-                  f"{str(exc.error).strip().splitlines()[0] if str(exc.error).strip() else ''}; the summary says "
-                  f"where it stopped: {Path(run_dir) / 'summary.json'} (run the same command again to continue)",
-                  file=sys.stderr)
+            print(
+                f"ups fast-to-sota: stage {exc.stage} failed: {type(exc.error).__name__}: "
+                f"{str(exc.error).strip().splitlines()[0] if str(exc.error).strip() else ''}; "
+                f"the summary says where it stopped: {Path(run_dir) / 'summary.json'} "
+                f"(run the same command again to continue)",
+                file=sys.stderr,
+            )
             return 1
     if summary is None:  # another rank of a multi-device run
         return 0
@@ -93,7 +157,11 @@ def report(data: dict) -> list[str]:
 
     run = RunDir(data["run_dir"])
     trained = data["steps"]["train"].get("stages", {})
-    lines = stage_table([StageRun(stage, run, None, action) for stage, action in trained.items()]) if trained else []
+    lines = (
+        stage_table([StageRun(stage, run, None, action) for stage, action in trained.items()])
+        if trained
+        else []
+    )
     for name, step in data["steps"].items():
         took = f" ({step['duration_s']:.1f} s)" if step.get("duration_s") is not None else ""
         why = f": {step['reason']}" if step.get("reason") else ""
@@ -105,5 +173,7 @@ def report(data: dict) -> list[str]:
         lines += [f"{kind} evaluation {key}: {step[key]}" for key in ("json", "report") if step.get(key)]
     if (data.get("tracking") or {}).get("wandb"):
         lines.append(f"W&B run: {data['tracking']['wandb']['dir']}")
-    lines.append(f"promoted: {'yes' if data['promoted'] else 'no'}; champion: {data['champion_run_id'] or 'none'}")
+    lines.append(
+        f"promoted: {'yes' if data['promoted'] else 'no'}; champion: {data['champion_run_id'] or 'none'}"
+    )
     return lines

@@ -21,8 +21,8 @@ checkpoints, latent cache, subspace fit, loaders), training, validations and che
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 clock = time.monotonic
 
@@ -42,7 +42,7 @@ class Deadline:
     end: float
 
     @classmethod
-    def after(cls, seconds: float, start: float | None = None) -> "Deadline":
+    def after(cls, seconds: float, start: float | None = None) -> Deadline:
         return cls((now() if start is None else start) + seconds)
 
     def remaining(self) -> float:
@@ -51,7 +51,7 @@ class Deadline:
     def passed(self) -> bool:
         return self.remaining() <= 0
 
-    def for_stage(self, stage: str, plan_left: Sequence[str], shares: dict[str, float]) -> "Deadline":
+    def for_stage(self, stage: str, plan_left: Sequence[str], shares: dict[str, float]) -> Deadline:
         """The deadline of ``stage``, the first of ``plan_left`` (the stages still to run, in
         order): its share of the time left, relative to theirs."""
         total = sum(shares.get(name, 1.0) for name in plan_left)
@@ -79,7 +79,7 @@ class StopRule:
 
     def observe_step(self, seconds: float) -> None:
         self.steps.append(seconds)
-        del self.steps[:-self.recent]
+        del self.steps[: -self.recent]
 
     def observe_validation(self, seconds: float) -> None:
         self.validation = seconds
@@ -97,4 +97,6 @@ class StopRule:
     def schedule_seconds(self) -> float:
         """The seconds a learning-rate schedule started now should run over: the time left
         less the final validation and the margin (at least one second)."""
-        return max(1.0, self.deadline.remaining() - (self.validation if self.validates else 0.0) - self.margin)
+        return max(
+            1.0, self.deadline.remaining() - (self.validation if self.validates else 0.0) - self.margin
+        )

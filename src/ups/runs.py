@@ -40,7 +40,7 @@ class RunDir:
         the same second (no folder is reserved, so a command refused later leaves nothing)."""
         return f"{datetime.now().strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(3)}"
 
-    def init(self, cfg: Config) -> "RunDir":
+    def init(self, cfg: Config) -> RunDir:
         """Create the folder; record the config, keeping an earlier different one (a later stage
         or a resume with other settings) as ``config.resolved.<timestamp>.yaml`` beside it."""
         self.root.mkdir(parents=True, exist_ok=True)
@@ -71,7 +71,7 @@ class RunDir:
         """Optimizer steps of the stages before ``stage`` that are done in this run: where
         ``stage``'s logged steps begin on the run's continuous step axis."""
         status = self.status()
-        earlier = (status.get(name, {}) for name in STAGE_NAMES[:STAGE_NAMES.index(stage)])
+        earlier = (status.get(name, {}) for name in STAGE_NAMES[: STAGE_NAMES.index(stage)])
         return sum(int(entry.get("global_step", 0)) for entry in earlier if entry.get("state") == "done")
 
     def status(self) -> dict:

@@ -24,9 +24,9 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 from ups.atomic import atomic_path
 from ups.config import Config, to_dict
@@ -34,7 +34,7 @@ from ups.errors import UPSError
 
 log = logging.getLogger("ups")
 CONTEXT_ENV = "WANDB_CONTEXT_FILE"
-_active: "Tracker | None" = None
+_active: Tracker | None = None
 
 
 def check_tracking(cfg: Config) -> None:
@@ -43,11 +43,15 @@ def check_tracking(cfg: Config) -> None:
     if not w.enabled:
         return
     if importlib.util.find_spec("wandb") is None:
-        raise UPSError("logging.wandb.enabled is true but the wandb package is not installed; install it "
-                       "(`pip install 'ups[tracking]'` or `pip install wandb`) or set logging.wandb.enabled=false.")
+        raise UPSError(
+            "logging.wandb.enabled is true but the wandb package is not installed; install it "
+            "(`pip install 'ups[tracking]'` or `pip install wandb`) or set logging.wandb.enabled=false."
+        )
     if w.mode == "online" and not _has_credentials():
-        raise UPSError("logging.wandb.mode=online but no W&B credentials are configured (WANDB_API_KEY or "
-                       "`wandb login`); log in, or use logging.wandb.mode=offline and `wandb sync` the run later.")
+        raise UPSError(
+            "logging.wandb.mode=online but no W&B credentials are configured (WANDB_API_KEY or "
+            "`wandb login`); log in, or use logging.wandb.mode=offline and `wandb sync` the run later."
+        )
 
 
 def _has_credentials() -> bool:
@@ -61,7 +65,7 @@ def context_file(run_dir: Path) -> Path:
     return Path(os.environ.get(CONTEXT_ENV) or Path(run_dir) / "wandb_context.json")
 
 
-def active() -> "Tracker | None":
+def active() -> Tracker | None:
     """The open W&B run of this process, if any."""
     return _active
 
@@ -92,8 +96,12 @@ class Tracker:
         for task, figures in result.get("per_channel", {}).items():
             for key, per_channel in figures.items():
                 if key != "channels":
-                    values.update({f"eval/{kind}/{task}/{channel}/{key}": value
-                                   for channel, value in zip(figures["channels"], per_channel)})
+                    values.update(
+                        {
+                            f"eval/{kind}/{task}/{channel}/{key}": value
+                            for channel, value in zip(figures["channels"], per_channel)
+                        }
+                    )
         values.update({f"eval/{kind}/{name}": value for name, value in result.get("extra", {}).items()})
         self.run.log(values)
         self.run.summary.update(values)
@@ -126,8 +134,13 @@ def _open(cfg: Config, run_dir: Path):
     w = cfg.logging.wandb
     path = context_file(run_dir)
     context = json.loads(path.read_text()) if path.is_file() else {}
-    if context.get("run_dir") not in (None, str(run_dir.resolve())):  # a context file shared by several run folders
-        log.info("W&B: %s names the run of %s; starting a new W&B run for %s", path, context["run_dir"], run_dir)
+    if context.get("run_dir") not in (
+        None,
+        str(run_dir.resolve()),
+    ):  # a context file shared by several run folders
+        log.info(
+            "W&B: %s names the run of %s; starting a new W&B run for %s", path, context["run_dir"], run_dir
+        )
         context = {}
     if not context.get("run_id"):
         context = {"run_id": secrets.token_hex(6), "project": w.project, "run_dir": str(run_dir.resolve())}
@@ -137,14 +150,24 @@ def _open(cfg: Config, run_dir: Path):
     save_dir = run_dir / "logs"
     save_dir.mkdir(parents=True, exist_ok=True)
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True)
-    run = wandb.init(id=context["run_id"], resume="allow", mode=w.mode, project=w.project, entity=w.entity,
-                     group=w.group, tags=list(w.tags) or None, name=run_dir.name, dir=str(save_dir), settings=settings)
+    run = wandb.init(
+        id=context["run_id"],
+        resume="allow",
+        mode=w.mode,
+        project=w.project,
+        entity=w.entity,
+        group=w.group,
+        tags=list(w.tags) or None,
+        name=run_dir.name,
+        dir=str(save_dir),
+        settings=settings,
+    )
     run.config.update(to_dict(cfg), allow_val_change=True)  # a later stage may run with other settings
     return run
 
 
 @contextmanager
-def tracking(cfg: Config, run_dir: Path, *, rank_zero: bool = True) -> Iterator["Tracker | None"]:
+def tracking(cfg: Config, run_dir: Path, *, rank_zero: bool = True) -> Iterator[Tracker | None]:
     """The W&B run of ``run_dir`` while the block runs (None when W&B is off or on other ranks);
     inside an open one, that one."""
     global _active

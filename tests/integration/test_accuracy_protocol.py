@@ -11,11 +11,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.manual_clock import ManualClock
+from tests.tiny_runs import tiny_burgers_config
 
 import ups.config as config_module
 import ups.pipeline.runner as runner
-from tests.manual_clock import ManualClock
-from tests.tiny_runs import tiny_burgers_config
 from ups import deadline
 from ups.cli import main as ups
 from ups.engines.lightning import StageModule
@@ -23,7 +23,7 @@ from ups.engines.lightning import StageModule
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 import accuracy  # noqa: E402
-from protocol import ResultsFile, TOTALS_TOLERANCE  # noqa: E402
+from protocol import TOTALS_TOLERANCE, ResultsFile  # noqa: E402
 
 BUDGET, STEP, SETUP, LOAD, VAL_BATCH = 20.0, 0.25, 2.0, 1.0, 0.05
 
@@ -40,6 +40,7 @@ def clock(monkeypatch):
         def wrapped(*args, **kwargs):
             fake.advance(seconds)
             return function(*args, **kwargs)
+
         return wrapped
 
     monkeypatch.setattr(config_module, "load_config", costs(LOAD, config_module.load_config))
@@ -102,8 +103,20 @@ def test_a_stage_that_cannot_validate_in_time_is_skipped(tmp_path, clock, monkey
     monkeypatch.setattr(StageModule, "validation_step", lambda self, batch, batch_idx: clock.advance(5.0))
     config = tiny_burgers_config(tmp_path)
     run = tmp_path / "run"
-    assert ups(["pipeline", "--config", str(config), "--run-dir", str(run), "training.time_budget=20",
-                "stages.autoencoder.epochs=1000"]) == 0
+    assert (
+        ups(
+            [
+                "pipeline",
+                "--config",
+                str(config),
+                "--run-dir",
+                str(run),
+                "training.time_budget=20",
+                "stages.autoencoder.epochs=1000",
+            ]
+        )
+        == 0
+    )
     status = json.loads((run / "stage_status.json").read_text())
     assert status["autoencoder"]["state"] == "skipped" and "one validation" in status["autoencoder"]["reason"]
     assert status["operator"]["state"] == "skipped" and "earlier stage" in status["operator"]["reason"]
@@ -128,8 +141,24 @@ def test_the_benchmark_scores_ups_predictions_as_ups_evaluate_does(tmp_path, mon
 
     monkeypatch.setattr(evaluator, "suite", recording)
     prefix = tmp_path / "evaluation"
-    assert ups(["evaluate", "--config", str(config), "--run-dir", str(run), "--split", "test", "--output-prefix",
-                str(prefix), "evaluation.horizon=3", "evaluation.per_sample=true"]) == 0
+    assert (
+        ups(
+            [
+                "evaluate",
+                "--config",
+                str(config),
+                "--run-dir",
+                str(run),
+                "--split",
+                "test",
+                "--output-prefix",
+                str(prefix),
+                "evaluation.horizon=3",
+                "evaluation.per_sample=true",
+            ]
+        )
+        == 0
+    )
     samples = json.loads(prefix.with_name("evaluation.json").read_text())["per_sample"]["burgers"]
     pred = np.concatenate([p for p, _ in seen]).astype(np.float64)
     truth = np.concatenate([t for _, t in seen]).astype(np.float64)
@@ -144,8 +173,23 @@ def test_the_benchmark_scores_ups_predictions_as_ups_evaluate_does(tmp_path, mon
 
 def test_the_native_engine_refuses_a_time_budget(tmp_path, capsys):
     config = tiny_burgers_config(tmp_path)
-    assert ups(["train", "--config", str(config), "--stage", "autoencoder", "--engine", "native", "--run-dir",
-                str(tmp_path / "run"), "training.time_budget=30"]) == 2
+    assert (
+        ups(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--stage",
+                "autoencoder",
+                "--engine",
+                "native",
+                "--run-dir",
+                str(tmp_path / "run"),
+                "training.time_budget=30",
+            ]
+        )
+        == 2
+    )
     assert "training.time_budget is kept by the Lightning engine" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 

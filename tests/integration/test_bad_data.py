@@ -65,14 +65,30 @@ CASES = {  # name -> (writer, fragments of the message)
     "strings": (strings, ["'tensor' has dtype", "expected a real numeric array"]),
     "NaN in a trajectory": (nan_inside, ["tensor[7] (sample 7, shape (6, 16, 1)", "NaN or Inf"]),
     "Inf in a trajectory": (inf_inside, ["tensor[2] (sample 2", "NaN or Inf"]),
-    "x-coordinate length": (lambda p: write_single(p, x=np.linspace(0, 1, 7)),
-                            ["'x-coordinate' has length 7", "expected a 1-D array of length 16"]),
-    "t-coordinate length": (lambda p: write_single(p, t_len=4), ["'t-coordinate' has length 4", "T=6 frames"]),
-    "channels differ across groups": (mixed_channels, ["'0003/data' has shape (6, 16, 12, 1)", "all groups must match"]),
-    "empty file (N = 0)": (lambda p: write_single(p, shape=(0, 6, 16)), ["N=0 trajectories", "no training trajectory"]),
-    "no validation split (N = 1)": (lambda p: write_single(p, shape=(1, 6, 16)), ["N=1 trajectories are too few"]),
-    "trajectories too short for the windows": (lambda p: write_single(p, shape=(10, 4, 16)),
-                                               ["4 frames per trajectory", "needs 5"]),
+    "x-coordinate length": (
+        lambda p: write_single(p, x=np.linspace(0, 1, 7)),
+        ["'x-coordinate' has length 7", "expected a 1-D array of length 16"],
+    ),
+    "t-coordinate length": (
+        lambda p: write_single(p, t_len=4),
+        ["'t-coordinate' has length 4", "T=6 frames"],
+    ),
+    "channels differ across groups": (
+        mixed_channels,
+        ["'0003/data' has shape (6, 16, 12, 1)", "all groups must match"],
+    ),
+    "empty file (N = 0)": (
+        lambda p: write_single(p, shape=(0, 6, 16)),
+        ["N=0 trajectories", "no training trajectory"],
+    ),
+    "no validation split (N = 1)": (
+        lambda p: write_single(p, shape=(1, 6, 16)),
+        ["N=1 trajectories are too few"],
+    ),
+    "trajectories too short for the windows": (
+        lambda p: write_single(p, shape=(10, 4, 16)),
+        ["4 frames per trajectory", "needs 5"],
+    ),
 }
 
 
@@ -84,8 +100,12 @@ def test_a_malformed_data_file_is_refused_before_training_with_nothing_written(t
     path = data / "task.h5"
     if writer is not None:
         writer(path)
-    config = write_config(tmp_path / "c.yaml", data, [{"name": "t", "path": path.name}],
-                          training={"rollout_horizon": 2, "time_stride": 2})
+    config = write_config(
+        tmp_path / "c.yaml",
+        data,
+        [{"name": "t", "path": path.name}],
+        training={"rollout_horizon": 2, "time_stride": 2},
+    )
     run = tmp_path / "run"
     assert main(["pipeline", "--config", str(config), "--run-dir", str(run)]) == 2
     err = capsys.readouterr().err

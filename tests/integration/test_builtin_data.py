@@ -58,12 +58,16 @@ def test_darcy_file_reads_back_as_steady_pairs(builtin_dir):
 
 def test_multigroup_layout_from_the_generator_reads_like_the_single_file(tmp_path):
     single = generate_dataset("burgers1d", tmp_path / "s", seed=4, progress=False, **SMALL).path
-    groups = generate_dataset("burgers1d", tmp_path / "g", seed=4, layout="multigroup", progress=False,
-                              **SMALL).path
+    groups = generate_dataset(
+        "burgers1d", tmp_path / "g", seed=4, layout="multigroup", progress=False, **SMALL
+    ).path
     a, b = PDEBenchFile(single), PDEBenchFile(groups)
     assert b.info.layout == "multigroup"
-    assert (b.info.n_samples, b.info.n_times, b.info.spatial_shape) == (a.info.n_samples, a.info.n_times,
-                                                                        a.info.spatial_shape)
+    assert (b.info.n_samples, b.info.n_times, b.info.spatial_shape) == (
+        a.info.n_samples,
+        a.info.n_times,
+        a.info.spatial_shape,
+    )
     assert b.info.params == pytest.approx(a.info.params)
     np.testing.assert_array_equal(a.trajectory(5), b.trajectory(5))
     np.testing.assert_allclose(a.coordinates(), b.coordinates())
@@ -72,12 +76,20 @@ def test_multigroup_layout_from_the_generator_reads_like_the_single_file(tmp_pat
 
 def test_config_tasks_give_normalised_datasets(builtin_dir, tmp_path):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "paths": {"data_dir": str(builtin_dir)},
-        "data": {"tasks": [{"name": "burgers1d", "path": "1D_Burgers_Sols_Nu0.01.hdf5"},
-                           {"name": "darcy2d", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"}],
-                 "split": {"train": 0.5, "val": 0.25, "test": 0.25}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "paths": {"data_dir": str(builtin_dir)},
+                "data": {
+                    "tasks": [
+                        {"name": "burgers1d", "path": "1D_Burgers_Sols_Nu0.01.hdf5"},
+                        {"name": "darcy2d", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"},
+                    ],
+                    "split": {"train": 0.5, "val": 0.25, "test": 0.25},
+                },
+            }
+        )
+    )
     tasks = load_config_tasks(load_config(config))
     burgers, darcy = tasks
     assert sorted(burgers.split.train + burgers.split.val + burgers.split.test) == list(range(6))
@@ -87,7 +99,9 @@ def test_config_tasks_give_normalised_datasets(builtin_dir, tmp_path):
     pairs = SteadyPairDataset([darcy], "val")
     assert pairs[0]["input"].shape == (32, 32, 1) and pairs[0]["target"].shape == (32, 32, 1)
     text = summary_table(tasks)
-    assert "task burgers1d (transient, single layout)" in text and "task darcy2d (steady, darcy layout)" in text
+    assert (
+        "task burgers1d (transient, single layout)" in text and "task darcy2d (steady, darcy layout)" in text
+    )
     s = burgers.split
     assert f"split   train {len(s.train)} / val {len(s.val)} / test {len(s.test)}" in text
     assert len(s.train) == 3
@@ -104,19 +118,23 @@ def test_cli_generate_then_summary(tmp_path, capsys, monkeypatch):
     assert "--overwrite" in capsys.readouterr().err
 
     assert main(["data", "summary", "--config", "cfg.yaml"]) == 2
-    (tmp_path / "cfg.yaml").write_text("paths: {data_dir: d}\ndata: {tasks: [{name: adv, path: "
-                                       "1D_Advection_Sols_beta0.4.hdf5}]}\n")
+    (tmp_path / "cfg.yaml").write_text(
+        "paths: {data_dir: d}\ndata: {tasks: [{name: adv, path: 1D_Advection_Sols_beta0.4.hdf5}]}\n"
+    )
     assert main(["data", "summary", "--config", "cfg.yaml"]) == 0
     out = capsys.readouterr().out
     assert "task adv (transient, single layout)" in out and "params  beta=0.4" in out
     assert out.strip().splitlines()[-1].startswith("data: 1 task(s) under ")
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--param", "nu"], "NAME=NUMBER"),
-    (["--param", "mu=0.1"], "mu"),
-    (["--n", "0"], "n"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--param", "nu"], "NAME=NUMBER"),
+        (["--param", "mu=0.1"], "mu"),
+        (["--n", "0"], "n"),
+    ],
+)
 def test_cli_generate_rejects_bad_arguments_and_writes_nothing(tmp_path, capsys, args, needle):
     out = tmp_path / "d"
     assert main(["data", "generate", "burgers1d", "--out", str(out), "--quiet", *args]) == 2

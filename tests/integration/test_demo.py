@@ -23,13 +23,30 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsy
     generate_dataset("burgers1d", data, params={"nu": 0.01}, progress=False)
     generate_dataset("darcy2d", data, params={"beta": 1.0}, progress=False)
     run = tmp_path / "run"
-    assert main(["pipeline", "--config", str(REPO / "configs" / "demo.yaml"), "--run-dir", str(run),
-                 f"paths.data_dir={data}", f"training.latent_cache_dir={tmp_path / 'cache'}"]) == 0
+    assert (
+        main(
+            [
+                "pipeline",
+                "--config",
+                str(REPO / "configs" / "demo.yaml"),
+                "--run-dir",
+                str(run),
+                f"paths.data_dir={data}",
+                f"training.latent_cache_dir={tmp_path / 'cache'}",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert out[-1] == f"run: {run}"
-    assert out[-2] == f"evaluation report: {run / 'evaluation' / 'test-h10.html'}"  # evaluation.after_pipeline
+    assert (
+        out[-2] == f"evaluation report: {run / 'evaluation' / 'test-h10.html'}"
+    )  # evaluation.after_pipeline
     evaluation = json.loads((run / "evaluation" / "test-h10.json").read_text())
-    assert evaluation["horizon"] == 10 and evaluation["metrics"]["nrmse"] > evaluation["metrics"]["one_step_nrmse"]
+    assert (
+        evaluation["horizon"] == 10
+        and evaluation["metrics"]["nrmse"] > evaluation["metrics"]["one_step_nrmse"]
+    )
 
     status = json.loads((run / "stage_status.json").read_text())
     best = {}
@@ -44,7 +61,9 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsy
     assert student["val/nrmse"] <= 1.10 * student["val/teacher_nrmse"]  # the distillation goal, in accuracy
     assert best["diff_residual"]["val/crps"] > 0 and best["diff_residual"]["val/spread_skill"] > 0
     steady = best["steady_prior"]
-    assert steady["val/reconstruction_nrmse"] <= min(steady["val/nrmse"], steady["val/regression_nrmse"]) * 1.05
+    assert (
+        steady["val/reconstruction_nrmse"] <= min(steady["val/nrmse"], steady["val/regression_nrmse"]) * 1.05
+    )
 
 
 def _val_rows(path: Path):
@@ -61,16 +80,34 @@ def test_fast_to_sota_on_the_demo_config_promotes_then_gates(tmp_path):
     data, runs = tmp_path / "data", tmp_path / "runs"
     generate_dataset("burgers1d", data, params={"nu": 0.01}, progress=False)
     generate_dataset("darcy2d", data, params={"beta": 1.0}, progress=False)
-    where = [f"paths.data_dir={data}", f"paths.runs_dir={runs}", f"training.latent_cache_dir={tmp_path / 'cache'}"]
+    where = [
+        f"paths.data_dir={data}",
+        f"paths.runs_dir={runs}",
+        f"training.latent_cache_dir={tmp_path / 'cache'}",
+    ]
     weak = [f"stages.{stage}.epochs=1" for stage in STAGES]
 
     def fast(run_id, *args):
-        assert main(["fast-to-sota", "--config", str(REPO / "configs" / "demo.yaml"), "--run-id", run_id,
-                     *args, *where]) == 0
+        assert (
+            main(
+                [
+                    "fast-to-sota",
+                    "--config",
+                    str(REPO / "configs" / "demo.yaml"),
+                    "--run-id",
+                    run_id,
+                    *args,
+                    *where,
+                ]
+            )
+            == 0
+        )
         return json.loads((runs / run_id / "summary.json").read_text())
 
     first = fast("first", "logging.wandb.enabled=true")
-    assert first["promoted"] and first["gates"]["small"]["provisional"] and first["gates"]["full"]["provisional"]
+    assert (
+        first["promoted"] and first["gates"]["small"]["provisional"] and first["gates"]["full"]["provisional"]
+    )
     assert first["gates"]["full"]["candidate"] < 0.5  # the demo's test-split rollout nRMSE (about 0.10)
     assert len(list((runs / "first" / "logs" / "wandb").glob("offline-run-*"))) == 1
 
@@ -82,5 +119,8 @@ def test_fast_to_sota_on_the_demo_config_promotes_then_gates(tmp_path):
     assert set(forced["gates"]) == {"small", "full"} and not forced["gates"]["full"]["passed"]
     assert not forced["promoted"] and forced["champion_run_id"] == "first"
     for summary in (first, short, forced):
-        print(summary["run_id"], {k: (g["candidate"], g["baseline"], g["passed"]) for k, g in summary["gates"].items()},
-              {name: step.get("duration_s") for name, step in summary["steps"].items()})
+        print(
+            summary["run_id"],
+            {k: (g["candidate"], g["baseline"], g["passed"]) for k, g in summary["gates"].items()},
+            {name: step.get("duration_s") for name, step in summary["steps"].items()},
+        )

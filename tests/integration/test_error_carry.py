@@ -8,8 +8,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-
 from tests.tiny_runs import tiny_burgers_config
+
 from ups.cli import main as ups
 from ups.config import load_config
 from ups.eval.run import EvaluationRequest, build_evaluator, checkpoints_of
@@ -29,7 +29,9 @@ def trained(tmp_path_factory):
 
 def operator_of(trained, *overrides):
     config, run = trained
-    return build_evaluator(load_config(config, list(overrides)), checkpoints_of(EvaluationRequest(run_dir=run))).operator
+    return build_evaluator(
+        load_config(config, list(overrides)), checkpoints_of(EvaluationRequest(run_dir=run))
+    ).operator
 
 
 def train_errors(op, stride=1):
@@ -64,7 +66,9 @@ def test_the_carry_is_the_least_squares_factor_of_the_next_frames_error(trained)
     def residual(factor):
         return sum(float((e[1:] - factor * e[:-1]).double().pow(2).sum()) for e, _ in errors)
 
-    assert residual(rho) <= min(residual(0.0), residual(1.0), residual(rho * 0.9), residual(min(1.0, rho * 1.1)))
+    assert residual(rho) <= min(
+        residual(0.0), residual(1.0), residual(rho * 0.9), residual(min(1.0, rho * 1.1))
+    )
 
 
 def test_decoding_carries_the_known_frames_error_and_is_persistence_for_a_still_operator(trained):
@@ -82,7 +86,9 @@ def test_decoding_carries_the_known_frames_error_and_is_persistence_for_a_still_
         physical_u0 = denormalize(op.normalizers, batch["task_names"], u0)
         op._carry = torch.ones_like(op.error_carry())  # an error that never changes: all of it is carried
         still = op.decoder_for(batch, z0, u0, coords)(z0, 3)
-    torch.testing.assert_close(still, physical_u0, rtol=1e-5, atol=1e-6)  # the untrained identity: persistence
+    torch.testing.assert_close(
+        still, physical_u0, rtol=1e-5, atol=1e-6
+    )  # the untrained identity: persistence
     rho = float(operator_of(trained).error_carry()[0, 2, 0])
     torch.testing.assert_close(decode(z0, 2), plain + rho * (physical_u0 - plain), rtol=1e-4, atol=1e-5)
     with torch.no_grad():
@@ -103,9 +109,25 @@ def test_a_subspace_that_decodes_validation_frames_worse_is_dropped(tmp_path, mo
 
     monkeypatch.setattr(operator_stage.OperatorStage, "subspace_cost", costly)
     with caplog.at_level(logging.WARNING, logger="ups.stages.operator"):
-        assert ups(["train", "--config", str(config), "--stage", "operator", "--run-dir", str(run),
-                    "operator.subspace_dim=8"]) == 0
-    assert "error is 1.50x that of the full latents (more than 1.05x)" in caplog.text and "not used" in caplog.text
+        assert (
+            ups(
+                [
+                    "train",
+                    "--config",
+                    str(config),
+                    "--stage",
+                    "operator",
+                    "--run-dir",
+                    str(run),
+                    "operator.subspace_dim=8",
+                ]
+            )
+            == 0
+        )
+    assert (
+        "error is 1.50x that of the full latents (more than 1.05x)" in caplog.text
+        and "not used" in caplog.text
+    )
     assert len(seen) == 1 and np.isfinite(seen[0]) and seen[0] > 0.5  # the real measurement ran
     op = operator_of((config, run), "operator.subspace_dim=8")
     assert not op.model.operator._subspace_ready and not bool(op.model.operator.subspace_fitted)
@@ -118,7 +140,20 @@ def test_a_subspace_that_decodes_within_tolerance_is_kept(tmp_path, monkeypatch)
     run = tmp_path / "run"
     assert ups(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(run)]) == 0
     monkeypatch.setattr(operator_stage.OperatorStage, "subspace_cost", lambda self, device: 1.01)
-    assert ups(["train", "--config", str(config), "--stage", "operator", "--run-dir", str(run),
-                "operator.subspace_dim=8"]) == 0
+    assert (
+        ups(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--stage",
+                "operator",
+                "--run-dir",
+                str(run),
+                "operator.subspace_dim=8",
+            ]
+        )
+        == 0
+    )
     op = operator_of((config, run), "operator.subspace_dim=8")
     assert op.model.operator._subspace_ready

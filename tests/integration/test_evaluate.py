@@ -39,16 +39,34 @@ def evaluate(config, *args) -> dict:
 
 def test_lightning_and_native_write_the_same_numbers(trained, tmp_path):
     config, run = trained
-    results = {engine: evaluate(config, "--run-dir", str(run), "--engine", engine,
-                                "--output-prefix", str(tmp_path / engine)) for engine in ("lightning", "native")}
+    results = {
+        engine: evaluate(
+            config, "--run-dir", str(run), "--engine", engine, "--output-prefix", str(tmp_path / engine)
+        )
+        for engine in ("lightning", "native")
+    }
     lit, nat = results["lightning"], results["native"]
     assert lit["metrics"].keys() == nat["metrics"].keys()
     for key, value in lit["metrics"].items():
         assert nat["metrics"][key] == pytest.approx(value, rel=1e-6, abs=1e-12), key
     for curve in ("operator", "corrected"):
         assert lit["rollout"][curve] == pytest.approx(nat["rollout"][curve], rel=1e-6)
-    expected = {"nrmse", "rmse", "max_error", "crmse", "brmse", "frmse_low", "frmse_mid", "frmse_high",
-                "correlation_time", "one_step_nrmse", "corrected_nrmse", "crps", "spread_skill", "steady_nrmse"}
+    expected = {
+        "nrmse",
+        "rmse",
+        "max_error",
+        "crmse",
+        "brmse",
+        "frmse_low",
+        "frmse_mid",
+        "frmse_high",
+        "correlation_time",
+        "one_step_nrmse",
+        "corrected_nrmse",
+        "crps",
+        "spread_skill",
+        "steady_nrmse",
+    }
     assert expected <= lit["metrics"].keys()
     assert {"burgers", "darcy"} <= lit["per_task"].keys() and "steady_nrmse" in lit["per_task"]["darcy"]
     assert len(lit["rollout"]["operator"]) == lit["horizon"] == 5  # 11 frames at stride 2, from frame 0
@@ -62,19 +80,34 @@ def test_compiled_and_ddp_checkpoints_evaluate_like_the_plain_one(trained, tmp_p
     status = json.loads((run / "stage_status.json").read_text())
     plain = Path(status["operator"]["best_path"])
     ckpt = torch.load(plain, weights_only=True)
-    ckpt["state_dict"] = {wrap + k[len("model."):]: v for k, v in ckpt["state_dict"].items()}
+    ckpt["state_dict"] = {wrap + k[len("model.") :]: v for k, v in ckpt["state_dict"].items()}
     wrapped = tmp_path / "run" / "checkpoints" / "operator" / "wrapped.ckpt"
     wrapped.parent.mkdir(parents=True)
     torch.save(ckpt, wrapped)
-    a = evaluate(config, "--checkpoint", str(plain), "--engine", "native", "--output-prefix", str(tmp_path / "a"))
-    b = evaluate(config, "--checkpoint", str(wrapped), "--engine", "native", "--output-prefix", str(tmp_path / "b"))
+    a = evaluate(
+        config, "--checkpoint", str(plain), "--engine", "native", "--output-prefix", str(tmp_path / "a")
+    )
+    b = evaluate(
+        config, "--checkpoint", str(wrapped), "--engine", "native", "--output-prefix", str(tmp_path / "b")
+    )
     assert a["metrics"] == pytest.approx(b["metrics"], rel=1e-12)
 
 
 def test_a_checkpoint_of_another_architecture_is_refused(trained, tmp_path, capsys):
     config, run = trained
-    code = main(["evaluate", "--config", str(config), "--run-dir", str(run), "--output-prefix", str(tmp_path / "x"),
-                 "latent.dim=8", "operator.heads=2"])
+    code = main(
+        [
+            "evaluate",
+            "--config",
+            str(config),
+            "--run-dir",
+            str(run),
+            "--output-prefix",
+            str(tmp_path / "x"),
+            "latent.dim=8",
+            "operator.heads=2",
+        ]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert "does not fit" in err and "shape differences" in err and "vs model" in err
@@ -83,25 +116,57 @@ def test_a_checkpoint_of_another_architecture_is_refused(trained, tmp_path, caps
 
 def test_zero_shot_resolution_decodes_at_n_points_against_the_regenerated_truth(trained, tmp_path):
     config, run = trained
-    native = evaluate(config, "--run-dir", str(run), "--engine", "native", "--output-prefix", str(tmp_path / "32"))
-    finer = evaluate(config, "--run-dir", str(run), "--engine", "native", "--resolution", "64",
-                     "--output-prefix", str(tmp_path / "64"))
+    native = evaluate(
+        config, "--run-dir", str(run), "--engine", "native", "--output-prefix", str(tmp_path / "32")
+    )
+    finer = evaluate(
+        config,
+        "--run-dir",
+        str(run),
+        "--engine",
+        "native",
+        "--resolution",
+        "64",
+        "--output-prefix",
+        str(tmp_path / "64"),
+    )
     assert finer["resolution"] == 64
     regenerated = Path(load_config(config).paths.data_dir) / "reference"
     assert list(regenerated.rglob("1D_Burgers_Sols_Nu0.01.hdf5"))  # the truth at 64 points, regenerated
     # the same model decoded at twice the points keeps its accuracy on the regenerated truth
     assert finer["metrics"]["nrmse"] == pytest.approx(native["metrics"]["nrmse"], rel=0.25)
-    same = evaluate(config, "--run-dir", str(run), "--engine", "native", "--resolution", "32",
-                    "--output-prefix", str(tmp_path / "same"))
-    assert same["metrics"]["nrmse"] == pytest.approx(native["metrics"]["nrmse"], rel=1e-6)  # the stored grid itself
+    same = evaluate(
+        config,
+        "--run-dir",
+        str(run),
+        "--engine",
+        "native",
+        "--resolution",
+        "32",
+        "--output-prefix",
+        str(tmp_path / "same"),
+    )
+    assert same["metrics"]["nrmse"] == pytest.approx(
+        native["metrics"]["nrmse"], rel=1e-6
+    )  # the stored grid itself
 
 
 def test_a_native_checkpoint_evaluates_the_same_in_either_engine(trained, tmp_path):
     config, run = trained
     cfg = load_config(config, ["stages.operator.epochs=1"])
     done = train_stage(cfg, "operator", tmp_path / "native-run", engine="native", from_run=run).result
-    results = [evaluate(config, "--checkpoint", str(done.best_path), "--engine", engine,
-                        "--output-prefix", str(tmp_path / engine)) for engine in ("lightning", "native")]
+    results = [
+        evaluate(
+            config,
+            "--checkpoint",
+            str(done.best_path),
+            "--engine",
+            engine,
+            "--output-prefix",
+            str(tmp_path / engine),
+        )
+        for engine in ("lightning", "native")
+    ]
     assert results[0]["metrics"] == pytest.approx(results[1]["metrics"], rel=1e-6)
 
 
@@ -110,16 +175,43 @@ def test_the_leaderboard_and_the_report_escape_what_users_type(trained, tmp_path
     label = "<script>alert(1)</script>"
     board = tmp_path / "board.csv"
     for engine in ("native", "lightning"):
-        assert main(["evaluate", "--config", str(config), "--run-dir", str(run), "--engine", engine, "--label", label,
-                     "--tag", "team=<b>x</b>", "--leaderboard", str(board), "--output-prefix",
-                     str(tmp_path / engine), "--role", "baseline"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--config",
+                    str(config),
+                    "--run-dir",
+                    str(run),
+                    "--engine",
+                    engine,
+                    "--label",
+                    label,
+                    "--tag",
+                    "team=<b>x</b>",
+                    "--leaderboard",
+                    str(board),
+                    "--output-prefix",
+                    str(tmp_path / engine),
+                    "--role",
+                    "baseline",
+                ]
+            )
+            == 0
+        )
     rows = list(csv.DictReader(open(board)))
     assert [r["label"] for r in rows] == [label, label] and rows[0]["tag:team"] == "<b>x</b>"
-    assert [(r["run_id"], r["role"], r["tasks"]) for r in rows] == [(run.name, "baseline", "burgers,darcy")] * 2
+    assert [(r["run_id"], r["role"], r["tasks"]) for r in rows] == [
+        (run.name, "baseline", "burgers,darcy")
+    ] * 2
     assert float(rows[0]["nrmse"]) == pytest.approx(float(rows[1]["nrmse"]), rel=1e-6)
     for page in (board.with_suffix(".html"), tmp_path / "native.html"):
         text = page.read_text()
-        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and "<script>" not in text and "<b>x</b>" not in text
+        assert (
+            "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+            and "<script>" not in text
+            and "<b>x</b>" not in text
+        )
 
 
 def test_context_frames_start_the_rollout_after_the_context_and_score_only_later_frames(trained, tmp_path):
@@ -128,13 +220,24 @@ def test_context_frames_start_the_rollout_after_the_context_and_score_only_later
 
     config, run = trained
     board = tmp_path / "board.csv"
-    plain = evaluate(config, "--run-dir", str(run), "--output-prefix", str(tmp_path / "plain"),
-                     "--leaderboard", str(board))
-    context = evaluate(config, "--run-dir", str(run), "--output-prefix", str(tmp_path / "context"),
-                       "--leaderboard", str(board), "evaluation.context_frames=3")
+    plain = evaluate(
+        config, "--run-dir", str(run), "--output-prefix", str(tmp_path / "plain"), "--leaderboard", str(board)
+    )
+    context = evaluate(
+        config,
+        "--run-dir",
+        str(run),
+        "--output-prefix",
+        str(tmp_path / "context"),
+        "--leaderboard",
+        str(board),
+        "evaluation.context_frames=3",
+    )
     # 11 frames at stride 2: frames 0, 2, 4 are context; the rollout from frame 4 scores 6, 8, 10
     assert (plain["horizon"], plain["context_frames"]) == (5, None)
-    assert (context["horizon"], context["context_frames"]) == (3, 3) and len(context["rollout"]["operator"]) == 3
+    assert (context["horizon"], context["context_frames"]) == (3, 3) and len(
+        context["rollout"]["operator"]
+    ) == 3
     assert context["metrics"]["one_step_nrmse"] != pytest.approx(plain["metrics"]["one_step_nrmse"])
     rows = list(csv.DictReader(board.open()))
     assert [row["context_frames"] for row in rows] == ["", "3"]
@@ -146,6 +249,16 @@ def test_context_frames_start_the_rollout_after_the_context_and_score_only_later
     assert len(windows) == 2 and torch.equal(windows[0]["window"], torch.from_numpy(expected))
     with pytest.raises(Exception, match=r"from frame 4 \(the last of evaluation.context_frames\) needs 13"):
         WindowDataset(burgers, "test", 4, 2, start=4)
-    code = main(["evaluate", "--config", str(config), "--run-dir", str(run), "--output-prefix",
-                 str(tmp_path / "none"), "evaluation.context_frames=6"])  # frame 10 is the last: nothing after it
+    code = main(
+        [
+            "evaluate",
+            "--config",
+            str(config),
+            "--run-dir",
+            str(run),
+            "--output-prefix",
+            str(tmp_path / "none"),
+            "evaluation.context_frames=6",
+        ]
+    )  # frame 10 is the last: nothing after it
     assert code == 2 and not (tmp_path / "none.json").exists()

@@ -27,20 +27,39 @@ from tiny_runs import generative_overrides, tiny_five_stage_config  # noqa: E402
 pytestmark = pytest.mark.slow
 
 STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
-SETTINGS = ["training.batch_size=4", "checkpoint.every_n_steps=2", "stages.autoencoder.epochs=2",
-            "stages.operator.epochs=3", "stages.diff_residual.epochs=2", "stages.consistency_distill.epochs=2",
-            "stages.steady_prior.epochs=2"]
+SETTINGS = [
+    "training.batch_size=4",
+    "checkpoint.every_n_steps=2",
+    "stages.autoencoder.epochs=2",
+    "stages.operator.epochs=3",
+    "stages.diff_residual.epochs=2",
+    "stages.consistency_distill.epochs=2",
+    "stages.steady_prior.epochs=2",
+]
 TOLERANCE = 0.05  # the bound on the final val/nrmse of each stage, relative
 
 
 def run_pipeline(config: Path, run: Path, log: Path, point: str, *resume: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(TESTS / "fault_injection.py"), str(log), point, "--", "pipeline",
-               "--config", str(config), "--run-dir", str(run), *resume]
+    command = [
+        sys.executable,
+        str(TESTS / "fault_injection.py"),
+        str(log),
+        point,
+        "--",
+        "pipeline",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(run),
+        *resume,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
 def states(run: Path) -> dict[str, str]:
-    return {name: entry["state"] for name, entry in json.loads((run / "stage_status.json").read_text()).items()}
+    return {
+        name: entry["state"] for name, entry in json.loads((run / "stage_status.json").read_text()).items()
+    }
 
 
 def batches(log: Path) -> Counter:
@@ -71,10 +90,12 @@ def test_a_pipeline_killed_four_times_ends_where_an_uninterrupted_one_ends(confi
     run = tmp_path / "killed"
     # (where it dies, the stage it dies in, the stages done before, whether it dies before the stage's
     #  first checkpoint); each line resumes the run the line before killed
-    kills = [("batch:autoencoder:2", "autoencoder", (), True),
-             ("batch:operator:12", "operator", ("autoencoder",), False),
-             ("checkpoint-write:diff_residual:3", "diff_residual", ("autoencoder", "operator"), False),
-             ("after-done:diff_residual", None, ("autoencoder", "operator", "diff_residual"), False)]
+    kills = [
+        ("batch:autoencoder:2", "autoencoder", (), True),
+        ("batch:operator:12", "operator", ("autoencoder",), False),
+        ("checkpoint-write:diff_residual:3", "diff_residual", ("autoencoder", "operator"), False),
+        ("after-done:diff_residual", None, ("autoencoder", "operator", "diff_residual"), False),
+    ]
     resumed_from: dict[str, int] = {}  # batches behind the checkpoint each killed stage resumes from
     kept: dict[Path, bytes] = {}
     for attempt, (point, dying, done, before_first_checkpoint) in enumerate(kills):
@@ -82,7 +103,9 @@ def test_a_pipeline_killed_four_times_ends_where_an_uninterrupted_one_ends(confi
         proc = run_pipeline(config, run, log, point, *(["--resume"] if attempt else []))
         assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL
         # stage_status.json tells the truth: done, running (where it died) and pending stages
-        expected = {name: "done" if name in done else "running" if name == dying else "pending" for name in STAGES}
+        expected = {
+            name: "done" if name in done else "running" if name == dying else "pending" for name in STAGES
+        }
         assert states(run) == expected
         # every checkpoint on disk is whole; the stages done earlier were not touched again
         files = checkpoint_files(run)
@@ -115,8 +138,10 @@ def test_a_pipeline_killed_four_times_ends_where_an_uninterrupted_one_ends(confi
     assert {p: b for p, b in checkpoint_files(run).items() if p in kept} == kept
 
     ours, theirs = (json.loads((r / "stage_status.json").read_text()) for r in (run, reference))
-    gaps = {name: abs(ours[name]["best_score"] - theirs[name]["best_score"]) / theirs[name]["best_score"]
-            for name in STAGES}
+    gaps = {
+        name: abs(ours[name]["best_score"] - theirs[name]["best_score"]) / theirs[name]["best_score"]
+        for name in STAGES
+    }
     print("final val/nrmse, relative difference to the uninterrupted run:", gaps)
     assert max(gaps.values()) <= TOLERANCE, gaps
     assert all(ours[name]["global_step"] == theirs[name]["global_step"] for name in STAGES)

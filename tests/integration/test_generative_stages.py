@@ -25,8 +25,16 @@ from tiny_runs import BURGERS_AND_DARCY, generative_overrides, tiny_data, write_
 TASKS = BURGERS_AND_DARCY
 GENERATIVE = generative_overrides(steps_infer=4, val_samples=3)
 VAL_KEYS = {
-    "diff_residual": {"val/nrmse", "val/operator_nrmse", "val/ensemble_nrmse", "val/crps", "val/spread_skill",
-                      "val/rollout_nrmse", "val/operator_rollout_nrmse", "val/burgers/crps"},
+    "diff_residual": {
+        "val/nrmse",
+        "val/operator_nrmse",
+        "val/ensemble_nrmse",
+        "val/crps",
+        "val/spread_skill",
+        "val/rollout_nrmse",
+        "val/operator_rollout_nrmse",
+        "val/burgers/crps",
+    },
     "consistency_distill": {"val/nrmse", "val/teacher_nrmse", "val/operator_nrmse", "val/speedup"},
     "steady_prior": {"val/nrmse", "val/regression_nrmse", "val/reconstruction_nrmse", "val/darcy/nrmse"},
 }
@@ -46,8 +54,10 @@ def upstream(tmp_path_factory):
 @pytest.mark.parametrize("stage", ["diff_residual", "consistency_distill", "steady_prior"])
 def test_stage_trains_an_epoch_on_both_engines_with_the_same_numbers(upstream, tmp_path, stage):
     cfg, run = upstream
-    results = {engine: train_stage(cfg, stage, tmp_path / engine, engine=engine, from_run=run).result
-               for engine in ("lightning", "native")}
+    results = {
+        engine: train_stage(cfg, stage, tmp_path / engine, engine=engine, from_run=run).result
+        for engine in ("lightning", "native")
+    }
     lit, nat = results["lightning"], results["native"]
     assert len(lit.train_losses) == len(nat.train_losses) > 0
     assert nat.train_losses == pytest.approx(lit.train_losses, rel=1e-5)
@@ -77,7 +87,9 @@ def test_a_stage_without_its_upstream_checkpoint_fails_before_training(upstream,
 
 def test_a_mismatched_upstream_checkpoint_fails_before_training(upstream, tmp_path):
     cfg, run = upstream
-    other = dataclasses.replace(cfg, diffusion=dataclasses.replace(cfg.diffusion, hidden=32))  # a wider corrector
+    other = dataclasses.replace(
+        cfg, diffusion=dataclasses.replace(cfg.diffusion, hidden=32)
+    )  # a wider corrector
     with pytest.raises(CheckpointError, match="diff_residual checkpoint does not fit"):
         train_stage(other, "consistency_distill", tmp_path / "x", engine="native", from_run=run)
     assert not (tmp_path / "x").exists()
@@ -141,7 +153,9 @@ def test_the_steady_prior_trains_on_pairs_transposed_at_random(upstream):
 
     cfg, run = upstream
     stage = build_stage(cfg, "steady_prior", RunDir(run))
-    assert stage.transposed_names == {"darcy"}  # the built-in Darcy on a 16 x 16 grid: symmetric under x <-> y
+    assert stage.transposed_names == {
+        "darcy"
+    }  # the built-in Darcy on a 16 x 16 grid: symmetric under x <-> y
     pairs = stage.train_dataset()
     batch = stage.collate([pairs[i] for i in range(len(pairs))])
     state = stage.generator.get_state()
@@ -149,7 +163,8 @@ def test_the_steady_prior_trains_on_pairs_transposed_at_random(upstream):
     # the same loss from the pairs transposed by hand with the same draw, the stage's own transposes off
     stage.generator.set_state(state)
     a, u = transpose_half([batch["input"], batch["target"]], stage.generator)
-    assert not torch.equal(u, batch["target"]) and torch.equal(a[0], batch["input"][0].transpose(0, 1)) == \
-        torch.equal(u[0], batch["target"][0].transpose(0, 1))
+    assert not torch.equal(u, batch["target"]) and torch.equal(
+        a[0], batch["input"][0].transpose(0, 1)
+    ) == torch.equal(u[0], batch["target"][0].transpose(0, 1))
     stage.transposed_names = set()
     assert torch.equal(stage.training_loss({**batch, "input": a, "target": u})["loss"], loss)

@@ -20,7 +20,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import BURGERS, tiny_burgers_config, write_config  # noqa: E402
 
 
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """(config path, run folder with a trained autoencoder)."""
@@ -40,8 +39,13 @@ def operator_losses(config, ae_run, run_dir, *overrides) -> list[float]:
 def test_cache_on_and_off_give_the_same_training_losses(trained, tmp_path, dtype, rel):
     config, ae_run = trained
     on_the_fly = operator_losses(config, ae_run, tmp_path / "off")
-    cached = operator_losses(config, ae_run, tmp_path / "on", f"training.latent_cache_dir={tmp_path / 'cache'}",
-                             f"training.latent_cache_dtype={dtype}")
+    cached = operator_losses(
+        config,
+        ae_run,
+        tmp_path / "on",
+        f"training.latent_cache_dir={tmp_path / 'cache'}",
+        f"training.latent_cache_dtype={dtype}",
+    )
     assert len(cached) == len(on_the_fly) == 2 * 2
     # float32: bit-identical on this machine's kernels; the tolerance only allows batched CPU
     # kernels to sum in another order elsewhere. float16: its rounding (about 2e-4 measured).
@@ -50,8 +54,7 @@ def test_cache_on_and_off_give_the_same_training_losses(trained, tmp_path, dtype
         assert cached != pytest.approx(on_the_fly, rel=1e-7, abs=0)  # the cache did round
 
 
-def test_the_operator_subspace_is_fitted_from_the_cache_as_on_the_fly_and_saved(trained, tmp_path,
-                                                                                 caplog):
+def test_the_operator_subspace_is_fitted_from_the_cache_as_on_the_fly_and_saved(trained, tmp_path, caplog):
     config, ae_run = trained
     caplog.set_level(logging.INFO, logger="ups.stages.operator")
     fits = {}
@@ -84,7 +87,11 @@ def test_corrupt_entries_are_reencoded_and_training_continues(trained, tmp_path,
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="ups"):
             losses = operator_losses(config, ae_run, tmp_path / damage, f"training.latent_cache_dir={cache}")
-        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "corrupt" in r.getMessage()]
+        warnings = [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelno == logging.WARNING and "corrupt" in r.getMessage()
+        ]
         assert len(warnings) == 1 and entry.name in warnings[0]
         assert losses == pytest.approx(reference, rel=1e-6)
         data = bytearray(entry.read_bytes())
@@ -93,17 +100,52 @@ def test_corrupt_entries_are_reencoded_and_training_continues(trained, tmp_path,
 def test_cache_commands_build_info_clear_and_miss_after_retraining(trained, tmp_path, capsys):
     config, ae_run = trained
     cache = tmp_path / "cache"
-    build = ["cache", "build", "--config", str(config), "--run-dir", str(ae_run), f"training.latent_cache_dir={cache}"]
+    build = [
+        "cache",
+        "build",
+        "--config",
+        str(config),
+        "--run-dir",
+        str(ae_run),
+        f"training.latent_cache_dir={cache}",
+    ]
     assert main(build) == 0
     assert "burgers: built, [8, 11, 4, 16] float16" in capsys.readouterr().out
     assert main(build) == 0
     assert "burgers: hit" in capsys.readouterr().out
     # another autoencoder (other seed) encodes differently: a miss, never the old latents
     retrained = tmp_path / "retrained"
-    assert main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(retrained), "seed=1"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--stage",
+                "autoencoder",
+                "--run-dir",
+                str(retrained),
+                "seed=1",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["cache", "build", "--config", str(config), "--run-dir", str(retrained),
-                 f"training.latent_cache_dir={cache}", "seed=1"]) == 0
+    assert (
+        main(
+            [
+                "cache",
+                "build",
+                "--config",
+                str(config),
+                "--run-dir",
+                str(retrained),
+                f"training.latent_cache_dir={cache}",
+                "seed=1",
+            ]
+        )
+        == 0
+    )
     assert "burgers: built" in capsys.readouterr().out
     assert main(["cache", "info", "--dir", str(cache)]) == 0
     info = capsys.readouterr().out
@@ -115,13 +157,19 @@ def test_cache_commands_build_info_clear_and_miss_after_retraining(trained, tmp_
 
 def test_a_rewritten_data_file_is_a_miss(tmp_path, capsys):
     generate_dataset("burgers1d", tmp_path / "data", n=8, nx=32, nt=11, seed=0, progress=False)
-    config = write_config(tmp_path / "tiny.yaml", tmp_path / "data", BURGERS,
-                          training={"latent_cache_dir": str(tmp_path / "cache")})
+    config = write_config(
+        tmp_path / "tiny.yaml",
+        tmp_path / "data",
+        BURGERS,
+        training={"latent_cache_dir": str(tmp_path / "cache")},
+    )
     run = tmp_path / "run"
     assert main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(run)]) == 0
     build = ["cache", "build", "--config", str(config), "--run-dir", str(run)]
     assert main(build) == 0
-    generate_dataset("burgers1d", tmp_path / "data", n=8, nx=32, nt=11, seed=5, progress=False, overwrite=True)
+    generate_dataset(
+        "burgers1d", tmp_path / "data", n=8, nx=32, nt=11, seed=5, progress=False, overwrite=True
+    )
     capsys.readouterr()
     assert main(build) == 0
     assert "burgers: built" in capsys.readouterr().out

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tests.tiny_runs import tiny_burgers_config
+
 from ups.cli import main as ups
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -41,7 +41,9 @@ def test_a_trial_trains_only_the_operator_on_the_runs_autoencoder(tmp_path):
     assert sorted(p.name for p in base.rglob("*")) == before  # the benchmark's run is untouched
     autoencoder = weights(next((base / "checkpoints" / "autoencoder").glob("best-*.ckpt")), "encoder.")
     trained = weights(run / "checkpoints" / "operator" / "last.ckpt", "encoder.")
-    assert autoencoder.keys() == trained.keys() and all(torch.equal(autoencoder[k], trained[k]) for k in trained)
+    assert autoencoder.keys() == trained.keys() and all(
+        torch.equal(autoencoder[k], trained[k]) for k in trained
+    )
 
     (run / "stale").write_text("from the trial of this name before")
     trial(out, "burgers", "first", 60, ["stages.operator.epochs=1"], horizon=3)

@@ -32,15 +32,20 @@ def _diffusion_reaction2d(data: Path) -> str:
 
 
 def _cfd2d(data: Path) -> str:
-    return write_cfd(data / "2D_CFD_Rand_M0.1_Eta0.01_Zeta0.01_periodic_128_Train.hdf5", (8, 11, 8, 8)).path.name
+    return write_cfd(
+        data / "2D_CFD_Rand_M0.1_Eta0.01_Zeta0.01_periodic_128_Train.hdf5", (8, 11, 8, 8)
+    ).path.name
 
 
 def _ns_incomp(data: Path) -> str:
     return write_ns_incomp(data / "ns_incom_inhom_2d_512-0.h5", n=8, t=11, nx=8, ny=8).path.name
 
 
-@pytest.mark.parametrize("make, channels", [(_cfd1d, 3), (_diffusion_reaction2d, 2), (_cfd2d, 4), (_ns_incomp, 3)],
-                         ids=["cfd1d", "diffusion_reaction2d", "cfd2d", "ns_incomp"])
+@pytest.mark.parametrize(
+    "make, channels",
+    [(_cfd1d, 3), (_diffusion_reaction2d, 2), (_cfd2d, 4), (_ns_incomp, 3)],
+    ids=["cfd1d", "diffusion_reaction2d", "cfd2d", "ns_incomp"],
+)
 def test_layout_trains_and_evaluates(tmp_path, make, channels):
     data = tmp_path / "data"
     data.mkdir()
@@ -48,11 +53,27 @@ def test_layout_trains_and_evaluates(tmp_path, make, channels):
     run = tmp_path / "run"
     assert main(["pipeline", "--config", str(config), "--run-dir", str(run), *OFF]) == 0
     prefix = tmp_path / "eval"
-    assert main(["evaluate", "--config", str(config), "--run-dir", str(run), "--output-prefix", str(prefix),
-                 "evaluation.report=false", *OFF]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                "--config",
+                str(config),
+                "--run-dir",
+                str(run),
+                "--output-prefix",
+                str(prefix),
+                "evaluation.report=false",
+                *OFF,
+            ]
+        )
+        == 0
+    )
     result = json.loads(prefix.with_name("eval.json").read_text())
     assert result["per_task"]["flow"]["nrmse"] > 0
     assert len(result["rollout"]["operator"]) == result["horizon"]
     per_channel = result["per_channel"]["flow"]
     assert len(per_channel["channels"]) == channels
-    assert sum(per_channel["nrmse"]) / channels == pytest.approx(result["per_task"]["flow"]["nrmse"], rel=1e-6)
+    assert sum(per_channel["nrmse"]) / channels == pytest.approx(
+        result["per_task"]["flow"]["nrmse"], rel=1e-6
+    )

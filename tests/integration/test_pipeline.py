@@ -92,16 +92,23 @@ def test_the_table_has_a_row_per_stage_and_ends_with_the_run(finished):
     run, out = finished
     lines = out.strip().splitlines()
     assert lines[-1] == f"run: {run}"
-    header, rows = lines[-2 - len(TRAINED)], lines[-1 - len(TRAINED):-1]
+    header, rows = lines[-2 - len(TRAINED)], lines[-1 - len(TRAINED) : -1]
     assert header.split()[:5] == ["stage", "state", "epochs", "steps", "val/nrmse"]
     entries = status(run)
     for name, row in zip(TRAINED, rows):
         cells = row.split()
         entry = entries[name]
-        assert cells[:5] == [name, "done", str(entry["epochs"]), str(entry["global_step"]),
-                             f"{entry['best_score']:.4g}"]
+        assert cells[:5] == [
+            name,
+            "done",
+            str(entry["epochs"]),
+            str(entry["global_step"]),
+            f"{entry['best_score']:.4g}",
+        ]
     operator_row = rows[TRAINED.index("operator")]
-    best = min((r for r in metric_rows(run, "operator") if r["val/nrmse"]), key=lambda r: float(r["val/nrmse"]))
+    best = min(
+        (r for r in metric_rows(run, "operator") if r["val/nrmse"]), key=lambda r: float(r["val/nrmse"])
+    )
     assert f"rollout_nrmse {float(best['val/rollout_nrmse']):.4g}" in operator_row
     assert f"persistence_nrmse {float(best['val/persistence_nrmse']):.4g}" in operator_row
     assert "burgers" not in operator_row  # per-task metrics stay in metrics.csv
@@ -115,17 +122,34 @@ def test_logged_steps_run_on_from_stage_to_stage(finished):
         assert entries[name]["step_offset"] == offset
         assert min(steps) == offset and max(steps) == offset + entries[name]["global_step"] - 1
         # checkpoints keep the stage's own step count (resume depends on it)
-        assert load_checkpoint(run / "checkpoints" / name / "last.ckpt")["global_step"] == entries[name]["global_step"]
+        assert (
+            load_checkpoint(run / "checkpoints" / name / "last.ckpt")["global_step"]
+            == entries[name]["global_step"]
+        )
         offset += entries[name]["global_step"]
 
 
-def test_resume_after_a_kill_keeps_done_stages_and_continues_the_half_done_one(tiny_config, tmp_path, monkeypatch):
+def test_resume_after_a_kill_keeps_done_stages_and_continues_the_half_done_one(
+    tiny_config, tmp_path, monkeypatch
+):
     run, epochs = tmp_path / "run", 6
     knobs = [f"stages.operator.epochs={epochs}", "stages.operator.patience=100"]
-    command = [sys.executable, "-m", "ups", "pipeline", "--config", str(tiny_config), "--run-dir", str(run),
-               *knobs, *OFF]
+    command = [
+        sys.executable,
+        "-m",
+        "ups",
+        "pipeline",
+        "--config",
+        str(tiny_config),
+        "--run-dir",
+        str(run),
+        *knobs,
+        *OFF,
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path)
-    last = run / "checkpoints" / "operator" / "last.ckpt"  # appears whole (written to a temp file, then moved)
+    last = (
+        run / "checkpoints" / "operator" / "last.ckpt"
+    )  # appears whole (written to a temp file, then moved)
     deadline = time.monotonic() + 120
     while not last.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
@@ -137,8 +161,11 @@ def test_resume_after_a_kill_keeps_done_stages_and_continues_the_half_done_one(t
 
     batches = []
     operator_loss = STAGES["operator"].training_loss
-    monkeypatch.setattr(STAGES["operator"], "training_loss", lambda self, batch: batches.append(1)
-                        or operator_loss(self, batch))
+    monkeypatch.setattr(
+        STAGES["operator"],
+        "training_loss",
+        lambda self, batch: batches.append(1) or operator_loss(self, batch),
+    )
     code, out, err = pipeline(tiny_config, run, "--resume", *knobs)
     assert code == 0, err
     assert files(run / "checkpoints" / "autoencoder") == autoencoder_files  # not retrained
@@ -161,8 +188,10 @@ def test_a_failing_stage_stops_the_pipeline(tiny_config, tmp_path, monkeypatch):
     code, out, err = pipeline(tiny_config, run)
     assert code == 1 and "run:" not in out
     line = err.strip().splitlines()[-1]
-    assert line.startswith("ups pipeline: stage autoencoder failed: RuntimeError: loss exploded; "
-                           "later stages were not started (resume: ups pipeline --config ")
+    assert line.startswith(
+        "ups pipeline: stage autoencoder failed: RuntimeError: loss exploded; "
+        "later stages were not started (resume: ups pipeline --config "
+    )
     assert line.endswith(" ".join(["--resume", *OFF]) + ")")
     entries = status(run)
     assert entries["autoencoder"]["state"] == "failed" and "loss exploded" in entries["autoencoder"]["error"]
@@ -228,8 +257,11 @@ def test_the_latent_dynamics_stages_without_a_time_dependent_task_are_skipped(tm
     from ups.data.generate import generate_dataset
 
     generate_dataset("darcy2d", tmp_path / "data", n=8, nx=16, seed=0, progress=False)
-    config = write_config(tmp_path / "darcy.yaml", tmp_path / "data",
-                          [{"name": "darcy", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"}])
+    config = write_config(
+        tmp_path / "darcy.yaml",
+        tmp_path / "data",
+        [{"name": "darcy", "path": "2D_DarcyFlow_beta1.0_Train.hdf5"}],
+    )
     caplog.set_level(logging.INFO, logger="ups")
     cfg = load_config(config, [f"stages.{name}.epochs=10" for name in STAGE_NAMES])
     assert planned_stages(cfg) == ["autoencoder", "steady_prior"]
@@ -238,8 +270,11 @@ def test_the_latent_dynamics_stages_without_a_time_dependent_task_are_skipped(tm
 
 def test_tensorboard_without_its_package_is_refused(tiny_config, tmp_path, monkeypatch):
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec",  # as if neither package were installed
-                        lambda name, *a: None if name in ("tensorboard", "tensorboardX") else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",  # as if neither package were installed
+        lambda name, *a: None if name in ("tensorboard", "tensorboardX") else find_spec(name, *a),
+    )
     code, _, err = pipeline(tiny_config, tmp_path / "run", "logging.tensorboard=true")
     assert code == 2 and "pip install tensorboard" in err and not (tmp_path / "run").exists()
 
@@ -262,15 +297,39 @@ def test_two_ddp_ranks_train_every_stage_in_one_folder(tiny_config, tmp_path):
     """Lightning's script launcher starts rank 1 at the first stage's fit; the later Trainers
     reuse the ranks and the process group. Rank 0 alone writes the status and prints."""
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "ups", "pipeline", "--config", str(tiny_config), "--run-dir", str(run),
-               "--devices", "2", "training.strategy=ddp", "training.batch_size=2", *OFF]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                          env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    command = [
+        sys.executable,
+        "-m",
+        "ups",
+        "pipeline",
+        "--config",
+        str(tiny_config),
+        "--run-dir",
+        str(run),
+        "--devices",
+        "2",
+        "training.strategy=ddp",
+        "training.batch_size=2",
+        *OFF,
+    ]
+    done = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run: ") == 1 and done.stdout.strip().splitlines()[-1] == f"run: {run}"
     entries = status(run)
     single = load_config(tiny_config, OFF)
     for name in TRAINED:
-        assert entries[name]["state"] == "done" and entries[name]["epochs"] == getattr(single.stages, name).epochs
+        assert (
+            entries[name]["state"] == "done"
+            and entries[name]["epochs"] == getattr(single.stages, name).epochs
+        )
     assert entries["operator"]["step_offset"] == entries["autoencoder"]["global_step"]
-    assert min(int(row["step"]) for row in metric_rows(run, "operator")) == entries["autoencoder"]["global_step"]
+    assert (
+        min(int(row["step"]) for row in metric_rows(run, "operator")) == entries["autoencoder"]["global_step"]
+    )

@@ -20,8 +20,12 @@ from ups.runs import RunDir
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import tiny_burgers_config  # noqa: E402
 
-OUTPUTS = {"timer": ["autoencoder-timer.json"], "simple": ["fit-autoencoder.txt"],
-           "advanced": ["fit-autoencoder.txt"], "pytorch": ["fit-autoencoder.txt", ".pt.trace.json"]}
+OUTPUTS = {
+    "timer": ["autoencoder-timer.json"],
+    "simple": ["fit-autoencoder.txt"],
+    "advanced": ["fit-autoencoder.txt"],
+    "pytorch": ["fit-autoencoder.txt", ".pt.trace.json"],
+}
 
 
 @pytest.fixture(scope="module")
@@ -34,14 +38,19 @@ def test_none_registers_no_profiler_and_no_timer(config, tmp_path):
     trainer = build_trainer(load_config(config), RunDir(tmp_path), "autoencoder")
     assert isinstance(trainer.profiler, PassThroughProfiler)
     assert not any(isinstance(c, Timer) for c in trainer.callbacks)
-    timed = build_trainer(load_config(config, ["training.lightning_profile=timer", "training.max_time=00:00:01:00"]),
-                          RunDir(tmp_path), "autoencoder")
+    timed = build_trainer(
+        load_config(config, ["training.lightning_profile=timer", "training.max_time=00:00:01:00"]),
+        RunDir(tmp_path),
+        "autoencoder",
+    )
     (timer,) = [c for c in timed.callbacks if isinstance(c, Timer)]
     assert timer._duration == 60
 
 
 def test_a_time_limit_in_seconds_past_59_is_one_lightning_takes(config, tmp_path):
-    trainer = build_trainer(load_config(config, ["training.max_time=00:00:00:90"]), RunDir(tmp_path), "autoencoder")
+    trainer = build_trainer(
+        load_config(config, ["training.max_time=00:00:00:90"]), RunDir(tmp_path), "autoencoder"
+    )
     (timer,) = [c for c in trainer.callbacks if isinstance(c, Timer)]
     assert timer._duration == 90
 
@@ -49,8 +58,21 @@ def test_a_time_limit_in_seconds_past_59_is_one_lightning_takes(config, tmp_path
 @pytest.mark.parametrize("mode", sorted(OUTPUTS))
 def test_each_profile_mode_writes_its_output(config, tmp_path, mode):
     run = tmp_path / "run"
-    assert main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(run),
-                 f"training.lightning_profile={mode}"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--stage",
+                "autoencoder",
+                "--run-dir",
+                str(run),
+                f"training.lightning_profile={mode}",
+            ]
+        )
+        == 0
+    )
     names = [p.name for p in (run / "profile").iterdir()]
     for expected in OUTPUTS[mode]:
         assert any(name.endswith(expected) for name in names), (expected, names)

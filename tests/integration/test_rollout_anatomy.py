@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from tests.tiny_runs import tiny_burgers_config
+
 from ups.cli import main as ups
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
@@ -33,8 +33,23 @@ def test_anatomy_of_a_trained_run_matches_the_evaluation(tmp_path):
     for stage in ("autoencoder", "operator"):
         assert ups(["train", "--config", str(config), "--stage", stage, "--run-dir", str(run)]) == 0
     prefix = tmp_path / "evaluation"
-    assert ups(["evaluate", "--config", str(config), "--run-dir", str(run), "--split", "test", "--output-prefix",
-                str(prefix), "evaluation.horizon=3"]) == 0
+    assert (
+        ups(
+            [
+                "evaluate",
+                "--config",
+                str(config),
+                "--run-dir",
+                str(run),
+                "--split",
+                "test",
+                "--output-prefix",
+                str(prefix),
+                "evaluation.horizon=3",
+            ]
+        )
+        == 0
+    )
     metrics = json.loads(prefix.with_name("evaluation.json").read_text())["metrics"]
     found = anatomy(config, run, "test", 3, [])
     assert len(found["rollout"]) == len(found["floor"]) == 3

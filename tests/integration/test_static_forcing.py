@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from tests.conftest import write_ns_incomp
 from tests.tiny_runs import write_config
+
 from ups.cli import main as ups
 from ups.config import load_config
 from ups.data.latent_pairs import WindowDataset
@@ -47,7 +47,9 @@ def test_windows_carry_the_static_forcing_normalised_by_the_train_split(tmp_path
 
 def test_a_file_without_forcing_has_no_static_item(tmp_path):
     task = load_config_tasks(load_config(ns_config(tmp_path, force=False)))[0]
-    assert task.input_normalizer is None and "static" not in WindowDataset([task], "val", horizon=2, stride=1)[0]
+    assert (
+        task.input_normalizer is None and "static" not in WindowDataset([task], "val", horizon=2, stride=1)[0]
+    )
 
 
 def test_a_non_finite_forcing_is_refused_before_training(tmp_path):
@@ -60,19 +62,28 @@ def test_a_non_finite_forcing_is_refused_before_training(tmp_path):
 
 def forcing_operator(gate: float = 0.0) -> LatentOperator:
     torch.manual_seed(0)
-    operator = LatentOperator(4, 8, depth=1, heads=2, forcing=FieldEncoder({2: [2]}, tokens=4, dim=8, hidden=8, depth=0))
+    operator = LatentOperator(
+        4, 8, depth=1, heads=2, forcing=FieldEncoder({2: [2]}, tokens=4, dim=8, hidden=8, depth=0)
+    )
     with torch.no_grad():
         operator.proj_out.weight.normal_(0, 0.1)  # a non-trivial step
-        operator.forcing_gate.weight.normal_(0, gate)  # not constant: LayerNorm would remove a per-token shift
+        operator.forcing_gate.weight.normal_(
+            0, gate
+        )  # not constant: LayerNorm would remove a per-token shift
     return operator
 
 
 def step_inputs(batch: int = 2):
     g = torch.Generator().manual_seed(1)
     coords = torch.stack(torch.meshgrid(torch.linspace(0, 1, 6), torch.linspace(0, 1, 5), indexing="ij"), -1)
-    return (torch.randn(batch, 4, 8, generator=g), torch.full((batch,), 0.1), torch.zeros(batch, 0),
-            torch.zeros(batch, dtype=torch.long), torch.randn(batch, 6, 5, 2, generator=g),
-            coords.expand(batch, -1, -1, -1))
+    return (
+        torch.randn(batch, 4, 8, generator=g),
+        torch.full((batch,), 0.1),
+        torch.zeros(batch, 0),
+        torch.zeros(batch, dtype=torch.long),
+        torch.randn(batch, 6, 5, 2, generator=g),
+        coords.expand(batch, -1, -1, -1),
+    )
 
 
 def test_the_untrained_gate_ignores_the_forcing_and_a_trained_one_reads_it():
@@ -104,7 +115,9 @@ def test_the_trained_operator_is_conditioned_on_the_forcing(tmp_path):
         assert ups(["train", "--config", str(config), "--stage", stage, "--run-dir", str(run)]) == 0
     op = build_evaluator(load_config(config), checkpoints_of(EvaluationRequest(run_dir=run))).operator
     operator = op.model.operator
-    assert operator.forcing is not None and operator.forcing_gate.weight.abs().sum() > 0  # training moved the gate
+    assert (
+        operator.forcing is not None and operator.forcing_gate.weight.abs().sum() > 0
+    )  # training moved the gate
     batch = op.collate([WindowDataset(op.dyn_tasks, "test", horizon=1, stride=1)[i] for i in range(2)])
     z0 = op.encode_window(batch)[:, 0]
     with torch.no_grad():
@@ -122,8 +135,12 @@ def test_a_forcing_encoder_that_sits_out_some_batches_is_reported_to_ddp():
 
     from ups.stages.operator import OperatorStage
 
-    operator = LatentOperator(4, 8, depth=1, heads=2, forcing=FieldEncoder({2: [2]}, tokens=4, dim=8, hidden=8, depth=0))
-    forced, plain = (SimpleNamespace(info=SimpleNamespace(static_channels=c)) for c in (("force_x", "force_y"), ()))
+    operator = LatentOperator(
+        4, 8, depth=1, heads=2, forcing=FieldEncoder({2: [2]}, tokens=4, dim=8, hidden=8, depth=0)
+    )
+    forced, plain = (
+        SimpleNamespace(info=SimpleNamespace(static_channels=c)) for c in (("force_x", "force_y"), ())
+    )
     stage = SimpleNamespace(model=SimpleNamespace(operator=operator), dyn_tasks=[forced, plain])
     assert not OperatorStage.all_parameters_used_every_step(stage)
     stage.dyn_tasks = [forced]

@@ -28,11 +28,18 @@ def config(tmp_path_factory) -> Path:
 def test_every_command_in_a_run_folder_adds_to_its_one_wandb_run(config, tmp_path, monkeypatch):
     run = tmp_path / "run"
     monkeypatch.chdir(tmp_path)
-    assert main(["pipeline", "--config", str(config), "--run-dir", str(run), ON, "logging.wandb.tags=[demo]"]) == 0
+    assert (
+        main(["pipeline", "--config", str(config), "--run-dir", str(run), ON, "logging.wandb.tags=[demo]"])
+        == 0
+    )
     run_id = json.loads((run / "wandb_context.json").read_text())["run_id"]
-    assert main(["evaluate", "--config", str(config), "--run-dir", str(run), ON, "evaluation.report=false"]) == 0
+    assert (
+        main(["evaluate", "--config", str(config), "--run-dir", str(run), ON, "evaluation.report=false"]) == 0
+    )
     folders = sorted((run / "logs" / "wandb").glob("offline-run-*"))
-    assert len(folders) == 2 and all(f.name.endswith(f"-{run_id}") for f in folders)  # one run, resumed offline
+    assert len(folders) == 2 and all(
+        f.name.endswith(f"-{run_id}") for f in folders
+    )  # one run, resumed offline
     training = {key for row in history(folders[0]) for key in row}
     assert {"training/autoencoder/train/loss", "training/operator/val/nrmse"} <= training
     assert "eval/test-h5/nrmse" in {key for row in history(folders[1]) for key in row}
@@ -52,10 +59,15 @@ def test_set_ups_that_cannot_work_are_refused_before_any_work(config, tmp_path, 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
     run = tmp_path / "run"
-    assert main(["pipeline", "--config", str(config), "--run-dir", str(run), ON, "logging.wandb.mode=online"]) == 2
+    assert (
+        main(["pipeline", "--config", str(config), "--run-dir", str(run), ON, "logging.wandb.mode=online"])
+        == 2
+    )
     assert "no W&B credentials" in capsys.readouterr().err and not run.exists()
     find_spec = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a))
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else find_spec(name, *a)
+    )
     assert main(["pipeline", "--config", str(config), "--run-dir", str(run), ON]) == 2
     assert "wandb package is not installed" in capsys.readouterr().err and not run.exists()
 
@@ -71,6 +83,8 @@ def test_a_context_file_of_another_run_folder_starts_a_new_wandb_run(config, tmp
     monkeypatch.setenv("WANDB_CONTEXT_FILE", str(context))
     ids = []
     for run in (tmp_path / "a", tmp_path / "b"):
-        assert main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(run), ON]) == 0
+        assert (
+            main(["train", "--config", str(config), "--stage", "autoencoder", "--run-dir", str(run), ON]) == 0
+        )
         ids.append(json.loads(context.read_text())["run_id"])
     assert ids[0] != ids[1] and json.loads(context.read_text())["run_dir"] == str((tmp_path / "b").resolve())

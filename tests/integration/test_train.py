@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-
 import sys
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from ups.pipeline.runner import train_stage
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import tiny_burgers_config  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
@@ -46,20 +46,39 @@ def test_autoencoder_run_folder_has_config_status_checkpoints_and_logs(autoencod
 
 def test_operator_engines_agree_number_for_number(autoencoder_run, tiny_config, tmp_path):
     cfg = load_config(tiny_config)
-    results = {engine: train_stage(cfg, "operator", tmp_path / engine, engine=engine, from_run=autoencoder_run).result
-               for engine in ("lightning", "native")}
+    results = {
+        engine: train_stage(
+            cfg, "operator", tmp_path / engine, engine=engine, from_run=autoencoder_run
+        ).result
+        for engine in ("lightning", "native")
+    }
     lit, nat = results["lightning"], results["native"]
     assert len(lit.train_losses) == len(nat.train_losses) > 0
     assert nat.train_losses == pytest.approx(lit.train_losses, rel=1e-6)
-    assert [r["val/nrmse"] for r in nat.val_history] == pytest.approx([r["val/nrmse"] for r in lit.val_history],
-                                                                       rel=1e-6)
+    assert [r["val/nrmse"] for r in nat.val_history] == pytest.approx(
+        [r["val/nrmse"] for r in lit.val_history], rel=1e-6
+    )
     assert len(lit.val_history) == 2 and "val/rollout_nrmse" in lit.val_history[-1]
     assert lit.val_history[-1]["val/persistence_nrmse"] > 0
 
 
 def test_operator_cli_prints_figures_beside_persistence(autoencoder_run, tiny_config, capsys):
-    assert main(["train", "--config", str(tiny_config), "--stage", "operator", "--run-dir", str(autoencoder_run),
-                 "--engine", "native"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tiny_config),
+                "--stage",
+                "operator",
+                "--run-dir",
+                str(autoencoder_run),
+                "--engine",
+                "native",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out.strip().splitlines()
     assert any("vs persistence (u_t+1 = u_t)" in line for line in out)
     assert out[-1] == f"run: {autoencoder_run}"
@@ -84,8 +103,21 @@ def test_resume_continues_the_step_count(tiny_config, tmp_path):
 
 def test_validation_off_trains_without_monitor(tiny_config, tmp_path, capsys, caplog):
     run = tmp_path / "noval"
-    assert main(["train", "--config", str(tiny_config), "--stage", "autoencoder", "--run-dir", str(run),
-                 "training.skip_lightning_val=true"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tiny_config),
+                "--stage",
+                "autoencoder",
+                "--run-dir",
+                str(run),
+                "training.skip_lightning_val=true",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     assert "no validation: last checkpoint" in captured.out
     assert caplog.text.count("gating is left to external evaluation") == 1
@@ -94,50 +126,134 @@ def test_validation_off_trains_without_monitor(tiny_config, tmp_path, capsys, ca
 
 def test_a_stage_with_zero_epochs_is_skipped(tiny_config, tmp_path, capsys):
     run = tmp_path / "skip"
-    assert main(["train", "--config", str(tiny_config), "--stage", "autoencoder", "--run-dir", str(run),
-                 "stages.autoencoder.epochs=0"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tiny_config),
+                "--stage",
+                "autoencoder",
+                "--run-dir",
+                str(run),
+                "stages.autoencoder.epochs=0",
+            ]
+        )
+        == 0
+    )
     assert "skipped" in capsys.readouterr().out
     assert not run.exists()
 
 
 def test_a_misfitting_upstream_checkpoint_is_refused(autoencoder_run, tiny_config, tmp_path, capsys):
-    assert main(["train", "--config", str(tiny_config), "--stage", "operator", "--run-dir", str(tmp_path / "x"),
-                 "--from-run", str(autoencoder_run), "encoder.hidden=24"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tiny_config),
+                "--stage",
+                "operator",
+                "--run-dir",
+                str(tmp_path / "x"),
+                "--from-run",
+                str(autoencoder_run),
+                "encoder.hidden=24",
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "does not fit" in err and "(16" in err and "(24" in err
 
 
-def test_an_autoencoder_of_the_other_latent_amplitude_setting_is_refused_naming_it(autoencoder_run, tiny_config,
-                                                                                    tmp_path, capsys):
-    assert main(["train", "--config", str(tiny_config), "--stage", "operator", "--run-dir", str(tmp_path / "x"),
-                 "--from-run", str(autoencoder_run), "latent.amplitude=false"]) == 2
+def test_an_autoencoder_of_the_other_latent_amplitude_setting_is_refused_naming_it(
+    autoencoder_run, tiny_config, tmp_path, capsys
+):
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tiny_config),
+                "--stage",
+                "operator",
+                "--run-dir",
+                str(tmp_path / "x"),
+                "--from-run",
+                str(autoencoder_run),
+                "latent.amplitude=false",
+            ]
+        )
+        == 2
+    )
     assert "trained with latent.amplitude=true" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 
 def test_without_the_latent_amplitude_both_stages_train(tiny_config, tmp_path):
     run = tmp_path / "plain"
-    assert main(["pipeline", "--config", str(tiny_config), "--run-dir", str(run), "--stages", "autoencoder,operator",
-                 "latent.amplitude=false"]) == 0
+    assert (
+        main(
+            [
+                "pipeline",
+                "--config",
+                str(tiny_config),
+                "--run-dir",
+                str(run),
+                "--stages",
+                "autoencoder,operator",
+                "latent.amplitude=false",
+            ]
+        )
+        == 0
+    )
     status = json.loads((run / "stage_status.json").read_text())
     assert status["autoencoder"]["state"] == status["operator"]["state"] == "done"
     stored = load_checkpoint(status["autoencoder"]["best_path"])["state_dict"]
-    assert [v.shape[1] for k, v in stored.items() if k.endswith("latent_proj.weight")] == [16 + 9]  # all D = 16
+    assert [v.shape[1] for k, v in stored.items() if k.endswith("latent_proj.weight")] == [
+        16 + 9
+    ]  # all D = 16
 
 
-@pytest.mark.parametrize("extra, needle", [
-    (["--engine", "native", "training.devices=2"], "native engine runs on one device"),
-    (["training.rollout_horizon=9"], "rollout_horizon=9"),
-    (["latent.dim=2"], "latent.dim = 2 channels, which leaves none for the shape; raise latent.dim or set "
-                       "latent.amplitude=false"),
-    (["training.val_every_n_epochs=3", "stages.operator.epochs=2"],
-     "training.val_every_n_epochs = 3 is more than stages.operator.epochs = 2: the stage would never validate"),
-])
-def test_engine_and_data_problems_are_reported_before_the_run_folder(autoencoder_run, tiny_config, tmp_path,
-                                                                      capsys, extra, needle):
+@pytest.mark.parametrize(
+    "extra, needle",
+    [
+        (["--engine", "native", "training.devices=2"], "native engine runs on one device"),
+        (["training.rollout_horizon=9"], "rollout_horizon=9"),
+        (
+            ["latent.dim=2"],
+            "latent.dim = 2 channels, which leaves none for the shape; raise latent.dim or set "
+            "latent.amplitude=false",
+        ),
+        (
+            ["training.val_every_n_epochs=3", "stages.operator.epochs=2"],
+            "training.val_every_n_epochs = 3 is more than stages.operator.epochs = 2: the stage would "
+            "never validate",
+        ),
+    ],
+)
+def test_engine_and_data_problems_are_reported_before_the_run_folder(
+    autoencoder_run, tiny_config, tmp_path, capsys, extra, needle
+):
     run = tmp_path / "never"
-    assert main(["train", "--config", str(tiny_config), "--stage", "operator", "--run-dir", str(run),
-                 "--from-run", str(autoencoder_run), *extra]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(tiny_config),
+                "--stage",
+                "operator",
+                "--run-dir",
+                str(run),
+                "--from-run",
+                str(autoencoder_run),
+                *extra,
+            ]
+        )
+        == 2
+    )
     assert needle in capsys.readouterr().err
     assert not run.exists()
 
@@ -157,25 +273,49 @@ def test_two_runs_started_at_once_get_their_own_folders(tiny_config, tmp_path):
     import subprocess
 
     runs = tmp_path / "runs"
-    command = [sys.executable, "-m", "ups", "train", "--config", str(tiny_config), "--stage", "autoencoder",
-               f"paths.runs_dir={runs}"]
-    processes = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
-                                  env={**os.environ, "PYTHONUNBUFFERED": "1"}) for _ in range(2)]
+    command = [
+        sys.executable,
+        "-m",
+        "ups",
+        "train",
+        "--config",
+        str(tiny_config),
+        "--stage",
+        "autoencoder",
+        f"paths.runs_dir={runs}",
+    ]
+    processes = [
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        for _ in range(2)
+    ]
     outputs = [p.communicate(timeout=300) for p in processes]
     assert [p.returncode for p in processes] == [0, 0], [err[-2000:] for _, err in outputs]
     folders = sorted(runs.iterdir())
-    assert len(folders) == 2 and {out.strip().splitlines()[-1] for out, _ in outputs} == {f"run: {f}" for f in folders}
+    assert len(folders) == 2 and {out.strip().splitlines()[-1] for out, _ in outputs} == {
+        f"run: {f}" for f in folders
+    }
     for folder in folders:
         assert json.loads((folder / "stage_status.json").read_text())["autoencoder"]["state"] == "done"
 
 
-@pytest.mark.parametrize("model, verdict", [(0.01, "3.0x lower"), (0.06, "2.0x higher: worse than predicting no change")])
+@pytest.mark.parametrize(
+    "model, verdict", [(0.01, "3.0x lower"), (0.06, "2.0x higher: worse than predicting no change")]
+)
 def test_operator_report_says_lower_or_higher_than_persistence(model, verdict):
     from types import SimpleNamespace
 
     from ups.cli import _train_report
 
     row = {"epoch": 3, "val/nrmse": model, "val/persistence_nrmse": 0.03}
-    result = SimpleNamespace(epochs_run=4, global_step=40, stopped_early=False, val_history=[row], best_path="b.ckpt")
+    result = SimpleNamespace(
+        epochs_run=4, global_step=40, stopped_early=False, val_history=[row], best_path="b.ckpt"
+    )
     lines = _train_report(SimpleNamespace(stage="operator", action="trained", result=result, run=None))
     assert lines[-1].endswith(f"on the same pairs: {verdict}")

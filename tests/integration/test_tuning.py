@@ -72,8 +72,21 @@ def fake_tuner(monkeypatch):
 
 def test_the_tuners_results_are_written_and_carried_into_the_resolved_config(config, tmp_path, fake_tuner):
     run = tmp_path / "run"
-    assert train(config, run, "--tune-batch-size", "--tune-batch-size-mode", "binsearch", "--max-batch-size", "24",
-                 "--tune-lr", "--tune-lr-steps", "7") == 0
+    assert (
+        train(
+            config,
+            run,
+            "--tune-batch-size",
+            "--tune-batch-size-mode",
+            "binsearch",
+            "--max-batch-size",
+            "24",
+            "--tune-lr",
+            "--tune-lr-steps",
+            "7",
+        )
+        == 0
+    )
     (scale, bs_at_start, kwargs), (find, bs_for_lr, lr_kwargs) = fake_tuner.calls
     assert (scale, bs_at_start, find, bs_for_lr) == ("scale_batch_size", 16, "lr_find", 8)
     assert kwargs["mode"] == "binsearch" and kwargs["max_val"] == 24 and kwargs["init_val"] == 16
@@ -96,19 +109,29 @@ def test_no_apply_tuning_only_reports(config, tmp_path, fake_tuner):
 
 def test_the_real_tuner_runs_a_few_steps(config, tmp_path):
     run = tmp_path / "run"
-    assert train(config, run, "--tune-batch-size", "--max-batch-size", "32", "--tune-lr", "--tune-lr-steps", "8") == 0
+    assert (
+        train(config, run, "--tune-batch-size", "--max-batch-size", "32", "--tune-lr", "--tune-lr-steps", "8")
+        == 0
+    )
     report = json.loads((run / "tuning.json").read_text())["autoencoder"]
     train_frames = report["batch_size"]["train_samples"]
-    assert report["batch_size"]["found"] == min(32, train_frames) == resolved(run)["batch_size"]  # CPU: the cap
+    assert (
+        report["batch_size"]["found"] == min(32, train_frames) == resolved(run)["batch_size"]
+    )  # CPU: the cap
     assert len(report["lr"]["curve"]["lr"]) == 8 and (run / "tuning_lr_autoencoder.png").is_file()
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--tune-batch-size", "--devices", "2", "training.strategy=ddp"], "tune on one device first"),
-    (["--tune-lr", "--engine", "native"], "use Lightning's Tuner"),
-    (["--tune-lr", "--tune-lr-steps", "1"], "--tune-lr-steps >= 2"),
-])
-def test_what_the_tuner_cannot_do_is_refused_before_anything_is_written(config, tmp_path, capsys, args, message):
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--tune-batch-size", "--devices", "2", "training.strategy=ddp"], "tune on one device first"),
+        (["--tune-lr", "--engine", "native"], "use Lightning's Tuner"),
+        (["--tune-lr", "--tune-lr-steps", "1"], "--tune-lr-steps >= 2"),
+    ],
+)
+def test_what_the_tuner_cannot_do_is_refused_before_anything_is_written(
+    config, tmp_path, capsys, args, message
+):
     run = tmp_path / "run"
     assert train(config, run, *args) == 2
     assert message in capsys.readouterr().err and not run.exists()

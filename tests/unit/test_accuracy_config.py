@@ -12,15 +12,15 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from accuracy import FNO_TUNED, SPLIT, TASKS, fno_settings, ups_config  # noqa: E402
 from fno_grid import REPRESENTATIVE, as_settings, read, winners  # noqa: E402
-
 from ups.config import load_config  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_the_tuned_config_of_every_task_loads(tmp_path, name):
     task = TASKS[name]
-    cfg = load_config(ups_config(task, tmp_path / "data" / "file.hdf5", tmp_path, seed=3, budget_s=90),
-                      check_files=False)
+    cfg = load_config(
+        ups_config(task, tmp_path / "data" / "file.hdf5", tmp_path, seed=3, budget_s=90), check_files=False
+    )
     assert cfg.seed == 3 and cfg.data.tasks[0].name == name and cfg.training.time_budget == 90
     assert round(cfg.data.split.train * 179) == SPLIT[0] and round(cfg.data.split.val * 179) == SPLIT[1]
     assert cfg.evaluation.per_sample and cfg.training.max_time is None
@@ -35,20 +35,30 @@ def test_the_tuned_config_of_every_task_loads(tmp_path, name):
 
 @pytest.mark.parametrize("name", sorted(TASKS))
 def test_the_defaults_config_sets_only_data_deadline_and_protocol(tmp_path, name):
-    path = ups_config(TASKS[name], tmp_path / "data" / "file.hdf5", tmp_path, seed=1, budget_s=60, variant="defaults")
+    path = ups_config(
+        TASKS[name], tmp_path / "data" / "file.hdf5", tmp_path, seed=1, budget_s=60, variant="defaults"
+    )
     written = yaml.safe_load(path.read_text())
     assert set(written) == {"include", "seed", "paths", "data", "training", "evaluation"}
     assert written["training"] == {"time_budget": 60, "time_stride": TASKS[name].stride}
     assert set(written["evaluation"]) == {"context_frames", "report", "per_sample"}
     cfg = load_config(path, check_files=False)
     defaults = load_config(BENCHMARKS.parent / "configs" / "defaults.yaml", check_files=False)
-    assert cfg.latent == defaults.latent and cfg.stages == defaults.stages and cfg.optimizer == defaults.optimizer
+    assert (
+        cfg.latent == defaults.latent
+        and cfg.stages == defaults.stages
+        and cfg.optimizer == defaults.optimizer
+    )
 
 
 def test_the_fno_defaults_are_pdebench_settings():
     assert fno_settings(TASKS["burgers_nu0.01"], "defaults") == {"lr": 1e-3, "batch_size": 50, "unroll": None}
     assert fno_settings(TASKS["darcy_beta1.0"], "defaults") == {"lr": 1e-3, "batch_size": 20}
-    assert fno_settings(TASKS["diffusion_reaction2d"], "defaults") == {"lr": 1e-3, "batch_size": 20, "unroll": None}
+    assert fno_settings(TASKS["diffusion_reaction2d"], "defaults") == {
+        "lr": 1e-3,
+        "batch_size": 20,
+        "unroll": None,
+    }
     assert fno_settings(TASKS["cfd1d"], "defaults") == {"lr": 1e-3, "batch_size": 50, "unroll": None}
 
 

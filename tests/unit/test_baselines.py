@@ -13,8 +13,14 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from baselines import LinearLeastSquares, LinearLeastSquaresSteady, Persistence  # noqa: E402
-from fno_baseline import (FNO, FNOSteady, pdebench_fno, real_parameter_count, resolve_device,  # noqa: E402
-                          train_within_budget)
+from fno_baseline import (
+    FNO,
+    FNOSteady,
+    pdebench_fno,
+    real_parameter_count,
+    resolve_device,  # noqa: E402
+    train_within_budget,
+)
 
 X = 32
 
@@ -116,8 +122,7 @@ def test_training_stops_at_max_steps_with_a_cosine_learning_rate():
 
     facts = train_within_budget(step, optimizer, time.monotonic(), budget_s=1e6, max_steps=4)
     assert facts["steps"] == 4
-    np.testing.assert_allclose(lrs, [2.0, 1 + np.cos(np.pi / 4), 1.0, 1 - np.cos(np.pi / 4)],
-                               rtol=1e-4)
+    np.testing.assert_allclose(lrs, [2.0, 1 + np.cos(np.pi / 4), 1.0, 1 - np.cos(np.pi / 4)], rtol=1e-4)
     assert facts["loss_first"] == 1.5 and facts["loss_last"] == 1.5
 
 

@@ -11,10 +11,17 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toy_stage import ToyStage, toy_config  # noqa: E402
-
 from ups.checkpoint import (  # noqa: E402
-    SCHEMA_VERSION, CheckpointError, architecture_fingerprint, check_fit, config_hash, load_checkpoint, load_into,
-    misfit_report, model_state_dict, save_checkpoint,
+    SCHEMA_VERSION,
+    CheckpointError,
+    architecture_fingerprint,
+    check_fit,
+    config_hash,
+    load_checkpoint,
+    load_into,
+    misfit_report,
+    model_state_dict,
+    save_checkpoint,
 )
 from ups.engines import fit_stage  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
@@ -37,8 +44,16 @@ def trained(tmp_path_factory):
 def test_checkpoints_load_weights_only_with_the_ups_block(trained, engine):
     path, cfg = trained[engine]
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    for key in ("state_dict", "optimizer_states", "lr_schedulers", "epoch", "global_step",
-                "pytorch-lightning_version", "ema_state_dict", "callbacks"):
+    for key in (
+        "state_dict",
+        "optimizer_states",
+        "lr_schedulers",
+        "epoch",
+        "global_step",
+        "pytorch-lightning_version",
+        "ema_state_dict",
+        "callbacks",
+    ):
         assert key in ckpt, key
     ups = ckpt["ups"]
     assert ups["schema_version"] == SCHEMA_VERSION and ups["stage"] == "autoencoder"
@@ -68,14 +83,20 @@ def test_missing_and_unexpected_keys_are_named(trained):
     path, cfg = trained["native"]
     ckpt = load_checkpoint(path)
     ckpt["state_dict"]["model.extra.weight"] = ckpt["state_dict"].pop("model.2.bias")
-    with pytest.raises(CheckpointError, match=r"missing keys \(1\): 2.bias[\s\S]*unexpected keys \(1\): extra.weight"):
+    with pytest.raises(
+        CheckpointError, match=r"missing keys \(1\): 2.bias[\s\S]*unexpected keys \(1\): extra.weight"
+    ):
         load_into(ToyStage(cfg), ckpt)
 
 
 def test_a_missing_or_extra_operator_subspace_names_the_setting():
     stored = {"operator.pos": torch.zeros(2)}
-    model = {**stored, "operator.subspace_mean": torch.zeros(2), "operator.subspace_basis": torch.zeros(1, 2),
-             "operator.subspace_fitted": torch.zeros(())}
+    model = {
+        **stored,
+        "operator.subspace_mean": torch.zeros(2),
+        "operator.subspace_basis": torch.zeros(1, 2),
+        "operator.subspace_fitted": torch.zeros(()),
+    }
     missing = "\n".join(misfit_report(model, stored))
     assert "missing keys (3)" in missing and "latent subspace is missing from the checkpoint" in missing
     assert "operator.subspace_dim" in missing and "0 for a checkpoint from before" in missing
@@ -88,7 +109,9 @@ def test_a_missing_or_extra_operator_locality_bias_names_the_setting():
     stored = {"operator.pos": torch.zeros(2)}
     model = {**stored, "operator.token_bias": torch.zeros(1, 2, 2)}
     missing = "\n".join(misfit_report(model, stored))
-    assert "missing keys (1): operator.token_bias" in missing and "set operator.locality=0 to load it" in missing
+    assert (
+        "missing keys (1): operator.token_bias" in missing and "set operator.locality=0 to load it" in missing
+    )
     extra = "\n".join(misfit_report(stored, model))
     assert "unexpected keys (1)" in extra and "set operator.locality to a value > 0" in extra
 
@@ -139,20 +162,29 @@ def test_a_checkpoint_with_another_task_order_is_refused():
     cfg = toy_config()
     stage = ToyStage(cfg)
     stage.metadata = lambda: {"task_order": ["b", "a"]}
-    ckpt = {"state_dict": model_state_dict(stage), "ups": {"stage": stage.name, "metadata": {"task_order": ["a", "b"]}}}
+    ckpt = {
+        "state_dict": model_state_dict(stage),
+        "ups": {"stage": stage.name, "metadata": {"task_order": ["a", "b"]}},
+    }
     with pytest.raises(CheckpointError, match=r"task order: checkpoint \['a', 'b'\] vs config \['b', 'a'\]"):
         check_fit(stage, ckpt)
 
 
-@pytest.mark.parametrize("wrap", ["model.{}", "model._orig_mod.{}", "module.model.{}", "model.module.{}",
-                                  "module.model._orig_mod.{}"], ids=["plain", "compiled", "ddp", "ddp-inner", "both"])
+@pytest.mark.parametrize(
+    "wrap",
+    ["model.{}", "model._orig_mod.{}", "module.model.{}", "model.module.{}", "module.model._orig_mod.{}"],
+    ids=["plain", "compiled", "ddp", "ddp-inner", "both"],
+)
 def test_compiled_and_ddp_key_prefixes_load_the_same_weights(wrap):
     cfg = toy_config()
     source, target = ToyStage(cfg), ToyStage(dataclasses.replace(cfg, seed=9))
     stored = {wrap.format(k): v for k, v in source.model.state_dict().items()}
     stored["optimizer_bookkeeping"] = torch.zeros(1)  # keys outside the module are ignored
     load_into(target, {"state_dict": stored, "ups": {"stage": target.name}})
-    assert all(torch.equal(a, b) for a, b in zip(source.model.state_dict().values(), target.model.state_dict().values()))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(source.model.state_dict().values(), target.model.state_dict().values())
+    )
 
 
 class _Payload:
@@ -172,7 +204,9 @@ def test_a_checkpoint_carrying_a_pickled_callable_is_refused_and_never_runs(tmp_
     from ups.errors import UPSError
 
     marker, evil = tmp_path / "marker", tmp_path / "evil.ckpt"
-    torch.save({"state_dict": {"model.w": torch.zeros(1)}, "ups": {"stage": "operator"}, "x": _Payload(marker)}, evil)
+    torch.save(
+        {"state_dict": {"model.w": torch.zeros(1)}, "ups": {"stage": "operator"}, "x": _Payload(marker)}, evil
+    )
     with pytest.raises(UPSError, match="could not be read with weights_only=True"):
         load_checkpoint(evil)
     assert not marker.exists()
@@ -202,5 +236,7 @@ def test_an_autoencoder_of_the_other_latent_amplitude_setting_names_it():
     assert "trained with latent.amplitude=false" in "\n".join(misfit_report(amplitude, plain))
     assert misfit_report(plain, plain) == []
     wider = "autoencoder.encoder.by_rank.d1.to_latent.weight"  # another latent.dim, not the amplitude
-    lines = "\n".join(misfit_report({**plain, wider: torch.zeros(64, 49)}, {**amplitude, wider: torch.zeros(62, 49)}))
+    lines = "\n".join(
+        misfit_report({**plain, wider: torch.zeros(64, 49)}, {**amplitude, wider: torch.zeros(62, 49)})
+    )
     assert "shape differences (2)" in lines and "latent.amplitude" not in lines

@@ -52,17 +52,23 @@ def test_defaults_validate_and_match_the_schema(workdir):
 
 
 def test_include_is_relative_to_the_including_file_and_merges_deeply(workdir):
-    write(workdir / "cfg" / "base" / "model.yaml", "latent: {tokens: 8, dim: 32}\ntraining: {batch_size: 4}\n")
-    main_cfg = write(workdir / "cfg" / "run.yaml",
-                     "include: base/model.yaml\ntraining: {num_workers: 2}\nlatent: {dim: 48}\n")
+    write(
+        workdir / "cfg" / "base" / "model.yaml", "latent: {tokens: 8, dim: 32}\ntraining: {batch_size: 4}\n"
+    )
+    main_cfg = write(
+        workdir / "cfg" / "run.yaml",
+        "include: base/model.yaml\ntraining: {num_workers: 2}\nlatent: {dim: 48}\n",
+    )
     cfg = load_config(main_cfg)
     assert (cfg.latent.tokens, cfg.latent.dim) == (8, 48)
     assert (cfg.training.batch_size, cfg.training.num_workers) == (4, 2)
 
 
 def test_later_includes_win_and_lists_are_replaced(workdir):
-    write(workdir / "a.yaml", "data: {tasks: [{name: a, path: 1D_Burgers_Sols_Nu0.01.hdf5}], "
-                              "reduced_resolution: 2}\n")
+    write(
+        workdir / "a.yaml",
+        "data: {tasks: [{name: a, path: 1D_Burgers_Sols_Nu0.01.hdf5}], reduced_resolution: 2}\n",
+    )
     write(workdir / "b.yaml", "data: {tasks: [{name: b, path: ReacDiff_Nu0.5_Rho1.0.hdf5}]}\n")
     cfg = load_config(write(workdir / "c.yaml", "include: [a.yaml, b.yaml]\n"))
     assert [t.name for t in cfg.data.tasks] == ["b"]
@@ -70,10 +76,17 @@ def test_later_includes_win_and_lists_are_replaced(workdir):
 
 
 def test_overrides_are_typed_by_yaml_but_strings_stay_text(workdir):
-    cfg = load_config(REPO / "configs" / "demo.yaml", [
-        "training.batch_size=8", "optimizer.lr=3e-4", "training.gradient_clip_val=1",
-        "data.tasks.0.name=007", "training.compile=true", "gates.ratio_limits={crmse: 1.5}",
-    ])
+    cfg = load_config(
+        REPO / "configs" / "demo.yaml",
+        [
+            "training.batch_size=8",
+            "optimizer.lr=3e-4",
+            "training.gradient_clip_val=1",
+            "data.tasks.0.name=007",
+            "training.compile=true",
+            "gates.ratio_limits={crmse: 1.5}",
+        ],
+    )
     assert cfg.training.batch_size == 8 and isinstance(cfg.training.batch_size, int)
     assert cfg.optimizer.lr == pytest.approx(3e-4)
     assert cfg.training.gradient_clip_val == 1.0 and isinstance(cfg.training.gradient_clip_val, float)
@@ -85,14 +98,25 @@ def test_overrides_are_typed_by_yaml_but_strings_stay_text(workdir):
 def test_override_to_null_unsets_an_optional_key(workdir):
     cfg = load_config(None, ["training.gradient_clip_val=0.5"])
     assert cfg.training.gradient_clip_val == 0.5
-    assert load_config(None, ["training.gradient_clip_val=0.5", "training.gradient_clip_val=null"]) \
-        .training.gradient_clip_val is None
+    assert (
+        load_config(
+            None, ["training.gradient_clip_val=0.5", "training.gradient_clip_val=null"]
+        ).training.gradient_clip_val
+        is None
+    )
     # string-typed keys too: `null` is no folder called "null"
-    assert load_config(REPO / "configs" / "demo.yaml", ["training.latent_cache_dir=null"]).training.latent_cache_dir is None
+    assert (
+        load_config(
+            REPO / "configs" / "demo.yaml", ["training.latent_cache_dir=null"]
+        ).training.latent_cache_dir
+        is None
+    )
     assert load_config(None, ["logging.wandb.entity=~"]).logging.wandb.entity is None
 
 
-@pytest.mark.parametrize("name", ["defaults", "demo", "multitask", "burgers1d", "advection1d", "reaction_diffusion1d", "darcy2d"])
+@pytest.mark.parametrize(
+    "name", ["defaults", "demo", "multitask", "burgers1d", "advection1d", "reaction_diffusion1d", "darcy2d"]
+)
 def test_every_shipped_config_validates(workdir, name, capsys):
     assert main(["validate-config", str(REPO / "configs" / f"{name}.yaml")]) == 0
     out = capsys.readouterr().out
@@ -112,36 +136,79 @@ def test_validate_config_prints_the_resolved_config(workdir, capsys):
 TASK = "data: {tasks: [{name: burgers1d, path: 1D_Burgers_Sols_Nu0.01.hdf5}]}\n"
 
 MALFORMED = {
-    "typo key": (TASK + "training: {batch_sze: 8}\n", [],
-                 ["training.batch_sze", "unknown key", "Did you mean 'training.batch_size'"]),
+    "typo key": (
+        TASK + "training: {batch_sze: 8}\n",
+        [],
+        ["training.batch_sze", "unknown key", "Did you mean 'training.batch_size'"],
+    ),
     "key in the wrong section": (TASK + "batch_size: 8\n", [], ["batch_size", "training.batch_size"]),
-    "wrong type": (TASK + "training: {batch_size: eight}\n", [], ["training.batch_size", "expected an integer"]),
+    "wrong type": (
+        TASK + "training: {batch_size: eight}\n",
+        [],
+        ["training.batch_size", "expected an integer"],
+    ),
     "bool as string": (TASK + "training: {compile: 'yes'}\n", [], ["training.compile", "true or false"]),
     "negative epochs": (TASK + "stages: {operator: {epochs: -1}}\n", [], ["stages.operator.epochs", ">= 0"]),
-    "unknown stage name": (TASK + "stages: {operatr: {epochs: 2}}\n", [],
-                           ["stages.operatr", "Did you mean 'stages.operator'"]),
-    "missing data path": ("data: {tasks: [{name: burgers1d}]}\n", [], ["data.tasks[0].path", "missing data path"]),
-    "data file absent": ("data: {tasks: [{name: b, path: nope.hdf5}]}\n", [],
-                         ["data.tasks[0].path", "nope.hdf5", "does not exist", "paths.data_dir"]),
-    "built-in file absent": ("data: {tasks: [{name: b, path: 1D_Burgers_Sols_Nu0.1.hdf5}]}\n", [],
-                             ["data.tasks[0].path", "does not exist",
-                              "ups data generate burgers1d --out data/builtin --param nu=0.1"]),
+    "unknown stage name": (
+        TASK + "stages: {operatr: {epochs: 2}}\n",
+        [],
+        ["stages.operatr", "Did you mean 'stages.operator'"],
+    ),
+    "missing data path": (
+        "data: {tasks: [{name: burgers1d}]}\n",
+        [],
+        ["data.tasks[0].path", "missing data path"],
+    ),
+    "data file absent": (
+        "data: {tasks: [{name: b, path: nope.hdf5}]}\n",
+        [],
+        ["data.tasks[0].path", "nope.hdf5", "does not exist", "paths.data_dir"],
+    ),
+    "built-in file absent": (
+        "data: {tasks: [{name: b, path: 1D_Burgers_Sols_Nu0.1.hdf5}]}\n",
+        [],
+        [
+            "data.tasks[0].path",
+            "does not exist",
+            "ups data generate burgers1d --out data/builtin --param nu=0.1",
+        ],
+    ),
     "no tasks": ("data: {tasks: []}\n", [], ["data.tasks", "no tasks"]),
-    "duplicate task names": ("data: {tasks: [{name: a, path: 1D_Burgers_Sols_Nu0.01.hdf5}, "
-                             "{name: a, path: ReacDiff_Nu0.5_Rho1.0.hdf5}]}\n", [], ["data.tasks[1].name", "twice"]),
-    "bad choice": (TASK + "training: {precision: bf16}\n", [],
-                   ["training.precision", "expected one of", "Did you mean 'bf16-mixed'"]),
-    "split fractions over 1": (TASK + "data: {split: {train: 0.8, val: 0.3}}\n", [], ["data.split", "exceeds 1"]),
-    "heads do not divide dim": (TASK + "latent: {dim: 30}\noperator: {heads: 4}\n", [],
-                                ["operator.heads", "latent.dim"]),
+    "duplicate task names": (
+        "data: {tasks: [{name: a, path: 1D_Burgers_Sols_Nu0.01.hdf5}, "
+        "{name: a, path: ReacDiff_Nu0.5_Rho1.0.hdf5}]}\n",
+        [],
+        ["data.tasks[1].name", "twice"],
+    ),
+    "bad choice": (
+        TASK + "training: {precision: bf16}\n",
+        [],
+        ["training.precision", "expected one of", "Did you mean 'bf16-mixed'"],
+    ),
+    "split fractions over 1": (
+        TASK + "data: {split: {train: 0.8, val: 0.3}}\n",
+        [],
+        ["data.split", "exceeds 1"],
+    ),
+    "heads do not divide dim": (
+        TASK + "latent: {dim: 30}\noperator: {heads: 4}\n",
+        [],
+        ["operator.heads", "latent.dim"],
+    ),
     "even kernel": (TASK + "encoder: {kernel_size: 4}\n", [], ["encoder.kernel_size", "odd"]),
-    "fsdp offload on cpu": (TASK + "training: {strategy: fsdp, accelerator: cpu, cpu_offload_optimizer: true}\n", [],
-                            ["training.cpu_offload_optimizer", "FSDP"]),
+    "fsdp offload on cpu": (
+        TASK + "training: {strategy: fsdp, accelerator: cpu, cpu_offload_optimizer: true}\n",
+        [],
+        ["training.cpu_offload_optimizer", "FSDP"],
+    ),
     "section is a scalar": (TASK + "training: 3\n", [], ["training", "expected a section"]),
     "top level is a list": ("- a\n- b\n", [], ["top level must be a mapping"]),
     "yaml syntax": (TASK + "training: {batch_size: [1, 2\n", [], ["not valid YAML", ".yaml:"]),
-    "bad override value": (TASK, ["training.num_workers=two"], ["training.num_workers",
-                                                                "command-line override 'training.num_workers=two'"]),
+    "bad override value": (
+        TASK,
+        ["training.num_workers=two"],
+        ["training.num_workers", "command-line override 'training.num_workers=two'"],
+    ),
     "override without =": (TASK, ["training.batch_size"], ["training.batch_size", "key.sub=value"]),
     "override of unknown key": (TASK, ["trainig.batch_size=3"], ["trainig", "Did you mean 'training'"]),
 }
@@ -205,8 +272,12 @@ def test_configuration_docs_and_defaults_are_generated_from_the_schema():
 
 
 def test_python_dash_m_ups_runs(workdir):
-    done = subprocess.run([sys.executable, "-m", "ups", "validate-config", str(REPO / "configs" / "demo.yaml")],
-                          capture_output=True, text=True, cwd=workdir)
+    done = subprocess.run(
+        [sys.executable, "-m", "ups", "validate-config", str(REPO / "configs" / "demo.yaml")],
+        capture_output=True,
+        text=True,
+        cwd=workdir,
+    )
     assert done.returncode == 0, done.stderr
     assert "config OK" in done.stdout
 

@@ -27,10 +27,10 @@ def _write(path, data, **options):
 # (lead indices, rows, kept slices) of [N, T, X] data
 SELECTIONS_1D = [
     ((2,), slice(None), ()),
-    ((0,), slice(3, 4), ()),                               # one frame: what a snapshot reads
-    ((4,), slice(1, 8, 3), ()),                            # a strided window
-    ((1,), slice(5, 2), ()),                               # empty
-    ((3,), slice(2, 100), (slice(None, None, 2),)),        # past the end; every second point
+    ((0,), slice(3, 4), ()),  # one frame: what a snapshot reads
+    ((4,), slice(1, 8, 3), ()),  # a strided window
+    ((1,), slice(5, 2), ()),  # empty
+    ((3,), slice(2, 100), (slice(None, None, 2),)),  # past the end; every second point
     ((0,), slice(None, None, 2), (slice(1, None, 3),)),
     ((), slice(1, 3), (slice(None), slice(None, None, 3))),  # rows along the first axis
 ]
@@ -53,9 +53,11 @@ def test_reads_equal_h5py_on_2d_grids_with_channels(tmp_path):
     data = np.random.default_rng(1).normal(size=(3, 6, 5, 4, 2)).astype(np.float32)
     h5 = _write(tmp_path / "a.h5", data)
     reader = _reader(h5, "data")
-    for lead, rows, keep in [((1,), slice(0, 6, 2), (slice(None, None, 2), slice(None, None, 3), slice(None))),
-                             ((2, 4), slice(None, None, 2), (slice(None, None, 2), slice(None))),
-                             ((0,), slice(4, 5), ())]:
+    for lead, rows, keep in [
+        ((1,), slice(0, 6, 2), (slice(None, None, 2), slice(None, None, 3), slice(None))),
+        ((2, 4), slice(None, None, 2), (slice(None, None, 2), slice(None))),
+        ((0,), slice(4, 5), ()),
+    ]:
         np.testing.assert_array_equal(reader.read(lead, rows, keep), h5["data"][(*lead, rows, *keep)])
 
 
@@ -63,8 +65,16 @@ def test_reads_split_into_blocks_and_single_rows_are_the_same(tmp_path, monkeypa
     data = np.random.default_rng(2).normal(size=(4, 30, 8)).astype(np.float32)
     h5 = _write(tmp_path / "a.h5", data)
     reader = _reader(h5, "data")
-    selections = [((1,), slice(None), (slice(None, None, 3),)), ((2,), slice(1, 29, 4), ()), ((3,), slice(5, 6), ())]
-    for block_bytes, row_bytes in [(3 * 32, 1 << 20), (32, 1 << 20), (1 << 20, 1)]:  # 3 rows, 1 row, rows one by one
+    selections = [
+        ((1,), slice(None), (slice(None, None, 3),)),
+        ((2,), slice(1, 29, 4), ()),
+        ((3,), slice(5, 6), ()),
+    ]
+    for block_bytes, row_bytes in [
+        (3 * 32, 1 << 20),
+        (32, 1 << 20),
+        (1 << 20, 1),
+    ]:  # 3 rows, 1 row, rows one by one
         monkeypatch.setattr(contiguous, "BLOCK_BYTES", block_bytes)
         monkeypatch.setattr(contiguous, "ROW_READ_BYTES", row_bytes)
         for lead, rows, keep in selections:
@@ -87,8 +97,9 @@ def test_user_block_is_counted_in_the_offset(tmp_path):
     np.testing.assert_array_equal(reader.read((2,), slice(1, 3)), data[2, 1:3])
 
 
-@pytest.mark.parametrize("options", [{"chunks": (1, 4, 5)}, {"compression": "gzip"}, {"shuffle": True},
-                                     {"fletcher32": True}])
+@pytest.mark.parametrize(
+    "options", [{"chunks": (1, 4, 5)}, {"compression": "gzip"}, {"shuffle": True}, {"fletcher32": True}]
+)
 def test_chunked_or_filtered_datasets_are_left_to_h5py(tmp_path, options):
     h5 = _write(tmp_path / "a.h5", np.ones((3, 4, 5), np.float32), **options)
     assert _reader(h5, "data") is None
@@ -117,6 +128,7 @@ def test_a_file_cut_short_while_open_is_left_to_h5py_and_a_short_read_is_a_data_
 
 
 # ---- through PDEBenchFile --------------------------------------------------------------
+
 
 def _every_read(f: PDEBenchFile) -> list[np.ndarray]:
     r = f.info.n_samples - 1

@@ -37,8 +37,9 @@ def test_synthetic_file_is_pdebench_single_layout_with_the_formula_values(tmp_pa
     c = rng.uniform(-1, 1)
     k, t, x = np.arange(1, 5), 1.0, 2.5 / 16
     angle = 2 * np.pi * k * (x - c * t)
-    assert u[3, 2] == pytest.approx(np.sum(np.exp(-0.01 * k**2 * t) * (a * np.sin(angle) + b * np.cos(angle))),
-                                    rel=1e-5)
+    assert u[3, 2] == pytest.approx(
+        np.sum(np.exp(-0.01 * k**2 * t) * (a * np.sin(angle) + b * np.cos(angle))), rel=1e-5
+    )
     np.testing.assert_allclose(u.mean(axis=1), 0, atol=1e-6)  # Fourier modes 1-4 average out on the cells
 
 
@@ -86,10 +87,12 @@ def test_frames_in_memory_serve_the_files_frames_for_the_first_batches(tmp_path)
 def test_memory_peak_sums_a_process_and_its_children(tmp_path):
     # a parent holding 100 MB, then a forked child holding those (shared) and 100 MB of its own:
     # RSS counts the shared pages twice (~300 MB), PSS once (~200 MB)
-    script = ("import os, time, numpy as np\n"
-              "a = np.ones(12_500_000)\n"
-              "if os.fork() == 0:\n    b = np.ones(12_500_000); time.sleep(2.5); os._exit(0)\n"
-              "time.sleep(2.5); os.wait()\n")
+    script = (
+        "import os, time, numpy as np\n"
+        "a = np.ones(12_500_000)\n"
+        "if os.fork() == 0:\n    b = np.ones(12_500_000); time.sleep(2.5); os._exit(0)\n"
+        "time.sleep(2.5); os.wait()\n"
+    )
     run = data_scale.run_measured([sys.executable, "-c", script], tmp_path / "log")
     assert run.code == 0
     assert 250 * 2**20 < run.peak_rss < 400 * 2**20

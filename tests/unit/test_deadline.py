@@ -1,9 +1,9 @@
 """ups.deadline: the stages' shares of one deadline, and when a stage stops training."""
 
 import pytest
+from tests.manual_clock import ManualClock
 
 from ups import deadline
-from tests.manual_clock import ManualClock
 from ups.deadline import Deadline, StopRule
 
 

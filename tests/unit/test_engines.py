@@ -11,7 +11,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toy_stage import PlateauStage, ToyStage, toy_config  # noqa: E402
-
 from ups.checkpoint import load_checkpoint, stage_weights  # noqa: E402
 from ups.data.sampling import TaskBatchSampler  # noqa: E402
 from ups.engines import fit_stage, preflight  # noqa: E402
@@ -38,9 +37,15 @@ def ckpt_files(run) -> list[str]:
     return sorted(p.name for p in run.checkpoint_dir("autoencoder").iterdir())
 
 
-@pytest.mark.parametrize("training", [
-    {}, {"accumulate_grad_batches": 2, "gradient_clip_val": 0.5}, {"ema_decay": 0.9},
-], ids=["plain", "accumulate+clip", "ema"])
+@pytest.mark.parametrize(
+    "training",
+    [
+        {},
+        {"accumulate_grad_batches": 2, "gradient_clip_val": 0.5},
+        {"ema_decay": 0.9},
+    ],
+    ids=["plain", "accumulate+clip", "ema"],
+)
 def test_engines_agree_step_for_step(tmp_path, training):
     cfg = toy_config(**training)
     lit, lit_run = fit(tmp_path, "lightning", cfg, "lightning")
@@ -74,10 +79,17 @@ def test_engines_agree_when_validating_every_second_epoch(tmp_path):
         assert [(h["epoch"], h["step"]) for h in result.val_history] == [(1, 10), (3, 20)]
     assert_close(lit.train_losses, nat.train_losses)
     assert_close([h["val/nrmse"] for h in lit.val_history], [h["val/nrmse"] for h in nat.val_history])
-    assert ckpt_files(lit_run) == ckpt_files(nat_run) == [
-        "best-epoch001-step000010.ckpt", "best-epoch003-step000020.ckpt", "last.ckpt"]
+    assert (
+        ckpt_files(lit_run)
+        == ckpt_files(nat_run)
+        == ["best-epoch001-step000010.ckpt", "best-epoch003-step000020.ckpt", "last.ckpt"]
+    )
     lit_ckpt, nat_ckpt = load_checkpoint(lit.last_path), load_checkpoint(nat.last_path)
-    assert (lit_ckpt["epoch"], lit_ckpt["global_step"]) == (nat_ckpt["epoch"], nat_ckpt["global_step"]) == (3, 20)
+    assert (
+        (lit_ckpt["epoch"], lit_ckpt["global_step"])
+        == (nat_ckpt["epoch"], nat_ckpt["global_step"])
+        == (3, 20)
+    )
     for key, value in lit_ckpt["state_dict"].items():
         assert_close(value, nat_ckpt["state_dict"][key])
 
@@ -92,8 +104,10 @@ def test_patience_counts_validations_not_epochs(tmp_path, engine):
     assert [h["epoch"] for h in result.val_history] == [1, 3, 5]
 
 
-@pytest.mark.parametrize("writer,reader", [("native", "lightning"), ("lightning", "native"),
-                                           ("lightning", "lightning"), ("native", "native")])
+@pytest.mark.parametrize(
+    "writer,reader",
+    [("native", "lightning"), ("lightning", "native"), ("lightning", "lightning"), ("native", "native")],
+)
 def test_resume_when_validating_every_second_epoch(tmp_path, writer, reader):
     def config(epochs):
         cfg = toy_config(val_every_n_epochs=2)
@@ -136,8 +150,11 @@ def test_best_k_checkpoints_are_the_k_lowest(tmp_path, engine):
     state = next(v for k, v in kept.items() if k.startswith("ModelCheckpoint"))
     assert sorted(Path(p).name for p in state["best_k_models"]) == expected
     for path, score in state["best_k_models"].items():
-        assert_close(float(score), scores[(load_checkpoint(path)["epoch"], load_checkpoint(path)["global_step"])],
-                     rel=1e-6)
+        assert_close(
+            float(score),
+            scores[(load_checkpoint(path)["epoch"], load_checkpoint(path)["global_step"])],
+            rel=1e-6,
+        )
     assert result.best_path.name == f"best-epoch{lowest[0][0]:03d}-step{lowest[0][1]:06d}.ckpt"
     assert_close(result.best_score, min(scores.values()))
 
@@ -204,6 +221,7 @@ def test_native_engine_refuses_several_devices(tmp_path):
 
 def test_weights_equal_after_loading_a_lightning_checkpoint(tmp_path):
     from ups.checkpoint import load_into
+
     cfg = toy_config()
     lit, _ = fit(tmp_path, "lightning", cfg, "lightning")
     ckpt = load_checkpoint(lit.last_path)
@@ -221,8 +239,12 @@ def test_resume_appends_to_metrics_csv(tmp_path, engine):
     fit_stage(ToyStage(one), one, run, engine=engine)
     fit_stage(ToyStage(toy_config()), toy_config(), run, engine=engine, resume=True)
     import csv
+
     rows = list(csv.DictReader((run.log_dir("autoencoder") / "metrics.csv").open()))
-    assert sorted({r["epoch"] for r in rows if r["epoch"]}) == ["0", "1"]  # (learning-rate rows carry no epoch)
+    assert sorted({r["epoch"] for r in rows if r["epoch"]}) == [
+        "0",
+        "1",
+    ]  # (learning-rate rows carry no epoch)
     assert sum(1 for r in rows if r["val/nrmse"]) == 2
 
 
@@ -291,7 +313,9 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_whole(tmp
     last = run.checkpoint_dir("autoencoder") / "last.ckpt"
     assert load_checkpoint(last)["epoch"] == 0
     assert not [p for p in run.checkpoint_dir("autoencoder").iterdir() if p.name.endswith(".tmp")]
-    assert all(Path(str(target)).name.endswith(".tmp") for target in writes)  # through ups.checkpoint.save_checkpoint
+    assert all(
+        Path(str(target)).name.endswith(".tmp") for target in writes
+    )  # through ups.checkpoint.save_checkpoint
 
 
 @pytest.mark.parametrize("engine", ["lightning", "native"])
@@ -304,8 +328,11 @@ def test_nan_policy_stop_names_the_step_and_term_and_keeps_the_last_checkpoint(t
     with pytest.raises(UPSError, match=r"non-finite training loss \(subset_mse = nan\) at optimizer step 7"):
         fit_stage(FaultyStage(cfg, nan_loss=[7]), cfg, run, engine=engine)
     assert load_checkpoint(run.checkpoint_dir("autoencoder") / "last.ckpt")["epoch"] == 0  # epoch 0's, whole
-    with pytest.raises(UPSError, match=r"non-finite gradients \(0.weight, 0.bias, 2.weight and 1 "
-                                       r"more\) at optimizer step 2"):
+    with pytest.raises(
+        UPSError,
+        match=r"non-finite gradients \(0.weight, 0.bias, 2.weight and 1 "
+        r"more\) at optimizer step 2",
+    ):
         fit_stage(FaultyStage(cfg, nan_gradient=[2]), cfg, RunDir(tmp_path / "run2").init(cfg), engine=engine)
 
 
@@ -314,13 +341,19 @@ def test_nan_policy_skip_batch_skips_alike_in_both_engines_and_stops_past_the_li
 
     cfg = toy_config(nan_policy="skip_batch", max_skipped_batches=2)
     faults = {"nan_loss": [1], "nan_gradient": [6]}
-    results = {engine: fit_stage(FaultyStage(cfg, **faults), cfg, RunDir(tmp_path / engine).init(cfg), engine=engine)
-               for engine in ("lightning", "native")}
+    results = {
+        engine: fit_stage(FaultyStage(cfg, **faults), cfg, RunDir(tmp_path / engine).init(cfg), engine=engine)
+        for engine in ("lightning", "native")
+    }
     lit, nat = (load_checkpoint(results[e].last_path)["state_dict"] for e in ("lightning", "native"))
     for key, value in lit.items():
         assert torch.isfinite(value).all()
         assert_close(value, nat[key])  # the same two batches skipped, the same weights
     assert caplog.text.count("batch skipped (2 of training.max_skipped_batches=2)") == 2
     with pytest.raises(UPSError, match="more than training.max_skipped_batches=2 batches skipped"):
-        fit_stage(FaultyStage(cfg, nan_loss=[0, 3], nan_gradient=[5]), cfg, RunDir(tmp_path / "x").init(cfg),
-                  engine="native")
+        fit_stage(
+            FaultyStage(cfg, nan_loss=[0, 3], nan_gradient=[5]),
+            cfg,
+            RunDir(tmp_path / "x").init(cfg),
+            engine="native",
+        )

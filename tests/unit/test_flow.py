@@ -9,8 +9,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ups.models.flow import (FlowNet, consistency_function, consistency_sample, flow_matching_pair,
-                             sample_flow, velocity_evaluations)
+from ups.models.flow import (
+    FlowNet,
+    consistency_function,
+    consistency_sample,
+    flow_matching_pair,
+    sample_flow,
+    velocity_evaluations,
+)
 
 TOKENS, DIM, CONTEXT = 6, 8, 5
 
@@ -21,9 +27,14 @@ def small_flownet(**kwargs) -> FlowNet:
 
 def flow_inputs(batch: int = 3, n_params: int = 1, dt: bool = True):
     """(x, s, context, dt, params, task_id) for small_flownet."""
-    return (torch.randn(batch, TOKENS, DIM), torch.rand(batch), torch.randn(batch, TOKENS, CONTEXT),
-            torch.full((batch,), 0.05) if dt else None, torch.randn(batch, n_params),
-            torch.arange(batch) % 2)
+    return (
+        torch.randn(batch, TOKENS, DIM),
+        torch.rand(batch),
+        torch.randn(batch, TOKENS, CONTEXT),
+        torch.full((batch,), 0.05) if dt else None,
+        torch.randn(batch, n_params),
+        torch.arange(batch) % 2,
+    )
 
 
 @pytest.mark.parametrize("n_params", [1, 3])
@@ -68,9 +79,13 @@ def test_flownet_output_depends_on_every_condition():
             block.modulation[-1].weight.normal_(std=0.1)
     x, s, context, dt, params, task = flow_inputs(n_params=2)
     base = net(x, s, context, dt, params, task)
-    variants = [net(x, s * 0.5, context, dt, params, task), net(x, s, context + 1, dt, params, task),
-                net(x, s, context, None, params, task), net(x, s, context, dt, params + 1, task),
-                net(x, s, context, dt, params, 1 - task)]
+    variants = [
+        net(x, s * 0.5, context, dt, params, task),
+        net(x, s, context + 1, dt, params, task),
+        net(x, s, context, None, params, task),
+        net(x, s, context, dt, params + 1, task),
+        net(x, s, context, dt, params, 1 - task),
+    ]
     for v in variants:
         assert (v - base).abs().max() > 1e-4
 
@@ -168,8 +183,10 @@ def test_sample_flow_rejects_unknown_method_and_too_few_steps():
 
 def single_point_velocity(x1_star: torch.Tensor):
     """The rectified-flow velocity for data that is the single point x1*: (x1* - x) / (1 - s)."""
+
     def velocity(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         return (x1_star - x) / (1 - s.clamp(max=1 - 1e-6)).reshape(-1, *[1] * (x.dim() - 1))
+
     return velocity
 
 

@@ -9,8 +9,15 @@ import h5py
 import numpy as np
 import pytest
 
-from ups.data.generate import GENERATORS, generate_dataset
-from ups.data.generate import advection, burgers, darcy, hdf5_writer, reaction_diffusion
+from ups.data.generate import (
+    GENERATORS,
+    advection,
+    burgers,
+    darcy,
+    generate_dataset,
+    hdf5_writer,
+    reaction_diffusion,
+)
 from ups.data.generate.initial_conditions import SineModes, draw_sine_modes
 from ups.data.generate.spec import cell_centres
 from ups.errors import UPSError
@@ -97,10 +104,12 @@ def test_fisher_kpp_splitting_is_second_order_in_time():
     u0 = reaction_diffusion.normalised_initial_condition(modes.evaluate(cell_centres(64)))
     times = np.linspace(0.0, 0.2, 5)
     reference = reaction_diffusion.evolve(u0, 0.5, 10.0, times, dt_max=1e-5)
-    errors = np.array([
-        np.abs(reaction_diffusion.evolve(u0, 0.5, 10.0, times, dt_max=dt) - reference).max()
-        for dt in (4e-3, 2e-3, 1e-3)
-    ])
+    errors = np.array(
+        [
+            np.abs(reaction_diffusion.evolve(u0, 0.5, 10.0, times, dt_max=dt) - reference).max()
+            for dt in (4e-3, 2e-3, 1e-3)
+        ]
+    )
     assert np.all(errors[:-1] / errors[1:] > 3.0)
 
 
@@ -149,8 +158,14 @@ def test_pdebench_1d_layout(tmp_path):
         np.testing.assert_allclose(h5["x-coordinate"][:], (np.arange(16) + 0.5) / 16)
         np.testing.assert_allclose(h5["t-coordinate"][:], np.linspace(0, 2, 5))
         assert dict(h5.attrs) == {
-            "ups_generator": "burgers1d", "ups_layout": "pdebench", "ups_seed": 5, "ups_n": 3,
-            "ups_nx": 16, "ups_nt": 5, "ups_format_version": 2, "nu": 0.1,
+            "ups_generator": "burgers1d",
+            "ups_layout": "pdebench",
+            "ups_seed": 5,
+            "ups_n": 3,
+            "ups_nx": 16,
+            "ups_nt": 5,
+            "ups_format_version": 2,
+            "nu": 0.1,
         }
     assert result.shapes["tensor"] == (3, 5, 16)
 
@@ -197,7 +212,12 @@ def test_multigroup_layout_holds_the_same_trajectories(tmp_path):
             np.testing.assert_array_equal(data[..., 0], ref["tensor"][i])
             np.testing.assert_array_equal(h5[f"{key}/grid/x"][:], ref["x-coordinate"][:])
             np.testing.assert_array_equal(h5[f"{key}/grid/t"][:], ref["t-coordinate"][:])
-    assert multi.shapes == {"groups": (3,), "0000/data": (5, 16, 1), "0000/grid/x": (16,), "0000/grid/t": (5,)}
+    assert multi.shapes == {
+        "groups": (3,),
+        "0000/data": (5, 16, 1),
+        "0000/grid/x": (16,),
+        "0000/grid/t": (5,),
+    }
 
 
 @pytest.mark.parametrize("task", sorted(GENERATORS))

@@ -83,10 +83,14 @@ def test_no_flux_laplacian_has_the_cosine_modes_as_eigenvectors_and_conserves_su
 
 
 def test_diffusion_reaction_rk4_is_fourth_order_in_time():
-    u0, v0 = diffusion_reaction.initial_fields(np.random.default_rng(3), 2, diffusion_reaction.cell_centres(16))
+    u0, v0 = diffusion_reaction.initial_fields(
+        np.random.default_rng(3), 2, diffusion_reaction.cell_centres(16)
+    )
     params = {"du": 1e-3, "dv": 5e-3, "k": 5e-3}
     times = np.array([0.0, 1.0])
-    final = [diffusion_reaction.evolve(u0, v0, params, times, dt_max=dt)[:, -1] for dt in (0.2, 0.1, 0.05, 0.025)]
+    final = [
+        diffusion_reaction.evolve(u0, v0, params, times, dt_max=dt)[:, -1] for dt in (0.2, 0.1, 0.05, 0.025)
+    ]
     errors = [np.abs(a - final[-1]).max() for a in final[:-1]]
     assert np.log2(errors[0] / errors[1]) > 3.5, errors
 

@@ -13,6 +13,7 @@ from ups.engines.guards import GUARDS, Machine, apply_guards
 from ups.errors import ConfigError
 from ups.models.blocks import TransformerBlock, checkpoint_activations
 
+
 def load_config(path, overrides=()):
     """The schema defaults with overrides; data files need not exist (a fresh clone has none)."""
     return load(path, overrides, check_files=False)
@@ -22,16 +23,31 @@ OLD_TORCH_CPU = Machine(torch_version=(2, 3), gpu=False, cpu_bf16=False)
 NEW_TORCH_GPU = Machine(torch_version=(2, 13), gpu=True, cpu_bf16=False)
 
 CASES = {  # guard -> (overrides that match it, the fallback's effect, the override key or None)
-    "compile-distributed": (["training.compile=true", "training.devices=2", "training.strategy=ddp"],
-                            lambda cfg: cfg.training.compile is False, "training.force_compile_distributed"),
-    "bf16-on-cpu-without-bf16": (["training.precision=bf16-mixed"],
-                                 lambda cfg: cfg.training.precision == "32-true", "training.force_bf16_cpu"),
-    "compile-max-autotune-on-cpu": (["training.compile=true", "training.compile_mode=max-autotune"],
-                                    lambda cfg: cfg.training.compile_mode == "default", None),
-    "compile-cudagraphs-with-ddp": (["training.compile=true", "training.compile_mode=reduce-overhead",
-                                     "training.devices=2", "training.strategy=ddp"],
-                                    lambda cfg: cfg.training.compile_mode == "default",
-                                    "training.force_compile_distributed"),
+    "compile-distributed": (
+        ["training.compile=true", "training.devices=2", "training.strategy=ddp"],
+        lambda cfg: cfg.training.compile is False,
+        "training.force_compile_distributed",
+    ),
+    "bf16-on-cpu-without-bf16": (
+        ["training.precision=bf16-mixed"],
+        lambda cfg: cfg.training.precision == "32-true",
+        "training.force_bf16_cpu",
+    ),
+    "compile-max-autotune-on-cpu": (
+        ["training.compile=true", "training.compile_mode=max-autotune"],
+        lambda cfg: cfg.training.compile_mode == "default",
+        None,
+    ),
+    "compile-cudagraphs-with-ddp": (
+        [
+            "training.compile=true",
+            "training.compile_mode=reduce-overhead",
+            "training.devices=2",
+            "training.strategy=ddp",
+        ],
+        lambda cfg: cfg.training.compile_mode == "default",
+        "training.force_compile_distributed",
+    ),
 }
 MACHINE = {"compile-cudagraphs-with-ddp": Machine(torch_version=(2, 13), gpu=True, cpu_bf16=False)}
 
@@ -91,15 +107,27 @@ def test_compile_mode_reaches_torch_compile(monkeypatch):
     modes = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: modes.append(kw.get("mode")))
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
-    speed_knobs(model, load_config(None, ["training.compile=true", "training.compile_mode=max-autotune-no-cudagraphs"]))
+    speed_knobs(
+        model,
+        load_config(None, ["training.compile=true", "training.compile_mode=max-autotune-no-cudagraphs"]),
+    )
     assert modes == ["max-autotune-no-cudagraphs"] * 2
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["training.cpu_offload_optimizer=true"], "needs training.strategy=fsdp on GPUs"),
-    (["training.cpu_offload_optimizer=true", "training.strategy=fsdp", "training.accelerator=cpu"], "on GPUs"),
-    (["training.strategy=fsdp", "stages.operator.ema_decay=0.99"], "EMA of weights is not available under FSDP"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["training.cpu_offload_optimizer=true"], "needs training.strategy=fsdp on GPUs"),
+        (
+            ["training.cpu_offload_optimizer=true", "training.strategy=fsdp", "training.accelerator=cpu"],
+            "on GPUs",
+        ),
+        (
+            ["training.strategy=fsdp", "stages.operator.ema_decay=0.99"],
+            "EMA of weights is not available under FSDP",
+        ),
+    ],
+)
 def test_distributed_knobs_that_cannot_apply_are_config_errors(overrides, message):
     with pytest.raises(ConfigError, match=message):
         load_config(None, overrides)
@@ -125,6 +153,10 @@ def test_cpu_offload_on_a_machine_without_gpu_is_refused_in_preflight(tmp_path, 
     from ups.runs import RunDir
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cfg = load_config(None, ["training.strategy=fsdp", "training.devices=2", "training.cpu_offload_optimizer=true"])
-    with pytest.raises(Exception, match="needs the Lightning engine with training.strategy=fsdp on several GPUs"):
+    cfg = load_config(
+        None, ["training.strategy=fsdp", "training.devices=2", "training.cpu_offload_optimizer=true"]
+    )
+    with pytest.raises(
+        Exception, match="needs the Lightning engine with training.strategy=fsdp on several GPUs"
+    ):
         preflight(object(), cfg, RunDir(tmp_path), engine="lightning", resume=False)

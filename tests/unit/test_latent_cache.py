@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from ups.config.schema import TaskConfig
-from ups.data.latent_cache import (MAGIC, SUFFIX, LatentCache, encoder_digest, entry_key)
+from ups.data.latent_cache import MAGIC, SUFFIX, LatentCache, encoder_digest, entry_key
 from ups.data.normalization import Normalizer
 from ups.data.tasks import load_tasks
 from ups.errors import DataError
@@ -71,8 +71,9 @@ def module():
 
 
 def ensure(root, tasks, encode, dtype="float32", **kwargs):
-    return LatentCache(root).ensure(tasks, encode, encoder=encoder_digest(encode.module), dtype=dtype,
-                                    latent_shape=LATENT, **kwargs)
+    return LatentCache(root).ensure(
+        tasks, encode, encoder=encoder_digest(encode.module), dtype=dtype, latent_shape=LATENT, **kwargs
+    )
 
 
 def expected(encode: GridEncode, k: int) -> np.ndarray:
@@ -91,7 +92,9 @@ def test_float32_round_trip_is_exact_with_the_documented_layout(tasks, module, t
     encode = GridEncode(tasks, module)
     entries = ensure(tmp_path / "cache", tasks, encode)
     assert [(e.task, e.shape, e.dtype, e.status) for e in entries] == [
-        ("burgers1d", (10, 6, 4, 3), "float32", "built"), ("advection1d", (8, 5, 4, 3), "float32", "built")]
+        ("burgers1d", (10, 6, 4, 3), "float32", "built"),
+        ("advection1d", (8, 5, 4, 3), "float32", "built"),
+    ]
     assert encode.calls == [10, 8] and [len(e) for e in entries] == [10, 8]
     for k, entry in enumerate(entries):
         want = expected(encode, k)
@@ -190,8 +193,11 @@ def _other_resolution(tasks, module, tmp_path, writers):
     return tasks, GridEncode(tasks, module), "float32", ["built", "built"]
 
 
-@pytest.mark.parametrize("change", [_other_encoder, _rewritten_file, _other_dtype, _other_normalizer,
-                                    _other_resolution], ids=lambda f: f.__name__.lstrip("_"))
+@pytest.mark.parametrize(
+    "change",
+    [_other_encoder, _rewritten_file, _other_dtype, _other_normalizer, _other_resolution],
+    ids=lambda f: f.__name__.lstrip("_"),
+)
 def test_changed_inputs_miss_and_build_new_entries(tasks, module, tmp_path, pdebench_writers, change):
     root = tmp_path / "cache"
     before = ensure(root, tasks, GridEncode(tasks, module))
@@ -237,10 +243,17 @@ def _flip_length(path: Path) -> None:
     _flip(path, path.stat().st_size - 10)
 
 
-@pytest.mark.parametrize("corrupt, reason", [
-    (_truncate, "bad magic"), (_flip_data, "crc32 of the data"), (_flip_header_key, "header key"),
-    (_flip_header_brace, "not valid JSON"), (_flip_length, "header length"),
-], ids=lambda v: getattr(v, "__name__", "").lstrip("_") or None)
+@pytest.mark.parametrize(
+    "corrupt, reason",
+    [
+        (_truncate, "bad magic"),
+        (_flip_data, "crc32 of the data"),
+        (_flip_header_key, "header key"),
+        (_flip_header_brace, "not valid JSON"),
+        (_flip_length, "header length"),
+    ],
+    ids=lambda v: getattr(v, "__name__", "").lstrip("_") or None,
+)
 def test_corrupt_entry_is_rebuilt_with_one_warning(tasks, module, tmp_path, caplog, corrupt, reason):
     root = tmp_path / "cache"
     path = ensure(root, tasks, GridEncode(tasks, module))[0].path
@@ -282,8 +295,9 @@ def test_concurrent_processes_build_each_entry_once(tasks, module, tmp_path):
     entries = ensure(root, tasks, encode)  # verifies every crc
     assert [e.status for e in entries] == ["hit", "hit"] and encode.calls == [0, 0]
     for k, entry in enumerate(entries):
-        np.testing.assert_array_equal(np.stack([entry.frames(i) for i in range(len(entry))]),
-                                      expected(encode, k))
+        np.testing.assert_array_equal(
+            np.stack([entry.frames(i) for i in range(len(entry))]), expected(encode, k)
+        )
 
 
 def test_ensure_waits_for_a_writer_holding_the_lock(tasks, module, tmp_path, caplog):
@@ -345,7 +359,11 @@ def test_entries_list_headers_and_report_unreadable_files(tasks, module, tmp_pat
         header = info["header"]
         assert info["bytes"] == entry.path.stat().st_size
         assert (header["task"], header["shape"], header["dtype"], header["format"]) == (
-            entry.task, list(entry.shape), "float32", 1)
+            entry.task,
+            list(entry.shape),
+            "float32",
+            1,
+        )
         assert entry.path.name.split("-")[1] == header["key"][:20] + SUFFIX
     assert "header" not in listed[2] and "bad magic" in listed[2]["error"] and listed[2]["bytes"] == 24
 
@@ -428,8 +446,9 @@ def test_corrupt_entry_is_removed_even_when_its_rebuild_fails(tasks, module, tmp
         return np.full((6, *LATENT), np.inf, dtype=np.float32)
 
     with pytest.raises(DataError, match="non-finite"):
-        LatentCache(root).ensure(tasks, failing, encoder=encoder_digest(module), dtype="float32",
-                                 latent_shape=LATENT)
+        LatentCache(root).ensure(
+            tasks, failing, encoder=encoder_digest(module), dtype="float32", latent_shape=LATENT
+        )
     assert not path.exists() and len(list(root.glob(f"*{SUFFIX}"))) == 1
 
 

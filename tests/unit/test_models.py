@@ -24,8 +24,12 @@ def small_operator(**kwargs) -> LatentOperator:
 
 
 def operator_inputs(batch: int = 3, n_params: int = 2):
-    return (torch.randn(batch, 8, 32), torch.full((batch,), 0.05), torch.randn(batch, n_params),
-            torch.zeros(batch, dtype=torch.long))
+    return (
+        torch.randn(batch, 8, 32),
+        torch.full((batch,), 0.05),
+        torch.randn(batch, n_params),
+        torch.zeros(batch, dtype=torch.long),
+    )
 
 
 @pytest.mark.parametrize("sizes", [(64,), (50,), (33,), (16, 16), (18, 13)])
@@ -72,8 +76,9 @@ def test_tasks_with_other_channel_counts_share_everything_but_stem_and_head():
 @pytest.mark.parametrize("coord_dims, n_points", [(1, 1), (1, 37), (2, 200)])
 def test_decoder_accepts_any_number_of_points(coord_dims, n_points):
     torch.manual_seed(0)
-    dec = AnyPointDecoder(dim=16, coord_dims=coord_dims, out_channels=3, hidden=32, depth=2,
-                          fourier_features=4)
+    dec = AnyPointDecoder(
+        dim=16, coord_dims=coord_dims, out_channels=3, hidden=32, depth=2, fourier_features=4
+    )
     out = dec(torch.randn(2, 5, 16), torch.rand(2, n_points, coord_dims))
     assert out.shape == (2, n_points, 3)
 
@@ -160,7 +165,7 @@ def states_in_a_subspace(n: int, k: int, seed: int = 0) -> tuple[torch.Tensor, t
     """n latents [n, 8, 32] = mean + combinations of k fixed directions; returns (latents, mean, basis)."""
     g = torch.Generator().manual_seed(seed)
     mean = torch.randn(8 * 32, generator=g)
-    basis = torch.linalg.qr(torch.randn(8 * 32, k, generator=g)).Q.T            # [k, 256], orthonormal rows
+    basis = torch.linalg.qr(torch.randn(8 * 32, k, generator=g)).Q.T  # [k, 256], orthonormal rows
     coeffs = torch.randn(n, k, generator=g) * torch.linspace(3, 1, k)
     return (mean + coeffs @ basis).view(n, 8, 32), mean, basis
 
@@ -181,7 +186,7 @@ def test_operator_subspace_fit_keeps_states_in_it_and_removes_the_rest():
     assert op.fit_subspace(states) == pytest.approx(1.0, abs=1e-9)
     torch.testing.assert_close(op.project(states), states, atol=1e-4, rtol=0)
     off = torch.randn(40, 8, 32)
-    off = off - ((off.flatten(1) @ basis.T) @ basis).view_as(off)               # orthogonal to the subspace
+    off = off - ((off.flatten(1) @ basis.T) @ basis).view_as(off)  # orthogonal to the subspace
     torch.testing.assert_close(op.project(states + off), states, atol=1e-4, rtol=0)
     for p in op.parameters():  # a trained operator: its outputs still lie in the subspace
         torch.nn.init.normal_(p, std=0.1)
@@ -210,7 +215,9 @@ def test_operator_subspace_travels_in_the_state_dict():
     z, dt, params, task = operator_inputs()
     assert loaded.subspace_fitted and torch.equal(loaded(z, dt, params, task), op(z, dt, params, task))
     parent = torch.nn.ModuleDict({"operator": small_operator(n_params=2, subspace_dim=4)})
-    parent.load_state_dict({f"operator.{k}": v for k, v in op.state_dict().items()})  # as a stage's model loads
+    parent.load_state_dict(
+        {f"operator.{k}": v for k, v in op.state_dict().items()}
+    )  # as a stage's model loads
     assert torch.equal(parent["operator"](z, dt, params, task), op(z, dt, params, task))
     unfitted = small_operator(n_params=2, subspace_dim=4)
     loaded.load_state_dict(unfitted.state_dict())  # an unfitted state turns the projection off again
@@ -224,7 +231,9 @@ def test_operator_subspace_rejects_bad_sizes_and_samples():
     assert whole.subspace_dim == 0 and not any(k.startswith("subspace") for k in whole.state_dict())
     with pytest.raises(ValueError, match="subspace_dim=0"):
         small_operator().fit_subspace(torch.randn(4, 8, 32))
-    with pytest.raises(ValueError, match=r"fit_subspace expects at least 2 latents of shape \[N, L=8, D=32\]"):
+    with pytest.raises(
+        ValueError, match=r"fit_subspace expects at least 2 latents of shape \[N, L=8, D=32\]"
+    ):
         small_operator(subspace_dim=2).fit_subspace(torch.randn(4, 8, 16))
 
 
@@ -272,7 +281,9 @@ def test_token_distance_bias_wraps_around_on_periodic_domains():
 
 def test_operator_locality_bias_per_task_is_saved_and_used():
     torch.manual_seed(0)
-    op = small_operator(n_params=2, n_tasks=2, locality=1.5, task_grids=[(8,), (2, 4)], periodic=[True, False])
+    op = small_operator(
+        n_params=2, n_tasks=2, locality=1.5, task_grids=[(8,), (2, 4)], periodic=[True, False]
+    )
     z, dt, params, _ = operator_inputs(batch=2)
     task = torch.tensor([0, 1])
     assert torch.equal(op(z, dt, params, task), z)  # still the identity at init
@@ -311,11 +322,14 @@ def test_amplitude_encoder_carries_mean_and_log_scale_and_encodes_the_shape_alon
     mean, scale = field_amplitude(u)
     torch.testing.assert_close(z[:, :, -2], mean.expand(2, 4))  # every token carries it
     torch.testing.assert_close(z[:, :, -1], scale.log().expand(2, 4))
-    assert scale[0, 0] == pytest.approx(((u[0] - u[0].mean()).pow(2).mean() + AMPLITUDE_FLOOR ** 2).sqrt().item())
+    assert scale[0, 0] == pytest.approx(
+        ((u[0] - u[0].mean()).pow(2).mean() + AMPLITUDE_FLOOR**2).sqrt().item()
+    )
     moved = enc(100 * u - 3, coords)  # the same shape, another amplitude
     torch.testing.assert_close(moved[..., :-2], z[..., :-2], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(moved[:, 0, -2:], torch.cat([100 * mean - 3, (100 * scale).log()], dim=-1),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        moved[:, 0, -2:], torch.cat([100 * mean - 3, (100 * scale).log()], dim=-1), atol=1e-4, rtol=1e-4
+    )
     # the decoder scales the shape back: decode(encode(k u + c)) = k decode(encode(u)) + c
     torch.testing.assert_close(dec(moved, coords), 100 * dec(z, coords) - 3, atol=1e-3, rtol=1e-4)
 
@@ -339,7 +353,11 @@ def test_amplitude_with_several_channel_counts_pads_the_narrower_fields():
     one, three = enc(torch.randn(2, 20, 1), coords), enc(torch.randn(2, 20, 3), coords)
     assert one.shape == three.shape == (2, 4, 16)
     assert torch.equal(one[..., -4:], torch.zeros(2, 4, 4)) and three[..., -6:].abs().min() > 0
-    assert dec(one, coords, channels=1).shape == (2, 20, 1) and dec(three, coords, channels=3).shape == (2, 20, 3)
+    assert dec(one, coords, channels=1).shape == (2, 20, 1) and dec(three, coords, channels=3).shape == (
+        2,
+        20,
+        3,
+    )
 
 
 def test_amplitude_of_a_field_that_decayed_to_nothing_is_floored():
@@ -364,7 +382,9 @@ def test_amplitude_off_for_a_field_encodes_its_values_and_decodes_them_unscaled(
     z = enc(u, coords, amplitude=False)
     assert torch.equal(z[..., -2:], torch.zeros(2, 4, 2))  # mean 0, log scale 0
     assert not torch.allclose(enc(100 * u, coords, amplitude=False)[..., :-2], enc(100 * u, coords)[..., :-2])
-    plain = AnyPointDecoder(14, 1, [1], hidden=32, depth=1, fourier_features=4)  # the same weights, no amplitude
+    plain = AnyPointDecoder(
+        14, 1, [1], hidden=32, depth=1, fourier_features=4
+    )  # the same weights, no amplitude
     plain.load_state_dict(dec.state_dict())
     torch.testing.assert_close(dec(z, coords), plain(z[..., :-2], coords))
     off = z.clone()

@@ -12,8 +12,7 @@ from ups.data.splits import split_trajectories
 def _trajectories(seed=0, n=7, shape=(5, 9, 3)):
     rng = np.random.default_rng(seed)
     scale = np.array([1.0, 10.0, 0.01])
-    return [(rng.normal(size=shape) * scale + [1e4, -2.0, 0.5]).astype(np.float32)
-            for _ in range(n)]
+    return [(rng.normal(size=shape) * scale + [1e4, -2.0, 0.5]).astype(np.float32) for _ in range(n)]
 
 
 def test_streaming_stats_equal_numpy():
@@ -35,8 +34,9 @@ def test_normalize_numpy_and_torch_round_trip():
     norm = Normalizer().fit(trajs)
     x = trajs[0].astype(np.float64)
     z = norm.normalize(x)
-    np.testing.assert_allclose(z.reshape(-1, 3).mean(axis=0),
-                               (x.reshape(-1, 3).mean(0) - norm.mean) / norm.std, rtol=1e-10)
+    np.testing.assert_allclose(
+        z.reshape(-1, 3).mean(axis=0), (x.reshape(-1, 3).mean(0) - norm.mean) / norm.std, rtol=1e-10
+    )
     np.testing.assert_allclose(norm.denormalize(z), x, rtol=1e-12)
     t = torch.from_numpy(trajs[1])
     zt = norm.normalize(t)

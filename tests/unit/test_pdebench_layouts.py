@@ -14,13 +14,18 @@ from ups.errors import DataError, UPSError
 from ups.pipeline.pipeline import check_training_data
 
 
-@pytest.mark.parametrize("shape, names", [
-    ((6, 5, 16), ("density", "pressure", "Vx")),
-    ((6, 5, 8, 6), ("density", "pressure", "Vx", "Vy")),
-    ((6, 5, 4, 6, 8), ("density", "pressure", "Vx", "Vy", "Vz")),
-])
+@pytest.mark.parametrize(
+    "shape, names",
+    [
+        ((6, 5, 16), ("density", "pressure", "Vx")),
+        ((6, 5, 8, 6), ("density", "pressure", "Vx", "Vy")),
+        ((6, 5, 4, 6, 8), ("density", "pressure", "Vx", "Vy", "Vz")),
+    ],
+)
 def test_cfd_variables_are_channels_in_order(tmp_path, pdebench_writers, shape, names):
-    w = pdebench_writers.cfd(tmp_path / f"{len(shape) - 2}D_CFD_Rand_M0.1_Eta0.01_Zeta0.1_periodic_Train.hdf5", shape)
+    w = pdebench_writers.cfd(
+        tmp_path / f"{len(shape) - 2}D_CFD_Rand_M0.1_Eta0.01_Zeta0.1_periodic_Train.hdf5", shape
+    )
     f = PDEBenchFile(w.path)
     info = f.info
     assert (info.layout, info.kind, info.n_samples, info.n_times) == ("cfd", "transient", 6, 5)
@@ -42,7 +47,9 @@ def test_cfd_downsampled_and_frames(tmp_path, pdebench_writers):
     w = pdebench_writers.cfd(tmp_path / "2D_CFD_Rand_M1.0_Eta0.1_Zeta0.1_periodic_Train.hdf5", (4, 7, 8, 6))
     f = PDEBenchFile(w.path, reduced_resolution=2, reduced_resolution_t=3)
     assert f.info.spatial_shape == (4, 3) and f.info.n_times == 3
-    np.testing.assert_array_equal(f.trajectory(1, slice(1, 3))[..., 1], w.arrays["pressure"][1, 3:7:3, ::2, ::2])
+    np.testing.assert_array_equal(
+        f.trajectory(1, slice(1, 3))[..., 1], w.arrays["pressure"][1, 3:7:3, ::2, ::2]
+    )
 
 
 def test_cfd_shape_mismatch_and_missing_variable(tmp_path, pdebench_writers):
@@ -66,7 +73,9 @@ def test_ns_incomp_channels_static_force_and_times(tmp_path, pdebench_writers):
     np.testing.assert_array_equal(trajectory[..., 2:], w.arrays["particles"][2])
     np.testing.assert_array_equal(f.static_field(4), w.arrays["force"][4])
     np.testing.assert_array_equal(f.times(), w.arrays["t"][0])
-    assert any("uniform cell centres" in note for note in info.notes)  # PDEBench's NS files have no coordinates
+    assert any(
+        "uniform cell centres" in note for note in info.notes
+    )  # PDEBench's NS files have no coordinates
     assert f.data_keys(2) == ("velocity/particles[2]",)
 
 
@@ -122,14 +131,18 @@ def test_pdebench_split_of_a_multigroup_file_takes_the_last():
 
 
 def test_seeded_split_unchanged_by_the_mode_argument():
-    assert split_trajectories(57, seed=2, task_name="x") == split_trajectories(57, seed=2, task_name="x", mode="seeded")
+    assert split_trajectories(57, seed=2, task_name="x") == split_trajectories(
+        57, seed=2, task_name="x", mode="seeded"
+    )
     with pytest.raises(DataError, match="split mode 'random' is unknown"):
         split_trajectories(57, mode="random")
 
 
 def _config(tmp_path, path, **data):
-    tree = {"paths": {"data_dir": str(tmp_path), "runs_dir": str(tmp_path / "runs")},
-            "data": {"tasks": [{"name": "flow", "path": path.name}], **data}}
+    tree = {
+        "paths": {"data_dir": str(tmp_path), "runs_dir": str(tmp_path / "runs")},
+        "data": {"tasks": [{"name": "flow", "path": path.name}], **data},
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(tree))
     return load_config(tmp_path / "config.yaml")
 
@@ -144,7 +157,9 @@ def test_config_split_mode_and_max_samples_reach_the_tasks(tmp_path, pdebench_wr
 
 
 def test_3d_files_summarise_but_do_not_train(tmp_path, pdebench_writers):
-    w = pdebench_writers.cfd(tmp_path / "3D_CFD_Rand_M1.0_Eta1e-08_Zeta1e-08_periodic_Train.hdf5", (12, 5, 4, 4, 4))
+    w = pdebench_writers.cfd(
+        tmp_path / "3D_CFD_Rand_M1.0_Eta1e-08_Zeta1e-08_periodic_Train.hdf5", (12, 5, 4, 4, 4)
+    )
     cfg = _config(tmp_path, w.path)
     (task,) = load_config_tasks(cfg)
     assert "on 4 x 4 x 4, channels density, pressure, Vx, Vy, Vz" in summary_table([task])
@@ -165,11 +180,18 @@ def test_heat2d_regression_file_is_an_exact_heat_solution(tmp_path):
     k = np.fft.fftfreq(16, 1.0 / 16)
     k2 = k[:, None] ** 2 + k[None, :] ** 2
     for c, diffusivity in enumerate(DIFFUSIVITY):
-        expected = spectrum[:, :1, ..., c] * np.exp(-diffusivity * (2 * np.pi) ** 2 * k2 * t[:, None, None])[None]
+        expected = (
+            spectrum[:, :1, ..., c] * np.exp(-diffusivity * (2 * np.pi) ** 2 * k2 * t[:, None, None])[None]
+        )
         np.testing.assert_allclose(spectrum[..., c], expected, atol=1e-9)
     f = PDEBenchFile(write_heat2d(tmp_path / "2D_heat_periodic.h5", n=3, nx=16, nt=5))
-    assert (f.info.layout, f.info.spatial_shape, f.info.n_channels, f.info.n_times) == ("multigroup", (16, 16), 2, 5)
+    assert (f.info.layout, f.info.spatial_shape, f.info.n_channels, f.info.n_times) == (
+        "multigroup",
+        (16, 16),
+        2,
+        5,
+    )
     fields, _, _ = heat2d_fields()
     step = np.sqrt(((fields[:, 1:] - fields[:, :-1]) ** 2).mean(axis=(2, 3)))
     persistence = (step / np.sqrt((fields[:, 1:] ** 2).mean(axis=(2, 3)))).mean()
-    assert 0.02 <= persistence <= 0.05                            # the default frames: a small, real step
+    assert 0.02 <= persistence <= 0.05  # the default frames: a small, real step

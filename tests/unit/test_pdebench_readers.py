@@ -10,21 +10,24 @@ from ups.data.params import parse_params_from_name
 from ups.data.pdebench import PDEBenchFile
 from ups.errors import DataError
 
-
 # ---- parameters ----------------------------------------------------------------------
 
-@pytest.mark.parametrize("name, expected", [
-    ("1D_Burgers_Sols_Nu0.01.hdf5", {"nu": 0.01}),
-    ("1D_Advection_Sols_beta0.4.hdf5", {"beta": 0.4}),
-    ("ReacDiff_Nu0.5_Rho1.0.hdf5", {"nu": 0.5, "rho": 1.0}),
-    ("2D_DarcyFlow_beta1.0_Train.hdf5", {"beta": 1.0}),
-    ("1D_CFD_Rand_Eta0.01_Zeta0.01_periodic_Train.hdf5", {"eta": 0.01, "zeta": 0.01, "periodic": 1.0}),
-    ("1D_CFD_Shock_Eta1.e-8_Zeta1.e-8_trans_Train.hdf5", {"eta": 1e-8, "zeta": 1e-8, "periodic": 0.0}),
-    ("1D_Burgers_periodic_Nu0.1.hdf5", {"nu": 0.1}),
-    ("1D_Burgers_Sols_Nu1e-3.hdf5", {"nu": 1e-3}),
-    ("2D_CFD_Rand_M0.1_Eta1.E-8_periodic_128_Train.hdf5", {"m": 0.1, "eta": 1e-8, "periodic": 1.0}),
-    ("2D_diff-react_NA_NA.h5", {}),
-])
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("1D_Burgers_Sols_Nu0.01.hdf5", {"nu": 0.01}),
+        ("1D_Advection_Sols_beta0.4.hdf5", {"beta": 0.4}),
+        ("ReacDiff_Nu0.5_Rho1.0.hdf5", {"nu": 0.5, "rho": 1.0}),
+        ("2D_DarcyFlow_beta1.0_Train.hdf5", {"beta": 1.0}),
+        ("1D_CFD_Rand_Eta0.01_Zeta0.01_periodic_Train.hdf5", {"eta": 0.01, "zeta": 0.01, "periodic": 1.0}),
+        ("1D_CFD_Shock_Eta1.e-8_Zeta1.e-8_trans_Train.hdf5", {"eta": 1e-8, "zeta": 1e-8, "periodic": 0.0}),
+        ("1D_Burgers_periodic_Nu0.1.hdf5", {"nu": 0.1}),
+        ("1D_Burgers_Sols_Nu1e-3.hdf5", {"nu": 1e-3}),
+        ("2D_CFD_Rand_M0.1_Eta1.E-8_periodic_128_Train.hdf5", {"m": 0.1, "eta": 1e-8, "periodic": 1.0}),
+        ("2D_diff-react_NA_NA.h5", {}),
+    ],
+)
 def test_parse_params_from_name(name, expected):
     assert parse_params_from_name(name) == pytest.approx(expected)
 
@@ -45,6 +48,7 @@ def test_multigroup_group_attrs_constant_and_varying(multigroup_2d):
 
 
 # ---- layouts and values --------------------------------------------------------------
+
 
 def test_single_1d_values_times_and_t_plus_one(burgers_1d):
     f = PDEBenchFile(burgers_1d.path)
@@ -116,9 +120,15 @@ def test_multigroup_1d(tmp_path, pdebench_writers):
     np.testing.assert_array_equal(f.trajectory(2), w.arrays["data"][2])
 
 
-@pytest.mark.parametrize("fixture, layout", [
-    ("burgers_1d", "single"), ("single_2d", "single"), ("darcy_2d", "darcy"),
-    ("multigroup_2d", "multigroup")])
+@pytest.mark.parametrize(
+    "fixture, layout",
+    [
+        ("burgers_1d", "single"),
+        ("single_2d", "single"),
+        ("darcy_2d", "darcy"),
+        ("multigroup_2d", "multigroup"),
+    ],
+)
 def test_layout_auto_detection(request, fixture, layout):
     assert PDEBenchFile(request.getfixturevalue(fixture).path).info.layout == layout
 
@@ -140,6 +150,7 @@ def test_negative_index_and_out_of_range(burgers_1d):
 
 
 # ---- errors --------------------------------------------------------------------------
+
 
 def test_missing_file(tmp_path):
     path = tmp_path / "nope.hdf5"
@@ -227,6 +238,7 @@ def test_bad_override(burgers_1d):
 
 
 # ---- lazy opening, pickling, workers -------------------------------------------------
+
 
 def test_lazy_handle_not_pickled(burgers_1d):
     f = PDEBenchFile(burgers_1d.path)

@@ -13,8 +13,10 @@ from protocol import ResultsFile, cell_ratio, ratio_interval, totals_agree, verd
 
 
 def test_the_ratio_is_the_geometric_mean_of_the_cells_ratios():
-    cells = [(np.array([1.0, 3.0]), np.array([2.0, 2.0])),  # r = 1
-             (np.array([1.0, 1.0]), np.array([4.0, 4.0]))]  # r = 1/4
+    cells = [
+        (np.array([1.0, 3.0]), np.array([2.0, 2.0])),  # r = 1
+        (np.array([1.0, 1.0]), np.array([4.0, 4.0])),
+    ]  # r = 1/4
     point, low, high = ratio_interval(cells, draws=500)
     assert cell_ratio(*cells[0]) == 1.0
     assert point == pytest.approx(0.5)  # sqrt(1 * 1/4)
@@ -48,8 +50,16 @@ def test_totals_within_five_percent():
 
 
 def row(task, seed, model, value):
-    return {"task": task, "seed": seed, "budget_s": "120", "variant": "tuned", "model": model, "headline": "nrmse",
-            "nrmse": value, "per_trajectory": [value, value]}
+    return {
+        "task": task,
+        "seed": seed,
+        "budget_s": "120",
+        "variant": "tuned",
+        "model": model,
+        "headline": "nrmse",
+        "nrmse": value,
+        "per_trajectory": [value, value],
+    }
 
 
 def test_a_cell_rerun_replaces_its_rows_and_keeps_the_others(tmp_path):

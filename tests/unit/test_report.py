@@ -19,10 +19,18 @@ EVIL = "<script>alert(1)</script>"
 
 def make_result(label="candidate <b>1</b>") -> dict:
     return {
-        "label": label, "tags": {"team": "a&b"}, "split": "test", "engine": "lightning",
-        "checkpoints": {"operator": "/runs/x/checkpoints/operator/best.ckpt", "diff_residual": None,
-                        "steady_prior": None},
-        "config_hash": "ab12cd34", "horizon": 5, "resolution": None,
+        "label": label,
+        "tags": {"team": "a&b"},
+        "split": "test",
+        "engine": "lightning",
+        "checkpoints": {
+            "operator": "/runs/x/checkpoints/operator/best.ckpt",
+            "diff_residual": None,
+            "steady_prior": None,
+        },
+        "config_hash": "ab12cd34",
+        "horizon": 5,
+        "resolution": None,
         "metrics": {"nrmse": 0.1, "rmse": 0.02, "max_error": 0.3, "correlation_time": 4.5, "crps": 0.0123},
         "per_task": {"burgers1d": {"nrmse": 0.11, "rmse": 0.021}, "darcy2d": {"steady_nrmse": 0.345}},
         "rollout": {"operator": [0.05, 0.08, 0.1, 0.12, 0.15], "corrected": [0.06, 0.09, 0.1, 0.13, 0.16]},
@@ -35,8 +43,11 @@ def make_examples(n_burgers=4, n_darcy=2) -> dict:
     burgers = np.sin(np.linspace(0, 2 * np.pi, 16))[None, None, :, None] * np.ones((n_burgers, 6, 16, 1))
     darcy = rng.normal(size=(n_darcy, 6, 8, 8, 1))
     return {
-        "burgers1d": {"truth": burgers, "operator": burgers + 0.1 * rng.normal(size=burgers.shape),
-                      "corrected": burgers + 0.05 * rng.normal(size=burgers.shape)},
+        "burgers1d": {
+            "truth": burgers,
+            "operator": burgers + 0.1 * rng.normal(size=burgers.shape),
+            "corrected": burgers + 0.05 * rng.normal(size=burgers.shape),
+        },
         "darcy2d": {"truth": darcy, "operator": darcy + 0.1 * rng.normal(size=darcy.shape)},
     }
 
@@ -54,7 +65,7 @@ def test_report_is_self_contained_and_holds_every_plot(tmp_path):
     # rollout curve + burgers (3 of 4 trajectories + spectrum) + darcy (2 trajectories + spectrum)
     assert len(images) == 1 + (3 + 1) + (2 + 1)
     assert all(image.startswith(b"\x89PNG\r\n\x1a\n") for image in images)
-    assert list(tmp_path.joinpath("r").iterdir()) == [path]        # no temporary file left behind
+    assert list(tmp_path.joinpath("r").iterdir()) == [path]  # no temporary file left behind
 
 
 def test_report_metrics_table_has_overall_and_per_task_columns(tmp_path):
@@ -62,7 +73,9 @@ def test_report_metrics_table_has_overall_and_per_task_columns(tmp_path):
     assert "<tr><th>metric</th><th>overall</th><th>burgers1d</th><th>darcy2d</th></tr>" in page
     assert "<tr><th>nrmse</th><td>0.1</td><td>0.11</td><td>&mdash;</td></tr>" in page
     assert "<tr><th>steady_nrmse</th><td>&mdash;</td><td>&mdash;</td><td>0.345</td></tr>" in page
-    assert "<td>0.0123</td>" in page and "ab12cd34" in page and "/runs/x/checkpoints/operator/best.ckpt" in page
+    assert (
+        "<td>0.0123</td>" in page and "ab12cd34" in page and "/runs/x/checkpoints/operator/best.ckpt" in page
+    )
 
 
 def test_report_and_leaderboard_escape_user_strings(tmp_path):
@@ -75,7 +88,7 @@ def test_report_and_leaderboard_escape_user_strings(tmp_path):
     for text in (page, board):
         assert "<script" not in text
         assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-    assert page.count("&lt;script&gt;") >= 4                      # label (title, h1), tag key and value, task
+    assert page.count("&lt;script&gt;") >= 4  # label (title, h1), tag key and value, task
 
 
 def test_report_rejects_mismatched_prediction_shape(tmp_path):
@@ -87,7 +100,7 @@ def test_report_rejects_mismatched_prediction_shape(tmp_path):
 
 def test_energy_spectrum_puts_a_pure_wave_at_its_wavenumber():
     x = np.arange(32) / 32
-    wave1d = np.sin(2 * np.pi * 3 * x)[None, None, :, None]            # [1, 1, 32, 1]
+    wave1d = np.sin(2 * np.pi * 3 * x)[None, None, :, None]  # [1, 1, 32, 1]
     spectrum = energy_spectrum(wave1d)
     assert spectrum.shape == (17,) and int(np.argmax(spectrum)) == 3
     wave2d = np.cos(2 * np.pi * 4 * x)[None, None, :, None, None] * np.ones((1, 2, 32, 16, 1))
@@ -112,10 +125,12 @@ def test_leaderboard_columns_are_the_union_and_old_rows_are_kept(tmp_path):
     with open(path, newline="") as handle:
         assert next(csv.reader(handle)) == ["label", "nrmse", "crps", "resolution"]
     columns, rows = read_leaderboard(path)
-    assert rows == [{"label": "a", "nrmse": "0.1", "crps": "", "resolution": ""},
-                    {"label": "b", "nrmse": "", "crps": "0.5", "resolution": ""},
-                    {"label": "c", "nrmse": "0.3", "crps": "", "resolution": ""}]
-    assert (tmp_path / "board.html").read_text().count("<tr>") == 4     # header + 3 rows
+    assert rows == [
+        {"label": "a", "nrmse": "0.1", "crps": "", "resolution": ""},
+        {"label": "b", "nrmse": "", "crps": "0.5", "resolution": ""},
+        {"label": "c", "nrmse": "0.3", "crps": "", "resolution": ""},
+    ]
+    assert (tmp_path / "board.html").read_text().count("<tr>") == 4  # header + 3 rows
 
 
 def test_retired_rows_keep_everything_but_their_role(tmp_path):
@@ -125,15 +140,26 @@ def test_retired_rows_keep_everything_but_their_role(tmp_path):
         append_leaderboard(path, {"run_id": run, "role": role, "nrmse": 0.1})
     assert retire_rows(path, "a", ("small_eval", "champion"), "superseded") == 2
     assert [(r["run_id"], r["role"], r["nrmse"]) for r in read_leaderboard(path)[1]] == [
-        ("a", "superseded", "0.1"), ("a", "superseded", "0.1"), ("b", "champion", "0.1"), ("a", "baseline", "0.1")]
+        ("a", "superseded", "0.1"),
+        ("a", "superseded", "0.1"),
+        ("b", "champion", "0.1"),
+        ("a", "baseline", "0.1"),
+    ]
     assert "superseded" in (tmp_path / "board.html").read_text()
 
 
 def _append_many(path, worker: int, count: int) -> None:
     for index in range(count):
         # a new column every few rows forces header rewrites while the other process appends
-        append_leaderboard(path, {"worker": worker, "index": index, "label": f"w{worker}-{index}" * 20,
-                                  f"w{worker}_col{index // 5}": index})
+        append_leaderboard(
+            path,
+            {
+                "worker": worker,
+                "index": index,
+                "label": f"w{worker}-{index}" * 20,
+                f"w{worker}_col{index // 5}": index,
+            },
+        )
 
 
 def test_concurrent_appends_from_eight_processes_lose_no_row(tmp_path):
@@ -147,7 +173,9 @@ def test_concurrent_appends_from_eight_processes_lose_no_row(tmp_path):
         assert process.exitcode == 0
     columns, rows = read_leaderboard(path)
     assert len(rows) == len(writers) * count
-    assert {(row["worker"], row["index"]) for row in rows} == {(str(w), str(i)) for w in writers for i in range(count)}
+    assert {(row["worker"], row["index"]) for row in rows} == {
+        (str(w), str(i)) for w in writers for i in range(count)
+    }
     for row in rows:
         assert row["label"] == f"w{row['worker']}-{row['index']}" * 20
         assert row[f"w{row['worker']}_col{int(row['index']) // 5}"] == row["index"]
@@ -178,4 +206,5 @@ def test_leaderboard_keeps_per_channel_figures_in_one_column(tmp_path):
     columns, rows = read_leaderboard(board)
     assert columns.count("per_channel") == 1 and not any("density" in c for c in columns)
     import json
+
     assert json.loads(rows[1]["per_channel"])["flow"]["channels"] == ["density", "pressure", "Vx"]

@@ -7,8 +7,8 @@ from ups.data.generate import generate_dataset
 from ups.data.generate.burgers import MAX_WAVENUMBER as BURGERS_MAX_WAVENUMBER
 from ups.data.generate.initial_conditions import draw_sine_modes
 from ups.data.tasks import load_tasks
-from ups.eval.resolution import reference_at_resolution
 from ups.errors import DataError
+from ups.eval.resolution import reference_at_resolution
 
 N, NT, SEED = 4, 11, 3
 
@@ -79,7 +79,9 @@ def test_regenerated_fields_are_the_initial_condition_and_exact_advection(tmp_pa
     modes = draw_sine_modes(np.random.default_rng(SEED), N, max_wavenumber=BURGERS_MAX_WAVENUMBER)
     np.testing.assert_allclose(trajectories(burgers)[:, 0], modes.evaluate(cell_centres(48)), atol=1e-6)
 
-    advection = reference_at_resolution(load(generated("advection1d", tmp_path / "a", nx=32)), 64, tmp_path / "w")
+    advection = reference_at_resolution(
+        load(generated("advection1d", tmp_path / "a", nx=32)), 64, tmp_path / "w"
+    )
     modes = draw_sine_modes(np.random.default_rng(SEED), N)
     beta = advection.info.params["beta"]
     exact = np.stack([modes.evaluate((cell_centres(64) - beta * t) % 1.0) for t in advection.times()], axis=1)
@@ -101,13 +103,17 @@ def test_unreachable_resolution_of_a_foreign_file(tmp_path, pdebench_writers):
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.parametrize("generator, nx, match", [
-    ("darcy2d", 8, "coefficient field"),
-    ("reaction_diffusion1d", 16, "min and max"),
-])
+@pytest.mark.parametrize(
+    "generator, nx, match",
+    [
+        ("darcy2d", 8, "coefficient field"),
+        ("reaction_diffusion1d", 16, "min and max"),
+    ],
+)
 def test_builtin_data_that_changes_with_nx_is_refused(tmp_path, generator, nx, match):
-    path = generate_dataset(generator, tmp_path / "data", n=2, nx=nx, nt=None if generator == "darcy2d" else 3,
-                            progress=False).path
+    path = generate_dataset(
+        generator, tmp_path / "data", n=2, nx=nx, nt=None if generator == "darcy2d" else 3, progress=False
+    ).path
     with pytest.raises(DataError, match=f"{generator}.*{match}"):
         reference_at_resolution(load(path), 2 * nx - 2, tmp_path / "work")
 

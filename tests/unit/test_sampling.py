@@ -8,12 +8,12 @@ from ups.data.sampling import TaskBatchSampler
 
 # (task_sizes, batch_size, world_size, batches per rank)
 COMBOS = [
-    ([10], 4, 1, 3),           # 4 4 2
-    ([7, 3], 4, 2, 2),         # 3 batches, one split -> 4
-    ([9, 5, 1], 4, 2, 3),      # 3 + 2 + 1 = 6
-    ([5], 2, 3, 1),            # 2 2 1
-    ([33, 17, 8], 8, 4, 3),    # 5 + 3 + 1 = 9, three splits -> 12
-    ([0, 6, 2], 3, 4, 1),      # empty task gives no batch; 2 + 1, one split -> 4
+    ([10], 4, 1, 3),  # 4 4 2
+    ([7, 3], 4, 2, 2),  # 3 batches, one split -> 4
+    ([9, 5, 1], 4, 2, 3),  # 3 + 2 + 1 = 6
+    ([5], 2, 3, 1),  # 2 2 1
+    ([33, 17, 8], 8, 4, 3),  # 5 + 3 + 1 = 9, three splits -> 12
+    ([0, 6, 2], 3, 4, 1),  # empty task gives no batch; 2 + 1, one split -> 4
 ]
 
 
@@ -111,7 +111,9 @@ def test_uniform_draws_every_task_equally_and_every_item(sizes, batch_size, worl
     draws = Counter(i for rank_batches in ranks for batch in rank_batches for i in batch)
     most = max(sizes)
     assert sum(draws.values()) == most * sum(1 for size in sizes if size)
-    assert Counter(_task_of(i, sizes) for i in draws.elements()) == {k: most for k, n in enumerate(sizes) if n}
+    assert Counter(_task_of(i, sizes) for i in draws.elements()) == {
+        k: most for k, n in enumerate(sizes) if n
+    }
     for i in range(sum(sizes)):
         size = sizes[_task_of(i, sizes)]
         assert most // size <= draws[i] <= -(-most // size)
@@ -123,17 +125,20 @@ def test_uniform_len():
     assert len(TaskBatchSampler([9, 5, 1], 4, strategy="uniform", world_size=2)) == 5
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    (dict(task_sizes=[2], batch_size=1, world_size=3), "2 draws per epoch.*3 ranks.*fewer devices"),
-    (dict(task_sizes=[5], batch_size=1, world_size=4), "5 draws per epoch.*needs 8"),
-    (dict(task_sizes=[5], batch_size=0), "batch_size=0"),
-    (dict(task_sizes=[5], batch_size=2, rank=2, world_size=2), "rank=2, world_size=2"),
-    (dict(task_sizes=[5], batch_size=2, rank=-1), "rank=-1"),
-    (dict(task_sizes=[5], batch_size=2, strategy="balanced"), "unknown sampling strategy 'balanced'"),
-    (dict(task_sizes=[], batch_size=2), "at least one task"),
-    (dict(task_sizes=[0, 0], batch_size=2), "at least one task"),
-    (dict(task_sizes=[4, -1], batch_size=2), "no negative"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(task_sizes=[2], batch_size=1, world_size=3), "2 draws per epoch.*3 ranks.*fewer devices"),
+        (dict(task_sizes=[5], batch_size=1, world_size=4), "5 draws per epoch.*needs 8"),
+        (dict(task_sizes=[5], batch_size=0), "batch_size=0"),
+        (dict(task_sizes=[5], batch_size=2, rank=2, world_size=2), "rank=2, world_size=2"),
+        (dict(task_sizes=[5], batch_size=2, rank=-1), "rank=-1"),
+        (dict(task_sizes=[5], batch_size=2, strategy="balanced"), "unknown sampling strategy 'balanced'"),
+        (dict(task_sizes=[], batch_size=2), "at least one task"),
+        (dict(task_sizes=[0, 0], batch_size=2), "at least one task"),
+        (dict(task_sizes=[4, -1], batch_size=2), "no negative"),
+    ],
+)
 def test_bad_arguments_raise(kwargs, match):
     with pytest.raises(ValueError, match=match):
         TaskBatchSampler(**kwargs)
@@ -160,17 +165,24 @@ def test_validation_limit_keeps_a_fixed_subset_shared_by_task_size():
     s = TaskBatchSampler([60, 30, 10], 8, shuffle=False, seed=5, limit=20)
     batches = s.epoch_batches(0)
     items = [i for b in batches for i in b]
-    assert s.epoch_batches(7) == batches                           # the same subset at every validation
+    assert s.epoch_batches(7) == batches  # the same subset at every validation
     assert len(items) == len(set(items)) == 20
     assert Counter(_task_of(i, [60, 30, 10]) for i in items) == {0: 12, 1: 6, 2: 2}
     assert all(_task_of(b[0], [60, 30, 10]) == _task_of(b[-1], [60, 30, 10]) for b in batches)
-    assert items == sorted(items)                                  # tasks in order, items in order
+    assert items == sorted(items)  # tasks in order, items in order
     other = TaskBatchSampler([60, 30, 10], 8, shuffle=False, seed=6, limit=20)
     assert [i for b in other.epoch_batches(0) for i in b] != items  # drawn from the seed
     assert len(s) == 2 + 1 + 1
     # a limit above the split keeps all of it; a tiny task keeps one item
-    assert TaskBatchSampler([7, 3], 4, shuffle=False, limit=50).epoch_batches(0) == [[0, 1, 2, 3], [4, 5, 6], [7, 8, 9]]
-    assert Counter(_task_of(i, [99, 1]) for b in TaskBatchSampler([99, 1], 4, shuffle=False, limit=5).epoch_batches(0)
-                   for i in b) == {0: 4, 1: 1}
+    assert TaskBatchSampler([7, 3], 4, shuffle=False, limit=50).epoch_batches(0) == [
+        [0, 1, 2, 3],
+        [4, 5, 6],
+        [7, 8, 9],
+    ]
+    assert Counter(
+        _task_of(i, [99, 1])
+        for b in TaskBatchSampler([99, 1], 4, shuffle=False, limit=5).epoch_batches(0)
+        for i in b
+    ) == {0: 4, 1: 1}
     with pytest.raises(ValueError, match="for validation"):
         TaskBatchSampler([7, 3], 4, shuffle=True, limit=5)

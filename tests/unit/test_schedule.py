@@ -54,7 +54,8 @@ def test_without_a_time_limit_the_schedule_follows_the_steps(clock):
     clock.now += 1e6  # the clock plays no part
     opt = optimizer_of()
     assert rates(opt, BudgetSchedule(opt, "step", warmup=0, total=9), 10) == pytest.approx(
-        [1.0] * 3 + [0.1] * 3 + [0.01] * 3 + [0.001])
+        [1.0] * 3 + [0.1] * 3 + [0.01] * 3 + [0.001]
+    )
 
 
 def test_a_time_limit_decays_the_rate_by_the_time_spent(clock):

@@ -41,8 +41,10 @@ def test_deterministic_across_calls():
 
 
 def test_deterministic_across_processes():
-    code = ("from ups.data.splits import split_trajectories as s;"
-            "print(s(50, (0.8, 0.1, 0.1), seed=3, task_name='advection').val)")
+    code = (
+        "from ups.data.splits import split_trajectories as s;"
+        "print(s(50, (0.8, 0.1, 0.1), seed=3, task_name='advection').val)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     here = split_trajectories(50, (0.8, 0.1, 0.1), seed=3, task_name="advection")
     assert out.stdout.strip() == str(here.val)
@@ -88,8 +90,7 @@ def test_tiny_n_errors_with_task_and_n(n):
         split_trajectories(n, (0.8, 0.1, 0.1), seed=0, task_name="tiny")
 
 
-@pytest.mark.parametrize("fractions",
-                         [(0.8, 0.3, 0.1), (0.9, -0.1, 0.2), (0.5, 0.5), (0, 0.5, 0.5)])
+@pytest.mark.parametrize("fractions", [(0.8, 0.3, 0.1), (0.9, -0.1, 0.2), (0.5, 0.5), (0, 0.5, 0.5)])
 def test_bad_fractions(fractions):
     with pytest.raises(DataError, match="task 'x'"):
         split_trajectories(10, fractions, seed=0, task_name="x")

@@ -11,7 +11,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toy_stage import ToyStage, toy_config  # noqa: E402
-
 from ups.checkpoint import load_checkpoint  # noqa: E402
 from ups.engines import fit_stage  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
@@ -67,8 +66,9 @@ def interrupted_then_resumed(tmp_path, cfg, writer: str, reader: str, crash_at: 
 
 
 @pytest.mark.parametrize("accumulate", [1, 2], ids=["step-per-batch", "accumulate-2"])
-@pytest.mark.parametrize("writer,reader", [(e, e) for e in ENGINES] + [("native", "lightning"),
-                                                                          ("lightning", "native")])
+@pytest.mark.parametrize(
+    "writer,reader", [(e, e) for e in ENGINES] + [("native", "lightning"), ("lightning", "native")]
+)
 def test_a_resume_from_inside_an_epoch_continues_as_if_uninterrupted(tmp_path, writer, reader, accumulate):
     cfg = config(accumulate)
     straight = fit_stage(MeteredStage(cfg), cfg, RunDir(tmp_path / "straight").init(cfg), engine=reader)
@@ -78,8 +78,12 @@ def test_a_resume_from_inside_an_epoch_continues_as_if_uninterrupted(tmp_path, w
     saved, resumed, run = interrupted_then_resumed(tmp_path, cfg, writer, reader, crash_at=8)
     progress = saved["ups"]["progress"]
     batches, step = (3, 8) if accumulate == 1 else (2, 4)
-    assert (saved["epoch"], saved["global_step"], progress["batches"], progress["batches_per_epoch"]) == \
-        (1, step, batches, 5)
+    assert (saved["epoch"], saved["global_step"], progress["batches"], progress["batches_per_epoch"]) == (
+        1,
+        step,
+        batches,
+        5,
+    )
     assert progress["train_totals"]["nrmse"][1] == batches * 8  # samples of epoch 1 before the write
 
     done = 5 + progress["batches"]
@@ -91,13 +95,16 @@ def test_a_resume_from_inside_an_epoch_continues_as_if_uninterrupted(tmp_path, w
     final, reference = last(run), load_checkpoint(straight.last_path)
     for key, value in reference["state_dict"].items():
         torch.testing.assert_close(final["state_dict"][key], value, rtol=1e-6, atol=1e-9)
+
     # the epoch's training means cover all five batches, the two before the crash included
     def epoch_means(rows):
         header = rows[0].split(",")
         col, ep = header.index("train/nrmse"), header.index("epoch")
         return {row.split(",")[ep]: float(row.split(",")[col]) for row in rows[1:] if row.split(",")[col]}
-    assert epoch_means(metrics_rows(run)) == pytest.approx(epoch_means(metrics_rows(
-        RunDir(tmp_path / "straight"))), rel=1e-6)
+
+    assert epoch_means(metrics_rows(run)) == pytest.approx(
+        epoch_means(metrics_rows(RunDir(tmp_path / "straight"))), rel=1e-6
+    )
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -132,8 +139,11 @@ def test_native_loop_state_matches_what_lightning_stores_inside_an_epoch(tmp_pat
     with pytest.raises(Interrupted):
         fit_stage(MeteredStage(cfg, crash_at=8), cfg, run, engine="native")
     native = last(run)
-    assert (native["epoch"], native["global_step"], native["ups"]["progress"]) == \
-        (lit["epoch"], lit["global_step"], lit["ups"]["progress"])
+    assert (native["epoch"], native["global_step"], native["ups"]["progress"]) == (
+        lit["epoch"],
+        lit["global_step"],
+        lit["ups"]["progress"],
+    )
     trainer = build_trainer(cfg, RunDir(tmp_path / "template").init(cfg), "autoencoder")
     synthesized, stored = synthesized_loops(trainer, native, 5, 2)["fit_loop"], lit["loops"]["fit_loop"]
     # the one difference: Lightning keeps the previous validation's batch counts, which a resume

@@ -6,10 +6,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ups.data.normalization import Normalizer
 from ups.config.schema import TaskConfig
-from ups.data.tasks import (SteadyPairDataset, TrajectoryDataset, load_tasks,
-                            param_names)
+from ups.data.normalization import Normalizer
+from ups.data.tasks import SteadyPairDataset, TrajectoryDataset, load_tasks, param_names
 from ups.errors import ConfigError, DataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -18,10 +17,12 @@ from conftest import write_darcy  # noqa: E402
 
 @pytest.fixture
 def tasks(burgers_1d, reacdiff_attrs, darcy_2d, multigroup_2d, tmp_path):
-    specs = [TaskConfig("burgers", burgers_1d.path.name),
-             TaskConfig("reacdiff", str(reacdiff_attrs.path), params={"nu": 0.25}),
-             TaskConfig("darcy", darcy_2d.path.name),
-             TaskConfig("diffreact", multigroup_2d.path.name, layout="multigroup")]
+    specs = [
+        TaskConfig("burgers", burgers_1d.path.name),
+        TaskConfig("reacdiff", str(reacdiff_attrs.path), params={"nu": 0.25}),
+        TaskConfig("darcy", darcy_2d.path.name),
+        TaskConfig("diffreact", multigroup_2d.path.name, layout="multigroup"),
+    ]
     return load_tasks(specs, tmp_path, split_fractions=(0.6, 0.2, 0.2), seed=0)
 
 
@@ -77,8 +78,13 @@ def test_trajectory_dataset_items(tasks, burgers_1d, multigroup_2d):
 
 
 def test_trajectory_dataset_downsampled_through_dataloader(burgers_1d, tmp_path):
-    (task,) = load_tasks([TaskConfig("burgers", burgers_1d.path.name)], tmp_path,
-                         reduced_resolution=2, reduced_resolution_t=2, normalization="none")
+    (task,) = load_tasks(
+        [TaskConfig("burgers", burgers_1d.path.name)],
+        tmp_path,
+        reduced_resolution=2,
+        reduced_resolution_t=2,
+        normalization="none",
+    )
     ds = TrajectoryDataset(task, split="train")
     serial = next(iter(DataLoader(ds, batch_size=len(ds), num_workers=0)))
     parallel = torch.cat([b["fields"] for b in DataLoader(ds, batch_size=2, num_workers=2)])
@@ -127,8 +133,9 @@ def test_duplicate_and_empty_task_lists(burgers_1d, tmp_path):
 
 def test_fallback_val_warning_through_load_tasks(burgers_1d, tmp_path):
     with pytest.warns(UserWarning, match="task 'burgers'.*carved 1 of"):
-        (task,) = load_tasks([TaskConfig("burgers", burgers_1d.path.name)], tmp_path,
-                             split_fractions=(0.8, 0.0, 0.2))
+        (task,) = load_tasks(
+            [TaskConfig("burgers", burgers_1d.path.name)], tmp_path, split_fractions=(0.8, 0.0, 0.2)
+        )
     assert len(task.split.val) == 1
 
 
@@ -157,27 +164,39 @@ def test_nan_or_inf_in_any_split_is_refused_naming_file_key_sample_and_shape(tmp
     with pytest.raises(DataError) as error:
         load_tasks([TaskConfig("t", written.path.name)], tmp_path, split_fractions=(0.6, 0.2, 0.2), seed=0)
     message = str(error.value)
-    assert str(written.path) in message and f"{key} (sample {bad}, shape (" in message and "NaN or Inf" in message
+    assert (
+        str(written.path) in message
+        and f"{key} (sample {bad}, shape (" in message
+        and "NaN or Inf" in message
+    )
 
 
 def test_periodic_domains_by_file_name_unless_the_config_says(tasks, advection_1d, single_2d, tmp_path):
     burgers, reacdiff, darcy, diffreact = tasks
     assert burgers.periodic and reacdiff.periodic  # 1D Burgers and reaction-diffusion: periodic
     assert not darcy.periodic and not diffreact.periodic
-    specs = [TaskConfig("advection", advection_1d.path.name), TaskConfig("wave", single_2d.path.name),
-             TaskConfig("bounded", advection_1d.path.name, periodic=False),
-             TaskConfig("torus", single_2d.path.name, periodic=True)]
+    specs = [
+        TaskConfig("advection", advection_1d.path.name),
+        TaskConfig("wave", single_2d.path.name),
+        TaskConfig("bounded", advection_1d.path.name, periodic=False),
+        TaskConfig("torus", single_2d.path.name, periodic=True),
+    ]
     advection, wave, bounded, torus = load_tasks(specs, tmp_path, split_fractions=(0.6, 0.2, 0.2))
     assert advection.periodic and not wave.periodic  # a 2D file is not assumed periodic
-    assert not bounded.periodic and torus.periodic   # the config wins
+    assert not bounded.periodic and torus.periodic  # the config wins
 
 
 def test_a_file_named_periodic_is_periodic(pdebench_writers, tmp_path):
     pdebench_writers.single(tmp_path / "2D_CFD_Rand_M0.1_periodic_Train.hdf5", (10, 6, 16, 12), y=True)
     pdebench_writers.single(tmp_path / "2D_aperiodicity_Sols.hdf5", (10, 6, 16, 12), y=True)
-    cfd, other = load_tasks([TaskConfig("cfd", "2D_CFD_Rand_M0.1_periodic_Train.hdf5"),
-                             TaskConfig("other", "2D_aperiodicity_Sols.hdf5")], tmp_path,
-                            split_fractions=(0.6, 0.2, 0.2))
+    cfd, other = load_tasks(
+        [
+            TaskConfig("cfd", "2D_CFD_Rand_M0.1_periodic_Train.hdf5"),
+            TaskConfig("other", "2D_aperiodicity_Sols.hdf5"),
+        ],
+        tmp_path,
+        split_fractions=(0.6, 0.2, 0.2),
+    )
     assert cfd.periodic and not other.periodic
 
 
@@ -187,20 +206,26 @@ def test_transposed_pairs_only_for_square_darcy_unless_the_config_says(tasks, bu
     (tmp_path / "square").mkdir()
     write_darcy(tmp_path / "square" / "2D_DarcyFlow_beta1.0_Train.hdf5", nx=12, ny=12)
     write_darcy(tmp_path / "square" / "2D_other_steady.hdf5", nx=12, ny=12)
-    specs = [TaskConfig("darcy", "2D_DarcyFlow_beta1.0_Train.hdf5"), TaskConfig("other", "2D_other_steady.hdf5"),
-             TaskConfig("off", "2D_DarcyFlow_beta1.0_Train.hdf5", transpose_symmetric=False),
-             TaskConfig("on", "2D_other_steady.hdf5", layout="darcy", transpose_symmetric=True)]
+    specs = [
+        TaskConfig("darcy", "2D_DarcyFlow_beta1.0_Train.hdf5"),
+        TaskConfig("other", "2D_other_steady.hdf5"),
+        TaskConfig("off", "2D_DarcyFlow_beta1.0_Train.hdf5", transpose_symmetric=False),
+        TaskConfig("on", "2D_other_steady.hdf5", layout="darcy", transpose_symmetric=True),
+    ]
     darcy, other, off, on = load_tasks(specs, tmp_path / "square", split_fractions=(0.6, 0.2, 0.2))
     assert darcy.transpose_symmetric and not other.transpose_symmetric  # by file name, as the built-in Darcy
-    assert not off.transpose_symmetric and on.transpose_symmetric       # the config wins
+    assert not off.transpose_symmetric and on.transpose_symmetric  # the config wins
 
 
 @pytest.mark.parametrize("fixture", ["burgers_1d", "darcy_2d"])
 def test_transposed_pairs_refused_where_they_cannot_hold(fixture, request, tmp_path):
     written = request.getfixturevalue(fixture)
     with pytest.raises(ConfigError) as error:
-        load_tasks([TaskConfig("t", written.path.name, transpose_symmetric=True)], tmp_path,
-                   split_fractions=(0.6, 0.2, 0.2))
+        load_tasks(
+            [TaskConfig("t", written.path.name, transpose_symmetric=True)],
+            tmp_path,
+            split_fractions=(0.6, 0.2, 0.2),
+        )
     message = str(error.value)
     assert "data.tasks[t].transpose_symmetric" in message and str(written.path) in message
     assert ("transient" if fixture == "burgers_1d" else "[16, 12]") in message and "set it false" in message

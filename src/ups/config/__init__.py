@@ -8,22 +8,42 @@ work starts and before anything is written.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import yaml
 
 from ups.config.load import apply_overrides, merge_into, read_config_tree
 from ups.config.schema import STAGE_NAMES, Config, TaskConfig
-from ups.config.validate import Problems, build_config, check_consistency, max_time_seconds, string_keys, task_path
+from ups.config.validate import (
+    Problems,
+    build_config,
+    check_consistency,
+    max_time_seconds,
+    string_keys,
+    task_path,
+)
 from ups.errors import ConfigError
 
-__all__ = ["Config", "TaskConfig", "STAGE_NAMES", "load_config", "max_time_seconds", "to_dict", "to_yaml",
-           "task_path"]
+__all__ = [
+    "Config",
+    "TaskConfig",
+    "STAGE_NAMES",
+    "load_config",
+    "max_time_seconds",
+    "to_dict",
+    "to_yaml",
+    "task_path",
+]
 
 
-def load_config(path: str | Path | None, overrides: list[str] = (), *, layers: Sequence[str | Path] = (),
-                check_files: bool = True) -> Config:
+def load_config(
+    path: str | Path | None,
+    overrides: list[str] = (),
+    *,
+    layers: Sequence[str | Path] = (),
+    check_files: bool = True,
+) -> Config:
     """Read ``path`` (None: the schema defaults), apply ``overrides``, merge the YAML files
     ``layers`` on top (in order; fast-to-sota's evaluation configs) and validate everything.
 

@@ -34,7 +34,9 @@ def _read(path: Path, stack: tuple[Path, ...]) -> tuple[dict, Sources]:
         where = f"{stack[-1]}: include '{path}'" if stack else f"config file '{path}'"
         if path.is_dir():
             raise ConfigError(f"{where} is a folder; give the path of a YAML file.")
-        raise ConfigError(f"{where} does not exist. Check the path (includes are relative to the including file).")
+        raise ConfigError(
+            f"{where} does not exist. Check the path (includes are relative to the including file)."
+        )
     raw = _parse_yaml(path)
     includes = raw.pop("include", [])
     if isinstance(includes, str):
@@ -66,8 +68,10 @@ def _parse_yaml(path: Path) -> dict:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (seed:, data:, …), "
-                          f"got a {type(data).__name__}.")
+        raise ConfigError(
+            f"{path}: the top level must be a mapping of sections (seed:, data:, …), "
+            f"got a {type(data).__name__}."
+        )
     return data
 
 
@@ -102,14 +106,16 @@ def apply_overrides(tree: dict, sources: Sources, overrides: list[str], string_k
     """Apply ``a.b.c=value`` overrides in order.
 
     Values are parsed as YAML (``8`` is an int, ``[1, 2]`` a list, ``null`` None), except for keys
-    the schema types as strings, which keep the text as given (``null`` or ``~`` still means None). A number in the path indexes a list
-    (``data.tasks.0.path=…``).
+    the schema types as strings, which keep the text as given (``null`` or ``~`` still means None).
+    A number in the path indexes a list (``data.tasks.0.path=…``).
     """
     for item in overrides:
         key, sep, text = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"command-line override '{item}' is not of the form key.sub=value "
-                              f"(e.g. training.batch_size=8).")
+            raise ConfigError(
+                f"command-line override '{item}' is not of the form key.sub=value "
+                f"(e.g. training.batch_size=8)."
+            )
         parts = tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
         generic = tuple("*" if isinstance(p, int) else p for p in parts)
         if generic in string_keys and text.strip() not in ("null", "~"):
@@ -131,7 +137,9 @@ def _set_path(tree: dict, parts: tuple, value: Any, item: str) -> None:
         if isinstance(part, int):
             if not isinstance(node, list) or part >= len(node):
                 size = len(node) if isinstance(node, list) else 0
-                raise ConfigError(f"command-line override '{item}': '{here}' indexes a list of {size} entries.")
+                raise ConfigError(
+                    f"command-line override '{item}': '{here}' indexes a list of {size} entries."
+                )
             node = node[part]
         else:
             if not isinstance(node, dict):
@@ -148,4 +156,3 @@ def _set_path(tree: dict, parts: tuple, value: Any, item: str) -> None:
         node[last] = value
     else:
         raise ConfigError(f"command-line override '{item}': the parent of '{last}' is not a section.")
-

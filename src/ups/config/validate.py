@@ -67,7 +67,9 @@ def _convert(value: Any, tp: Any, path: tuple, meta: dict, problems: Problems) -
         if value in args:
             return value
         choices = [str(a) for a in args]
-        close = [c for c in choices if c.startswith(str(value))] or difflib.get_close_matches(str(value), choices, n=1)
+        close = [c for c in choices if c.startswith(str(value))] or difflib.get_close_matches(
+            str(value), choices, n=1
+        )
         hint = f" Did you mean '{close[0]}'?" if close else ""
         problems.add(path, f"expected one of {', '.join(map(str, args))}; got {value!r}.{hint}")
         return None
@@ -212,28 +214,47 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
     if data.split.train <= 0:
         problems.add(("data", "split", "train"), "must be > 0: training needs trajectories.")
     if cfg.latent.dim % cfg.operator.heads:
-        problems.add(("operator", "heads"), f"{cfg.operator.heads} heads do not divide latent.dim = "
-                                            f"{cfg.latent.dim}; choose heads that divide it.")
-    if cfg.training.cpu_offload_optimizer and (cfg.training.strategy != "fsdp" or cfg.training.accelerator == "cpu"):
-        problems.add(("training", "cpu_offload_optimizer"), "offloads FSDP's state to the CPU, so it needs "
-                                                           "training.strategy=fsdp on GPUs (training.accelerator gpu "
-                                                           "or auto); set it false here.")
-    if cfg.training.strategy == "fsdp" and (cfg.training.ema_decay or any(
-            getattr(cfg.stages, name).ema_decay for name in STAGE_NAMES)):
-        problems.add(("training", "strategy"), "EMA of weights is not available under FSDP (each rank holds a "
-                                               "shard); set training.ema_decay and stages.<stage>.ema_decay to null, "
-                                               "or use training.strategy=ddp.")
+        problems.add(
+            ("operator", "heads"),
+            f"{cfg.operator.heads} heads do not divide latent.dim = "
+            f"{cfg.latent.dim}; choose heads that divide it.",
+        )
+    if cfg.training.cpu_offload_optimizer and (
+        cfg.training.strategy != "fsdp" or cfg.training.accelerator == "cpu"
+    ):
+        problems.add(
+            ("training", "cpu_offload_optimizer"),
+            "offloads FSDP's state to the CPU, so it needs "
+            "training.strategy=fsdp on GPUs (training.accelerator gpu "
+            "or auto); set it false here.",
+        )
+    if cfg.training.strategy == "fsdp" and (
+        cfg.training.ema_decay or any(getattr(cfg.stages, name).ema_decay for name in STAGE_NAMES)
+    ):
+        problems.add(
+            ("training", "strategy"),
+            "EMA of weights is not available under FSDP (each rank holds a "
+            "shard); set training.ema_decay and stages.<stage>.ema_decay to null, "
+            "or use training.strategy=ddp.",
+        )
     if cfg.training.precision == "16-mixed" and cfg.training.accelerator == "cpu":
         problems.add(("training", "precision"), "16-mixed needs a GPU; on CPU use 32-true (or bf16-mixed).")
     if cfg.training.prefetch_factor is not None and cfg.training.num_workers == 0:
-        problems.add(("training", "prefetch_factor"), "only applies with worker processes; set "
-                                                     "training.num_workers > 0 or leave prefetch_factor unset.")
+        problems.add(
+            ("training", "prefetch_factor"),
+            "only applies with worker processes; set "
+            "training.num_workers > 0 or leave prefetch_factor unset.",
+        )
     if cfg.encoder.kernel_size % 2 == 0:
-        problems.add(("encoder", "kernel_size"), f"must be odd (the convolution keeps the grid size), "
-                                                 f"got {cfg.encoder.kernel_size}.")
+        problems.add(
+            ("encoder", "kernel_size"),
+            f"must be odd (the convolution keeps the grid size), got {cfg.encoder.kernel_size}.",
+        )
     for name, share in cfg.training.time_shares.items():
         if name not in STAGE_NAMES:
-            problems.add(("training", "time_shares", name), f"not a stage; the stages are {', '.join(STAGE_NAMES)}.")
+            problems.add(
+                ("training", "time_shares", name), f"not a stage; the stages are {', '.join(STAGE_NAMES)}."
+            )
         elif not isinstance(share, (int, float)) or not share > 0:
             problems.add(("training", "time_shares", name), f"must be a number > 0, got {share!r}.")
     try:
@@ -265,11 +286,15 @@ def _check_task_file(cfg: Config, task, where: tuple, problems: Problems) -> Non
 
 
 def _check_output_folders(cfg: Config, problems: Problems) -> None:
-    for where, folder in ((("paths", "runs_dir"), cfg.paths.runs_dir),
-                          (("training", "latent_cache_dir"), cfg.training.latent_cache_dir)):
+    for where, folder in (
+        (("paths", "runs_dir"), cfg.paths.runs_dir),
+        (("training", "latent_cache_dir"), cfg.training.latent_cache_dir),
+    ):
         blocker = blocking_file(folder) if folder else None
         if blocker is not None:
-            problems.add(where, f"{blocker} is a file, so the folder {folder} cannot be made; choose another folder.")
+            problems.add(
+                where, f"{blocker} is a file, so the folder {folder} cannot be made; choose another folder."
+            )
 
 
 def blocking_file(path: str | Path) -> Path | None:

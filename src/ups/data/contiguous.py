@@ -54,14 +54,22 @@ class ContiguousDataset:
         if fd is None or not hasattr(os, "preadv") or dataset.dtype.kind not in "fiu":
             return None
         plist = dataset.id.get_create_plist()
-        if (plist.get_layout() != h5py.h5d.CONTIGUOUS or plist.get_nfilters() or plist.get_external_count()
-                or dataset.id.get_type().get_size() != dataset.dtype.itemsize):
+        if (
+            plist.get_layout() != h5py.h5d.CONTIGUOUS
+            or plist.get_nfilters()
+            or plist.get_external_count()
+            or dataset.id.get_type().get_size() != dataset.dtype.itemsize
+        ):
             return None
         nbytes = math.prod(dataset.shape) * dataset.dtype.itemsize
         offset = dataset.id.get_offset()
         # an unallocated dataset (never written: h5py reads its fill value) has no storage and a
         # meaningless offset
-        if offset is None or dataset.id.get_storage_size() != nbytes or offset + nbytes > os.fstat(fd).st_size:
+        if (
+            offset is None
+            or dataset.id.get_storage_size() != nbytes
+            or offset + nbytes > os.fstat(fd).st_size
+        ):
             return None
         return cls(fd, int(offset), tuple(int(s) for s in dataset.shape), dataset.dtype, where)
 
@@ -70,7 +78,7 @@ class ContiguousDataset:
         [n_rows, *kept]. ``lead`` are non-negative indices of the first axes; ``rows`` selects along
         the next axis; ``keep`` slices the axes after it (the rest are read whole)."""
         axis = len(lead)
-        row_shape = self.shape[axis + 1:]
+        row_shape = self.shape[axis + 1 :]
         row_bytes = math.prod(row_shape) * self.dtype.itemsize
         first_row = int(np.ravel_multi_index(lead, self.shape[:axis])) * self.shape[axis] if lead else 0
         picked = range(*rows.indices(self.shape[axis]))
@@ -81,7 +89,9 @@ class ContiguousDataset:
         shrink = bool(keep) or picked.step > 1  # copy each block's selection, so its full buffer goes
         parts = []
         for start, count in self._runs(picked, row_bytes):
-            block = self._block(first_row + start, count, row_shape, row_bytes)[::picked.step if count > 1 else 1]
+            block = self._block(first_row + start, count, row_shape, row_bytes)[
+                :: picked.step if count > 1 else 1
+            ]
             block = block[(slice(None), *keep)]
             parts.append(np.ascontiguousarray(block) if shrink else block)
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -94,7 +104,7 @@ class ContiguousDataset:
         per_block = max(1, BLOCK_BYTES // (row_bytes * picked.step))  # selected rows per span
         runs = []
         for i in range(0, len(picked), per_block):
-            chunk = picked[i:i + per_block]
+            chunk = picked[i : i + per_block]
             runs.append((chunk[0], chunk[-1] - chunk[0] + 1))
         return runs
 
@@ -105,8 +115,10 @@ class ContiguousDataset:
         while done < len(buffer):
             n = os.preadv(self.fd, [view[done:]], start + done)
             if n == 0:
-                raise DataError(f"{self.where}: the file ended at byte {start + done} inside the dataset's "
-                                f"data (it says {len(buffer)} bytes from {start}); the file is truncated or "
-                                f"being rewritten.")
+                raise DataError(
+                    f"{self.where}: the file ended at byte {start + done} inside the dataset's "
+                    f"data (it says {len(buffer)} bytes from {start}); the file is truncated or "
+                    f"being rewritten."
+                )
             done += n
         return np.frombuffer(buffer, dtype=self.dtype).reshape(count, *row_shape)

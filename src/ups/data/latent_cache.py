@@ -94,19 +94,21 @@ def _layer_sources(module: torch.nn.Module) -> list[str]:
     return [inspect.getsource(sys.modules[name]) for name in names]
 
 
-def entry_key(task: TaskData, *, encoder: str, dtype: str,
-              latent_shape: tuple[int, int]) -> tuple[str, dict]:
+def entry_key(task: TaskData, *, encoder: str, dtype: str, latent_shape: tuple[int, int]) -> tuple[str, dict]:
     """(sha256 hex of the canonical JSON of the key fields, the key fields) of a task's entry."""
     path = Path(task.file.path).resolve()
     stat = path.stat()
     fields = {
-        "format": FORMAT_VERSION, "encoder": encoder,
+        "format": FORMAT_VERSION,
+        "encoder": encoder,
         "data_file": {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns},
-        "layout": task.file.layout, "reduced_resolution": task.file.reduced_resolution,
+        "layout": task.file.layout,
+        "reduced_resolution": task.file.reduced_resolution,
         "reduced_resolution_t": task.file.reduced_resolution_t,
         "normalizer": task.normalizer.to_dict(),
         "input_normalizer": task.input_normalizer.to_dict() if task.input_normalizer else None,
-        "dtype": dtype, "latent_shape": [int(s) for s in latent_shape],
+        "dtype": dtype,
+        "latent_shape": [int(s) for s in latent_shape],
         "shape": [task.info.n_samples, task.info.n_times],
     }
     return _sha256_json(fields), fields
@@ -138,8 +140,10 @@ class LatentEntry:
     def frames(self, trajectory: int, frames: slice = slice(None)) -> np.ndarray:
         """float32 copy [F, L, D] of the selected frames (any slice) of one trajectory."""
         if not -self.shape[0] <= trajectory < self.shape[0]:
-            raise IndexError(f"task '{self.task}': trajectory {trajectory} is out of range; the "
-                             f"cache entry {self.path} holds {self.shape[0]} trajectories.")
+            raise IndexError(
+                f"task '{self.task}': trajectory {trajectory} is out of range; the "
+                f"cache entry {self.path} holds {self.shape[0]} trajectories."
+            )
         return np.array(self._latents()[trajectory, frames], dtype=np.float32)
 
     def _latents(self) -> np.memmap:
@@ -188,7 +192,7 @@ def _verify(path: Path, key: str, task: str, shape: tuple, dtype: str) -> None:
     data = np.memmap(path, dtype=np.uint8, mode="r", offset=0, shape=(data_bytes,))
     crc = 0
     for start in range(0, data_bytes, _CRC_CHUNK):
-        crc = zlib.crc32(data[start:start + _CRC_CHUNK], crc)
+        crc = zlib.crc32(data[start : start + _CRC_CHUNK], crc)
     del data
     if crc != header.get("crc32"):
         raise _Corrupt(f"crc32 of the data is {crc}, the header says {header.get('crc32')!r}")
@@ -199,15 +203,20 @@ def _checked_block(block, task: TaskData, trajectory: int, shape: tuple, dtype: 
     block = np.asarray(block, dtype=np.float32)
     where = f"task '{task.name}' ({task.file.path}), trajectory {trajectory}"
     if block.shape != shape:
-        raise ValueError(f"{where}: encode returned latents of shape {block.shape}; expected "
-                         f"[T, L, D] = {list(shape)}.")
+        raise ValueError(
+            f"{where}: encode returned latents of shape {block.shape}; expected [T, L, D] = {list(shape)}."
+        )
     if not np.isfinite(block).all():
-        raise DataError(f"{where}: the encoder gave non-finite latents (NaN or inf); nothing was "
-                        f"cached. Check the data file and the encoder checkpoint.")
+        raise DataError(
+            f"{where}: the encoder gave non-finite latents (NaN or inf); nothing was "
+            f"cached. Check the data file and the encoder checkpoint."
+        )
     if dtype == "float16" and np.abs(block).max() > _FLOAT16_MAX:
-        raise DataError(f"{where}: latents reach {np.abs(block).max():.4g}, beyond float16's "
-                        f"{_FLOAT16_MAX:.0f}; cache them as float32 "
-                        f"(training.latent_cache_dtype=float32).")
+        raise DataError(
+            f"{where}: latents reach {np.abs(block).max():.4g}, beyond float16's "
+            f"{_FLOAT16_MAX:.0f}; cache them as float32 "
+            f"(training.latent_cache_dtype=float32)."
+        )
     return block.astype(dtype)
 
 
@@ -235,9 +244,16 @@ class LatentCache:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
 
-    def ensure(self, tasks: Sequence[TaskData], encode: Callable[[int, int], np.ndarray], *,
-               encoder: str, dtype: str, latent_shape: tuple[int, int],
-               progress: bool = False) -> list[LatentEntry]:
+    def ensure(
+        self,
+        tasks: Sequence[TaskData],
+        encode: Callable[[int, int], np.ndarray],
+        *,
+        encoder: str,
+        dtype: str,
+        latent_shape: tuple[int, int],
+        progress: bool = False,
+    ) -> list[LatentEntry]:
         """An entry per task, in order: verified hits are reused; missing or corrupt ones are
         built with ``encode(task_index, trajectory)`` -> float32 [T, L, D] for every trajectory.
 
@@ -250,11 +266,20 @@ class LatentCache:
         if len(latent_shape) != 2 or min(latent_shape) < 1:
             raise ValueError(f"latent_shape {tuple(latent_shape)} must be [L, D] with L, D >= 1.")
         self.root.mkdir(parents=True, exist_ok=True)
-        return [self._ensure_one(task, partial(encode, k), encoder, dtype, latent_shape, progress)
-                for k, task in enumerate(tasks)]
+        return [
+            self._ensure_one(task, partial(encode, k), encoder, dtype, latent_shape, progress)
+            for k, task in enumerate(tasks)
+        ]
 
-    def _ensure_one(self, task: TaskData, encode_one: Callable[[int], np.ndarray], encoder: str,
-                    dtype: str, latent_shape: tuple[int, int], progress: bool) -> LatentEntry:
+    def _ensure_one(
+        self,
+        task: TaskData,
+        encode_one: Callable[[int], np.ndarray],
+        encoder: str,
+        dtype: str,
+        latent_shape: tuple[int, int],
+        progress: bool,
+    ) -> LatentEntry:
         key, fields = entry_key(task, encoder=encoder, dtype=dtype, latent_shape=latent_shape)
         name = f"{re.sub(r'[^A-Za-z0-9_.-]', '_', task.name)}-{key[:20]}{SUFFIX}"
         path = self.root / name
@@ -267,8 +292,12 @@ class LatentCache:
                     log.info("latent cache: hit for task '%s': %s", task.name, path)
                     return LatentEntry(path, task.name, shape, dtype, "hit")
                 except _Corrupt as exc:
-                    log.warning("latent cache: %s is corrupt (%s); removing it and re-encoding "
-                                "task '%s'.", path, exc, task.name)
+                    log.warning(
+                        "latent cache: %s is corrupt (%s); removing it and re-encoding task '%s'.",
+                        path,
+                        exc,
+                        task.name,
+                    )
                     path.unlink()
                     status = "rebuilt"
             _write_entry(path, task, encode_one, key, fields, shape, dtype, progress)
@@ -292,8 +321,13 @@ class LatentCache:
         """The cache's own files under root: entries, their lock files, leftover temp files."""
         if not self.root.is_dir():
             return []
-        return sorted({*self.root.glob(f"*{SUFFIX}"), *self.root.glob(f".*{SUFFIX}.lock"),
-                       *self.root.glob(f".*{SUFFIX}.*.tmp")})
+        return sorted(
+            {
+                *self.root.glob(f"*{SUFFIX}"),
+                *self.root.glob(f".*{SUFFIX}.lock"),
+                *self.root.glob(f".*{SUFFIX}.*.tmp"),
+            }
+        )
 
     def clear(self) -> tuple[int, int]:
         """Remove entries, lock files and leftover temp files: (files removed, bytes freed).
@@ -307,19 +341,35 @@ class LatentCache:
         return len(paths), freed
 
 
-def _write_entry(path: Path, task: TaskData, encode_one: Callable[[int], np.ndarray], key: str,
-                 fields: dict, shape: tuple, dtype: str, progress: bool) -> None:
+def _write_entry(
+    path: Path,
+    task: TaskData,
+    encode_one: Callable[[int], np.ndarray],
+    key: str,
+    fields: dict,
+    shape: tuple,
+    dtype: str,
+    progress: bool,
+) -> None:
     """Encode trajectory by trajectory into a temp file beside ``path``, then rename it in."""
     crc = 0
-    bar = tqdm(range(shape[0]), desc=f"encoding {task.name}", unit="traj", file=sys.stderr,
-               disable=not progress)
+    bar = tqdm(
+        range(shape[0]), desc=f"encoding {task.name}", unit="traj", file=sys.stderr, disable=not progress
+    )
     with atomic_path(path) as tmp, open(tmp, "wb") as out, bar:
         for i in bar:
             raw = memoryview(_checked_block(encode_one(i), task, i, shape[1:], dtype)).cast("B")
             crc = zlib.crc32(raw, crc)
             out.write(raw)
-        header = {"format": FORMAT_VERSION, "key": key, "key_fields": fields, "task": task.name,
-                  "shape": list(shape), "dtype": dtype, "crc32": crc,
-                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        header = {
+            "format": FORMAT_VERSION,
+            "key": key,
+            "key_fields": fields,
+            "task": task.name,
+            "shape": list(shape),
+            "dtype": dtype,
+            "crc32": crc,
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         blob = json.dumps(header, sort_keys=True).encode("utf-8")
         out.write(blob + _TRAILER.pack(len(blob), MAGIC))

@@ -37,8 +37,10 @@ def tasks_of_kind(tasks: list[TaskData], kind: str, stage: str) -> list[TaskData
     chosen = [t for t in tasks if t.info.kind == kind]
     if not chosen:
         what = "time-dependent" if kind == "transient" else "steady (coefficient -> solution, e.g. Darcy)"
-        raise DataError(f"stage {stage} needs at least one {what} task; data.tasks has "
-                        f"{', '.join(f'{t.name} ({t.info.kind})' for t in tasks)}.")
+        raise DataError(
+            f"stage {stage} needs at least one {what} task; data.tasks has "
+            f"{', '.join(f'{t.name} ({t.info.kind})' for t in tasks)}."
+        )
     return chosen
 
 
@@ -78,8 +80,10 @@ class _Indexed(Dataset):
         self.entries = [(k, i) for k, t in enumerate(tasks) for i in t.split.indices(split)]
         self.per_trajectory = [per_trajectory[k] for k, _ in self.entries]
         self.offsets = np.concatenate([[0], np.cumsum(self.per_trajectory)]).astype(np.int64).tolist()
-        self.task_sizes = [sum(n for (k, _), n in zip(self.entries, self.per_trajectory) if k == j)
-                           for j in range(len(tasks))]
+        self.task_sizes = [
+            sum(n for (k, _), n in zip(self.entries, self.per_trajectory) if k == j)
+            for j in range(len(tasks))
+        ]
         self.task_weights = [t.spec.weight for t in tasks]
         self.coords = [torch.from_numpy(t.file.coordinates()) for t in tasks]
 
@@ -100,8 +104,14 @@ class SnapshotDataset(_Indexed):
         k, traj, t = self.locate(item)
         task = self.tasks[k]
         frame = task.file.trajectory(traj, slice(t, t + 1))[0]
-        return {"u": torch.from_numpy(task.normalizer.normalize(frame)), "coords": self.coords[k],
-                "task_id": torch.tensor(k), "index": torch.tensor(traj), "t": torch.tensor(t), "task": task.name}
+        return {
+            "u": torch.from_numpy(task.normalizer.normalize(frame)),
+            "coords": self.coords[k],
+            "task_id": torch.tensor(k),
+            "index": torch.tensor(traj),
+            "t": torch.tensor(t),
+            "task": task.name,
+        }
 
 
 class SteadyFieldDataset(_Indexed):
@@ -118,8 +128,14 @@ class SteadyFieldDataset(_Indexed):
         task = self.tasks[k]
         a, u = task.file.steady_pair(i)
         values, norm = (a, task.input_normalizer) if self.field == "a" else (u, task.normalizer)
-        return {"u": torch.from_numpy(norm.normalize(values)), "coords": self.coords[k], "task_id": torch.tensor(k),
-                "index": torch.tensor(i), "t": torch.tensor(0), "task": f"{task.name}.{self.field}"}
+        return {
+            "u": torch.from_numpy(norm.normalize(values)),
+            "coords": self.coords[k],
+            "task_id": torch.tensor(k),
+            "index": torch.tensor(i),
+            "t": torch.tensor(0),
+            "task": f"{task.name}.{self.field}",
+        }
 
 
 class TaskGroups(Dataset):
@@ -149,20 +165,33 @@ class WindowDataset(_Indexed):
         fields: include the normalised fields ``window`` (always true without ``latents``).
     """
 
-    def __init__(self, tasks: list[TaskData], split: str, horizon: int, stride: int, *,
-                 latents: Sequence | None = None, fields: bool = True, start: int | None = None,
-                 horizon_name: str = "training.rollout_horizon"):
+    def __init__(
+        self,
+        tasks: list[TaskData],
+        split: str,
+        horizon: int,
+        stride: int,
+        *,
+        latents: Sequence | None = None,
+        fields: bool = True,
+        start: int | None = None,
+        horizon_name: str = "training.rollout_horizon",
+    ):
         if horizon < 1:  # a default horizon computed after a context that leaves no later frame
-            raise DataError(f"{horizon_name}={horizon}: nothing to roll out; with training.time_stride={stride} no "
-                            f"frame follows frame {start or 0} (the last of evaluation.context_frames); lower "
-                            f"evaluation.context_frames or training.time_stride.")
+            raise DataError(
+                f"{horizon_name}={horizon}: nothing to roll out; with training.time_stride={stride} no "
+                f"frame follows frame {start or 0} (the last of evaluation.context_frames); lower "
+                f"evaluation.context_frames or training.time_stride."
+            )
         span = horizon * stride + (start or 0)
         for task in tasks:
             if task.info.n_times <= span:
                 context = f" from frame {start} (the last of evaluation.context_frames)" if start else ""
-                raise DataError(f"task '{task.name}' has {task.info.n_times} frames (after "
-                                f"data.reduced_resolution_t) but a window of {horizon_name}={horizon} steps of "
-                                f"training.time_stride={stride} frames{context} needs {span + 1}; lower one of them.")
+                raise DataError(
+                    f"task '{task.name}' has {task.info.n_times} frames (after "
+                    f"data.reduced_resolution_t) but a window of {horizon_name}={horizon} steps of "
+                    f"training.time_stride={stride} frames{context} needs {span + 1}; lower one of them."
+                )
         # ``start``: one window per trajectory, from frame ``start`` (evaluation rollouts); else every window
         super().__init__(tasks, split, [1 if start is not None else t.info.n_times - span for t in tasks])
         self.horizon, self.stride, self.start = horizon, stride, start
@@ -184,9 +213,15 @@ class WindowDataset(_Indexed):
         k, traj, t0 = self.window(item)
         task = self.tasks[k]
         frames = slice(t0, t0 + self.horizon * self.stride + 1, self.stride)
-        out = {"coords": self.coords[k], "dt": torch.tensor(self.dt[k], dtype=torch.float32),
-               "params": self.params(task, traj), "task_id": torch.tensor(k), "index": torch.tensor(traj),
-               "t0": torch.tensor(t0), "task": task.name}
+        out = {
+            "coords": self.coords[k],
+            "dt": torch.tensor(self.dt[k], dtype=torch.float32),
+            "params": self.params(task, traj),
+            "task_id": torch.tensor(k),
+            "index": torch.tensor(traj),
+            "t0": torch.tensor(t0),
+            "task": task.name,
+        }
         if self.latents is not None:
             out["z"] = torch.from_numpy(self.latents[k].frames(traj, frames))
         if self.fields:

@@ -36,7 +36,7 @@ class Normalizer:
     def fitted(self) -> bool:
         return self.mode == "none" or self.mean is not None
 
-    def fit(self, trajectories: Iterable[np.ndarray]) -> "Normalizer":
+    def fit(self, trajectories: Iterable[np.ndarray]) -> Normalizer:
         """Fit from arrays [..., C] (e.g. trajectories [T, *spatial, C]), streamed one at a
         time; returns ``self``."""
         if self.mode == "none":
@@ -46,8 +46,7 @@ class Normalizer:
             x = np.asarray(array, dtype=np.float64)
             x = x.reshape(-1, x.shape[-1])
             if mean is not None and x.shape[1] != mean.shape[0]:
-                raise ValueError(f"channel count changed while fitting: {x.shape[1]} after "
-                                 f"{mean.shape[0]}")
+                raise ValueError(f"channel count changed while fitting: {x.shape[1]} after {mean.shape[0]}")
             n_b, mean_b = x.shape[0], x.mean(axis=0)
             m2_b = ((x - mean_b) ** 2).sum(axis=0)
             if mean is None:
@@ -70,8 +69,10 @@ class Normalizer:
             raise RuntimeError("Normalizer is not fitted; call fit() or from_dict() first")
         if torch.is_tensor(x):
             dtype = x.dtype if x.is_floating_point() else torch.float32
-            return (torch.as_tensor(self.mean, dtype=dtype, device=x.device),
-                    torch.as_tensor(self.std, dtype=dtype, device=x.device))
+            return (
+                torch.as_tensor(self.mean, dtype=dtype, device=x.device),
+                torch.as_tensor(self.std, dtype=dtype, device=x.device),
+            )
         dtype = x.dtype if np.issubdtype(np.asarray(x).dtype, np.floating) else np.float32
         return self.mean.astype(dtype), self.std.astype(dtype)
 
@@ -91,12 +92,16 @@ class Normalizer:
 
     def to_dict(self) -> dict:
         """Plain dict: ``mode``, ``eps``, ``count``, ``mean`` and ``std`` (lists of float)."""
-        return {"mode": self.mode, "eps": self.eps, "count": self.count,
-                "mean": None if self.mean is None else [float(v) for v in self.mean],
-                "std": None if self.std is None else [float(v) for v in self.std]}
+        return {
+            "mode": self.mode,
+            "eps": self.eps,
+            "count": self.count,
+            "mean": None if self.mean is None else [float(v) for v in self.mean],
+            "std": None if self.std is None else [float(v) for v in self.std],
+        }
 
     @classmethod
-    def from_dict(cls, state: dict) -> "Normalizer":
+    def from_dict(cls, state: dict) -> Normalizer:
         """Rebuild from ``to_dict()`` output (exactly: float64 values round-trip)."""
         norm = cls(mode=state["mode"], eps=state["eps"])
         norm.count = int(state.get("count", 0))

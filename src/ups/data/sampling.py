@@ -53,7 +53,9 @@ class _EpochHandle:
 def _task_draws(task_sizes: Sequence[int], strategy: str, weights: Sequence[float] | None) -> list[int]:
     """Draws per task and epoch: its size (proportional) or the largest size (uniform), times
     its weight (rounded, at least 1 for a non-empty task)."""
-    base = list(task_sizes) if strategy == "proportional" else [max(task_sizes) if n else 0 for n in task_sizes]
+    base = (
+        list(task_sizes) if strategy == "proportional" else [max(task_sizes) if n else 0 for n in task_sizes]
+    )
     weights = weights if weights is not None else [1.0] * len(base)
     return [max(1, round(b * w)) if b else 0 for b, w in zip(base, weights)]
 
@@ -74,7 +76,7 @@ def _limited(task_sizes: Sequence[int], limit: int) -> list[int]:
         return list(task_sizes)
     raw = [limit * n / total for n in task_sizes]
     counts = [math.floor(r) for r in raw]
-    for k in sorted(range(len(raw)), key=lambda j: counts[j] - raw[j])[:limit - sum(counts)]:
+    for k in sorted(range(len(raw)), key=lambda j: counts[j] - raw[j])[: limit - sum(counts)]:
         counts[k] += 1
     for k, n in enumerate(task_sizes):  # a task with items keeps one, taken from the largest share
         if n and not counts[k] and max(counts) > 1:
@@ -93,20 +95,24 @@ def _split_largest(batches: list[list[int]], n_splits: int) -> list[list[int]]:
     for _ in range(n_splits):
         i = max(range(len(batches)), key=lambda j: len(batches[j]))
         half = (len(batches[i]) + 1) // 2
-        batches[i:i + 1] = [batches[i][:half], batches[i][half:]]
+        batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
     return batches
 
 
 def _check(task_sizes: Sequence[int], batch_size: int, strategy: str, rank: int, world_size: int) -> None:
     if not task_sizes or min(task_sizes) < 0 or max(task_sizes) == 0:
-        raise ValueError(f"task_sizes={list(task_sizes)}: need at least one task with items and no negative "
-                         "sizes; check the tasks of the dataset.")
+        raise ValueError(
+            f"task_sizes={list(task_sizes)}: need at least one task with items and no negative "
+            "sizes; check the tasks of the dataset."
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size}: must be at least 1 (training.batch_size).")
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown sampling strategy {strategy!r}; choose one of {STRATEGIES}.")
     if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank={rank}, world_size={world_size}: need world_size >= 1 and 0 <= rank < world_size.")
+        raise ValueError(
+            f"rank={rank}, world_size={world_size}: need world_size >= 1 and 0 <= rank < world_size."
+        )
 
 
 class TaskBatchSampler(Sampler[list[int]]):
@@ -115,14 +121,28 @@ class TaskBatchSampler(Sampler[list[int]]):
     Engines call ``set_epoch`` before each epoch; Lightning reaches it through ``sampler``.
     """
 
-    def __init__(self, task_sizes: Sequence[int], batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                 strategy: str = "proportional", rank: int = 0, world_size: int = 1,
-                 weights: Sequence[float] | None = None, limit: int | None = None):
+    def __init__(
+        self,
+        task_sizes: Sequence[int],
+        batch_size: int,
+        *,
+        seed: int = 0,
+        shuffle: bool = True,
+        strategy: str = "proportional",
+        rank: int = 0,
+        world_size: int = 1,
+        weights: Sequence[float] | None = None,
+        limit: int | None = None,
+    ):
         _check(task_sizes, batch_size, strategy, rank, world_size)
         if limit is not None and (shuffle or limit < 1):
-            raise ValueError(f"limit={limit}: a fixed subset of at least one item is for validation (shuffle=False).")
+            raise ValueError(
+                f"limit={limit}: a fixed subset of at least one item is for validation (shuffle=False)."
+            )
         if weights is not None and (len(weights) != len(task_sizes) or min(weights) <= 0):
-            raise ValueError(f"weights={list(weights)}: need one positive weight per task ({len(task_sizes)}).")
+            raise ValueError(
+                f"weights={list(weights)}: need one positive weight per task ({len(task_sizes)})."
+            )
         self.task_sizes, self.batch_size = list(task_sizes), batch_size
         self.seed, self.shuffle, self.strategy = seed, shuffle, strategy
         self.rank, self.world_size = rank, world_size
@@ -135,9 +155,11 @@ class TaskBatchSampler(Sampler[list[int]]):
         self.n_splits = -n_batches % world_size
         if n_batches + self.n_splits > sum(self.draws):
             raise ValueError(
-                f"{sum(self.draws)} draws per epoch ({strategy} over tasks of sizes {self.task_sizes}) cannot be "
-                f"dealt to {world_size} ranks in equal batch counts without repeating items: that needs "
-                f"{n_batches + self.n_splits} non-empty batches. Use fewer devices, more data or a larger batch_size.")
+                f"{sum(self.draws)} draws per epoch ({strategy} over tasks of sizes {self.task_sizes}) "
+                f"cannot be dealt to {world_size} ranks in equal batch counts without repeating items: "
+                f"that needs {n_batches + self.n_splits} non-empty batches. Use fewer devices, more data or "
+                f"a larger batch_size."
+            )
         self.epoch = 0
         self.skip = 0  # batches of the next pass to leave out (resuming inside an epoch); then 0 again
         self.sampler = _EpochHandle(self)
@@ -151,9 +173,11 @@ class TaskBatchSampler(Sampler[list[int]]):
         batches = []
         for k, (offset, size, n) in enumerate(zip(self.offsets, self.task_sizes, self.draws)):
             if n:
-                local = _fixed_subset(size, n, self.seed * 1_000_003 + k) if self.limited else _draw(size, n, g)
+                local = (
+                    _fixed_subset(size, n, self.seed * 1_000_003 + k) if self.limited else _draw(size, n, g)
+                )
                 idx = (offset + local).tolist()
-                batches += [idx[i:i + self.batch_size] for i in range(0, n, self.batch_size)]
+                batches += [idx[i : i + self.batch_size] for i in range(0, n, self.batch_size)]
         if g is not None:
             batches = [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
         return _split_largest(batches, self.n_splits)
@@ -162,7 +186,7 @@ class TaskBatchSampler(Sampler[list[int]]):
         # A generator, so the epoch is read at the first batch: Lightning may create the
         # iterator before it calls set_epoch (e.g. when resuming).
         skip, self.skip = self.skip, 0
-        yield from self.epoch_batches(self.epoch)[self.rank::self.world_size][skip:]
+        yield from self.epoch_batches(self.epoch)[self.rank :: self.world_size][skip:]
 
     def __len__(self) -> int:
         n_batches = sum(math.ceil(n / self.batch_size) for n in self.draws)

@@ -45,11 +45,15 @@ class Split:
 def _check_fractions(fractions, task_name: str) -> tuple[float, float, float]:
     values = tuple(float(f) for f in fractions)
     if len(values) != 3:
-        raise DataError(f"task '{task_name}': split fractions {tuple(fractions)} must be three "
-                        f"numbers (train, val, test).")
+        raise DataError(
+            f"task '{task_name}': split fractions {tuple(fractions)} must be three "
+            f"numbers (train, val, test)."
+        )
     if any(not math.isfinite(f) or f < 0 for f in values) or sum(values) > 1 + 1e-9:
-        raise DataError(f"task '{task_name}': split fractions (train, val, test) = {values} must "
-                        f"each be >= 0 and sum to at most 1 (data.split).")
+        raise DataError(
+            f"task '{task_name}': split fractions (train, val, test) = {values} must "
+            f"each be >= 0 and sum to at most 1 (data.split)."
+        )
     return values
 
 
@@ -82,9 +86,15 @@ def pdebench_test(n: int, test: float, at_end: bool) -> tuple[int, ...]:
     return tuple(range(int(n * test)))
 
 
-def split_trajectories(n: int, fractions=(0.8, 0.1, 0.1), seed: int = 0,
-                       task_name: str = "", need_val: bool = True, mode: str = "seeded",
-                       test_at_end: bool = False) -> Split:
+def split_trajectories(
+    n: int,
+    fractions=(0.8, 0.1, 0.1),
+    seed: int = 0,
+    task_name: str = "",
+    need_val: bool = True,
+    mode: str = "seeded",
+    test_at_end: bool = False,
+) -> Split:
     """Split trajectories 0..n-1 of one task into train/val/test.
 
     Args:
@@ -106,8 +116,10 @@ def split_trajectories(n: int, fractions=(0.8, 0.1, 0.1), seed: int = 0,
     """
     fractions = _check_fractions(fractions, task_name)
     if mode not in SPLIT_MODES:
-        raise DataError(f"task '{task_name}': split mode {mode!r} is unknown; expected one of {SPLIT_MODES} "
-                        f"(data.split.mode).")
+        raise DataError(
+            f"task '{task_name}': split mode {mode!r} is unknown; expected one of {SPLIT_MODES} "
+            f"(data.split.mode)."
+        )
     if int(seed) < 0:
         raise DataError(f"task '{task_name}': seed={seed} must be a non-negative integer.")
     if fractions[0] == 0:
@@ -119,20 +131,26 @@ def split_trajectories(n: int, fractions=(0.8, 0.1, 0.1), seed: int = 0,
         whole = sum(fractions) >= 1 - 1e-9
         n_train = int(n) - n_test - n_val if whole else min(n_train, int(n) - n_test - n_val)
     if n_train < 1:
-        raise DataError(f"task '{task_name}': N={n} trajectories leave no training trajectory "
-                        f"with split fractions {fractions}; use a file with more trajectories.")
+        raise DataError(
+            f"task '{task_name}': N={n} trajectories leave no training trajectory "
+            f"with split fractions {fractions}; use a file with more trajectories."
+        )
     notes = []
     if need_val and n_val == 0:
         carve = max(1, round(0.1 * n_train))
         if n_train - carve < 1:
-            raise DataError(f"task '{task_name}': N={n} trajectories are too few for both a train "
-                            f"and a validation split; use a file with more trajectories, or set "
-                            f"training.skip_lightning_val=true.")
+            raise DataError(
+                f"task '{task_name}': N={n} trajectories are too few for both a train "
+                f"and a validation split; use a file with more trajectories, or set "
+                f"training.skip_lightning_val=true."
+            )
         n_train, n_val = n_train - carve, carve
-        message = (f"task '{task_name}': no validation trajectories (data.split.val = "
-                   f"{fractions[1]}, N = {n}); carved {carve} of {n_train + carve} training "
-                   f"trajectories off as validation. To silence this, set data.split.val > 0, "
-                   f"or training.skip_lightning_val=true.")
+        message = (
+            f"task '{task_name}': no validation trajectories (data.split.val = "
+            f"{fractions[1]}, N = {n}); carved {carve} of {n_train + carve} training "
+            f"trajectories off as validation. To silence this, set data.split.val > 0, "
+            f"or training.skip_lightning_val=true."
+        )
         warnings.warn(message, UserWarning, stacklevel=2)
         notes.append(message)
     for name, frac, count in zip(SPLIT_NAMES, fractions, (n_train, n_val, n_test)):
@@ -141,10 +159,12 @@ def split_trajectories(n: int, fractions=(0.8, 0.1, 0.1), seed: int = 0,
     rng = np.random.default_rng([int(seed), zlib.crc32(task_name.encode("utf-8"))])
     if fixed_test is None:
         perm = rng.permutation(int(n))
-        test = perm[n_train + n_val:n_train + n_val + n_test]
+        test = perm[n_train + n_val : n_train + n_val + n_test]
     else:
         perm = rng.permutation(np.setdiff1d(np.arange(int(n)), fixed_test))
         test = fixed_test
-    parts = [tuple(sorted(int(i) for i in part))
-             for part in (perm[:n_train], perm[n_train:n_train + n_val], test)]
+    parts = [
+        tuple(sorted(int(i) for i in part))
+        for part in (perm[:n_train], perm[n_train : n_train + n_val], test)
+    ]
     return Split(train=parts[0], val=parts[1], test=parts[2], notes=tuple(notes))

@@ -28,10 +28,19 @@ def config_file_infos(cfg: Config) -> list[tuple[str, FileInfo]]:
     """(task name, what its file holds) for every task of ``cfg.data``: the files opened and
     validated, their data not read (cheaper than ``load_config_tasks``)."""
     data = cfg.data
-    return [(spec.name, open_task_file(spec, cfg.paths.data_dir, reduced_resolution=data.reduced_resolution,
-                                       reduced_resolution_t=data.reduced_resolution_t,
-                                       max_samples=data.max_samples).info)
-            for spec in data.tasks]
+    return [
+        (
+            spec.name,
+            open_task_file(
+                spec,
+                cfg.paths.data_dir,
+                reduced_resolution=data.reduced_resolution,
+                reduced_resolution_t=data.reduced_resolution_t,
+                max_samples=data.max_samples,
+            ).info,
+        )
+        for spec in data.tasks
+    ]
 
 
 def summary_table(tasks: list[TaskData]) -> str:
@@ -43,8 +52,10 @@ def summary_table(tasks: list[TaskData]) -> str:
         if info.kind == "steady":
             shape = f"{info.n_samples} pairs  a(x) -> u(x) on {grid}"
         else:
-            shape = (f"{info.n_samples} trajectories x {info.n_times} steps on {grid}, "
-                     f"channels {', '.join(info.channel_names)}")
+            shape = (
+                f"{info.n_samples} trajectories x {info.n_times} steps on {grid}, "
+                f"channels {', '.join(info.channel_names)}"
+            )
             if info.static_channels:
                 shape += f"; static {', '.join(info.static_channels)}"
         params = ", ".join(f"{k}={v:g}" for k, v in sorted(info.params.items())) or "none"
@@ -55,7 +66,8 @@ def summary_table(tasks: list[TaskData]) -> str:
             f"  data    {shape}",
             f"  params  {params}",
             f"  split   train {len(split.train)} / val {len(split.val)} / test {len(split.test)}",
-            f"  norm    {task.normalizer!r}" + (f"; input {task.input_normalizer!r}" if task.input_normalizer else ""),
+            f"  norm    {task.normalizer!r}"
+            + (f"; input {task.input_normalizer!r}" if task.input_normalizer else ""),
         ]
         lines += [f"  note    {note}" for note in (*info.notes, *split.notes)]
         blocks.append("\n".join(lines))

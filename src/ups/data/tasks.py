@@ -64,7 +64,8 @@ class TaskData:
         path = self.info.path
         generator = GENERATORS.get(builtin_generator(path) or "")
         return bool(_PERIODIC_NAME.search(path.name)) or (
-            generator is not None and generator.periodic and len(self.info.spatial_shape) == 1)
+            generator is not None and generator.periodic and len(self.info.spatial_shape) == 1
+        )
 
     @property
     def transpose_symmetric(self) -> bool:
@@ -94,11 +95,20 @@ def missing_file_hint(path: Path) -> str:
         return "Check paths.data_dir and the task's path."
     known = GENERATORS[generator].default_params
     params = "".join(f" --param {k}={v}" for k, v in parse_params_from_name(path.name).items() if k in known)
-    return f"It looks like a built-in dataset: write it with `ups data generate {generator} --out {path.parent}{params}`."
+    return (
+        f"It looks like a built-in dataset: write it with "
+        f"`ups data generate {generator} --out {path.parent}{params}`."
+    )
 
 
-def open_task_file(spec: TaskConfig, data_dir: str | Path, *, reduced_resolution: int = 1,
-                   reduced_resolution_t: int = 1, max_samples: int | None = None) -> PDEBenchFile:
+def open_task_file(
+    spec: TaskConfig,
+    data_dir: str | Path,
+    *,
+    reduced_resolution: int = 1,
+    reduced_resolution_t: int = 1,
+    max_samples: int | None = None,
+) -> PDEBenchFile:
     """The task's file, opened and validated (what it holds is in ``.info``; nothing is read
     beyond its coordinates). Relative paths resolve against ``data_dir``."""
     data_dir = Path(data_dir).expanduser()
@@ -106,24 +116,52 @@ def open_task_file(spec: TaskConfig, data_dir: str | Path, *, reduced_resolution
     if not path.is_absolute():
         path = data_dir / path
     if not path.exists():
-        raise DataError(f"task '{spec.name}': data file {path} does not exist (path {spec.path!r} under "
-                        f"data_dir {data_dir}). {missing_file_hint(path)}")
-    return PDEBenchFile(path, layout=spec.layout, reduced_resolution=spec.reduced_resolution or reduced_resolution,
-                        reduced_resolution_t=reduced_resolution_t, params_override=spec.params,
-                        max_samples=max_samples)
+        raise DataError(
+            f"task '{spec.name}': data file {path} does not exist (path {spec.path!r} under "
+            f"data_dir {data_dir}). {missing_file_hint(path)}"
+        )
+    return PDEBenchFile(
+        path,
+        layout=spec.layout,
+        reduced_resolution=spec.reduced_resolution or reduced_resolution,
+        reduced_resolution_t=reduced_resolution_t,
+        params_override=spec.params,
+        max_samples=max_samples,
+    )
 
 
-def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, seed: int,
-               need_val: bool, normalization: str, split_mode: str, max_samples: int | None) -> TaskData:
-    file = open_task_file(spec, data_dir, reduced_resolution=r, reduced_resolution_t=rt, max_samples=max_samples)
+def _load_task(
+    spec: TaskConfig,
+    data_dir: Path,
+    r: int,
+    rt: int,
+    fractions,
+    seed: int,
+    need_val: bool,
+    normalization: str,
+    split_mode: str,
+    max_samples: int | None,
+) -> TaskData:
+    file = open_task_file(
+        spec, data_dir, reduced_resolution=r, reduced_resolution_t=rt, max_samples=max_samples
+    )
     path, info = file.path, file.info
     if spec.transpose_symmetric and not square_steady(info):
-        raise ConfigError(f"data.tasks[{spec.name}].transpose_symmetric is true, but {path} holds {info.kind} "
-                          f"data on a grid of shape {list(info.spatial_shape)}: transposed training pairs are only "
-                          "drawn for steady tasks on a square 2D grid; set it false or remove it.")
+        raise ConfigError(
+            f"data.tasks[{spec.name}].transpose_symmetric is true, but {path} holds {info.kind} "
+            f"data on a grid of shape {list(info.spatial_shape)}: transposed training pairs are only "
+            "drawn for steady tasks on a square 2D grid; set it false or remove it."
+        )
     try:
-        split = split_trajectories(info.n_samples, fractions, seed=seed, task_name=spec.name, need_val=need_val,
-                                   mode=split_mode, test_at_end=info.layout == "multigroup")
+        split = split_trajectories(
+            info.n_samples,
+            fractions,
+            seed=seed,
+            task_name=spec.name,
+            need_val=need_val,
+            mode=split_mode,
+            test_at_end=info.layout == "multigroup",
+        )
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
     read = file.steady_pair if info.kind == "steady" else file.trajectory
@@ -136,7 +174,9 @@ def _load_task(spec: TaskConfig, data_dir: Path, r: int, rt: int, fractions, see
     norm = Normalizer(normalization).fit(finite(file, split.train, read))
     static = None
     if info.static_channels:  # the operator's conditioning field, normalised by its train split's statistics
-        for _ in finite_static(file, [*split.val, *split.test]):  # the train split's are checked while fitting
+        for _ in finite_static(
+            file, [*split.val, *split.test]
+        ):  # the train split's are checked while fitting
             pass
         static = Normalizer(normalization).fit(finite_static(file, split.train))
     return TaskData(spec, file, info, split, norm, static)
@@ -162,27 +202,39 @@ def finite_static(file: PDEBenchFile, indices):
         yield field
 
 
-def _refuse_non_finite(file: PDEBenchFile, key: str, i: int, array: np.ndarray,
-                       channels: Sequence[str] = ()) -> None:
+def _refuse_non_finite(
+    file: PDEBenchFile, key: str, i: int, array: np.ndarray, channels: Sequence[str] = ()
+) -> None:
     """A DataError naming the file, ``key``, sample, shape and first bad index (and its channel, when
     ``channels`` names more than one) if ``array`` holds NaN or Inf."""
     if np.isfinite(array).all():
         return
     first = tuple(int(v) for v in np.argwhere(~np.isfinite(array))[0])
     channel = f" (channel {channels[first[-1]]})" if len(channels) > 1 else ""
-    raise DataError(f"{file.path}: {key} (sample {i}, shape {tuple(array.shape)} after down-sampling) holds NaN or "
-                    f"Inf, first at index {first}{channel}; clean the file or drop that sample.")
+    raise DataError(
+        f"{file.path}: {key} (sample {i}, shape {tuple(array.shape)} after down-sampling) holds NaN or "
+        f"Inf, first at index {first}{channel}; clean the file or drop that sample."
+    )
 
 
-def load_tasks(specs: Sequence[TaskConfig], data_dir: str | Path, *, reduced_resolution: int = 1,
-               reduced_resolution_t: int = 1, split_fractions=(0.8, 0.1, 0.1), seed: int = 0,
-               need_val: bool = True, normalization: str = "standard", split_mode: str = "seeded",
-               max_samples: int | None = None) -> list[TaskData]:
+def load_tasks(
+    specs: Sequence[TaskConfig],
+    data_dir: str | Path,
+    *,
+    reduced_resolution: int = 1,
+    reduced_resolution_t: int = 1,
+    split_fractions=(0.8, 0.1, 0.1),
+    seed: int = 0,
+    need_val: bool = True,
+    normalization: str = "standard",
+    split_mode: str = "seeded",
+    max_samples: int | None = None,
+) -> list[TaskData]:
     """Open, validate, split and fit normalisers for every task, in ``specs`` order.
 
     Relative paths resolve against ``data_dir``; ``max_samples`` keeps the first samples of
-    each file, ``split_mode`` is ``splits.split_trajectories``'s ``mode``. Normalisers are fitted on the train split
-    only, streaming one trajectory at a time (one pass over the train trajectories).
+    each file, ``split_mode`` is ``splits.split_trajectories``'s ``mode``. Normalisers are fitted on
+    the train split only, streaming one trajectory at a time (one pass over the train trajectories).
 
     Raises:
         DataError: no tasks, duplicate names, a missing or malformed file, too few
@@ -195,8 +247,21 @@ def load_tasks(specs: Sequence[TaskConfig], data_dir: str | Path, *, reduced_res
     if duplicates:
         raise DataError(f"data.tasks has duplicate task names {duplicates}; names must be unique.")
     data_dir = Path(data_dir).expanduser()
-    return [_load_task(spec, data_dir, reduced_resolution, reduced_resolution_t, split_fractions,
-                       seed, need_val, normalization, split_mode, max_samples) for spec in specs]
+    return [
+        _load_task(
+            spec,
+            data_dir,
+            reduced_resolution,
+            reduced_resolution_t,
+            split_fractions,
+            seed,
+            need_val,
+            normalization,
+            split_mode,
+            max_samples,
+        )
+        for spec in specs
+    ]
 
 
 def param_names(tasks: Sequence[TaskData]) -> list[str]:
@@ -217,8 +282,12 @@ class _TaskSplitDataset(Dataset):
 
     kind = ""
 
-    def __init__(self, tasks: Sequence[TaskData] | TaskData, split: str = "train",
-                 param_order: Sequence[str] | None = None):
+    def __init__(
+        self,
+        tasks: Sequence[TaskData] | TaskData,
+        split: str = "train",
+        param_order: Sequence[str] | None = None,
+    ):
         if split not in SPLIT_NAMES:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
         tasks = [tasks] if isinstance(tasks, TaskData) else list(tasks)
@@ -249,9 +318,13 @@ class _TaskSplitDataset(Dataset):
 
     def _common(self, k: int, i: int) -> dict:
         task = self.tasks[k]
-        return {"coords": self._coords[k],
-                "params": _param_vector(task.file.params_of(i), self.param_order),
-                "task": task.name, "task_id": k, "index": i}
+        return {
+            "coords": self._coords[k],
+            "params": _param_vector(task.file.params_of(i), self.param_order),
+            "task": task.name,
+            "task_id": k,
+            "index": i,
+        }
 
 
 class TrajectoryDataset(_TaskSplitDataset):
@@ -285,5 +358,8 @@ class SteadyPairDataset(_TaskSplitDataset):
         k, i = self.index_map[item]
         task = self.tasks[k]
         a, u = task.file.steady_pair(i)
-        return {"input": torch.from_numpy(task.input_normalizer.normalize(a)),
-                "target": torch.from_numpy(task.normalizer.normalize(u)), **self._common(k, i)}
+        return {
+            "input": torch.from_numpy(task.input_normalizer.normalize(a)),
+            "target": torch.from_numpy(task.normalizer.normalize(u)),
+            **self._common(k, i),
+        }

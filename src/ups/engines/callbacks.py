@@ -59,7 +59,10 @@ class PerfMonitor(pl.Callback):
 
     def on_train_epoch_end(self, trainer, pl_module) -> None:
         seconds = time.perf_counter() - self.start
-        values = {"perf/epoch_seconds": seconds, "perf/samples_per_sec": self.samples / seconds if seconds else 0.0}
+        values = {
+            "perf/epoch_seconds": seconds,
+            "perf/samples_per_sec": self.samples / seconds if seconds else 0.0,
+        }
         if self.flops:
             values["perf/flops_per_sec"] = self.flops * values["perf/samples_per_sec"]
         pl_module.log_dict(values, on_step=False, on_epoch=True, batch_size=1)
@@ -82,7 +85,9 @@ class DeadlineStop(pl.Callback):
     def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self._started = deadline.now()
 
-    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         if trainer.sanity_checking:
             self._sanity_batch = deadline.now() - self._started
 
@@ -94,10 +99,12 @@ class DeadlineStop(pl.Callback):
         schedule when training must (a resumed stage's seconds spent before count on)."""
         left, needed = self.rule.deadline.remaining(), self.rule.reserve()
         if trainer.strategy.broadcast(left <= needed, src=0):
-            raise StageOutOfTime(f"stage {self.stage}: training.time_budget leaves it {max(0.0, left):.1f} s, but "
-                                 f"one validation with its checkpoint takes about {needed:.1f} s (timed on a batch); "
-                                 f"raise training.time_shares.{self.stage} or training.time_budget, or make its "
-                                 f"validation cheaper")
+            raise StageOutOfTime(
+                f"stage {self.stage}: training.time_budget leaves it {max(0.0, left):.1f} s, but "
+                f"one validation with its checkpoint takes about {needed:.1f} s (timed on a batch); "
+                f"raise training.time_shares.{self.stage} or training.time_budget, or make its "
+                f"validation cheaper"
+            )
         for config in trainer.lr_scheduler_configs:
             scheduler = config.scheduler
             if isinstance(scheduler, BudgetSchedule):
@@ -140,8 +147,11 @@ class TimerReport(Timer):
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            report = {"train_seconds": self.time_elapsed("train"), "validate_seconds": self.time_elapsed("validate"),
-                      "max_time_seconds": self._duration}
+            report = {
+                "train_seconds": self.time_elapsed("train"),
+                "validate_seconds": self.time_elapsed("validate"),
+                "max_time_seconds": self._duration,
+            }
             with atomic_path(self.path) as tmp:
                 tmp.write_text(json.dumps(report, indent=2) + "\n")
 
@@ -153,16 +163,25 @@ def measuring(cfg: Config, run: RunDir, stage_name: str) -> tuple[list[pl.Callba
     folder = run.root / "profile"
     if mode == "timer":
         limit = max_time_seconds(cfg.training.max_time)
-        callbacks.append(TimerReport(folder / f"{stage_name}-timer.json",
-                                     None if limit is None else timedelta(seconds=limit)))
+        callbacks.append(
+            TimerReport(
+                folder / f"{stage_name}-timer.json", None if limit is None else timedelta(seconds=limit)
+            )
+        )
     if mode in ("none", "timer"):
         return callbacks, None
     from lightning.pytorch import profilers
 
     if mode == "pytorch":
-        profiler = profilers.PyTorchProfiler(dirpath=folder, filename=stage_name, export_to_chrome=True,
-                                             sort_by_key="cpu_time_total", row_limit=30)
+        profiler = profilers.PyTorchProfiler(
+            dirpath=folder,
+            filename=stage_name,
+            export_to_chrome=True,
+            sort_by_key="cpu_time_total",
+            row_limit=30,
+        )
     else:
         profiler = {"simple": profilers.SimpleProfiler, "advanced": profilers.AdvancedProfiler}[mode](
-            dirpath=folder, filename=stage_name)
+            dirpath=folder, filename=stage_name
+        )
     return callbacks, profiler

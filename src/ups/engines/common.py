@@ -32,12 +32,12 @@ log = logging.getLogger("ups")
 class FitResult:
     best_path: Path | None
     last_path: Path
-    best_score: float | None            # lowest val/nrmse seen (None without validation)
-    train_losses: list[float]           # "loss" of every training batch of this fit, in order
+    best_score: float | None  # lowest val/nrmse seen (None without validation)
+    train_losses: list[float]  # "loss" of every training batch of this fit, in order
     val_history: list[dict[str, float]] = field(default_factory=list)
-    global_step: int = 0                # optimizer steps, including those before a resume
-    epochs_run: int = 0                 # finished epochs, including those before a resume
-    stopped_early: bool = False         # stopped before stages.<stage>.epochs
+    global_step: int = 0  # optimizer steps, including those before a resume
+    epochs_run: int = 0  # finished epochs, including those before a resume
+    stopped_early: bool = False  # stopped before stages.<stage>.epochs
 
 
 # ------------------------------------------------------------------------------ data
@@ -58,23 +58,36 @@ def ema_decay(cfg: Config, stage_name: str) -> float | None:
     return own if own is not None else cfg.training.ema_decay
 
 
-def task_batch_sampler(dataset, cfg: Config, stage_name: str, *, train: bool, rank: int = 0,
-                       world_size: int = 1) -> TaskBatchSampler:
+def task_batch_sampler(
+    dataset, cfg: Config, stage_name: str, *, train: bool, rank: int = 0, world_size: int = 1
+) -> TaskBatchSampler:
     """One-task batches of the stage's batch size sharded over ``world_size`` ranks: shuffled per
     epoch with ``data.task_sampling`` and the tasks' weights for training, in order (every sample
     once, or the fixed subset of ``training.val_max_samples``) for validation."""
-    return TaskBatchSampler(task_sizes(dataset), batch_size(cfg, stage_name), seed=cfg.seed, shuffle=train,
-                            strategy=cfg.data.task_sampling if train else "proportional", rank=rank,
-                            world_size=world_size, weights=getattr(dataset, "task_weights", None) if train else None,
-                            limit=None if train else cfg.training.val_max_samples)
+    return TaskBatchSampler(
+        task_sizes(dataset),
+        batch_size(cfg, stage_name),
+        seed=cfg.seed,
+        shuffle=train,
+        strategy=cfg.data.task_sampling if train else "proportional",
+        rank=rank,
+        world_size=world_size,
+        weights=getattr(dataset, "task_weights", None) if train else None,
+        limit=None if train else cfg.training.val_max_samples,
+    )
 
 
-def build_loaders(stage, cfg: Config, *, validate: bool, rank: int = 0,
-                  world_size: int = 1) -> tuple[DataLoader, DataLoader | None]:
+def build_loaders(
+    stage, cfg: Config, *, validate: bool, rank: int = 0, world_size: int = 1
+) -> tuple[DataLoader, DataLoader | None]:
     """(train loader, val loader or None), each drawing its batches from ``task_batch_sampler``."""
     t = cfg.training
-    common = dict(num_workers=t.num_workers, pin_memory=t.pin_memory and uses_gpu(cfg),
-                  persistent_workers=t.persistent_workers and t.num_workers > 0, collate_fn=stage.collate)
+    common = dict(
+        num_workers=t.num_workers,
+        pin_memory=t.pin_memory and uses_gpu(cfg),
+        persistent_workers=t.persistent_workers and t.num_workers > 0,
+        collate_fn=stage.collate,
+    )
     if t.num_workers > 0 and t.prefetch_factor is not None:
         common["prefetch_factor"] = t.prefetch_factor
 
@@ -101,8 +114,10 @@ def validation_on(cfg: Config) -> bool:
     return not cfg.training.skip_lightning_val
 
 
-VALIDATION_OFF_MESSAGE = ("validation is off (training.skip_lightning_val=true): no val/nrmse monitor, no early "
-                          "stopping, only last.ckpt is written; gating is left to external evaluation.")
+VALIDATION_OFF_MESSAGE = (
+    "validation is off (training.skip_lightning_val=true): no val/nrmse monitor, no early "
+    "stopping, only last.ckpt is written; gating is left to external evaluation."
+)
 
 
 # ------------------------------------------------------------------------------ EMA
@@ -178,7 +193,7 @@ class MetricMeans:
             self.counts[key] = self.counts.get(key, 0) + values.numel()
 
     @classmethod
-    def from_totals(cls, totals: dict[str, list]) -> "MetricMeans":
+    def from_totals(cls, totals: dict[str, list]) -> MetricMeans:
         """A meter holding the sums and counts of ``totals`` (as ``progress_record`` stores them)."""
         meter = cls()
         for key, (total, count) in totals.items():
@@ -212,7 +227,8 @@ def validation_means(values: dict[str, float]) -> dict[str, float]:
 
 
 def split_terms(terms: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """A stage's ``training_loss`` output -> (scalars logged per step, per-sample metrics averaged per epoch)."""
+    """A stage's ``training_loss`` output -> (scalars logged per step, per-sample metrics averaged
+    per epoch)."""
     scalars = {k: v for k, v in terms.items() if v.dim() == 0}
     return scalars, {k: v for k, v in terms.items() if v.dim() > 0}
 
@@ -227,13 +243,20 @@ def check_finite_loss(scalars: dict[str, torch.Tensor], cfg: Config, step: int, 
     message names the loss terms that are not finite."""
     if torch.isfinite(scalars["loss"]):
         return True
-    bad = ", ".join(f"{name} = {float(value)}" for name, value in scalars.items()
-                    if name != "loss" and not torch.isfinite(value)) or f"loss = {float(scalars['loss'])}"
+    bad = (
+        ", ".join(
+            f"{name} = {float(value)}"
+            for name, value in scalars.items()
+            if name != "loss" and not torch.isfinite(value)
+        )
+        or f"loss = {float(scalars['loss'])}"
+    )
     return _non_finite(f"a non-finite training loss ({bad})", cfg, step, skipped)
 
 
-def check_finite_gradients(parameters: list[tuple[str, torch.nn.Parameter]], cfg: Config, step: int,
-                           skipped: int) -> bool:
+def check_finite_gradients(
+    parameters: list[tuple[str, torch.nn.Parameter]], cfg: Config, step: int, skipped: int
+) -> bool:
     """Before an optimizer step: True when every gradient is finite. Otherwise (``skip_batch``)
     the gradients are dropped (set to None: the optimizer then leaves every parameter, its
     moments and its weight decay alone) and False is returned; ``stop`` raises."""
@@ -250,13 +273,22 @@ def check_finite_gradients(parameters: list[tuple[str, torch.nn.Parameter]], cfg
 
 def _non_finite(what: str, cfg: Config, step: int, skipped: int) -> bool:
     if cfg.training.nan_policy == "stop":
-        raise UPSError(f"{what} at optimizer step {step}; the stage stops here (its last checkpoint is kept). Lower "
-                       f"optimizer.lr, set training.gradient_clip_val, or training.nan_policy=skip_batch.")
+        raise UPSError(
+            f"{what} at optimizer step {step}; the stage stops here (its last checkpoint is kept). Lower "
+            f"optimizer.lr, set training.gradient_clip_val, or training.nan_policy=skip_batch."
+        )
     if skipped + 1 > cfg.training.max_skipped_batches:
-        raise UPSError(f"{what} at optimizer step {step}: more than training.max_skipped_batches="
-                       f"{cfg.training.max_skipped_batches} batches skipped; the run is diverging.")
-    log.warning("%s at optimizer step %d: batch skipped (%d of training.max_skipped_batches=%d)", what, step,
-                skipped + 1, cfg.training.max_skipped_batches)
+        raise UPSError(
+            f"{what} at optimizer step {step}: more than training.max_skipped_batches="
+            f"{cfg.training.max_skipped_batches} batches skipped; the run is diverging."
+        )
+    log.warning(
+        "%s at optimizer step %d: batch skipped (%d of training.max_skipped_batches=%d)",
+        what,
+        step,
+        skipped + 1,
+        cfg.training.max_skipped_batches,
+    )
     return False
 
 

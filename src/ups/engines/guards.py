@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -23,12 +23,13 @@ log = logging.getLogger("ups")
 @dataclass(frozen=True)
 class Machine:
     """What the guards look at besides the config."""
+
     torch_version: tuple[int, int]
     gpu: bool
     cpu_bf16: bool  # fast bf16 matmuls on this CPU (AMX)
 
     @staticmethod
-    def here(cfg: Config) -> "Machine":
+    def here(cfg: Config) -> Machine:
         from ups.engines.common import uses_gpu
 
         major, minor = (int(part) for part in torch.__version__.split(".")[:2])
@@ -47,9 +48,9 @@ class Guard:
     matches: Callable[[Config, Machine], bool]
     reason: str
     source: str
-    fallback: str                       # what the fallback does, in words
-    apply: Callable[[Config], Config]   # the fallback
-    override: str | None                # the config key that keeps the setting (None: no override)
+    fallback: str  # what the fallback does, in words
+    apply: Callable[[Config], Config]  # the fallback
+    override: str | None  # the config key that keeps the setting (None: no override)
 
 
 def _training(cfg: Config, **changes) -> Config:
@@ -61,32 +62,55 @@ def _devices(cfg: Config) -> int:
 
 
 GUARDS = (
-    Guard("compile-distributed",
-          lambda cfg, m: cfg.training.compile and _devices(cfg) > 1 and m.torch_version < (2, 4),
-          "torch.compile with several devices crashed on PyTorch builds before 2.4 (DDP with activation "
-          "checkpointing and dynamic shapes), and DDP splits the compiled graph at its buckets",
-          "pytorch/pytorch#118984 (compile + DDP + checkpoint crash, 2.2.0), pytorch/pytorch#108966",
-          "training.compile=false", lambda cfg: _training(cfg, compile=False), "training.force_compile_distributed"),
-    Guard("bf16-on-cpu-without-bf16",
-          lambda cfg, m: not m.gpu and cfg.training.precision == "bf16-mixed" and not m.cpu_bf16,
-          "bf16 autocast on a CPU without AMX runs its matmuls far slower than float32: measured ~36x slower on "
-          "this project's CI machines, whose CPUs do have AVX512-BF16",
-          "UPS measurement on 2-core AVX512-BF16 machines; PyTorch CPU autocast docs (AMX for bf16 speed)",
-          "training.precision=32-true", lambda cfg: _training(cfg, precision="32-true"), "training.force_bf16_cpu"),
-    Guard("compile-cudagraphs-with-ddp",
-          lambda cfg, m: m.gpu and cfg.training.compile and cfg.training.compile_mode == "reduce-overhead"
-          and _devices(cfg) > 1,
-          "compile mode reduce-overhead (CUDA graphs) under DDP crashes in the CUDA caching allocator when "
-          "evaluation follows training steps",
-          "pytorch/pytorch#128218", "training.compile_mode=default",
-          lambda cfg: _training(cfg, compile_mode="default"), "training.force_compile_distributed"),
-    Guard("compile-max-autotune-on-cpu",
-          lambda cfg, m: not m.gpu and cfg.training.compile and cfg.training.compile_mode in (
-              "reduce-overhead", "max-autotune"),
-          "CUDA graphs (compile modes reduce-overhead and max-autotune) do not exist on CPU; PyTorch skips them "
-          "with a warning per graph",
-          "PyTorch docs, torch.compile (mode)", "training.compile_mode=default",
-          lambda cfg: _training(cfg, compile_mode="default"), None),
+    Guard(
+        "compile-distributed",
+        lambda cfg, m: cfg.training.compile and _devices(cfg) > 1 and m.torch_version < (2, 4),
+        "torch.compile with several devices crashed on PyTorch builds before 2.4 (DDP with activation "
+        "checkpointing and dynamic shapes), and DDP splits the compiled graph at its buckets",
+        "pytorch/pytorch#118984 (compile + DDP + checkpoint crash, 2.2.0), pytorch/pytorch#108966",
+        "training.compile=false",
+        lambda cfg: _training(cfg, compile=False),
+        "training.force_compile_distributed",
+    ),
+    Guard(
+        "bf16-on-cpu-without-bf16",
+        lambda cfg, m: not m.gpu and cfg.training.precision == "bf16-mixed" and not m.cpu_bf16,
+        "bf16 autocast on a CPU without AMX runs its matmuls far slower than float32: measured ~36x slower "
+        "on this project's CI machines, whose CPUs do have AVX512-BF16",
+        "UPS measurement on 2-core AVX512-BF16 machines; PyTorch CPU autocast docs (AMX for bf16 speed)",
+        "training.precision=32-true",
+        lambda cfg: _training(cfg, precision="32-true"),
+        "training.force_bf16_cpu",
+    ),
+    Guard(
+        "compile-cudagraphs-with-ddp",
+        lambda cfg, m: (
+            m.gpu
+            and cfg.training.compile
+            and cfg.training.compile_mode == "reduce-overhead"
+            and _devices(cfg) > 1
+        ),
+        "compile mode reduce-overhead (CUDA graphs) under DDP crashes in the CUDA caching allocator when "
+        "evaluation follows training steps",
+        "pytorch/pytorch#128218",
+        "training.compile_mode=default",
+        lambda cfg: _training(cfg, compile_mode="default"),
+        "training.force_compile_distributed",
+    ),
+    Guard(
+        "compile-max-autotune-on-cpu",
+        lambda cfg, m: (
+            not m.gpu
+            and cfg.training.compile
+            and cfg.training.compile_mode in ("reduce-overhead", "max-autotune")
+        ),
+        "CUDA graphs (compile modes reduce-overhead and max-autotune) do not exist on CPU; PyTorch skips "
+        "them with a warning per graph",
+        "PyTorch docs, torch.compile (mode)",
+        "training.compile_mode=default",
+        lambda cfg: _training(cfg, compile_mode="default"),
+        None,
+    ),
 )
 
 
@@ -99,11 +123,22 @@ def apply_guards(cfg: Config, machine: Machine | None = None) -> Config:
             continue
         forced = guard.override is not None and _value(cfg, guard.override)
         if forced:
-            log.warning("stability guard %s: %s (%s). Kept as configured because %s=true.", guard.name, guard.reason,
-                        guard.source, guard.override)
+            log.warning(
+                "stability guard %s: %s (%s). Kept as configured because %s=true.",
+                guard.name,
+                guard.reason,
+                guard.source,
+                guard.override,
+            )
             continue
-        log.warning("stability guard %s: %s (%s). Falling back to %s%s.", guard.name, guard.reason, guard.source,
-                    guard.fallback, f"; set {guard.override}=true to keep the setting" if guard.override else "")
+        log.warning(
+            "stability guard %s: %s (%s). Falling back to %s%s.",
+            guard.name,
+            guard.reason,
+            guard.source,
+            guard.fallback,
+            f"; set {guard.override}=true to keep the setting" if guard.override else "",
+        )
         cfg = guard.apply(cfg)
     return cfg
 

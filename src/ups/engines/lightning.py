@@ -13,25 +13,44 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 
+from ups import tracking
 from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
 from ups.config import Config, max_time_seconds
-from ups.engines.common import (
-    BEST_FILENAME, LAST_NAME, MONITOR, batch_size, ema_decay, VALIDATION_OFF_MESSAGE, EMA, FitResult, MetricMeans, build_loaders, speed_knobs,
-    check_finite_gradients, check_finite_loss, maybe_ema, resolve_precision, split_terms, stage_settings,
-    total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
-)
-from ups.engines.progress import StepCheckpoint, inside_epoch, progress_record, synthesized_loops
-from ups.errors import UPSError
-from ups import tracking
 from ups.deadline import Deadline, StopRule
 from ups.engines.callbacks import DeadlineStop, measuring
+from ups.engines.common import (
+    BEST_FILENAME,
+    EMA,
+    LAST_NAME,
+    MONITOR,
+    VALIDATION_OFF_MESSAGE,
+    FitResult,
+    MetricMeans,
+    batch_size,
+    build_loaders,
+    check_finite_gradients,
+    check_finite_loss,
+    ema_decay,
+    maybe_ema,
+    resolve_precision,
+    speed_knobs,
+    split_terms,
+    stage_settings,
+    total_optimizer_steps,
+    train_log_values,
+    uses_gpu,
+    validation_means,
+    validation_on,
+)
+from ups.engines.progress import StepCheckpoint, inside_epoch, progress_record, synthesized_loops
 from ups.engines.sharding import shard_fully, strategy_for
+from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages.optim import BudgetSchedule
 
@@ -84,8 +103,12 @@ class StageModule(pl.LightningModule):
             return None  # Lightning skips backward for this batch
         self._train_metrics.add(per_sample)
         if getattr(self.trainer._logger_connector, "should_update_logs", True):  # only steps that are written
-            self.log_dict(train_log_values(scalars), on_step=True, on_epoch=False,
-                          batch_size=batch_size(self.cfg, self.stage.name))
+            self.log_dict(
+                train_log_values(scalars),
+                on_step=True,
+                on_epoch=False,
+                batch_size=batch_size(self.cfg, self.stage.name),
+            )
         return loss
 
     def on_train_epoch_end(self) -> None:
@@ -180,8 +203,9 @@ class StageModule(pl.LightningModule):
         if self.ema is not None and "ema_state_dict" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema_state_dict"], STATE_PREFIX)
         if "loops" not in checkpoint and self._trainer is not None:
-            checkpoint["loops"] = synthesized_loops(self.trainer, checkpoint, self.batches_per_epoch,
-                                                    self.cfg.training.accumulate_grad_batches)
+            checkpoint["loops"] = synthesized_loops(
+                self.trainer, checkpoint, self.batches_per_epoch, self.cfg.training.accumulate_grad_batches
+            )
 
     def finished_losses(self) -> list[float]:
         return [float(x) for x in torch.stack(self.train_losses).cpu()] if self.train_losses else []
@@ -193,18 +217,36 @@ def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Call
     # no version counter: ``last.ckpt`` is overwritten, never joined by ``last-v1.ckpt``, when
     # StepCheckpoint (or an interrupted run) wrote it before this callback's first save
     if not validation_on(cfg):
-        return [ModelCheckpoint(dirpath=dirpath, monitor=None, save_top_k=0, save_last=True,
-                                enable_version_counter=False)]
+        return [
+            ModelCheckpoint(
+                dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False
+            )
+        ]
     return [
-        ModelCheckpoint(dirpath=dirpath, monitor=MONITOR, mode="min", save_top_k=cfg.checkpoint.save_top_k,
-                        save_last=True, filename=BEST_FILENAME, auto_insert_metric_name=False,
-                        enable_version_counter=False),
+        ModelCheckpoint(
+            dirpath=dirpath,
+            monitor=MONITOR,
+            mode="min",
+            save_top_k=cfg.checkpoint.save_top_k,
+            save_last=True,
+            filename=BEST_FILENAME,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        ),
         EarlyStopping(monitor=MONITOR, mode="min", patience=stage_settings(cfg, stage_name).patience),
     ]
 
 
-def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(), *,
-                  all_parameters_used: bool = True, step_offset: int = 0, sanity_batches: int = 0) -> pl.Trainer:
+def build_trainer(
+    cfg: Config,
+    run: RunDir,
+    stage_name: str,
+    callbacks_extra=(),
+    *,
+    all_parameters_used: bool = True,
+    step_offset: int = 0,
+    sanity_batches: int = 0,
+) -> pl.Trainer:
     """The config's ``training``, ``checkpoint``, ``logging`` and ``stages.<stage>`` as a Trainer;
     its loggers add ``step_offset`` to every step (the run's continuous step axis).
     ``sanity_batches``: validation batches run before training (``DeadlineStop`` times one)."""
@@ -221,16 +263,28 @@ def build_trainer(cfg: Config, run: RunDir, stage_name: str, callbacks_extra=(),
     validate = validation_on(cfg)
     max_time = max_time_seconds(t.max_time)  # any DD:HH:MM:SS, e.g. 00:00:00:90
     return pl.Trainer(
-        accelerator="gpu" if uses_gpu(cfg) else "cpu", devices=t.devices, num_nodes=t.num_nodes,
-        strategy=strategy_for(cfg, all_parameters_used), precision=resolve_precision(cfg),
-        gradient_clip_val=t.gradient_clip_val, gradient_clip_algorithm="norm",
-        accumulate_grad_batches=t.accumulate_grad_batches, max_epochs=stage_settings(cfg, stage_name).epochs,
+        accelerator="gpu" if uses_gpu(cfg) else "cpu",
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=strategy_for(cfg, all_parameters_used),
+        precision=resolve_precision(cfg),
+        gradient_clip_val=t.gradient_clip_val,
+        gradient_clip_algorithm="norm",
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        max_epochs=stage_settings(cfg, stage_name).epochs,
         max_time=None if max_time is None else timedelta(seconds=max_time),
-        deterministic=t.deterministic, log_every_n_steps=t.log_every_n_steps,
-        val_check_interval=1.0 if validate else None, limit_val_batches=None if validate else 0,
+        deterministic=t.deterministic,
+        log_every_n_steps=t.log_every_n_steps,
+        val_check_interval=1.0 if validate else None,
+        limit_val_batches=None if validate else 0,
         check_val_every_n_epoch=t.val_every_n_epochs if validate else 1,
-        num_sanity_val_steps=sanity_batches, enable_model_summary=False, enable_progress_bar=sys.stderr.isatty(),
-        logger=loggers, callbacks=callbacks, use_distributed_sampler=False, default_root_dir=run.root,
+        num_sanity_val_steps=sanity_batches,
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
+        logger=loggers,
+        callbacks=callbacks,
+        use_distributed_sampler=False,
+        default_root_dir=run.root,
         plugins=[AtomicCheckpointIO()],
         profiler=profiler,
     )
@@ -262,8 +316,12 @@ class RunTensorBoardLogger(TensorBoardLogger):
     ``step_offset`` so that the stages follow each other on one step axis."""
 
     def __init__(self, run: RunDir, stage_name: str, step_offset: int):
-        super().__init__(save_dir=run.tensorboard_dir.parent, name=run.tensorboard_dir.name, version="",
-                         default_hp_metric=False)
+        super().__init__(
+            save_dir=run.tensorboard_dir.parent,
+            name=run.tensorboard_dir.name,
+            version="",
+            default_hp_metric=False,
+        )
         self.stage_name, self.step_offset = stage_name, step_offset
 
     @rank_zero_only
@@ -321,14 +379,28 @@ def refuse_in_process_launchers(trainer: pl.Trainer) -> None:
     (``ups train`` re-run per device) or an external one (torchrun, SLURM). A fork or spawn
     launcher (what ``strategy: auto`` picks inside a notebook) would copy rank 0's set-up."""
     launcher = trainer.strategy.launcher
-    if trainer.world_size > 1 and launcher is not None and not isinstance(launcher, _SubprocessScriptLauncher):
-        raise UPSError(f"{trainer.world_size} devices with Lightning's {type(launcher).__name__}, which starts the "
-                       f"ranks from inside this process; run several devices from the command line "
-                       f"(`ups train … --devices N`) or under torchrun/SLURM, with training.strategy=ddp.")
+    if (
+        trainer.world_size > 1
+        and launcher is not None
+        and not isinstance(launcher, _SubprocessScriptLauncher)
+    ):
+        raise UPSError(
+            f"{trainer.world_size} devices with Lightning's {type(launcher).__name__}, which starts the "
+            f"ranks from inside this process; run several devices from the command line "
+            f"(`ups train … --devices N`) or under torchrun/SLURM, with training.strategy=ddp."
+        )
 
 
-def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=(),
-                  step_offset: int = 0, deadline: Deadline | None = None) -> FitResult:
+def fit_lightning(
+    stage,
+    cfg: Config,
+    run: RunDir,
+    *,
+    resume: bool = False,
+    callbacks=(),
+    step_offset: int = 0,
+    deadline: Deadline | None = None,
+) -> FitResult:
     validate = validation_on(cfg)
     if not validate:
         log.info(VALIDATION_OFF_MESSAGE)
@@ -336,23 +408,35 @@ def fit_lightning(stage, cfg: Config, run: RunDir, *, resume: bool = False, call
     if resume:
         ckpt_path = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"  # checked to fit by preflight
     stop = None if deadline is None else DeadlineStop(StopRule(deadline, validates=validate), 0, stage.name)
-    trainer = build_trainer(cfg, run, stage.name, [*callbacks, *([stop] if stop else [])],
-                            all_parameters_used=stage.all_parameters_used_every_step(), step_offset=step_offset,
-                            sanity_batches=2 if stop and validate else 0)
+    trainer = build_trainer(
+        cfg,
+        run,
+        stage.name,
+        [*callbacks, *([stop] if stop else [])],
+        all_parameters_used=stage.all_parameters_used_every_step(),
+        step_offset=step_offset,
+        sanity_batches=2 if stop and validate else 0,
+    )
     refuse_in_process_launchers(trainer)
     if resume:
         _keep_previous_metrics(trainer)
     stage.prepare(trainer.strategy.root_device, progress=sys.stderr.isatty())
-    train_loader, val_loader = build_loaders(stage, cfg, validate=validate, rank=trainer.global_rank,
-                                             world_size=trainer.world_size)
+    train_loader, val_loader = build_loaders(
+        stage, cfg, validate=validate, rank=trainer.global_rank, world_size=trainer.world_size
+    )
     if stop is not None and val_loader is not None:
         stop.val_batches = len(val_loader)
     epochs = stage_settings(cfg, stage.name).epochs
     total_steps = total_optimizer_steps(len(train_loader), cfg.training.accumulate_grad_batches, epochs)
     module = StageModule(stage, cfg, len(train_loader), total_steps, train_loader)
     speed_knobs(stage.model, cfg)
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader,
-                ckpt_path=str(ckpt_path) if ckpt_path else None, weights_only=True)
+    trainer.fit(
+        module,
+        train_dataloaders=train_loader,
+        val_dataloaders=val_loader,
+        ckpt_path=str(ckpt_path) if ckpt_path else None,
+        weights_only=True,
+    )
     checkpointer = trainer.checkpoint_callback
     best = checkpointer.best_model_path if validate and checkpointer.best_model_path else None
     return FitResult(

@@ -21,16 +21,43 @@ from pathlib import Path
 import lightning
 import torch
 
-from ups.checkpoint import STATE_PREFIX, load_checkpoint, load_into, model_state_dict, save_checkpoint, ups_block
+from ups import tracking
+from ups.checkpoint import (
+    STATE_PREFIX,
+    load_checkpoint,
+    load_into,
+    model_state_dict,
+    save_checkpoint,
+    ups_block,
+)
 from ups.config import Config, max_time_seconds
 from ups.engines.common import (
-    CKPT_EXT, LAST_NAME, VALIDATION_OFF_MESSAGE, ema_decay, EMA, FitResult, MetricMeans, Patience, TopK, build_loaders, speed_knobs,
-    check_finite_gradients, check_finite_loss, checkpoint_path, maybe_ema, resolve_precision, split_terms,
-    stage_settings, total_optimizer_steps, train_log_values, uses_gpu, validation_means, validation_on,
+    CKPT_EXT,
+    EMA,
+    LAST_NAME,
+    VALIDATION_OFF_MESSAGE,
+    FitResult,
+    MetricMeans,
+    Patience,
+    TopK,
+    build_loaders,
+    check_finite_gradients,
+    check_finite_loss,
+    checkpoint_path,
+    ema_decay,
+    maybe_ema,
+    resolve_precision,
+    speed_knobs,
+    split_terms,
+    stage_settings,
+    total_optimizer_steps,
+    train_log_values,
+    uses_gpu,
+    validation_means,
+    validation_on,
 )
 from ups.engines.progress import inside_epoch, progress_record, step_checkpoint_due
 from ups.errors import UPSError
-from ups import tracking
 from ups.runs import RunDir
 from ups.stages.batch import to_device
 
@@ -41,12 +68,16 @@ def refuse_unsupported(cfg: Config) -> str:
     """The autocast dtype name, after refusing what the native loop does not do."""
     t = cfg.training
     if t.devices > 1 or t.num_nodes > 1:
-        raise UPSError(f"the native engine runs on one device (training.devices={t.devices}, "
-                       f"training.num_nodes={t.num_nodes}); use --engine lightning for several devices.")
+        raise UPSError(
+            f"the native engine runs on one device (training.devices={t.devices}, "
+            f"training.num_nodes={t.num_nodes}); use --engine lightning for several devices."
+        )
     precision = resolve_precision(cfg)
     if precision not in ("32-true", "bf16-mixed"):
-        raise UPSError(f"training.precision={precision} is Lightning-only; the native engine does 32-true and "
-                       f"bf16-mixed.")
+        raise UPSError(
+            f"training.precision={precision} is Lightning-only; the native engine does 32-true and "
+            f"bf16-mixed."
+        )
     return precision
 
 
@@ -95,14 +126,19 @@ class NativeTrainer:
         self.stage, self.cfg, self.run = stage, cfg, run
         precision = refuse_unsupported(cfg)
         self.device = torch.device("cuda" if uses_gpu(cfg) else "cpu")
-        self.autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if precision == "bf16-mixed"
-                         else nullcontext())
+        self.autocast = (
+            torch.autocast(self.device.type, dtype=torch.bfloat16)
+            if precision == "bf16-mixed"
+            else nullcontext()
+        )
         self.validate = validation_on(cfg)
         self.settings = stage_settings(cfg, stage.name)
         self.accumulate = cfg.training.accumulate_grad_batches
         stage.prepare(self.device, progress=sys.stderr.isatty())
         self.train_loader, self.val_loader = build_loaders(stage, cfg, validate=self.validate)
-        self.total_steps = total_optimizer_steps(len(self.train_loader), self.accumulate, self.settings.epochs)
+        self.total_steps = total_optimizer_steps(
+            len(self.train_loader), self.accumulate, self.settings.epochs
+        )
         if cfg.training.deterministic:
             torch.use_deterministic_algorithms(True)
         stage.model.to(self.device)
@@ -122,6 +158,7 @@ class NativeTrainer:
         self.csv = MetricsCSV(run.log_dir(stage.name), append=resume, step_offset=step_offset)
         # Lightning's callback state keys, so that checkpoints resume in either engine.
         from ups.engines.lightning import monitor_callbacks
+
         self.state_keys = [cb.state_key for cb in monitor_callbacks(cfg, run, stage.name)]
 
     # ---- the loop -----------------------------------------------------------------
@@ -143,14 +180,19 @@ class NativeTrainer:
                 self.save_epoch_checkpoints()
                 saved = True
             elif not saved and (stopped or self.epoch + 1 == self.settings.epochs):
-                # ModelCheckpoint.on_train_end: a fit that trained but validated nothing writes last at its end
+                # ModelCheckpoint.on_train_end: a fit that trained but validated nothing writes last at
+                # its end
                 save_checkpoint(self.checkpoint(), self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
             self.epoch += 1
         best = self.top_k.best()
         return FitResult(
-            best_path=Path(best) if best else None, last_path=self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}",
-            best_score=self.top_k.best_k_models[best] if best else None, train_losses=self.train_losses,
-            val_history=self.val_history, global_step=self.global_step, epochs_run=self.epoch,
+            best_path=Path(best) if best else None,
+            last_path=self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}",
+            best_score=self.top_k.best_k_models[best] if best else None,
+            train_losses=self.train_losses,
+            val_history=self.val_history,
+            global_step=self.global_step,
+            epochs_run=self.epoch,
             stopped_early=self.epoch < self.settings.epochs,
         )
 
@@ -232,14 +274,17 @@ class NativeTrainer:
 
     def checkpoint(self) -> dict:
         ckpt = {
-            "epoch": self.epoch, "global_step": self.global_step,
+            "epoch": self.epoch,
+            "global_step": self.global_step,
             "pytorch-lightning_version": lightning.__version__,
             "state_dict": model_state_dict(self.stage),
             "optimizer_states": [self.optimizer.state_dict()],
             "lr_schedulers": [self.scheduler.state_dict()] if self.scheduler is not None else [],
             "callbacks": self.callback_states(),
-            "ups": {**ups_block(self.stage, self.cfg),
-                    "progress": progress_record(self.train_loader, self.skipped, self.train_metrics.totals())},
+            "ups": {
+                **ups_block(self.stage, self.cfg),
+                "progress": progress_record(self.train_loader, self.skipped, self.train_metrics.totals()),
+            },
         }
         if self.ema is not None:
             ckpt["ema_state_dict"] = self.ema.state_dict(STATE_PREFIX)
@@ -249,22 +294,39 @@ class NativeTrainer:
         """The best-k and early-stopping state under Lightning's callback keys and fields."""
         last = str(self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
         if not self.validate:
-            return {self.state_keys[0]: {
-                "monitor": None, "best_model_score": None, "best_model_path": "", "current_score": None,
-                "dirpath": str(self.ckpt_dir), "best_k_models": {}, "kth_best_model_path": "", "kth_value": None,
-                "last_model_path": last}}
+            return {
+                self.state_keys[0]: {
+                    "monitor": None,
+                    "best_model_score": None,
+                    "best_model_path": "",
+                    "current_score": None,
+                    "dirpath": str(self.ckpt_dir),
+                    "best_k_models": {},
+                    "kth_best_model_path": "",
+                    "kth_value": None,
+                    "last_model_path": last,
+                }
+            }
         best, worst = self.top_k.best(), self.top_k.worst() if self.top_k.best_k_models else ""
         scores = {k: torch.tensor(v) for k, v in self.top_k.best_k_models.items()}
         return {
             self.state_keys[0]: {
-                "monitor": "val/nrmse", "best_model_score": scores.get(best), "best_model_path": best or "",
+                "monitor": "val/nrmse",
+                "best_model_score": scores.get(best),
+                "best_model_path": best or "",
                 "current_score": None if self.last_score is None else torch.tensor(self.last_score),
                 "dirpath": str(self.ckpt_dir),
-                "best_k_models": scores, "kth_best_model_path": worst, "kth_value": scores.get(worst),
-                "last_model_path": last},
+                "best_k_models": scores,
+                "kth_best_model_path": worst,
+                "kth_value": scores.get(worst),
+                "last_model_path": last,
+            },
             self.state_keys[1]: {
-                "wait_count": self.patience.wait, "stopped_epoch": 0, "best_score": torch.tensor(self.patience.best),
-                "patience": self.patience.patience},
+                "wait_count": self.patience.wait,
+                "stopped_epoch": 0,
+                "best_score": torch.tensor(self.patience.best),
+                "patience": self.patience.patience,
+            },
         }
 
     def resume(self) -> None:
@@ -294,15 +356,18 @@ class NativeTrainer:
             self.patience.wait, self.patience.best = int(stop["wait_count"]), float(stop["best_score"])
 
 
-def fit_native(stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=(),
-               step_offset: int = 0) -> FitResult:
+def fit_native(
+    stage, cfg: Config, run: RunDir, *, resume: bool = False, callbacks=(), step_offset: int = 0
+) -> FitResult:
     if callbacks:
         raise UPSError("Lightning callbacks need the Lightning engine (--engine lightning).")
     if not validation_on(cfg):
         log.info(VALIDATION_OFF_MESSAGE)
     if cfg.logging.tensorboard:
-        log.info("logging.tensorboard: the native engine writes metrics.csv only; TensorBoard logs come "
-                 "with --engine lightning.")
+        log.info(
+            "logging.tensorboard: the native engine writes metrics.csv only; TensorBoard logs come "
+            "with --engine lightning."
+        )
     speed_knobs(stage.model, cfg)
     trainer = NativeTrainer(stage, cfg, run, resume=resume, step_offset=step_offset)
     if resume:

@@ -56,13 +56,19 @@ class ResumableLoader(DataLoader):
         self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
 
 
-def progress_record(loader: ResumableLoader, skipped: int, train_totals: dict[str, tuple[float, int]]) -> dict:
+def progress_record(
+    loader: ResumableLoader, skipped: int, train_totals: dict[str, tuple[float, int]]
+) -> dict:
     """Where the stage is, for ``ups.progress`` in every checkpoint of either engine: the loader's
     position in its epoch (``batches == batches_per_epoch`` at an epoch's end), the batches
     skipped by ``nan_policy`` so far, and the running sums and counts of the epoch's training
     metrics over every rank (``MetricMeans.merge``)."""
-    return {**loader.state_dict(), "batches_per_epoch": len(loader), "skipped": skipped,
-            "train_totals": {k: [total, count] for k, (total, count) in train_totals.items()}}
+    return {
+        **loader.state_dict(),
+        "batches_per_epoch": len(loader),
+        "skipped": skipped,
+        "train_totals": {k: [total, count] for k, (total, count) in train_totals.items()},
+    }
 
 
 def inside_epoch(progress: dict | None) -> bool:
@@ -95,7 +101,9 @@ class StepCheckpoint(pl.Callback):
             return  # this batch accumulated gradients; no optimizer step yet
         self._step_seen = step
         if step_checkpoint_due(self.cfg, step, batch_idx + 1, trainer.num_training_batches):
-            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, as ModelCheckpoint saves
+            trainer.save_checkpoint(
+                self.path, weights_only=False
+            )  # the whole state, as ModelCheckpoint saves
 
 
 def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: int, accumulate: int) -> dict:
@@ -115,8 +123,9 @@ def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: 
     done = int(progress["batches"]) if inside else batches_per_epoch
     fit = copy.deepcopy(trainer.fit_loop.state_dict())
     for scope in ("total", "current"):
-        fit["epoch_progress"][scope].update(ready=epoch + 1, started=epoch + 1,
-                                            processed=epoch if inside else epoch + 1, completed=epoch)
+        fit["epoch_progress"][scope].update(
+            ready=epoch + 1, started=epoch + 1, processed=epoch if inside else epoch + 1, completed=epoch
+        )
     batches = {"total": batches_per_epoch * epoch + done, "current": done}
     steps = {"total": step, "current": -(-done // accumulate)}
     for scope in ("total", "current"):
@@ -130,5 +139,9 @@ def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: 
     fit["epoch_loop.state_dict"]["_batches_that_stepped"] = step - inside
     if inside:
         fit["state_dict"]["combined_loader"] = [{"epoch": epoch, "batches": done}]
-    return {"fit_loop": fit, "validate_loop": trainer.validate_loop.state_dict(),
-            "test_loop": trainer.test_loop.state_dict(), "predict_loop": trainer.predict_loop.state_dict()}
+    return {
+        "fit_loop": fit,
+        "validate_loop": trainer.validate_loop.state_dict(),
+        "test_loop": trainer.test_loop.state_dict(),
+        "predict_loop": trainer.predict_loop.state_dict(),
+    }

@@ -34,12 +34,20 @@ def strategy_for(cfg: Config, all_parameters_used: bool):
         if uses_gpu(cfg):
             from lightning.pytorch.strategies import FSDPStrategy
 
-            return FSDPStrategy(auto_wrap_policy=block_types(), cpu_offload=t.cpu_offload_optimizer,
-                                state_dict_type="full", use_orig_params=True)
+            return FSDPStrategy(
+                auto_wrap_policy=block_types(),
+                cpu_offload=t.cpu_offload_optimizer,
+                state_dict_type="full",
+                use_orig_params=True,
+            )
         from lightning.pytorch.strategies import ModelParallelStrategy
 
-        return ModelParallelStrategy(data_parallel_size=devices, tensor_parallel_size=1,
-                                     save_distributed_checkpoint=False, process_group_backend="gloo")
+        return ModelParallelStrategy(
+            data_parallel_size=devices,
+            tensor_parallel_size=1,
+            save_distributed_checkpoint=False,
+            process_group_backend="gloo",
+        )
     if t.strategy == "fsdp":
         log.info("training.strategy=fsdp with one device: nothing to shard, the default strategy runs")
         return "auto"

@@ -28,8 +28,15 @@ import lightning.pytorch as pl
 
 from ups.atomic import atomic_path
 from ups.config import Config
-from ups.engines.common import (batch_size, build_loaders, resolve_precision, speed_knobs, split_terms,
-                                training_device, uses_gpu)
+from ups.engines.common import (
+    batch_size,
+    build_loaders,
+    resolve_precision,
+    speed_knobs,
+    split_terms,
+    training_device,
+    uses_gpu,
+)
 from ups.engines.guards import apply_guards
 from ups.engines.lightning import StageModule
 from ups.engines.sharding import strategy_for
@@ -42,7 +49,7 @@ log = logging.getLogger("ups")
 @dataclass
 class TuningRequest:
     batch_size: bool = False
-    batch_size_mode: str = "power"   # power | binsearch
+    batch_size_mode: str = "power"  # power | binsearch
     max_batch_size: int = 256
     lr: bool = False
     lr_steps: int = 100
@@ -60,13 +67,17 @@ def check_tuning(request: TuningRequest, cfg: Config, engine: str) -> None:
     if not request.wanted:
         return
     if engine != "lightning":
-        raise UPSError("--tune-batch-size and --tune-lr use Lightning's Tuner; train with --engine lightning "
-                       "(then train with the native engine on the tuned values if you like).")
+        raise UPSError(
+            "--tune-batch-size and --tune-lr use Lightning's Tuner; train with --engine lightning "
+            "(then train with the native engine on the tuned values if you like)."
+        )
     devices = cfg.training.devices * cfg.training.num_nodes
     if request.batch_size and devices > 1:
-        raise UPSError(f"--tune-batch-size with {devices} devices: Lightning's batch-size finder works on one "
-                       f"device only; tune on one device first (--devices 1), then train on {devices} with "
-                       f"the batch size it finds (the per-device batch size: stages.<stage>.batch_size).")
+        raise UPSError(
+            f"--tune-batch-size with {devices} devices: Lightning's batch-size finder works on one "
+            f"device only; tune on one device first (--devices 1), then train on {devices} with "
+            f"the batch size it finds (the per-device batch size: stages.<stage>.batch_size)."
+        )
     if request.batch_size_mode not in ("power", "binsearch"):
         raise UPSError(f"--tune-batch-size-mode {request.batch_size_mode}: choose power or binsearch.")
     if request.max_batch_size < 1 or request.lr_steps < 2:
@@ -82,11 +93,18 @@ class TuningModule(StageModule):
         self.batch_size, self.lr = initial_batch_size, lr
 
     def train_dataloader(self):
-        stages = dataclasses.replace(self.cfg.stages, **{self.stage.name: dataclasses.replace(
-            getattr(self.cfg.stages, self.stage.name), batch_size=int(self.batch_size))})
+        stages = dataclasses.replace(
+            self.cfg.stages,
+            **{
+                self.stage.name: dataclasses.replace(
+                    getattr(self.cfg.stages, self.stage.name), batch_size=int(self.batch_size)
+                )
+            },
+        )
         cfg = dataclasses.replace(self.cfg, stages=stages)
-        return build_loaders(self.stage, cfg, validate=False, rank=self.trainer.global_rank,
-                             world_size=self.trainer.world_size)[0]
+        return build_loaders(
+            self.stage, cfg, validate=False, rank=self.trainer.global_rank, world_size=self.trainer.world_size
+        )[0]
 
     def val_dataloader(self):
         return []  # validation is off while tuning
@@ -121,30 +139,61 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
     scratch.mkdir(parents=True, exist_ok=True)
     trainer = None
     try:
-        trainer = pl.Trainer(accelerator="gpu" if uses_gpu(cfg) else "cpu", devices=t.devices, num_nodes=t.num_nodes,
-                             strategy=strategy_for(cfg, stage.all_parameters_used_every_step()),
-                             precision=resolve_precision(cfg), max_epochs=-1, logger=False, enable_checkpointing=False,
-                             enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                             num_sanity_val_steps=0, default_root_dir=scratch, use_distributed_sampler=False)
+        trainer = pl.Trainer(
+            accelerator="gpu" if uses_gpu(cfg) else "cpu",
+            devices=t.devices,
+            num_nodes=t.num_nodes,
+            strategy=strategy_for(cfg, stage.all_parameters_used_every_step()),
+            precision=resolve_precision(cfg),
+            max_epochs=-1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            limit_val_batches=0,
+            num_sanity_val_steps=0,
+            default_root_dir=scratch,
+            use_distributed_sampler=False,
+        )
         tuner = Tuner(trainer)
         if request.batch_size:
             dataset = stage.train_dataset()
-            dataset_size = max(getattr(dataset, "task_sizes", None) or [len(dataset)])  # a batch holds one task
+            dataset_size = max(
+                getattr(dataset, "task_sizes", None) or [len(dataset)]
+            )  # a batch holds one task
             cap = max(1, min(request.max_batch_size, dataset_size))
             trials = max(1, math.ceil(math.log2(max(cap / max(initial_bs, 1), 1))) + 1)
-            found = tuner.scale_batch_size(module, mode=request.batch_size_mode, init_val=min(initial_bs, cap),
-                                           max_trials=trials, max_val=cap, steps_per_trial=3)
+            found = tuner.scale_batch_size(
+                module,
+                mode=request.batch_size_mode,
+                init_val=min(initial_bs, cap),
+                max_trials=trials,
+                max_val=cap,
+                steps_per_trial=3,
+            )
             found = min(int(found or initial_bs), cap)  # Lightning may step past the split's size
-            report["batch_size"] = {"mode": request.batch_size_mode, "initial": initial_bs, "found": found,
-                                    "max_batch_size": request.max_batch_size, "train_samples": dataset_size,
-                                    "cap": cap, "note": "on CPU growth stops at the cap: running out of memory "
-                                                        "is not detectable there" if not uses_gpu(cfg) else ""}
+            report["batch_size"] = {
+                "mode": request.batch_size_mode,
+                "initial": initial_bs,
+                "found": found,
+                "max_batch_size": request.max_batch_size,
+                "train_samples": dataset_size,
+                "cap": cap,
+                "note": "on CPU growth stops at the cap: running out of memory is not detectable there"
+                if not uses_gpu(cfg)
+                else "",
+            }
             overrides.append(f"stages.{name}.batch_size={found}")
             module.batch_size = found
         if request.lr:
-            finder = tuner.lr_find(module, min_lr=request.min_lr, max_lr=request.max_lr,
-                                   num_training=request.lr_steps, update_attr=False,
-                                   early_stop_threshold=None)  # the whole sweep: batch-to-batch noise is no divergence
+            finder = tuner.lr_find(
+                module,
+                min_lr=request.min_lr,
+                max_lr=request.max_lr,
+                num_training=request.lr_steps,
+                update_attr=False,
+                early_stop_threshold=None,
+            )  # the whole sweep: batch-to-batch noise is no divergence
             suggestion = finder.suggestion() if finder is not None else None
             suggestion = trainer.strategy.broadcast(suggestion)  # one rate for every rank: rank 0's
             plot = run_root / f"tuning_lr_{name}.png"
@@ -156,12 +205,22 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
                 import matplotlib.pyplot as plt
 
                 plt.close(figure)
-            report["lr"] = {"initial": initial_lr, "suggestion": suggestion, "min_lr": request.min_lr,
-                            "max_lr": request.max_lr, "steps": request.lr_steps, "plot": str(plot.resolve()),
-                            "curve": {"lr": list(finder.results.get("lr", [])) if finder else [],
-                                      "loss": list(finder.results.get("loss", [])) if finder else []}}
+            report["lr"] = {
+                "initial": initial_lr,
+                "suggestion": suggestion,
+                "min_lr": request.min_lr,
+                "max_lr": request.max_lr,
+                "steps": request.lr_steps,
+                "plot": str(plot.resolve()),
+                "curve": {
+                    "lr": list(finder.results.get("lr", [])) if finder else [],
+                    "loss": list(finder.results.get("loss", [])) if finder else [],
+                },
+            }
             if suggestion is None:
-                log.warning("--tune-lr: the LR finder found no clear descent; %s keeps lr %.3g", name, initial_lr)
+                log.warning(
+                    "--tune-lr: the LR finder found no clear descent; %s keeps lr %.3g", name, initial_lr
+                )
             else:
                 overrides.append(f"stages.{name}.optimizer.lr={suggestion:.6g}")
         trainer.strategy.barrier()  # every rank has restored the weights from the scratch checkpoints
@@ -172,8 +231,12 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
     if not trainer.is_global_zero:
         return overrides if request.apply else []
     write_report(run_root / "tuning.json", report)
-    log.info("tuning %s: %s%s", name, ", ".join(overrides) or "nothing to change",
-             "" if request.apply else " (reported only: --no-apply-tuning)")
+    log.info(
+        "tuning %s: %s%s",
+        name,
+        ", ".join(overrides) or "nothing to change",
+        "" if request.apply else " (reported only: --no-apply-tuning)",
+    )
     return overrides if request.apply else []
 
 

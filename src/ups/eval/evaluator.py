@@ -32,7 +32,15 @@ from ups.checkpoint import load_into, stage_weights
 from ups.data.latent_pairs import WindowDataset
 from ups.data.tasks import SteadyPairDataset
 from ups.eval.metrics import (
-    brmse, correlation_time, crmse, crps, frmse, max_error, rmse, rollout_curve, spread_skill,
+    brmse,
+    correlation_time,
+    crmse,
+    crps,
+    frmse,
+    max_error,
+    rmse,
+    rollout_curve,
+    spread_skill,
 )
 from ups.stages import STAGES
 from ups.stages.batch import denormalize, flat_points, per_task, task_rows
@@ -54,7 +62,7 @@ def stage_from_checkpoint(cfg, tasks, checkpoint: dict):
     upstream = {}
     for up in STAGES[name].upstream:
         prefix, modules = _UPSTREAM_PARTS[(name, up)]
-        part = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        part = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
         if modules is not None:
             part = {k: v for k, v in part.items() if k.split(".")[0] in modules}
         upstream[up] = {"state_dict": {f"model.{k}": v for k, v in part.items()}}
@@ -68,7 +76,7 @@ def channel_suite(pred: torch.Tensor, truth: torch.Tensor, eps: float = 1e-12) -
     """Per channel of a rollout: pred, truth [B, H, *S, C] -> {name: [B, C]} (``nrmse``,
     ``one_step_nrmse``, ``rmse``); averaged over channels they are ``suite``'s nRMSEs."""
     b, h, c = truth.shape[0], truth.shape[1], truth.shape[-1]
-    err = (pred - truth).reshape(b, h, -1, c).pow(2).mean(dim=2).sqrt()    # [B, H, C]
+    err = (pred - truth).reshape(b, h, -1, c).pow(2).mean(dim=2).sqrt()  # [B, H, C]
     ref = truth.reshape(b, h, -1, c).pow(2).mean(dim=2).sqrt()
     per_step = err / (ref + eps)
     return {"nrmse": per_step.mean(dim=1), "one_step_nrmse": per_step[:, 0], "rmse": err.mean(dim=1)}
@@ -85,7 +93,10 @@ def suite(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
     b, h = truth.shape[:2]
     flat = lambda x: x.reshape(b * h, *x.shape[2:])  # noqa: E731
     per_step = lambda values: values.reshape(b, h).mean(dim=1)  # noqa: E731
-    out = {"nrmse": rollout_curve(pred, truth).mean(dim=1), "one_step_nrmse": rollout_curve(pred, truth)[:, 0]}
+    out = {
+        "nrmse": rollout_curve(pred, truth).mean(dim=1),
+        "one_step_nrmse": rollout_curve(pred, truth)[:, 0],
+    }
     for name, metric in (("rmse", rmse), ("max_error", max_error), ("crmse", crmse), ("brmse", brmse)):
         out[name] = per_step(metric(flat(pred), flat(truth)))
     for band, values in frmse(flat(pred), flat(truth)).items():
@@ -130,7 +141,9 @@ class Evaluator:
         self.rollout_seconds, self.rollout_steps, self.rollout_samples = 0.0, 0, 0
         self.examples: dict[str, dict] = {}  # per task, the first batch's truth and predictions (pictures)
         # evaluation.per_sample: per task, trajectory index -> {metric: value}
-        self.samples: dict[str, dict[int, dict]] | None = defaultdict(dict) if cfg.evaluation.per_sample else None
+        self.samples: dict[str, dict[int, dict]] | None = (
+            defaultdict(dict) if cfg.evaluation.per_sample else None
+        )
 
     # ---- data ---------------------------------------------------------------------
     def datasets(self, split: str, horizon: int, references: list | None = None) -> list:
@@ -138,8 +151,14 @@ class Evaluator:
         another resolution, whose frames are the truth and whose grid is decoded), steady pairs."""
         out = []
         if self.operator is not None:
-            windows = WindowDataset(self.operator.dyn_tasks, split, horizon, self.cfg.training.time_stride,
-                                    start=rollout_start(self.cfg), horizon_name="the evaluation horizon (--horizon)")
+            windows = WindowDataset(
+                self.operator.dyn_tasks,
+                split,
+                horizon,
+                self.cfg.training.time_stride,
+                start=rollout_start(self.cfg),
+                horizon_name="the evaluation horizon (--horizon)",
+            )
             out.append(windows if references is None else ReferenceWindows(windows, references))
         if self.steady is not None:
             out.append(SteadyPairDataset(self.steady.steady, split, param_order=self.steady.param_order))
@@ -157,9 +176,16 @@ class Evaluator:
         op, names = self.operator, batch["task_names"]
         window = batch.get("reference", batch["window"])  # the truth, at the evaluated resolution
         coords, steps = flat_points(batch.get("reference_coords", batch["coords"])), window.shape[1] - 1
-        truth = torch.stack([denormalize(op.normalizers, names, flat_points(window[:, k]).float())
-                             for k in range(1, steps + 1)], dim=1)
-        z = op.model.encoder(batch["window"][:, 0], batch["coords"])  # the initial condition at the trained grid
+        truth = torch.stack(
+            [
+                denormalize(op.normalizers, names, flat_points(window[:, k]).float())
+                for k in range(1, steps + 1)
+            ],
+            dim=1,
+        )
+        z = op.model.encoder(
+            batch["window"][:, 0], batch["coords"]
+        )  # the initial condition at the trained grid
         start = time.perf_counter()
         decode = op.decoder_for(batch, z, flat_points(window[:, 0]), coords)  # timed: part of every rollout
         pred, zk, forcing = [], z, op.forcing(batch)
@@ -192,9 +218,17 @@ class Evaluator:
         self.add_channels({"nrmse": channel_suite(pred, truth)["nrmse"]}, names, "corrected_")
         self.add_curve("corrected", rollout_curve(pred, truth))
         first = op(z, batch["dt"], batch["params"], batch["task_id"], forcing)
-        samples = torch.stack([decode(first + corrector.correction(batch, first, generator), 1)
-                               for _ in range(max(2, self.cfg.diffusion.val_samples))])
-        self.add({"crps": crps(samples, truth[:, 0]), "spread_skill": spread_skill(samples, truth[:, 0])}, names, "")
+        samples = torch.stack(
+            [
+                decode(first + corrector.correction(batch, first, generator), 1)
+                for _ in range(max(2, self.cfg.diffusion.val_samples))
+            ]
+        )
+        self.add(
+            {"crps": crps(samples, truth[:, 0]), "spread_skill": spread_skill(samples, truth[:, 0])},
+            names,
+            "",
+        )
         return pred
 
     def keep_example(self, task: str, batch: dict, window, op, pred) -> dict | None:
@@ -203,25 +237,38 @@ class Evaluator:
             return None
         n = min(3, window.shape[0])
         truth = denormalize(op.normalizers, [task] * n, window[:n].float()).cpu().numpy()
-        self.examples[task] = {"truth": truth, "operator": self.as_grid(pred, batch, truth),
-                               "channels": list(self.channel_names[task])}
+        self.examples[task] = {
+            "truth": truth,
+            "operator": self.as_grid(pred, batch, truth),
+            "channels": list(self.channel_names[task]),
+        }
         return self.examples[task]
 
     @staticmethod
     def as_grid(pred: torch.Tensor, batch: dict, truth: np.ndarray) -> np.ndarray:
-        """Predicted steps [B, H, Q, C] -> [n, H+1, *S, C] beside ``truth`` (its step 0 is the initial condition)."""
+        """Predicted steps [B, H, Q, C] -> [n, H+1, *S, C] beside ``truth`` (its step 0 is the initial
+        condition)."""
         n = truth.shape[0]
         steps = pred[:n].reshape(n, pred.shape[1], *truth.shape[2:]).cpu().numpy()
         return np.concatenate([truth[:, :1], steps], axis=1)
 
     def steady_batch(self, batch: dict) -> None:
         metrics = self.steady.validation_metrics(batch)
-        self.add({"steady_nrmse": metrics["nrmse"], "steady_regression_nrmse": metrics["regression_nrmse"]},
-                 batch["task_names"], "", batch["index"])
+        self.add(
+            {"steady_nrmse": metrics["nrmse"], "steady_regression_nrmse": metrics["regression_nrmse"]},
+            batch["task_names"],
+            "",
+            batch["index"],
+        )
 
     # ---- sums ---------------------------------------------------------------------
-    def add(self, values: dict[str, torch.Tensor], names: list[str], prefix: str,
-            indices: torch.Tensor | None = None) -> None:
+    def add(
+        self,
+        values: dict[str, torch.Tensor],
+        names: list[str],
+        prefix: str,
+        indices: torch.Tensor | None = None,
+    ) -> None:
         for key, per_sample in values.items():
             split: dict[str, torch.Tensor] = {}
             per_task(split, prefix + key, per_sample, names)
@@ -258,9 +305,16 @@ class Evaluator:
         for task, channels in self.channel_names.items():
             keys = sorted({key for (t, _, key) in self.channel_sums if t == task})
             if keys:
-                out[task] = {"channels": list(channels), **{
-                    key: [self.channel_sums[(task, c, key)] / self.channel_counts[(task, c, key)] for c in channels]
-                    for key in keys}}
+                out[task] = {
+                    "channels": list(channels),
+                    **{
+                        key: [
+                            self.channel_sums[(task, c, key)] / self.channel_counts[(task, c, key)]
+                            for c in channels
+                        ]
+                        for key in keys
+                    },
+                }
         return out
 
     def add_curve(self, name: str, curve: torch.Tensor) -> None:
@@ -276,12 +330,23 @@ class Evaluator:
             value = self.sums[key] / max(self.counts[key], 1)
             task, _, name = key.rpartition("/")
             (tasks[task] if task else metrics)[name] = value
-        rollout = {name: (total / self.counts[f"curve:{name}"]).tolist() for name, total in self.curves.items()}
-        extra = {"ms_per_rollout_step": 1000 * self.rollout_seconds / max(self.rollout_steps, 1),
-                 "samples_per_second": self.rollout_samples / self.rollout_seconds if self.rollout_seconds else 0.0,
-                 "n_trajectories": self.counts.get("curve:operator", 0)}
-        out = {"metrics": metrics, "per_task": dict(tasks), "rollout": rollout, "extra": extra,
-               "per_channel": self.per_channel()}
+        rollout = {
+            name: (total / self.counts[f"curve:{name}"]).tolist() for name, total in self.curves.items()
+        }
+        extra = {
+            "ms_per_rollout_step": 1000 * self.rollout_seconds / max(self.rollout_steps, 1),
+            "samples_per_second": self.rollout_samples / self.rollout_seconds
+            if self.rollout_seconds
+            else 0.0,
+            "n_trajectories": self.counts.get("curve:operator", 0),
+        }
+        out = {
+            "metrics": metrics,
+            "per_task": dict(tasks),
+            "rollout": rollout,
+            "extra": extra,
+            "per_channel": self.per_channel(),
+        }
         if self.samples is not None:
             out["per_sample"] = self.per_sample()
         return out

@@ -22,8 +22,12 @@ def leaderboard_row(result: dict) -> dict:
     figures as JSON, so channels never add columns) and a UTC ISO timestamp."""
     row = {k: result.get(k) for k in ("label", "run_id", "role", "eval")}
     row.update({f"tag:{k}": v for k, v in (result.get("tags") or {}).items()})
-    row.update({k: result.get(k) for k in ("split", "horizon", "context_frames", "resolution", "tasks", "engine",
-                                           "config_hash")})
+    row.update(
+        {
+            k: result.get(k)
+            for k in ("split", "horizon", "context_frames", "resolution", "tasks", "engine", "config_hash")
+        }
+    )
     row.update(result.get("metrics") or {})
     for task, metrics in (result.get("per_task") or {}).items():
         row.update({f"{task}/{name}": value for name, value in metrics.items()})
@@ -36,6 +40,7 @@ def leaderboard_row(result: dict) -> dict:
 def append_leaderboard(csv_path: Path, row: dict) -> None:
     """Append ``row`` to ``csv_path`` (new keys become new columns; old rows keep theirs, blank
     in the new ones) and rewrite the HTML twin ``<stem>.html``."""
+
     def add(columns: list[str], rows: list[dict]) -> None:
         columns += [key for key in row if key not in columns]
         rows.append({key: "" if value is None else str(value) for key, value in row.items()})
@@ -92,11 +97,14 @@ def read_leaderboard(csv_path: Path) -> tuple[list[str], list[dict]]:
 def _write_html(path: Path, columns: list[str], rows: list[dict]) -> None:
     esc = lambda value: html.escape(str(value), quote=True)  # noqa: E731
     head = "".join(f"<th>{esc(c)}</th>" for c in columns)
-    body = "".join("<tr>" + "".join(f"<td>{esc(row.get(c, ''))}</td>" for c in columns) + "</tr>\n"
-                   for row in rows)
-    page = ("<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>leaderboard</title><style>"
-            "body{font-family:sans-serif}table{border-collapse:collapse}"
-            "td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}</style></head><body>\n"
-            f"<table><tr>{head}</tr>\n{body}</table>\n</body></html>\n")
+    body = "".join(
+        "<tr>" + "".join(f"<td>{esc(row.get(c, ''))}</td>" for c in columns) + "</tr>\n" for row in rows
+    )
+    page = (
+        '<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>leaderboard</title><style>'
+        "body{font-family:sans-serif}table{border-collapse:collapse}"
+        "td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}</style></head><body>\n"
+        f"<table><tr>{head}</tr>\n{body}</table>\n</body></html>\n"
+    )
     with atomic_path(path) as tmp:
         tmp.write_text(page, encoding="utf-8")

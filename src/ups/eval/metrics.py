@@ -63,6 +63,7 @@ def spread_skill(samples: torch.Tensor, target: torch.Tensor, eps: float = 1e-12
 # Fields are [B, *S, C]: a batch, one or two spatial axes, channels last. Every function returns
 # one value per sample, [B]; channels are averaged last, as PDEBench does.
 
+
 def _per_channel(values: torch.Tensor) -> torch.Tensor:
     """[B, *S, C] -> [B, P, C] with P = prod(S)."""
     return values.reshape(values.shape[0], -1, values.shape[-1])
@@ -101,7 +102,8 @@ def brmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return _per_channel(pred - target)[:, mask].pow(2).mean(dim=1).sqrt().mean(dim=-1)
 
 
-# Fourier bands of PDEBench (wavenumbers counted in cycles per domain): low [0, 4), mid [4, 12), high [12, ...).
+# Fourier bands of PDEBench (wavenumbers counted in cycles per domain): low [0, 4), mid [4, 12),
+# high [12, ...).
 FOURIER_BANDS = {"low": (0, 4), "mid": (4, 12), "high": (12, None)}
 
 
@@ -112,10 +114,10 @@ def frmse(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
     ``{"low": [B], "mid": [B], "high": [B]}`` (an empty band gives 0)."""
     spatial = tuple(range(1, target.dim() - 1))
     points = math.prod(target.shape[1:-1])
-    amplitude = torch.fft.fftn((pred - target).double(), dim=spatial).abs().pow(2) / points ** 2
+    amplitude = torch.fft.fftn((pred - target).double(), dim=spatial).abs().pow(2) / points**2
     grids = torch.meshgrid(*[torch.fft.fftfreq(n, 1.0 / n).abs() for n in target.shape[1:-1]], indexing="ij")
     k = torch.stack(grids).pow(2).sum(0).sqrt().reshape(-1).to(target.device)
-    per_k = _per_channel(amplitude)                                        # [B, P, C]
+    per_k = _per_channel(amplitude)  # [B, P, C]
     out = {}
     for name, (lo, hi) in FOURIER_BANDS.items():
         band = (k >= lo) & (k < (hi if hi is not None else math.inf))
@@ -149,5 +151,7 @@ def correlation_time(pred: torch.Tensor, target: torch.Tensor, threshold: float 
     b, h = target.shape[:2]
     corr = torch.stack([pearson(pred[:, k], target[:, k]) for k in range(h)], dim=1)  # [B, H]
     below = corr < threshold
-    first = torch.where(below.any(dim=1), below.float().argmax(dim=1), torch.full((b,), h, device=corr.device))
+    first = torch.where(
+        below.any(dim=1), below.float().argmax(dim=1), torch.full((b,), h, device=corr.device)
+    )
     return first.to(pred.dtype)

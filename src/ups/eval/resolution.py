@@ -28,12 +28,12 @@ REGENERABLE = frozenset({"burgers1d", "advection1d"})
 _NOT_REGENERABLE = {
     "diffusion_reaction2d": "its second-order Laplacian makes its trajectories change with nx",
     "cfd1d": "it is a finite-volume solution whose limiter and shocks depend on the grid, so its "
-             "trajectories at another nx differ by more than the evaluation measures",
+    "trajectories at another nx differ by more than the evaluation measures",
     "darcy2d": "its random coefficient field a(x) is drawn on the nx x nx grid, so another nx "
-               "draws other coefficients from the same seed: other samples, not the same ones",
+    "draws other coefficients from the same seed: other samples, not the same ones",
     "reaction_diffusion1d": "it rescales each initial condition by its min and max on the grid "
-                            "and uses a second-order Laplacian, so its trajectories change with nx "
-                            "(low Fourier modes differ by ~1e-2 relative at nx 32 vs 64)",
+    "and uses a second-order Laplacian, so its trajectories change with nx "
+    "(low Fourier modes differ by ~1e-2 relative at nx 32 vs 64)",
 }
 
 
@@ -54,8 +54,9 @@ def reference_at_resolution(task: TaskData, n: int, workdir: Path) -> PDEBenchFi
     """
     file = task.file
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise DataError(f"task '{task.name}': resolution n={n!r} must be a positive integer "
-                        f"(points per spatial axis).")
+        raise DataError(
+            f"task '{task.name}': resolution n={n!r} must be a positive integer (points per spatial axis)."
+        )
     stored = file.reopened(reduced_resolution=1).info.spatial_shape
     r = _reduction_to(stored, n)
     if r is not None:
@@ -65,8 +66,7 @@ def reference_at_resolution(task: TaskData, n: int, workdir: Path) -> PDEBenchFi
 
 def _reduction_to(stored: tuple[int, ...], n: int) -> int | None:
     """The smallest r with ceil(S / r) == n on every axis, or None."""
-    return next((r for r in range(1, min(stored) + 1)
-                 if all(math.ceil(s / r) == n for s in stored)), None)
+    return next((r for r in range(1, min(stored) + 1) if all(math.ceil(s / r) == n for s in stored)), None)
 
 
 def _offered(stored: tuple[int, ...], shown: int = 8) -> str:
@@ -81,34 +81,55 @@ def _offered(stored: tuple[int, ...], shown: int = 8) -> str:
 
 def _regenerated(task: TaskData, n: int, stored: tuple[int, ...], workdir: Path) -> PDEBenchFile:
     file = task.file
-    where = (f"task '{task.name}' ({file.path}) stores a grid of {'x'.join(map(str, stored))} points, "
-             f"which down-sampling turns into grids of {_offered(stored)}, not {n} points per axis")
+    where = (
+        f"task '{task.name}' ({file.path}) stores a grid of {'x'.join(map(str, stored))} points, "
+        f"which down-sampling turns into grids of {_offered(stored)}, not {n} points per axis"
+    )
     attrs = read_settings(file.path)
     generator = attrs.get("ups_generator")
     if generator not in GENERATORS:
-        raise DataError(f"{where}. Only built-in transient data (written by `ups data generate`: "
-                        f"{', '.join(sorted(REGENERABLE))}) can be regenerated at another resolution; "
-                        f"evaluate this task at one of the resolutions above.")
+        raise DataError(
+            f"{where}. Only built-in transient data (written by `ups data generate`: "
+            f"{', '.join(sorted(REGENERABLE))}) can be regenerated at another resolution; "
+            f"evaluate this task at one of the resolutions above."
+        )
     if generator not in REGENERABLE:
-        reason = _NOT_REGENERABLE.get(generator, "it is not known to give the same trajectories at another nx")
-        raise DataError(f"{where}. It was written by the built-in generator {generator}, which cannot be "
-                        f"regenerated at another resolution: {reason}. Evaluate it at one of the "
-                        f"resolutions above.")
+        reason = _NOT_REGENERABLE.get(
+            generator, "it is not known to give the same trajectories at another nx"
+        )
+        raise DataError(
+            f"{where}. It was written by the built-in generator {generator}, which cannot be "
+            f"regenerated at another resolution: {reason}. Evaluate it at one of the "
+            f"resolutions above."
+        )
     version = attrs.get("ups_format_version")
     if version != FORMAT_VERSION:
-        raise DataError(f"{where}. It was written by an older {generator} (format version {version}, "
-                        f"current {FORMAT_VERSION}) whose initial conditions differ from today's, so "
-                        f"regenerating would give other trajectories. Rewrite it with `ups data generate "
-                        f"{generator} --overwrite`, or evaluate at one of the resolutions above.")
+        raise DataError(
+            f"{where}. It was written by an older {generator} (format version {version}, "
+            f"current {FORMAT_VERSION}) whose initial conditions differ from today's, so "
+            f"regenerating would give other trajectories. Rewrite it with `ups data generate "
+            f"{generator} --overwrite`, or evaluate at one of the resolutions above."
+        )
     spec = GENERATORS[generator]
     if n < spec.min_nx:
-        raise DataError(f"{where}. {generator} solves on at least {spec.min_nx} points (asked for {n}); "
-                        f"evaluate at n >= {spec.min_nx} or at one of the resolutions above.")
+        raise DataError(
+            f"{where}. {generator} solves on at least {spec.min_nx} points (asked for {n}); "
+            f"evaluate at n >= {spec.min_nx} or at one of the resolutions above."
+        )
     seed, count, nt, layout = attrs["ups_seed"], attrs["ups_n"], attrs["ups_nt"], attrs["ups_layout"]
     # Everything that names the file's content but the PDE parameters (already in the file
     # name) goes into the folder, so two tasks never share a cache entry.
     folder = workdir / f"{generator}_{layout}_n{count}_nt{nt}_seed{seed}_nx{n}"
-    result = generate_dataset(generator, folder, n=count, nx=n, nt=nt, seed=seed, layout=layout,
-                              params={name: attrs[name] for name in spec.default_params},
-                              overwrite=True, progress=False)
+    result = generate_dataset(
+        generator,
+        folder,
+        n=count,
+        nx=n,
+        nt=nt,
+        seed=seed,
+        layout=layout,
+        params={name: attrs[name] for name in spec.default_params},
+        overwrite=True,
+        progress=False,
+    )
     return file.reopened(path=result.path, reduced_resolution=1)

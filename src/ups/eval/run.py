@@ -49,8 +49,10 @@ class EvaluationRequest:
     label: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     device: str = "cpu"
-    role: str = ""          # the leaderboard row's role (``ups.pipeline.gates``): champion, full_eval, …
-    kind: str | None = None  # small or full under fast-to-sota: the row's ``eval`` and the W&B prefix eval/<kind>/
+    role: str = ""  # the leaderboard row's role (``ups.pipeline.gates``): champion, full_eval, …
+    kind: str | None = (
+        None  # small or full under fast-to-sota: the row's ``eval`` and the W&B prefix eval/<kind>/
+    )
 
 
 def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
@@ -59,24 +61,30 @@ def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
         raise UPSError("give exactly one of --checkpoint P or --run-dir D.")
     if request.checkpoint is not None:
         if Path(request.checkpoint).is_dir():
-            raise UPSError(f"--checkpoint {request.checkpoint} is a folder; give a checkpoint file "
-                           f"(e.g. <run>/checkpoints/operator/last.ckpt), or the run folder as --run-dir.")
+            raise UPSError(
+                f"--checkpoint {request.checkpoint} is a folder; give a checkpoint file "
+                f"(e.g. <run>/checkpoints/operator/last.ckpt), or the run folder as --run-dir."
+            )
         if not Path(request.checkpoint).is_file():
             raise UPSError(f"--checkpoint {request.checkpoint} does not exist.")
         return {load_checkpoint(request.checkpoint)["ups"]["stage"]: Path(request.checkpoint)}
     from ups.pipeline.runner import best_checkpoint
 
     if not Path(request.run_dir).is_dir():
-        raise UPSError(f"--run-dir {request.run_dir} is not a folder; give the run folder of `ups pipeline` "
-                       f"or `ups train`.")
+        raise UPSError(
+            f"--run-dir {request.run_dir} is not a folder; give the run folder of `ups pipeline` "
+            f"or `ups train`."
+        )
     run = RunDir(request.run_dir)
     found = {}
     for stage in ("operator", *CORRECTORS, "steady_prior"):
         if run.status().get(stage, {}).get("state") == "done":
             found[stage] = best_checkpoint(run, stage)
     if not found:
-        raise UPSError(f"{request.run_dir} has no finished operator, corrector or steady_prior stage to evaluate; "
-                       f"train them first (`ups pipeline --config C --run-dir {request.run_dir}`).")
+        raise UPSError(
+            f"{request.run_dir} has no finished operator, corrector or steady_prior stage to evaluate; "
+            f"train them first (`ups pipeline --config C --run-dir {request.run_dir}`)."
+        )
     return found
 
 
@@ -86,8 +94,10 @@ def build_evaluator(cfg: Config, paths: dict[str, Path]) -> Evaluator:
     corrector = next((stages[name] for name in CORRECTORS if name in stages), None)
     operator = stages.get("operator", corrector)
     if operator is None and "steady_prior" not in stages:
-        raise UPSError("nothing to evaluate: the checkpoint is not of operator, diff_residual, consistency_distill "
-                       "or steady_prior.")
+        raise UPSError(
+            "nothing to evaluate: the checkpoint is not of operator, diff_residual, consistency_distill "
+            "or steady_prior."
+        )
     return Evaluator(cfg, operator, corrector, stages.get("steady_prior"))
 
 
@@ -111,7 +121,9 @@ def references(cfg: Config, evaluator: Evaluator, n: int | None) -> list | None:
     return [reference_at_resolution(task, n, workdir) for task in evaluator.operator.dyn_tasks]
 
 
-def loaders(evaluator: Evaluator, cfg: Config, split: str, horizon: int, refs: list | None = None) -> list[DataLoader]:
+def loaders(
+    evaluator: Evaluator, cfg: Config, split: str, horizon: int, refs: list | None = None
+) -> list[DataLoader]:
     out = []
     for dataset in evaluator.datasets(split, horizon, refs):
         if len(dataset):
@@ -137,9 +149,16 @@ class EvaluationModule(pl.LightningModule):
 
 def run_lightning(evaluator: Evaluator, batches: list[DataLoader], device: str) -> None:
     e = evaluator.cfg.evaluation
-    trainer = pl.Trainer(accelerator="gpu" if device == "cuda" else "cpu", devices=1, precision=e.precision,
-                         deterministic="warn" if e.deterministic else False, logger=False, enable_checkpointing=False,
-                         enable_model_summary=False, enable_progress_bar=sys.stderr.isatty())
+    trainer = pl.Trainer(
+        accelerator="gpu" if device == "cuda" else "cpu",
+        devices=1,
+        precision=e.precision,
+        deterministic="warn" if e.deterministic else False,
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=sys.stderr.isatty(),
+    )
     trainer.test(EvaluationModule(evaluator), dataloaders=batches, verbose=False)
 
 
@@ -168,18 +187,29 @@ def evaluate(cfg: Config, request: EvaluationRequest) -> tuple[dict, dict[str, P
     paths = checkpoints_of(request)
     evaluator = build_evaluator(cfg, paths)
     split = request.split or cfg.evaluation.split
-    horizon = request.horizon or cfg.evaluation.horizon or default_horizon(
-        cfg, evaluator.operator.dyn_tasks if evaluator.operator is not None else [])
+    horizon = (
+        request.horizon
+        or cfg.evaluation.horizon
+        or default_horizon(cfg, evaluator.operator.dyn_tasks if evaluator.operator is not None else [])
+    )
     batches = loaders(evaluator, cfg, split, horizon, references(cfg, evaluator, request.resolution))
     ENGINES[request.engine](evaluator, batches, request.device)
     run_id = run_folder(request, paths).name
     result = {
-        "label": request.label or (Path(request.run_dir).name if request.run_dir else Path(request.checkpoint).stem),
-        "run_id": run_id, "role": request.role, "eval": request.kind or "", "tags": dict(request.tags),
-        "split": split, "engine": request.engine, "horizon": horizon, "resolution": request.resolution,
+        "label": request.label
+        or (Path(request.run_dir).name if request.run_dir else Path(request.checkpoint).stem),
+        "run_id": run_id,
+        "role": request.role,
+        "eval": request.kind or "",
+        "tags": dict(request.tags),
+        "split": split,
+        "engine": request.engine,
+        "horizon": horizon,
+        "resolution": request.resolution,
         "context_frames": cfg.evaluation.context_frames if cfg.evaluation.context_frames > 1 else None,
         "tasks": ",".join(task.name for task in cfg.data.tasks),
-        "checkpoints": {name: str(path) for name, path in paths.items()}, "config_hash": config_hash(cfg),
+        "checkpoints": {name: str(path) for name, path in paths.items()},
+        "config_hash": config_hash(cfg),
         **evaluator.result(),
     }
     written = write_outputs(cfg, request, result, evaluator.examples, paths)
@@ -189,17 +219,20 @@ def evaluate(cfg: Config, request: EvaluationRequest) -> tuple[dict, dict[str, P
     return result, written
 
 
-def write_outputs(cfg: Config, request: EvaluationRequest, result: dict, examples: dict,
-                  paths: dict[str, Path]) -> dict[str, Path]:
+def write_outputs(
+    cfg: Config, request: EvaluationRequest, result: dict, examples: dict, paths: dict[str, Path]
+) -> dict[str, Path]:
     prefix = request.output_prefix or default_prefix(request, paths, result)
     written = {"json": prefix.with_name(prefix.name + ".json")}
     with atomic_path(written["json"]) as tmp:
         tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     if cfg.evaluation.report:
         from ups.eval.report import write_report
+
         written["report"] = write_report(result, examples, prefix.with_name(prefix.name + ".html"))
     if request.leaderboard is not None:
         from ups.eval.leaderboard import append_leaderboard, leaderboard_row
+
         append_leaderboard(Path(request.leaderboard), leaderboard_row(result))
         written["leaderboard"] = Path(request.leaderboard)
     return written

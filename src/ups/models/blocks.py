@@ -24,8 +24,9 @@ class FourierFeatures(nn.Module):
     def __init__(self, coord_dims: int, n_freqs: int):
         super().__init__()
         self.out_dim = coord_dims * (1 + 2 * n_freqs)
-        self.register_buffer("freqs", 2 * math.pi * torch.arange(1, n_freqs + 1, dtype=torch.float32),
-                             persistent=False)
+        self.register_buffer(
+            "freqs", 2 * math.pi * torch.arange(1, n_freqs + 1, dtype=torch.float32), persistent=False
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         angles = (x.unsqueeze(-1) * self.freqs).flatten(-2)  # [..., d * n_freqs]
@@ -52,10 +53,10 @@ def token_distance_bias(grid: tuple[int, ...], width: float, periodic: bool) -> 
     d cells apart (Euclidean over the grid's axes). On a periodic domain the distance along each
     axis wraps around, so the first and last cells are neighbours."""
     centres = token_centres(grid) * torch.tensor(grid, dtype=torch.float32)  # in cells
-    offset = (centres[:, None, :] - centres[None, :, :]).abs()                  # [L, L, d]
+    offset = (centres[:, None, :] - centres[None, :, :]).abs()  # [L, L, d]
     if periodic:
         offset = torch.minimum(offset, torch.tensor(grid, dtype=torch.float32) - offset)
-    return -0.5 * offset.pow(2).sum(-1) / width ** 2
+    return -0.5 * offset.pow(2).sum(-1) / width**2
 
 
 def locality_bias(x: Tensor, grid: tuple[int, ...]) -> Tensor:
@@ -65,9 +66,9 @@ def locality_bias(x: Tensor, grid: tuple[int, ...]) -> Tensor:
     centre, measured in cell widths, so a point attends mostly to its own and neighbouring
     cells from the start, and learned attention refines that.
     """
-    centres = token_centres(grid).to(x)                                   # [L, d]
+    centres = token_centres(grid).to(x)  # [L, d]
     widths = torch.tensor([1.0 / n for n in grid], device=x.device, dtype=x.dtype)
-    offset = (x[:, :, None, :] - centres) / widths                        # [B, Q, L, d]
+    offset = (x[:, :, None, :] - centres) / widths  # [B, Q, L, d]
     return (-0.5 * offset.pow(2).sum(-1)).unsqueeze(1)
 
 
@@ -75,8 +76,9 @@ class MLP(nn.Sequential):
     """Linear -> GELU -> (dropout) -> Linear: [..., dim] -> [..., out or dim]."""
 
     def __init__(self, dim: int, hidden: int, out: int | None = None, dropout: float = 0.0):
-        super().__init__(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout),
-                         nn.Linear(hidden, out or dim))
+        super().__init__(
+            nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, out or dim)
+        )
 
 
 class Attention(nn.Module):
@@ -89,8 +91,10 @@ class Attention(nn.Module):
     def __init__(self, dim: int, heads: int = 4, context_dim: int | None = None, dropout: float = 0.0):
         super().__init__()
         if dim % heads:
-            raise ValueError(f"attention width {dim} is not divisible by heads={heads}; "
-                             "choose a width that is a multiple of the number of heads")
+            raise ValueError(
+                f"attention width {dim} is not divisible by heads={heads}; "
+                "choose a width that is a multiple of the number of heads"
+            )
         self.heads, self.dropout = heads, dropout
         self.q = nn.Linear(dim, dim)
         self.kv = nn.Linear(context_dim or dim, 2 * dim)
@@ -101,8 +105,9 @@ class Attention(nn.Module):
         context = x if context is None else context
         q = self._split(self.q(x))
         k, v = (self._split(t) for t in self.kv(context).chunk(2, dim=-1))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.out(y.transpose(1, 2).flatten(2))
 
     def _split(self, t: Tensor) -> Tensor:  # [B, N, dim] -> [B, heads, N, dim / heads]
@@ -180,8 +185,9 @@ def checkpoint_activations(model: nn.Module) -> int:
 
     count = 0
     for module in model.modules():
-        if not isinstance(module, (TransformerBlock, CrossAttentionBlock, AdaLNTransformerBlock, ConvBlock)) \
-                or getattr(module, "_ups_checkpointed", False):
+        if not isinstance(
+            module, (TransformerBlock, CrossAttentionBlock, AdaLNTransformerBlock, ConvBlock)
+        ) or getattr(module, "_ups_checkpointed", False):
             continue
 
         def forward(*args, _forward=module.forward, **kwargs):

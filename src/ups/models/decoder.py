@@ -38,43 +38,60 @@ class AnyPointDecoder(nn.Module):
     predicted latent's error in those channels cannot rescale such a field.
     """
 
-    def __init__(self, dim: int, coord_dims: int, out_channels: int | Sequence[int], hidden: int = 128,
-                 depth: int = 3, fourier_features: int = 16, amplitude: int = 0):
+    def __init__(
+        self,
+        dim: int,
+        coord_dims: int,
+        out_channels: int | Sequence[int],
+        hidden: int = 128,
+        depth: int = 3,
+        fourier_features: int = 16,
+        amplitude: int = 0,
+    ):
         super().__init__()
         self.coord_dims, self.amplitude = coord_dims, amplitude
         self.coord_features = FourierFeatures(coord_dims, fourier_features)
         self.query_embed = nn.Linear(self.coord_features.out_dim, hidden)
         self.latent_proj = nn.Linear(dim - amplitude + self.coord_features.out_dim, hidden)
-        self.blocks = nn.ModuleList(CrossAttentionBlock(hidden, hidden, _HEADS, _MLP_RATIO)
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            CrossAttentionBlock(hidden, hidden, _HEADS, _MLP_RATIO) for _ in range(depth)
+        )
         self.out_channels = channel_counts(out_channels)
-        self.heads = nn.ModuleDict({stem_key(c): nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, c))
-                                    for c in self.out_channels})
+        self.heads = nn.ModuleDict(
+            {
+                stem_key(c): nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, c))
+                for c in self.out_channels
+            }
+        )
 
     def forward(self, z: Tensor, x: Tensor, channels: int | None = None, amplitude: bool = True) -> Tensor:
         """z [B, L, D], x [B, Q, d] in [0,1]^d -> u [B, Q, C] with C = ``channels`` (optional
         when the decoder has a single head)."""
         if x.dim() != 3 or x.shape[-1] != self.coord_dims or x.shape[0] != z.shape[0]:
-            raise ValueError(f"AnyPointDecoder expects query points of shape [B={z.shape[0]}, Q, "
-                             f"d={self.coord_dims}], got {tuple(x.shape)}")
+            raise ValueError(
+                f"AnyPointDecoder expects query points of shape [B={z.shape[0]}, Q, "
+                f"d={self.coord_dims}], got {tuple(x.shape)}"
+            )
         if channels is None and len(self.out_channels) == 1:
             channels = self.out_channels[0]
         if channels not in self.out_channels:
-            raise ValueError(f"AnyPointDecoder has heads for {self.out_channels} channel(s); pass channels= one "
-                             f"of them (got {channels}).")
+            raise ValueError(
+                f"AnyPointDecoder has heads for {self.out_channels} channel(s); pass channels= one "
+                f"of them (got {channels})."
+            )
         grid = token_grid(z.shape[1], self.coord_dims)
-        shape = z[..., :z.shape[-1] - self.amplitude]
+        shape = z[..., : z.shape[-1] - self.amplitude]
         where = self.coord_features(token_centres(grid).to(z)).expand(z.shape[0], -1, -1)
         context = self.latent_proj(torch.cat([shape, where], dim=-1))  # [B, L, hidden]
-        bias = locality_bias(x, grid)                                     # [B, 1, Q, L]
-        h = self.query_embed(self.coord_features(x))                      # [B, Q, hidden]
+        bias = locality_bias(x, grid)  # [B, 1, Q, L]
+        h = self.query_embed(self.coord_features(x))  # [B, Q, hidden]
         for block in self.blocks:
             h = block(h, context, bias)
-        out = self.heads[stem_key(channels)](h)                           # [B, Q, C]
+        out = self.heads[stem_key(channels)](h)  # [B, Q, C]
         if not (self.amplitude and amplitude):
             return out
-        carried = z[..., z.shape[-1] - self.amplitude:].float().mean(dim=1, keepdim=True)  # [B, 1, R]
-        mean, log_scale = carried[..., :channels], carried[..., channels:2 * channels]
+        carried = z[..., z.shape[-1] - self.amplitude :].float().mean(dim=1, keepdim=True)  # [B, 1, R]
+        mean, log_scale = carried[..., :channels], carried[..., channels : 2 * channels]
         return (mean + log_scale.clamp(max=_MAX_LOG_SCALE).exp() * out.float()).to(out.dtype)
 
 
@@ -85,14 +102,33 @@ class FieldDecoder(nn.Module):
     ``channels_by_rank``: {coordinate axes: channel counts of the fields of that rank}.
     """
 
-    def __init__(self, dim: int, channels_by_rank: dict[int, Sequence[int]], hidden: int = 128, depth: int = 3,
-                 fourier_features: int = 16, amplitude: int = 0):
+    def __init__(
+        self,
+        dim: int,
+        channels_by_rank: dict[int, Sequence[int]],
+        hidden: int = 128,
+        depth: int = 3,
+        fourier_features: int = 16,
+        amplitude: int = 0,
+    ):
         super().__init__()
-        self.by_rank = nn.ModuleDict({
-            f"d{rank}": AnyPointDecoder(dim, rank, channels, hidden=hidden, depth=depth,
-                                        fourier_features=fourier_features, amplitude=amplitude)
-            for rank, channels in sorted(channels_by_rank.items())})
+        self.by_rank = nn.ModuleDict(
+            {
+                f"d{rank}": AnyPointDecoder(
+                    dim,
+                    rank,
+                    channels,
+                    hidden=hidden,
+                    depth=depth,
+                    fourier_features=fourier_features,
+                    amplitude=amplitude,
+                )
+                for rank, channels in sorted(channels_by_rank.items())
+            }
+        )
 
     def forward(self, z: Tensor, x: Tensor, channels: int | None = None, amplitude: bool = True) -> Tensor:
         """z [B, L, D], x [B, Q, d] -> u [B, Q, C] with the decoder of rank d."""
-        return rank_module(self.by_rank, x.shape[-1], "FieldDecoder")(z, x, channels=channels, amplitude=amplitude)
+        return rank_module(self.by_rank, x.shape[-1], "FieldDecoder")(
+            z, x, channels=channels, amplitude=amplitude
+        )

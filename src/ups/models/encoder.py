@@ -24,7 +24,7 @@ def field_amplitude(u: Tensor) -> tuple[Tensor, Tensor]:
     u = u.float()
     mean = u.mean(dim=axes)
     variance = (u - over_space(mean, u)).pow(2).mean(dim=axes)
-    return mean, (variance + AMPLITUDE_FLOOR ** 2).sqrt()
+    return mean, (variance + AMPLITUDE_FLOOR**2).sqrt()
 
 
 def over_space(x: Tensor, u: Tensor) -> Tensor:
@@ -61,8 +61,9 @@ class GridEncoder(nn.Module):
     """Fields on a regular 1D or 2D grid -> L latent tokens of width D.
 
     A pointwise lift (one stem per channel count, so tasks with different channels share
-    the rest of the encoder and one latent space) and ``depth`` residual convolutions (kernel ``kernel_size``) at the
-    grid's own resolution, then adaptive average pooling onto a fixed grid of L token cells
+    the rest of the encoder and one latent space) and ``depth`` residual convolutions (kernel
+    ``kernel_size``) at the grid's own resolution, then adaptive average pooling onto a fixed
+    grid of L token cells
     (L in 1D; a x b = L in 2D), a Fourier embedding of each cell's centre, one attention
     block over the tokens and a LayerNorm. Each token summarises one region of the domain,
     which gives the decoder and the operator a spatially ordered latent. No weight shape
@@ -77,17 +78,34 @@ class GridEncoder(nn.Module):
     mean 0 and log scale 0 there, which the decoder turns back into u itself.
     """
 
-    def __init__(self, in_channels: int | Sequence[int], spatial_dims: int, tokens: int, dim: int,
-                 hidden: int = 64, depth: int = 2, kernel_size: int = 5, amplitude: int = 0):
+    def __init__(
+        self,
+        in_channels: int | Sequence[int],
+        spatial_dims: int,
+        tokens: int,
+        dim: int,
+        hidden: int = 64,
+        depth: int = 2,
+        kernel_size: int = 5,
+        amplitude: int = 0,
+    ):
         super().__init__()
         if spatial_dims not in (1, 2):
             raise ValueError(f"GridEncoder supports spatial_dims 1 or 2, got {spatial_dims}")
         if amplitude and not 2 * max(channel_counts(in_channels)) <= amplitude < dim:
-            raise ValueError(f"GridEncoder: {amplitude} amplitude channels do not fit fields of {in_channels} "
-                             f"channel(s) in a latent {dim} wide; it needs 2 per channel and fewer than {dim}")
-        self.in_channels, self.spatial_dims, self.amplitude = channel_counts(in_channels), spatial_dims, amplitude
+            raise ValueError(
+                f"GridEncoder: {amplitude} amplitude channels do not fit fields of {in_channels} "
+                f"channel(s) in a latent {dim} wide; it needs 2 per channel and fewer than {dim}"
+            )
+        self.in_channels, self.spatial_dims, self.amplitude = (
+            channel_counts(in_channels),
+            spatial_dims,
+            amplitude,
+        )
         self.token_grid = token_grid(tokens, spatial_dims)
-        self.stems = nn.ModuleDict({stem_key(c): nn.Linear(c + spatial_dims, hidden) for c in self.in_channels})
+        self.stems = nn.ModuleDict(
+            {stem_key(c): nn.Linear(c + spatial_dims, hidden) for c in self.in_channels}
+        )
         self.convs = nn.Sequential(*(ConvBlock(hidden, spatial_dims, kernel_size) for _ in range(depth)))
         self.coord_features = FourierFeatures(spatial_dims, _COORD_FREQS)
         self.to_latent = nn.Linear(hidden + self.coord_features.out_dim, dim)
@@ -106,27 +124,30 @@ class GridEncoder(nn.Module):
             else:
                 mean, scale = u.new_zeros(u.shape[0], u.shape[-1]), u.new_ones(u.shape[0], u.shape[-1])
         stem = self.stems[stem_key(u.shape[-1])]
-        h = stem(torch_cat(u, coords)).movedim(-1, 1)                     # [B, hidden, *S]
+        h = stem(torch_cat(u, coords)).movedim(-1, 1)  # [B, hidden, *S]
         h = self.convs(h)
         pool = F.adaptive_avg_pool1d if self.spatial_dims == 1 else F.adaptive_avg_pool2d
-        cells = pool(h, self.token_grid).flatten(2).transpose(1, 2)       # [B, L, hidden]
+        cells = pool(h, self.token_grid).flatten(2).transpose(1, 2)  # [B, L, hidden]
         where = self.coord_features(self.centres).expand(u.shape[0], -1, -1)
         z = self.norm_out(self.mix(self.to_latent(torch_cat(cells, where))))  # [B, L, D]
         if not self.amplitude:
             return z
         carried = torch.cat([mean, scale.log()], dim=-1).to(z.dtype)  # [B, 2C]
         carried = F.pad(carried, (0, self.amplitude - carried.shape[-1]))
-        return torch.cat([z[..., :-self.amplitude], carried[:, None].expand(-1, z.shape[1], -1)], dim=-1)
+        return torch.cat([z[..., : -self.amplitude], carried[:, None].expand(-1, z.shape[1], -1)], dim=-1)
 
     def _check(self, u: Tensor, coords: Tensor) -> None:
         expected = 2 + self.spatial_dims
         if u.dim() != expected or u.shape[-1] not in self.in_channels:
-            raise ValueError(f"GridEncoder expects u of shape [B, *S, C] with {self.spatial_dims} spatial "
-                             f"axes and C in {self.in_channels}, got {tuple(u.shape)}")
+            raise ValueError(
+                f"GridEncoder expects u of shape [B, *S, C] with {self.spatial_dims} spatial "
+                f"axes and C in {self.in_channels}, got {tuple(u.shape)}"
+            )
         if coords.shape[:-1] != u.shape[:-1] or coords.shape[-1] != self.spatial_dims:
             expected_coords = (*u.shape[:-1], self.spatial_dims)
-            raise ValueError(f"GridEncoder expects coords of shape {expected_coords}, "
-                             f"got {tuple(coords.shape)}")
+            raise ValueError(
+                f"GridEncoder expects coords of shape {expected_coords}, got {tuple(coords.shape)}"
+            )
 
 
 def torch_cat(a: Tensor, b: Tensor) -> Tensor:
@@ -142,13 +163,32 @@ class FieldEncoder(nn.Module):
     ``channels_by_rank``: {spatial axes: channel counts of the fields of that rank}.
     """
 
-    def __init__(self, channels_by_rank: dict[int, Sequence[int]], tokens: int, dim: int, hidden: int = 64,
-                 depth: int = 2, kernel_size: int = 5, amplitude: int = 0):
+    def __init__(
+        self,
+        channels_by_rank: dict[int, Sequence[int]],
+        tokens: int,
+        dim: int,
+        hidden: int = 64,
+        depth: int = 2,
+        kernel_size: int = 5,
+        amplitude: int = 0,
+    ):
         super().__init__()
-        self.by_rank = nn.ModuleDict({
-            f"d{rank}": GridEncoder(channels, rank, tokens, dim, hidden=hidden, depth=depth, kernel_size=kernel_size,
-                                    amplitude=amplitude)
-            for rank, channels in sorted(channels_by_rank.items())})
+        self.by_rank = nn.ModuleDict(
+            {
+                f"d{rank}": GridEncoder(
+                    channels,
+                    rank,
+                    tokens,
+                    dim,
+                    hidden=hidden,
+                    depth=depth,
+                    kernel_size=kernel_size,
+                    amplitude=amplitude,
+                )
+                for rank, channels in sorted(channels_by_rank.items())
+            }
+        )
 
     def forward(self, u: Tensor, coords: Tensor, amplitude: bool = True) -> Tensor:
         """u [B, *S, C], coords [B, *S, d] -> z [B, L, D] with the encoder of rank d."""
@@ -162,6 +202,8 @@ class FieldEncoder(nn.Module):
 def rank_module(modules: nn.ModuleDict, rank: int, owner: str) -> nn.Module:
     key = f"d{rank}"
     if key not in modules:
-        raise ValueError(f"{owner} has networks for {sorted(modules)} spatial axes, not {rank} (coordinates' last "
-                         f"axis); the fields must come from tasks it was built for.")
+        raise ValueError(
+            f"{owner} has networks for {sorted(modules)} spatial axes, not {rank} (coordinates' last "
+            f"axis); the fields must come from tasks it was built for."
+        )
     return modules[key]

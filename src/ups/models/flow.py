@@ -10,7 +10,7 @@ and run under the caller's grad mode, so a consistency student can backpropagate
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -39,32 +39,47 @@ class FlowNet(nn.Module):
     net is the zero field and sampling from it returns the noise unchanged.
     """
 
-    def __init__(self, tokens: int, dim: int, context_dim: int, hidden: int = 128, depth: int = 3,
-                 heads: int = 4, mlp_ratio: float = 2.0, n_params: int = 0, n_tasks: int = 1):
+    def __init__(
+        self,
+        tokens: int,
+        dim: int,
+        context_dim: int,
+        hidden: int = 128,
+        depth: int = 3,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        n_params: int = 0,
+        n_tasks: int = 1,
+    ):
         super().__init__()
         if hidden % heads:
-            raise ValueError(f"FlowNet hidden={hidden} is not divisible by heads={heads}; "
-                             "choose hidden as a multiple of heads")
+            raise ValueError(
+                f"FlowNet hidden={hidden} is not divisible by heads={heads}; "
+                "choose hidden as a multiple of heads"
+            )
         self.tokens, self.dim, self.context_dim = tokens, dim, context_dim
         self.n_params, self.n_tasks = n_params, n_tasks
         self.proj_in = nn.Linear(dim + context_dim, hidden)
         self.pos = nn.Parameter(torch.randn(tokens, hidden) * 0.02)
         half = hidden // 2
-        self.register_buffer("freqs", torch.exp(torch.linspace(0.0, math.log(_MAX_FREQ), half)),
-                             persistent=False)
+        self.register_buffer(
+            "freqs", torch.exp(torch.linspace(0.0, math.log(_MAX_FREQ), half)), persistent=False
+        )
         self.s_embed = MLP(2 * half, hidden, out=hidden)
         self.dt_embed = MLP(2 * half, hidden, out=hidden)
         self.param_embed = nn.Linear(n_params, hidden) if n_params > 0 else None
         self.task_embed = nn.Embedding(n_tasks, hidden)
-        self.blocks = nn.ModuleList(AdaLNTransformerBlock(hidden, hidden, heads, mlp_ratio)
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            AdaLNTransformerBlock(hidden, hidden, heads, mlp_ratio) for _ in range(depth)
+        )
         self.norm_out = nn.LayerNorm(hidden)
         self.proj_out = nn.Linear(hidden, dim)
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x: Tensor, s: Tensor, context: Tensor, dt: Tensor | None, params: Tensor,
-                task_id: Tensor) -> Tensor:
+    def forward(
+        self, x: Tensor, s: Tensor, context: Tensor, dt: Tensor | None, params: Tensor, task_id: Tensor
+    ) -> Tensor:
         """x [B, L, D], s [B] in [0, 1], context [B, L, context_dim], dt [B] or None,
         params [B, P] (ignored when n_params = 0), task_id [B] long -> velocity [B, L, D]."""
         self._check(x, s, context, dt, params, task_id)
@@ -84,23 +99,30 @@ class FlowNet(nn.Module):
             cond = cond + self.param_embed(params)
         return cond
 
-    def _check(self, x: Tensor, s: Tensor, context: Tensor, dt: Tensor | None, params: Tensor,
-               task_id: Tensor) -> None:
+    def _check(
+        self, x: Tensor, s: Tensor, context: Tensor, dt: Tensor | None, params: Tensor, task_id: Tensor
+    ) -> None:
         if x.dim() != 3 or x.shape[1:] != (self.tokens, self.dim):
-            raise ValueError(f"FlowNet expects x of shape [B, L={self.tokens}, D={self.dim}], "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"FlowNet expects x of shape [B, L={self.tokens}, D={self.dim}], got {tuple(x.shape)}"
+            )
         batch = x.shape[0]
-        expected = {"s": (s, (batch,)), "context": (context, (batch, self.tokens, self.context_dim)),
-                    "task_id": (task_id, (batch,))}
+        expected = {
+            "s": (s, (batch,)),
+            "context": (context, (batch, self.tokens, self.context_dim)),
+            "task_id": (task_id, (batch,)),
+        }
         if dt is not None:
             expected["dt"] = (dt, (batch,))
         if self.n_params:
             expected["params"] = (params, (batch, self.n_params))
         for name, (tensor, shape) in expected.items():
             if tuple(tensor.shape) != shape:
-                raise ValueError(f"FlowNet (tokens={self.tokens}, dim={self.dim}, context_dim="
-                                 f"{self.context_dim}, n_params={self.n_params}) expects {name} of "
-                                 f"shape {list(shape)}, got {list(tensor.shape)}")
+                raise ValueError(
+                    f"FlowNet (tokens={self.tokens}, dim={self.dim}, context_dim="
+                    f"{self.context_dim}, n_params={self.n_params}) expects {name} of "
+                    f"shape {list(shape)}, got {list(tensor.shape)}"
+                )
 
 
 def flow_matching_pair(x1: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:

@@ -46,29 +46,47 @@ class LatentOperator(nn.Module):
     operator; the autoencoder never sees the static field.
     """
 
-    def __init__(self, tokens: int, dim: int, depth: int = 4, heads: int = 4, mlp_ratio: float = 2.0,
-                 dropout: float = 0.0, n_params: int = 0, n_tasks: int = 1, subspace_dim: int = 0,
-                 locality: float = 0.0, task_grids: Sequence[tuple[int, ...]] = (), periodic: Sequence[bool] = (),
-                 forcing: nn.Module | None = None):
+    def __init__(
+        self,
+        tokens: int,
+        dim: int,
+        depth: int = 4,
+        heads: int = 4,
+        mlp_ratio: float = 2.0,
+        dropout: float = 0.0,
+        n_params: int = 0,
+        n_tasks: int = 1,
+        subspace_dim: int = 0,
+        locality: float = 0.0,
+        task_grids: Sequence[tuple[int, ...]] = (),
+        periodic: Sequence[bool] = (),
+        forcing: nn.Module | None = None,
+    ):
         super().__init__()
         if subspace_dim < 0:
             raise ValueError(f"subspace_dim must be >= 0 (0: no projection), got {subspace_dim}")
         if locality < 0:
             raise ValueError(f"locality must be >= 0 (0: no locality bias), got {locality}")
-        if locality and not (len(task_grids) == len(periodic) == n_tasks
-                             and all(math.prod(grid) == tokens for grid in task_grids)):
-            raise ValueError(f"locality needs one token grid of {tokens} cells and one periodic flag per task "
-                             f"({n_tasks}), got grids {list(task_grids)} and flags {list(periodic)}")
+        if locality and not (
+            len(task_grids) == len(periodic) == n_tasks
+            and all(math.prod(grid) == tokens for grid in task_grids)
+        ):
+            raise ValueError(
+                f"locality needs one token grid of {tokens} cells and one periodic flag per task "
+                f"({n_tasks}), got grids {list(task_grids)} and flags {list(periodic)}"
+            )
         self.tokens, self.dim, self.n_params, self.n_tasks = tokens, dim, n_params, n_tasks
         self.pos = nn.Parameter(torch.randn(tokens, dim) * 0.02)
         half = dim // 2
-        self.register_buffer("dt_freqs", torch.exp(torch.linspace(0.0, math.log(_DT_MAX_FREQ), half)),
-                             persistent=False)
+        self.register_buffer(
+            "dt_freqs", torch.exp(torch.linspace(0.0, math.log(_DT_MAX_FREQ), half)), persistent=False
+        )
         self.dt_embed = MLP(2 * half, dim)
         self.param_embed = nn.Linear(n_params, dim) if n_params > 0 else None
         self.task_embed = nn.Embedding(n_tasks, dim)
-        self.blocks = nn.ModuleList(AdaLNTransformerBlock(dim, dim, heads, mlp_ratio, dropout)
-                                    for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            AdaLNTransformerBlock(dim, dim, heads, mlp_ratio, dropout) for _ in range(depth)
+        )
         self.norm_out = nn.LayerNorm(dim)
         self.proj_out = nn.Linear(dim, dim)
         nn.init.zeros_(self.proj_out.weight)
@@ -78,21 +96,28 @@ class LatentOperator(nn.Module):
             self.forcing_gate = nn.Linear(dim, dim)
             nn.init.zeros_(self.forcing_gate.weight)
             nn.init.zeros_(self.forcing_gate.bias)
-        self.subspace_dim = subspace_dim if subspace_dim < tokens * dim else 0  # the whole latent: nothing to project
+        self.subspace_dim = (
+            subspace_dim if subspace_dim < tokens * dim else 0
+        )  # the whole latent: nothing to project
         if self.subspace_dim:
             self.register_buffer("subspace_mean", torch.zeros(tokens, dim))
             self.register_buffer("subspace_basis", torch.zeros(self.subspace_dim, tokens * dim))
             self.register_buffer("subspace_fitted", torch.zeros((), dtype=torch.bool))
         self.locality = locality
         if locality:
-            self.register_buffer("token_bias", torch.stack([token_distance_bias(grid, locality, wrap)
-                                                            for grid, wrap in zip(task_grids, periodic)]))
+            self.register_buffer(
+                "token_bias",
+                torch.stack(
+                    [token_distance_bias(grid, locality, wrap) for grid, wrap in zip(task_grids, periodic)]
+                ),
+            )
         # a Python copy of subspace_fitted, so that forward never reads a tensor to branch on
         self._subspace_ready = False
         self.register_load_state_dict_post_hook(_sync_subspace_ready)
 
-    def forward(self, z: Tensor, dt: Tensor, params: Tensor, task_id: Tensor,
-                forcing: Tensor | None = None) -> Tensor:
+    def forward(
+        self, z: Tensor, dt: Tensor, params: Tensor, task_id: Tensor, forcing: Tensor | None = None
+    ) -> Tensor:
         """z [B, L, D], dt [B] (physical time step), params [B, P], task_id [B] long, ``forcing`` [B, L, D]
         (``encode_forcing``'s tokens; None for a task without a static field) -> z_next [B, L, D]."""
         self._check(z, params)
@@ -121,8 +146,10 @@ class LatentOperator(nn.Module):
         if not self.subspace_dim:
             raise ValueError("this operator was built with subspace_dim=0; there is no subspace to fit")
         if latents.dim() != 3 or latents.shape[1:] != (self.tokens, self.dim) or len(latents) < 2:
-            raise ValueError(f"fit_subspace expects at least 2 latents of shape [N, L={self.tokens}, "
-                             f"D={self.dim}], got {tuple(latents.shape)}")
+            raise ValueError(
+                f"fit_subspace expects at least 2 latents of shape [N, L={self.tokens}, "
+                f"D={self.dim}], got {tuple(latents.shape)}"
+            )
         x = latents.double().flatten(1)
         mean = x.mean(dim=0)
         _, s, vt = torch.linalg.svd(x - mean, full_matrices=False)
@@ -143,8 +170,15 @@ class LatentOperator(nn.Module):
             self.subspace_fitted.fill_(False)
         self._subspace_ready = False
 
-    def rollout(self, z0: Tensor, dt: Tensor, params: Tensor, task_id: Tensor, steps: int,
-                forcing: Tensor | None = None) -> Tensor:
+    def rollout(
+        self,
+        z0: Tensor,
+        dt: Tensor,
+        params: Tensor,
+        task_id: Tensor,
+        steps: int,
+        forcing: Tensor | None = None,
+    ) -> Tensor:
         """Autoregressive rollout: z0 [B, L, D] -> [B, steps, L, D]; entry k is forward applied k+1 times."""
         states, z = [], z0
         for _ in range(steps):
@@ -159,8 +193,10 @@ class LatentOperator(nn.Module):
         if static is None:
             return None
         if self.forcing is None:
-            raise ValueError("this LatentOperator was built without a forcing encoder, but the batch carries a "
-                             "static field; build it with the tasks that have one (forcing=...)")
+            raise ValueError(
+                "this LatentOperator was built without a forcing encoder, but the batch carries a "
+                "static field; build it with the tasks that have one (forcing=...)"
+            )
         return self.forcing(static, coords, amplitude=False)
 
     def condition(self, dt: Tensor, params: Tensor, task_id: Tensor, batch: int) -> Tensor:
@@ -173,11 +209,14 @@ class LatentOperator(nn.Module):
 
     def _check(self, z: Tensor, params: Tensor) -> None:
         if z.dim() != 3 or z.shape[1:] != (self.tokens, self.dim):
-            raise ValueError(f"LatentOperator expects z of shape [B, L={self.tokens}, D={self.dim}], "
-                             f"got {tuple(z.shape)}")
+            raise ValueError(
+                f"LatentOperator expects z of shape [B, L={self.tokens}, D={self.dim}], got {tuple(z.shape)}"
+            )
         if self.n_params and tuple(params.shape) != (z.shape[0], self.n_params):
-            raise ValueError(f"LatentOperator was built with n_params={self.n_params} and expects params "
-                             f"of shape [{z.shape[0]}, {self.n_params}], got {tuple(params.shape)}")
+            raise ValueError(
+                f"LatentOperator was built with n_params={self.n_params} and expects params "
+                f"of shape [{z.shape[0]}, {self.n_params}], got {tuple(params.shape)}"
+            )
 
 
 def _sync_subspace_ready(module: LatentOperator, _incompatible_keys) -> None:

@@ -21,8 +21,11 @@ from ups.pipeline.pipeline import check_training_data, planned_stages, resume_ac
 from ups.pipeline.runner import checked_stage
 from ups.runs import RunDir
 
-NOT_TRAINING = ("evaluation", "gates", "logging")         # config sections that do not change the weights
-EVAL_DEFAULTS = {"small": ["evaluation.split=val", "evaluation.report=false"], "full": ["evaluation.split=test"]}
+NOT_TRAINING = ("evaluation", "gates", "logging")  # config sections that do not change the weights
+EVAL_DEFAULTS = {
+    "small": ["evaluation.split=val", "evaluation.report=false"],
+    "full": ["evaluation.split=test"],
+}
 
 
 @dataclass
@@ -47,6 +50,7 @@ class Request:
 @dataclass
 class Plan:
     """What ``validate`` resolved: the configs, the gate settings, the leaderboard."""
+
     cfg: Config
     evals: dict[str, Config]
     metric: str
@@ -67,18 +71,24 @@ def validate(request: Request) -> Plan:
         if engine not in ("lightning", "native"):
             raise UPSError(f"{name} {engine}: choose lightning or native.")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", request.run_dir.name):
-        raise UPSError(f"run id '{request.run_dir.name}': use letters, digits, '.', '_' and '-' only, "
-                       f"starting with a letter or digit.")
+        raise UPSError(
+            f"run id '{request.run_dir.name}': use letters, digits, '.', '_' and '-' only, "
+            f"starting with a letter or digit."
+        )
     cfg = load_config(request.config, request.overrides)
     evals = {kind: eval_config(request, kind) for kind in ("small", "full")}
     tasks = [task.name for task in cfg.data.tasks]
-    metric = gate_metric(request.improvement_metric or cfg.gates.improvement_metric, tasks, "the improvement metric")
+    metric = gate_metric(
+        request.improvement_metric or cfg.gates.improvement_metric, tasks, "the improvement metric"
+    )
     for name, limit in cfg.gates.ratio_limits.items():
         gate_metric(name, tasks, "gates.ratio_limits key")
         if not limit > 0:
             raise UPSError(f"gates.ratio_limits.{name} = {limit}: a ratio limit must be > 0.")
-    deltas = {"small": cfg.gates.min_small_delta if request.min_small_delta is None else request.min_small_delta,
-              "full": cfg.gates.min_full_delta if request.min_full_delta is None else request.min_full_delta}
+    deltas = {
+        "small": cfg.gates.min_small_delta if request.min_small_delta is None else request.min_small_delta,
+        "full": cfg.gates.min_full_delta if request.min_full_delta is None else request.min_full_delta,
+    }
     for kind, delta in deltas.items():
         if delta < 0:
             raise UPSError(f"--min-{kind}-delta {delta}: a minimum improvement must be >= 0.")
@@ -87,7 +97,9 @@ def validate(request: Request) -> Plan:
         raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
     blocker = blocking_file(leaderboard.parent)
     if blocker is not None:
-        raise UPSError(f"--leaderboard {leaderboard}: {blocker} is a file, not a folder; choose another path.")
+        raise UPSError(
+            f"--leaderboard {leaderboard}: {blocker} is a file, not a folder; choose another path."
+        )
     tracking.check_tracking(cfg)
     plan = planned_stages(cfg)
     tasks = load_config_tasks(cfg)  # opened, split, checked and normalised once for the checks below
@@ -95,8 +107,10 @@ def validate(request: Request) -> Plan:
     check_available(metric, plan)
     run = RunDir(request.run_dir)
     if request.force_train and externally_launched():
-        raise UPSError("--force-train under torchrun or SLURM: the ranks start together and could read the earlier "
-                       "training while rank 0 moves it; retrain into a new --run-id instead.")
+        raise UPSError(
+            "--force-train under torchrun or SLURM: the ranks start together and could read the earlier "
+            "training while rank 0 moves it; retrain into a new --run-id instead."
+        )
     if not request.force_train:
         refuse_other_training(run, cfg)
     for stage in plan:  # the first stage to train now, through the engines' preflight
@@ -111,11 +125,18 @@ def validate(request: Request) -> Plan:
 def check_available(metric: str, plan: list[str]) -> None:
     """The improvement metric must be one the planned stages produce."""
     name = metric.rpartition("/")[2]
-    needs = ("consistency_distill", "diff_residual") if name.startswith("corrected_") or name == "crps" else \
-        ("steady_prior",) if name.startswith("steady_") else ("operator",)
+    needs = (
+        ("consistency_distill", "diff_residual")
+        if name.startswith("corrected_") or name == "crps"
+        else ("steady_prior",)
+        if name.startswith("steady_")
+        else ("operator",)
+    )
     if not set(needs) & set(plan):
-        raise UPSError(f"the improvement metric '{metric}' comes from the {' or '.join(needs)} stage, which this "
-                       f"config does not train (stages.<stage>.epochs or its tasks); choose another metric.")
+        raise UPSError(
+            f"the improvement metric '{metric}' comes from the {' or '.join(needs)} stage, which this "
+            f"config does not train (stages.<stage>.epochs or its tasks); choose another metric."
+        )
 
 
 def externally_launched() -> bool:
@@ -137,11 +158,19 @@ def check_evaluations(evals: dict[str, Config], tasks: list) -> None:
     for kind, cfg in evals.items():
         e, stride = cfg.evaluation, cfg.training.time_stride
         horizon = e.horizon or default_horizon(cfg, transient)
-        windows = WindowDataset(transient, e.split, horizon, stride, start=rollout_start(cfg),
-                                horizon_name=f"the {kind} evaluation's evaluation.horizon")
+        windows = WindowDataset(
+            transient,
+            e.split,
+            horizon,
+            stride,
+            start=rollout_start(cfg),
+            horizon_name=f"the {kind} evaluation's evaluation.horizon",
+        )
         if len(windows) == 0:
-            raise UPSError(f"the {kind} evaluation's split '{e.split}' has no trajectories; set data.split."
-                           f"{e.split} > 0 or choose another split in its evaluation config.")
+            raise UPSError(
+                f"the {kind} evaluation's split '{e.split}' has no trajectories; set data.split."
+                f"{e.split} > 0 or choose another split in its evaluation config."
+            )
 
 
 def eval_config(request: Request, kind: str) -> Config:
@@ -151,10 +180,15 @@ def eval_config(request: Request, kind: str) -> Config:
         tree, _ = read_config_tree(layer)
         other = sorted(set(tree) - {"evaluation"})
         if other:
-            raise UPSError(f"--{kind}-eval-config {layer}: only an 'evaluation:' section may be set there "
-                           f"(found {', '.join(other)}); the trained model's settings come from --config.")
-    return load_config(request.config, [*request.overrides, *EVAL_DEFAULTS[kind]],
-                       layers=[layer] if layer is not None else ())
+            raise UPSError(
+                f"--{kind}-eval-config {layer}: only an 'evaluation:' section may be set there "
+                f"(found {', '.join(other)}); the trained model's settings come from --config."
+            )
+    return load_config(
+        request.config,
+        [*request.overrides, *EVAL_DEFAULTS[kind]],
+        layers=[layer] if layer is not None else (),
+    )
 
 
 def refuse_other_training(run: RunDir, cfg: Config) -> None:
@@ -165,6 +199,8 @@ def refuse_other_training(run: RunDir, cfg: Config) -> None:
     import yaml
 
     if training_hash(yaml.safe_load(resolved.read_text())) != training_hash(to_dict(cfg)):
-        raise UPSError(f"run folder {run.root} holds stages trained with another training config "
-                       f"({resolved} differs outside evaluation/gates/logging); retrain with --force-train, "
-                       f"or use a new --run-id.")
+        raise UPSError(
+            f"run folder {run.root} holds stages trained with another training config "
+            f"({resolved} differs outside evaluation/gates/logging); retrain with --force-train, "
+            f"or use a new --run-id."
+        )

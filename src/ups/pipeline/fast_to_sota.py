@@ -36,21 +36,27 @@ from ups import tracking
 from ups.atomic import atomic_path
 from ups.checkpoint import config_hash
 from ups.config import Config, to_dict
+from ups.deadline import Deadline
 from ups.engines.common import training_device
 from ups.errors import UPSError
 from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard, retire_rows
 from ups.eval.run import EvaluationRequest, evaluate
 from ups.pipeline.fast_plan import Plan, Request, training_hash, validate
 from ups.pipeline.gates import decide, select_baseline
-from ups.deadline import Deadline
 from ups.pipeline.pipeline import planned_stages, run_pipeline
 from ups.pipeline.runner import best_checkpoint, is_rank_zero
 from ups.pipeline.summary import Summary, now
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
-COMPARABLE = ("split", "horizon", "context_frames", "resolution", "tasks")  # rows evaluated like the candidate
-RETIRED = ("small_eval", "full_eval", "champion")         # a run's roles that --force-train retires
+COMPARABLE = (
+    "split",
+    "horizon",
+    "context_frames",
+    "resolution",
+    "tasks",
+)  # rows evaluated like the candidate
+RETIRED = ("small_eval", "full_eval", "champion")  # a run's roles that --force-train retires
 
 
 def fast_to_sota(request: Request) -> Summary | None:
@@ -58,18 +64,29 @@ def fast_to_sota(request: Request) -> Summary | None:
     t0 = time.perf_counter()
     plan = validate(request)
     rank_zero = is_rank_zero()
-    summary = Summary(plan.run.root / "summary.json", {
-        "run_id": plan.run.root.name, "run_dir": str(plan.run.root.resolve()),
-        "config": {"path": str(Path(request.config).resolve()), "overrides": list(request.overrides),
-                   "resolved": str((plan.run.root / "config.resolved.yaml").resolve()),
-                   "small_eval_config": _resolved(request.small_eval_config),
-                   "full_eval_config": _resolved(request.full_eval_config),
-                   "training_hash": training_hash(to_dict(plan.cfg))},
-        "engines": {"training": request.engine, "evaluation": request.eval_engine},
-        "leaderboard": str(plan.leaderboard.resolve()),
-        "gate_settings": {"improvement_metric": plan.metric, "min_small_delta": plan.deltas["small"],
-                          "min_full_delta": plan.deltas["full"], "ratio_limits": dict(plan.cfg.gates.ratio_limits)},
-    })
+    summary = Summary(
+        plan.run.root / "summary.json",
+        {
+            "run_id": plan.run.root.name,
+            "run_dir": str(plan.run.root.resolve()),
+            "config": {
+                "path": str(Path(request.config).resolve()),
+                "overrides": list(request.overrides),
+                "resolved": str((plan.run.root / "config.resolved.yaml").resolve()),
+                "small_eval_config": _resolved(request.small_eval_config),
+                "full_eval_config": _resolved(request.full_eval_config),
+                "training_hash": training_hash(to_dict(plan.cfg)),
+            },
+            "engines": {"training": request.engine, "evaluation": request.eval_engine},
+            "leaderboard": str(plan.leaderboard.resolve()),
+            "gate_settings": {
+                "improvement_metric": plan.metric,
+                "min_small_delta": plan.deltas["small"],
+                "min_full_delta": plan.deltas["full"],
+                "ratio_limits": dict(plan.cfg.gates.ratio_limits),
+            },
+        },
+    )
     if not rank_zero:
         train(request, plan, None)
         return None
@@ -77,8 +94,12 @@ def fast_to_sota(request: Request) -> Summary | None:
     summary.start(time.perf_counter() - t0)
     try:
         with tracking.tracking(plan.cfg, plan.run.root) as tracker:
-            summary.data["tracking"] = {"csv": str((plan.run.root / "logs").resolve()), "wandb": None if tracker is None
-                                        else {"run_id": tracker.run.id, "dir": str(tracker.directory.resolve())}}
+            summary.data["tracking"] = {
+                "csv": str((plan.run.root / "logs").resolve()),
+                "wandb": None
+                if tracker is None
+                else {"run_id": tracker.run.id, "dir": str(tracker.directory.resolve())},
+            }
             try:
                 train(request, plan, summary)
                 evaluate_and_gate(request, plan, summary)
@@ -109,20 +130,36 @@ def train(request: Request, plan: Plan, summary: Summary | None) -> None:
             entry["superseded"] = supersede(plan.run)
             entry["retired_rows"] = retire_rows(plan.leaderboard, plan.run.root.name, RETIRED, "superseded")
         try:
-            done = run_pipeline(plan.cfg, plan.run.root, engine=request.engine, resume=True, deadline=deadline)
+            done = run_pipeline(
+                plan.cfg, plan.run.root, engine=request.engine, resume=True, deadline=deadline
+            )
         finally:  # after a failure too: what is done in the run folder
             status = plan.run.status()
-            entry["stages"] = {name: status.get(name, {}).get("state", "pending") for name in planned_stages(plan.cfg)}
-            summary.data["checkpoints"] = {name: str(best_checkpoint(plan.run, name).resolve())
-                                           for name, state in entry["stages"].items() if state == "done"}
+            entry["stages"] = {
+                name: status.get(name, {}).get("state", "pending") for name in planned_stages(plan.cfg)
+            }
+            summary.data["checkpoints"] = {
+                name: str(best_checkpoint(plan.run, name).resolve())
+                for name, state in entry["stages"].items()
+                if state == "done"
+            }
         entry["stages"] = {item.stage: item.action for item in done}
         entry["status"] = "reused" if all(item.action == "already done" for item in done) else "done"
 
 
 def supersede(run: RunDir) -> str | None:
     """Move the run's earlier training to ``superseded/<time>/`` (``--force-train`` keeps it)."""
-    moved = [p for p in (run.root / "checkpoints", run.root / "logs", run.status_path, run.root / "eval",
-                         run.root / "promotion.json") if p.exists()]
+    moved = [
+        p
+        for p in (
+            run.root / "checkpoints",
+            run.root / "logs",
+            run.status_path,
+            run.root / "eval",
+            run.root / "promotion.json",
+        )
+        if p.exists()
+    ]
     if not moved:
         return None
     target = run.root / "superseded" / now().replace(":", "")
@@ -151,7 +188,9 @@ def evaluate_and_gate(request: Request, plan: Plan, summary: Summary) -> None:
         with summary.step(f"{kind}_eval") as entry:
             result, written, reused = run_evaluation(request, plan, kind, fresh=redo)
             entry["status"] = "reused" if reused else "done"
-            entry.update({key: str(Path(path).resolve()) for key, path in written.items() if key != "leaderboard"})
+            entry.update(
+                {key: str(Path(path).resolve()) for key, path in written.items() if key != "leaderboard"}
+            )
             summary.data["evaluations"][kind] = str(written["json"].resolve())
         with summary.step(f"{kind}_gate") as entry:
             decision = gate(plan, kind, result)
@@ -164,9 +203,16 @@ def run_evaluation(request: Request, plan: Plan, kind: str, fresh: bool) -> tupl
     """(result, written files, reused?) of the ``kind`` evaluation."""
     cfg = plan.evals[kind]
     prefix = plan.run.root / "eval" / kind / "results"
-    eval_request = EvaluationRequest(run_dir=plan.run.root, engine=request.eval_engine, output_prefix=prefix,
-                                     leaderboard=plan.leaderboard, label=plan.run.root.name,
-                                     role=f"{kind}_eval", kind=kind, device=training_device(cfg).type)
+    eval_request = EvaluationRequest(
+        run_dir=plan.run.root,
+        engine=request.eval_engine,
+        output_prefix=prefix,
+        leaderboard=plan.leaderboard,
+        label=plan.run.root.name,
+        role=f"{kind}_eval",
+        kind=kind,
+        device=training_device(cfg).type,
+    )
     earlier = None if fresh else reusable(prefix.with_suffix(".json"), plan, cfg, request.eval_engine)
     if earlier is None:
         result, written = evaluate(cfg, eval_request)
@@ -193,37 +239,65 @@ def reusable(path: Path, plan: Plan, cfg: Config, engine: str) -> dict | None:
         newest = max(Path(p).stat().st_mtime_ns for p in current.values())
     except (OSError, ValueError, UPSError):  # no result, unreadable, a stage's checkpoints gone
         return None
-    same = (earlier.get("checkpoints") == current and earlier.get("config_hash") == config_hash(cfg)
-            and earlier.get("engine") == engine and path.stat().st_mtime_ns > newest)
+    same = (
+        earlier.get("checkpoints") == current
+        and earlier.get("config_hash") == config_hash(cfg)
+        and earlier.get("engine") == engine
+        and path.stat().st_mtime_ns > newest
+    )
     return earlier if same else None
 
 
 def gate(plan: Plan, kind: str, result: dict):
     candidate = leaderboard_row(result)
     rows = read_leaderboard(plan.leaderboard)[1]
-    return decide(kind, candidate, rows, metric=plan.metric, min_delta=plan.deltas[kind],
-                  ratio_limits=dict(plan.cfg.gates.ratio_limits), candidate_run=plan.run.root.name,
-                  comparable={key: candidate.get(key) for key in COMPARABLE})
+    return decide(
+        kind,
+        candidate,
+        rows,
+        metric=plan.metric,
+        min_delta=plan.deltas[kind],
+        ratio_limits=dict(plan.cfg.gates.ratio_limits),
+        candidate_run=plan.run.root.name,
+        comparable={key: candidate.get(key) for key in COMPARABLE},
+    )
 
 
 def promote(plan: Plan, summary: Summary) -> None:
     gates = summary.data["gates"]
     full = gates.get("full")
     if full is None or not full["passed"] or not gates["small"]["passed"]:
-        summary.skip("promote", "the full gate did not run" if full is None else "the full gate failed"
-                     if not full["passed"] else "the small gate failed (the full evaluation was forced)")
+        summary.skip(
+            "promote",
+            "the full gate did not run"
+            if full is None
+            else "the full gate failed"
+            if not full["passed"]
+            else "the small gate failed (the full evaluation was forced)",
+        )
     else:
         with summary.step("promote") as entry:
             run_id = plan.run.root.name
             rows = read_leaderboard(plan.leaderboard)[1]
             for kind in ("small", "full"):
                 result = json.loads(Path(summary.data["evaluations"][kind]).read_text())
-                if not any(r.get("run_id") == run_id and r.get("role") == "champion" and r.get("eval") == kind
-                           and r.get("config_hash") == result["config_hash"] for r in rows):
+                if not any(
+                    r.get("run_id") == run_id
+                    and r.get("role") == "champion"
+                    and r.get("eval") == kind
+                    and r.get("config_hash") == result["config_hash"]
+                    for r in rows
+                ):
                     append_leaderboard(plan.leaderboard, leaderboard_row({**result, "role": "champion"}))
-            record = {"promoted_at": now(), "run_id": run_id, "metric": plan.metric, "value": full["candidate"],
-                      "previous_baseline": full["baseline_row"], "provisional": full["provisional"],
-                      "leaderboard": str(plan.leaderboard.resolve())}
+            record = {
+                "promoted_at": now(),
+                "run_id": run_id,
+                "metric": plan.metric,
+                "value": full["candidate"],
+                "previous_baseline": full["baseline_row"],
+                "provisional": full["provisional"],
+                "leaderboard": str(plan.leaderboard.resolve()),
+            }
             with atomic_path(plan.run.root / "promotion.json") as tmp:
                 tmp.write_text(json.dumps(record, indent=2) + "\n")
             entry["record"] = str((plan.run.root / "promotion.json").resolve())
@@ -247,11 +321,27 @@ def champion(plan: Plan, summary: Summary) -> str | None:
 
 def attach(tracker, summary: Summary, leaderboard: Path) -> None:
     """The summary, the gate table and the leaderboard, in the W&B run."""
-    rows = [[kind, g["passed"], g["provisional"], g["metric"], g["candidate"], g["baseline"],
-             (g["baseline_row"] or {}).get("run_id"), " ".join(g["messages"])] for kind, g in summary.data["gates"].items()]
-    tracker.log_table("gates", ["gate", "passed", "provisional", "metric", "candidate", "baseline", "baseline_run",
-                                "messages"], rows)
-    tracker.run.summary.update({"promoted": summary.data["promoted"], "champion_run_id": summary.data["champion_run_id"]})
+    rows = [
+        [
+            kind,
+            g["passed"],
+            g["provisional"],
+            g["metric"],
+            g["candidate"],
+            g["baseline"],
+            (g["baseline_row"] or {}).get("run_id"),
+            " ".join(g["messages"]),
+        ]
+        for kind, g in summary.data["gates"].items()
+    ]
+    tracker.log_table(
+        "gates",
+        ["gate", "passed", "provisional", "metric", "candidate", "baseline", "baseline_run", "messages"],
+        rows,
+    )
+    tracker.run.summary.update(
+        {"promoted": summary.data["promoted"], "champion_run_id": summary.data["champion_run_id"]}
+    )
     for path in (summary.path, leaderboard, leaderboard.with_suffix(".html")):
         if path.is_file():
             tracker.attach(path)

@@ -23,10 +23,26 @@ from dataclasses import asdict, dataclass, field
 from ups.errors import UPSError
 
 ROLES = ("champion", "full_eval", "baseline")  # baseline preference, best first
-_FIELD = ("nrmse", "one_step_nrmse", "rmse", "max_error", "crmse", "brmse", "frmse_low", "frmse_mid", "frmse_high")
+_FIELD = (
+    "nrmse",
+    "one_step_nrmse",
+    "rmse",
+    "max_error",
+    "crmse",
+    "brmse",
+    "frmse_low",
+    "frmse_mid",
+    "frmse_high",
+)
 # the evaluation's metrics where lower is better: the only ones a gate can compare
-GATE_METRICS = (*_FIELD, *(f"corrected_{name}" for name in _FIELD), "crps", "steady_nrmse",
-                "steady_regression_nrmse", "ms_per_rollout_step")
+GATE_METRICS = (
+    *_FIELD,
+    *(f"corrected_{name}" for name in _FIELD),
+    "crps",
+    "steady_nrmse",
+    "steady_regression_nrmse",
+    "ms_per_rollout_step",
+)
 
 
 def gate_metric(name: str, tasks: list[str], what: str) -> str:
@@ -36,10 +52,15 @@ def gate_metric(name: str, tasks: list[str], what: str) -> str:
     task, _, metric = plain.rpartition("/")
     if metric in GATE_METRICS and (not task or task in tasks):
         return plain
-    problem = f"task '{task}' is not one of the config's tasks ({', '.join(tasks)})" if metric in GATE_METRICS and task \
+    problem = (
+        f"task '{task}' is not one of the config's tasks ({', '.join(tasks)})"
+        if metric in GATE_METRICS and task
         else f"'{metric}' is not a metric where lower is better"
-    raise UPSError(f"{what} '{name}': {problem}. Use one of {', '.join(GATE_METRICS)}, optionally as "
-                   f"<task>/<metric> (e.g. {tasks[0] if tasks else 'burgers1d'}/nrmse).")
+    )
+    raise UPSError(
+        f"{what} '{name}': {problem}. Use one of {', '.join(GATE_METRICS)}, optionally as "
+        f"<task>/<metric> (e.g. {tasks[0] if tasks else 'burgers1d'}/nrmse)."
+    )
 
 
 @dataclass
@@ -48,7 +69,7 @@ class Check:
     candidate: float | None
     baseline: float | None
     limit: float
-    status: str                     # "pass", "fail" or "skipped"
+    status: str  # "pass", "fail" or "skipped"
 
     @property
     def ratio(self) -> float | None:
@@ -59,7 +80,7 @@ class Check:
 
 @dataclass
 class GateDecision:
-    gate: str                       # "small" or "full"
+    gate: str  # "small" or "full"
     passed: bool
     provisional: bool
     metric: str
@@ -86,13 +107,20 @@ def comparable_rows(rows: list[dict], comparable: dict | None) -> list[dict]:
     """The rows whose values of the ``comparable`` keys equal the candidate's (as the CSV writes
     them: None is blank)."""
     text = lambda value: "" if value is None else str(value)  # noqa: E731
-    return [r for r in rows if all(text(r.get(key)) == text(value) for key, value in (comparable or {}).items())]
+    return [
+        r for r in rows if all(text(r.get(key)) == text(value) for key, value in (comparable or {}).items())
+    ]
 
 
-def select_baseline(rows: list[dict], metric: str, candidate_run: str, comparable: dict | None = None) -> dict | None:
+def select_baseline(
+    rows: list[dict], metric: str, candidate_run: str, comparable: dict | None = None
+) -> dict | None:
     """The best row of the most preferred role present, other runs only (see the module docstring)."""
-    others = [r for r in comparable_rows(rows, comparable)
-              if r.get("run_id") != candidate_run and _number(r.get(metric)) is not None]
+    others = [
+        r
+        for r in comparable_rows(rows, comparable)
+        if r.get("run_id") != candidate_run and _number(r.get(metric)) is not None
+    ]
     for role in ROLES:
         of_role = [r for r in others if r.get("role") == role]
         if of_role:
@@ -100,37 +128,65 @@ def select_baseline(rows: list[dict], metric: str, candidate_run: str, comparabl
     return None
 
 
-def decide(gate: str, candidate: dict, rows: list[dict], *, metric: str, min_delta: float,
-           ratio_limits: dict[str, float], candidate_run: str, comparable: dict | None = None) -> GateDecision:
+def decide(
+    gate: str,
+    candidate: dict,
+    rows: list[dict],
+    *,
+    metric: str,
+    min_delta: float,
+    ratio_limits: dict[str, float],
+    candidate_run: str,
+    comparable: dict | None = None,
+) -> GateDecision:
     """The gate's decision for ``candidate`` (its metrics by name) against ``rows``."""
     value = _number(candidate.get(metric))
     row = select_baseline(rows, metric, candidate_run, comparable)
     base = _number(row.get(metric)) if row else None
     decision = GateDecision(gate, False, False, metric, value, base, row, min_delta)
     if value is None:
-        decision.messages.append(f"{gate} gate failed: the candidate has no '{metric}' (the improvement metric).")
+        decision.messages.append(
+            f"{gate} gate failed: the candidate has no '{metric}' (the improvement metric)."
+        )
         return decision
     if row is None:
         decision.passed = decision.provisional = True
-        like = ", ".join(f"{key} {'-' if v is None or v == '' else v}" for key, v in (comparable or {}).items())
-        decision.messages.append(f"{gate} gate: no champion, full_eval or baseline row of another run"
-                                 f"{f' evaluated like this candidate ({like})' if like else ''} to compare with; "
-                                 f"provisional pass with {metric} = {value:.4g}.")
+        like = ", ".join(
+            f"{key} {'-' if v is None or v == '' else v}" for key, v in (comparable or {}).items()
+        )
+        decision.messages.append(
+            f"{gate} gate: no champion, full_eval or baseline row of another run"
+            f"{f' evaluated like this candidate ({like})' if like else ''} to compare with; "
+            f"provisional pass with {metric} = {value:.4g}."
+        )
         return decision
     improvement = base - value
     improved = improvement >= min_delta
     decision.messages.append(
-        f"{gate} gate: {metric} {value:.4g} vs {row.get('role')} '{row.get('label')}' (run {row.get('run_id')}) "
-        f"{base:.4g}: improvement {improvement:.4g} {'>=' if improved else '<'} required {min_delta:.4g}.")
-    decision.checks = [_ratio_check(name, limit, candidate, row) for name, limit in sorted(ratio_limits.items())]
+        f"{gate} gate: {metric} {value:.4g} vs {row.get('role')} '{row.get('label')}' "
+        f"(run {row.get('run_id')}) "
+        f"{base:.4g}: improvement {improvement:.4g} {'>=' if improved else '<'} required {min_delta:.4g}."
+    )
+    decision.checks = [
+        _ratio_check(name, limit, candidate, row) for name, limit in sorted(ratio_limits.items())
+    ]
     for check in decision.checks:
         if check.status == "skipped":
-            why = ("is missing on the candidate" if check.candidate is None else "is missing on the baseline"
-                   if check.baseline is None else "is 0 on the baseline (no ratio)")
-            decision.messages.append(f"{gate} gate: ratio check on '{check.metric}' skipped: the metric {why}.")
+            why = (
+                "is missing on the candidate"
+                if check.candidate is None
+                else "is missing on the baseline"
+                if check.baseline is None
+                else "is 0 on the baseline (no ratio)"
+            )
+            decision.messages.append(
+                f"{gate} gate: ratio check on '{check.metric}' skipped: the metric {why}."
+            )
         else:
-            decision.messages.append(f"{gate} gate: {check.metric} ratio {check.ratio:.4g} "
-                                     f"{'<=' if check.status == 'pass' else '>'} limit {check.limit:.4g}.")
+            decision.messages.append(
+                f"{gate} gate: {check.metric} ratio {check.ratio:.4g} "
+                f"{'<=' if check.status == 'pass' else '>'} limit {check.limit:.4g}."
+            )
     decision.passed = improved and all(c.status != "fail" for c in decision.checks)
     decision.messages.append(f"{gate} gate {'passed' if decision.passed else 'failed'}.")
     return decision

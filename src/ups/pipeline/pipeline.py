@@ -33,8 +33,8 @@ import csv
 import functools
 import logging
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -42,7 +42,14 @@ from ups.config import STAGE_NAMES, Config
 from ups.data.summary import config_file_infos
 from ups.deadline import Deadline, now
 from ups.errors import UPSError
-from ups.pipeline.runner import SKIPPED_FOR_TIME, StageRun, best_checkpoint, checked_stage, fit_in_run, is_rank_zero
+from ups.pipeline.runner import (
+    SKIPPED_FOR_TIME,
+    StageRun,
+    best_checkpoint,
+    checked_stage,
+    fit_in_run,
+    is_rank_zero,
+)
 from ups.runs import RunDir
 from ups.stages import STAGES
 
@@ -60,11 +67,15 @@ class StageFailed(Exception):
 def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
     """The stages to run, in ``STAGE_NAMES`` order (see the module docstring)."""
     if only is not None and not only:
-        raise UPSError(f"--stages names no stage; give a comma-separated list of {', '.join(STAGE_NAMES)}, "
-                       f"or leave --stages out to run every enabled stage.")
+        raise UPSError(
+            f"--stages names no stage; give a comma-separated list of {', '.join(STAGE_NAMES)}, "
+            f"or leave --stages out to run every enabled stage."
+        )
     unknown = [name for name in only or () if name not in STAGE_NAMES]
     if unknown:
-        raise UPSError(f"--stages: unknown stage(s) {', '.join(unknown)}; valid names: {', '.join(STAGE_NAMES)}.")
+        raise UPSError(
+            f"--stages: unknown stage(s) {', '.join(unknown)}; valid names: {', '.join(STAGE_NAMES)}."
+        )
     plan = []
     kinds = functools.cache(lambda: task_kinds(cfg))  # the data opened once, when a stage's kind matters
 
@@ -81,8 +92,10 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
             plan.append(name)
     missing = [name for name in plan if name not in STAGES]
     if missing:
-        raise UPSError(f"stage(s) {', '.join(missing)} have epochs > 0 but are not available in this version "
-                       f"(available: {', '.join(STAGES)}); set stages.<stage>.epochs=0 or leave them out of --stages.")
+        raise UPSError(
+            f"stage(s) {', '.join(missing)} have epochs > 0 but are not available in this version "
+            f"(available: {', '.join(STAGES)}); set stages.<stage>.epochs=0 or leave them out of --stages."
+        )
     if not plan:
         raise UPSError("no stage to train: every selected stage has stages.<stage>.epochs=0.")
     return plan
@@ -96,19 +109,23 @@ def check_training_data(cfg: Config, plan: Sequence[str], tasks: list | None = N
     infos = [(t.name, t.info) for t in tasks] if tasks is not None else config_file_infos(cfg)
     for name, info in infos:
         if len(info.spatial_shape) > 2:
-            raise UPSError(f"task '{name}' ({info.path}) is on a 3D grid {'x'.join(map(str, info.spatial_shape))}: "
-                           f"UPS reads, splits, normalises and summarises 3D files (`ups data summary`), but its "
-                           f"encoder and decoder are 1D/2D, so it does not train on them; leave the task out of "
-                           f"data.tasks.")
+            raise UPSError(
+                f"task '{name}' ({info.path}) is on a 3D grid {'x'.join(map(str, info.spatial_shape))}: "
+                f"UPS reads, splits, normalises and summarises 3D files (`ups data summary`), but its "
+                f"encoder and decoder are 1D/2D, so it does not train on them; leave the task out of "
+                f"data.tasks."
+            )
     if not set(plan) & set(LATENT_DYNAMICS):
         return
     t = cfg.training
     for name, info in infos:
         if info.kind == "transient" and info.n_times <= t.rollout_horizon * t.time_stride:
-            raise UPSError(f"task '{name}' ({info.path}): {info.n_times} frames per trajectory (after "
-                           f"data.reduced_resolution_t), but a training window of training.rollout_horizon="
-                           f"{t.rollout_horizon} steps of training.time_stride={t.time_stride} frames needs "
-                           f"{t.rollout_horizon * t.time_stride + 1}; lower one of them.")
+            raise UPSError(
+                f"task '{name}' ({info.path}): {info.n_times} frames per trajectory (after "
+                f"data.reduced_resolution_t), but a training window of training.rollout_horizon="
+                f"{t.rollout_horizon} steps of training.time_stride={t.time_stride} frames needs "
+                f"{t.rollout_horizon * t.time_stride + 1}; lower one of them."
+            )
 
 
 LATENT_DYNAMICS = ("operator", "diff_residual", "consistency_distill")  # stages of time-dependent tasks only
@@ -121,11 +138,17 @@ def task_kinds(cfg: Config) -> set[str]:
 
 def refuse_used_run(run: RunDir) -> None:
     """A run folder with stages past ``pending`` is continued with ``resume`` only."""
-    used = {name: entry["state"] for name, entry in run.status().items() if entry.get("state", "pending") != "pending"}
+    used = {
+        name: entry["state"]
+        for name, entry in run.status().items()
+        if entry.get("state", "pending") != "pending"
+    }
     if used:
         listed = ", ".join(f"{name} ({state})" for name, state in used.items())
-        raise UPSError(f"run folder {run.root} already has stage(s) {listed}; continue it with --resume, "
-                       f"or train into a new --run-dir.")
+        raise UPSError(
+            f"run folder {run.root} already has stage(s) {listed}; continue it with --resume, "
+            f"or train into a new --run-dir."
+        )
 
 
 def resume_action(run: RunDir, stage: str) -> str:
@@ -135,12 +158,21 @@ def resume_action(run: RunDir, stage: str) -> str:
             best_checkpoint(run, stage)
             return "already done"
         except UPSError:
-            log.warning("stage %s: stage_status.json says done but its checkpoints are gone; training it again", stage)
+            log.warning(
+                "stage %s: stage_status.json says done but its checkpoints are gone; training it again", stage
+            )
     return "resumed" if (run.checkpoint_dir(stage) / "last.ckpt").is_file() else "trained"
 
 
-def run_pipeline(cfg: Config, run_dir: Path, *, stages: Sequence[str] | None = None, engine: str = "lightning",
-                 resume: bool = False, deadline: Deadline | None = None) -> list[StageRun]:
+def run_pipeline(
+    cfg: Config,
+    run_dir: Path,
+    *,
+    stages: Sequence[str] | None = None,
+    engine: str = "lightning",
+    resume: bool = False,
+    deadline: Deadline | None = None,
+) -> list[StageRun]:
     """Train the planned stages of ``cfg`` into ``run_dir`` in order; one ``StageRun`` per
     stage trained now, (``resume``) already done, or skipped because ``deadline``
     (``training.time_budget``) left it less than ``MIN_STAGE_SECONDS``, it and every later
@@ -161,10 +193,13 @@ def run_pipeline(cfg: Config, run_dir: Path, *, stages: Sequence[str] | None = N
             continue
         started, own, reason = now(), None, "an earlier stage ran out of training.time_budget"
         if deadline is not None and not out_of_time:
-            own = deadline.for_stage(stage, [s for s in plan[i:] if actions[s] != "already done"],
-                                     cfg.training.time_shares)
-            reason = (f"training.time_budget leaves it {max(0.0, own.remaining()):.1f} s, less than "
-                      f"{MIN_STAGE_SECONDS:.0f} s")
+            own = deadline.for_stage(
+                stage, [s for s in plan[i:] if actions[s] != "already done"], cfg.training.time_shares
+            )
+            reason = (
+                f"training.time_budget leaves it {max(0.0, own.remaining()):.1f} s, less than "
+                f"{MIN_STAGE_SECONDS:.0f} s"
+            )
             out_of_time = _agreed(own.remaining() < MIN_STAGE_SECONDS)
         if out_of_time:
             log.warning("stage %s: skipped: %s", stage, reason)
@@ -172,12 +207,25 @@ def run_pipeline(cfg: Config, run_dir: Path, *, stages: Sequence[str] | None = N
                 run.set_stage_state(stage, "skipped", reason=reason)
             done.append(StageRun(stage, run, None, SKIPPED_FOR_TIME))
             continue
-        log.info("stage %s: %s%s", stage, "resuming from its last.ckpt" if action == "resumed" else "training",
-                 "" if own is None else f", {own.remaining():.1f} s of training.time_budget")
+        log.info(
+            "stage %s: %s%s",
+            stage,
+            "resuming from its last.ckpt" if action == "resumed" else "training",
+            "" if own is None else f", {own.remaining():.1f} s of training.time_budget",
+        )
         stage_obj = checked_stage(cfg, stage, run, engine=engine, resume=action == "resumed")
         try:
-            done.append(fit_in_run(stage_obj, cfg, run, engine=engine, resume=action == "resumed", deadline=own,
-                                   started=started))
+            done.append(
+                fit_in_run(
+                    stage_obj,
+                    cfg,
+                    run,
+                    engine=engine,
+                    resume=action == "resumed",
+                    deadline=own,
+                    started=started,
+                )
+            )
         except Exception as exc:
             raise StageFailed(stage, exc) from exc
         out_of_time = done[-1].action == SKIPPED_FOR_TIME
@@ -197,8 +245,6 @@ def _agreed(flag: bool) -> bool:
     return flag
 
 
-
-
 def wait_for_rank_zero() -> None:
     """With several devices: every rank waits until rank 0 has recorded the stage."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
@@ -213,11 +259,21 @@ def stage_table(done: list[StageRun]) -> list[str]:
         entry = item.run.status().get(item.stage, {})
         best = best_validation(item.run.log_dir(item.stage) / "metrics.csv")
         nrmse = best.pop("val/nrmse", None)
-        note = {"resumed": " (resumed)", "already done": " (earlier)",
-                SKIPPED_FOR_TIME: " (time budget)"}.get(item.action, "")
-        rows.append((item.stage, entry.get("state", "?") + note, str(entry.get("epochs", "-")),
-                     str(entry.get("global_step", "-")), "-" if nrmse is None else f"{nrmse:.4g}",
-                     "  ".join(f"{key.removeprefix('val/')} {value:.4g}" for key, value in sorted(best.items()))))
+        note = {
+            "resumed": " (resumed)",
+            "already done": " (earlier)",
+            SKIPPED_FOR_TIME: " (time budget)",
+        }.get(item.action, "")
+        rows.append(
+            (
+                item.stage,
+                entry.get("state", "?") + note,
+                str(entry.get("epochs", "-")),
+                str(entry.get("global_step", "-")),
+                "-" if nrmse is None else f"{nrmse:.4g}",
+                "  ".join(f"{key.removeprefix('val/')} {value:.4g}" for key, value in sorted(best.items())),
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]).rstrip() for row in rows]
 
@@ -233,5 +289,8 @@ def best_validation(metrics_csv: Path) -> dict[str, float]:
     if not rows:
         return {}
     best = min(rows, key=lambda row: float(row["val/nrmse"]))
-    return {key: float(value) for key, value in best.items()
-            if key.startswith("val/") and key.count("/") == 1 and value}
+    return {
+        key: float(value)
+        for key, value in best.items()
+        if key.startswith("val/") and key.count("/") == 1 and value
+    }

@@ -32,7 +32,8 @@ class StageRun:
     stage: str
     run: RunDir
     result: FitResult | None  # None when the stage did not train now
-    # trained | resumed | skipped (epochs <= 0) | skipped (time budget) | already done (``ups pipeline --resume``)
+    # trained | resumed | skipped (epochs <= 0) | skipped (time budget) | already done
+    # (``ups pipeline --resume``)
     action: str = "trained"
 
 
@@ -57,8 +58,10 @@ def best_checkpoint(run: RunDir, stage: str) -> Path:
     last = run.checkpoint_dir(stage) / "last.ckpt"
     if last.is_file():
         return last
-    raise UPSError(f"no checkpoint of stage '{stage}' in {run.root}; train it first "
-                   f"(`ups train --stage {stage} --run-dir {run.root}`) or point --from-run at a run that has one.")
+    raise UPSError(
+        f"no checkpoint of stage '{stage}' in {run.root}; train it first "
+        f"(`ups train --stage {stage} --run-dir {run.root}`) or point --from-run at a run that has one."
+    )
 
 
 def build_stage(cfg: Config, stage: str, source: RunDir):
@@ -74,15 +77,25 @@ def build_latent_cache(cfg: Config, run_dir: Path) -> list:
     """Fill ``training.latent_cache_dir`` with the latents of the autoencoder of ``run_dir``
     (verifying entries that are there); returns the cache entries, one per transient task."""
     if cfg.training.latent_cache_dir is None:
-        raise UPSError("training.latent_cache_dir is not set; set it in the config or as an override, "
-                       "e.g. training.latent_cache_dir=data/latent_cache.")
+        raise UPSError(
+            "training.latent_cache_dir is not set; set it in the config or as an override, "
+            "e.g. training.latent_cache_dir=data/latent_cache."
+        )
     stage = build_stage(cfg, "operator", RunDir(run_dir))
     stage.prepare_latents(training_device(cfg), progress=True)  # the cache alone, not the operator's subspace
     return stage.latents
 
 
-def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightning", resume: bool = False,
-                from_run: Path | None = None, deadline: Deadline | None = None) -> StageRun:
+def train_stage(
+    cfg: Config,
+    stage: str,
+    run_dir: Path,
+    *,
+    engine: str = "lightning",
+    resume: bool = False,
+    from_run: Path | None = None,
+    deadline: Deadline | None = None,
+) -> StageRun:
     """Train ``stage`` of ``cfg`` in ``run_dir`` with ``engine`` (by ``deadline``, when given:
     ``training.time_budget``)."""
     if stage not in STAGES:
@@ -96,8 +109,15 @@ def train_stage(cfg: Config, stage: str, run_dir: Path, *, engine: str = "lightn
     return fit_in_run(stage_obj, cfg, run, engine=engine, resume=resume, deadline=deadline, started=started)
 
 
-def tune_stage(cfg: Config, stage: str, run_dir: Path, request, *, engine: str = "lightning",
-               from_run: Path | None = None) -> list[str]:
+def tune_stage(
+    cfg: Config,
+    stage: str,
+    run_dir: Path,
+    request,
+    *,
+    engine: str = "lightning",
+    from_run: Path | None = None,
+) -> list[str]:
     """Lightning's Tuner on a checked copy of ``stage`` (``ups.engines.tuning``): writes
     ``<run>/tuning.json``; returns the overrides that carry the tuned values into the fit."""
     from ups.engines.tuning import tune
@@ -106,8 +126,9 @@ def tune_stage(cfg: Config, stage: str, run_dir: Path, request, *, engine: str =
     return tune(stage_obj, cfg, Path(run_dir), request)
 
 
-def checked_stage(cfg: Config, stage: str, run: RunDir, *, engine: str, resume: bool,
-                  from_run: Path | None = None):
+def checked_stage(
+    cfg: Config, stage: str, run: RunDir, *, engine: str, resume: bool, from_run: Path | None = None
+):
     """The Stage object of ``stage``, built on its upstream checkpoints (from ``from_run`` or
     ``run``) and through ``preflight``: every check that needs no training, before anything is
     written. Raises ``UPSError`` on bad input."""
@@ -116,8 +137,16 @@ def checked_stage(cfg: Config, stage: str, run: RunDir, *, engine: str, resume: 
     return stage_obj
 
 
-def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool, deadline: Deadline | None = None,
-               started: float | None = None) -> StageRun:
+def fit_in_run(
+    stage_obj,
+    cfg: Config,
+    run: RunDir,
+    *,
+    engine: str,
+    resume: bool,
+    deadline: Deadline | None = None,
+    started: float | None = None,
+) -> StageRun:
     """Train a ``checked_stage`` into ``run``, keeping ``stage_status.json`` truthful (rank 0):
     running (with the log step offset) → done (checkpoints, score, steps, epochs, and the
     stage's wall-clock ``seconds`` since ``started``, its set-up included) or failed."""
@@ -127,8 +156,9 @@ def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool
     started = now() if started is None else started
     if not is_rank_zero():  # Lightning re-runs this command per device; rank 0 keeps the books
         try:
-            result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset,
-                                 deadline=deadline)
+            result = fit_checked(
+                stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset, deadline=deadline
+            )
         except StageOutOfTime:
             return StageRun(stage, run, None, SKIPPED_FOR_TIME)
         return StageRun(stage, run, result, action)
@@ -138,8 +168,9 @@ def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool
             remove_leftovers(folder)
     run.set_stage_state(stage, "running", engine=engine, step_offset=offset)
     try:
-        result = fit_checked(stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset,
-                             deadline=deadline)
+        result = fit_checked(
+            stage_obj, cfg, run, engine=engine, resume=resume, step_offset=offset, deadline=deadline
+        )
     except StageOutOfTime as exc:
         log.warning("%s; skipped", exc)
         if not resume:  # nothing of it is kept: no checkpoint, no log
@@ -150,7 +181,15 @@ def fit_in_run(stage_obj, cfg: Config, run: RunDir, *, engine: str, resume: bool
     except BaseException as exc:
         run.set_stage_state(stage, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
-    run.set_stage_state(stage, "done", engine=engine, best_path=str(result.best_path) if result.best_path else None,
-                        last_path=str(result.last_path), best_score=result.best_score,
-                        global_step=result.global_step, epochs=result.epochs_run, seconds=round(now() - started, 3))
+    run.set_stage_state(
+        stage,
+        "done",
+        engine=engine,
+        best_path=str(result.best_path) if result.best_path else None,
+        last_path=str(result.last_path),
+        best_score=result.best_score,
+        global_step=result.global_step,
+        epochs=result.epochs_run,
+        seconds=round(now() - started, 3),
+    )
     return StageRun(stage, run, result, action)

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator
 
 from ups.atomic import atomic_path
 
@@ -28,11 +28,21 @@ class Summary:
 
     def __init__(self, path: Path, head: dict):
         self.path = Path(path)
-        self.data = {"schema_version": SCHEMA_VERSION, **head, "status": "running", "started_at": now(),
-                     "finished_at": None, "duration_s": None,
-                     "steps": {name: {"status": "pending"} for name in STEPS},
-                     "checkpoints": {}, "evaluations": {}, "gates": {}, "promoted": False,
-                     "champion_run_id": None, "error": None}
+        self.data = {
+            "schema_version": SCHEMA_VERSION,
+            **head,
+            "status": "running",
+            "started_at": now(),
+            "finished_at": None,
+            "duration_s": None,
+            "steps": {name: {"status": "pending"} for name in STEPS},
+            "checkpoints": {},
+            "evaluations": {},
+            "gates": {},
+            "promoted": False,
+            "champion_run_id": None,
+            "error": None,
+        }
         self._t0 = time.perf_counter()
 
     def start(self, validate_seconds: float) -> None:
@@ -80,5 +90,7 @@ class Summary:
         self.finish("failed")
 
     def finish(self, status: str = "done") -> None:
-        self.data.update(status=status, finished_at=now(), duration_s=round(time.perf_counter() - self._t0, 3))
+        self.data.update(
+            status=status, finished_at=now(), duration_s=round(time.perf_counter() - self._t0, 3)
+        )
         self.write()

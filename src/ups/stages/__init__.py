@@ -7,7 +7,9 @@ from ups.stages.diff_residual import DiffResidualStage
 from ups.stages.operator import OperatorStage
 from ups.stages.steady_prior import SteadyPriorStage
 
-STAGES: dict[str, type[Stage]] = {s.name: s for s in (AutoencoderStage, OperatorStage, DiffResidualStage,
-                                                       ConsistencyStage, SteadyPriorStage)}
+STAGES: dict[str, type[Stage]] = {
+    s.name: s
+    for s in (AutoencoderStage, OperatorStage, DiffResidualStage, ConsistencyStage, SteadyPriorStage)
+}
 
 __all__ = ["STAGES", "Stage"]

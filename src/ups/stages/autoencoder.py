@@ -47,13 +47,28 @@ def build_autoencoder(cfg, tasks) -> Autoencoder:
     ranks = channels_by_rank(tasks)
     amplitude = 2 * max(c for counts in ranks.values() for c in counts) if cfg.latent.amplitude else 0
     if amplitude >= cfg.latent.dim:
-        raise ConfigError(f"latent.amplitude carries a mean and a log scale per channel of the widest task's fields "
-                          f"({amplitude // 2} channels) in {amplitude} of the latent.dim = {cfg.latent.dim} channels, "
-                          f"which leaves none for the shape; raise latent.dim or set latent.amplitude=false.")
-    encoder = FieldEncoder(ranks, tokens=cfg.latent.tokens, dim=cfg.latent.dim, hidden=cfg.encoder.hidden,
-                           depth=cfg.encoder.depth, kernel_size=cfg.encoder.kernel_size, amplitude=amplitude)
-    decoder = FieldDecoder(cfg.latent.dim, ranks, hidden=cfg.decoder.hidden, depth=cfg.decoder.depth,
-                           fourier_features=cfg.decoder.fourier_features, amplitude=amplitude)
+        raise ConfigError(
+            f"latent.amplitude carries a mean and a log scale per channel of the widest task's fields "
+            f"({amplitude // 2} channels) in {amplitude} of the latent.dim = {cfg.latent.dim} channels, "
+            f"which leaves none for the shape; raise latent.dim or set latent.amplitude=false."
+        )
+    encoder = FieldEncoder(
+        ranks,
+        tokens=cfg.latent.tokens,
+        dim=cfg.latent.dim,
+        hidden=cfg.encoder.hidden,
+        depth=cfg.encoder.depth,
+        kernel_size=cfg.encoder.kernel_size,
+        amplitude=amplitude,
+    )
+    decoder = FieldDecoder(
+        cfg.latent.dim,
+        ranks,
+        hidden=cfg.decoder.hidden,
+        depth=cfg.decoder.depth,
+        fourier_features=cfg.decoder.fourier_features,
+        amplitude=amplitude,
+    )
     return Autoencoder(encoder, decoder)
 
 
@@ -65,7 +80,9 @@ class AutoencoderStage(Stage):
             raise DataError("stage autoencoder needs at least one task in data.tasks.")
         self.normalizers = field_normalizers(self.tasks)
         self.transient_names = {t.name for t in self.tasks if t.info.kind == "transient"}
-        self.transposed_names = {f"{t.name}.{f}" for t in self.tasks if t.transpose_symmetric for f in ("a", "u")}
+        self.transposed_names = {
+            f"{t.name}.{f}" for t in self.tasks if t.transpose_symmetric for f in ("a", "u")
+        }
         return build_autoencoder(self.cfg, self.tasks)
 
     def all_parameters_used_every_step(self) -> bool:
@@ -75,8 +92,13 @@ class AutoencoderStage(Stage):
         """Snapshots of every transient task, then the coefficients and solutions of the steady ones."""
         transient = [t for t in self.tasks if t.info.kind == "transient"]
         steady = [t for t in self.tasks if t.info.kind == "steady"]
-        return TaskGroups([SnapshotDataset(transient, split), SteadyFieldDataset(steady, split, "a"),
-                           SteadyFieldDataset(steady, split, "u")])
+        return TaskGroups(
+            [
+                SnapshotDataset(transient, split),
+                SteadyFieldDataset(steady, split, "a"),
+                SteadyFieldDataset(steady, split, "u"),
+            ]
+        )
 
     def train_dataset(self):
         return self._fields("train")
@@ -107,7 +129,10 @@ class AutoencoderStage(Stage):
         terms = {"mse": sq_err.mean()}
         if self.cfg.latent.amplitude and transient:  # relative to each sample's own scale: its shape's error
             mean, scale = field_amplitude(u)
-            sq_err, energy = sq_err / scale[:, None].pow(2), ((target - mean[:, None]) / scale[:, None]).pow(2)
+            sq_err, energy = (
+                sq_err / scale[:, None].pow(2),
+                ((target - mean[:, None]) / scale[:, None]).pow(2),
+            )
         # Relative to the batch's energy, not per sample: a nearly flat sample would otherwise dominate.
         terms["loss"] = sq_err.sum() / (energy.sum() + 1e-12)
         per_task(terms, "nrmse", relative_rmse(pred, target), batch["task_names"])
@@ -120,7 +145,9 @@ class AutoencoderStage(Stage):
         target = flat_points(u)
         # Metrics in float32 whatever the autocast precision, so bf16 rounding does not floor them.
         pred, target = pred.float(), target.float()
-        values = nrmse(denormalize(self.normalizers, names, pred), denormalize(self.normalizers, names, target))
+        values = nrmse(
+            denormalize(self.normalizers, names, pred), denormalize(self.normalizers, names, target)
+        )
         metrics: dict[str, torch.Tensor] = {}
         per_task(metrics, "nrmse", values, names)
         return metrics

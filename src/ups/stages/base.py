@@ -85,7 +85,7 @@ class Stage(abc.ABC):
         """Optimizer and a scheduler stepped once per optimizer step (``total_steps`` of them)."""
         return build_optimizer(self.cfg, self.name, self.trainable_parameters(), total_steps)
 
-    def prepare(self, device: torch.device, *, progress: bool = False) -> None:
+    def prepare(self, device: torch.device, *, progress: bool = False) -> None:  # noqa: B027 (optional hook)
         """One-off work before the datasets are built for training (e.g. filling the latent
         cache), run by the engine on its device; nothing by default."""
 

@@ -56,7 +56,8 @@ def per_task(metrics: dict, name: str, values: torch.Tensor, task_names: list[st
 
 
 def relative_rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-sample ||pred - target|| / ||target|| over all but the first axis: [B, ...] -> [B] (float32, detached)."""
+    """Per-sample ||pred - target|| / ||target|| over all but the first axis: [B, ...] -> [B]
+    (float32, detached)."""
     err = (pred - target).detach().float().flatten(1).pow(2).sum(1)
     return (err / target.detach().float().flatten(1).pow(2).sum(1).clamp_min(1e-12)).sqrt()
 
@@ -88,10 +89,12 @@ def evenly_spaced(size: int, count: int) -> list[int]:
     return torch.linspace(0, size - 1, min(size, count)).long().tolist() if size else []
 
 
-def batches_of(dataset, indices: Sequence[int], collate: Callable, size: int, device: torch.device) -> Iterator:
+def batches_of(
+    dataset, indices: Sequence[int], collate: Callable, size: int, device: torch.device
+) -> Iterator:
     """The items ``indices`` of ``dataset``, collated ``size`` at a time and moved to ``device``."""
     for first in range(0, len(indices), size):
-        yield to_device(collate([dataset[i] for i in indices[first:first + size]]), device)
+        yield to_device(collate([dataset[i] for i in indices[first : first + size]]), device)
 
 
 @contextmanager

@@ -121,8 +121,12 @@ class ConsistencyStage(DiffResidualStage):
         noise = torch.randn(pred.shape, generator=torch.Generator().manual_seed(seed)).to(pred)
 
         def student_sample() -> torch.Tensor:
-            return consistency_sample(self.velocity(batch, pred, self.model.student), noise,
-                                      self.cfg.consistency.steps_infer, torch.Generator().manual_seed(seed + 1))
+            return consistency_sample(
+                self.velocity(batch, pred, self.model.student),
+                noise,
+                self.cfg.consistency.steps_infer,
+                torch.Generator().manual_seed(seed + 1),
+            )
 
         student, student_time = timed(student_sample, pred.device)
         teacher, teacher_time = timed(lambda: self.sample_teacher(batch, pred, noise), pred.device)
@@ -136,13 +140,19 @@ class ConsistencyStage(DiffResidualStage):
         metrics["speedup"] = torch.full((pred.shape[0],), teacher_time / max(student_time, 1e-9))
         return metrics
 
-    def correction(self, batch: dict, context: torch.Tensor, generator: torch.Generator,
-                   net: nn.Module | None = None) -> torch.Tensor:
+    def correction(
+        self, batch: dict, context: torch.Tensor, generator: torch.Generator, net: nn.Module | None = None
+    ) -> torch.Tensor:
         """One residual [B, L, D] for op(z_t) = ``context`` from the student, in latent units."""
         noise = torch.randn(context.shape, generator=generator).to(context)
         velocity = self.velocity(batch, context, net or self.model.student)
-        return consistency_sample(velocity, noise, self.cfg.consistency.steps_infer, generator) * self.model.residual_scale
+        return (
+            consistency_sample(velocity, noise, self.cfg.consistency.steps_infer, generator)
+            * self.model.residual_scale
+        )
 
     def sample_teacher(self, batch: dict, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         d = self.cfg.diffusion
-        return sample_flow(self.velocity(batch, context, self.model.teacher.flow), noise, d.steps_infer, d.sampler)
+        return sample_flow(
+            self.velocity(batch, context, self.model.teacher.flow), noise, d.steps_infer, d.sampler
+        )

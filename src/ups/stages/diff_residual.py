@@ -32,8 +32,15 @@ from ups.data.tasks import param_names
 from ups.eval.metrics import crps, nrmse, spread_skill
 from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
-from ups.stages.batch import (batches_of, denormalize, evenly_spaced, flat_points, on_device, per_task,
-                             relative_rmse)
+from ups.stages.batch import (
+    batches_of,
+    denormalize,
+    evenly_spaced,
+    flat_points,
+    on_device,
+    per_task,
+    relative_rmse,
+)
 from ups.stages.operator import OperatorStage
 
 # Train windows used to measure the residual's scale (shared evenly by the tasks).
@@ -52,9 +59,16 @@ class ResidualModel(nn.Module):
 
 def residual_flow(cfg, stage: OperatorStage) -> FlowNet:
     d = cfg.diffusion
-    return FlowNet(cfg.latent.tokens, cfg.latent.dim, context_dim=cfg.latent.dim, hidden=d.hidden, depth=d.depth,
-                   heads=cfg.operator.heads, n_params=len(param_names(stage.dyn_tasks)),
-                   n_tasks=len(stage.dyn_tasks))
+    return FlowNet(
+        cfg.latent.tokens,
+        cfg.latent.dim,
+        context_dim=cfg.latent.dim,
+        hidden=d.hidden,
+        depth=d.depth,
+        heads=cfg.operator.heads,
+        n_params=len(param_names(stage.dyn_tasks)),
+        n_tasks=len(stage.dyn_tasks),
+    )
 
 
 class DiffResidualStage(OperatorStage):
@@ -94,7 +108,9 @@ class DiffResidualStage(OperatorStage):
         """(z [B, H+1, L, D], r = z_1 - op(z_0) [B, L, D], op(z_0) [B, L, D]) with the frozen operator."""
         z = self.encode_window(batch)
         with torch.no_grad():
-            pred = self.model.operator(z[:, 0], batch["dt"], batch["params"], batch["task_id"], self.forcing(batch))
+            pred = self.model.operator(
+                z[:, 0], batch["dt"], batch["params"], batch["task_id"], self.forcing(batch)
+            )
         return z, z[:, 1] - pred, pred
 
     def velocity(self, batch: dict, context: torch.Tensor, net: FlowNet | None = None):
@@ -102,12 +118,16 @@ class DiffResidualStage(OperatorStage):
         net = net or self.model.flow
         return lambda x, s: net(x, s, context, batch["dt"], batch["params"], batch["task_id"])
 
-    def correction(self, batch: dict, context: torch.Tensor, generator: torch.Generator,
-                   net: FlowNet | None = None) -> torch.Tensor:
+    def correction(
+        self, batch: dict, context: torch.Tensor, generator: torch.Generator, net: FlowNet | None = None
+    ) -> torch.Tensor:
         """One sampled residual [B, L, D] for op(z_t) = ``context``, in latent units."""
         noise = torch.randn(context.shape, generator=generator).to(context)
         d = self.cfg.diffusion
-        return sample_flow(self.velocity(batch, context, net), noise, d.steps_infer, d.sampler) * self.model.residual_scale
+        return (
+            sample_flow(self.velocity(batch, context, net), noise, d.steps_infer, d.sampler)
+            * self.model.residual_scale
+        )
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         _, residual, pred = self.residual(batch)
@@ -121,7 +141,9 @@ class DiffResidualStage(OperatorStage):
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
         generator = self.validation_generator(batch)
         z, _, pred = self.residual(batch)
-        corrected = [pred + self.correction(batch, pred, generator) for _ in range(self.cfg.diffusion.val_samples)]
+        corrected = [
+            pred + self.correction(batch, pred, generator) for _ in range(self.cfg.diffusion.val_samples)
+        ]
         decode, truth = self.decoding(batch, z[:, 0])
         samples = torch.stack([decode(c, 1) for c in corrected])
         names = batch["task_names"]
@@ -134,14 +156,23 @@ class DiffResidualStage(OperatorStage):
             per_task(metrics, "spread_skill", spread_skill(samples, truth(1)), names)
         corrected_rollout, operator_rollout = self.rollouts(batch, z[:, 0], generator)
         steps = range(len(corrected_rollout))
-        per_task(metrics, "rollout_nrmse",
-                 torch.stack([nrmse(decode(corrected_rollout[k], k + 1), truth(k + 1)) for k in steps]).mean(0), names)
-        per_task(metrics, "operator_rollout_nrmse",
-                 torch.stack([nrmse(decode(operator_rollout[k], k + 1), truth(k + 1)) for k in steps]).mean(0), names)
+        per_task(
+            metrics,
+            "rollout_nrmse",
+            torch.stack([nrmse(decode(corrected_rollout[k], k + 1), truth(k + 1)) for k in steps]).mean(0),
+            names,
+        )
+        per_task(
+            metrics,
+            "operator_rollout_nrmse",
+            torch.stack([nrmse(decode(operator_rollout[k], k + 1), truth(k + 1)) for k in steps]).mean(0),
+            names,
+        )
         return metrics
 
     def rollouts(self, batch: dict, z0: torch.Tensor, generator: torch.Generator):
-        """Latents of the corrected and the operator-only rollouts over the window: two lists of H [B, L, D]."""
+        """Latents of the corrected and the operator-only rollouts over the window: two lists of
+        H [B, L, D]."""
         corrected, plain = [], []
         zc = zp = z0
         forcing = self.forcing(batch)

@@ -45,7 +45,8 @@ _ENCODE_CHUNK = 32
 # Training frames the operator's latent subspace is fitted on (all tasks together).
 _SUBSPACE_FRAMES = 4096
 # The subspace is dropped when it decodes validation frames more than this much worse than their full
-# latents (measured: 1D latents lose under 1% at 64 directions; the 2D heat file's lose 3x, docs/benchmarks.md).
+# latents (measured: 1D latents lose under 1% at 64 directions; the 2D heat file's lose 3x,
+# docs/benchmarks.md).
 _SUBSPACE_TOLERANCE = 0.05
 _SUBSPACE_CHECK_FRAMES = 256
 # Train trajectories per task on which the autoencoder's error is followed over time (``error_carry``).
@@ -63,8 +64,14 @@ def forcing_encoder(cfg, tasks) -> FieldEncoder | None:
             ranks.setdefault(len(task.info.spatial_shape), []).append(len(task.info.static_channels))
     if not ranks:
         return None
-    return FieldEncoder(ranks, tokens=cfg.latent.tokens, dim=cfg.latent.dim, hidden=cfg.encoder.hidden,
-                        depth=cfg.encoder.depth, kernel_size=cfg.encoder.kernel_size)
+    return FieldEncoder(
+        ranks,
+        tokens=cfg.latent.tokens,
+        dim=cfg.latent.dim,
+        hidden=cfg.encoder.hidden,
+        depth=cfg.encoder.depth,
+        kernel_size=cfg.encoder.kernel_size,
+    )
 
 
 class OperatorModel(nn.Module):
@@ -92,14 +99,21 @@ class OperatorStage(Stage):
         self.normalizers = field_normalizers(self.dyn_tasks)
         self.latents: list[LatentEntry] | None = None
         self._carry: torch.Tensor | None = None
-        operator = LatentOperator(cfg.latent.tokens, cfg.latent.dim, depth=cfg.operator.depth, heads=cfg.operator.heads,
-                                  mlp_ratio=cfg.operator.mlp_ratio, dropout=cfg.operator.dropout,
-                                  n_params=len(param_names(self.dyn_tasks)), n_tasks=len(self.dyn_tasks),
-                                  subspace_dim=cfg.operator.subspace_dim, locality=cfg.operator.locality,
-                                  task_grids=[token_grid(cfg.latent.tokens, len(t.info.spatial_shape))
-                                              for t in self.dyn_tasks],
-                                  periodic=[t.periodic for t in self.dyn_tasks],
-                                  forcing=forcing_encoder(cfg, self.dyn_tasks))
+        operator = LatentOperator(
+            cfg.latent.tokens,
+            cfg.latent.dim,
+            depth=cfg.operator.depth,
+            heads=cfg.operator.heads,
+            mlp_ratio=cfg.operator.mlp_ratio,
+            dropout=cfg.operator.dropout,
+            n_params=len(param_names(self.dyn_tasks)),
+            n_tasks=len(self.dyn_tasks),
+            subspace_dim=cfg.operator.subspace_dim,
+            locality=cfg.operator.locality,
+            task_grids=[token_grid(cfg.latent.tokens, len(t.info.spatial_shape)) for t in self.dyn_tasks],
+            periodic=[t.periodic for t in self.dyn_tasks],
+            forcing=forcing_encoder(cfg, self.dyn_tasks),
+        )
         return OperatorModel(autoencoder, operator)
 
     def forcing(self, batch: dict) -> torch.Tensor | None:
@@ -125,20 +139,31 @@ class OperatorStage(Stage):
         self.prepare_latents(device, progress=progress)
         operator = self.model.operator
         if operator.subspace_dim:
-            with on_device([self.model.encoder, self.model.decoder, operator], device):  # encodes when no cache
+            with on_device(
+                [self.model.encoder, self.model.decoder, operator], device
+            ):  # encodes when no cache
                 samples = self.subspace_samples(device)
                 kept = operator.fit_subspace(samples)
                 cost = self.subspace_cost(device)
             if cost > 1 + _SUBSPACE_TOLERANCE:
                 operator.drop_subspace()
-                log.warning("operator: the %d-dimensional latent subspace keeps %.5f of the training latents' variance "
-                            "but its decoded validation error is %.2fx that of the full latents (more than %.2fx): "
-                            "it is not used (operator.subspace_dim=0 says so up front)", operator.subspace_dim, kept,
-                            cost, 1 + _SUBSPACE_TOLERANCE)
+                log.warning(
+                    "operator: the %d-dimensional latent subspace keeps %.5f of the training latents' "
+                    "variance but its decoded validation error is %.2fx that of the full latents "
+                    "(more than %.2fx): it is not used (operator.subspace_dim=0 says so up front)",
+                    operator.subspace_dim,
+                    kept,
+                    cost,
+                    1 + _SUBSPACE_TOLERANCE,
+                )
             else:
-                log.info("operator: the %d-dimensional latent subspace keeps %.5f of the training latents' variance "
-                         "and its decoded validation error is %.3fx that of the full latents", operator.subspace_dim,
-                         kept, cost)
+                log.info(
+                    "operator: the %d-dimensional latent subspace keeps %.5f of the training latents' "
+                    "variance and its decoded validation error is %.3fx that of the full latents",
+                    operator.subspace_dim,
+                    kept,
+                    cost,
+                )
 
     @torch.no_grad()
     def subspace_cost(self, device: torch.device) -> float:
@@ -150,17 +175,33 @@ class OperatorStage(Stage):
         share = max(1, _SUBSPACE_CHECK_FRAMES // len(self.dyn_tasks))
         for k, task in enumerate(self.dyn_tasks):
             trajectories = np.asarray(task.split.indices("val"))
-            picked = trajectories[np.unique(np.linspace(0, len(trajectories) - 1, min(len(trajectories), 8))
-                                            .round().astype(int))] if len(trajectories) else []
+            picked = (
+                trajectories[
+                    np.unique(
+                        np.linspace(0, len(trajectories) - 1, min(len(trajectories), 8)).round().astype(int)
+                    )
+                ]
+                if len(trajectories)
+                else []
+            )
             points = torch.from_numpy(task.file.coordinates()).to(device)
             points = points.reshape(1, -1, points.shape[-1])
             frames = slice(0, None, max(1, -(-task.info.n_times * len(picked) // share)))
             for trajectory in list(picked):
-                u = flat_points(torch.from_numpy(task.normalizer.normalize(task.file.trajectory(int(trajectory), frames))))
+                u = flat_points(
+                    torch.from_numpy(task.normalizer.normalize(task.file.trajectory(int(trajectory), frames)))
+                )
                 z = torch.from_numpy(self._encode_trajectory(k, int(trajectory), device, frames)).to(device)
                 for projected in (True, False):
-                    decoded = self.model.decoder(project(z) if projected else z, points.expand(len(z), -1, -1),
-                                                 channels=u.shape[-1]).float().cpu()
+                    decoded = (
+                        self.model.decoder(
+                            project(z) if projected else z,
+                            points.expand(len(z), -1, -1),
+                            channels=u.shape[-1],
+                        )
+                        .float()
+                        .cpu()
+                    )
                     errors[projected].append(nrmse(decoded, u.float()))
         if not errors[False]:
             return 1.0  # no validation frames: nothing to check against
@@ -174,13 +215,20 @@ class OperatorStage(Stage):
         out = []
         for k, task in enumerate(self.dyn_tasks):
             trajectories = np.asarray(task.split.indices("train"))
-            picked = np.unique(np.linspace(0, len(trajectories) - 1, min(len(trajectories), share)).round().astype(int))
+            picked = np.unique(
+                np.linspace(0, len(trajectories) - 1, min(len(trajectories), share)).round().astype(int)
+            )
             if not len(picked):
                 continue
-            frames = slice(0, None, -(-task.info.n_times * len(picked) // share))  # ceil: at most share in all
+            frames = slice(
+                0, None, -(-task.info.n_times * len(picked) // share)
+            )  # ceil: at most share in all
             for trajectory in trajectories[picked].tolist():
-                latents = (self.latents[k].frames(trajectory, frames) if self.latents is not None
-                           else self._encode_trajectory(k, trajectory, device, frames))
+                latents = (
+                    self.latents[k].frames(trajectory, frames)
+                    if self.latents is not None
+                    else self._encode_trajectory(k, trajectory, device, frames)
+                )
                 out.append(torch.from_numpy(latents))
         return torch.cat(out)
 
@@ -192,12 +240,18 @@ class OperatorStage(Stage):
         encoder = self.model.encoder
         with on_device([encoder], device):  # eval mode: the same as when it encodes in a step
             self.latents = LatentCache(t.latent_cache_dir).ensure(
-                self.dyn_tasks, lambda k, i: self._encode_trajectory(k, i, device), encoder=encoder_digest(encoder),
-                dtype=t.latent_cache_dtype, latent_shape=self.latent_shape, progress=progress)
+                self.dyn_tasks,
+                lambda k, i: self._encode_trajectory(k, i, device),
+                encoder=encoder_digest(encoder),
+                dtype=t.latent_cache_dtype,
+                latent_shape=self.latent_shape,
+                progress=progress,
+            )
 
     @torch.no_grad()
-    def _encode_trajectory(self, k: int, trajectory: int, device: torch.device,
-                           frames: slice = slice(None)) -> np.ndarray:
+    def _encode_trajectory(
+        self, k: int, trajectory: int, device: torch.device, frames: slice = slice(None)
+    ) -> np.ndarray:
         """Latents of the ``frames`` (default: all) of one trajectory of task k: float32 [F, L, D]."""
         task = self.dyn_tasks[k]
         frames = torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory, frames)))
@@ -210,8 +264,9 @@ class OperatorStage(Stage):
 
     def _windows(self, split: str, fields: bool) -> WindowDataset:
         t = self.cfg.training
-        return WindowDataset(self.dyn_tasks, split, t.rollout_horizon, t.time_stride, latents=self.latents,
-                             fields=fields)
+        return WindowDataset(
+            self.dyn_tasks, split, t.rollout_horizon, t.time_stride, latents=self.latents, fields=fields
+        )
 
     def train_dataset(self):
         return self._windows("train", fields=self.cfg.operator.decoded_weight > 0)
@@ -236,8 +291,9 @@ class OperatorStage(Stage):
         return self.cfg.latent.tokens, self.cfg.latent.dim
 
     def _rollout(self, batch: dict, z0: torch.Tensor, steps: int) -> torch.Tensor:
-        return self.model.operator.rollout(z0, batch["dt"], batch["params"], batch["task_id"], steps,
-                                           self.forcing(batch))
+        return self.model.operator.rollout(
+            z0, batch["dt"], batch["params"], batch["task_id"], steps, self.forcing(batch)
+        )
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         w = self.cfg.operator
@@ -259,12 +315,14 @@ class OperatorStage(Stage):
 
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
         window, names = batch["window"], batch["task_names"]
-        coords, channels = flat_points(batch["coords"]), window.shape[-1]
+        coords = flat_points(batch["coords"])
         z = self.encode_window(batch)
         steps = z.shape[1] - 1
         pred = self._rollout(batch, z[:, 0], steps)
         decode = self.decoder_for(batch, z[:, 0], flat_points(window[:, 0]), coords)
-        truth = [denormalize(self.normalizers, names, flat_points(window[:, k]).float()) for k in range(steps + 1)]
+        truth = [
+            denormalize(self.normalizers, names, flat_points(window[:, k]).float()) for k in range(steps + 1)
+        ]
         decoded = [decode(pred[:, k], k + 1) for k in range(steps)]
         metrics: dict[str, torch.Tensor] = {}
         per_task(metrics, "nrmse", nrmse(decoded[0], truth[1]), names)
@@ -273,8 +331,9 @@ class OperatorStage(Stage):
         per_task(metrics, "persistence_nrmse", nrmse(truth[0], truth[1]), names)
         return metrics
 
-    def decoder_for(self, batch: dict, z0: torch.Tensor, u0: torch.Tensor,
-                    coords: torch.Tensor) -> Callable[[torch.Tensor, int], torch.Tensor]:
+    def decoder_for(
+        self, batch: dict, z0: torch.Tensor, u0: torch.Tensor, coords: torch.Tensor
+    ) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """decode(z, k): latents predicted k >= 1 steps after the known frame u0 [B, Q, C] (normalised,
         at ``coords`` [B, Q, d]; z0 its encoding) -> physical fields [B, Q, C] of the batch's tasks.
 
@@ -287,7 +346,9 @@ class OperatorStage(Stage):
         if self.cfg.operator.carry_error:
             start = self.model.decoder(self.model.operator.project(z0), coords, channels=channels)
             error = u0.float() - start.float()
-            carry = self.error_carry().to(u0.device)[batch["task_id"].to(u0.device)][..., :channels]  # [B, K+1, C]
+            carry = self.error_carry().to(u0.device)[batch["task_id"].to(u0.device)][
+                ..., :channels
+            ]  # [B, K+1, C]
 
         def decode(z: torch.Tensor, k: int) -> torch.Tensor:  # float32 whatever the autocast precision
             decoded = self.model.decoder(z, coords, channels=channels).float()
@@ -316,28 +377,44 @@ class OperatorStage(Stage):
         carry = torch.zeros(len(tasks), lags, max(t.info.n_channels for t in tasks))
         for k, task in enumerate(tasks):
             trajectories = np.asarray(task.split.indices("train"))
-            picked = np.unique(np.linspace(0, len(trajectories) - 1, min(len(trajectories), _CARRY_TRAJECTORIES))
-                               .round().astype(int))
+            picked = np.unique(
+                np.linspace(0, len(trajectories) - 1, min(len(trajectories), _CARRY_TRAJECTORIES))
+                .round()
+                .astype(int)
+            )
             points = torch.from_numpy(task.file.coordinates()).to(device)
             points = points.reshape(1, -1, points.shape[-1])
             width = task.info.n_channels
-            num, den = torch.zeros(lags, width, dtype=torch.float64), torch.zeros(lags, width, dtype=torch.float64)
+            num, den = (
+                torch.zeros(lags, width, dtype=torch.float64),
+                torch.zeros(lags, width, dtype=torch.float64),
+            )
             for trajectory in trajectories[picked].tolist():
                 frames = slice(0, None, stride)
-                u = flat_points(torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory, frames))))
-                z = self.model.operator.project(torch.from_numpy(self._encode_trajectory(k, trajectory, device, frames))
-                                                .to(device))
-                decoded = torch.cat([self.model.decoder(chunk, points.expand(len(chunk), -1, -1), channels=width)
-                                     for chunk in z.split(_ENCODE_CHUNK)])
+                u = flat_points(
+                    torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory, frames)))
+                )
+                z = self.model.operator.project(
+                    torch.from_numpy(self._encode_trajectory(k, trajectory, device, frames)).to(device)
+                )
+                decoded = torch.cat(
+                    [
+                        self.model.decoder(chunk, points.expand(len(chunk), -1, -1), channels=width)
+                        for chunk in z.split(_ENCODE_CHUNK)
+                    ]
+                )
                 e = (u.to(device).double() - decoded.double()).cpu()  # [F, Q, C]
                 for lag in range(len(e)):
-                    num[lag] += (e[:len(e) - lag] * e[lag:]).sum(dim=(0, 1))
-                    den[lag] += e[:len(e) - lag].pow(2).sum(dim=(0, 1))
+                    num[lag] += (e[: len(e) - lag] * e[lag:]).sum(dim=(0, 1))
+                    den[lag] += e[: len(e) - lag].pow(2).sum(dim=(0, 1))
             carry[k, :, :width] = (num / den.clamp(min=1e-300)).clamp(0.0, 1.0).float()
         return carry
 
     def metadata(self) -> dict:
         """Adds the PDE parameter order and ``task_order``: the task embedding's rows, which a
         checkpoint must share with the config it is loaded under (``ups.checkpoint.check_fit``)."""
-        return {**super().metadata(), "param_names": param_names(self.dyn_tasks),
-                "task_order": [t.name for t in self.dyn_tasks]}
+        return {
+            **super().metadata(),
+            "param_names": param_names(self.dyn_tasks),
+            "task_order": [t.name for t in self.dyn_tasks],
+        }

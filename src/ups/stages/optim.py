@@ -19,8 +19,11 @@ from ups.config import Config, max_time_seconds
 def resolved_optimizer(cfg: Config, stage: str) -> dict:
     """The optimizer settings of ``stage``: global values, then the stage's overrides."""
     settings = {
-        "name": cfg.optimizer.name, "lr": cfg.optimizer.lr, "weight_decay": cfg.optimizer.weight_decay,
-        "scheduler": cfg.optimizer.scheduler, "warmup_steps": cfg.optimizer.warmup_steps,
+        "name": cfg.optimizer.name,
+        "lr": cfg.optimizer.lr,
+        "weight_decay": cfg.optimizer.weight_decay,
+        "scheduler": cfg.optimizer.scheduler,
+        "warmup_steps": cfg.optimizer.warmup_steps,
     }
     override = getattr(cfg.stages, stage).optimizer
     settings.update({k: v for k, v in vars(override).items() if v is not None})
@@ -32,15 +35,20 @@ def build_optimizer(cfg: Config, stage: str, params, total_steps: int):
     s = resolved_optimizer(cfg, stage)
     params = list(params)
     if s["name"] == "adamw":
-        opt = torch.optim.AdamW(params, lr=s["lr"], weight_decay=s["weight_decay"], betas=tuple(cfg.optimizer.betas))
+        opt = torch.optim.AdamW(
+            params, lr=s["lr"], weight_decay=s["weight_decay"], betas=tuple(cfg.optimizer.betas)
+        )
     elif s["name"] == "adam":
-        opt = torch.optim.Adam(params, lr=s["lr"], weight_decay=s["weight_decay"], betas=tuple(cfg.optimizer.betas))
+        opt = torch.optim.Adam(
+            params, lr=s["lr"], weight_decay=s["weight_decay"], betas=tuple(cfg.optimizer.betas)
+        )
     else:
         opt = torch.optim.SGD(params, lr=s["lr"], weight_decay=s["weight_decay"], momentum=0.9)
     if s["scheduler"] == "none" and s["warmup_steps"] == 0:
         return opt, None
-    return opt, BudgetSchedule(opt, s["scheduler"], s["warmup_steps"], max(total_steps, 1),
-                               max_time_seconds(cfg.training.max_time))
+    return opt, BudgetSchedule(
+        opt, s["scheduler"], s["warmup_steps"], max(total_steps, 1), max_time_seconds(cfg.training.max_time)
+    )
 
 
 def lr_factor(kind: str, warmup: int, progress: float, step: int) -> float:

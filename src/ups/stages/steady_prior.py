@@ -34,8 +34,16 @@ from ups.eval.metrics import nrmse
 from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
-from ups.stages.batch import (batches_of, denormalize, evenly_spaced, flat_points, on_device, per_task,
-                             relative_rmse, transpose_half)
+from ups.stages.batch import (
+    batches_of,
+    denormalize,
+    evenly_spaced,
+    flat_points,
+    on_device,
+    per_task,
+    relative_rmse,
+    transpose_half,
+)
 
 # Train pairs encoded to measure the spread of the solutions' latents (residual_scale).
 _SCALE_PAIRS = 1024
@@ -66,9 +74,16 @@ class SteadyPriorStage(Stage):
         p = cfg.steady_prior
 
         def backbone() -> FlowNet:
-            return FlowNet(cfg.latent.tokens, cfg.latent.dim, context_dim=cfg.latent.dim, hidden=p.hidden,
-                           depth=p.depth, heads=cfg.operator.heads, n_params=len(self.param_order),
-                           n_tasks=len(self.steady))
+            return FlowNet(
+                cfg.latent.tokens,
+                cfg.latent.dim,
+                context_dim=cfg.latent.dim,
+                hidden=p.hidden,
+                depth=p.depth,
+                heads=cfg.operator.heads,
+                n_params=len(self.param_order),
+                n_tasks=len(self.steady),
+            )
 
         return SteadyPriorModel(autoencoder, backbone(), backbone())
 
@@ -83,7 +98,9 @@ class SteadyPriorStage(Stage):
         latents = []
         with torch.no_grad(), on_device(self.frozen_modules(), device):
             for batch in batches_of(pairs, picks, self.collate, 64, device):
-                latents.append(self.model.encoder(batch["target"], batch["coords"], amplitude=False).double().cpu())
+                latents.append(
+                    self.model.encoder(batch["target"], batch["coords"], amplitude=False).double().cpu()
+                )
         z_u = torch.cat(latents)
         spread = float((z_u - z_u.mean(dim=0)).pow(2).mean().sqrt())
         self.model.residual_scale.fill_(max(spread, 1e-8))
@@ -99,21 +116,28 @@ class SteadyPriorStage(Stage):
     def encode(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(z(a), z(u)), each [B, L, D]; steady fields do not carry their amplitude (``latent.amplitude``)."""
         coords = batch["coords"]
-        return (self.model.encoder(batch["input"], coords, amplitude=False),
-                self.model.encoder(batch["target"], coords, amplitude=False))
+        return (
+            self.model.encoder(batch["input"], coords, amplitude=False),
+            self.model.encoder(batch["target"], coords, amplitude=False),
+        )
 
     def velocity(self, batch: dict, z_a: torch.Tensor):
         return lambda x, s: self.model.flow(x, s, z_a, None, batch["params"], batch["task_id"])
 
     def regress(self, batch: dict, z_a: torch.Tensor) -> torch.Tensor:
         zeros = torch.zeros(z_a.shape[0], device=z_a.device, dtype=z_a.dtype)
-        return self.model.regression(torch.zeros_like(z_a), zeros, z_a, None, batch["params"], batch["task_id"])
+        return self.model.regression(
+            torch.zeros_like(z_a), zeros, z_a, None, batch["params"], batch["task_id"]
+        )
 
-    def sample(self, batch: dict, z_a: torch.Tensor, guess: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    def sample(
+        self, batch: dict, z_a: torch.Tensor, guess: torch.Tensor, noise: torch.Tensor
+    ) -> torch.Tensor:
         """A solution latent [B, L, D]: the regression's ``guess`` plus the flow's residual integrated
         from ``noise``."""
-        residual = sample_flow(self.velocity(batch, z_a), noise, self.cfg.steady_prior.steps_infer,
-                               self.cfg.diffusion.sampler)
+        residual = sample_flow(
+            self.velocity(batch, z_a), noise, self.cfg.steady_prior.steps_infer, self.cfg.diffusion.sampler
+        )
         return guess + self.model.residual_scale * residual
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
@@ -152,5 +176,8 @@ class SteadyPriorStage(Stage):
         return metrics
 
     def metadata(self) -> dict:
-        return {**super().metadata(), "param_names": self.param_order,
-                "task_order": [t.name for t in self.steady]}
+        return {
+            **super().metadata(),
+            "param_names": self.param_order,
+            "task_order": [t.name for t in self.steady],
+        }

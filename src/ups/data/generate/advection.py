@@ -37,8 +37,13 @@ def solve(n: int, nx: int, nt: int, seed: int, params: dict, progress: bool) -> 
     modes = draw_sine_modes(rng, n)
     x = cell_centres(nx)
     t = np.linspace(0.0, T_FINAL, nt)
-    out = fill_in_chunks(np.empty((n, nt, nx), dtype=np.float32), CHUNK, "advection1d", progress,
-                         lambda rows: advect_spectral(modes[rows].evaluate(x), params["beta"], t))
+    out = fill_in_chunks(
+        np.empty((n, nt, nx), dtype=np.float32),
+        CHUNK,
+        "advection1d",
+        progress,
+        lambda rows: advect_spectral(modes[rows].evaluate(x), params["beta"], t),
+    )
     return SolveResult(solution=out, coords={"x": x, "t": t})
 
 

@@ -57,7 +57,9 @@ def conserved(rho: np.ndarray, u: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 def _euler_flux(rho, u, p):
     energy = p / (GAMMA - 1.0) + 0.5 * rho * u**2
-    return np.stack([rho * u, rho * u**2 + p, (energy + p) * u], axis=1), np.stack([rho, rho * u, energy], axis=1)
+    return np.stack([rho * u, rho * u**2 + p, (energy + p) * u], axis=1), np.stack(
+        [rho, rho * u, energy], axis=1
+    )
 
 
 def hllc_flux(left: tuple, right: tuple) -> np.ndarray:
@@ -76,8 +78,11 @@ def hllc_flux(left: tuple, right: tuple) -> np.ndarray:
 
     star_l = flux_l + sl[:, None] * (star(rl, ul, pl, sl, state_l) - state_l)
     star_r = flux_r + sr[:, None] * (star(rr, ur, pr, sr, state_r) - state_r)
-    return np.where((sl >= 0)[:, None], flux_l,
-                    np.where((s_star >= 0)[:, None], star_l, np.where((sr > 0)[:, None], star_r, flux_r)))
+    return np.where(
+        (sl >= 0)[:, None],
+        flux_l,
+        np.where((s_star >= 0)[:, None], star_l, np.where((sr > 0)[:, None], star_r, flux_r)),
+    )
 
 
 def flux_divergence(state: np.ndarray, dx: float, viscosity: float) -> np.ndarray:
@@ -86,7 +91,7 @@ def flux_divergence(state: np.ndarray, dx: float, viscosity: float) -> np.ndarra
     for w in primitive(state):
         w_prev, w_next = np.roll(w, 1, axis=-1), np.roll(w, -1, axis=-1)
         slope = mc_slope(w_prev, w, w_next)
-        faces_left.append(w + 0.5 * slope)                       # left state of face i+1/2
+        faces_left.append(w + 0.5 * slope)  # left state of face i+1/2
         faces_right.append(np.roll(w - 0.5 * slope, -1, axis=-1))  # right state of face i+1/2
     flux = hllc_flux(tuple(faces_left), tuple(faces_right))
     if viscosity:
@@ -107,8 +112,9 @@ def stable_step(state: np.ndarray, dx: float, viscosity: float) -> float:
     return dt
 
 
-def evolve(rho0: np.ndarray, u0: np.ndarray, p0: np.ndarray, eta: float, zeta: float,
-           times: np.ndarray) -> np.ndarray:
+def evolve(
+    rho0: np.ndarray, u0: np.ndarray, p0: np.ndarray, eta: float, zeta: float, times: np.ndarray
+) -> np.ndarray:
     """The states at ``times`` (increasing, times[0] the initial time) -> float64
     [B, T, 3, X], conserved variables (rho, rho u, E), from primitive fields [B, X].
 
@@ -129,8 +135,10 @@ def evolve(rho0: np.ndarray, u0: np.ndarray, p0: np.ndarray, eta: float, zeta: f
             t += dt
             rho, _, p = primitive(state)
             if not (np.isfinite(state).all() and rho.min() > 0 and p.min() > 0):
-                raise UPSError(f"cfd1d: density or pressure lost positivity at t={t:.4g}; lower the "
-                               f"initial amplitude or raise nx.")
+                raise UPSError(
+                    f"cfd1d: density or pressure lost positivity at t={t:.4g}; lower the "
+                    f"initial amplitude or raise nx."
+                )
         frames[:, j] = state
     return frames
 
@@ -160,19 +168,27 @@ def solve(n: int, nx: int, nt: int, seed: int, params: dict, progress: bool) -> 
     rho0, u0, p0 = initial_fields(rng, n, x)
     t = np.linspace(0.0, T_FINAL, nt)
     out = fill_in_chunks(
-        np.empty((n, nt, nx, 3), dtype=np.float32), CHUNK, "cfd1d", progress,
-        lambda rows: to_variables(evolve(rho0[rows], u0[rows], p0[rows], params["eta"], params["zeta"], t)))
+        np.empty((n, nt, nx, 3), dtype=np.float32),
+        CHUNK,
+        "cfd1d",
+        progress,
+        lambda rows: to_variables(evolve(rho0[rows], u0[rows], p0[rows], params["eta"], params["zeta"], t)),
+    )
     return SolveResult(solution=out, coords={"x": x, "t": t}, channels=VARIABLES)
 
 
 GENERATOR = Generator(
     name="cfd1d",
-    description="1D compressible Navier-Stokes (density, pressure, Vx; gamma 5/3), x in [0,1) periodic, t in [0,1]",
+    description=(
+        "1D compressible Navier-Stokes (density, pressure, Vx; gamma 5/3), x in [0,1) periodic, t in [0,1]"
+    ),
     default_n=128,
     default_nx=256,
     default_nt=201,  # frames 0.005 apart: persistence's one-step nRMSE is 0.033 (docs/data.md)
     default_params={"eta": 0.01, "zeta": 0.01},
-    file_name=lambda p: f"1D_CFD_Rand_Eta{pdebench_number(p['eta'])}_Zeta{pdebench_number(p['zeta'])}_periodic_Train.hdf5",
+    file_name=lambda p: (
+        f"1D_CFD_Rand_Eta{pdebench_number(p['eta'])}_Zeta{pdebench_number(p['zeta'])}_periodic_Train.hdf5"
+    ),
     solve=solve,
     positive_params=frozenset({"eta", "zeta"}),
     min_nx=16,

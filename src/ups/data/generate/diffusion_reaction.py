@@ -44,17 +44,26 @@ def cell_centres(n: int) -> np.ndarray:
 def laplacian(field: np.ndarray, dx: float) -> np.ndarray:
     """5-point Laplacian of [..., X, Y] with mirrored ghost cells (no-flux boundaries)."""
     padded = np.pad(field, [(0, 0)] * (field.ndim - 2) + [(1, 1), (1, 1)], mode="edge")
-    return (padded[..., 2:, 1:-1] + padded[..., :-2, 1:-1] + padded[..., 1:-1, 2:]
-            + padded[..., 1:-1, :-2] - 4.0 * field) / dx**2
+    return (
+        padded[..., 2:, 1:-1]
+        + padded[..., :-2, 1:-1]
+        + padded[..., 1:-1, 2:]
+        + padded[..., 1:-1, :-2]
+        - 4.0 * field
+    ) / dx**2
 
 
 def rhs(u: np.ndarray, v: np.ndarray, params: dict, dx: float) -> tuple[np.ndarray, np.ndarray]:
     """Time derivatives (u_t, v_t) of fields [B, X, Y]."""
-    return (params["du"] * laplacian(u, dx) + u - u**3 - params["k"] - v,
-            params["dv"] * laplacian(v, dx) + u - v)
+    return (
+        params["du"] * laplacian(u, dx) + u - u**3 - params["k"] - v,
+        params["dv"] * laplacian(v, dx) + u - v,
+    )
 
 
-def evolve(u0: np.ndarray, v0: np.ndarray, params: dict, times: np.ndarray, dt_max: float = DT_MAX) -> np.ndarray:
+def evolve(
+    u0: np.ndarray, v0: np.ndarray, params: dict, times: np.ndarray, dt_max: float = DT_MAX
+) -> np.ndarray:
     """RK4 from (u0, v0) [B, X, X] to equispaced ``times`` -> float64 [B, T, X, X, 2].
 
     Raises:
@@ -77,8 +86,10 @@ def evolve(u0: np.ndarray, v0: np.ndarray, params: dict, times: np.ndarray, dt_m
             u = u + dt / 6.0 * (k1[0] + 2 * k2[0] + 2 * k3[0] + k4[0])
             v = v + dt / 6.0 * (k1[1] + 2 * k2[1] + 2 * k3[1] + k4[1])
         if not (np.isfinite(u).all() and np.isfinite(v).all()):
-            raise UPSError(f"diffusion_reaction2d: the fields stopped being finite by t={times[j]:.4g}; lower du, dv "
-                           f"or nx.")
+            raise UPSError(
+                f"diffusion_reaction2d: the fields stopped being finite by t={times[j]:.4g}; lower du, dv "
+                f"or nx."
+            )
         frames[:, j, ..., 0], frames[:, j, ..., 1] = u, v
     return frames
 
@@ -103,8 +114,13 @@ def solve(n: int, nx: int, nt: int, seed: int, params: dict, progress: bool) -> 
     x = cell_centres(nx)
     u0, v0 = initial_fields(rng, n, x)
     t = np.linspace(0.0, T_FINAL, nt)
-    out = fill_in_chunks(np.empty((n, nt, nx, nx, 2), dtype=np.float32), CHUNK, "diffusion_reaction2d", progress,
-                         lambda rows: evolve(u0[rows], v0[rows], params, t))
+    out = fill_in_chunks(
+        np.empty((n, nt, nx, nx, 2), dtype=np.float32),
+        CHUNK,
+        "diffusion_reaction2d",
+        progress,
+        lambda rows: evolve(u0[rows], v0[rows], params, t),
+    )
     return SolveResult(solution=out, coords={"x": x, "y": x, "t": t}, channels=CHANNELS)
 
 

@@ -80,8 +80,14 @@ def solve(n: int, nx: int, nt: int, seed: int, params: dict, progress: bool) -> 
     x = cell_centres(nx)
     t = np.linspace(0.0, T_FINAL, nt)
     out = fill_in_chunks(
-        np.empty((n, nt, nx), dtype=np.float32), CHUNK, "reaction_diffusion1d", progress,
-        lambda rows: evolve(normalised_initial_condition(modes[rows].evaluate(x)), params["nu"], params["rho"], t))
+        np.empty((n, nt, nx), dtype=np.float32),
+        CHUNK,
+        "reaction_diffusion1d",
+        progress,
+        lambda rows: evolve(
+            normalised_initial_condition(modes[rows].evaluate(x)), params["nu"], params["rho"], t
+        ),
+    )
     return SolveResult(solution=out, coords={"x": x, "t": t})
 
 

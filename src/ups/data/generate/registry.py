@@ -20,8 +20,15 @@ from ups.data.generate.spec import Generator
 from ups.errors import UPSError
 
 GENERATORS: dict[str, Generator] = {
-    g.name: g for g in (burgers.GENERATOR, advection.GENERATOR, reaction_diffusion.GENERATOR, darcy.GENERATOR,
-                        cfd.GENERATOR, diffusion_reaction.GENERATOR)
+    g.name: g
+    for g in (
+        burgers.GENERATOR,
+        advection.GENERATOR,
+        reaction_diffusion.GENERATOR,
+        darcy.GENERATOR,
+        cfd.GENERATOR,
+        diffusion_reaction.GENERATOR,
+    )
 }
 
 
@@ -157,7 +164,9 @@ def _target_path(generator: Generator, params: dict, layout: str, out_dir: str |
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UPSError(f"output folder {folder} cannot be made ({exc.strerror}: {exc.filename}); "
-                       f"pass another folder to --out.") from None
+        raise UPSError(
+            f"output folder {folder} cannot be made ({exc.strerror}: {exc.filename}); "
+            f"pass another folder to --out."
+        ) from None
     path = folder / generator.file_name(params)
     return path.with_suffix(".h5") if layout == "multigroup" else path

@@ -61,7 +61,7 @@ class Generator:
 
     @property
     def layouts(self) -> tuple[str, ...]:
-        """"pdebench" (PDEBench's own layout for the family) and, for a transient family,
+        """ "pdebench" (PDEBench's own layout for the family) and, for a transient family,
         "multigroup"."""
         return ("pdebench",) if self.steady else ("pdebench", "multigroup")
 
@@ -91,8 +91,9 @@ def chunks(indices: np.ndarray, size: int) -> Iterator[np.ndarray]:
         yield indices[start : start + size]
 
 
-def fill_in_chunks(out: np.ndarray, chunk: int, desc: str, progress: bool,
-                   compute: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+def fill_in_chunks(
+    out: np.ndarray, chunk: int, desc: str, progress: bool, compute: Callable[[np.ndarray], np.ndarray]
+) -> np.ndarray:
     """``out[rows] = compute(rows)`` over consecutive chunks of sample indices, with a progress bar."""
     with progress_bar(len(out), desc, progress) as bar:
         for rows in chunks(np.arange(len(out)), chunk):
