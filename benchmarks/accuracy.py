@@ -55,11 +55,11 @@ from fno_baseline import FNO, PDEBENCH_BATCH, FNOSteady  # noqa: E402
 from protocol import COLUMNS, ResultsFile, cpu_probe, headline, load_average, totals_agree  # noqa: E402
 from ups import deadline  # noqa: E402
 from ups.cli import main as ups  # noqa: E402
-from ups.config import load_config  # noqa: E402
 from ups.data.generate import generate_dataset  # noqa: E402
 from ups.data.summary import load_config_tasks  # noqa: E402
 from ups.eval.evaluator import suite  # noqa: E402
-from ups.eval.metrics import nrmse  # noqa: E402
+from ups.metrics import nrmse  # noqa: E402
+from ups.resolve import load_config  # noqa: E402
 
 SCORES = ("nrmse", "rmse", "one_step_nrmse", "frmse_low", "frmse_mid", "frmse_high")
 N, SPLIT = 179, (102, 13, 64)  # train and val as the settings were tried (128 x 0.8 / 0.1), a larger test

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ups.config import load_config
 from ups.data.latent_pairs import collate_task_batch
-from ups.eval.metrics import nrmse
 from ups.eval.run import EvaluationRequest, build_evaluator, checkpoints_of
+from ups.metrics import nrmse
+from ups.resolve import load_config
 from ups.stages.batch import flat_points
 
 

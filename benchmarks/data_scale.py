@@ -74,7 +74,6 @@ import torch
 from engine_overhead import StepClock
 from ups.atomic import atomic_path
 from ups.checkpoint import load_checkpoint, model_state_dict, save_checkpoint, ups_block
-from ups.config import load_config
 from ups.data.contiguous import ContiguousDataset
 from ups.data.latent_cache import LatentCache, encoder_digest
 from ups.data.latent_pairs import SnapshotDataset, collate_task_batch
@@ -82,6 +81,7 @@ from ups.data.splits import split_trajectories
 from ups.data.summary import config_file_infos, load_config_tasks
 from ups.engines import fit_stage
 from ups.engines.common import task_batch_sampler
+from ups.resolve import load_config
 from ups.runs import RunDir
 from ups.stages.autoencoder import AutoencoderStage
 from ups.stages.operator import OperatorStage

@@ -2,15 +2,16 @@
 accuracy benchmark, whose figures must not move when the code is reorganised.
 
     python benchmarks/fixed_steps.py --out DIR [--tasks T1,T2] [--n 16]
-    python benchmarks/fixed_steps.py --compare BEFORE.json AFTER.json [--tol 1e-6]
+    python benchmarks/fixed_steps.py --compare BEFORE.csv AFTER.csv [--tol 1e-6]
 
 Per task of ``accuracy.TASKS`` (its generator, grid, frames and protocol): a small file (``--n``
 trajectories, data seed 0), then ``ups pipeline`` with the tuned config of ``accuracy.py`` but no
 deadline and every stage the task uses trained for a fixed number of epochs (transient tasks: the
 autoencoder, the operator, the residual corrector and its consistency student; Darcy: the
-autoencoder and the steady prior), then ``ups evaluate`` on the test split. Every metric of the
-evaluation goes into ``DIR/fixed_steps.json``. ``--compare`` prints each figure that differs and
-exits 1 when one differs by more than ``--tol`` (relative to the larger magnitude).
+autoencoder and the steady prior), then ``ups evaluate`` on the test split. Every figure of the
+evaluation (metrics and per-sample values) goes into ``DIR/fixed_steps.csv``, one row per
+figure. ``--compare`` prints each figure that differs and exits 1 when one differs by more than
+``--tol`` (relative to the larger magnitude).
 
 Training on the CPU is deterministic for a given seed, so two runs of the same code agree exactly;
 wall-clock times are not figures and are not compared.
@@ -119,8 +120,18 @@ def flatten(value, prefix: str = "") -> dict[str, float]:
     return {}
 
 
+def write_figures(path: Path, figures: dict[str, float]) -> None:
+    rows = "".join(f"{key},{value!r}\n" for key, value in sorted(figures.items()))
+    path.write_text("figure,value\n" + rows)
+
+
+def read_figures(path: Path) -> dict[str, float]:
+    rows = path.read_text().splitlines()[1:]
+    return {key: float(value) for key, value in (row.rsplit(",", 1) for row in rows)}
+
+
 def compare(before: Path, after: Path, tol: float) -> int:
-    a, b = (flatten(json.loads(p.read_text())) for p in (before, after))
+    a, b = read_figures(before), read_figures(after)
     missing = sorted(set(a) ^ set(b))
     worst, differ = 0.0, []
     for key in sorted(set(a) & set(b)):
@@ -157,8 +168,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown task(s) {unknown} (valid: {', '.join(TASKS)})")
     out = args.out.resolve()
     results = {name: run_task(name, out, args.n) for name in args.tasks.split(",")}
-    path = out / "fixed_steps.json"
-    path.write_text(json.dumps(results, indent=1, sort_keys=True))
+    path = out / "fixed_steps.csv"
+    write_figures(path, flatten(results))
     print(f"figures: {path}")
     return 0
 

@@ -31,7 +31,6 @@ from pathlib import Path
 import torch
 
 from ups.checkpoint import model_state_dict, save_checkpoint, ups_block
-from ups.config import load_config
 from ups.data.generate import generate_dataset
 from ups.data.params import parse_params_from_name
 from ups.data.summary import load_config_tasks
@@ -40,6 +39,7 @@ from ups.engines import preflight
 from ups.engines.common import training_device
 from ups.engines.lightning import fit_lightning
 from ups.pipeline.runner import build_stage
+from ups.resolve import load_config
 from ups.runs import RunDir
 from ups.stages.autoencoder import AutoencoderStage
 

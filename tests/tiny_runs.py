@@ -81,7 +81,8 @@ def tiny_burgers_config(root: Path) -> Path:
 def tiny_five_stage_config(root: Path, overrides: list[str]) -> Path:
     """``root/tiny.yaml``: the TINY model on tiny Burgers and Darcy data with ``overrides``,
     written resolved (so that commands need no overrides to see them)."""
-    from ups.config import load_config, to_yaml
+    from ups.config import to_yaml
+    from ups.resolve import load_config
 
     base = write_config(root / "base.yaml", tiny_data(root, darcy=True), BURGERS_AND_DARCY)
     config = root / "tiny.yaml"

@@ -4,23 +4,35 @@
       config.resolved.yaml
       stage_status.json        per stage: pending / running / done / failed, with timestamps
       checkpoints/<stage>/     best-*.ckpt (k lowest val/nrmse) and last.ckpt
+      summary.json             fast-to-sota's decisions; tuning.json and tuning_lr_<stage>.png the tuner's
+      evaluation/              ``ups evaluate``'s results, reports and per-sample files
       logs/<stage>/            metrics.csv (always), steps on the run's continuous step axis
       logs/tensorboard/        one TensorBoard run for all stages (``logging.tensorboard``)
 
 The run's step axis is continuous: a stage's logged steps begin after the optimizer steps of
 the stages before it (``STAGE_NAMES`` order) that are done in the run (``step_offset``).
 Checkpoints keep their own per-stage ``global_step``; only the logs are shifted.
+
+``RunDir`` owns these paths: nothing else joins a run folder's names.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from ups.atomic import atomic_path
 from ups.config import STAGE_NAMES, Config, to_yaml
+from ups.errors import UPSError
+
+LAST_NAME = "last"  # also Lightning's ModelCheckpoint.CHECKPOINT_NAME_LAST, set by the Lightning engine
+BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"  # formatted by ModelCheckpoint and the native loop
+CKPT_EXT = ".ckpt"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -44,7 +56,7 @@ class RunDir:
         """Create the folder; record the config, keeping an earlier different one (a later stage
         or a resume with other settings) as ``config.resolved.<timestamp>.yaml`` beside it."""
         self.root.mkdir(parents=True, exist_ok=True)
-        resolved = self.root / "config.resolved.yaml"
+        resolved = self.resolved_config_path
         text = to_yaml(cfg)
         if resolved.is_file() and resolved.read_text() != text:
             resolved.rename(self.root / f"config.resolved.{self.new_id()}.yaml")
@@ -57,11 +69,54 @@ class RunDir:
     def status_path(self) -> Path:
         return self.root / "stage_status.json"
 
+    @property
+    def resolved_config_path(self) -> Path:
+        return self.root / "config.resolved.yaml"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"
+
+    @property
+    def evaluation_dir(self) -> Path:
+        return self.root / "evaluation"
+
     def checkpoint_dir(self, stage: str) -> Path:
         return self.root / "checkpoints" / stage
 
+    def last_checkpoint(self, stage: str) -> Path:
+        """Where ``stage``'s last checkpoint is written (it may not exist yet)."""
+        return self.checkpoint_dir(stage) / f"{LAST_NAME}{CKPT_EXT}"
+
+    def best_checkpoint_path(self, stage: str, epoch: int, step: int) -> Path:
+        """The name of a best-k checkpoint of ``stage`` written after ``epoch`` at ``step``."""
+        return self.checkpoint_dir(stage) / (BEST_FILENAME.format(epoch=epoch, step=step) + CKPT_EXT)
+
+    def best_checkpoint(self, stage: str) -> Path:
+        """The best checkpoint a finished stage recorded, else its last one; UPSError if none."""
+        entry = self.status().get(stage, {})
+        for key in ("best_path", "last_path"):
+            if entry.get(key) and Path(entry[key]).is_file():
+                return Path(entry[key])
+        if self.last_checkpoint(stage).is_file():
+            return self.last_checkpoint(stage)
+        raise UPSError(
+            f"no checkpoint of stage '{stage}' in {self.root}; train it first "
+            f"(`ups train --stage {stage} --run-dir {self.root}`) or point --from-run at a run that has one."
+        )
+
     def log_dir(self, stage: str) -> Path:
         return self.root / "logs" / stage
+
+    def metrics_csv(self, stage: str) -> Path:
+        return self.log_dir(stage) / "metrics.csv"
+
+    @property
+    def tuning_report(self) -> Path:
+        return self.root / "tuning.json"
+
+    def tuning_lr_plot(self, stage: str) -> Path:
+        return self.root / f"tuning_lr_{stage}.png"
 
     @property
     def tensorboard_dir(self) -> Path:
@@ -89,3 +144,18 @@ class RunDir:
 
     def _write_status(self, status: dict) -> None:
         atomic_write_text(self.status_path, json.dumps(status, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def shared_run_dir(run_dir: Path | None, runs_dir: str | Path) -> Iterator[Path]:
+    """The run folder of a command: ``run_dir``, else a new ``<runs_dir>/<RunDir.new_id()>``.
+    Lightning re-runs the command for devices 1, 2, …; they inherit UPS_RUN_DIR, so every rank
+    trains into the folder rank 0 chose."""
+    inherited = os.environ.get("UPS_RUN_DIR")
+    run_dir = Path(run_dir or inherited or Path(runs_dir) / RunDir.new_id())
+    os.environ["UPS_RUN_DIR"] = str(run_dir)
+    try:
+        yield run_dir
+    finally:
+        if inherited is None:
+            os.environ.pop("UPS_RUN_DIR", None)

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from ups.config import load_config
 from ups.engines import fit_stage
 from ups.pipeline.runner import build_stage
+from ups.resolve import load_config
 from ups.runs import RunDir
 
 

@@ -14,7 +14,7 @@ import torch
 from tests.manual_clock import ManualClock
 from tests.tiny_runs import tiny_burgers_config
 
-import ups.config as config_module
+import ups.cli.train as cli_train
 import ups.pipeline.runner as runner
 from ups import deadline
 from ups.cli import main as ups
@@ -43,7 +43,7 @@ def clock(monkeypatch):
 
         return wrapped
 
-    monkeypatch.setattr(config_module, "load_config", costs(LOAD, config_module.load_config))
+    monkeypatch.setattr(cli_train, "load_config", costs(LOAD, cli_train.load_config))
     monkeypatch.setattr(accuracy, "load_config", costs(LOAD, accuracy.load_config))
     monkeypatch.setattr(runner, "build_stage", costs(SETUP, runner.build_stage))
     monkeypatch.setattr(StageModule, "training_step", costs(STEP, StageModule.training_step))

@@ -8,11 +8,11 @@ import pytest
 import yaml
 
 from ups.cli import main
-from ups.config import load_config
 from ups.data.generate import GENERATORS, generate_dataset
 from ups.data.pdebench import PDEBenchFile
 from ups.data.summary import load_config_tasks, summary_table
 from ups.data.tasks import SteadyPairDataset, TrajectoryDataset
+from ups.resolve import load_config
 
 SMALL = dict(n=6, nx=32, nt=11)
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from ups.cli import main
-from ups.config import load_config
+from ups.resolve import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import tiny_burgers_config  # noqa: E402

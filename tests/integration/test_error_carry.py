@@ -11,8 +11,8 @@ import torch
 from tests.tiny_runs import tiny_burgers_config
 
 from ups.cli import main as ups
-from ups.config import load_config
 from ups.eval.run import EvaluationRequest, build_evaluator, checkpoints_of
+from ups.resolve import load_config
 from ups.stages import operator as operator_stage
 from ups.stages.batch import denormalize, flat_points
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from ups.cli import main
-from ups.config import load_config
 from ups.pipeline.runner import train_stage
+from ups.resolve import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import BURGERS_AND_DARCY, generative_overrides, tiny_five_stage_config  # noqa: E402

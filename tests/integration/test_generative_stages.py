@@ -14,9 +14,10 @@ import torch
 
 from ups.checkpoint import CheckpointError, load_checkpoint, stage_weights
 from ups.cli import main
-from ups.config import load_config, to_yaml
+from ups.config import to_yaml
 from ups.errors import UPSError
-from ups.pipeline.runner import best_checkpoint, build_stage, train_stage
+from ups.pipeline.runner import build_stage, train_stage
+from ups.resolve import load_config
 from ups.runs import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -71,7 +72,7 @@ def test_stage_trains_an_epoch_on_both_engines_with_the_same_numbers(upstream, t
 def test_the_student_starts_from_the_corrector_and_keeps_it_frozen(upstream):
     cfg, run = upstream
     stage = build_stage(cfg, "consistency_distill", RunDir(run))
-    corrector = stage_weights(load_checkpoint(best_checkpoint(RunDir(run), "diff_residual")))
+    corrector = stage_weights(load_checkpoint(RunDir(run).best_checkpoint("diff_residual")))
     student = stage.model.student.state_dict()
     assert all(torch.equal(student[k], corrector[f"flow.{k}"]) for k in student)
     assert float(stage.model.residual_scale) == float(corrector["residual_scale"]) > 0

@@ -12,9 +12,9 @@ import torch
 
 from ups.checkpoint import load_checkpoint, stage_weights
 from ups.cli import main
-from ups.config import load_config
 from ups.data.generate import generate_dataset
 from ups.pipeline.runner import train_stage
+from ups.resolve import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import BURGERS, tiny_burgers_config, write_config  # noqa: E402

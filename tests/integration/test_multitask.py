@@ -14,10 +14,10 @@ import torch
 
 from ups.checkpoint import load_checkpoint, load_into
 from ups.cli import main
-from ups.config import load_config
 from ups.data.generate import generate_dataset
 from ups.engines.common import MetricMeans, build_loaders
 from ups.pipeline.runner import build_stage, train_stage
+from ups.resolve import load_config
 from ups.runs import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -25,9 +25,10 @@ import torch
 
 from ups.checkpoint import load_checkpoint
 from ups.cli import main
-from ups.config import STAGE_NAMES, load_config
+from ups.config import STAGE_NAMES
 from ups.errors import UPSError
 from ups.pipeline.pipeline import planned_stages
+from ups.resolve import load_config
 from ups.stages import STAGES
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -13,8 +13,8 @@ from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.profilers import PassThroughProfiler
 
 from ups.cli import main
-from ups.config import load_config
 from ups.engines.lightning import build_trainer
+from ups.resolve import load_config
 from ups.runs import RunDir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

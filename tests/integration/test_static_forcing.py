@@ -12,13 +12,13 @@ from tests.conftest import write_ns_incomp
 from tests.tiny_runs import write_config
 
 from ups.cli import main as ups
-from ups.config import load_config
 from ups.data.latent_pairs import WindowDataset
 from ups.data.summary import load_config_tasks
 from ups.errors import DataError
 from ups.eval.run import EvaluationRequest, build_evaluator, checkpoints_of
 from ups.models import FieldEncoder, LatentOperator
 from ups.pipeline.runner import build_stage
+from ups.resolve import load_config
 from ups.runs import RunDir
 
 NS_FILE = "ns_incom_inhom_2d_512-0.h5"

@@ -11,8 +11,8 @@ import pytest
 
 from ups.checkpoint import load_checkpoint
 from ups.cli import main
-from ups.config import load_config
 from ups.pipeline.runner import train_stage
+from ups.resolve import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import tiny_burgers_config  # noqa: E402
@@ -311,7 +311,7 @@ def test_two_runs_started_at_once_get_their_own_folders(tiny_config, tmp_path):
 def test_operator_report_says_lower_or_higher_than_persistence(model, verdict):
     from types import SimpleNamespace
 
-    from ups.cli import _train_report
+    from ups.cli.train import _train_report
 
     row = {"epoch": 3, "val/nrmse": model, "val/persistence_nrmse": 0.03}
     result = SimpleNamespace(

@@ -12,7 +12,7 @@ sys.path.insert(0, str(BENCHMARKS))
 
 from accuracy import FNO_TUNED, SPLIT, TASKS, fno_settings, ups_config  # noqa: E402
 from fno_grid import REPRESENTATIVE, as_settings, read, winners  # noqa: E402
-from ups.config import load_config  # noqa: E402
+from ups.resolve import load_config  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(TASKS))

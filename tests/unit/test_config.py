@@ -10,9 +10,10 @@ import pytest
 import yaml
 
 from ups.cli import main
-from ups.config import load_config, to_dict
+from ups.config import to_dict
 from ups.config.docs import render_defaults, render_markdown
 from ups.errors import ConfigError
+from ups.resolve import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 BUILTIN_FILES = [

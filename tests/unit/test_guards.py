@@ -8,10 +8,11 @@ import logging
 import pytest
 import torch
 
-from ups.config import load_config as load
 from ups.engines.guards import GUARDS, Machine, apply_guards
+from ups.engines.speed import checkpoint_activations
 from ups.errors import ConfigError
-from ups.models.blocks import TransformerBlock, checkpoint_activations
+from ups.models.blocks import TransformerBlock
+from ups.resolve import load_config as load
 
 
 def load_config(path, overrides=()):
@@ -102,7 +103,7 @@ def test_activation_checkpointing_recomputes_blocks_with_equal_gradients():
 
 
 def test_compile_mode_reaches_torch_compile(monkeypatch):
-    from ups.engines.common import speed_knobs
+    from ups.engines.speed import speed_knobs
 
     modes = []
     monkeypatch.setattr(torch.nn.Module, "compile", lambda self, **kw: modes.append(kw.get("mode")))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ups.eval.metrics import (
+from ups.metrics import (
     boundary_mask,
     brmse,
     correlation_time,

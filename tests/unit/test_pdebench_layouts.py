@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import yaml
 
-from ups.config import load_config
 from ups.data.pdebench import PDEBenchFile
 from ups.data.splits import split_trajectories
 from ups.data.summary import load_config_tasks, summary_table
 from ups.errors import DataError, UPSError
 from ups.pipeline.pipeline import check_training_data
+from ups.resolve import load_config
 
 
 @pytest.mark.parametrize(

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from ups.config import load_config
 from ups.errors import ConfigError
+from ups.resolve import load_config
 from ups.stages import optim
 from ups.stages.optim import BudgetSchedule, build_optimizer
 

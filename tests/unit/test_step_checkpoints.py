@@ -131,7 +131,7 @@ def test_step_checkpoints_are_written_every_n_steps_but_not_at_an_epochs_end(tmp
 
 def test_native_loop_state_matches_what_lightning_stores_inside_an_epoch(tmp_path):
     from ups.engines.lightning import build_trainer
-    from ups.engines.progress import synthesized_loops
+    from ups.engines.lightning_adapter import synthesized_loops
 
     cfg = config(accumulate=2)
     lit, _, _ = interrupted_then_resumed(tmp_path, cfg, "lightning", "lightning", crash_at=8)

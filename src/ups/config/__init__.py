@@ -1,8 +1,9 @@
 """Configuration: YAML files with ``include:``, dotted overrides, a typed schema.
 
-``load_config`` is the one entry point: it reads, merges, overrides and validates, and either
-returns a typed ``Config`` or raises one ``ConfigError`` listing every problem, before any
-work starts and before anything is written.
+``read_config`` reads, merges, overrides and validates the keys (types, bounds, rules between
+keys, output folders), collecting every problem. ``ups.resolve.load_config``, the entry point,
+adds the checks that need the layers above (the data files) and raises one ``ConfigError``
+listing every problem, before any work starts and before anything is written.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ __all__ = [
     "Config",
     "TaskConfig",
     "STAGE_NAMES",
-    "load_config",
+    "read_config",
     "max_time_seconds",
     "to_dict",
     "to_yaml",
@@ -37,18 +38,19 @@ __all__ = [
 ]
 
 
-def load_config(
+def read_config(
     path: str | Path | None,
     overrides: list[str] = (),
     *,
     layers: Sequence[str | Path] = (),
     check_files: bool = True,
-) -> Config:
+) -> tuple[Config | None, Problems]:
     """Read ``path`` (None: the schema defaults), apply ``overrides``, merge the YAML files
-    ``layers`` on top (in order; fast-to-sota's evaluation configs) and validate everything.
+    ``layers`` on top (in order; fast-to-sota's evaluation configs) and validate the keys: the
+    config (None when a key could not be read) and the problems found.
 
-    With ``check_files`` the data files named by the tasks must exist, and no file may stand
-    where ``paths.runs_dir`` or ``training.latent_cache_dir`` is to be a folder.
+    With ``check_files`` no file may stand where ``paths.runs_dir`` or
+    ``training.latent_cache_dir`` is to be a folder.
     """
     # The tree starts from the schema defaults so that overrides can index default lists.
     tree = to_dict(Config())
@@ -64,12 +66,16 @@ def load_config(
     cfg = build_config(tree, problems)
     if cfg is not None:
         check_consistency(cfg, problems, check_files=check_files)
+    return cfg, problems
+
+
+def raise_problems(path: str | Path | None, problems: Problems) -> None:
+    """One ``ConfigError`` listing every problem, if there is any."""
     if problems.items:
         head = f"{path}: " if path is not None else ""
         count = len(problems.items)
         lines = "\n".join(f"  - {p}" for p in problems.items)
         raise ConfigError(f"{head}{count} problem{'s' if count > 1 else ''} in the configuration:\n{lines}")
-    return cfg
 
 
 def to_dict(cfg: Config) -> dict:

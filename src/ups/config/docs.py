@@ -14,7 +14,7 @@ import typing
 
 import yaml
 
-from ups.config.schema import Config
+from ups.config.schema import Config, TaskConfig
 from ups.config.validate import field_types
 
 _HEADER = """# Configuration
@@ -65,8 +65,6 @@ def render_markdown() -> str:
     rows = ["| key | type | default | read by | meaning |", "|---|---|---|---|---|"]
     rows += list(_rows(Config, ""))
     task_rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    from ups.config.schema import TaskConfig
-
     for f in dataclasses.fields(TaskConfig):
         task_rows.append(
             f"| `{f.name}` | {_type_name(field_types(TaskConfig)[f.name])} | "

@@ -204,8 +204,6 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
         seen.add(task.name)
         if not task.path:
             problems.add((*where, "path"), "missing data path; give the HDF5 file of this task.")
-        elif check_files:
-            _check_task_file(cfg, task, where, problems)
     if check_files:
         _check_output_folders(cfg, problems)
     total = data.split.train + data.split.val + data.split.test
@@ -275,14 +273,6 @@ def max_time_seconds(text: str | None) -> float | None:
         raise ValueError(f"{text!r} is not DD:HH:MM:SS; write e.g. 00:12:00:00 for twelve hours.")
     days, hours, minutes, seconds = (int(p) for p in parts)
     return float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
-
-
-def _check_task_file(cfg: Config, task, where: tuple, problems: Problems) -> None:
-    from ups.data.tasks import missing_file_hint
-
-    path = task_path(cfg, task.path)
-    if not path.is_file():
-        problems.add((*where, "path"), f"data file {path} does not exist. {missing_file_hint(path)}")
 
 
 def _check_output_folders(cfg: Config, problems: Problems) -> None:

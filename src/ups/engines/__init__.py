@@ -12,7 +12,6 @@ import logging
 from ups.checkpoint import check_fit, load_checkpoint
 from ups.config import Config
 from ups.engines.common import (
-    LAST_NAME,
     FitResult,
     stage_settings,
     task_batch_sampler,
@@ -29,6 +28,7 @@ __all__ = ["ENGINES", "FitResult", "fit_checked", "fit_stage", "preflight"]
 
 
 def _lightning(stage, cfg, run, resume, callbacks, step_offset, deadline):
+    # lazy: Lightning loads only when its engine runs
     from ups.engines.lightning import fit_lightning
 
     return fit_lightning(
@@ -37,6 +37,7 @@ def _lightning(stage, cfg, run, resume, callbacks, step_offset, deadline):
 
 
 def _native(stage, cfg, run, resume, callbacks, step_offset, deadline):
+    # lazy: each engine's module loads only when that engine runs
     from ups.engines.native import fit_native
 
     return fit_native(stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset)
@@ -53,6 +54,7 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
     if engine not in ENGINES:
         raise UPSError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}.")
     if engine == "native":
+        # lazy: each engine's module loads only when that engine runs
         from ups.engines.native import refuse_unsupported
 
         refuse_unsupported(cfg)
@@ -96,7 +98,7 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
             f"the stage would never validate (no val/nrmse, no best checkpoint); lower "
             f"training.val_every_n_epochs or raise stages.{stage.name}.epochs."
         )
-    last = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"
+    last = run.last_checkpoint(stage.name)
     progress = None
     if resume:
         if not last.is_file():
@@ -141,7 +143,7 @@ def fit_stage(
 ) -> FitResult:
     """Train ``stage`` for ``stages.<stage.name>.epochs`` epochs into ``run``.
 
-    With ``resume`` training continues from ``run.checkpoint_dir(stage)/last.ckpt`` (either
+    With ``resume`` training continues from ``run.last_checkpoint(stage)`` (either
     engine's) with weights, optimizer, scheduler, EMA, generator and counters restored.
     ``callbacks``: extra Lightning callbacks (Lightning engine only). ``step_offset`` is added
     to every logged step (the run's continuous step axis, ``RunDir.step_offset``); the

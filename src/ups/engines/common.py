@@ -21,9 +21,6 @@ from ups.engines.progress import ResumableLoader
 from ups.errors import UPSError
 
 MONITOR = "val/nrmse"
-BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"  # formatted by ModelCheckpoint and the native loop
-LAST_NAME = "last"
-CKPT_EXT = ".ckpt"
 
 log = logging.getLogger("ups")
 
@@ -312,10 +309,6 @@ def resolve_precision(cfg: Config) -> str:
 
 
 # ------------------------------------------------------------------------------ selection rules
-def checkpoint_path(dirpath: Path, epoch: int, step: int) -> Path:
-    return dirpath / (BEST_FILENAME.format(epoch=epoch, step=step) + CKPT_EXT)
-
-
 @dataclass
 class TopK:
     """ModelCheckpoint's top-k rule for mode="min": keep the k lowest scores; a new score
@@ -361,24 +354,3 @@ class Patience:
             return False
         self.wait += 1
         return self.wait >= self.patience
-
-
-def speed_knobs(model: torch.nn.Module, cfg: Config) -> None:
-    """``model.use_activation_checkpoint`` and ``training.compile`` (with ``compile_mode``) on the
-    stage's model, in that order (compiled blocks then recompute through their compiled code)."""
-    if cfg.model.use_activation_checkpoint:
-        from ups.models.blocks import checkpoint_activations
-
-        checkpoint_activations(model)
-    if cfg.training.compile:
-        compile_submodules(model, cfg.training.compile_mode)
-
-
-def compile_submodules(model: torch.nn.Module, mode: str = "default") -> None:
-    """``torch.compile`` each child of the stage's model (never the engine's wrapper).
-
-    In-place ``Module.compile`` keeps state-dict key names (no ``_orig_mod.``), so checkpoints
-    of compiled and eager runs are interchangeable.
-    """
-    for child in model.children():
-        child.compile(mode=None if mode == "default" else mode)

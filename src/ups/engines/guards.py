@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ups.config import Config
+from ups.engines.common import uses_gpu
 
 log = logging.getLogger("ups")
 
@@ -30,8 +31,6 @@ class Machine:
 
     @staticmethod
     def here(cfg: Config) -> Machine:
-        from ups.engines.common import uses_gpu
-
         major, minor = (int(part) for part in torch.__version__.split(".")[:2])
         return Machine((major, minor), uses_gpu(cfg), _cpu_has_bf16())
 

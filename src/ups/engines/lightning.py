@@ -16,7 +16,6 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
-from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from lightning.pytorch.utilities import rank_zero_only
 
 from ups import tracking
@@ -25,9 +24,7 @@ from ups.config import Config, max_time_seconds
 from ups.deadline import Deadline, StopRule
 from ups.engines.callbacks import DeadlineStop, measuring
 from ups.engines.common import (
-    BEST_FILENAME,
     EMA,
-    LAST_NAME,
     MONITOR,
     VALIDATION_OFF_MESSAGE,
     FitResult,
@@ -39,7 +36,6 @@ from ups.engines.common import (
     ema_decay,
     maybe_ema,
     resolve_precision,
-    speed_knobs,
     split_terms,
     stage_settings,
     total_optimizer_steps,
@@ -48,10 +44,17 @@ from ups.engines.common import (
     validation_means,
     validation_on,
 )
-from ups.engines.progress import StepCheckpoint, inside_epoch, progress_record, synthesized_loops
+from ups.engines.lightning_adapter import (
+    attached_trainer,
+    keep_previous_metrics,
+    refuse_in_process_launchers,
+    should_update_logs,
+    synthesized_loops,
+)
+from ups.engines.progress import StepCheckpoint, inside_epoch, progress_record
 from ups.engines.sharding import shard_fully, strategy_for
-from ups.errors import UPSError
-from ups.runs import RunDir
+from ups.engines.speed import speed_knobs
+from ups.runs import BEST_FILENAME, RunDir
 from ups.stages.optim import BudgetSchedule
 
 log = logging.getLogger("ups")
@@ -102,7 +105,7 @@ class StageModule(pl.LightningModule):
             self._skipped += 1
             return None  # Lightning skips backward for this batch
         self._train_metrics.add(per_sample)
-        if getattr(self.trainer._logger_connector, "should_update_logs", True):  # only steps that are written
+        if should_update_logs(self.trainer):  # only steps that are written
             self.log_dict(
                 train_log_values(scalars),
                 on_step=True,
@@ -198,11 +201,11 @@ class StageModule(pl.LightningModule):
         progress = checkpoint.get("ups", {}).get("progress")
         self._skipped = int(progress["skipped"]) if progress else 0
         if inside_epoch(progress):
-            rank_zero = self._trainer is None or self.trainer.global_rank == 0
+            rank_zero = attached_trainer(self) is None or self.trainer.global_rank == 0
             self._train_metrics = MetricMeans.from_totals(progress["train_totals"] if rank_zero else {})
         if self.ema is not None and "ema_state_dict" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema_state_dict"], STATE_PREFIX)
-        if "loops" not in checkpoint and self._trainer is not None:
+        if "loops" not in checkpoint and attached_trainer(self) is not None:
             checkpoint["loops"] = synthesized_loops(
                 self.trainer, checkpoint, self.batches_per_epoch, self.cfg.training.accumulate_grad_batches
             )
@@ -259,7 +262,7 @@ def build_trainer(
     measures, profiler = measuring(cfg, run, stage_name)
     callbacks = monitor_callbacks(cfg, run, stage_name) + measures + list(callbacks_extra)
     if cfg.checkpoint.every_n_steps is not None:
-        callbacks.append(StepCheckpoint(cfg, run.checkpoint_dir(stage_name) / f"{LAST_NAME}.ckpt"))
+        callbacks.append(StepCheckpoint(cfg, run.last_checkpoint(stage_name)))
     validate = validation_on(cfg)
     max_time = max_time_seconds(t.max_time)  # any DD:HH:MM:SS, e.g. 00:00:00:90
     return pl.Trainer(
@@ -357,40 +360,6 @@ class WandbStageLogger(Logger):
         pass  # the tracker records the whole resolved config when it opens the run
 
 
-def _keep_previous_metrics(trainer: pl.Trainer) -> None:
-    """A resumed fit appends to metrics.csv; Lightning's CSV writer would delete it when it starts.
-
-    The writer is created here (which removes the file), the old rows are put back and the
-    writer learns their columns (``metrics_keys``), so it appends or rewrites the header.
-    """
-    for logger in trainer.loggers:
-        if isinstance(logger, CSVLogger) and trainer.is_global_zero:
-            path = Path(logger.log_dir) / "metrics.csv"
-            previous = path.read_text() if path.is_file() else None
-            writer = logger.experiment
-            if previous:
-                path.write_text(previous)
-                writer.metrics_keys = previous.splitlines()[0].split(",")
-
-
-def refuse_in_process_launchers(trainer: pl.Trainer) -> None:
-    """Loaders and the latent cache are set up in this process for its rank, before ``fit``.
-    That holds when each rank is its own process from the start: Lightning's script launcher
-    (``ups train`` re-run per device) or an external one (torchrun, SLURM). A fork or spawn
-    launcher (what ``strategy: auto`` picks inside a notebook) would copy rank 0's set-up."""
-    launcher = trainer.strategy.launcher
-    if (
-        trainer.world_size > 1
-        and launcher is not None
-        and not isinstance(launcher, _SubprocessScriptLauncher)
-    ):
-        raise UPSError(
-            f"{trainer.world_size} devices with Lightning's {type(launcher).__name__}, which starts the "
-            f"ranks from inside this process; run several devices from the command line "
-            f"(`ups train … --devices N`) or under torchrun/SLURM, with training.strategy=ddp."
-        )
-
-
 def fit_lightning(
     stage,
     cfg: Config,
@@ -406,7 +375,7 @@ def fit_lightning(
         log.info(VALIDATION_OFF_MESSAGE)
     ckpt_path = None
     if resume:
-        ckpt_path = run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt"  # checked to fit by preflight
+        ckpt_path = run.last_checkpoint(stage.name)  # checked to fit by preflight
     stop = None if deadline is None else DeadlineStop(StopRule(deadline, validates=validate), 0, stage.name)
     trainer = build_trainer(
         cfg,
@@ -419,7 +388,7 @@ def fit_lightning(
     )
     refuse_in_process_launchers(trainer)
     if resume:
-        _keep_previous_metrics(trainer)
+        keep_previous_metrics(trainer)
     stage.prepare(trainer.strategy.root_device, progress=sys.stderr.isatty())
     train_loader, val_loader = build_loaders(
         stage, cfg, validate=validate, rank=trainer.global_rank, world_size=trainer.world_size
@@ -441,7 +410,7 @@ def fit_lightning(
     best = checkpointer.best_model_path if validate and checkpointer.best_model_path else None
     return FitResult(
         best_path=Path(best) if best else None,
-        last_path=run.checkpoint_dir(stage.name) / f"{LAST_NAME}.ckpt",
+        last_path=run.last_checkpoint(stage.name),
         best_score=float(checkpointer.best_model_score) if best else None,
         train_losses=module.finished_losses(),
         val_history=module.val_history,

@@ -32,9 +32,7 @@ from ups.checkpoint import (
 )
 from ups.config import Config, max_time_seconds
 from ups.engines.common import (
-    CKPT_EXT,
     EMA,
-    LAST_NAME,
     VALIDATION_OFF_MESSAGE,
     FitResult,
     MetricMeans,
@@ -43,11 +41,9 @@ from ups.engines.common import (
     build_loaders,
     check_finite_gradients,
     check_finite_loss,
-    checkpoint_path,
     ema_decay,
     maybe_ema,
     resolve_precision,
-    speed_knobs,
     split_terms,
     stage_settings,
     total_optimizer_steps,
@@ -57,6 +53,7 @@ from ups.engines.common import (
     validation_on,
 )
 from ups.engines.progress import inside_epoch, progress_record, step_checkpoint_due
+from ups.engines.speed import speed_knobs
 from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages.batch import to_device
@@ -182,12 +179,12 @@ class NativeTrainer:
             elif not saved and (stopped or self.epoch + 1 == self.settings.epochs):
                 # ModelCheckpoint.on_train_end: a fit that trained but validated nothing writes last at
                 # its end
-                save_checkpoint(self.checkpoint(), self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+                save_checkpoint(self.checkpoint(), self.run.last_checkpoint(self.stage.name))
             self.epoch += 1
         best = self.top_k.best()
         return FitResult(
             best_path=Path(best) if best else None,
-            last_path=self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}",
+            last_path=self.run.last_checkpoint(self.stage.name),
             best_score=self.top_k.best_k_models[best] if best else None,
             train_losses=self.train_losses,
             val_history=self.val_history,
@@ -219,7 +216,7 @@ class NativeTrainer:
             if (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 == n_batches:
                 self.optimizer_step()
                 if step_checkpoint_due(self.cfg, self.global_step, batch_idx + 1, n_batches):
-                    save_checkpoint(self.checkpoint(), self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+                    save_checkpoint(self.checkpoint(), self.run.last_checkpoint(self.stage.name))
         self.train_epoch_means = self.train_metrics.means("train")
 
     def optimizer_step(self) -> None:
@@ -263,14 +260,14 @@ class NativeTrainer:
         if self.validate:
             score = self.last_score if self.last_score == self.last_score else float("inf")
             if self.top_k.admits(score):
-                best_path = checkpoint_path(self.ckpt_dir, self.epoch, self.global_step)
+                best_path = self.run.best_checkpoint_path(self.stage.name, self.epoch, self.global_step)
                 dropped = self.top_k.add(str(best_path), score)
         ckpt = self.checkpoint()
         if best_path is not None:
             save_checkpoint(ckpt, best_path)
             if dropped and dropped != str(best_path):
                 Path(dropped).unlink(missing_ok=True)
-        save_checkpoint(ckpt, self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+        save_checkpoint(ckpt, self.run.last_checkpoint(self.stage.name))
 
     def checkpoint(self) -> dict:
         ckpt = {
@@ -292,7 +289,7 @@ class NativeTrainer:
 
     def callback_states(self) -> dict:
         """The best-k and early-stopping state under Lightning's callback keys and fields."""
-        last = str(self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+        last = str(self.run.last_checkpoint(self.stage.name))
         if not self.validate:
             return {
                 self.state_keys[0]: {
@@ -333,7 +330,7 @@ class NativeTrainer:
         """Continue from ``last.ckpt`` of either engine: weights, optimizer, scheduler, EMA,
         generator, counters, the best-k / early-stopping state and, for a checkpoint written
         inside an epoch, the position in that epoch and the epoch's running training metrics."""
-        ckpt = load_checkpoint(self.ckpt_dir / f"{LAST_NAME}{CKPT_EXT}")
+        ckpt = load_checkpoint(self.run.last_checkpoint(self.stage.name))
         load_into(self.stage, ckpt)
         self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
         if self.scheduler is not None and ckpt.get("lr_schedulers"):

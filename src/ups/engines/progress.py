@@ -6,12 +6,10 @@ resuming from them on the next batch, alike in both engines.
 - ``progress_record``: the ``ups.progress`` block every checkpoint of either engine carries.
 - ``step_checkpoint_due``: the one rule for when such a checkpoint is written.
 - ``StepCheckpoint``: that rule as a Lightning callback (the native loop calls it itself).
-- ``synthesized_loops``: Lightning's loop state for a checkpoint the native engine wrote.
 """
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -104,44 +102,3 @@ class StepCheckpoint(pl.Callback):
             trainer.save_checkpoint(
                 self.path, weights_only=False
             )  # the whole state, as ModelCheckpoint saves
-
-
-def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: int, accumulate: int) -> dict:
-    """Loop progress for a checkpoint written without it (by the native engine).
-
-    Lightning restores epoch and step counters only from ``checkpoint["loops"]``. This takes
-    the fresh loops' own state dicts as a template and sets the counters to what Lightning
-    itself stores when it saves at the same point: at the end of epoch ``checkpoint["epoch"]``
-    (the epoch processed but not completed, its last batch done), or, for a checkpoint written
-    inside the epoch (``ups.progress``), at the end of that epoch's k-th batch (batch k not yet
-    counted completed, its step not yet counted in ``_batches_that_stepped``; the loader's
-    position in the loop state).
-    """
-    epoch, step = int(checkpoint["epoch"]), int(checkpoint["global_step"])
-    progress = checkpoint.get("ups", {}).get("progress")
-    inside = inside_epoch(progress)
-    done = int(progress["batches"]) if inside else batches_per_epoch
-    fit = copy.deepcopy(trainer.fit_loop.state_dict())
-    for scope in ("total", "current"):
-        fit["epoch_progress"][scope].update(
-            ready=epoch + 1, started=epoch + 1, processed=epoch if inside else epoch + 1, completed=epoch
-        )
-    batches = {"total": batches_per_epoch * epoch + done, "current": done}
-    steps = {"total": step, "current": -(-done // accumulate)}
-    for scope in ("total", "current"):
-        n, k = batches[scope], steps[scope]
-        fit["epoch_loop.batch_progress"][scope].update(ready=n, started=n, processed=n, completed=n - inside)
-        optim = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
-        optim["step"][scope].update(ready=k, completed=k)
-        optim["zero_grad"][scope].update(ready=k, started=k, completed=k)
-        fit["epoch_loop.scheduler_progress"][scope].update(ready=k, completed=k)
-    fit["epoch_loop.batch_progress"]["is_last_batch"] = not inside
-    fit["epoch_loop.state_dict"]["_batches_that_stepped"] = step - inside
-    if inside:
-        fit["state_dict"]["combined_loader"] = [{"epoch": epoch, "batches": done}]
-    return {
-        "fit_loop": fit,
-        "validate_loop": trainer.validate_loop.state_dict(),
-        "test_loop": trainer.test_loop.state_dict(),
-        "predict_loop": trainer.predict_loop.state_dict(),
-    }

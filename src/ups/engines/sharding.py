@@ -22,6 +22,8 @@ from torch import nn
 
 from ups.config import Config
 from ups.engines.common import uses_gpu
+from ups.models.blocks import AdaLNTransformerBlock, CrossAttentionBlock, TransformerBlock
+from ups.models.encoder import ConvBlock
 
 log = logging.getLogger("ups")
 
@@ -57,9 +59,6 @@ def strategy_for(cfg: Config, all_parameters_used: bool):
 
 
 def block_types() -> set[type]:
-    from ups.models.blocks import AdaLNTransformerBlock, CrossAttentionBlock, TransformerBlock
-    from ups.models.encoder import ConvBlock
-
     return {TransformerBlock, CrossAttentionBlock, AdaLNTransformerBlock, ConvBlock}
 
 

@@ -32,7 +32,6 @@ from ups.engines.common import (
     batch_size,
     build_loaders,
     resolve_precision,
-    speed_knobs,
     split_terms,
     training_device,
     uses_gpu,
@@ -40,6 +39,7 @@ from ups.engines.common import (
 from ups.engines.guards import apply_guards
 from ups.engines.lightning import StageModule
 from ups.engines.sharding import strategy_for
+from ups.engines.speed import speed_knobs
 from ups.errors import UPSError
 from ups.stages.optim import resolved_optimizer
 

@@ -31,7 +31,7 @@ from torch.utils.data import Dataset
 from ups.checkpoint import load_into, stage_weights
 from ups.data.latent_pairs import WindowDataset
 from ups.data.tasks import SteadyPairDataset
-from ups.eval.metrics import (
+from ups.metrics import (
     brmse,
     correlation_time,
     crmse,

@@ -29,6 +29,7 @@ from ups.data.sampling import TaskBatchSampler
 from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
 from ups.eval.evaluator import Evaluator, rollout_start, stage_from_checkpoint
+from ups.eval.leaderboard import append_leaderboard, leaderboard_row
 from ups.runs import RunDir
 from ups.stages.batch import to_device
 
@@ -68,7 +69,6 @@ def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
         if not Path(request.checkpoint).is_file():
             raise UPSError(f"--checkpoint {request.checkpoint} does not exist.")
         return {load_checkpoint(request.checkpoint)["ups"]["stage"]: Path(request.checkpoint)}
-    from ups.pipeline.runner import best_checkpoint
 
     if not Path(request.run_dir).is_dir():
         raise UPSError(
@@ -79,7 +79,7 @@ def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
     found = {}
     for stage in ("operator", *CORRECTORS, "steady_prior"):
         if run.status().get(stage, {}).get("state") == "done":
-            found[stage] = best_checkpoint(run, stage)
+            found[stage] = run.best_checkpoint(stage)
     if not found:
         raise UPSError(
             f"{request.run_dir} has no finished operator, corrector or steady_prior stage to evaluate; "
@@ -115,6 +115,7 @@ def references(cfg: Config, evaluator: Evaluator, n: int | None) -> list | None:
     ``<paths.data_dir>/reference/``."""
     if n is None or evaluator.operator is None:
         return None
+    # lazy: the generators (scipy) load only for --resolution
     from ups.eval.resolution import reference_at_resolution
 
     workdir = Path(cfg.paths.data_dir) / "reference"
@@ -227,12 +228,11 @@ def write_outputs(
     with atomic_path(written["json"]) as tmp:
         tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
     if cfg.evaluation.report:
+        # lazy: matplotlib loads only when a report is written
         from ups.eval.report import write_report
 
         written["report"] = write_report(result, examples, prefix.with_name(prefix.name + ".html"))
     if request.leaderboard is not None:
-        from ups.eval.leaderboard import append_leaderboard, leaderboard_row
-
         append_leaderboard(Path(request.leaderboard), leaderboard_row(result))
         written["leaderboard"] = Path(request.leaderboard)
     return written
@@ -247,4 +247,4 @@ def default_prefix(request: EvaluationRequest, paths: dict[str, Path], result: d
     """``<run>/evaluation/<split>-h<H>[-r<N>]``."""
     run = run_folder(request, paths)
     suffix = f"-r{result['resolution']}" if result["resolution"] else ""
-    return run / "evaluation" / f"{result['split']}-h{result['horizon']}{suffix}"
+    return RunDir(run).evaluation_dir / f"{result['split']}-h{result['horizon']}{suffix}"

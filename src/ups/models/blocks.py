@@ -171,30 +171,3 @@ class AdaLNTransformerBlock(nn.Module):
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     """Adaptive LayerNorm affine: x [B, N, D], shift/scale [B, 1, D] -> x * (1 + scale) + shift."""
     return x * (1 + scale) + shift
-
-
-def checkpoint_activations(model: nn.Module) -> int:
-    """Recompute the activations of every transformer, cross-attention, AdaLN and convolution
-    block of ``model`` in the backward pass instead of keeping them (``torch.utils.checkpoint``,
-    non-reentrant) whenever gradients are on, frozen blocks that gradients pass through included
-    (the operator's decoded loss goes through the frozen decoder). Returns how many blocks now do
-    so."""
-    from torch.utils.checkpoint import checkpoint
-
-    from ups.models.encoder import ConvBlock
-
-    count = 0
-    for module in model.modules():
-        if not isinstance(
-            module, (TransformerBlock, CrossAttentionBlock, AdaLNTransformerBlock, ConvBlock)
-        ) or getattr(module, "_ups_checkpointed", False):
-            continue
-
-        def forward(*args, _forward=module.forward, **kwargs):
-            if torch.is_grad_enabled():
-                return checkpoint(_forward, *args, use_reentrant=False, **kwargs)
-            return _forward(*args, **kwargs)
-
-        module.forward, module._ups_checkpointed = forward, True
-        count += 1
-    return count

@@ -11,14 +11,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ups import tracking
-from ups.config import Config, load_config, to_dict
+from ups.config import Config, to_dict
 from ups.config.load import read_config_tree
 from ups.config.validate import blocking_file
+from ups.data.latent_pairs import WindowDataset
 from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
+from ups.eval.evaluator import rollout_start
+from ups.eval.run import default_horizon
 from ups.pipeline.gates import gate_metric
 from ups.pipeline.pipeline import check_training_data, planned_stages, resume_action
 from ups.pipeline.runner import checked_stage
+from ups.resolve import load_config
 from ups.runs import RunDir
 
 NOT_TRAINING = ("evaluation", "gates", "logging")  # config sections that do not change the weights
@@ -148,10 +152,6 @@ def check_evaluations(evals: dict[str, Config], tasks: list) -> None:
     """Each evaluation's split has trajectories and they are long enough for its horizon. The
     evaluation configs differ from the candidate's in ``evaluation`` only, so ``tasks`` (the
     candidate's) serve both."""
-    from ups.data.latent_pairs import WindowDataset
-    from ups.eval.evaluator import rollout_start
-    from ups.eval.run import default_horizon
-
     transient = [task for task in tasks if task.info.kind == "transient"]
     if not transient:
         return
@@ -193,7 +193,7 @@ def eval_config(request: Request, kind: str) -> Config:
 
 def refuse_other_training(run: RunDir, cfg: Config) -> None:
     """Reusing checkpoints trained with another training config would gate the wrong model."""
-    resolved = run.root / "config.resolved.yaml"
+    resolved = run.resolved_config_path
     if not any(entry.get("state") == "done" for entry in run.status().values()) or not resolved.is_file():
         return
     import yaml

@@ -44,7 +44,7 @@ from ups.eval.run import EvaluationRequest, evaluate
 from ups.pipeline.fast_plan import Plan, Request, training_hash, validate
 from ups.pipeline.gates import decide, select_baseline
 from ups.pipeline.pipeline import planned_stages, run_pipeline
-from ups.pipeline.runner import best_checkpoint, is_rank_zero
+from ups.pipeline.runner import is_rank_zero
 from ups.pipeline.summary import Summary, now
 from ups.runs import RunDir
 
@@ -65,14 +65,14 @@ def fast_to_sota(request: Request) -> Summary | None:
     plan = validate(request)
     rank_zero = is_rank_zero()
     summary = Summary(
-        plan.run.root / "summary.json",
+        plan.run.summary_path,
         {
             "run_id": plan.run.root.name,
             "run_dir": str(plan.run.root.resolve()),
             "config": {
                 "path": str(Path(request.config).resolve()),
                 "overrides": list(request.overrides),
-                "resolved": str((plan.run.root / "config.resolved.yaml").resolve()),
+                "resolved": str(plan.run.resolved_config_path.resolve()),
                 "small_eval_config": _resolved(request.small_eval_config),
                 "full_eval_config": _resolved(request.full_eval_config),
                 "training_hash": training_hash(to_dict(plan.cfg)),
@@ -139,7 +139,7 @@ def train(request: Request, plan: Plan, summary: Summary | None) -> None:
                 name: status.get(name, {}).get("state", "pending") for name in planned_stages(plan.cfg)
             }
             summary.data["checkpoints"] = {
-                name: str(best_checkpoint(plan.run, name).resolve())
+                name: str(plan.run.best_checkpoint(name).resolve())
                 for name, state in entry["stages"].items()
                 if state == "done"
             }
@@ -235,7 +235,7 @@ def reusable(path: Path, plan: Plan, cfg: Config, engine: str) -> dict | None:
     written after the result), config and engine."""
     try:
         earlier = json.loads(path.read_text())
-        current = {stage: str(best_checkpoint(plan.run, stage)) for stage in earlier.get("checkpoints", {})}
+        current = {stage: str(plan.run.best_checkpoint(stage)) for stage in earlier.get("checkpoints", {})}
         newest = max(Path(p).stat().st_mtime_ns for p in current.values())
     except (OSError, ValueError, UPSError):  # no result, unreadable, a stage's checkpoints gone
         return None

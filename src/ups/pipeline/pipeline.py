@@ -45,7 +45,6 @@ from ups.errors import UPSError
 from ups.pipeline.runner import (
     SKIPPED_FOR_TIME,
     StageRun,
-    best_checkpoint,
     checked_stage,
     fit_in_run,
     is_rank_zero,
@@ -155,13 +154,13 @@ def resume_action(run: RunDir, stage: str) -> str:
     """What ``--resume`` does with ``stage``: "already done", "resumed" or "trained" (afresh)."""
     if run.status().get(stage, {}).get("state") == "done":
         try:
-            best_checkpoint(run, stage)
+            run.best_checkpoint(stage)
             return "already done"
         except UPSError:
             log.warning(
                 "stage %s: stage_status.json says done but its checkpoints are gone; training it again", stage
             )
-    return "resumed" if (run.checkpoint_dir(stage) / "last.ckpt").is_file() else "trained"
+    return "resumed" if run.last_checkpoint(stage).is_file() else "trained"
 
 
 def run_pipeline(
@@ -257,7 +256,7 @@ def stage_table(done: list[StageRun]) -> list[str]:
     rows = [("stage", "state", "epochs", "steps", "val/nrmse", "other val metrics of the best epoch")]
     for item in done:
         entry = item.run.status().get(item.stage, {})
-        best = best_validation(item.run.log_dir(item.stage) / "metrics.csv")
+        best = best_validation(item.run.metrics_csv(item.stage))
         nrmse = best.pop("val/nrmse", None)
         note = {
             "resumed": " (resumed)",

@@ -44,24 +44,10 @@ def is_rank_zero() -> bool:
     """False in every process of a multi-device run but the first: those Lightning starts for
     devices 1, 2, …, and those of torchrun or SLURM (Lightning's own reading of the rank,
     ``RANK``, ``LOCAL_RANK``, ``SLURM_PROCID``, …, and the node's rank)."""
-    from lightning.fabric.utilities.rank_zero import _get_rank
+    # lazy: Lightning loads only when a command asks, not when the pipeline is imported
+    from ups.engines.lightning_adapter import environment_rank
 
-    return (_get_rank() or 0) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-
-
-def best_checkpoint(run: RunDir, stage: str) -> Path:
-    """The best checkpoint a finished stage recorded, else its last one."""
-    entry = run.status().get(stage, {})
-    for key in ("best_path", "last_path"):
-        if entry.get(key) and Path(entry[key]).is_file():
-            return Path(entry[key])
-    last = run.checkpoint_dir(stage) / "last.ckpt"
-    if last.is_file():
-        return last
-    raise UPSError(
-        f"no checkpoint of stage '{stage}' in {run.root}; train it first "
-        f"(`ups train --stage {stage} --run-dir {run.root}`) or point --from-run at a run that has one."
-    )
+    return environment_rank() == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
 def build_stage(cfg: Config, stage: str, source: RunDir):
@@ -69,7 +55,7 @@ def build_stage(cfg: Config, stage: str, source: RunDir):
     checkpoints taken from the run ``source``."""
     if stage not in STAGES:
         raise UPSError(f"stage '{stage}' is not available; choose one of {', '.join(STAGES)}.")
-    upstream = {name: load_checkpoint(best_checkpoint(source, name)) for name in STAGES[stage].upstream}
+    upstream = {name: load_checkpoint(source.best_checkpoint(name)) for name in STAGES[stage].upstream}
     return STAGES[stage](cfg, load_config_tasks(cfg), upstream)
 
 
@@ -120,6 +106,7 @@ def tune_stage(
 ) -> list[str]:
     """Lightning's Tuner on a checked copy of ``stage`` (``ups.engines.tuning``): writes
     ``<run>/tuning.json``; returns the overrides that carry the tuned values into the fit."""
+    # lazy: Lightning's Tuner loads only when a stage is tuned
     from ups.engines.tuning import tune
 
     stage_obj = checked_stage(cfg, stage, RunDir(run_dir), engine=engine, resume=False, from_run=from_run)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ups.data.latent_pairs import SnapshotDataset, SteadyFieldDataset, TaskGroups, field_normalizers
 from ups.errors import ConfigError, DataError
-from ups.eval.metrics import nrmse
+from ups.metrics import nrmse
 from ups.models import FieldDecoder, FieldEncoder
 from ups.models.encoder import field_amplitude
 from ups.stages.base import Stage

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ups.checkpoint import load_upstream
-from ups.eval.metrics import nrmse
+from ups.metrics import nrmse
 from ups.models.flow import SAMPLERS, consistency_function, consistency_sample, sample_flow
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.batch import per_task, relative_rmse

@@ -29,7 +29,7 @@ from torch import nn
 
 from ups.checkpoint import load_upstream
 from ups.data.tasks import param_names
-from ups.eval.metrics import crps, nrmse, spread_skill
+from ups.metrics import crps, nrmse, spread_skill
 from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.batch import (

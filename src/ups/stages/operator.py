@@ -33,7 +33,7 @@ from ups.checkpoint import load_upstream
 from ups.data.latent_cache import LatentCache, LatentEntry, encoder_digest
 from ups.data.latent_pairs import WindowDataset, field_normalizers, transient_tasks
 from ups.data.tasks import param_names
-from ups.eval.metrics import nrmse
+from ups.metrics import nrmse
 from ups.models import FieldEncoder, LatentOperator
 from ups.models.blocks import token_grid
 from ups.stages.autoencoder import build_autoencoder

@@ -30,7 +30,7 @@ from torch import nn
 from ups.checkpoint import load_upstream
 from ups.data.latent_pairs import tasks_of_kind
 from ups.data.tasks import SteadyPairDataset, param_names
-from ups.eval.metrics import nrmse
+from ups.metrics import nrmse
 from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage

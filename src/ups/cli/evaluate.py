@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ups.config.validate import blocking_file
 from ups.errors import UPSError
+from ups.resolve import load_config
+from ups.tracking import tracking
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -53,9 +56,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ups.config import load_config
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
     from ups.eval.run import EvaluationRequest, checkpoints_of, evaluate, run_folder
-    from ups.tracking import tracking
 
     tags = {}
     for item in args.tag:
@@ -99,7 +101,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _check_output_paths(args: argparse.Namespace) -> None:
     """Refuse, before any work, outputs the command could not write at its end."""
-    from ups.config.validate import blocking_file
 
     if args.leaderboard is not None and args.leaderboard.is_dir():
         raise UPSError(f"--leaderboard {args.leaderboard} is a folder; give the path of a CSV file.")

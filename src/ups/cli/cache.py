@@ -7,6 +7,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ups.errors import UPSError
+from ups.resolve import load_config
 
 
 def add_cache(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +45,7 @@ def add_cache(sub: argparse._SubParsersAction) -> None:
 
 
 def _cache_build(args: argparse.Namespace) -> int:
-    from ups.config import load_config
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
     from ups.pipeline.runner import build_latent_cache
 
     cfg = load_config(args.config, args.overrides)
@@ -68,7 +69,6 @@ def _cache_dir(args: argparse.Namespace) -> Path:
             )
         _check_is_cache(args.dir, f"--dir {args.dir}")
         return args.dir
-    from ups.config import load_config
 
     cfg = load_config(args.config, args.overrides)
     if cfg.training.latent_cache_dir is None:
@@ -81,6 +81,7 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 def _check_is_cache(root: Path, where: str) -> None:
     """Refuse a folder that holds files but none of a latent cache's: most likely a wrong path,
     which ``clear`` should not be pointed at."""
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
     from ups.data.latent_cache import LatentCache
 
     if root.exists() and not root.is_dir():
@@ -97,6 +98,7 @@ def _check_is_cache(root: Path, where: str) -> None:
 
 
 def _cache_info(args: argparse.Namespace) -> int:
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
     from ups.data.latent_cache import LatentCache
 
     root = _cache_dir(args)
@@ -135,6 +137,7 @@ def _describe_cache_entry(entry: dict) -> list[str]:
 
 
 def _cache_clear(args: argparse.Namespace) -> int:
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
     from ups.data.latent_cache import LatentCache
 
     root = _cache_dir(args)

@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from ups.errors import UPSError
+from ups.resolve import load_config
+from ups.runs import RunDir, shared_run_dir
 
 
 def add_fast_to_sota(sub: argparse._SubParsersAction) -> None:
@@ -96,8 +98,7 @@ def add_fast_to_sota(sub: argparse._SubParsersAction) -> None:
 
 
 def _fast_to_sota(args: argparse.Namespace) -> int:
-    from ups.cli import _shared_run_dir
-    from ups.config import load_config
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
     from ups.pipeline.fast_plan import Request
     from ups.pipeline.fast_to_sota import fast_to_sota
     from ups.pipeline.pipeline import StageFailed
@@ -111,7 +112,7 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
             f"--run-id '{args.run_id}' must be a plain folder name (it goes under {cfg.paths.runs_dir}/)."
         )
     wanted = Path(cfg.paths.runs_dir) / args.run_id if args.run_id else None
-    with _shared_run_dir(wanted, cfg) as run_dir:
+    with shared_run_dir(wanted, cfg.paths.runs_dir) as run_dir:
         request = Request(
             config=args.config,
             run_dir=Path(run_dir),
@@ -135,7 +136,7 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
             print(
                 f"ups fast-to-sota: stage {exc.stage} failed: {type(exc.error).__name__}: "
                 f"{str(exc.error).strip().splitlines()[0] if str(exc.error).strip() else ''}; "
-                f"the summary says where it stopped: {Path(run_dir) / 'summary.json'} "
+                f"the summary says where it stopped: {RunDir(run_dir).summary_path} "
                 f"(run the same command again to continue)",
                 file=sys.stderr,
             )
@@ -151,9 +152,9 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
 def report(data: dict) -> list[str]:
     """The stages' figures, the steps with their outcome and time, the gates' messages, the
     evaluation files, the promotion."""
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
     from ups.pipeline.pipeline import stage_table
     from ups.pipeline.runner import StageRun
-    from ups.runs import RunDir
 
     run = RunDir(data["run_dir"])
     trained = data["steps"]["train"].get("stages", {})

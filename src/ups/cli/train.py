@@ -1,161 +1,33 @@
-"""The ``ups`` command line: parse, then call the package.
-
-Every command ends with one line saying where its outputs are. Bad input (a config, an
-argument, a data file) prints one message without a traceback and exits with code 2; a stage
-of ``ups pipeline`` that fails while training prints one line naming it and exits with code 1.
-"""
+"""``ups train`` and ``ups pipeline``: parse, then call ``ups.pipeline``."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import shlex
 import sys
-import warnings
-from contextlib import contextmanager
 from pathlib import Path
 
 from ups import deadline
-from ups.cli_cache import add_cache
-from ups.cli_evaluate import add_evaluate
-from ups.cli_fast import add_fast_to_sota
+from ups.config import STAGE_NAMES
+from ups.config.validate import blocking_file
 from ups.errors import UPSError
+from ups.resolve import load_config
+from ups.runs import RunDir, shared_run_dir
+from ups.tracking import tracking
 
 
-def main(argv: list[str] | None = None) -> int:
-    started = deadline.now()  # training.time_budget counts from here
-    _quiet_third_party_noise()
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.started = started
-    if not hasattr(args, "run"):  # no command, or `ups data` / `ups cache` without theirs
-        getattr(args, "commands_of", parser).print_help(sys.stderr)
-        return 2
-    try:
-        return args.run(args)
-    except UPSError as exc:
-        print(f"ups {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"ups {args.command}: interrupted", file=sys.stderr)
-        return 130
-
-
-def _quiet_third_party_noise() -> None:
-    """UPS's own INFO lines to stderr; Lightning's advertising tip, a deprecation warning raised
-    inside Lightning itself and its note on frozen (eval-mode) modules, none actionable, left out."""
-    ups_log = logging.getLogger("ups")
-    if not ups_log.handlers:
-        handler = _CurrentStderr()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        ups_log.addHandler(handler)
-        ups_log.setLevel(logging.INFO)
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-    )
-    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
-    # the frozen upstream parts of a stage are in eval mode on purpose
-    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
-    # epoch values are gathered over the ranks by UPS itself (all_gather_object), perf/… are rank 0's
-    warnings.filterwarnings("ignore", message=r"It is recommended to use `self.log\('(train|val|perf)/")
-
-
-class _CurrentStderr(logging.StreamHandler):
-    """A handler writing to whatever ``sys.stderr`` is when a record comes (test runners and
-    notebooks replace it), not the stream of the moment the handler was made."""
-
-    @property
-    def stream(self):
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value) -> None:
-        pass
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ups", description="Universal Physics Stack: latent neural PDE surrogates."
-    )
-    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
-
-    p = sub.add_parser(
-        "validate-config",
-        help="check a config and print it resolved",
-        description="Read CONFIG with its includes and overrides, check it against the schema "
-        "and print the resolved config. Exit 2 on any problem; writes nothing.",
-    )
-    p.add_argument("config", type=Path, help="YAML config file")
+def _add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """--engine, --devices and --run-dir, as train and pipeline take them."""
     p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.batch_size=8"
+        "--engine", choices=["lightning", "native"], default="lightning", help="default: lightning"
     )
-    p.set_defaults(run=_validate_config, command="validate-config")
-
-    _add_train(sub)
-    _add_pipeline(sub)
-
-    data_parser = sub.add_parser("data", help="built-in datasets and data summaries")
-    data_parser.set_defaults(commands_of=data_parser)
-    data = data_parser.add_subparsers(title="data commands", metavar="DATA_COMMAND")
-    _add_generate(data)
-
-    p = data.add_parser(
-        "summary",
-        help="tasks, shapes, splits and files of a config's data",
-        description="Open every task of CONFIG (lazily), split it and fit its normalisation, "
-        "then print what training would see.",
-    )
-    p.add_argument("--config", type=Path, required=True, help="YAML config file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
-    p.set_defaults(run=_data_summary, command="data summary")
-    add_cache(sub)
-    add_evaluate(sub)
-    add_fast_to_sota(sub)
-    return parser
-
-
-def _add_generate(data: argparse._SubParsersAction) -> None:
-    from ups.data.generate import GENERATORS
-
-    lines = "\n".join(f"  {g.name:22s} {g.description}" for g in GENERATORS.values())
-    p = data.add_parser(
-        "generate",
-        help="write a built-in dataset in a PDEBench layout",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=f"Solve a PDE for random initial conditions or coefficients and write "
-        f"the trajectories as a PDEBench HDF5 file.\n\ntasks:\n{lines}",
-    )
+    p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
     p.add_argument(
-        "task", choices=sorted(GENERATORS), metavar="TASK", help="one of: " + ", ".join(GENERATORS)
+        "--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)"
     )
-    p.add_argument("--out", type=Path, required=True, help="output folder (created if needed)")
-    p.add_argument("--n", type=int, help="number of trajectories (samples)")
-    p.add_argument("--nx", type=int, help="stored grid points per spatial axis")
-    p.add_argument("--nt", type=int, help="stored time steps, t=0 included (transient tasks)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="PDE parameter, e.g. nu=0.01 (repeatable)",
-    )
-    p.add_argument(
-        "--layout",
-        choices=["pdebench", "multigroup"],
-        default="pdebench",
-        help="the task's own PDEBench single-file layout, or the multi-group layout",
-    )
-    p.add_argument(
-        "--overwrite", action="store_true", help="replace an existing file made with other settings"
-    )
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(run=_data_generate, command="data generate")
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
-    from ups.config import STAGE_NAMES
+def add_train(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "train",
@@ -167,13 +39,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stage", required=True, choices=STAGE_NAMES, metavar="STAGE", help=", ".join(STAGE_NAMES)
     )
-    p.add_argument(
-        "--engine", choices=["lightning", "native"], default="lightning", help="default: lightning"
-    )
-    p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
-    p.add_argument(
-        "--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)"
-    )
+    _add_run_arguments(p)
     p.add_argument(
         "--resume", action="store_true", help="continue from the stage's last checkpoint in --run-dir"
     )
@@ -207,9 +73,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
     from ups.engines.tuning import TuningRequest, check_tuning, tuned_overrides
     from ups.pipeline.runner import is_rank_zero, train_stage, tune_stage
-    from ups.tracking import tracking
 
     cfg = _training_config(args, "the run folder whose stage should continue")
     tuning = TuningRequest(
@@ -230,7 +96,7 @@ def _train(args: argparse.Namespace) -> int:
         tuned = tuned_overrides(Path(args.run_dir), args.stage)
         if tuned:
             cfg = _training_config(args, "", extra=tuned)
-    with _shared_run_dir(args.run_dir, cfg) as run_dir:
+    with shared_run_dir(args.run_dir, cfg.paths.runs_dir) as run_dir:
         if tuning.wanted:
             tuned = tune_stage(cfg, args.stage, run_dir, tuning, engine=args.engine, from_run=args.from_run)
             if tuned:
@@ -256,9 +122,6 @@ def _train(args: argparse.Namespace) -> int:
 def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[str] = ()):
     """The config of ``train`` and ``pipeline``, with ``--devices`` as training.devices (and
     ``extra`` overrides last: the tuned values)."""
-    from ups.config import load_config
-    from ups.config.validate import blocking_file
-    from ups.runs import RunDir
 
     devices = [f"training.devices={args.devices}"] if args.devices is not None else []
     cfg = load_config(args.config, [*args.overrides, *devices, *extra])
@@ -284,25 +147,7 @@ def _deadline(cfg, args: argparse.Namespace):
     return None if budget is None else deadline.Deadline.after(budget, start=args.started)
 
 
-@contextmanager
-def _shared_run_dir(run_dir: Path | None, cfg):
-    """The run folder: ``--run-dir``, else a new ``<paths.runs_dir>/<RunDir.new_id()>``. Lightning
-    re-runs this command for devices 1, 2, …; they inherit UPS_RUN_DIR, so every rank trains
-    into the folder rank 0 chose."""
-    from ups.runs import RunDir
-
-    inherited = os.environ.get("UPS_RUN_DIR")
-    run_dir = run_dir or Path(inherited or Path(cfg.paths.runs_dir) / RunDir.new_id())
-    os.environ["UPS_RUN_DIR"] = str(run_dir)
-    try:
-        yield run_dir
-    finally:
-        if inherited is None:
-            os.environ.pop("UPS_RUN_DIR", None)
-
-
-def _add_pipeline(sub: argparse._SubParsersAction) -> None:
-    from ups.config import STAGE_NAMES
+def add_pipeline(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "pipeline",
@@ -319,13 +164,7 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--stages", metavar="A,B,…", help="only these stages (comma-separated), still in pipeline order"
     )
-    p.add_argument(
-        "--engine", choices=["lightning", "native"], default="lightning", help="default: lightning"
-    )
-    p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
-    p.add_argument(
-        "--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)"
-    )
+    _add_run_arguments(p)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -336,13 +175,16 @@ def _add_pipeline(sub: argparse._SubParsersAction) -> None:
 
 
 def _pipeline(args: argparse.Namespace) -> int:
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
     from ups.pipeline.pipeline import StageFailed, run_pipeline, stage_table
     from ups.pipeline.runner import is_rank_zero
-    from ups.tracking import tracking
 
     cfg = _training_config(args, "the run folder to continue")
     stages = [name.strip() for name in args.stages.split(",") if name.strip()] if args.stages else None
-    with _shared_run_dir(args.run_dir, cfg) as run_dir, tracking(cfg, run_dir, rank_zero=is_rank_zero()):
+    with (
+        shared_run_dir(args.run_dir, cfg.paths.runs_dir) as run_dir,
+        tracking(cfg, run_dir, rank_zero=is_rank_zero()),
+    ):
         try:
             done = run_pipeline(
                 cfg,
@@ -366,6 +208,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         for line in stage_table(done):
             print(line)
         if cfg.evaluation.after_pipeline:
+            # lazy: torch, Lightning and h5py load only when the command runs, not for --help
             from ups.eval.run import EvaluationRequest, evaluate
 
             _, written = evaluate(cfg, EvaluationRequest(run_dir=run_dir, engine=args.engine))
@@ -418,57 +261,3 @@ def _train_report(done) -> list[str]:
             f"{best['val/rollout_nrmse']:.4g}"
         )
     return lines
-
-
-def _validate_config(args: argparse.Namespace) -> int:
-    from ups.config import load_config, to_yaml
-
-    cfg = load_config(args.config, args.overrides)
-    print(to_yaml(cfg), end="")
-    print(f"config OK: {args.config} ({len(cfg.data.tasks)} task(s)); nothing was written.")
-    return 0
-
-
-def _parse_params(items: list[str]) -> dict[str, float]:
-    params = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        try:
-            if not sep or not name.strip():
-                raise ValueError(item)
-            params[name.strip()] = float(value)
-        except ValueError:
-            raise UPSError(
-                f"--param '{item}' is not of the form NAME=NUMBER (e.g. --param nu=0.01)."
-            ) from None
-    return params
-
-
-def _data_generate(args: argparse.Namespace) -> int:
-    from ups.data.generate import generate_dataset
-
-    result = generate_dataset(
-        args.task,
-        args.out,
-        n=args.n,
-        nx=args.nx,
-        nt=args.nt,
-        seed=args.seed,
-        params=_parse_params(args.param),
-        layout=args.layout,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-    )
-    print(f"{args.task}: {result.status} -> {result.path}")
-    return 0
-
-
-def _data_summary(args: argparse.Namespace) -> int:
-    from ups.config import load_config
-    from ups.data.summary import load_config_tasks, summary_table
-
-    cfg = load_config(args.config, args.overrides)
-    tasks = load_config_tasks(cfg)
-    print(summary_table(tasks))
-    print(f"data: {len(tasks)} task(s) under {Path(cfg.paths.data_dir).resolve()}")
-    return 0

@@ -1,0 +1,58 @@
+"""The Lightning internals UPS relies on (``ups.engines.lightning_adapter``), checked against the
+installed Lightning: a release that changes one fails here, by name. ``synthesized_loops`` is
+checked against the loops Lightning itself stores in tests/unit/test_step_checkpoints.py."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+from lightning.pytorch.loggers import CSVLogger
+
+from ups.engines import lightning_adapter as adapter
+from ups.errors import UPSError
+
+
+def test_the_logger_connector_says_which_steps_are_written():
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, log_every_n_steps=3)
+    assert isinstance(trainer._logger_connector.should_update_logs, bool)
+    assert adapter.should_update_logs(trainer) is trainer._logger_connector.should_update_logs
+
+
+def test_a_module_outside_a_fit_has_no_trainer():
+    module = pl.LightningModule()
+    with pytest.raises(RuntimeError):
+        module.trainer  # noqa: B018 (the public property refuses; the adapter answers None)
+    assert adapter.attached_trainer(module) is None
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False)
+    module.trainer = trainer
+    assert adapter.attached_trainer(module) is trainer
+
+
+def test_the_script_launcher_is_told_from_in_process_ones():
+    script = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False)
+    adapter.refuse_in_process_launchers(script)  # each rank its own process: fine
+    spawned = pl.Trainer(accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False)
+    with pytest.raises(UPSError, match="starts the ranks from inside this process"):
+        adapter.refuse_in_process_launchers(spawned)
+
+
+def test_the_csv_writer_learns_earlier_columns(tmp_path):
+    logger = CSVLogger(tmp_path, name="", version="")
+    metrics = tmp_path / "metrics.csv"
+    metrics.write_text("epoch,step,train/loss\n0,1,0.5\n")
+    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=logger, default_root_dir=tmp_path)
+    adapter.keep_previous_metrics(trainer)
+    assert logger.experiment.metrics_keys == ["epoch", "step", "train/loss"]
+    assert metrics.read_text() == "epoch,step,train/loss\n0,1,0.5\n"
+
+
+@pytest.mark.parametrize(
+    ("env", "rank"),
+    [({}, 0), ({"RANK": "3"}, 3), ({"LOCAL_RANK": "1"}, 1), ({"SLURM_PROCID": "2"}, 2)],
+)
+def test_the_rank_is_read_from_the_environment(monkeypatch, env, rank):
+    for name in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert adapter.environment_rank() == rank
