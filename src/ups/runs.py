@@ -4,8 +4,11 @@
       config.resolved.yaml
       stage_status.json        per stage: pending / running / done / failed, with timestamps
       checkpoints/<stage>/     best-*.ckpt (k lowest val/nrmse) and last.ckpt
+      profile/                 ``training.lightning_profile``'s reports
       summary.json             fast-to-sota's decisions; tuning.json and tuning_lr_<stage>.png the tuner's
       evaluation/              ``ups evaluate``'s results, reports and per-sample files
+      eval/<small|full>/       fast-to-sota's evaluations; promotion.json its promotion record
+      superseded/<time>/       the training that ``fast-to-sota --force-train`` replaced
       logs/<stage>/            metrics.csv (always), steps on the run's continuous step axis
       logs/tensorboard/        one TensorBoard run for all stages (``logging.tensorboard``)
 
@@ -81,8 +84,39 @@ class RunDir:
     def evaluation_dir(self) -> Path:
         return self.root / "evaluation"
 
+    @property
+    def promotion_path(self) -> Path:
+        return self.root / "promotion.json"
+
+    @property
+    def gate_evaluations_dir(self) -> Path:
+        return self.root / "eval"
+
+    def gate_evaluation_prefix(self, kind: str) -> Path:
+        """fast-to-sota's ``kind`` (small or full) evaluation: ``<prefix>.json`` and ``.html``."""
+        return self.gate_evaluations_dir / kind / "results"
+
+    @property
+    def profile_dir(self) -> Path:
+        return self.root / "profile"
+
+    @property
+    def tuning_scratch(self) -> Path:
+        return self.root / ".tuning"
+
+    def superseded_dir(self, stamp: str) -> Path:
+        return self.root / "superseded" / stamp
+
+    @property
+    def checkpoints_root(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def logs_root(self) -> Path:
+        return self.root / "logs"
+
     def checkpoint_dir(self, stage: str) -> Path:
-        return self.root / "checkpoints" / stage
+        return self.checkpoints_root / stage
 
     def last_checkpoint(self, stage: str) -> Path:
         """Where ``stage``'s last checkpoint is written (it may not exist yet)."""
@@ -106,7 +140,7 @@ class RunDir:
         )
 
     def log_dir(self, stage: str) -> Path:
-        return self.root / "logs" / stage
+        return self.logs_root / stage
 
     def metrics_csv(self, stage: str) -> Path:
         return self.log_dir(stage) / "metrics.csv"
@@ -120,7 +154,7 @@ class RunDir:
 
     @property
     def tensorboard_dir(self) -> Path:
-        return self.root / "logs" / "tensorboard"
+        return self.logs_root / "tensorboard"
 
     def step_offset(self, stage: str) -> int:
         """Optimizer steps of the stages before ``stage`` that are done in this run: where

@@ -121,8 +121,8 @@ def test_the_trained_operator_is_conditioned_on_the_forcing(tmp_path):
     batch = op.collate([WindowDataset(op.dyn_tasks, "test", horizon=1, stride=1)[i] for i in range(2)])
     z0 = op.encode_window(batch)[:, 0]
     with torch.no_grad():
-        forced = op._rollout(batch, z0, 1)
-        unforced = op._rollout({**batch, "static": torch.zeros_like(batch["static"])}, z0, 1)
+        forced = op.rollout(batch, z0, 1)
+        unforced = op.rollout({**batch, "static": torch.zeros_like(batch["static"])}, z0, 1)
     assert not torch.allclose(forced, unforced)
     # DDP/FSDP: the forcing encoder trains on every batch of this one-task config, and is frozen downstream
     cfg = load_config(config)

@@ -149,15 +149,11 @@ def test_fsdp_is_refused_for_stages_whose_ranks_would_run_different_modules(tmp_
         preflight(Stemmed(), cfg, RunDir(tmp_path), engine="lightning", resume=False)
 
 
-def test_cpu_offload_on_a_machine_without_gpu_is_refused_in_preflight(tmp_path, monkeypatch):
-    from ups.engines import preflight
-    from ups.runs import RunDir
-
+def test_cpu_offload_on_a_machine_without_gpu_is_refused_when_resolved_for_an_engine(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    cfg = load_config(
-        None, ["training.strategy=fsdp", "training.devices=2", "training.cpu_offload_optimizer=true"]
-    )
+    overrides = ["training.strategy=fsdp", "training.devices=2", "training.cpu_offload_optimizer=true"]
+    load(None, overrides, check_files=False)  # the config alone could run, on a machine with GPUs
     with pytest.raises(
-        Exception, match="needs the Lightning engine with training.strategy=fsdp on several GPUs"
+        ConfigError, match="with the Lightning engine on several of them .*engine lightning, 2 device.*CPU"
     ):
-        preflight(object(), cfg, RunDir(tmp_path), engine="lightning", resume=False)
+        load(None, overrides, check_files=False, engine="lightning")

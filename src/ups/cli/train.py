@@ -124,7 +124,7 @@ def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[st
     ``extra`` overrides last: the tuned values)."""
 
     devices = [f"training.devices={args.devices}"] if args.devices is not None else []
-    cfg = load_config(args.config, [*args.overrides, *devices, *extra])
+    cfg = load_config(args.config, [*args.overrides, *devices, *extra], engine=args.engine)
     if args.resume and not args.run_dir:
         raise UPSError(f"--resume needs --run-dir: {resume_needs}.")
     if args.resume and not RunDir(args.run_dir).status_path.is_file():

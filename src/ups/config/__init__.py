@@ -24,7 +24,6 @@ from ups.config.validate import (
     string_keys,
     task_path,
 )
-from ups.errors import ConfigError
 
 __all__ = [
     "Config",
@@ -67,15 +66,6 @@ def read_config(
     if cfg is not None:
         check_consistency(cfg, problems, check_files=check_files)
     return cfg, problems
-
-
-def raise_problems(path: str | Path | None, problems: Problems) -> None:
-    """One ``ConfigError`` listing every problem, if there is any."""
-    if problems.items:
-        head = f"{path}: " if path is not None else ""
-        count = len(problems.items)
-        lines = "\n".join(f"  - {p}" for p in problems.items)
-        raise ConfigError(f"{head}{count} problem{'s' if count > 1 else ''} in the configuration:\n{lines}")
 
 
 def to_dict(cfg: Config) -> dict:

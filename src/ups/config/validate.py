@@ -17,6 +17,7 @@ from typing import Any, Literal, Union
 
 from ups.config.load import Sources
 from ups.config.schema import STAGE_NAMES, Config
+from ups.errors import ConfigError
 
 
 class Problems:
@@ -30,6 +31,16 @@ class Problems:
         origin = self._origin(path)
         where = f" (set in {origin})" if origin else ""
         self.items.append(f"{dotted(path)}{where}: {message}")
+
+    def raise_if_any(self, path: str | Path | None) -> None:
+        """One ``ConfigError`` listing every problem of the config read from ``path``, if any."""
+        if self.items:
+            head = f"{path}: " if path is not None else ""
+            count = len(self.items)
+            lines = "\n".join(f"  - {p}" for p in self.items)
+            raise ConfigError(
+                f"{head}{count} problem{'s' if count > 1 else ''} in the configuration:\n{lines}"
+            )
 
     def _origin(self, path: tuple) -> str | None:
         if path in self.sources:
@@ -216,15 +227,6 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
             ("operator", "heads"),
             f"{cfg.operator.heads} heads do not divide latent.dim = "
             f"{cfg.latent.dim}; choose heads that divide it.",
-        )
-    if cfg.training.cpu_offload_optimizer and (
-        cfg.training.strategy != "fsdp" or cfg.training.accelerator == "cpu"
-    ):
-        problems.add(
-            ("training", "cpu_offload_optimizer"),
-            "offloads FSDP's state to the CPU, so it needs "
-            "training.strategy=fsdp on GPUs (training.accelerator gpu "
-            "or auto); set it false here.",
         )
     if cfg.training.strategy == "fsdp" and (
         cfg.training.ema_decay or any(getattr(cfg.stages, name).ema_decay for name in STAGE_NAMES)

@@ -3,7 +3,7 @@
 What is keyed: one entry per (task, key) holds float16/float32 latents [N, T, L, D] of
 every trajectory of the task's file (all splits, the whole down-sampled time axis). The
 key is the sha256 of the canonical JSON of everything the latents depend on: the format
-version, the encoder's weights and code (``encoder_digest``), the data file's identity (resolved
+version, the encoder's architecture and weights (``encoder_digest``), the data file's identity (resolved
 path, size, mtime_ns), layout, spatial and temporal down-sampling, the normaliser
 statistics, the cache dtype and the shapes. Change any of them and the key, hence the
 file name, changes: a stale entry is never read, only left behind for ``clear``.
@@ -29,7 +29,6 @@ rebuilt. Only the header's ``created`` time is not covered; it does not affect t
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -75,23 +74,16 @@ class _Corrupt(Exception):
 
 
 def encoder_digest(module: torch.nn.Module) -> str:
-    """sha256 hex over what the encoder computes: the state_dict (sorted names, dtype, shape and
-    raw bytes) and the source code of the ``ups`` modules that define its layers, so a change
-    of the encoder's code is a miss too."""
-    digest = hashlib.sha256()
-    for source in _layer_sources(module):
-        digest.update(source.encode())
+    """sha256 hex over what the encoder is: its architecture (the module tree as PyTorch prints it:
+    classes, sizes, activations) and its state_dict (sorted names, dtype, shape and raw bytes).
+    Its source code is not hashed, so an edit that computes the same is no miss; an edit that
+    changes what a layer computes must raise ``FORMAT_VERSION``."""
+    digest = hashlib.sha256(repr(module).encode())
     for name, tensor in sorted(module.state_dict().items()):
         tensor = tensor.detach().cpu().contiguous()
         digest.update(json.dumps([name, str(tensor.dtype), list(tensor.shape)]).encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
     return digest.hexdigest()
-
-
-def _layer_sources(module: torch.nn.Module) -> list[str]:
-    """Source code of every ``ups`` module defining a class among ``module``'s layers, by name."""
-    names = sorted({type(m).__module__ for m in module.modules() if type(m).__module__.startswith("ups.")})
-    return [inspect.getsource(sys.modules[name]) for name in names]
 
 
 def entry_key(task: TaskData, *, encoder: str, dtype: str, latent_shape: tuple[int, int]) -> tuple[str, dict]:

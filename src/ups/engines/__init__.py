@@ -6,23 +6,20 @@ batches and write the same checkpoint format (``ups.checkpoint``).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 from ups.checkpoint import check_fit, load_checkpoint
 from ups.config import Config
+from ups.config.engines import check_engine
 from ups.engines.common import (
     FitResult,
     stage_settings,
     task_batch_sampler,
-    uses_gpu,
     validation_on,
 )
-from ups.engines.guards import apply_guards
 from ups.engines.progress import inside_epoch
 from ups.errors import UPSError
 from ups.runs import RunDir
-from ups.tracking import check_tracking
 
 __all__ = ["ENGINES", "FitResult", "fit_checked", "fit_stage", "preflight"]
 
@@ -49,37 +46,12 @@ ENGINES = {"lightning": _lightning, "native": _native}
 
 
 def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> None:
-    """Every check that needs no training, so that bad input fails before a run folder is
-    written: the engine and its options, the resume checkpoint and its fit, non-empty data."""
-    if engine not in ENGINES:
-        raise UPSError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINES)}.")
-    if engine == "native":
-        # lazy: each engine's module loads only when that engine runs
-        from ups.engines.native import refuse_unsupported
-
-        refuse_unsupported(cfg)
-        if cfg.training.time_budget is not None:
-            raise UPSError(
-                "training.time_budget is kept by the Lightning engine; use --engine lightning, or "
-                "training.max_time (per stage) with the native engine."
-            )
-    if (
-        engine == "lightning"
-        and cfg.logging.tensorboard
-        and not any(importlib.util.find_spec(name) for name in ("tensorboard", "tensorboardX"))
-    ):
-        raise UPSError(
-            "logging.tensorboard=true needs the tensorboard package: `pip install tensorboard`, "
-            "or set logging.tensorboard=false (metrics.csv is written either way)."
-        )
-    check_tracking(cfg)
+    """The checks that need the built stage, so that bad input fails before a run folder is
+    written: FSDP's modules, validation's cadence, the resume checkpoint and its fit, non-empty
+    splits that fit the ranks. The config's own rules and the engine's (devices, precision,
+    offload, tracking) were checked when it was resolved (``ups.resolve.load_config``)."""
+    check_engine(cfg, engine)  # resolved configs passed already; this is for direct callers
     devices = cfg.training.devices * cfg.training.num_nodes
-    if cfg.training.cpu_offload_optimizer and (engine != "lightning" or not uses_gpu(cfg) or devices < 2):
-        raise UPSError(
-            "training.cpu_offload_optimizer offloads FSDP's shards, so it needs the Lightning engine with "
-            "training.strategy=fsdp on several GPUs (found: engine " + engine + f", {devices} device(s), "
-            f"{'GPU' if uses_gpu(cfg) else 'CPU'}); set it false."
-        )
     if (
         engine == "lightning"
         and cfg.training.strategy == "fsdp"
@@ -149,7 +121,6 @@ def fit_stage(
     to every logged step (the run's continuous step axis, ``RunDir.step_offset``); the
     checkpoints' ``global_step`` stays the stage's own.
     """
-    cfg = apply_guards(cfg)
     preflight(stage, cfg, run, engine=engine, resume=resume)
     return fit_checked(
         stage, cfg, run, engine=engine, resume=resume, callbacks=callbacks, step_offset=step_offset
@@ -168,7 +139,8 @@ def fit_checked(
     deadline=None,
 ) -> FitResult:
     """``fit_stage`` after ``preflight`` has passed (callers that must check before writing
-    anything run ``preflight`` themselves, then this, on a config through ``apply_guards``).
+    anything run ``preflight`` themselves, then this, on a config resolved for the engine:
+    ``ups.resolve.load_config(engine=...)``, which applied the guards).
     Each engine runs the stage's ``prepare`` (e.g. the latent cache) on its own device before
     building the loaders. ``deadline`` (``ups.deadline.Deadline``, Lightning only): training
     stops so that the stage ends by it (``training.time_budget``)."""

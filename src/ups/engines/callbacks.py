@@ -160,7 +160,7 @@ def measuring(cfg: Config, run: RunDir, stage_name: str) -> tuple[list[pl.Callba
     """(callbacks, profiler or None) for ``training.lightning_profile``."""
     mode = cfg.training.lightning_profile
     callbacks: list[pl.Callback] = [LearningRateMonitor(logging_interval="step"), PerfMonitor()]
-    folder = run.root / "profile"
+    folder = run.profile_dir
     if mode == "timer":
         limit = max_time_seconds(cfg.training.max_time)
         callbacks.append(

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ups.config import Config
+from ups.config.engines import uses_gpu
 from ups.data.sampling import TaskBatchSampler
 from ups.engines.progress import ResumableLoader
 from ups.errors import UPSError
@@ -290,11 +291,6 @@ def _non_finite(what: str, cfg: Config, step: int, skipped: int) -> bool:
 
 
 # ------------------------------------------------------------------------------ devices
-def uses_gpu(cfg: Config) -> bool:
-    accelerator = cfg.training.accelerator
-    return accelerator == "gpu" or (accelerator == "auto" and torch.cuda.is_available())
-
-
 def training_device(cfg: Config) -> torch.device:
     """The device of a single-process run: the current GPU when the config uses one, else the CPU.
     (Under Lightning each rank uses its strategy's ``root_device``.)"""

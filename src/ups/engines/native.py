@@ -61,23 +61,6 @@ from ups.stages.batch import to_device
 log = logging.getLogger("ups")
 
 
-def refuse_unsupported(cfg: Config) -> str:
-    """The autocast dtype name, after refusing what the native loop does not do."""
-    t = cfg.training
-    if t.devices > 1 or t.num_nodes > 1:
-        raise UPSError(
-            f"the native engine runs on one device (training.devices={t.devices}, "
-            f"training.num_nodes={t.num_nodes}); use --engine lightning for several devices."
-        )
-    precision = resolve_precision(cfg)
-    if precision not in ("32-true", "bf16-mixed"):
-        raise UPSError(
-            f"training.precision={precision} is Lightning-only; the native engine does 32-true and "
-            f"bf16-mixed."
-        )
-    return precision
-
-
 class MetricsCSV:
     """``metrics.csv`` as Lightning's CSVLogger writes it: one row per log call, the header
     grows (and the file is rewritten) when a new key appears; appends across resumes. Steps
@@ -121,7 +104,7 @@ class NativeTrainer:
 
     def __init__(self, stage, cfg: Config, run: RunDir, *, resume: bool = False, step_offset: int = 0):
         self.stage, self.cfg, self.run = stage, cfg, run
-        precision = refuse_unsupported(cfg)
+        precision = resolve_precision(cfg)  # 32-true or bf16-mixed: ups.resolve refused the others
         self.device = torch.device("cuda" if uses_gpu(cfg) else "cpu")
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)

@@ -36,11 +36,11 @@ from ups.engines.common import (
     training_device,
     uses_gpu,
 )
-from ups.engines.guards import apply_guards
 from ups.engines.lightning import StageModule
 from ups.engines.sharding import strategy_for
 from ups.engines.speed import speed_knobs
 from ups.errors import UPSError
+from ups.runs import RunDir
 from ups.stages.optim import resolved_optimizer
 
 log = logging.getLogger("ups")
@@ -129,13 +129,12 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
     name, t = stage.name, cfg.training
     initial_bs = batch_size(cfg, name)
     initial_lr = resolved_optimizer(cfg, name)["lr"]  # not the optimizer's: a warm-up scales it at step 0
-    cfg = apply_guards(cfg)
     speed_knobs(stage.model, cfg)  # tuned as it will train (activation checkpointing, compile)
     stage.prepare(training_device(cfg), progress=False)
     module = TuningModule(stage, cfg, initial_bs, initial_lr)
     report: dict = {"stage": name, "applied": request.apply}
     overrides = []
-    scratch = run_root / ".tuning"  # on the run folder, which every rank (every node) sees
+    scratch = RunDir(run_root).tuning_scratch  # on the run folder, which every rank (every node) sees
     scratch.mkdir(parents=True, exist_ok=True)
     trainer = None
     try:
@@ -196,7 +195,7 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
             )  # the whole sweep: batch-to-batch noise is no divergence
             suggestion = finder.suggestion() if finder is not None else None
             suggestion = trainer.strategy.broadcast(suggestion)  # one rate for every rank: rank 0's
-            plot = run_root / f"tuning_lr_{name}.png"
+            plot = RunDir(run_root).tuning_lr_plot(name)
             if finder is not None and trainer.is_global_zero:
                 figure = finder.plot(suggest=suggestion is not None)
                 run_root.mkdir(parents=True, exist_ok=True)
@@ -230,7 +229,7 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
     report["overrides"] = overrides
     if not trainer.is_global_zero:
         return overrides if request.apply else []
-    write_report(run_root / "tuning.json", report)
+    write_report(RunDir(run_root).tuning_report, report)
     log.info(
         "tuning %s: %s%s",
         name,
@@ -252,6 +251,6 @@ def write_report(path: Path, report: dict) -> None:
 def tuned_overrides(run_root: Path, stage: str) -> list[str]:
     """The overrides an applied tuning of ``stage`` recorded in ``<run>/tuning.json`` (a resume
     keeps them)."""
-    path = Path(run_root) / "tuning.json"
+    path = RunDir(run_root).tuning_report
     entry = json.loads(path.read_text()).get(stage, {}) if path.is_file() else {}
     return list(entry.get("overrides", [])) if entry.get("applied") else []

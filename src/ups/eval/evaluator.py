@@ -127,6 +127,11 @@ class ReferenceWindows(Dataset):
         return out
 
 
+def decoded(decode, states: torch.Tensor) -> torch.Tensor:
+    """Decode each step of a latent rollout [B, H, L, D]: the physical fields [B, H, Q, C]."""
+    return torch.stack([decode(states[:, k], k + 1) for k in range(states.shape[1])], dim=1)
+
+
 class Evaluator:
     """The trained stages and the running sums of one evaluation."""
 
@@ -188,11 +193,7 @@ class Evaluator:
         )  # the initial condition at the trained grid
         start = time.perf_counter()
         decode = op.decoder_for(batch, z, flat_points(window[:, 0]), coords)  # timed: part of every rollout
-        pred, zk, forcing = [], z, op.forcing(batch)
-        for k in range(1, steps + 1):
-            zk = op.model.operator(zk, batch["dt"], batch["params"], batch["task_id"], forcing)
-            pred.append(decode(zk, k))
-        pred = torch.stack(pred, dim=1)
+        pred = decoded(decode, op.rollout(batch, z, steps))
         self.rollout_seconds += time.perf_counter() - start
         self.rollout_steps += steps
         self.rollout_samples += steps * window.shape[0]
@@ -207,17 +208,13 @@ class Evaluator:
 
     def corrected(self, batch, z, truth, decode, names) -> None:
         generator = self.corrector.validation_generator(batch)
-        op, corrector = self.operator.model.operator, self.corrector
-        pred, zk, forcing = [], z, self.operator.forcing(batch)
-        for k in range(1, truth.shape[1] + 1):
-            step = op(zk, batch["dt"], batch["params"], batch["task_id"], forcing)
-            zk = step + corrector.correction(batch, step, generator)
-            pred.append(decode(zk, k))
-        pred = torch.stack(pred, dim=1)
+        op, corrector = self.operator, self.corrector
+        correct = lambda step: corrector.correction(batch, step, generator)  # noqa: E731
+        pred = decoded(decode, op.rollout(batch, z, truth.shape[1], correct=correct))
         self.add(suite(pred, truth), names, "corrected_", batch["index"])
         self.add_channels({"nrmse": channel_suite(pred, truth)["nrmse"]}, names, "corrected_")
         self.add_curve("corrected", rollout_curve(pred, truth))
-        first = op(z, batch["dt"], batch["params"], batch["task_id"], forcing)
+        first = op.rollout(batch, z, 1)[:, 0]
         samples = torch.stack(
             [
                 decode(first + corrector.correction(batch, first, generator), 1)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -178,11 +178,17 @@ class LatentOperator(nn.Module):
         task_id: Tensor,
         steps: int,
         forcing: Tensor | None = None,
+        correct: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor:
-        """Autoregressive rollout: z0 [B, L, D] -> [B, steps, L, D]; entry k is forward applied k+1 times."""
+        """Autoregressive rollout: z0 [B, L, D] -> [B, steps, L, D]; entry k is forward applied k+1
+        times. With ``correct`` each step's state becomes ``state + correct(state)`` before the next
+        (the corrector's sampled residual): the one latent rollout of training, validation and
+        evaluation."""
         states, z = [], z0
         for _ in range(steps):
             z = self(z, dt, params, task_id, forcing)
+            if correct is not None:
+                z = z + correct(z)
             states.append(z)
         return torch.stack(states, dim=1)
 

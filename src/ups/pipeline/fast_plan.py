@@ -79,7 +79,7 @@ def validate(request: Request) -> Plan:
             f"run id '{request.run_dir.name}': use letters, digits, '.', '_' and '-' only, "
             f"starting with a letter or digit."
         )
-    cfg = load_config(request.config, request.overrides)
+    cfg = load_config(request.config, request.overrides, engine=request.engine)
     evals = {kind: eval_config(request, kind) for kind in ("small", "full")}
     tasks = [task.name for task in cfg.data.tasks]
     metric = gate_metric(

@@ -95,7 +95,7 @@ def fast_to_sota(request: Request) -> Summary | None:
     try:
         with tracking.tracking(plan.cfg, plan.run.root) as tracker:
             summary.data["tracking"] = {
-                "csv": str((plan.run.root / "logs").resolve()),
+                "csv": str(plan.run.logs_root.resolve()),
                 "wandb": None
                 if tracker is None
                 else {"run_id": tracker.run.id, "dir": str(tracker.directory.resolve())},
@@ -152,17 +152,17 @@ def supersede(run: RunDir) -> str | None:
     moved = [
         p
         for p in (
-            run.root / "checkpoints",
-            run.root / "logs",
+            run.checkpoints_root,
+            run.logs_root,
             run.status_path,
-            run.root / "eval",
-            run.root / "promotion.json",
+            run.gate_evaluations_dir,
+            run.promotion_path,
         )
         if p.exists()
     ]
     if not moved:
         return None
-    target = run.root / "superseded" / now().replace(":", "")
+    target = run.superseded_dir(now().replace(":", ""))
     target.mkdir(parents=True)
     for path in moved:
         if path.name == "logs":  # W&B's files stay with the run (one W&B run per folder)
@@ -202,7 +202,7 @@ def evaluate_and_gate(request: Request, plan: Plan, summary: Summary) -> None:
 def run_evaluation(request: Request, plan: Plan, kind: str, fresh: bool) -> tuple[dict, dict, bool]:
     """(result, written files, reused?) of the ``kind`` evaluation."""
     cfg = plan.evals[kind]
-    prefix = plan.run.root / "eval" / kind / "results"
+    prefix = plan.run.gate_evaluation_prefix(kind)
     eval_request = EvaluationRequest(
         run_dir=plan.run.root,
         engine=request.eval_engine,
@@ -298,9 +298,9 @@ def promote(plan: Plan, summary: Summary) -> None:
                 "provisional": full["provisional"],
                 "leaderboard": str(plan.leaderboard.resolve()),
             }
-            with atomic_path(plan.run.root / "promotion.json") as tmp:
+            with atomic_path(plan.run.promotion_path) as tmp:
                 tmp.write_text(json.dumps(record, indent=2) + "\n")
-            entry["record"] = str((plan.run.root / "promotion.json").resolve())
+            entry["record"] = str(plan.run.promotion_path.resolve())
             summary.data["promoted"] = True
     summary.data["champion_run_id"] = champion(plan, summary)
 

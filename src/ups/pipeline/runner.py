@@ -19,7 +19,6 @@ from ups.data.summary import load_config_tasks
 from ups.deadline import Deadline, StageOutOfTime, now
 from ups.engines import FitResult, fit_checked, preflight
 from ups.engines.common import training_device
-from ups.engines.guards import apply_guards
 from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages import STAGES
@@ -137,7 +136,6 @@ def fit_in_run(
     """Train a ``checked_stage`` into ``run``, keeping ``stage_status.json`` truthful (rank 0):
     running (with the log step offset) → done (checkpoints, score, steps, epochs, and the
     stage's wall-clock ``seconds`` since ``started``, its set-up included) or failed."""
-    cfg = apply_guards(cfg)  # the recorded config is the one that trains
     stage, offset = stage_obj.name, run.step_offset(stage_obj.name)
     action = "resumed" if resume else "trained"
     started = now() if started is None else started

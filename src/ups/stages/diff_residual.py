@@ -154,35 +154,17 @@ class DiffResidualStage(OperatorStage):
         per_task(metrics, "crps", crps(samples, truth(1)), names)
         if len(samples) > 1:
             per_task(metrics, "spread_skill", spread_skill(samples, truth(1)), names)
-        corrected_rollout, operator_rollout = self.rollouts(batch, z[:, 0], generator)
-        steps = range(len(corrected_rollout))
-        per_task(
-            metrics,
-            "rollout_nrmse",
-            torch.stack([nrmse(decode(corrected_rollout[k], k + 1), truth(k + 1)) for k in steps]).mean(0),
-            names,
-        )
-        per_task(
-            metrics,
-            "operator_rollout_nrmse",
-            torch.stack([nrmse(decode(operator_rollout[k], k + 1), truth(k + 1)) for k in steps]).mean(0),
-            names,
-        )
+        steps = batch["window"].shape[1] - 1
+        rollouts = {
+            "rollout_nrmse": self.rollout(
+                batch, z[:, 0], steps, correct=lambda step: self.correction(batch, step, generator)
+            ),
+            "operator_rollout_nrmse": self.rollout(batch, z[:, 0], steps),
+        }
+        for key, states in rollouts.items():
+            errors = [nrmse(decode(states[:, k], k + 1), truth(k + 1)) for k in range(steps)]
+            per_task(metrics, key, torch.stack(errors).mean(0), names)
         return metrics
-
-    def rollouts(self, batch: dict, z0: torch.Tensor, generator: torch.Generator):
-        """Latents of the corrected and the operator-only rollouts over the window: two lists of
-        H [B, L, D]."""
-        corrected, plain = [], []
-        zc = zp = z0
-        forcing = self.forcing(batch)
-        for _ in range(batch["window"].shape[1] - 1):
-            step = self.model.operator(zc, batch["dt"], batch["params"], batch["task_id"], forcing)
-            zc = step + self.correction(batch, step, generator)
-            zp = self.model.operator(zp, batch["dt"], batch["params"], batch["task_id"], forcing)
-            corrected.append(zc)
-            plain.append(zp)
-        return corrected, plain
 
     def decoding(self, batch: dict, z0: torch.Tensor):
         """(decode: (latents predicted k steps from the window's frame 0, encoded as z0; k) -> physical

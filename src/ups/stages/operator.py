@@ -290,15 +290,17 @@ class OperatorStage(Stage):
     def latent_shape(self) -> tuple[int, int]:
         return self.cfg.latent.tokens, self.cfg.latent.dim
 
-    def _rollout(self, batch: dict, z0: torch.Tensor, steps: int) -> torch.Tensor:
+    def rollout(self, batch: dict, z0: torch.Tensor, steps: int, correct=None) -> torch.Tensor:
+        """The batch's latent rollout from ``z0`` [B, L, D]: [B, steps, L, D], with its forcing, and
+        with ``correct`` (``LatentOperator.rollout``) the corrector's residual added at each step."""
         return self.model.operator.rollout(
-            z0, batch["dt"], batch["params"], batch["task_id"], steps, self.forcing(batch)
+            z0, batch["dt"], batch["params"], batch["task_id"], steps, self.forcing(batch), correct
         )
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         w = self.cfg.operator
         z = self.encode_window(batch)
-        pred = self._rollout(batch, z[:, 0], z.shape[1] - 1)
+        pred = self.rollout(batch, z[:, 0], z.shape[1] - 1)
         one_step = F.mse_loss(pred[:, 0], z[:, 1])
         rollout = F.mse_loss(pred, z[:, 1:])
         spectral = F.mse_loss(torch.fft.rfft(pred[:, 0], dim=1).abs(), torch.fft.rfft(z[:, 1], dim=1).abs())
@@ -318,7 +320,7 @@ class OperatorStage(Stage):
         coords = flat_points(batch["coords"])
         z = self.encode_window(batch)
         steps = z.shape[1] - 1
-        pred = self._rollout(batch, z[:, 0], steps)
+        pred = self.rollout(batch, z[:, 0], steps)
         decode = self.decoder_for(batch, z[:, 0], flat_points(window[:, 0]), coords)
         truth = [
             denormalize(self.normalizers, names, flat_points(window[:, k]).float()) for k in range(steps + 1)
