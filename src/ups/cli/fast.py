@@ -143,7 +143,7 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
             return 1
     if summary is None:  # another rank of a multi-device run
         return 0
-    for line in report(summary.data):
+    for line in report(summary.to_json()):
         print(line)
     print(f"summary: {summary.path}")
     return 0

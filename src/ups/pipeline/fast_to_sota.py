@@ -94,7 +94,7 @@ def fast_to_sota(request: Request) -> Summary | None:
     summary.start(time.perf_counter() - t0)
     try:
         with tracking.tracking(plan.cfg, plan.run.root) as tracker:
-            summary.data["tracking"] = {
+            summary.tracking = {
                 "csv": str(plan.run.logs_root.resolve()),
                 "wandb": None
                 if tracker is None
@@ -109,8 +109,8 @@ def fast_to_sota(request: Request) -> Summary | None:
                 if tracker is not None:  # the summary as it stands, also after a failure
                     attach(tracker, summary, plan.leaderboard)
     except BaseException as exc:
-        if summary.data["status"] != "failed":  # failed outside a step, or in tracking after the last step
-            summary.fail("orchestrator" if summary.data["status"] == "running" else "tracking", exc)
+        if summary.status != "failed":  # failed outside a step, or in tracking after the last step
+            summary.fail("orchestrator" if summary.status == "running" else "tracking", exc)
         raise
     return summary
 
@@ -138,7 +138,7 @@ def train(request: Request, plan: Plan, summary: Summary | None) -> None:
             entry["stages"] = {
                 name: status.get(name, {}).get("state", "pending") for name in planned_stages(plan.cfg)
             }
-            summary.data["checkpoints"] = {
+            summary.checkpoints = {
                 name: str(plan.run.best_checkpoint(name).resolve())
                 for name, state in entry["stages"].items()
                 if state == "done"
@@ -178,8 +178,7 @@ def supersede(run: RunDir) -> str | None:
 
 def evaluate_and_gate(request: Request, plan: Plan, summary: Summary) -> None:
     for kind in ("small", "full"):
-        small_gate = summary.data["gates"].get("small")
-        if kind == "full" and not small_gate["passed"] and not request.force_full_eval:
+        if kind == "full" and not summary.gates["small"].passed and not request.force_full_eval:
             reason = "the small gate failed (run with --force-full-eval to evaluate anyway)"
             summary.skip("full_eval", reason)
             summary.skip("full_gate", reason)
@@ -191,11 +190,11 @@ def evaluate_and_gate(request: Request, plan: Plan, summary: Summary) -> None:
             entry.update(
                 {key: str(Path(path).resolve()) for key, path in written.items() if key != "leaderboard"}
             )
-            summary.data["evaluations"][kind] = str(written["json"].resolve())
+            summary.evaluations[kind] = written["json"].resolve()
         with summary.step(f"{kind}_gate") as entry:
             decision = gate(plan, kind, result)
             entry.update(passed=decision.passed, provisional=decision.provisional)
-            summary.data["gates"][kind] = decision.to_dict()
+            summary.gates[kind] = decision
         log.info("%s", decision.messages[0])
 
 
@@ -264,15 +263,14 @@ def gate(plan: Plan, kind: str, result: dict):
 
 
 def promote(plan: Plan, summary: Summary) -> None:
-    gates = summary.data["gates"]
-    full = gates.get("full")
-    if full is None or not full["passed"] or not gates["small"]["passed"]:
+    full = summary.gates.get("full")
+    if full is None or not full.passed or not summary.gates["small"].passed:
         summary.skip(
             "promote",
             "the full gate did not run"
             if full is None
             else "the full gate failed"
-            if not full["passed"]
+            if not full.passed
             else "the small gate failed (the full evaluation was forced)",
         )
     else:
@@ -280,7 +278,7 @@ def promote(plan: Plan, summary: Summary) -> None:
             run_id = plan.run.root.name
             rows = read_leaderboard(plan.leaderboard)[1]
             for kind in ("small", "full"):
-                result = json.loads(Path(summary.data["evaluations"][kind]).read_text())
+                result = json.loads(summary.evaluations[kind].read_text())
                 if not any(
                     r.get("run_id") == run_id
                     and r.get("role") == "champion"
@@ -293,16 +291,16 @@ def promote(plan: Plan, summary: Summary) -> None:
                 "promoted_at": now(),
                 "run_id": run_id,
                 "metric": plan.metric,
-                "value": full["candidate"],
-                "previous_baseline": full["baseline_row"],
-                "provisional": full["provisional"],
+                "value": full.candidate,
+                "previous_baseline": full.baseline_row,
+                "provisional": full.provisional,
                 "leaderboard": str(plan.leaderboard.resolve()),
             }
             with atomic_path(plan.run.promotion_path) as tmp:
                 tmp.write_text(json.dumps(record, indent=2) + "\n")
             entry["record"] = str(plan.run.promotion_path.resolve())
-            summary.data["promoted"] = True
-    summary.data["champion_run_id"] = champion(plan, summary)
+            summary.promoted = True
+    summary.champion_run_id = champion(plan, summary)
 
 
 def champion(plan: Plan, summary: Summary) -> str | None:
@@ -310,8 +308,8 @@ def champion(plan: Plan, summary: Summary) -> str | None:
     small one)."""
     rows = [r for r in read_leaderboard(plan.leaderboard)[1] if r.get("role") == "champion"]
     for kind in ("full", "small"):
-        if kind in summary.data["evaluations"]:
-            result = json.loads(Path(summary.data["evaluations"][kind]).read_text())
+        if kind in summary.evaluations:
+            result = json.loads(summary.evaluations[kind].read_text())
             like = {key: leaderboard_row(result).get(key) for key in COMPARABLE}
             best = select_baseline(rows, plan.metric, candidate_run="", comparable=like)
             if best is not None:
@@ -324,24 +322,22 @@ def attach(tracker, summary: Summary, leaderboard: Path) -> None:
     rows = [
         [
             kind,
-            g["passed"],
-            g["provisional"],
-            g["metric"],
-            g["candidate"],
-            g["baseline"],
-            (g["baseline_row"] or {}).get("run_id"),
-            " ".join(g["messages"]),
+            g.passed,
+            g.provisional,
+            g.metric,
+            g.candidate,
+            g.baseline,
+            (g.baseline_row or {}).get("run_id"),
+            " ".join(g.messages),
         ]
-        for kind, g in summary.data["gates"].items()
+        for kind, g in summary.gates.items()
     ]
     tracker.log_table(
         "gates",
         ["gate", "passed", "provisional", "metric", "candidate", "baseline", "baseline_run", "messages"],
         rows,
     )
-    tracker.run.summary.update(
-        {"promoted": summary.data["promoted"], "champion_run_id": summary.data["champion_run_id"]}
-    )
+    tracker.run.summary.update({"promoted": summary.promoted, "champion_run_id": summary.champion_run_id})
     for path in (summary.path, leaderboard, leaderboard.with_suffix(".html")):
         if path.is_file():
             tracker.attach(path)
