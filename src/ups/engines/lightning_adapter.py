@@ -11,8 +11,10 @@ resume or a log silently. No other module may use a private Lightning name
 - ``attached_trainer``: a LightningModule's trainer, or None outside a fit;
 - ``refuse_in_process_launchers``: the launcher kind that starts ranks inside this process;
 - ``keep_previous_metrics``: a resumed fit appends to the CSV logger's metrics.csv;
-- ``synthesized_loops``: the fit loop's progress for a checkpoint the native engine wrote
-  (cross-engine exact resume: docs/lightning_training.md).
+- ``synthesized_loops``: the fit loop's progress for a checkpoint the native engine wrote;
+- ``callback_states``, ``restore_callback_states``, ``version_record``: what the native engine
+  writes and reads of ModelCheckpoint's and EarlyStopping's state and Lightning's version, so
+  that either engine resumes the other's checkpoints exactly (docs/lightning_training.md).
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import lightning
 import lightning.pytorch as pl
+import torch
 from lightning.fabric.utilities.rank_zero import _get_rank
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
@@ -118,3 +122,60 @@ def synthesized_loops(trainer: pl.Trainer, checkpoint: dict, batches_per_epoch: 
         "test_loop": trainer.test_loop.state_dict(),
         "predict_loop": trainer.predict_loop.state_dict(),
     }
+
+
+def version_record() -> dict:
+    """The Lightning version a checkpoint records (Lightning reads it when it loads one)."""
+    return {"pytorch-lightning_version": lightning.__version__}
+
+
+def callback_states(state_keys, *, last: str, dirpath: str, top_k, patience, last_score) -> dict:
+    """ModelCheckpoint's (``state_keys[0]``) and EarlyStopping's (``state_keys[1]``) state with
+    Lightning's fields, from the native loop's best-k (``top_k``; None: validation off, no
+    monitor and no early stopping) and patience."""
+    if top_k is None:
+        return {
+            state_keys[0]: {
+                "monitor": None,
+                "best_model_score": None,
+                "best_model_path": "",
+                "current_score": None,
+                "dirpath": dirpath,
+                "best_k_models": {},
+                "kth_best_model_path": "",
+                "kth_value": None,
+                "last_model_path": last,
+            }
+        }
+    best, worst = top_k.best(), top_k.worst() if top_k.best_k_models else ""
+    scores = {k: torch.tensor(v) for k, v in top_k.best_k_models.items()}
+    return {
+        state_keys[0]: {
+            "monitor": "val/nrmse",
+            "best_model_score": scores.get(best),
+            "best_model_path": best or "",
+            "current_score": None if last_score is None else torch.tensor(last_score),
+            "dirpath": dirpath,
+            "best_k_models": scores,
+            "kth_best_model_path": worst,
+            "kth_value": scores.get(worst),
+            "last_model_path": last,
+        },
+        state_keys[1]: {
+            "wait_count": patience.wait,
+            "stopped_epoch": 0,
+            "best_score": torch.tensor(patience.best),
+            "patience": patience.patience,
+        },
+    }
+
+
+def restore_callback_states(states: dict, state_keys, top_k, patience) -> None:
+    """The native loop's best-k (the files still there) and patience from either engine's
+    callback states."""
+    if state_keys[0] in states:
+        kept = states[state_keys[0]].get("best_k_models", {})
+        top_k.best_k_models = {k: float(v) for k, v in kept.items() if Path(k).exists()}
+    if state_keys[1] in states:
+        stop = states[state_keys[1]]
+        patience.wait, patience.best = int(stop["wait_count"]), float(stop["best_score"])

@@ -18,7 +18,6 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import lightning
 import torch
 
 from ups import tracking
@@ -52,6 +51,7 @@ from ups.engines.common import (
     validation_means,
     validation_on,
 )
+from ups.engines.lightning_adapter import callback_states, restore_callback_states, version_record
 from ups.engines.progress import inside_epoch, progress_record, step_checkpoint_due
 from ups.engines.speed import speed_knobs
 from ups.errors import UPSError
@@ -136,7 +136,8 @@ class NativeTrainer:
         self.last_score: float | None = None
         self.skipped = 0
         self.csv = MetricsCSV(run.log_dir(stage.name), append=resume, step_offset=step_offset)
-        # Lightning's callback state keys, so that checkpoints resume in either engine.
+        # Lightning's callback state keys, so that checkpoints resume in either engine
+        # lazy: the Lightning engine's module loads only when a native fit starts
         from ups.engines.lightning import monitor_callbacks
 
         self.state_keys = [cb.state_key for cb in monitor_callbacks(cfg, run, stage.name)]
@@ -256,7 +257,7 @@ class NativeTrainer:
         ckpt = {
             "epoch": self.epoch,
             "global_step": self.global_step,
-            "pytorch-lightning_version": lightning.__version__,
+            **version_record(),
             "state_dict": model_state_dict(self.stage),
             "optimizer_states": [self.optimizer.state_dict()],
             "lr_schedulers": [self.scheduler.state_dict()] if self.scheduler is not None else [],
@@ -271,43 +272,15 @@ class NativeTrainer:
         return ckpt
 
     def callback_states(self) -> dict:
-        """The best-k and early-stopping state under Lightning's callback keys and fields."""
-        last = str(self.run.last_checkpoint(self.stage.name))
-        if not self.validate:
-            return {
-                self.state_keys[0]: {
-                    "monitor": None,
-                    "best_model_score": None,
-                    "best_model_path": "",
-                    "current_score": None,
-                    "dirpath": str(self.ckpt_dir),
-                    "best_k_models": {},
-                    "kth_best_model_path": "",
-                    "kth_value": None,
-                    "last_model_path": last,
-                }
-            }
-        best, worst = self.top_k.best(), self.top_k.worst() if self.top_k.best_k_models else ""
-        scores = {k: torch.tensor(v) for k, v in self.top_k.best_k_models.items()}
-        return {
-            self.state_keys[0]: {
-                "monitor": "val/nrmse",
-                "best_model_score": scores.get(best),
-                "best_model_path": best or "",
-                "current_score": None if self.last_score is None else torch.tensor(self.last_score),
-                "dirpath": str(self.ckpt_dir),
-                "best_k_models": scores,
-                "kth_best_model_path": worst,
-                "kth_value": scores.get(worst),
-                "last_model_path": last,
-            },
-            self.state_keys[1]: {
-                "wait_count": self.patience.wait,
-                "stopped_epoch": 0,
-                "best_score": torch.tensor(self.patience.best),
-                "patience": self.patience.patience,
-            },
-        }
+        """The best-k and early-stopping state, as Lightning's callbacks keep it."""
+        return callback_states(
+            self.state_keys,
+            last=str(self.run.last_checkpoint(self.stage.name)),
+            dirpath=str(self.ckpt_dir),
+            top_k=self.top_k if self.validate else None,
+            patience=self.patience,
+            last_score=self.last_score,
+        )
 
     def resume(self) -> None:
         """Continue from ``last.ckpt`` of either engine: weights, optimizer, scheduler, EMA,
@@ -327,13 +300,8 @@ class NativeTrainer:
             self.epoch, self.start_batch = int(ckpt["epoch"]), int(progress["batches"])
             self.train_loader.load_state_dict(progress)
             self.train_metrics = MetricMeans.from_totals(progress["train_totals"])
-        states = ckpt.get("callbacks", {})
-        if self.validate and self.state_keys[0] in states:
-            kept = states[self.state_keys[0]].get("best_k_models", {})
-            self.top_k.best_k_models = {k: float(v) for k, v in kept.items() if Path(k).exists()}
-        if self.validate and self.state_keys[1] in states:
-            stop = states[self.state_keys[1]]
-            self.patience.wait, self.patience.best = int(stop["wait_count"]), float(stop["best_score"])
+        if self.validate:
+            restore_callback_states(ckpt.get("callbacks", {}), self.state_keys, self.top_k, self.patience)
 
 
 def fit_native(
