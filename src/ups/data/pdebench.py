@@ -19,6 +19,7 @@ Five layouts are read (``layout="auto"`` detects them, in this order):
   [T, X, C] or [T, X, Y, C] and ``grid/x``, ``grid/y`` (2D), ``grid/t`` (T or T+1). The
   grid of the first group is used for all groups.
 
+Each layout's datasets are checked, and its facts read, by ``ups.data.layouts.LayoutScan``.
 Missing coordinates fall back to uniform cell centres on (0, 1) and missing times to
 ``linspace(0, 1, T)``; each fallback is recorded in ``FileInfo.notes``. ``max_samples``
 keeps the first samples in file order (PDEBench's ``num_samples_max``).
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,16 +41,11 @@ import h5py
 import numpy as np
 
 from ups.data.contiguous import ContiguousDataset
+from ups.data.layouts import LAYOUTS, LayoutScan
 from ups.data.params import numeric_attrs, parse_params_from_name
 from ups.errors import DataError
 
-LAYOUTS = ("single", "darcy", "multigroup", "cfd", "ns_incomp")
 SPATIAL_AXES = "xyz"
-CFD_VELOCITIES = ("Vx", "Vy", "Vz")
-NS_CHANNELS = ("Vx", "Vy", "particles")
-NS_STATIC = ("force_x", "force_y")
-
-_GROUP_NAME = re.compile(r"^\d+$")
 
 
 @dataclass(frozen=True)
@@ -152,22 +147,16 @@ class PDEBenchFile:
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._direct: dict[str, ContiguousDataset | None] = {}  # by dataset key, for this process's handle
-        self._notes: list[str] = []
-        self._group_params: list[dict[str, float]] = []
-        self._channel_names: tuple[str, ...] = ()
-        self._static: tuple[str, ...] = ()
         with self._open() as h5:
-            self.layout = self._detect_layout(h5) if layout == "auto" else layout
-            validate = {
-                "single": self._validate_single,
-                "darcy": self._validate_darcy,
-                "multigroup": self._validate_multigroup,
-                "cfd": self._validate_cfd,
-                "ns_incomp": self._validate_ns_incomp,
-            }[self.layout]
-            validate(h5)
+            scan = LayoutScan(self.path, h5, layout, self.max_samples)
             params = parse_params_from_name(self.path.name)
             params.update(numeric_attrs(h5.attrs))
+        self.layout, self._notes = scan.layout, scan.notes
+        self._n, self._t_len, self._spatial = scan.n, scan.t_len, scan.spatial
+        self._channels, self._channel_axis = scan.channels, scan.channel_axis
+        self._channel_names, self._static = scan.channel_names, scan.static
+        self._groups, self._group_params = scan.groups, scan.group_params
+        self._axes, self._t = scan.axes, scan.t
         self._check_reduction()
         self._n_stored = self._n
         if self.max_samples is not None and self.max_samples < self._n:
@@ -275,221 +264,6 @@ class PDEBenchFile:
         return state
 
     # ---- validation ----------------------------------------------------------------
-
-    def _detect_layout(self, h5: h5py.File) -> str:
-        keys = list(h5.keys())
-        if "tensor" in h5 and "nu" in h5:
-            return "darcy"
-        if "tensor" in h5:
-            return "single"
-        if "density" in h5:
-            return "cfd"
-        if "velocity" in h5:
-            return "ns_incomp"
-        if any(_GROUP_NAME.match(k) and isinstance(h5[k], h5py.Group) for k in keys):
-            return "multigroup"
-        shown = ", ".join(keys[:10]) + (", ..." if len(keys) > 10 else "")
-        raise DataError(
-            f"{self.path}: cannot tell the layout; top-level keys are [{shown}]. Expected "
-            f"'tensor' (single-file), 'tensor' + 'nu' (Darcy), 'density' + 'pressure' + 'Vx' "
-            f"(compressible CFD), 'velocity' + 'particles' (incompressible Navier-Stokes), or "
-            f"groups '0000', '0001', ... with 'data' (multi-group)."
-        )
-
-    def _dataset(self, h5, key: str, expected: str) -> h5py.Dataset:
-        if key not in h5 or not isinstance(h5[key], h5py.Dataset):
-            raise DataError(
-                f"{self.path}: no dataset '{key}' (layout '{self.layout}'); "
-                f"expected '{key}' with shape {expected}. Top-level keys: "
-                f"{list(h5.keys())[:10]}."
-            )
-        ds = h5[key]
-        if ds.dtype.kind not in "fiu":
-            raise DataError(
-                f"{self.path}: dataset '{key}' has dtype {ds.dtype}; expected a "
-                f"real numeric array {expected}."
-            )
-        return ds
-
-    def _axis(self, h5, key: str, n: int, axis: str) -> np.ndarray:
-        """A 1-D coordinate of length n, or uniform cell centres when absent."""
-        if key not in h5:
-            self._notes.append(f"no '{key}': using {n} uniform cell centres on (0, 1) for {axis}")
-            return _cell_centres(n)
-        values = np.asarray(h5[key][()], dtype=np.float64).reshape(-1)
-        if values.shape[0] != n:
-            raise DataError(
-                f"{self.path}: '{key}' has length {values.shape[0]} (shape "
-                f"{h5[key].shape}) but the data has {n} points along {axis}; "
-                f"expected a 1-D array of length {n}."
-            )
-        return values
-
-    def _time_axis(self, h5, key: str, t: int) -> np.ndarray:
-        """Times of length T; a T+1 array (the PDEBench quirk) is cut to its first T."""
-        if key not in h5:
-            self._notes.append(f"no '{key}': using {t} uniform times on [0, 1]")
-            return np.linspace(0.0, 1.0, t)
-        values = np.asarray(h5[key][()], dtype=np.float64).reshape(-1)
-        if values.shape[0] not in (t, t + 1):
-            raise DataError(
-                f"{self.path}: '{key}' has length {values.shape[0]} (shape "
-                f"{h5[key].shape}) but the data has T={t} frames; expected length "
-                f"{t} or {t + 1}."
-            )
-        return values[:t]
-
-    def _validate_single(self, h5) -> None:
-        ds = self._dataset(h5, "tensor", "[N, T, X] or [N, T, X, Y]")
-        rank = ds.ndim
-        has_y = "y-coordinate" in h5
-        if rank == 3 or (rank == 4 and has_y):
-            self._channel_axis, self._channels = False, 1
-        elif rank in (4, 5):
-            self._channel_axis, self._channels = True, int(ds.shape[-1])
-        else:
-            raise DataError(
-                f"{self.path}: dataset 'tensor' has shape {ds.shape} (rank {rank}); "
-                f"expected [N, T, X], [N, T, X, Y] (with 'y-coordinate'), "
-                f"[N, T, X, C] or [N, T, X, Y, C]."
-            )
-        self._n, self._t_len = int(ds.shape[0]), int(ds.shape[1])
-        n_spatial = rank - 2 - int(self._channel_axis)
-        self._spatial = tuple(int(s) for s in ds.shape[2 : 2 + n_spatial])
-        self._read_grid(h5, [f"{a}-coordinate" for a in SPATIAL_AXES], "t-coordinate")
-
-    def _validate_cfd(self, h5) -> None:
-        density = self._dataset(h5, "density", "[N, T, X], [N, T, X, Y] or [N, T, X, Y, Z]")
-        if density.ndim not in (3, 4, 5):
-            raise DataError(
-                f"{self.path}: dataset 'density' has shape {density.shape} (rank "
-                f"{density.ndim}); the compressible CFD layout stores each variable as "
-                f"[N, T, X], [N, T, X, Y] or [N, T, X, Y, Z]."
-            )
-        n_spatial = density.ndim - 2
-        names = ("density", "pressure", *CFD_VELOCITIES[:n_spatial])
-        for name in names[1:]:
-            ds = self._dataset(h5, name, f"{tuple(density.shape)} like 'density'")
-            if ds.shape != density.shape:
-                raise DataError(
-                    f"{self.path}: dataset '{name}' has shape {ds.shape} but 'density' has "
-                    f"{density.shape}; every variable of a {n_spatial}D CFD file "
-                    f"({', '.join(names)}) must have the same shape."
-                )
-        self._channel_names, self._channels = names, len(names)
-        self._n, self._t_len = int(density.shape[0]), int(density.shape[1])
-        self._spatial = tuple(int(s) for s in density.shape[2:])
-        self._read_grid(h5, [f"{a}-coordinate" for a in SPATIAL_AXES], "t-coordinate")
-
-    def _validate_ns_incomp(self, h5) -> None:
-        velocity = self._dataset(h5, "velocity", "[N, T, X, Y, 2]")
-        if velocity.ndim != 5 or velocity.shape[-1] != 2:
-            raise DataError(
-                f"{self.path}: dataset 'velocity' has shape {velocity.shape}; the "
-                f"incompressible Navier-Stokes layout stores it as [N, T, X, Y, 2]."
-            )
-        n, t_len, *spatial, _ = (int(s) for s in velocity.shape)
-        particles = self._dataset(h5, "particles", f"[{n}, {t_len}, {spatial[0]}, {spatial[1]}, 1]")
-        if particles.shape != (n, t_len, *spatial, 1):
-            raise DataError(
-                f"{self.path}: dataset 'particles' has shape {particles.shape}; expected "
-                f"{(n, t_len, *spatial, 1)} to match 'velocity' {velocity.shape}."
-            )
-        if "force" in h5:
-            force = self._dataset(h5, "force", f"[{n}, {spatial[0]}, {spatial[1]}, 2]")
-            if force.shape != (n, *spatial, 2):
-                raise DataError(
-                    f"{self.path}: dataset 'force' has shape {force.shape}; expected "
-                    f"{(n, *spatial, 2)}, one static 2D forcing per sample."
-                )
-            self._static = NS_STATIC
-        self._channel_names, self._channels = NS_CHANNELS, 3
-        self._n, self._t_len, self._spatial = n, t_len, tuple(spatial)
-        self._read_grid(h5, [f"{a}-coordinate" for a in SPATIAL_AXES], None)
-        self._t = self._sample_times(h5, n, t_len)
-
-    def _sample_times(self, h5, n: int, t_len: int) -> np.ndarray:
-        """One time axis from ``t`` [N, T], whose rows must agree (one axis serves every sample)."""
-        if "t" not in h5:
-            self._notes.append(f"no 't': using {t_len} uniform times on [0, 1]")
-            return np.linspace(0.0, 1.0, t_len)
-        t = self._dataset(h5, "t", f"[{n}, {t_len}]")
-        if t.shape != (n, t_len):
-            raise DataError(
-                f"{self.path}: dataset 't' has shape {t.shape}; expected {(n, t_len)}, the "
-                f"times of every sample's frames."
-            )
-        rows = np.asarray(t[()], dtype=np.float64)
-        first = rows[0]
-        differ = ~np.isclose(rows, first, rtol=1e-6, atol=1e-9).all(axis=1)
-        if differ.any():
-            bad = int(np.argmax(differ))
-            raise DataError(
-                f"{self.path}: 't' differs between samples (sample {bad} has times "
-                f"{rows[bad, :3].tolist()}... against sample 0's {first[:3].tolist()}...); "
-                f"UPS needs one time axis per file. Split the file by time step."
-            )
-        return first
-
-    def _validate_darcy(self, h5) -> None:
-        u = self._dataset(h5, "tensor", "[N, 1, X, Y]")
-        a = self._dataset(h5, "nu", "[N, X, Y]")
-        if u.ndim != 4 or u.shape[1] != 1:
-            raise DataError(
-                f"{self.path}: Darcy dataset 'tensor' has shape {u.shape}; expected "
-                f"[N, 1, X, Y] (one steady solution per sample)."
-            )
-        expected = (u.shape[0], u.shape[2], u.shape[3])
-        if a.shape != expected:
-            raise DataError(
-                f"{self.path}: Darcy dataset 'nu' has shape {a.shape}; expected "
-                f"{expected} to match 'tensor' {u.shape}."
-            )
-        self._n, self._t_len, self._channels = int(u.shape[0]), 1, 1
-        self._spatial = (int(u.shape[2]), int(u.shape[3]))
-        self._read_grid(h5, ["x-coordinate", "y-coordinate"], None)
-
-    def _validate_multigroup(self, h5) -> None:
-        names = sorted((k for k in h5.keys() if _GROUP_NAME.match(k)), key=int)
-        if not names:
-            raise DataError(
-                f"{self.path}: no groups named '0000', '0001', ...; top-level keys "
-                f"are {list(h5.keys())[:10]}. Expected the multi-group layout."
-            )
-        shape = None
-        for name in names[: self.max_samples]:
-            group = h5[name]
-            if not isinstance(group, h5py.Group) or "data" not in group:
-                raise DataError(
-                    f"{self.path}: group '{name}' has no dataset 'data'; every group "
-                    f"must hold 'data' [T, X, C] or [T, X, Y, C]."
-                )
-            ds = group["data"]
-            if shape is None:
-                shape = ds.shape
-                if ds.ndim not in (3, 4, 5) or ds.dtype.kind not in "fiu":
-                    raise DataError(
-                        f"{self.path}: '{name}/data' has shape {ds.shape} and dtype "
-                        f"{ds.dtype}; expected real [T, X, C], [T, X, Y, C] or [T, X, Y, Z, C]."
-                    )
-            elif ds.shape != shape:
-                raise DataError(
-                    f"{self.path}: '{name}/data' has shape {ds.shape} but "
-                    f"'{names[0]}/data' has {shape}; all groups must match."
-                )
-            self._group_params.append(numeric_attrs(group.attrs))
-        self._groups = names
-        self._n, self._t_len, self._channels = len(names), int(shape[0]), int(shape[-1])
-        self._spatial = tuple(int(s) for s in shape[1:-1])
-        self._channel_axis = True
-        first = names[0]
-        self._read_grid(h5, [f"{first}/grid/{a}" for a in SPATIAL_AXES], f"{first}/grid/t")
-
-    def _read_grid(self, h5, axis_keys: list[str], t_key: str | None) -> None:
-        self._axes = [
-            self._axis(h5, key, n, axis) for key, n, axis in zip(axis_keys, self._spatial, SPATIAL_AXES)
-        ]
-        self._t = self._time_axis(h5, t_key, self._t_len) if t_key else np.zeros(1)
 
     def _check_reduction(self) -> None:
         smallest = min(self._spatial)
