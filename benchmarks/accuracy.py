@@ -229,6 +229,8 @@ def ups_config(
         }
         if task.steady:  # with batches of 8, a learning rate of 2e-3 beat 1e-3 on two seeds' autoencoders
             stages["steady_prior"]["optimizer"] = {"lr": 2e-3}
+        stages["steady_prior"].update({"hidden": 128, "depth": 2, "steps_infer": 8})
+        stages["operator"]["rollout_horizon"] = 4  # 2 gave Burgers more steps but made advection unstable
         two_d = task.spatial_dims == 2  # the 2D transient task borrows Darcy's settings, untried on it
         config.update(
             {
@@ -239,7 +241,6 @@ def ups_config(
                 "latent": {"tokens": 64 if two_d else 16, "dim": 64},
                 "encoder": {"hidden": 32, "depth": 1 if two_d else 0, "kernel_size": 3},
                 "decoder": {"hidden": 64, "query_points": 64},
-                "steady_prior": {"hidden": 128, "depth": 2, "steps_infer": 8},
                 "stages": stages,
             }
         )
@@ -249,7 +250,6 @@ def ups_config(
                 "batch_size": 8 if task.steady else 32,
                 "accelerator": "auto",
                 "time_shares": shares,
-                "rollout_horizon": 4,  # 2 gave Burgers more steps but made advection unstable
                 # Darcy's epochs are 4-8 steps: validating after each took a third of the steady prior's time
                 "val_every_n_epochs": 4 if task.steady else 1,
                 "latent_cache_dir": str(out / "latent_cache" / task.name),

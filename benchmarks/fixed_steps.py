@@ -47,6 +47,14 @@ EPOCHS_STEADY = {
 }
 
 
+STAGE_MODELS = {
+    "operator": {"rollout_horizon": 2},
+    "diff_residual": {"hidden": 32, "depth": 1, "steps_infer": 2, "val_samples": 2},
+    "consistency_distill": {"steps_infer": 1},
+    "steady_prior": {"hidden": 32, "depth": 1, "steps_infer": 2},
+}
+
+
 def config_for(name: str, data_file: Path, out: Path, n: int) -> Path:
     task = TASKS[name]
     config = protocol(task, data_file, out, 0, 1.0, 179)  # the protocol's keys; the deadline is removed below
@@ -58,7 +66,6 @@ def config_for(name: str, data_file: Path, out: Path, n: int) -> Path:
         "batch_size": 8,
         "accelerator": "cpu",
         "precision": "32-true",
-        "rollout_horizon": 2,
         "num_workers": 0,
     }
     config.update(
@@ -66,10 +73,10 @@ def config_for(name: str, data_file: Path, out: Path, n: int) -> Path:
             "latent": {"tokens": 64 if two_d else 16, "dim": 32},
             "encoder": {"hidden": 16, "depth": 1 if two_d else 0, "kernel_size": 3},
             "decoder": {"hidden": 32, "query_points": 32},
-            "diffusion": {"hidden": 32, "depth": 1, "steps_infer": 2, "val_samples": 2},
-            "consistency": {"steps_infer": 1},
-            "steady_prior": {"hidden": 32, "depth": 1, "steps_infer": 2},
-            "stages": {stage: {"epochs": count, "patience": 100} for stage, count in epochs.items()},
+            "stages": {
+                stage: {"epochs": count, "patience": 100, **STAGE_MODELS.get(stage, {})}
+                for stage, count in epochs.items()
+            },
         }
     )
     path = out / "configs" / f"{name}.yaml"

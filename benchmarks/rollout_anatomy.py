@@ -11,7 +11,7 @@ step it prints:
 
 - ``rollout``: the nRMSE of the decoded rollout (the benchmark's score, averaged over steps);
 - ``floor``: the nRMSE of decode(encode(truth)) on the same frame, the autoencoder's own error,
-  which a rollout decoded as a state (``operator.carry_error=false``) cannot go below; with the
+  which a rollout decoded as a state (``stages.operator.carry_error=false``) cannot go below; with the
   known frame's error carried forward (the default) it can, as long as that error persists.
 
 For the first step it prints how well the operator predicts the change of state, in latent

@@ -91,7 +91,7 @@ def report(cfg, args, rows: dict) -> None:
         f"{' '.join(args.overrides)}".rstrip()
     )
     print(
-        f"precision {t.precision}, rollout_horizon {t.rollout_horizon}, "
+        f"precision {t.precision}, rollout_horizon {cfg.stages.operator.rollout_horizon}, "
         f"torch threads {torch.get_num_threads()}"
     )
     print(f"{'stage':<21}{'sample':<13}{'batch':>6}{'steps':>6}{'median ms/step':>16}{'samples/s':>11}")

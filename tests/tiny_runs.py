@@ -10,15 +10,16 @@ TINY = {
     "latent": {"tokens": 4, "dim": 16},
     "encoder": {"hidden": 16, "depth": 1, "kernel_size": 3},
     "decoder": {"hidden": 16, "depth": 1, "fourier_features": 4, "query_points": 16},
-    "operator": {"depth": 1, "heads": 2},
     "training": {
         "batch_size": 16,
-        "rollout_horizon": 2,
         "time_stride": 2,
         "accelerator": "cpu",
         "log_every_n_steps": 1,
     },
-    "stages": {"autoencoder": {"epochs": 1}, "operator": {"epochs": 2}},
+    "stages": {
+        "autoencoder": {"epochs": 1},
+        "operator": {"epochs": 2, "depth": 1, "heads": 2, "rollout_horizon": 2},
+    },
 }
 
 
@@ -32,13 +33,13 @@ BURGERS_AND_DARCY = [
 def generative_overrides(steps_infer: int, val_samples: int) -> list[str]:
     """Tiny flows, ``steps_infer`` sampler steps, one epoch of each generative stage."""
     return [
-        "diffusion.hidden=16",
-        "diffusion.depth=1",
-        f"diffusion.steps_infer={steps_infer}",
-        f"diffusion.val_samples={val_samples}",
-        "steady_prior.hidden=16",
-        "steady_prior.depth=1",
-        f"steady_prior.steps_infer={steps_infer}",
+        "stages.diff_residual.hidden=16",
+        "stages.diff_residual.depth=1",
+        f"stages.diff_residual.steps_infer={steps_infer}",
+        f"stages.diff_residual.val_samples={val_samples}",
+        "stages.steady_prior.hidden=16",
+        "stages.steady_prior.depth=1",
+        f"stages.steady_prior.steps_infer={steps_infer}",
         "stages.diff_residual.epochs=1",
         "stages.consistency_distill.epochs=1",
         "stages.steady_prior.epochs=1",

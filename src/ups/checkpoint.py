@@ -137,18 +137,18 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
     if subspace:
         lines.append(
             f"the operator's latent subspace is {'missing from' if subspace[0] in missing else 'in'} the "
-            f"checkpoint: set operator.subspace_dim to the value it was trained with (0 for a checkpoint "
-            f"from before the subspace existed)"
+            f"checkpoint: set stages.operator.subspace_dim to the value it was trained with (0 for a "
+            f"checkpoint from before the subspace existed)"
         )
     bias = [k for k in missing + unexpected if k.rsplit(".", 1)[-1] == "token_bias"]
     if bias:
         lines.append(
-            "the operator's locality bias is in the checkpoint and off in the config: set operator.locality "
-            "to a value > 0 (the checkpoint keeps its own bias)"
+            "the operator's locality bias is in the checkpoint and off in the config: set "
+            "stages.operator.locality to a value > 0 (the checkpoint keeps its own bias)"
             if bias[0] in unexpected
             else "the operator's locality bias is missing from the checkpoint (trained with "
-            "operator.locality=0, or before the bias existed): set operator.locality=0 to load it, or train "
-            "the operator again"
+            "stages.operator.locality=0, or before the bias existed): set stages.operator.locality=0 to load "
+            "it, or train the operator again"
         )
     # the decoder reads another number of latent channels while the encoder writes the same D: the amplitude
     proj = [

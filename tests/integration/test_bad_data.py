@@ -104,7 +104,7 @@ def test_a_malformed_data_file_is_refused_before_training_with_nothing_written(t
         tmp_path / "c.yaml",
         data,
         [{"name": "t", "path": path.name}],
-        training={"rollout_horizon": 2, "time_stride": 2},
+        training={"time_stride": 2},
     )
     run = tmp_path / "run"
     assert main(["pipeline", "--config", str(config), "--run-dir", str(run)]) == 2

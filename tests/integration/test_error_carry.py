@@ -1,5 +1,6 @@
 """How operator predictions are decoded: the autoencoder's error on the known frame carried forward
-(``operator.carry_error``), and the latent subspace kept only when validation frames decode through it."""
+(``stages.operator.carry_error``), and the latent subspace kept only when validation frames decode
+through it."""
 
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def test_decoding_carries_the_known_frames_error_and_is_persistence_for_a_still_
     rho = float(operator_of(trained).error_carry()[0, 2, 0])
     torch.testing.assert_close(decode(z0, 2), plain + rho * (physical_u0 - plain), rtol=1e-4, atol=1e-5)
     with torch.no_grad():
-        off = operator_of(trained, "operator.carry_error=false")
+        off = operator_of(trained, "stages.operator.carry_error=false")
         torch.testing.assert_close(off.decoder_for(batch, z0, u0, coords)(z0, 2), plain)
 
 
@@ -119,7 +120,7 @@ def test_a_subspace_that_decodes_validation_frames_worse_is_dropped(tmp_path, mo
                     "operator",
                     "--run-dir",
                     str(run),
-                    "operator.subspace_dim=8",
+                    "stages.operator.subspace_dim=8",
                 ]
             )
             == 0
@@ -129,7 +130,7 @@ def test_a_subspace_that_decodes_validation_frames_worse_is_dropped(tmp_path, mo
         and "not used" in caplog.text
     )
     assert len(seen) == 1 and np.isfinite(seen[0]) and seen[0] > 0.5  # the real measurement ran
-    op = operator_of((config, run), "operator.subspace_dim=8")
+    op = operator_of((config, run), "stages.operator.subspace_dim=8")
     assert not op.model.operator._subspace_ready and not bool(op.model.operator.subspace_fitted)
     z = torch.randn(2, *op.latent_shape)
     assert torch.equal(op.model.operator.project(z), z)
@@ -150,10 +151,10 @@ def test_a_subspace_that_decodes_within_tolerance_is_kept(tmp_path, monkeypatch)
                 "operator",
                 "--run-dir",
                 str(run),
-                "operator.subspace_dim=8",
+                "stages.operator.subspace_dim=8",
             ]
         )
         == 0
     )
-    op = operator_of((config, run), "operator.subspace_dim=8")
+    op = operator_of((config, run), "stages.operator.subspace_dim=8")
     assert op.model.operator._subspace_ready

@@ -105,7 +105,7 @@ def test_a_checkpoint_of_another_architecture_is_refused(trained, tmp_path, caps
             "--output-prefix",
             str(tmp_path / "x"),
             "latent.dim=8",
-            "operator.heads=2",
+            "stages.operator.heads=2",
         ]
     )
     assert code == 2

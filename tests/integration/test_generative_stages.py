@@ -88,9 +88,8 @@ def test_a_stage_without_its_upstream_checkpoint_fails_before_training(upstream,
 
 def test_a_mismatched_upstream_checkpoint_fails_before_training(upstream, tmp_path):
     cfg, run = upstream
-    other = dataclasses.replace(
-        cfg, diffusion=dataclasses.replace(cfg.diffusion, hidden=32)
-    )  # a wider corrector
+    wider = dataclasses.replace(cfg.stages.diff_residual, hidden=32)  # a wider corrector
+    other = dataclasses.replace(cfg, stages=dataclasses.replace(cfg.stages, diff_residual=wider))
     with pytest.raises(CheckpointError, match="diff_residual checkpoint does not fit"):
         train_stage(other, "consistency_distill", tmp_path / "x", engine="native", from_run=run)
     assert not (tmp_path / "x").exists()

@@ -60,7 +60,7 @@ def test_the_operator_subspace_is_fitted_from_the_cache_as_on_the_fly_and_saved(
     fits = {}
     cached = [f"training.latent_cache_dir={tmp_path / 'cache'}", "training.latent_cache_dtype=float32"]
     for name, cache in (("off", []), ("on", cached)):
-        cfg = load_config(config, ["operator.subspace_dim=5", *cache])
+        cfg = load_config(config, ["stages.operator.subspace_dim=5", *cache])
         run = train_stage(cfg, "operator", tmp_path / name, engine="native", from_run=ae_run).result
         weights = stage_weights(load_checkpoint(run.best_path))
         assert bool(weights["operator.subspace_fitted"])

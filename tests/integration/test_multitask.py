@@ -189,10 +189,10 @@ def test_the_corrector_trains_on_tasks_of_three_grid_sizes_without_a_cache(multi
         [
             "training.latent_cache_dir=null",
             "stages.diff_residual.epochs=1",
-            "diffusion.hidden=16",
-            "diffusion.depth=1",
-            "diffusion.steps_infer=2",
-            "diffusion.val_samples=2",
+            "stages.diff_residual.hidden=16",
+            "stages.diff_residual.depth=1",
+            "stages.diff_residual.steps_infer=2",
+            "stages.diff_residual.val_samples=2",
         ],
     )
     train_stage(cfg, "operator", tmp_path / "run", engine="native", from_run=ae_run)

@@ -220,7 +220,7 @@ def test_without_the_latent_amplitude_both_stages_train(tiny_config, tmp_path):
     "extra, needle",
     [
         (["--engine", "native", "training.devices=2"], "native engine runs on one device"),
-        (["training.rollout_horizon=9"], "rollout_horizon=9"),
+        (["stages.operator.rollout_horizon=9"], "rollout_horizon=9"),
         (
             ["latent.dim=2"],
             "latent.dim = 2 channels, which leaves none for the shape; raise latent.dim or set "

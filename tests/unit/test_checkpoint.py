@@ -99,7 +99,7 @@ def test_a_missing_or_extra_operator_subspace_names_the_setting():
     }
     missing = "\n".join(misfit_report(model, stored))
     assert "missing keys (3)" in missing and "latent subspace is missing from the checkpoint" in missing
-    assert "operator.subspace_dim" in missing and "0 for a checkpoint from before" in missing
+    assert "stages.operator.subspace_dim" in missing and "0 for a checkpoint from before" in missing
     extra = "\n".join(misfit_report(stored, model))
     assert "unexpected keys (3)" in extra and "latent subspace is in the checkpoint" in extra
     assert misfit_report(model, model) == []
@@ -110,10 +110,11 @@ def test_a_missing_or_extra_operator_locality_bias_names_the_setting():
     model = {**stored, "operator.token_bias": torch.zeros(1, 2, 2)}
     missing = "\n".join(misfit_report(model, stored))
     assert (
-        "missing keys (1): operator.token_bias" in missing and "set operator.locality=0 to load it" in missing
+        "missing keys (1): operator.token_bias" in missing
+        and "set stages.operator.locality=0 to load it" in missing
     )
     extra = "\n".join(misfit_report(stored, model))
-    assert "unexpected keys (1)" in extra and "set operator.locality to a value > 0" in extra
+    assert "unexpected keys (1)" in extra and "set stages.operator.locality to a value > 0" in extra
 
 
 def test_a_steady_prior_from_before_the_residual_flow_is_told_to_retrain():

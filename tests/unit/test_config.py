@@ -150,6 +150,16 @@ MALFORMED = {
     ),
     "bool as string": (TASK + "training: {compile: 'yes'}\n", [], ["training.compile", "true or false"]),
     "negative epochs": (TASK + "stages: {operator: {epochs: -1}}\n", [], ["stages.operator.epochs", ">= 0"]),
+    "a moved section": (
+        TASK + "diffusion: {hidden: 32}\n",
+        [],
+        ["diffusion.hidden", "has moved to stages.diff_residual.hidden", "ups config migrate"],
+    ),
+    "a moved key on the command line": (
+        TASK,
+        ["training.rollout_horizon=3"],
+        ["training.rollout_horizon", "command-line override", "stages.operator.rollout_horizon"],
+    ),
     "unknown stage name": (
         TASK + "stages: {operatr: {epochs: 2}}\n",
         [],
@@ -192,9 +202,9 @@ MALFORMED = {
         ["data.split", "exceeds 1"],
     ),
     "heads do not divide dim": (
-        TASK + "latent: {dim: 30}\noperator: {heads: 4}\n",
+        TASK + "latent: {dim: 30}\nstages: {operator: {heads: 4}}\n",
         [],
-        ["operator.heads", "latent.dim"],
+        ["stages.operator.heads", "latent.dim"],
     ),
     "even kernel": (TASK + "encoder: {kernel_size: 4}\n", [], ["encoder.kernel_size", "odd"]),
     "fsdp offload on cpu": (
@@ -287,3 +297,32 @@ def test_python_dash_m_ups_runs(workdir):
 def test_every_shipped_config_is_valid(path):
     cfg = load_config(path, check_files=False)
     assert cfg.data.tasks and all(task.name and task.path for task in cfg.data.tasks)
+
+
+def test_config_migrate_moves_old_keys_file_by_file_and_keeps_precedence(workdir, capsys):
+    """Issue 29: stage settings live under stages.<name>; `ups config migrate` rewrites an old config,
+    its includes followed, each file's keys moved before the includes merge (so the including file
+    still wins)."""
+    write(workdir / "base.yaml", TASK + "diffusion: {hidden: 96, depth: 2}\ntraining: {rollout_horizon: 3}\n")
+    old = write(
+        workdir / "old.yaml",
+        "include: base.yaml\noperator: {heads: 2}\ndiffusion: {hidden: 48}\n"
+        "stages: {operator: {epochs: 3}}\n",
+    )
+    assert main(["validate-config", str(old)]) == 2  # refused as it is, naming where the keys went
+    assert "has moved to stages.operator.heads" in capsys.readouterr().err
+    new = workdir / "new.yaml"
+    assert main(["config", "migrate", str(old), "--out", str(new)]) == 0
+    err = capsys.readouterr().err
+    assert "moved operator -> stages.operator" in err and "moved diffusion -> stages.diff_residual" in err
+    cfg = load_config(new)
+    operator, corrector = cfg.stages.operator, cfg.stages.diff_residual
+    assert (operator.heads, operator.epochs, operator.rollout_horizon) == (2, 3, 3)
+    assert (corrector.hidden, corrector.depth) == (48, 2)  # old.yaml's value wins over base.yaml's
+
+
+def test_config_migrate_refuses_a_result_that_is_still_wrong_and_writes_nothing(workdir, capsys):
+    old = write(workdir / "old.yaml", TASK + "operator: {heds: 2}\n")
+    new = workdir / "new.yaml"
+    assert main(["config", "migrate", str(old), "--out", str(new)]) == 2
+    assert "stages.operator.heds" in capsys.readouterr().err and not new.exists()

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from ups import deadline
 from ups.cli.cache import add_cache
+from ups.cli.config import add_config
 from ups.cli.data import _data_summary, _validate_config, add_generate
 from ups.cli.evaluate import add_evaluate
 from ups.cli.fast import add_fast_to_sota
@@ -109,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
     p.set_defaults(run=_data_summary, command="data summary")
     add_cache(sub)
+    add_config(sub)
     add_evaluate(sub)
     add_fast_to_sota(sub)
     return parser

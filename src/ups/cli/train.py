@@ -257,7 +257,7 @@ def _train_report(done) -> list[str]:
         )
     if "val/rollout_nrmse" in best:
         lines.append(
-            f"rollout val nRMSE (mean over the training.rollout_horizon steps): "
+            f"rollout val nRMSE (mean over the stages.operator.rollout_horizon steps): "
             f"{best['val/rollout_nrmse']:.4g}"
         )
     return lines

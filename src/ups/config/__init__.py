@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from ups.config.load import apply_overrides, merge_into, read_config_tree
+from ups.config.migrate import refuse_moved_keys
 from ups.config.schema import STAGE_NAMES, Config, TaskConfig
 from ups.config.validate import (
     Problems,
@@ -62,6 +63,7 @@ def read_config(
         layer_tree, layer_sources = read_config_tree(layer)
         merge_into(tree, layer_tree, sources, layer_sources)
     problems = Problems(sources)
+    refuse_moved_keys(tree, problems, path)
     cfg = build_config(tree, problems)
     if cfg is not None:
         check_consistency(cfg, problems, check_files=check_files)

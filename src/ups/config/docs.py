@@ -48,7 +48,7 @@ valid one. Any problem exits with code 2 and nothing is written. Checked:
 - bounds (for instance `stages.*.epochs >= 0`, where 0 skips a stage);
 - combinations: at least one task, unique task names, a path for every task and the file
   present, split fractions summing to at most 1 with a non-empty train split,
-  `operator.heads` dividing `latent.dim`, an odd `encoder.kernel_size`, no FSDP or 16-mixed \
+  `stages.operator.heads` dividing `latent.dim`, an odd `encoder.kernel_size`, no FSDP or 16-mixed \
 precision on `accelerator: cpu`,
   two Adam betas in [0, 1).
 

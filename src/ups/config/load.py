@@ -16,16 +16,18 @@ from ups.errors import ConfigError
 Sources = dict[tuple, str]
 
 
-def read_config_tree(path: str | Path) -> tuple[dict, Sources]:
+def read_config_tree(path: str | Path, transform=None) -> tuple[dict, Sources]:
     """Read ``path`` and everything it includes; later values win over earlier ones.
 
     ``include:`` takes a path or a list of paths, relative to the including file. The included
-    files are merged in order, then the including file's own keys on top.
+    files are merged in order, then the including file's own keys on top. ``transform`` (a
+    file's tree -> a tree) is applied to each file's own keys before they are merged
+    (``ups config migrate`` moves each file's old keys, so precedence is kept).
     """
-    return _read(Path(path), stack=())
+    return _read(Path(path), stack=(), transform=transform)
 
 
-def _read(path: Path, stack: tuple[Path, ...]) -> tuple[dict, Sources]:
+def _read(path: Path, stack: tuple[Path, ...], transform=None) -> tuple[dict, Sources]:
     path = path.resolve()
     if path in stack:
         chain = " -> ".join(p.name for p in (*stack, path))
@@ -44,10 +46,12 @@ def _read(path: Path, stack: tuple[Path, ...]) -> tuple[dict, Sources]:
     if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
         raise ConfigError(f"{path}: 'include' must be a path or a list of paths, got {includes!r}.")
 
+    if transform is not None:
+        raw = transform(raw)
     merged: dict = {}
     sources: Sources = {}
     for inc in includes:
-        sub, sub_sources = _read(path.parent / inc, (*stack, path))
+        sub, sub_sources = _read(path.parent / inc, (*stack, path), transform)
         merge_into(merged, sub, sources, sub_sources)
     merge_into(merged, raw, sources, _leaf_sources(raw, str(path)))
     return merged, sources

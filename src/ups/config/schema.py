@@ -17,6 +17,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 STAGE_NAMES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
+# Keys of earlier configs and where they live now (``ups config migrate`` rewrites them).
+MOVED = {
+    ("operator",): ("stages", "operator"),
+    ("diffusion",): ("stages", "diff_residual"),
+    ("consistency",): ("stages", "consistency_distill"),
+    ("steady_prior",): ("stages", "steady_prior"),
+    ("training", "rollout_horizon"): ("stages", "operator", "rollout_horizon"),
+}
 
 
 def knob(default, help: str, *, read_by: str, min=None, max=None, gt=None, lt=None):
@@ -159,78 +167,6 @@ class DecoderConfig:
     )
 
 
-@dataclass
-class OperatorConfig:
-    depth: int = knob(4, "transformer blocks in the latent operator", read_by="models", min=1)
-    heads: int = knob(4, "attention heads (must divide `latent.dim`)", read_by="models", min=1)
-    mlp_ratio: float = knob(
-        2.0, "hidden width of each MLP, as a multiple of `latent.dim`", read_by="models", gt=0
-    )
-    dropout: float = knob(0.0, "dropout inside the operator blocks", read_by="models", min=0.0, max=1.0)
-    spectral_weight: float = knob(0.1, "weight of the spectral loss term", read_by="operator stage", min=0.0)
-    rollout_weight: float = knob(
-        1.0, "weight of the unrolled rollout loss term", read_by="operator stage", min=0.0
-    )
-    decoded_weight: float = knob(
-        0.0,
-        "weight of the optional decoded-space loss through the frozen decoder",
-        read_by="operator stage",
-        min=0.0,
-    )
-    locality: float = knob(
-        2.0,
-        "width, in token cells, of the operator's locality bias: a token's attention logit for a token d "
-        "cells away gets -1/2 (d / locality)^2, the distance wrapping around on periodic tasks "
-        "(`data.tasks[].periodic`); 0 turns it off",
-        read_by="models",
-        min=0.0,
-    )
-    subspace_dim: int = knob(
-        64,
-        "the operator reads and writes latents projected onto this many principal directions of the "
-        "training latents (fitted before training, saved with the weights); 0, or a value of at least "
-        "`latent.tokens` x `latent.dim`, turns it off",
-        read_by="operator stage",
-        min=0,
-    )
-    carry_error: bool = knob(
-        True,
-        "decoded predictions from a known frame u_0 add the autoencoder's error on it, u_0 - D(E(u_0)), "
-        "times how much that error still correlates with the error k steps later (per task, step and "
-        "channel, measured on training trajectories): D(z_k) + rho_k (u_0 - D(E(u_0))). Slowly changing "
-        "fields keep most of it, so their short-horizon error drops below the autoencoder's; fields that "
-        "move or steepen keep little, and decode as D(z_k). false: D(z_k) alone",
-        read_by="operator stage",
-    )
-
-
-@dataclass
-class DiffusionConfig:
-    hidden: int = knob(128, "width of the flow-matching network", read_by="diff_residual stage", min=1)
-    depth: int = knob(3, "blocks of the flow-matching network", read_by="diff_residual stage", min=1)
-    steps_infer: int = knob(8, "sampler steps at inference", read_by="diff_residual stage", min=1)
-    sampler: Literal["euler", "heun"] = knob("heun", "ODE sampler", read_by="diff_residual stage")
-    val_samples: int = knob(
-        4, "samples per input for CRPS during validation", read_by="diff_residual stage", min=1
-    )
-
-
-@dataclass
-class ConsistencyConfig:
-    steps_infer: int = knob(
-        1, "student sampling steps (1 or 2)", read_by="consistency_distill stage", min=1, max=2
-    )
-
-
-@dataclass
-class SteadyPriorConfig:
-    hidden: int = knob(
-        128, "width of the steady-state flow-matching network", read_by="steady_prior stage", min=1
-    )
-    depth: int = knob(3, "blocks of the steady-state network", read_by="steady_prior stage", min=1)
-    steps_infer: int = knob(8, "sampler steps at inference", read_by="steady_prior stage", min=1)
-
-
 # --------------------------------------------------------------------------- training
 @dataclass
 class TrainingConfig:
@@ -309,7 +245,6 @@ class TrainingConfig:
         read_by="engines",
         min=1,
     )
-    rollout_horizon: int = knob(4, "steps of the unrolled rollout windows", read_by="operator stage", min=1)
     time_stride: int = knob(
         1, "frames between a latent pair's input and target", read_by="operator stage", min=1
     )
@@ -417,12 +352,99 @@ class StageConfig:
 
 
 @dataclass
+class OperatorStageConfig(StageConfig):
+    """The ``operator`` stage: the latent operator's architecture, its loss and its windows."""
+
+    depth: int = knob(4, "transformer blocks in the latent operator", read_by="models", min=1)
+    heads: int = knob(4, "attention heads (must divide `latent.dim`)", read_by="models", min=1)
+    mlp_ratio: float = knob(
+        2.0, "hidden width of each MLP, as a multiple of `latent.dim`", read_by="models", gt=0
+    )
+    dropout: float = knob(0.0, "dropout inside the operator blocks", read_by="models", min=0.0, max=1.0)
+    spectral_weight: float = knob(0.1, "weight of the spectral loss term", read_by="operator stage", min=0.0)
+    rollout_weight: float = knob(
+        1.0, "weight of the unrolled rollout loss term", read_by="operator stage", min=0.0
+    )
+    decoded_weight: float = knob(
+        0.0,
+        "weight of the optional decoded-space loss through the frozen decoder",
+        read_by="operator stage",
+        min=0.0,
+    )
+    locality: float = knob(
+        2.0,
+        "width, in token cells, of the operator's locality bias: a token's attention logit for a token d "
+        "cells away gets -1/2 (d / locality)^2, the distance wrapping around on periodic tasks "
+        "(`data.tasks[].periodic`); 0 turns it off",
+        read_by="models",
+        min=0.0,
+    )
+    subspace_dim: int = knob(
+        64,
+        "the operator reads and writes latents projected onto this many principal directions of the "
+        "training latents (fitted before training, saved with the weights); 0, or a value of at least "
+        "`latent.tokens` x `latent.dim`, turns it off",
+        read_by="operator stage",
+        min=0,
+    )
+    carry_error: bool = knob(
+        True,
+        "decoded predictions from a known frame u_0 add the autoencoder's error on it, u_0 - D(E(u_0)), "
+        "times how much that error still correlates with the error k steps later (per task, step and "
+        "channel, measured on training trajectories): D(z_k) + rho_k (u_0 - D(E(u_0))). Slowly changing "
+        "fields keep most of it, so their short-horizon error drops below the autoencoder's; fields that "
+        "move or steepen keep little, and decode as D(z_k). false: D(z_k) alone",
+        read_by="operator stage",
+    )
+    rollout_horizon: int = knob(4, "steps of the unrolled rollout windows", read_by="operator stage", min=1)
+
+
+@dataclass
+class DiffResidualStageConfig(StageConfig):
+    """The ``diff_residual`` stage: the flow-matching corrector of the operator's residual."""
+
+    hidden: int = knob(128, "width of the flow-matching network", read_by="diff_residual stage", min=1)
+    depth: int = knob(3, "blocks of the flow-matching network", read_by="diff_residual stage", min=1)
+    steps_infer: int = knob(8, "sampler steps at inference", read_by="diff_residual stage", min=1)
+    sampler: Literal["euler", "heun"] = knob("heun", "ODE sampler", read_by="diff_residual stage")
+    val_samples: int = knob(
+        4, "samples per input for CRPS during validation", read_by="diff_residual stage", min=1
+    )
+
+
+@dataclass
+class ConsistencyStageConfig(StageConfig):
+    """The ``consistency_distill`` stage: the corrector's 1-2 step student."""
+
+    steps_infer: int = knob(
+        1, "student sampling steps (1 or 2)", read_by="consistency_distill stage", min=1, max=2
+    )
+
+
+@dataclass
+class SteadyPriorStageConfig(StageConfig):
+    """The ``steady_prior`` stage: the generative prior of steady tasks."""
+
+    hidden: int = knob(
+        128, "width of the steady-state flow-matching network", read_by="steady_prior stage", min=1
+    )
+    depth: int = knob(3, "blocks of the steady-state network", read_by="steady_prior stage", min=1)
+    steps_infer: int = knob(8, "sampler steps at inference", read_by="steady_prior stage", min=1)
+
+
+@dataclass
 class StagesConfig:
     autoencoder: StageConfig = section(StageConfig, "grid encoder + any-point decoder")
-    operator: StageConfig = section(StageConfig, "latent operator")
-    diff_residual: StageConfig = section(StageConfig, "flow-matching corrector of the operator's residual")
-    consistency_distill: StageConfig = section(StageConfig, "1–2 step student of the corrector")
-    steady_prior: StageConfig = section(StageConfig, "generative prior for steady tasks")
+    operator: OperatorStageConfig = section(OperatorStageConfig, "latent operator, its loss and windows")
+    diff_residual: DiffResidualStageConfig = section(
+        DiffResidualStageConfig, "flow-matching corrector of the operator's residual"
+    )
+    consistency_distill: ConsistencyStageConfig = section(
+        ConsistencyStageConfig, "1–2 step student of the corrector"
+    )
+    steady_prior: SteadyPriorStageConfig = section(
+        SteadyPriorStageConfig, "generative prior for steady tasks"
+    )
 
 
 # ----------------------------------------------------------------- evaluation and beyond
@@ -543,15 +565,11 @@ class Config:
     latent: LatentConfig = section(LatentConfig, "the latent space")
     encoder: EncoderConfig = section(EncoderConfig, "grid encoder")
     decoder: DecoderConfig = section(DecoderConfig, "any-point decoder")
-    operator: OperatorConfig = section(OperatorConfig, "latent operator and its loss weights")
-    diffusion: DiffusionConfig = section(DiffusionConfig, "residual corrector")
-    consistency: ConsistencyConfig = section(ConsistencyConfig, "distilled corrector")
-    steady_prior: SteadyPriorConfig = section(SteadyPriorConfig, "steady-state prior")
     model: ModelConfig = section(ModelConfig, "settings of every model")
     training: TrainingConfig = section(TrainingConfig, "batching, loaders, precision, distribution")
     checkpoint: CheckpointConfig = section(CheckpointConfig, "checkpointing")
     optimizer: OptimizerConfig = section(OptimizerConfig, "optimizer and schedule of every stage")
-    stages: StagesConfig = section(StagesConfig, "per-stage budgets and overrides")
+    stages: StagesConfig = section(StagesConfig, "each stage's budget, optimizer, loss and model")
     evaluation: EvaluationConfig = section(EvaluationConfig, "evaluation settings")
     gates: GatesConfig = section(GatesConfig, "promotion gates")
     logging: LoggingConfig = section(LoggingConfig, "loggers")

@@ -222,10 +222,10 @@ def check_consistency(cfg: Config, problems: Problems, *, check_files: bool) -> 
         problems.add(("data", "split"), f"train + val + test = {total:g} exceeds 1.")
     if data.split.train <= 0:
         problems.add(("data", "split", "train"), "must be > 0: training needs trajectories.")
-    if cfg.latent.dim % cfg.operator.heads:
+    if cfg.latent.dim % cfg.stages.operator.heads:
         problems.add(
-            ("operator", "heads"),
-            f"{cfg.operator.heads} heads do not divide latent.dim = "
+            ("stages", "operator", "heads"),
+            f"{cfg.stages.operator.heads} heads do not divide latent.dim = "
             f"{cfg.latent.dim}; choose heads that divide it.",
         )
     if cfg.training.strategy == "fsdp" and (

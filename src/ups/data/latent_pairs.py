@@ -175,7 +175,7 @@ class WindowDataset(_Indexed):
         latents: Sequence | None = None,
         fields: bool = True,
         start: int | None = None,
-        horizon_name: str = "training.rollout_horizon",
+        horizon_name: str = "stages.operator.rollout_horizon",
     ):
         if horizon < 1:  # a default horizon computed after a context that leaves no later frame
             raise DataError(

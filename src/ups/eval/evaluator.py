@@ -15,7 +15,7 @@ Per channel (named as the task's file names them), the rollout's nRMSE, one-step
 go to ``per_channel``; the mean over a task's channels of its per-channel nRMSE is its nRMSE.
 With a corrector (the consistency student, else the ``diff_residual`` flow) the same suite is
 computed for the corrected rollout (``corrected_*``), plus CRPS and spread-skill of
-``diffusion.val_samples`` corrected first steps. Steady tasks: nRMSE of the steady prior's
+``stages.diff_residual.val_samples`` corrected first steps. Steady tasks: nRMSE of the steady prior's
 sampled solution (``steady_nrmse``) and of its regression baseline. Noise is seeded per batch.
 """
 
@@ -218,7 +218,7 @@ class Evaluator:
         samples = torch.stack(
             [
                 decode(first + corrector.correction(batch, first, generator), 1)
-                for _ in range(max(2, self.cfg.diffusion.val_samples))
+                for _ in range(max(2, self.cfg.stages.diff_residual.val_samples))
             ]
         )
         self.add(

@@ -116,14 +116,14 @@ def check_training_data(cfg: Config, plan: Sequence[str], tasks: list | None = N
             )
     if not set(plan) & set(LATENT_DYNAMICS):
         return
-    t = cfg.training
+    horizon, stride = cfg.stages.operator.rollout_horizon, cfg.training.time_stride
     for name, info in infos:
-        if info.kind == "transient" and info.n_times <= t.rollout_horizon * t.time_stride:
+        if info.kind == "transient" and info.n_times <= horizon * stride:
             raise UPSError(
                 f"task '{name}' ({info.path}): {info.n_times} frames per trajectory (after "
-                f"data.reduced_resolution_t), but a training window of training.rollout_horizon="
-                f"{t.rollout_horizon} steps of training.time_stride={t.time_stride} frames needs "
-                f"{t.rollout_horizon * t.time_stride + 1}; lower one of them."
+                f"data.reduced_resolution_t), but a training window of stages.operator.rollout_horizon="
+                f"{horizon} steps of training.time_stride={stride} frames needs "
+                f"{horizon * stride + 1}; lower one of them."
             )
 
 

@@ -3,13 +3,13 @@
 The student is a ``FlowNet`` initialised from the corrector's (the teacher's) weights and used
 through the consistency map f(x, s) = x + (1 - s) v_student(x, s), which sends any point of
 the teacher's probability-flow ODE to its end at s = 1 (f(x, 1) = x). Consistency
-distillation along the teacher sampler's own grid (``diffusion.steps_infer`` steps of
-``diffusion.sampler``): for s_n = n / N with n drawn per sample, x_n = (1 - s_n) noise + s_n r/sigma,
-one teacher step gives x_{n+1} at s_{n+1}, and the loss is
+distillation along the teacher sampler's own grid (``stages.diff_residual.steps_infer`` steps
+of ``stages.diff_residual.sampler``): for s_n = n / N with n drawn per sample,
+x_n = (1 - s_n) noise + s_n r/sigma, one teacher step gives x_{n+1} at s_{n+1}, and the loss is
 MSE(f(x_n, s_n), stopgrad f(x_{n+1}, s_{n+1})) (at s_{n+1} = 1 the target is the teacher's step
 itself). ``train/nrmse`` is the per-sample relative gap between the two.
 
-Sampling takes ``consistency.steps_infer`` (1 or 2) student evaluations instead of the
+Sampling takes ``stages.consistency_distill.steps_infer`` (1 or 2) student evaluations instead of the
 teacher's ``velocity_evaluations(steps_infer, sampler)``. Validation (same noise for both):
 ``nrmse`` of op + the student's correction, ``teacher_nrmse`` of op + the teacher's,
 ``operator_nrmse`` of op alone, decoded one step, and ``speedup``: the measured wall-clock
@@ -89,7 +89,7 @@ class ConsistencyStage(DiffResidualStage):
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
         _, residual, pred = self.residual(batch)
-        d = self.cfg.diffusion
+        d = self.cfg.stages.diff_residual
         target_end = residual / self.model.residual_scale
         b = target_end.shape[0]
         noise = torch.randn(target_end.shape, generator=self.generator).to(target_end)
@@ -124,7 +124,7 @@ class ConsistencyStage(DiffResidualStage):
             return consistency_sample(
                 self.velocity(batch, pred, self.model.student),
                 noise,
-                self.cfg.consistency.steps_infer,
+                self.cfg.stages.consistency_distill.steps_infer,
                 torch.Generator().manual_seed(seed + 1),
             )
 
@@ -147,12 +147,12 @@ class ConsistencyStage(DiffResidualStage):
         noise = torch.randn(context.shape, generator=generator).to(context)
         velocity = self.velocity(batch, context, net or self.model.student)
         return (
-            consistency_sample(velocity, noise, self.cfg.consistency.steps_infer, generator)
+            consistency_sample(velocity, noise, self.cfg.stages.consistency_distill.steps_infer, generator)
             * self.model.residual_scale
         )
 
     def sample_teacher(self, batch: dict, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        d = self.cfg.diffusion
+        d = self.cfg.stages.diff_residual
         return sample_flow(
             self.velocity(batch, context, self.model.teacher.flow), noise, d.steps_infer, d.sampler
         )

@@ -9,12 +9,12 @@ MSE(v(x_s, s), r/sigma - noise) at x_s = (1 - s) noise + s r/sigma, s ~ U(0, 1);
 
 The operator, encoder and decoder are frozen teachers from the operator's best checkpoint
 (which holds the autoencoder it was trained on; EMA weights when kept). Sampling integrates
-the flow with ``diffusion.steps_infer`` steps of ``diffusion.sampler`` (euler or heun).
+the flow with ``stages.diff_residual.steps_infer`` steps of ``stages.diff_residual.sampler`` (euler or heun).
 
 Validation, decoded on the whole grid in physical units (noise seeded per batch, so both
 engines and every epoch draw the same):
 - ``nrmse``: one step of op + one sampled correction; ``operator_nrmse``: op alone, same pairs;
-- ``ensemble_nrmse``: the mean of ``diffusion.val_samples`` corrected predictions;
+- ``ensemble_nrmse``: the mean of ``stages.diff_residual.val_samples`` corrected predictions;
 - ``crps`` and ``spread_skill`` of that ensemble;
 - ``rollout_nrmse`` / ``operator_rollout_nrmse``: mean over the rollout horizon, corrected at
   every step (one sample) / operator alone.
@@ -58,14 +58,14 @@ class ResidualModel(nn.Module):
 
 
 def residual_flow(cfg, stage: OperatorStage) -> FlowNet:
-    d = cfg.diffusion
+    d = cfg.stages.diff_residual
     return FlowNet(
         cfg.latent.tokens,
         cfg.latent.dim,
         context_dim=cfg.latent.dim,
         hidden=d.hidden,
         depth=d.depth,
-        heads=cfg.operator.heads,
+        heads=cfg.stages.operator.heads,
         n_params=len(param_names(stage.dyn_tasks)),
         n_tasks=len(stage.dyn_tasks),
     )
@@ -123,7 +123,7 @@ class DiffResidualStage(OperatorStage):
     ) -> torch.Tensor:
         """One sampled residual [B, L, D] for op(z_t) = ``context``, in latent units."""
         noise = torch.randn(context.shape, generator=generator).to(context)
-        d = self.cfg.diffusion
+        d = self.cfg.stages.diff_residual
         return (
             sample_flow(self.velocity(batch, context, net), noise, d.steps_infer, d.sampler)
             * self.model.residual_scale
@@ -142,7 +142,8 @@ class DiffResidualStage(OperatorStage):
         generator = self.validation_generator(batch)
         z, _, pred = self.residual(batch)
         corrected = [
-            pred + self.correction(batch, pred, generator) for _ in range(self.cfg.diffusion.val_samples)
+            pred + self.correction(batch, pred, generator)
+            for _ in range(self.cfg.stages.diff_residual.val_samples)
         ]
         decode, truth = self.decoding(batch, z[:, 0])
         samples = torch.stack([decode(c, 1) for c in corrected])

@@ -7,14 +7,14 @@ by ``prepare``), else the frozen encoder encodes the window's fields in the step
 - ``one_step``: MSE(op(z_0), z_1)
 - ``rollout``:  mean over k of MSE(op^k(z_0), z_k), unrolled with gradients through every step
 - ``spectral``: MSE of the token-axis Fourier amplitudes of op(z_0) and z_1
-- ``decoded`` (when ``operator.decoded_weight > 0``): MSE of the frozen decoder's field from
+- ``decoded`` (when ``stages.operator.decoded_weight > 0``): MSE of the frozen decoder's field from
   op(z_0) against frame 1, in normalised units
 
 ``train/nrmse`` is the per-sample one-step error in latent space, ||op(z_0) - z_1|| / ||z_1||.
 Validation decodes op(z_0) on the whole grid: ``nrmse`` (one step, physical units),
 ``rollout_nrmse`` (mean over the H unrolled steps) and ``persistence_nrmse`` (u_1 ≈ u_0 on the
 same pairs, the floor every surrogate must beat), each also per task. With
-``operator.carry_error`` (the default) a prediction k steps from the known frame u_0 decodes as
+``stages.operator.carry_error`` (the default) a prediction k steps from the known frame u_0 decodes as
 D(z) + rho_k (u_0 - D(E(u_0))) (``decoder_for``, ``error_carry``), wherever operator predictions
 are decoded.
 """
@@ -102,14 +102,14 @@ class OperatorStage(Stage):
         operator = LatentOperator(
             cfg.latent.tokens,
             cfg.latent.dim,
-            depth=cfg.operator.depth,
-            heads=cfg.operator.heads,
-            mlp_ratio=cfg.operator.mlp_ratio,
-            dropout=cfg.operator.dropout,
+            depth=cfg.stages.operator.depth,
+            heads=cfg.stages.operator.heads,
+            mlp_ratio=cfg.stages.operator.mlp_ratio,
+            dropout=cfg.stages.operator.dropout,
             n_params=len(param_names(self.dyn_tasks)),
             n_tasks=len(self.dyn_tasks),
-            subspace_dim=cfg.operator.subspace_dim,
-            locality=cfg.operator.locality,
+            subspace_dim=cfg.stages.operator.subspace_dim,
+            locality=cfg.stages.operator.locality,
             task_grids=[token_grid(cfg.latent.tokens, len(t.info.spatial_shape)) for t in self.dyn_tasks],
             periodic=[t.periodic for t in self.dyn_tasks],
             forcing=forcing_encoder(cfg, self.dyn_tasks),
@@ -133,25 +133,25 @@ class OperatorStage(Stage):
 
     # ---- data ---------------------------------------------------------------------
     def prepare(self, device: torch.device, *, progress: bool = False) -> None:
-        """The latent cache (when on), then the operator's subspace (``operator.subspace_dim``): fitted on
-        training latents, kept only if it decodes validation frames within ``_SUBSPACE_TOLERANCE`` of
-        their full latents (``subspace_cost``)."""
+        """The latent cache (when on), then the operator's subspace (``stages.operator.subspace_dim``):
+        fitted on training latents, kept only if it decodes validation frames within
+        ``_SUBSPACE_TOLERANCE`` of their full latents (``subspace_cost``)."""
         self.prepare_latents(device, progress=progress)
-        operator = self.model.operator
-        if operator.subspace_dim:
+        latent_operator = self.model.operator
+        if latent_operator.subspace_dim:
             with on_device(
-                [self.model.encoder, self.model.decoder, operator], device
+                [self.model.encoder, self.model.decoder, latent_operator], device
             ):  # encodes when no cache
                 samples = self.subspace_samples(device)
-                kept = operator.fit_subspace(samples)
+                kept = latent_operator.fit_subspace(samples)
                 cost = self.subspace_cost(device)
             if cost > 1 + _SUBSPACE_TOLERANCE:
-                operator.drop_subspace()
+                latent_operator.drop_subspace()
                 log.warning(
                     "operator: the %d-dimensional latent subspace keeps %.5f of the training latents' "
                     "variance but its decoded validation error is %.2fx that of the full latents "
-                    "(more than %.2fx): it is not used (operator.subspace_dim=0 says so up front)",
-                    operator.subspace_dim,
+                    "(more than %.2fx): it is not used (stages.operator.subspace_dim=0 says so up front)",
+                    latent_operator.subspace_dim,
                     kept,
                     cost,
                     1 + _SUBSPACE_TOLERANCE,
@@ -160,7 +160,7 @@ class OperatorStage(Stage):
                 log.info(
                     "operator: the %d-dimensional latent subspace keeps %.5f of the training latents' "
                     "variance and its decoded validation error is %.3fx that of the full latents",
-                    operator.subspace_dim,
+                    latent_operator.subspace_dim,
                     kept,
                     cost,
                 )
@@ -263,13 +263,11 @@ class OperatorStage(Stage):
         return torch.cat(out).numpy()
 
     def _windows(self, split: str, fields: bool) -> WindowDataset:
-        t = self.cfg.training
-        return WindowDataset(
-            self.dyn_tasks, split, t.rollout_horizon, t.time_stride, latents=self.latents, fields=fields
-        )
+        horizon, stride = self.cfg.stages.operator.rollout_horizon, self.cfg.training.time_stride
+        return WindowDataset(self.dyn_tasks, split, horizon, stride, latents=self.latents, fields=fields)
 
     def train_dataset(self):
-        return self._windows("train", fields=self.cfg.operator.decoded_weight > 0)
+        return self._windows("train", fields=self.cfg.stages.operator.decoded_weight > 0)
 
     def val_dataset(self):
         return self._windows("val", fields=True)  # the decoded metrics compare against the true fields
@@ -298,7 +296,7 @@ class OperatorStage(Stage):
         )
 
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
-        w = self.cfg.operator
+        w = self.cfg.stages.operator
         z = self.encode_window(batch)
         pred = self.rollout(batch, z[:, 0], z.shape[1] - 1)
         one_step = F.mse_loss(pred[:, 0], z[:, 1])
@@ -339,13 +337,13 @@ class OperatorStage(Stage):
         """decode(z, k): latents predicted k >= 1 steps after the known frame u0 [B, Q, C] (normalised,
         at ``coords`` [B, Q, d]; z0 its encoding) -> physical fields [B, Q, C] of the batch's tasks.
 
-        With ``operator.carry_error``: D(z) + rho_k (u0 - D(P(z0))), P the operator's subspace
+        With ``stages.operator.carry_error``: D(z) + rho_k (u0 - D(P(z0))), P the operator's subspace
         projection and rho_k [task, step, channel] from ``error_carry``; else D(z). An operator that
         has not moved the state (the untrained identity) then predicts u0 + (rho_k - 1)(u0 - D(P(z0))):
         persistence wherever the autoencoder's error persists."""
         names, channels = batch["task_names"], u0.shape[-1]
         error = None
-        if self.cfg.operator.carry_error:
+        if self.cfg.stages.operator.carry_error:
             start = self.model.decoder(self.model.operator.project(z0), coords, channels=channels)
             error = u0.float() - start.float()
             carry = self.error_carry().to(u0.device)[batch["task_id"].to(u0.device)][

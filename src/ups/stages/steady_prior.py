@@ -17,7 +17,7 @@ corrector does around the operator. Loss = flow + regression; ``train/nrmse`` is
 per-sample relative velocity error.
 
 Validation, decoded on the whole grid in physical units: ``nrmse`` of the solution sampled
-in ``steady_prior.steps_infer`` steps of ``diffusion.sampler``; ``regression_nrmse`` of the
+in ``stages.steady_prior.steps_infer`` steps of ``stages.diff_residual.sampler``; ``regression_nrmse`` of the
 regression alone; ``reconstruction_nrmse`` of decoding z(u) itself (the autoencoder's floor).
 """
 
@@ -71,7 +71,7 @@ class SteadyPriorStage(Stage):
         autoencoder = build_autoencoder(cfg, self.tasks)
         load_upstream(autoencoder, self.upstream_checkpoints["autoencoder"], "autoencoder")
         autoencoder.requires_grad_(False)
-        p = cfg.steady_prior
+        p = cfg.stages.steady_prior
 
         def backbone() -> FlowNet:
             return FlowNet(
@@ -80,7 +80,7 @@ class SteadyPriorStage(Stage):
                 context_dim=cfg.latent.dim,
                 hidden=p.hidden,
                 depth=p.depth,
-                heads=cfg.operator.heads,
+                heads=cfg.stages.operator.heads,
                 n_params=len(self.param_order),
                 n_tasks=len(self.steady),
             )
@@ -136,7 +136,10 @@ class SteadyPriorStage(Stage):
         """A solution latent [B, L, D]: the regression's ``guess`` plus the flow's residual integrated
         from ``noise``."""
         residual = sample_flow(
-            self.velocity(batch, z_a), noise, self.cfg.steady_prior.steps_infer, self.cfg.diffusion.sampler
+            self.velocity(batch, z_a),
+            noise,
+            self.cfg.stages.steady_prior.steps_infer,
+            self.cfg.stages.diff_residual.sampler,
         )
         return guess + self.model.residual_scale * residual
 
