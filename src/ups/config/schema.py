@@ -1,6 +1,8 @@
 """The typed configuration schema: every knob, its type, default, bounds and meaning.
 
-The dataclasses here are the single source of the defaults. ``configs/defaults.yaml`` and
+The dataclasses here, with the ``training``/``checkpoint``/``optimizer`` sections of
+``training_settings.py`` and the ``stages`` section of ``stage_settings.py``, are the single
+source of the defaults. ``configs/defaults.yaml`` and
 ``docs/configuration.md`` are generated from them (``python -m ups.config.docs``) and a test
 keeps both in step.
 
@@ -12,9 +14,12 @@ Field metadata:
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
+
+from ups.config.knobs import knob, section
+from ups.config.stage_settings import StagesConfig
+from ups.config.training_settings import CheckpointConfig, OptimizerConfig, TrainingConfig
 
 STAGE_NAMES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
 # Keys of earlier configs and where they live now (``ups config migrate`` rewrites them).
@@ -25,18 +30,6 @@ MOVED = {
     ("steady_prior",): ("stages", "steady_prior"),
     ("training", "rollout_horizon"): ("stages", "operator", "rollout_horizon"),
 }
-
-
-def knob(default, help: str, *, read_by: str, min=None, max=None, gt=None, lt=None):
-    """A config field with its documentation and bounds."""
-    meta = {"help": help, "read_by": read_by, "min": min, "max": max, "gt": gt, "lt": lt}
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda d=default: copy.deepcopy(d), metadata=meta)
-    return field(default=default, metadata=meta)
-
-
-def section(cls, help: str):
-    return field(default_factory=cls, metadata={"help": help})
 
 
 # ----------------------------------------------------------------------------------- data
@@ -164,286 +157,6 @@ class DecoderConfig:
     fourier_features: int = knob(16, "Fourier features of the query coordinates", read_by="models", min=0)
     query_points: int = knob(
         256, "points queried per sample during autoencoder training", read_by="autoencoder stage", min=1
-    )
-
-
-# --------------------------------------------------------------------------- training
-@dataclass
-class TrainingConfig:
-    batch_size: int = knob(16, "samples per optimisation step (per device)", read_by="engines", min=1)
-    num_workers: int = knob(0, "DataLoader worker processes", read_by="engines", min=0)
-    prefetch_factor: int | None = knob(
-        None,
-        "batches each worker loads ahead (PyTorch's default 2 when unset; needs num_workers > 0)",
-        read_by="engines",
-        min=1,
-    )
-    pin_memory: bool = knob(
-        False, "pin host memory for faster GPU copies (ignored on CPU)", read_by="engines"
-    )
-    persistent_workers: bool = knob(False, "keep DataLoader workers alive between epochs", read_by="engines")
-    accelerator: Literal["auto", "cpu", "gpu"] = knob("auto", "where to train", read_by="engines")
-    devices: int = knob(1, "devices per node", read_by="engines", min=1)
-    num_nodes: int = knob(1, "nodes (multi-node runs use Lightning's own launch)", read_by="engines", min=1)
-    strategy: Literal["auto", "ddp", "fsdp"] = knob(
-        "auto",
-        "distribution strategy: fsdp is Lightning's FSDP on GPUs and fully_shard under Lightning's "
-        "ModelParallelStrategy on CPU",
-        read_by="engines",
-    )
-    precision: Literal["auto", "32-true", "bf16-mixed", "16-mixed", "64-true"] = knob(
-        "auto", "numeric precision; `auto` is 32-true on CPU and bf16-mixed on GPU", read_by="engines"
-    )
-    compile: bool = knob(False, "torch.compile the model submodules", read_by="engines")
-    compile_mode: Literal["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"] = knob(
-        "default", "torch.compile mode (with training.compile)", read_by="engines"
-    )
-    force_compile_distributed: bool = knob(
-        False,
-        "keep training.compile on with several devices even on PyTorch builds where that is known to fail "
-        "(the stability guard otherwise turns it off)",
-        read_by="engines",
-    )
-    force_bf16_cpu: bool = knob(
-        False,
-        "keep bf16-mixed on a CPU without native bf16 (the stability guard otherwise uses 32-true: "
-        "emulated bf16 is ~36x slower)",
-        read_by="engines",
-    )
-    cpu_offload_optimizer: bool = knob(
-        False,
-        "FSDP on GPUs: keep parameters, gradients and optimizer state on the CPU (needs strategy fsdp "
-        "and accelerator gpu)",
-        read_by="engines",
-    )
-    gradient_clip_val: float | None = knob(
-        None, "clip gradients to this global norm (off when unset)", read_by="engines", gt=0
-    )
-    accumulate_grad_batches: int = knob(1, "batches accumulated per optimizer step", read_by="engines", min=1)
-    ema_decay: float | None = knob(
-        None, "exponential moving average of weights (off when unset)", read_by="engines", gt=0, lt=1.0
-    )
-    skip_lightning_val: bool = knob(
-        False,
-        "no validation loop, monitor or early stopping; gating is left to evaluation",
-        read_by="engines",
-    )
-    val_every_n_epochs: int = knob(
-        1,
-        "validate (and write the best-k and last checkpoints) after every n-th epoch only, for epochs too "
-        "short to validate after each; patience counts validations",
-        read_by="engines",
-        min=1,
-    )
-    val_max_samples: int | None = knob(
-        4096,
-        "validate on at most this many samples (frames, windows or pairs, by the stage): a fixed subset "
-        "drawn from `seed`, the same at every validation, shared out to the tasks by size; bounds the "
-        "cost of validating on a large file (evaluation always reads the whole split). The default is "
-        "above every validation split of the shipped configs (at most 3,939) and caps a "
-        "10,000-trajectory PDEBench file's 201,000 validation frames; null: the whole split",
-        read_by="engines",
-        min=1,
-    )
-    time_stride: int = knob(
-        1, "frames between a latent pair's input and target", read_by="operator stage", min=1
-    )
-    latent_cache_dir: str | None = knob(
-        None,
-        "folder of the latent cache of the frozen encoder (off when unset); relative to the working "
-        "directory",
-        read_by="latent cache",
-    )
-    latent_cache_dtype: Literal["float16", "float32"] = knob(
-        "float16", "dtype of cached latents", read_by="latent cache"
-    )
-    lightning_profile: Literal["none", "timer", "simple", "advanced", "pytorch"] = knob(
-        "none", "profiling callbacks and profiler", read_by="engines"
-    )
-    max_time: str | None = knob(
-        None,
-        "wall-clock limit per stage, DD:HH:MM:SS; the learning-rate schedule "
-        "ends at it when it comes before the last epoch",
-        read_by="engines",
-    )
-    time_budget: float | None = knob(
-        None,
-        "wall-clock seconds for the whole `ups train` / `ups pipeline` command, from its start to its last "
-        "checkpoint (set-up, latent cache, validations and checkpoint writes included); the stages share it "
-        "by training.time_shares, a stage whose share is gone is skipped (off when unset)",
-        read_by="engines",
-        gt=0,
-    )
-    time_shares: dict[str, float] = knob(
-        {
-            "autoencoder": 0.3,
-            "operator": 0.5,
-            "diff_residual": 0.1,
-            "consistency_distill": 0.1,
-            "steady_prior": 0.6,
-        },
-        "with training.time_budget: each stage's weight; a stage gets its weight's part of the time left "
-        "when it starts, relative to the stages still to run",
-        read_by="engines",
-    )
-    nan_policy: Literal["stop", "skip_batch"] = knob(
-        "stop",
-        "a non-finite loss or gradient: stop (the stage ends naming the step and the loss term or "
-        "parameters; its last checkpoint stays) or skip_batch (no update from that batch)",
-        read_by="engines",
-    )
-    max_skipped_batches: int = knob(
-        10, "with nan_policy=skip_batch, stop after this many", read_by="engines", min=0
-    )
-    deterministic: bool = knob(False, "ask PyTorch for deterministic kernels", read_by="engines")
-    log_every_n_steps: int = knob(10, "training steps between logged rows", read_by="engines", min=1)
-
-
-@dataclass
-class CheckpointConfig:
-    save_top_k: int = knob(2, "best checkpoints kept on `val/nrmse`", read_by="engines", min=1)
-    every_n_steps: int | None = knob(
-        None,
-        "also write `last` every n optimizer steps inside an epoch, so that a resume "
-        "continues on the next batch (off when unset)",
-        read_by="engines",
-        min=1,
-    )
-
-
-@dataclass
-class OptimizerConfig:
-    name: Literal["adamw", "adam", "sgd"] = knob("adamw", "optimizer", read_by="stages")
-    lr: float = knob(1e-3, "learning rate", read_by="stages", gt=0)
-    weight_decay: float = knob(1e-4, "decoupled weight decay", read_by="stages", min=0.0)
-    betas: list[float] = knob([0.9, 0.999], "Adam betas", read_by="stages")
-    scheduler: Literal["none", "cosine", "step"] = knob(
-        "cosine",
-        "learning-rate schedule over the stage's steps (or training.max_time, if sooner)",
-        read_by="stages",
-    )
-    warmup_steps: int = knob(0, "linear warm-up steps", read_by="stages", min=0)
-
-
-@dataclass
-class OptimizerOverride:
-    """Per-stage overrides: a key left unset keeps the global `optimizer` value."""
-
-    name: Literal["adamw", "adam", "sgd"] | None = knob(None, "optimizer", read_by="stages")
-    lr: float | None = knob(None, "learning rate", read_by="stages", gt=0)
-    weight_decay: float | None = knob(None, "decoupled weight decay", read_by="stages", min=0.0)
-    scheduler: Literal["none", "cosine", "step"] | None = knob(
-        None, "learning-rate schedule", read_by="stages"
-    )
-    warmup_steps: int | None = knob(None, "linear warm-up steps", read_by="stages", min=0)
-
-
-@dataclass
-class StageConfig:
-    epochs: int = knob(10, "training epochs; 0 skips the stage", read_by="pipeline", min=0)
-    patience: int = knob(5, "validations without improvement before early stopping", read_by="engines", min=1)
-    batch_size: int | None = knob(
-        None, "samples per step for this stage (`training.batch_size` when unset)", read_by="engines", min=1
-    )
-    ema_decay: float | None = knob(
-        None, "EMA of this stage's weights (`training.ema_decay` when unset)", read_by="engines", gt=0, lt=1.0
-    )
-    optimizer: OptimizerOverride = section(OptimizerOverride, "optimizer overrides for this stage")
-
-
-@dataclass
-class OperatorStageConfig(StageConfig):
-    """The ``operator`` stage: the latent operator's architecture, its loss and its windows."""
-
-    depth: int = knob(4, "transformer blocks in the latent operator", read_by="models", min=1)
-    heads: int = knob(4, "attention heads (must divide `latent.dim`)", read_by="models", min=1)
-    mlp_ratio: float = knob(
-        2.0, "hidden width of each MLP, as a multiple of `latent.dim`", read_by="models", gt=0
-    )
-    dropout: float = knob(0.0, "dropout inside the operator blocks", read_by="models", min=0.0, max=1.0)
-    spectral_weight: float = knob(0.1, "weight of the spectral loss term", read_by="operator stage", min=0.0)
-    rollout_weight: float = knob(
-        1.0, "weight of the unrolled rollout loss term", read_by="operator stage", min=0.0
-    )
-    decoded_weight: float = knob(
-        0.0,
-        "weight of the optional decoded-space loss through the frozen decoder",
-        read_by="operator stage",
-        min=0.0,
-    )
-    locality: float = knob(
-        2.0,
-        "width, in token cells, of the operator's locality bias: a token's attention logit for a token d "
-        "cells away gets -1/2 (d / locality)^2, the distance wrapping around on periodic tasks "
-        "(`data.tasks[].periodic`); 0 turns it off",
-        read_by="models",
-        min=0.0,
-    )
-    subspace_dim: int = knob(
-        64,
-        "the operator reads and writes latents projected onto this many principal directions of the "
-        "training latents (fitted before training, saved with the weights); 0, or a value of at least "
-        "`latent.tokens` x `latent.dim`, turns it off",
-        read_by="operator stage",
-        min=0,
-    )
-    carry_error: bool = knob(
-        True,
-        "decoded predictions from a known frame u_0 add the autoencoder's error on it, u_0 - D(E(u_0)), "
-        "times how much that error still correlates with the error k steps later (per task, step and "
-        "channel, measured on training trajectories): D(z_k) + rho_k (u_0 - D(E(u_0))). Slowly changing "
-        "fields keep most of it, so their short-horizon error drops below the autoencoder's; fields that "
-        "move or steepen keep little, and decode as D(z_k). false: D(z_k) alone",
-        read_by="operator stage",
-    )
-    rollout_horizon: int = knob(4, "steps of the unrolled rollout windows", read_by="operator stage", min=1)
-
-
-@dataclass
-class DiffResidualStageConfig(StageConfig):
-    """The ``diff_residual`` stage: the flow-matching corrector of the operator's residual."""
-
-    hidden: int = knob(128, "width of the flow-matching network", read_by="diff_residual stage", min=1)
-    depth: int = knob(3, "blocks of the flow-matching network", read_by="diff_residual stage", min=1)
-    steps_infer: int = knob(8, "sampler steps at inference", read_by="diff_residual stage", min=1)
-    sampler: Literal["euler", "heun"] = knob("heun", "ODE sampler", read_by="diff_residual stage")
-    val_samples: int = knob(
-        4, "samples per input for CRPS during validation", read_by="diff_residual stage", min=1
-    )
-
-
-@dataclass
-class ConsistencyStageConfig(StageConfig):
-    """The ``consistency_distill`` stage: the corrector's 1-2 step student."""
-
-    steps_infer: int = knob(
-        1, "student sampling steps (1 or 2)", read_by="consistency_distill stage", min=1, max=2
-    )
-
-
-@dataclass
-class SteadyPriorStageConfig(StageConfig):
-    """The ``steady_prior`` stage: the generative prior of steady tasks."""
-
-    hidden: int = knob(
-        128, "width of the steady-state flow-matching network", read_by="steady_prior stage", min=1
-    )
-    depth: int = knob(3, "blocks of the steady-state network", read_by="steady_prior stage", min=1)
-    steps_infer: int = knob(8, "sampler steps at inference", read_by="steady_prior stage", min=1)
-
-
-@dataclass
-class StagesConfig:
-    autoencoder: StageConfig = section(StageConfig, "grid encoder + any-point decoder")
-    operator: OperatorStageConfig = section(OperatorStageConfig, "latent operator, its loss and windows")
-    diff_residual: DiffResidualStageConfig = section(
-        DiffResidualStageConfig, "flow-matching corrector of the operator's residual"
-    )
-    consistency_distill: ConsistencyStageConfig = section(
-        ConsistencyStageConfig, "1–2 step student of the corrector"
-    )
-    steady_prior: SteadyPriorStageConfig = section(
-        SteadyPriorStageConfig, "generative prior for steady tasks"
     )
 
 
