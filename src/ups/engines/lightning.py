@@ -15,8 +15,6 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 from ups import tracking
 from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
@@ -51,6 +49,7 @@ from ups.engines.lightning_adapter import (
     should_update_logs,
     synthesized_loops,
 )
+from ups.engines.loggers import RunTensorBoardLogger, StageCSVLogger, WandbStageLogger
 from ups.engines.progress import StepCheckpoint, inside_epoch, progress_record
 from ups.engines.sharding import shard_fully, strategy_for
 from ups.engines.speed import speed_knobs
@@ -299,65 +298,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         save_checkpoint(checkpoint, path)
-
-
-class StageCSVLogger(CSVLogger):
-    """``logs/<stage>/metrics.csv``, its steps shifted by ``step_offset``."""
-
-    def __init__(self, log_dir: Path, step_offset: int):
-        super().__init__(save_dir=log_dir, name="", version="")
-        self.step_offset = step_offset
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        super().log_metrics(metrics, None if step is None else step + self.step_offset)
-
-
-class RunTensorBoardLogger(TensorBoardLogger):
-    """The run's one TensorBoard run, ``logs/tensorboard/``: every stage writes there (an event
-    file each), its tags prefixed with the stage (``operator/val/nrmse``), its steps shifted by
-    ``step_offset`` so that the stages follow each other on one step axis."""
-
-    def __init__(self, run: RunDir, stage_name: str, step_offset: int):
-        super().__init__(
-            save_dir=run.tensorboard_dir.parent,
-            name=run.tensorboard_dir.name,
-            version="",
-            default_hp_metric=False,
-        )
-        self.stage_name, self.step_offset = stage_name, step_offset
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        tagged = {f"{self.stage_name}/{key}": value for key, value in metrics.items()}
-        super().log_metrics(tagged, None if step is None else step + self.step_offset)
-
-
-class WandbStageLogger(Logger):
-    """Forwards the stage's metrics to the run's open W&B run (``ups.tracking``) as
-    ``training/<stage>/<metric>``, steps shifted by ``step_offset``."""
-
-    def __init__(self, stage_name: str, step_offset: int):
-        super().__init__()
-        self.stage_name, self.step_offset = stage_name, step_offset
-
-    @property
-    def name(self) -> str:
-        return "wandb"
-
-    @property
-    def version(self) -> str:
-        return self.stage_name
-
-    @rank_zero_only
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        tracker = tracking.active()
-        if tracker is not None:
-            tracker.log_training(self.stage_name, metrics, (step or 0) + self.step_offset)
-
-    @rank_zero_only
-    def log_hyperparams(self, params, *args, **kwargs) -> None:
-        pass  # the tracker records the whole resolved config when it opens the run
 
 
 def fit_lightning(

@@ -52,15 +52,7 @@ def build_autoencoder(cfg, tasks) -> Autoencoder:
             f"({amplitude // 2} channels) in {amplitude} of the latent.dim = {cfg.latent.dim} channels, "
             f"which leaves none for the shape; raise latent.dim or set latent.amplitude=false."
         )
-    encoder = FieldEncoder(
-        ranks,
-        tokens=cfg.latent.tokens,
-        dim=cfg.latent.dim,
-        hidden=cfg.encoder.hidden,
-        depth=cfg.encoder.depth,
-        kernel_size=cfg.encoder.kernel_size,
-        amplitude=amplitude,
-    )
+    encoder = field_encoder(cfg, ranks, amplitude)
     decoder = FieldDecoder(
         cfg.latent.dim,
         ranks,
@@ -70,6 +62,30 @@ def build_autoencoder(cfg, tasks) -> Autoencoder:
         amplitude=amplitude,
     )
     return Autoencoder(encoder, decoder)
+
+
+def field_encoder(cfg, ranks: dict[int, list[int]], amplitude: int = 0) -> FieldEncoder:
+    """A grid encoder of ``encoder.*``'s shape into ``latent.*``'s tokens, for fields of these
+    ranks and channel counts."""
+    return FieldEncoder(
+        ranks,
+        tokens=cfg.latent.tokens,
+        dim=cfg.latent.dim,
+        hidden=cfg.encoder.hidden,
+        depth=cfg.encoder.depth,
+        kernel_size=cfg.encoder.kernel_size,
+        amplitude=amplitude,
+    )
+
+
+def forcing_encoder(cfg, tasks) -> FieldEncoder | None:
+    """The operator's encoder of the tasks' static fields (``LatentOperator``'s ``forcing``), shaped
+    as the autoencoder's encoder; None when no task has one."""
+    ranks: dict[int, list[int]] = {}
+    for task in tasks:
+        if task.info.static_channels:
+            ranks.setdefault(len(task.info.spatial_shape), []).append(len(task.info.static_channels))
+    return field_encoder(cfg, ranks) if ranks else None
 
 
 class AutoencoderStage(Stage):

@@ -34,9 +34,9 @@ from ups.data.latent_cache import LatentCache, LatentEntry, encoder_digest
 from ups.data.latent_pairs import WindowDataset, field_normalizers, transient_tasks
 from ups.data.tasks import param_names
 from ups.metrics import nrmse
-from ups.models import FieldEncoder, LatentOperator
+from ups.models import LatentOperator
 from ups.models.blocks import token_grid
-from ups.stages.autoencoder import build_autoencoder
+from ups.stages.autoencoder import build_autoencoder, forcing_encoder
 from ups.stages.base import Stage
 from ups.stages.batch import denormalize, flat_points, on_device, per_task, relative_rmse
 
@@ -44,34 +44,14 @@ from ups.stages.batch import denormalize, flat_points, on_device, per_task, rela
 _ENCODE_CHUNK = 32
 # Training frames the operator's latent subspace is fitted on (all tasks together).
 _SUBSPACE_FRAMES = 4096
-# The subspace is dropped when it decodes validation frames more than this much worse than their full
-# latents (measured: 1D latents lose under 1% at 64 directions; the 2D heat file's lose 3x,
-# docs/benchmarks.md).
+# The subspace is dropped when it decodes validation frames more than this much worse than their
+# full latents (1D latents lose under 1% at 64 directions; the 2D heat file's 3x: docs/benchmarks.md).
 _SUBSPACE_TOLERANCE = 0.05
 _SUBSPACE_CHECK_FRAMES = 256
 # Train trajectories per task on which the autoencoder's error is followed over time (``error_carry``).
 _CARRY_TRAJECTORIES = 8
 
 log = logging.getLogger(__name__)
-
-
-def forcing_encoder(cfg, tasks) -> FieldEncoder | None:
-    """The operator's encoder of the tasks' static fields (``LatentOperator``'s ``forcing``), shaped as the
-    autoencoder's encoder; None when no task has one."""
-    ranks: dict[int, list[int]] = {}
-    for task in tasks:
-        if task.info.static_channels:
-            ranks.setdefault(len(task.info.spatial_shape), []).append(len(task.info.static_channels))
-    if not ranks:
-        return None
-    return FieldEncoder(
-        ranks,
-        tokens=cfg.latent.tokens,
-        dim=cfg.latent.dim,
-        hidden=cfg.encoder.hidden,
-        depth=cfg.encoder.depth,
-        kernel_size=cfg.encoder.kernel_size,
-    )
 
 
 class OperatorModel(nn.Module):
