@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ups.config import Config, read_config, task_path
-from ups.config.engines import ENGINE_NAMES, engine_problems
+from ups.config.engines import engine_problems, refuse_unknown_engine
 from ups.config.validate import Problems
 from ups.errors import UPSError
 from ups.tracking import check_tracking
@@ -33,8 +33,8 @@ def load_config(
     the data files named by the tasks must exist, and no file may stand where
     ``paths.runs_dir`` or ``training.latent_cache_dir`` is to be a folder. With ``engine`` (a
     training command) the engine's rules apply, then the guards."""
-    if engine is not None and engine not in ENGINE_NAMES:
-        raise UPSError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINE_NAMES)}.")
+    if engine is not None:
+        refuse_unknown_engine(engine)
     cfg, problems = read_config(path, overrides, layers=layers, check_files=check_files)
     if cfg is not None:
         if check_files:

@@ -28,10 +28,14 @@ def uses_gpu(cfg: Config) -> bool:
     return torch.cuda.is_available()
 
 
-def check_engine(cfg: Config, engine: str) -> None:
-    """``engine_problems`` of ``engine`` alone, raised as one ``ConfigError``."""
+def refuse_unknown_engine(engine: str) -> None:
     if engine not in ENGINE_NAMES:
         raise UPSError(f"unknown engine '{engine}'; choose one of {', '.join(ENGINE_NAMES)}.")
+
+
+def check_engine(cfg: Config, engine: str) -> None:
+    """``engine_problems`` of ``engine`` alone, raised as one ``ConfigError``."""
+    refuse_unknown_engine(engine)
     problems = Problems({})
     engine_problems(cfg, engine, problems)
     problems.raise_if_any(None)

@@ -45,8 +45,6 @@ from ups.data.layouts import LAYOUTS, LayoutScan
 from ups.data.params import numeric_attrs, parse_params_from_name
 from ups.errors import DataError
 
-SPATIAL_AXES = "xyz"
-
 
 @dataclass(frozen=True)
 class FileInfo:
@@ -73,10 +71,6 @@ class FileInfo:
     channel_names: tuple[str, ...] = ()
     static_channels: tuple[str, ...] = ()
     n_stored: int = 0
-
-
-def _cell_centres(n: int) -> np.ndarray:
-    return ((np.arange(n) + 0.5) / n).astype(np.float64)
 
 
 def _n_kept(n: int, step: int) -> int:
