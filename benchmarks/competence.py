@@ -36,7 +36,7 @@ def competence(
     """The bar's figures (means over the split's trajectories; several tasks are pooled)."""
     cfg = load_config(config, [*overrides, "evaluation.context_frames=1"])  # from frame 0, as persistence
     evaluator = build_evaluator(cfg, checkpoints_of(EvaluationRequest(run_dir=run)))
-    op = evaluator.operator
+    op = evaluator.dynamics
     windows = evaluator.datasets(split, horizon)[0]
     size = cfg.evaluation.batch_size
     for start in range(0, len(windows), size):
@@ -45,7 +45,7 @@ def competence(
         )
     metrics = {key: evaluator.sums[key] / evaluator.counts[key] for key in evaluator.sums}
     persistence_one, persistence_rollout, reconstruction = [], [], []
-    for task in op.dyn_tasks:
+    for task in op.tasks:
         coords = torch.from_numpy(task.file.coordinates())
         stride = cfg.training.time_stride
         for trajectory in task.split.indices(split):

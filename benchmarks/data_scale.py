@@ -326,17 +326,17 @@ def untrained_autoencoder(cfg, tasks, root: Path):
 def fill_cache_randomly(stage, cfg) -> list[Path]:
     """The operator's latent cache entries, filled with seeded random latents when missing."""
     t = cfg.training
-    shapes = [(task.info.n_times, *stage.latent_shape) for task in stage.dyn_tasks]
+    shapes = [(task.info.n_times, *stage.dynamics.latent_shape) for task in stage.dynamics.tasks]
     pools = [
         np.random.default_rng(k).standard_normal((16, *shape), dtype=np.float32)
         for k, shape in enumerate(shapes)
     ]
     entries = LatentCache(t.latent_cache_dir).ensure(
-        stage.dyn_tasks,
+        stage.dynamics.tasks,
         lambda k, i: pools[k][i % 16],
         encoder=encoder_digest(stage.model.encoder),
         dtype=t.latent_cache_dtype,
-        latent_shape=stage.latent_shape,
+        latent_shape=stage.dynamics.latent_shape,
     )
     return [entry.path for entry in entries]
 

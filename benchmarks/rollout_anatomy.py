@@ -60,7 +60,7 @@ def warn_on_test(split: str) -> None:
 def anatomy(config: Path, run: Path, split: str, horizon: int, overrides: list[str]) -> dict:
     cfg = load_config(config, overrides)
     evaluator = build_evaluator(cfg, checkpoints_of(EvaluationRequest(run_dir=run)))
-    op = evaluator.operator
+    op = evaluator.dynamics
     windows = evaluator.datasets(split, horizon)[0]
     batch = collate_task_batch([windows[i] for i in range(len(windows))])
     names, window = batch["task_names"], batch["window"]

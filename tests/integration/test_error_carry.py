@@ -32,19 +32,19 @@ def operator_of(trained, *overrides):
     config, run = trained
     return build_evaluator(
         load_config(config, list(overrides)), checkpoints_of(EvaluationRequest(run_dir=run))
-    ).operator
+    ).dynamics
 
 
 def train_errors(op, stride=1):
     """Per picked train trajectory, e_t = u_t - D(E(u_t)) [F, Q, C] (normalised) and u [F, Q, C]."""
-    task = op.dyn_tasks[0]
+    task = op.tasks[0]
     points = torch.from_numpy(task.file.coordinates())
     points = points.reshape(1, -1, points.shape[-1])
     out = []
     for trajectory in task.split.indices("train"):
         frames = slice(0, None, stride)
         u = flat_points(torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory, frames))))
-        z = torch.from_numpy(op._encode_trajectory(0, trajectory, torch.device("cpu"), frames))
+        z = torch.from_numpy(op.encode_trajectory(0, trajectory, torch.device("cpu"), frames))
         with torch.no_grad():
             decoded = op.model.decoder(z, points.expand(len(z), -1, -1), channels=u.shape[-1])
         out.append((u - decoded, u))
@@ -54,7 +54,7 @@ def train_errors(op, stride=1):
 def test_the_carry_is_the_least_squares_factor_of_the_next_frames_error(trained):
     op = operator_of(trained)
     carry = op.error_carry()
-    task = op.dyn_tasks[0]
+    task = op.tasks[0]
     stride = op.cfg.training.time_stride
     assert carry.shape == (1, (task.info.n_times - 1) // stride + 1, task.info.n_channels)
     assert torch.all((carry >= 0) & (carry <= 1)) and torch.allclose(carry[0, 0], torch.ones(1))
@@ -74,8 +74,8 @@ def test_the_carry_is_the_least_squares_factor_of_the_next_frames_error(trained)
 
 def test_decoding_carries_the_known_frames_error_and_is_persistence_for_a_still_operator(trained):
     op = operator_of(trained)
-    task = op.dyn_tasks[0]
-    windows = op._windows("val", fields=True)
+    task = op.tasks[0]
+    windows = op.windows("val", fields=True)
     batch = {key: value for key, value in torch.utils.data.default_collate([windows[0], windows[1]]).items()}
     batch["task_names"] = [task.name] * 2
     window, coords = batch["window"], flat_points(batch["coords"])

@@ -16,6 +16,7 @@ from ups.checkpoint import CheckpointError, load_checkpoint, stage_weights
 from ups.cli import main
 from ups.config import to_yaml
 from ups.errors import UPSError
+from ups.eval.run import build_evaluator
 from ups.pipeline.runner import build_stage, train_stage
 from ups.resolve import load_config
 from ups.runs import RunDir
@@ -109,9 +110,10 @@ def test_the_pipeline_runs_all_five_stages_in_order_with_handoff(upstream, tmp_p
     assert started == sorted(started)
     assert all(s in table for s in order) and "teacher_nrmse" in table and "regression_nrmse" in table
     # handoff: each stage's frozen part is the best checkpoint of the stage before it
-    teacher = stage_weights(load_checkpoint(status["consistency_distill"]["best_path"]))
+    student = stage_weights(load_checkpoint(status["consistency_distill"]["best_path"]))
     corrector = stage_weights(load_checkpoint(status["diff_residual"]["best_path"]))
-    assert all(torch.equal(teacher[f"teacher.{k}"], v) for k, v in corrector.items())
+    assert all(torch.equal(student[k], v) for k, v in corrector.items())
+    assert {k.split(".")[0] for k in set(student) - set(corrector)} == {"student"}  # its own part
     operator = stage_weights(load_checkpoint(status["operator"]["best_path"]))
     assert all(torch.equal(corrector[k], v) for k, v in operator.items())
     # one step axis: each stage's logged steps start after the previous stage's
@@ -168,3 +170,18 @@ def test_the_steady_prior_trains_on_pairs_transposed_at_random(upstream):
     ) == torch.equal(u[0], batch["target"][0].transpose(0, 1))
     stage.transposed_names = set()
     assert torch.equal(stage.training_loss({**batch, "input": a, "target": u})["loss"], loss)
+
+
+def test_a_corrector_trained_on_another_operator_is_refused_at_evaluation(upstream, tmp_path):
+    """The corrector's checkpoint holds the operator it was trained on; evaluated beside an operator
+    checkpoint that differs, it would be scored on dynamics it never saw."""
+    cfg, run = upstream
+    paths = {stage: RunDir(run).best_checkpoint(stage) for stage in ("operator", "diff_residual")}
+    assert build_evaluator(cfg, paths).dynamics.corrected  # the run's own pair evaluates
+    checkpoint = load_checkpoint(paths["operator"])
+    key = next(k for k in checkpoint["state_dict"] if ".operator." in k and k.endswith("weight"))
+    checkpoint["state_dict"][key] = checkpoint["state_dict"][key] + 1e-3
+    paths["operator"] = tmp_path / "other-operator.ckpt"
+    torch.save(checkpoint, paths["operator"])
+    with pytest.raises(UPSError, match="trained on another operator than the operator checkpoint"):
+        build_evaluator(cfg, paths)

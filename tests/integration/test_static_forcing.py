@@ -12,7 +12,7 @@ from tests.conftest import write_ns_incomp
 from tests.tiny_runs import write_config
 
 from ups.cli import main as ups
-from ups.data.latent_pairs import WindowDataset
+from ups.data.latent_pairs import WindowDataset, collate_task_batch
 from ups.data.summary import load_config_tasks
 from ups.errors import DataError
 from ups.eval.run import EvaluationRequest, build_evaluator, checkpoints_of
@@ -113,12 +113,12 @@ def test_the_trained_operator_is_conditioned_on_the_forcing(tmp_path):
     run = tmp_path / "run"
     for stage in ("autoencoder", "operator"):
         assert ups(["train", "--config", str(config), "--stage", stage, "--run-dir", str(run)]) == 0
-    op = build_evaluator(load_config(config), checkpoints_of(EvaluationRequest(run_dir=run))).operator
+    op = build_evaluator(load_config(config), checkpoints_of(EvaluationRequest(run_dir=run))).dynamics
     operator = op.model.operator
     assert (
         operator.forcing is not None and operator.forcing_gate.weight.abs().sum() > 0
     )  # training moved the gate
-    batch = op.collate([WindowDataset(op.dyn_tasks, "test", horizon=1, stride=1)[i] for i in range(2)])
+    batch = collate_task_batch([WindowDataset(op.tasks, "test", horizon=1, stride=1)[i] for i in range(2)])
     z0 = op.encode_window(batch)[:, 0]
     with torch.no_grad():
         forced = op.rollout(batch, z0, 1)
@@ -141,10 +141,12 @@ def test_a_forcing_encoder_that_sits_out_some_batches_is_reported_to_ddp():
     forced, plain = (
         SimpleNamespace(info=SimpleNamespace(static_channels=c)) for c in (("force_x", "force_y"), ())
     )
-    stage = SimpleNamespace(model=SimpleNamespace(operator=operator), dyn_tasks=[forced, plain])
+    stage = SimpleNamespace(
+        model=SimpleNamespace(operator=operator), dynamics=SimpleNamespace(tasks=[forced, plain])
+    )
     assert not OperatorStage.all_parameters_used_every_step(stage)
-    stage.dyn_tasks = [forced]
+    stage.dynamics.tasks = [forced]
     assert OperatorStage.all_parameters_used_every_step(stage)
-    stage.dyn_tasks = [forced, plain]
+    stage.dynamics.tasks = [forced, plain]
     operator.requires_grad_(False)  # frozen, as under the correctors
     assert OperatorStage.all_parameters_used_every_step(stage)

@@ -28,7 +28,6 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ups.checkpoint import load_into, stage_weights
 from ups.data.latent_pairs import WindowDataset
 from ups.data.tasks import SteadyPairDataset
 from ups.metrics import (
@@ -42,34 +41,7 @@ from ups.metrics import (
     rollout_curve,
     spread_skill,
 )
-from ups.stages import STAGES
 from ups.stages.batch import denormalize, flat_points, per_task, task_rows
-
-# The upstream checkpoint a stage's own checkpoint contains: (key prefix inside it, top-level modules).
-_UPSTREAM_PARTS = {
-    ("operator", "autoencoder"): ("", ("encoder", "decoder")),
-    ("diff_residual", "operator"): ("", ("encoder", "decoder", "operator")),
-    ("consistency_distill", "diff_residual"): ("teacher.", None),
-    ("steady_prior", "autoencoder"): ("", ("encoder", "decoder")),
-}
-
-
-def stage_from_checkpoint(cfg, tasks, checkpoint: dict):
-    """The Stage object of ``checkpoint`` (EMA weights when kept), its frozen parts taken from
-    the checkpoint itself, in eval mode."""
-    name = checkpoint["ups"]["stage"]
-    weights = stage_weights(checkpoint)
-    upstream = {}
-    for up in STAGES[name].upstream:
-        prefix, modules = _UPSTREAM_PARTS[(name, up)]
-        part = {k[len(prefix) :]: v for k, v in weights.items() if k.startswith(prefix)}
-        if modules is not None:
-            part = {k: v for k, v in part.items() if k.split(".")[0] in modules}
-        upstream[up] = {"state_dict": {f"model.{k}": v for k, v in part.items()}}
-    stage = STAGES[name](cfg, tasks, upstream)
-    load_into(stage, checkpoint, ema="ema_state_dict" in checkpoint)
-    stage.set_train_mode(False)
-    return stage
 
 
 def channel_suite(pred: torch.Tensor, truth: torch.Tensor, eps: float = 1e-12) -> dict[str, torch.Tensor]:
@@ -135,11 +107,13 @@ def decoded(decode, states: torch.Tensor) -> torch.Tensor:
 class Evaluator:
     """The trained stages and the running sums of one evaluation."""
 
-    def __init__(self, cfg, operator, corrector=None, steady=None):
-        self.cfg, self.operator, self.corrector, self.steady = cfg, operator, corrector, steady
+    def __init__(self, cfg, dynamics=None, steady=None):
+        """``dynamics``: the ``LatentDynamics`` of the transient tasks (corrected when it has a corrector);
+        ``steady``: the steady_prior stage."""
+        self.cfg, self.dynamics, self.steady = cfg, dynamics, steady
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
-        self.channel_names = {t.name: t.info.channel_names for t in operator.dyn_tasks} if operator else {}
+        self.channel_names = {t.name: t.info.channel_names for t in dynamics.tasks} if dynamics else {}
         self.channel_sums: dict[tuple[str, str, str], float] = defaultdict(float)  # (task, channel, metric)
         self.channel_counts: dict[tuple[str, str, str], int] = defaultdict(int)
         self.curves: dict[str, torch.Tensor] = {}
@@ -155,9 +129,9 @@ class Evaluator:
         """Rollout windows of the transient tasks (with ``references``, one reader per task at
         another resolution, whose frames are the truth and whose grid is decoded), steady pairs."""
         out = []
-        if self.operator is not None:
+        if self.dynamics is not None:
             windows = WindowDataset(
-                self.operator.dyn_tasks,
+                self.dynamics.tasks,
                 split,
                 horizon,
                 self.cfg.training.time_stride,
@@ -178,46 +152,49 @@ class Evaluator:
             self.steady_batch(batch)
 
     def transient(self, batch: dict) -> None:
-        op, names = self.operator, batch["task_names"]
+        dynamics, names = self.dynamics, batch["task_names"]
         window = batch.get("reference", batch["window"])  # the truth, at the evaluated resolution
         coords, steps = flat_points(batch.get("reference_coords", batch["coords"])), window.shape[1] - 1
         truth = torch.stack(
             [
-                denormalize(op.normalizers, names, flat_points(window[:, k]).float())
+                denormalize(dynamics.normalizers, names, flat_points(window[:, k]).float())
                 for k in range(1, steps + 1)
             ],
             dim=1,
         )
-        z = op.model.encoder(
+        z = dynamics.model.encoder(
             batch["window"][:, 0], batch["coords"]
-        )  # the initial condition at the trained grid
+        )  # the initial condition, trained grid
         start = time.perf_counter()
-        decode = op.decoder_for(batch, z, flat_points(window[:, 0]), coords)  # timed: part of every rollout
-        pred = decoded(decode, op.rollout(batch, z, steps))
+        decode = dynamics.decoder_for(
+            batch, z, flat_points(window[:, 0]), coords
+        )  # timed: part of every rollout
+        pred = decoded(decode, dynamics.rollout(batch, z, steps))
         self.rollout_seconds += time.perf_counter() - start
         self.rollout_steps += steps
         self.rollout_samples += steps * window.shape[0]
         self.add(suite(pred, truth), names, "", batch["index"])
         self.add_channels(channel_suite(pred, truth), names, "")
         self.add_curve("operator", rollout_curve(pred, truth))
-        example = self.keep_example(names[0], batch, window, op, pred)
-        if self.corrector is not None:
+        example = self.keep_example(names[0], batch, window, pred)
+        if dynamics.corrected:
             corrected = self.corrected(batch, z, truth, decode, names)
             if example is not None:
                 example["corrected"] = self.as_grid(corrected, batch, example["truth"])
 
-    def corrected(self, batch, z, truth, decode, names) -> None:
-        generator = self.corrector.validation_generator(batch)
-        op, corrector = self.operator, self.corrector
-        correct = lambda step: corrector.correction(batch, step, generator)  # noqa: E731
-        pred = decoded(decode, op.rollout(batch, z, truth.shape[1], correct=correct))
+    def corrected(self, batch, z, truth, decode, names) -> torch.Tensor:
+        """The corrected rollout's suite and the ensemble of corrected first steps; the corrected steps
+        [B, H, Q, C]."""
+        dynamics = self.dynamics
+        generator = dynamics.validation_generator(batch)
+        pred = decoded(decode, dynamics.rollout(batch, z, truth.shape[1], generator))
         self.add(suite(pred, truth), names, "corrected_", batch["index"])
         self.add_channels({"nrmse": channel_suite(pred, truth)["nrmse"]}, names, "corrected_")
         self.add_curve("corrected", rollout_curve(pred, truth))
-        first = op.rollout(batch, z, 1)[:, 0]
+        first = dynamics.rollout(batch, z, 1)[:, 0]
         samples = torch.stack(
             [
-                decode(first + corrector.correction(batch, first, generator), 1)
+                decode(first + dynamics.correction(batch, first, generator), 1)
                 for _ in range(max(2, self.cfg.stages.diff_residual.val_samples))
             ]
         )
@@ -228,12 +205,12 @@ class Evaluator:
         )
         return pred
 
-    def keep_example(self, task: str, batch: dict, window, op, pred) -> dict | None:
+    def keep_example(self, task: str, batch: dict, window, pred) -> dict | None:
         """Up to 3 trajectories of the task's first batch as arrays [n, H+1, *S, C] (physical units)."""
         if task in self.examples:
             return None
         n = min(3, window.shape[0])
-        truth = denormalize(op.normalizers, [task] * n, window[:n].float()).cpu().numpy()
+        truth = denormalize(self.dynamics.normalizers, [task] * n, window[:n].float()).cpu().numpy()
         self.examples[task] = {
             "truth": truth,
             "operator": self.as_grid(pred, batch, truth),

@@ -28,9 +28,10 @@ from ups.data.latent_pairs import collate_task_batch
 from ups.data.sampling import TaskBatchSampler
 from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
-from ups.eval.evaluator import Evaluator, rollout_start, stage_from_checkpoint
+from ups.eval.evaluator import Evaluator, rollout_start
 from ups.eval.leaderboard import append_leaderboard, leaderboard_row
 from ups.runs import RunDir
+from ups.stages import stage_from_checkpoint
 from ups.stages.batch import to_device
 
 log = logging.getLogger("ups")
@@ -89,16 +90,33 @@ def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
 
 
 def build_evaluator(cfg: Config, paths: dict[str, Path]) -> Evaluator:
+    """The evaluator of the latent dynamics of the furthest trained transient stage (a corrector's
+    checkpoint holds its operator) and of the steady prior."""
     tasks = load_config_tasks(cfg)
     stages = {name: stage_from_checkpoint(cfg, tasks, load_checkpoint(path)) for name, path in paths.items()}
-    corrector = next((stages[name] for name in CORRECTORS if name in stages), None)
-    operator = stages.get("operator", corrector)
-    if operator is None and "steady_prior" not in stages:
+    transient = [name for name in (*CORRECTORS, "operator") if name in stages]
+    if not transient and "steady_prior" not in stages:
         raise UPSError(
             "nothing to evaluate: the checkpoint is not of operator, diff_residual, consistency_distill "
             "or steady_prior."
         )
-    return Evaluator(cfg, operator, corrector, stages.get("steady_prior"))
+    for other in transient[1:]:
+        refuse_another_operator(stages[transient[0]].model, stages[other].model, transient[0], other, paths)
+    dynamics = stages[transient[0]].dynamics if transient else None
+    return Evaluator(cfg, dynamics, stages.get("steady_prior"))
+
+
+def refuse_another_operator(model: nn.Module, other: nn.Module, name: str, other_name: str, paths) -> None:
+    """Refuse a corrector whose frozen encoder, decoder or operator differs from the run's ``other_name``
+    checkpoint: it would be evaluated on an operator it was not trained on."""
+    for part in ("encoder", "decoder", "operator"):
+        ours, theirs = getattr(model, part).state_dict(), getattr(other, part).state_dict()
+        if any(not torch.equal(ours[key], theirs[key]) for key in ours):
+            raise UPSError(
+                f"the {name} checkpoint ({paths[name]}) was trained on another {part} than the {other_name} "
+                f"checkpoint ({paths[other_name]}); train {name} again on this {other_name}, or evaluate "
+                f"one checkpoint with --checkpoint."
+            )
 
 
 def default_horizon(cfg: Config, transient: list) -> int:
@@ -113,13 +131,13 @@ def references(cfg: Config, evaluator: Evaluator, n: int | None) -> list | None:
     """Per transient task, its trajectories at ``n`` points per axis (``--resolution``): the
     stored file down-sampled when it reaches n, else the built-in data regenerated at n into
     ``<paths.data_dir>/reference/``."""
-    if n is None or evaluator.operator is None:
+    if n is None or evaluator.dynamics is None:
         return None
     # lazy: the generators (scipy) load only for --resolution
     from ups.eval.resolution import reference_at_resolution
 
     workdir = Path(cfg.paths.data_dir) / "reference"
-    return [reference_at_resolution(task, n, workdir) for task in evaluator.operator.dyn_tasks]
+    return [reference_at_resolution(task, n, workdir) for task in evaluator.dynamics.tasks]
 
 
 def loaders(
@@ -141,8 +159,8 @@ class EvaluationModule(pl.LightningModule):
     def __init__(self, evaluator: Evaluator):
         super().__init__()
         self.evaluator = evaluator
-        stages = [s for s in (evaluator.operator, evaluator.corrector, evaluator.steady) if s is not None]
-        self.models = nn.ModuleList({id(s.model): s.model for s in stages}.values())
+        parts = (evaluator.dynamics, evaluator.steady)
+        self.models = nn.ModuleList([part.model for part in parts if part is not None])
 
     def test_step(self, batch, batch_idx, dataloader_idx=0):
         self.evaluator.evaluate(batch)
@@ -165,9 +183,9 @@ def run_lightning(evaluator: Evaluator, batches: list[DataLoader], device: str) 
 
 def run_native(evaluator: Evaluator, batches: list[DataLoader], device: str) -> None:
     target = torch.device(device)
-    for stage in (evaluator.operator, evaluator.corrector, evaluator.steady):
-        if stage is not None:
-            stage.model.to(target).eval()
+    for part in (evaluator.dynamics, evaluator.steady):
+        if part is not None:
+            part.model.to(target).eval()
     bf16 = evaluator.cfg.evaluation.precision == "bf16-mixed"
     autocast = torch.autocast(target.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
     with torch.no_grad(), autocast:
@@ -191,7 +209,7 @@ def evaluate(cfg: Config, request: EvaluationRequest) -> tuple[dict, dict[str, P
     horizon = (
         request.horizon
         or cfg.evaluation.horizon
-        or default_horizon(cfg, evaluator.operator.dyn_tasks if evaluator.operator is not None else [])
+        or default_horizon(cfg, evaluator.dynamics.tasks if evaluator.dynamics is not None else [])
     )
     batches = loaders(evaluator, cfg, split, horizon, references(cfg, evaluator, request.resolution))
     ENGINES[request.engine](evaluator, batches, request.device)

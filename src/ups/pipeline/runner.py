@@ -67,8 +67,8 @@ def build_latent_cache(cfg: Config, run_dir: Path) -> list:
             "e.g. training.latent_cache_dir=data/latent_cache."
         )
     stage = build_stage(cfg, "operator", RunDir(run_dir))
-    stage.prepare_latents(training_device(cfg), progress=True)  # the cache alone, not the operator's subspace
-    return stage.latents
+    stage.dynamics.prepare_latents(training_device(cfg), progress=True)  # not the operator's subspace
+    return stage.dynamics.latents
 
 
 def train_stage(

@@ -42,7 +42,9 @@ class Stage(abc.ABC):
         cfg: the validated config.
         tasks: the loaded tasks (files, splits, normalisers) of ``cfg.data``.
         upstream: checkpoints of the stages this one needs, by stage name, as loaded by
-            ``ups.checkpoint.load_checkpoint`` (``{"state_dict": ..., "ups": ...}``).
+            ``ups.checkpoint.load_checkpoint`` (``{"state_dict": ..., "ups": ...}``); None when the
+            stage's own checkpoint, which holds its upstream parts too, is loaded next
+            (``from_checkpoint``).
     """
 
     name: ClassVar[str]
@@ -51,9 +53,9 @@ class Stage(abc.ABC):
     def __init__(self, cfg: Config, tasks: list[TaskData], upstream: dict[str, dict] | None = None):
         self.cfg = cfg
         self.tasks = tasks
-        self.upstream_checkpoints = upstream or {}
-        missing = [name for name in self.upstream if name not in self.upstream_checkpoints]
-        if missing:
+        self.upstream_checkpoints = upstream
+        missing = [name for name in self.upstream if name not in (upstream or {})]
+        if upstream is not None and missing:
             raise ValueError(f"stage {self.name} needs the checkpoints of {missing}")
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed + 1)
@@ -95,6 +97,10 @@ class Stage(abc.ABC):
         return True
 
     # ---- shared behaviour -------------------------------------------------------------
+    def upstream_checkpoint(self) -> dict | None:
+        """The checkpoint of the stage this one builds on; None when its own checkpoint is loaded next."""
+        return None if self.upstream_checkpoints is None else self.upstream_checkpoints[self.upstream[0]]
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 

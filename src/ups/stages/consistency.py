@@ -18,19 +18,15 @@ sampling time of the teacher divided by the student's on the batch.
 
 from __future__ import annotations
 
-import copy
 import time
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from ups.checkpoint import load_upstream
 from ups.metrics import nrmse
-from ups.models.flow import SAMPLERS, consistency_function, consistency_sample, sample_flow
-from ups.stages.autoencoder import build_autoencoder
+from ups.models.flow import SAMPLERS, consistency_function, consistency_sample
 from ups.stages.batch import per_task, relative_rmse
-from ups.stages.diff_residual import DiffResidualStage, ResidualModel, residual_flow
+from ups.stages.dynamics import LatentStage
 
 
 def timed(sample, device: torch.device) -> tuple[torch.Tensor, float]:
@@ -43,52 +39,13 @@ def timed(sample, device: torch.device) -> tuple[torch.Tensor, float]:
     return result, time.perf_counter() - start
 
 
-class StudentModel(nn.Module):
-    """The frozen corrector (teacher) and everything under it + the trainable student."""
-
-    def __init__(self, teacher: ResidualModel, student: nn.Module):
-        super().__init__()
-        self.teacher = teacher
-        self.student = student
-
-    @property
-    def encoder(self):
-        return self.teacher.encoder
-
-    @property
-    def decoder(self):
-        return self.teacher.decoder
-
-    @property
-    def operator(self):
-        return self.teacher.operator
-
-    @property
-    def residual_scale(self):
-        return self.teacher.residual_scale
-
-
-class ConsistencyStage(DiffResidualStage):
+class ConsistencyStage(LatentStage):
     name = "consistency_distill"
     upstream = ("diff_residual",)
 
-    def build(self) -> nn.Module:
-        frozen = self.operator_model(build_autoencoder(self.cfg, self.tasks))
-        teacher = ResidualModel(frozen, residual_flow(self.cfg, self))
-        load_upstream(teacher, self.upstream_checkpoints["diff_residual"], "diff_residual")
-        teacher.requires_grad_(False)
-        student = copy.deepcopy(teacher.flow).requires_grad_(True)
-        return StudentModel(teacher, student)
-
-    def frozen_modules(self) -> list[nn.Module]:
-        return [self.model.teacher]
-
-    def prepare(self, device: torch.device, *, progress: bool = False) -> None:
-        """Only the latent cache: the residual scale is the teacher's."""
-        self.prepare_latents(device, progress=progress)
-
     def training_loss(self, batch: dict) -> dict[str, torch.Tensor]:
-        _, residual, pred = self.residual(batch)
+        dynamics = self.dynamics
+        _, residual, pred = dynamics.residual(batch)
         d = self.cfg.stages.diff_residual
         target_end = residual / self.model.residual_scale
         b = target_end.shape[0]
@@ -98,9 +55,9 @@ class ConsistencyStage(DiffResidualStage):
         s_n = n.to(target_end.dtype) * h
         x_n = self._along(noise, target_end, s_n)
         step, _ = SAMPLERS[d.sampler]
-        student = self.velocity(batch, pred, self.model.student)
+        student = dynamics.velocity(batch, pred, self.model.student)
         with torch.no_grad():
-            x_next = step(self.velocity(batch, pred, self.model.teacher.flow), x_n, s_n, h)
+            x_next = step(dynamics.velocity(batch, pred, self.model.flow), x_n, s_n, h)
             target = consistency_function(student, x_next, s_n + h)
         out = consistency_function(student, x_n, s_n)
         terms = {"loss": F.mse_loss(out, target)}
@@ -114,22 +71,23 @@ class ConsistencyStage(DiffResidualStage):
 
     @torch.no_grad()
     def validation_metrics(self, batch: dict) -> dict[str, torch.Tensor]:
-        z, _, pred = self.residual(batch)
-        decode, truth = self.decoding(batch, z[:, 0])
-        seed = self.validation_generator(batch).initial_seed()
+        dynamics = self.dynamics
+        z, _, pred = dynamics.residual(batch)
+        decode, truth = dynamics.decoding(batch, z[:, 0])
+        seed = dynamics.validation_generator(batch).initial_seed()
         scale = self.model.residual_scale
         noise = torch.randn(pred.shape, generator=torch.Generator().manual_seed(seed)).to(pred)
 
         def student_sample() -> torch.Tensor:
             return consistency_sample(
-                self.velocity(batch, pred, self.model.student),
+                dynamics.velocity(batch, pred, self.model.student),
                 noise,
                 self.cfg.stages.consistency_distill.steps_infer,
                 torch.Generator().manual_seed(seed + 1),
             )
 
         student, student_time = timed(student_sample, pred.device)
-        teacher, teacher_time = timed(lambda: self.sample_teacher(batch, pred, noise), pred.device)
+        teacher, teacher_time = timed(lambda: dynamics.sample_flow(batch, pred, noise), pred.device)
         student, teacher = student * scale, teacher * scale
 
         names = batch["task_names"]
@@ -139,20 +97,3 @@ class ConsistencyStage(DiffResidualStage):
         per_task(metrics, "operator_nrmse", nrmse(decode(pred, 1), truth(1)), names)
         metrics["speedup"] = torch.full((pred.shape[0],), teacher_time / max(student_time, 1e-9))
         return metrics
-
-    def correction(
-        self, batch: dict, context: torch.Tensor, generator: torch.Generator, net: nn.Module | None = None
-    ) -> torch.Tensor:
-        """One residual [B, L, D] for op(z_t) = ``context`` from the student, in latent units."""
-        noise = torch.randn(context.shape, generator=generator).to(context)
-        velocity = self.velocity(batch, context, net or self.model.student)
-        return (
-            consistency_sample(velocity, noise, self.cfg.stages.consistency_distill.steps_infer, generator)
-            * self.model.residual_scale
-        )
-
-    def sample_teacher(self, batch: dict, context: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        d = self.cfg.stages.diff_residual
-        return sample_flow(
-            self.velocity(batch, context, self.model.teacher.flow), noise, d.steps_infer, d.sampler
-        )

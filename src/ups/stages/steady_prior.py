@@ -69,7 +69,8 @@ class SteadyPriorStage(Stage):
         self.param_order = param_names(self.steady)
         self.transposed_names = {t.name for t in self.steady if t.transpose_symmetric}
         autoencoder = build_autoencoder(cfg, self.tasks)
-        load_upstream(autoencoder, self.upstream_checkpoints["autoencoder"], "autoencoder")
+        if self.upstream_checkpoint() is not None:
+            load_upstream(autoencoder, self.upstream_checkpoint(), "autoencoder")
         autoencoder.requires_grad_(False)
         p = cfg.stages.steady_prior
 
