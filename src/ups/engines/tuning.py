@@ -89,7 +89,7 @@ class TuningModule(StageModule):
     train loader is rebuilt from ``batch_size``, its optimizer starts at ``lr`` (no schedule)."""
 
     def __init__(self, stage, cfg: Config, initial_batch_size: int, lr: float):
-        super().__init__(stage, cfg, batches_per_epoch=1, total_steps=1)
+        super().__init__(stage, cfg, total_steps=1)
         self.batch_size, self.lr = initial_batch_size, lr
 
     def train_dataloader(self):
