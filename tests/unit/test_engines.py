@@ -14,8 +14,9 @@ from toy_stage import PlateauStage, ToyStage, toy_config  # noqa: E402
 from ups.checkpoint import load_checkpoint, stage_weights  # noqa: E402
 from ups.data.sampling import TaskBatchSampler  # noqa: E402
 from ups.engines import fit_stage, preflight  # noqa: E402
-from ups.engines.common import batch_size, build_loaders, ema_decay  # noqa: E402
 from ups.engines.lightning_adapter import refuse_in_process_launchers  # noqa: E402
+from ups.engines.loaders import build_loaders  # noqa: E402
+from ups.engines.settings import batch_size, ema_decay  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
 from ups.runs import RunDir  # noqa: E402
 

@@ -12,13 +12,9 @@ import logging
 from ups.checkpoint import check_fit, load_checkpoint
 from ups.config import Config
 from ups.config.engines import check_engine
-from ups.engines.common import (
-    FitResult,
-    stage_settings,
-    task_batch_sampler,
-    validation_on,
-)
-from ups.engines.progress import inside_epoch
+from ups.engines.loaders import task_batch_sampler
+from ups.engines.progress import FitResult, inside_epoch
+from ups.engines.settings import stage_settings, validation_on
 from ups.errors import UPSError
 from ups.runs import RunDir
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,36 +20,29 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from ups import tracking
 from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
 from ups.config import Config, max_time_seconds
+from ups.config.engines import uses_gpu
 from ups.deadline import Deadline, StopRule
-from ups.engines.callbacks import DeadlineStop, measuring
-from ups.engines.common import (
-    EMA,
-    MONITOR,
-    VALIDATION_OFF_MESSAGE,
-    FitResult,
-    MetricMeans,
-    batch_size,
-    build_loaders,
-    check_finite_gradients,
-    check_finite_loss,
-    ema_decay,
-    maybe_ema,
-    resolve_precision,
-    split_terms,
-    stage_settings,
-    total_optimizer_steps,
-    train_log_values,
-    uses_gpu,
-    validation_means,
-    validation_on,
-)
+from ups.engines.callbacks import DeadlineStop, StepCheckpoint, measuring
+from ups.engines.ema import EMA
 from ups.engines.lightning_adapter import (
     keep_previous_metrics,
     refuse_in_process_launchers,
     should_update_logs,
 )
+from ups.engines.loaders import build_loaders
 from ups.engines.loggers import RunTensorBoardLogger, StageCSVLogger, WandbStageLogger
-from ups.engines.progress import StepCheckpoint, inside_epoch, progress_record
+from ups.engines.meters import MONITOR, MetricMeans, split_terms, train_log_values, validation_means
+from ups.engines.nan_policy import check_finite_gradients, check_finite_loss
+from ups.engines.progress import FitResult, inside_epoch, progress_record
+from ups.engines.settings import (
+    VALIDATION_OFF_MESSAGE,
+    batch_size,
+    ema_decay,
+    resolve_precision,
+    stage_settings,
+    total_optimizer_steps,
+    validation_on,
+)
 from ups.engines.sharding import shard_fully, strategy_for
 from ups.engines.speed import speed_knobs
 from ups.runs import BEST_FILENAME, RunDir
@@ -155,7 +149,7 @@ class StageModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._metrics = MetricMeans()
-        self._ema_context = maybe_ema(self.ema, self.model)
+        self._ema_context = nullcontext() if self.ema is None else self.ema.applied(self.model)
         self._ema_context.__enter__()
 
     def validation_step(self, batch, batch_idx) -> None:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import csv
 import logging
+import math
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,28 +33,20 @@ from ups.checkpoint import (
     ups_block,
 )
 from ups.config import Config, max_time_seconds
-from ups.engines.common import (
-    EMA,
+from ups.engines.ema import EMA
+from ups.engines.loaders import build_loaders
+from ups.engines.meters import MetricMeans, split_terms, train_log_values, validation_means
+from ups.engines.nan_policy import check_finite_gradients, check_finite_loss
+from ups.engines.progress import FitResult, inside_epoch, progress_record, step_checkpoint_due
+from ups.engines.settings import (
     VALIDATION_OFF_MESSAGE,
-    FitResult,
-    MetricMeans,
-    Patience,
-    TopK,
-    build_loaders,
-    check_finite_gradients,
-    check_finite_loss,
     ema_decay,
-    maybe_ema,
     resolve_precision,
-    split_terms,
     stage_settings,
     total_optimizer_steps,
-    train_log_values,
     training_device,
-    validation_means,
     validation_on,
 )
-from ups.engines.progress import inside_epoch, progress_record, step_checkpoint_due
 from ups.engines.speed import speed_knobs
 from ups.errors import UPSError
 from ups.runs import RunDir
@@ -97,6 +91,53 @@ class MetricsCSV:
         else:
             with self.path.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self.keys).writerow(row)
+
+
+@dataclass
+class TopK:
+    """Lightning ModelCheckpoint's top-k rule for mode="min": keep the k lowest scores; a new score
+    enters when fewer than k are kept or it is strictly lower than the worst kept one."""
+
+    k: int
+    best_k_models: dict[str, float] = field(default_factory=dict)
+
+    def admits(self, score: float) -> bool:
+        if len(self.best_k_models) < self.k:
+            return True
+        return score < self.best_k_models[self.worst()]
+
+    def worst(self) -> str:
+        return max(self.best_k_models, key=self.best_k_models.get)
+
+    def best(self) -> str | None:
+        return min(self.best_k_models, key=self.best_k_models.get) if self.best_k_models else None
+
+    def add(self, path: str, score: float) -> str | None:
+        """Record ``path``; returns the path that dropped out (to delete), if any."""
+        dropped = self.worst() if len(self.best_k_models) == self.k else None
+        if dropped is not None:
+            del self.best_k_models[dropped]
+        self.best_k_models[path] = score
+        return dropped
+
+
+@dataclass
+class Patience:
+    """Lightning EarlyStopping's rule for mode="min", min_delta=0: an improvement is a strictly lower
+    value; ``patience`` validations without one stop training; a non-finite value stops at once."""
+
+    patience: int
+    best: float = math.inf
+    wait: int = 0
+
+    def should_stop(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return True
+        if value < self.best:
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
 
 
 class NativeTrainer:
@@ -217,7 +258,7 @@ class NativeTrainer:
     def validation(self) -> float:
         self.stage.set_train_mode(False)
         means = MetricMeans()
-        with maybe_ema(self.ema, self.stage.model):
+        with nullcontext() if self.ema is None else self.ema.applied(self.stage.model):
             for batch in self.val_loader:
                 with self.autocast:
                     means.add(self.stage.validation_metrics(to_device(batch, self.device)))
