@@ -12,7 +12,7 @@ resume or a log silently. No other module may use a private Lightning name
 - ``keep_previous_metrics``: a resumed fit appends to the CSV logger's metrics.csv.
 
 Lightning's own checkpoint state (loop progress, callback states) is written and read by Lightning
-alone: only the Lightning engine resumes a Lightning checkpoint (``ups.engines.resume``).
+alone: only the Lightning engine resumes a Lightning checkpoint (``ups.engines.preflight``).
 """
 
 from __future__ import annotations
