@@ -80,7 +80,7 @@ from ups.data.latent_pairs import SnapshotDataset, collate_task_batch
 from ups.data.splits import split_trajectories
 from ups.data.summary import config_file_infos, load_config_tasks
 from ups.engines import fit_stage
-from ups.engines.common import task_batch_sampler
+from ups.engines.loaders import task_batch_sampler
 from ups.resolve import load_config
 from ups.runs import RunDir
 from ups.stages.autoencoder import AutoencoderStage

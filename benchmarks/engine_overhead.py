@@ -52,7 +52,8 @@ from torch.utils.data import Dataset
 
 from latent_cache import ensure_data, untrained_autoencoder_run
 from ups.engines import fit_stage
-from ups.engines.common import batch_size, task_batch_sampler, task_sizes, training_device
+from ups.engines.loaders import task_batch_sampler, task_sizes
+from ups.engines.settings import batch_size, training_device
 from ups.pipeline.runner import build_stage
 from ups.resolve import load_config
 from ups.runs import RunDir

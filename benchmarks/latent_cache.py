@@ -36,8 +36,8 @@ from ups.data.params import parse_params_from_name
 from ups.data.summary import load_config_tasks
 from ups.data.tasks import builtin_generator
 from ups.engines import preflight
-from ups.engines.common import training_device
 from ups.engines.lightning import fit_lightning
+from ups.engines.settings import training_device
 from ups.pipeline.runner import build_stage
 from ups.resolve import load_config
 from ups.runs import RunDir

@@ -29,7 +29,7 @@ import torch
 
 from engine_overhead import StepClock, data_config, shorten_epoch
 from ups.engines import fit_stage
-from ups.engines.common import batch_size
+from ups.engines.settings import batch_size
 from ups.pipeline.runner import build_stage
 from ups.runs import RunDir
 

@@ -6,12 +6,13 @@
       "lr_schedulers":     [scheduler.state_dict()]          # empty without a scheduler
       "epoch":             index of the last finished epoch (0-based)
       "global_step":       optimizer steps taken
-      "pytorch-lightning_version": str
-      "loops", "callbacks": Lightning's loop progress and callback states (``callbacks`` also
-                           written by the native engine under Lightning's state keys)
       "ema_state_dict":    {"model.<param>": Tensor}           # only with training.ema_decay
-      "ups": {schema_version, stage, config_hash, architecture, data, metadata, extra_state}
+      "ups": {schema_version, engine, stage, config_hash, architecture, data, metadata, extra_state,
+              progress}                                      # + the native engine's "selection"
+      # written by Lightning alone, for its own resume: "pytorch-lightning_version", "loops", "callbacks"
     }
+
+Either engine loads the weights of any checkpoint; only the engine that wrote one resumes it.
 
 Everything stored is a tensor, number, string, list or dict, so ``torch.load(weights_only=True)``
 reads every checkpoint. ``load_into`` checks keys and shapes before touching the model.
@@ -69,10 +70,11 @@ def model_state_dict(stage) -> dict[str, torch.Tensor]:
     return {STATE_PREFIX + k: v for k, v in stage.model.state_dict().items()}
 
 
-def ups_block(stage, cfg: Config) -> dict:
-    """The versioned metadata block every checkpoint carries."""
+def ups_block(stage, cfg: Config, engine: str) -> dict:
+    """The versioned metadata block every checkpoint carries; ``engine`` wrote it."""
     return {
         "schema_version": SCHEMA_VERSION,
+        "engine": engine,
         "stage": stage.name,
         "config_hash": config_hash(cfg),
         "architecture": architecture_fingerprint(stage.model.state_dict()),

@@ -15,7 +15,8 @@ import torch
 from ups.checkpoint import load_checkpoint, load_into
 from ups.cli import main
 from ups.data.generate import generate_dataset
-from ups.engines.common import MetricMeans, build_loaders
+from ups.engines.loaders import build_loaders
+from ups.engines.meters import MetricMeans
 from ups.pipeline.runner import build_stage, train_stage
 from ups.resolve import load_config
 from ups.runs import RunDir

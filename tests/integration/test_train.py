@@ -268,6 +268,23 @@ def test_a_failed_resume_leaves_the_run_folder_untouched(tiny_config, tmp_path, 
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
+def test_a_resume_in_the_other_engine_is_refused_and_leaves_the_run_folder_untouched(
+    tiny_config, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    args = ["train", "--config", str(tiny_config), "--stage", "autoencoder", "--run-dir", str(run)]
+    assert main(args) == 0
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main([*args, "--resume", "--engine", "native"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        f"resume: {run / 'checkpoints' / 'autoencoder' / 'last.ckpt'} was written by the lightning engine"
+        in err
+    )
+    assert "Resume with --engine lightning" in err and f"--from-run {run}" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 def test_two_runs_started_at_once_get_their_own_folders(tiny_config, tmp_path):
     import os
     import subprocess

@@ -1,6 +1,5 @@
 """The Lightning internals UPS relies on (``ups.engines.lightning_adapter``), checked against the
-installed Lightning: a release that changes one fails here, by name. ``synthesized_loops`` is
-checked against the loops Lightning itself stores in tests/unit/test_step_checkpoints.py."""
+installed Lightning: a release that changes one fails here, by name."""
 
 from __future__ import annotations
 
@@ -16,16 +15,6 @@ def test_the_logger_connector_says_which_steps_are_written():
     trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False, log_every_n_steps=3)
     assert isinstance(trainer._logger_connector.should_update_logs, bool)
     assert adapter.should_update_logs(trainer) is trainer._logger_connector.should_update_logs
-
-
-def test_a_module_outside_a_fit_has_no_trainer():
-    module = pl.LightningModule()
-    with pytest.raises(RuntimeError):
-        module.trainer  # noqa: B018 (the public property refuses; the adapter answers None)
-    assert adapter.attached_trainer(module) is None
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=False)
-    module.trainer = trainer
-    assert adapter.attached_trainer(module) is trainer
 
 
 def test_the_script_launcher_is_told_from_in_process_ones():

@@ -1,7 +1,8 @@
 """Engines run a Stage: Lightning (the product) or a native PyTorch loop (the reference).
 
 ``fit_stage`` is the one entry point; both engines read the same config, draw the same
-batches and write the same checkpoint format (``ups.checkpoint``).
+batches and write the same checkpoint format (``ups.checkpoint``). Either engine loads the
+weights of the other's checkpoints; each resumes only its own (``refuse_another_engines_checkpoint``).
 """
 
 from __future__ import annotations
@@ -11,13 +12,9 @@ import logging
 from ups.checkpoint import check_fit, load_checkpoint
 from ups.config import Config
 from ups.config.engines import check_engine
-from ups.engines.common import (
-    FitResult,
-    stage_settings,
-    task_batch_sampler,
-    validation_on,
-)
-from ups.engines.progress import inside_epoch
+from ups.engines.loaders import task_batch_sampler
+from ups.engines.progress import FitResult, inside_epoch
+from ups.engines.settings import stage_settings, validation_on
 from ups.errors import UPSError
 from ups.runs import RunDir
 
@@ -47,8 +44,8 @@ ENGINES = {"lightning": _lightning, "native": _native}
 
 def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> None:
     """The checks that need the built stage, so that bad input fails before a run folder is
-    written: FSDP's modules, validation's cadence, the resume checkpoint and its fit, non-empty
-    splits that fit the ranks. The config's own rules and the engine's (devices, precision,
+    written: FSDP's modules, validation's cadence, the resume checkpoint (its engine and its fit),
+    non-empty splits that fit the ranks. The config's own rules and the engine's (devices, precision,
     offload, tracking) were checked when it was resolved (``ups.resolve.load_config``)."""
     check_engine(cfg, engine)  # resolved configs passed already; this is for direct callers
     devices = cfg.training.devices * cfg.training.num_nodes
@@ -76,6 +73,7 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
         if not last.is_file():
             raise UPSError(f"resume: {last} does not exist; train the stage first or drop resume.")
         checkpoint = load_checkpoint(last)
+        refuse_another_engines_checkpoint(checkpoint, last, stage.name, engine, run)
         check_fit(stage, checkpoint)
         progress = checkpoint.get("ups", {}).get("progress")
     splits = [("train", stage.train_dataset())] + (
@@ -103,6 +101,26 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
             )
 
 
+def written_by(checkpoint: dict) -> str:
+    """The engine that wrote ``checkpoint``: ``ups.engine`` (before UPS recorded it, Lightning's
+    checkpoints were the ones with ``loops``)."""
+    ups = checkpoint.get("ups", {})
+    return ups.get("engine") or ("lightning" if "loops" in checkpoint else "native")
+
+
+def refuse_another_engines_checkpoint(checkpoint: dict, path, stage: str, engine: str, run: RunDir) -> None:
+    """A checkpoint resumes exactly only in the engine that wrote it: Lightning's loop and
+    callback state is Lightning's own, and the native engine keeps its own in ``ups``."""
+    writer = written_by(checkpoint)
+    if writer != engine:
+        raise UPSError(
+            f"resume: {path} was written by the {writer} engine, and only the engine that wrote a "
+            f"checkpoint resumes it. Resume with --engine {writer}; or, to train stage {stage} with "
+            f"the {engine} engine, start it afresh in a new run folder on this run's upstream "
+            f"checkpoints (ups train --stage {stage} --engine {engine} --from-run {run.root})."
+        )
+
+
 def fit_stage(
     stage,
     cfg: Config,
@@ -115,8 +133,8 @@ def fit_stage(
 ) -> FitResult:
     """Train ``stage`` for ``stages.<stage.name>.epochs`` epochs into ``run``.
 
-    With ``resume`` training continues from ``run.last_checkpoint(stage)`` (either
-    engine's) with weights, optimizer, scheduler, EMA, generator and counters restored.
+    With ``resume`` training continues from ``run.last_checkpoint(stage)`` (written by the same
+    engine) with weights, optimizer, scheduler, EMA, generator and counters restored.
     ``callbacks``: extra Lightning callbacks (Lightning engine only). ``step_offset`` is added
     to every logged step (the run's continuous step axis, ``RunDir.step_offset``); the
     checkpoints' ``global_step`` stays the stage's own.

@@ -1,4 +1,5 @@
-"""The Lightning engine's measuring callbacks and ``training.lightning_profile``.
+"""The Lightning engine's own callbacks: ``StepCheckpoint`` (``checkpoint.every_n_steps``),
+``DeadlineStop`` (``training.time_budget``), the measuring ones and ``training.lightning_profile``.
 
 Always (no per-step cost beyond counting): ``LearningRateMonitor`` (``lr-<optimizer>`` at the
 logged steps) and ``PerfMonitor`` (per epoch: ``perf/epoch_seconds``, ``perf/samples_per_sec``
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, Timer
@@ -28,8 +30,29 @@ from ups import deadline
 from ups.atomic import atomic_path
 from ups.config import Config, max_time_seconds
 from ups.deadline import StageOutOfTime, StopRule
+from ups.engines.progress import step_checkpoint_due
 from ups.runs import RunDir
 from ups.stages.optim import BudgetSchedule
+
+
+class StepCheckpoint(pl.Callback):
+    """``checkpoint.every_n_steps``: ``last.ckpt`` inside an epoch, by the native loop's rule
+    (``step_checkpoint_due``), written on every rank's call as ModelCheckpoint writes."""
+
+    def __init__(self, cfg: Config, path: Path):
+        self.cfg, self.path = cfg, path
+        self._step_seen = 0
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._step_seen = trainer.global_step  # a resumed fit starts at its checkpoint's step
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        step = trainer.global_step
+        if step == self._step_seen:
+            return  # this batch accumulated gradients; no optimizer step yet
+        self._step_seen = step
+        if step_checkpoint_due(self.cfg, step, batch_idx + 1, trainer.num_training_batches):
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, as ModelCheckpoint's
 
 
 class PerfMonitor(pl.Callback):

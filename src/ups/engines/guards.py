@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ups.config import Config
-from ups.engines.common import uses_gpu
+from ups.config.engines import uses_gpu
 
 log = logging.getLogger("ups")
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from contextlib import nullcontext
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,38 +20,29 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from ups import tracking
 from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
 from ups.config import Config, max_time_seconds
+from ups.config.engines import uses_gpu
 from ups.deadline import Deadline, StopRule
-from ups.engines.callbacks import DeadlineStop, measuring
-from ups.engines.common import (
-    EMA,
-    MONITOR,
-    VALIDATION_OFF_MESSAGE,
-    FitResult,
-    MetricMeans,
-    batch_size,
-    build_loaders,
-    check_finite_gradients,
-    check_finite_loss,
-    ema_decay,
-    maybe_ema,
-    resolve_precision,
-    split_terms,
-    stage_settings,
-    total_optimizer_steps,
-    train_log_values,
-    uses_gpu,
-    validation_means,
-    validation_on,
-)
+from ups.engines.callbacks import DeadlineStop, StepCheckpoint, measuring
+from ups.engines.ema import EMA
 from ups.engines.lightning_adapter import (
-    attached_trainer,
     keep_previous_metrics,
     refuse_in_process_launchers,
     should_update_logs,
-    synthesized_loops,
 )
+from ups.engines.loaders import build_loaders
 from ups.engines.loggers import RunTensorBoardLogger, StageCSVLogger, WandbStageLogger
-from ups.engines.progress import StepCheckpoint, inside_epoch, progress_record
+from ups.engines.meters import MONITOR, MetricMeans, split_terms, train_log_values, validation_means
+from ups.engines.nan_policy import check_finite_gradients, check_finite_loss
+from ups.engines.progress import FitResult, inside_epoch, progress_record
+from ups.engines.settings import (
+    VALIDATION_OFF_MESSAGE,
+    batch_size,
+    ema_decay,
+    resolve_precision,
+    stage_settings,
+    total_optimizer_steps,
+    validation_on,
+)
 from ups.engines.sharding import shard_fully, strategy_for
 from ups.engines.speed import speed_knobs
 from ups.runs import BEST_FILENAME, RunDir
@@ -62,10 +54,9 @@ log = logging.getLogger("ups")
 class StageModule(pl.LightningModule):
     """Drives a Stage under Lightning; holds the stage's module as ``self.model``."""
 
-    def __init__(self, stage, cfg: Config, batches_per_epoch: int, total_steps: int, train_loader=None):
+    def __init__(self, stage, cfg: Config, total_steps: int, train_loader=None):
         super().__init__()
-        self.stage, self.cfg = stage, cfg
-        self.batches_per_epoch, self.total_steps = batches_per_epoch, total_steps
+        self.stage, self.cfg, self.total_steps = stage, cfg, total_steps
         self.train_loader = train_loader  # the ResumableLoader whose position checkpoints record
         self.model = stage.model
         decay = ema_decay(cfg, stage.name)
@@ -158,7 +149,7 @@ class StageModule(pl.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._metrics = MetricMeans()
-        self._ema_context = maybe_ema(self.ema, self.model)
+        self._ema_context = nullcontext() if self.ema is None else self.ema.applied(self.model)
         self._ema_context.__enter__()
 
     def validation_step(self, batch, batch_idx) -> None:
@@ -183,7 +174,7 @@ class StageModule(pl.LightningModule):
     # ---- checkpoints --------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Runs on every rank (the gather of the epoch's training metrics is a collective)."""
-        checkpoint["ups"] = ups_block(self.stage, self.cfg)
+        checkpoint["ups"] = ups_block(self.stage, self.cfg, "lightning")
         if self.train_loader is not None:
             totals = MetricMeans.merge(self.world_totals(self._train_metrics))
             checkpoint["ups"]["progress"] = progress_record(self.train_loader, self._skipped, totals)
@@ -191,23 +182,20 @@ class StageModule(pl.LightningModule):
             checkpoint["ema_state_dict"] = self.ema.state_dict(STATE_PREFIX)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        """Weights and loop state are Lightning's to restore; this restores the rest. Inside an
-        epoch, Lightning does not call ``on_train_epoch_start`` again: the epoch's training
-        metrics so far (every rank's, added) go to rank 0, the other ranks start from zero."""
+        """Weights, loop and callback state are Lightning's to restore (from a Lightning checkpoint:
+        ``preflight`` refuses the native engine's); this restores the rest. Inside an epoch,
+        Lightning does not call ``on_train_epoch_start`` again: the epoch's training metrics so far
+        (every rank's, added) go to rank 0, the other ranks start from zero."""
         extra = checkpoint.get("ups", {}).get("extra_state")
         if extra:
             self.stage.load_extra_state(extra)
         progress = checkpoint.get("ups", {}).get("progress")
         self._skipped = int(progress["skipped"]) if progress else 0
         if inside_epoch(progress):
-            rank_zero = attached_trainer(self) is None or self.trainer.global_rank == 0
+            rank_zero = self.trainer.global_rank == 0
             self._train_metrics = MetricMeans.from_totals(progress["train_totals"] if rank_zero else {})
         if self.ema is not None and "ema_state_dict" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema_state_dict"], STATE_PREFIX)
-        if "loops" not in checkpoint and attached_trainer(self) is not None:
-            checkpoint["loops"] = synthesized_loops(
-                self.trainer, checkpoint, self.batches_per_epoch, self.cfg.training.accumulate_grad_batches
-            )
 
     def finished_losses(self) -> list[float]:
         return [float(x) for x in torch.stack(self.train_losses).cpu()] if self.train_losses else []
@@ -337,7 +325,7 @@ def fit_lightning(
         stop.val_batches = len(val_loader)
     epochs = stage_settings(cfg, stage.name).epochs
     total_steps = total_optimizer_steps(len(train_loader), cfg.training.accumulate_grad_batches, epochs)
-    module = StageModule(stage, cfg, len(train_loader), total_steps, train_loader)
+    module = StageModule(stage, cfg, total_steps, train_loader)
     speed_knobs(stage.model, cfg)
     trainer.fit(
         module,

@@ -5,17 +5,20 @@ step (clip by norm, step, scheduler step, EMA update, zero grad) every ``accumul
 and after the epoch's last batch, and ``last`` every ``checkpoint.every_n_steps`` steps inside
 the epoch. Then validation (EMA weights when EMA is on; after every ``training.val_every_n_epochs``-th
 epoch), the early-stop rule, the best-k and last checkpoints (after each validation) - in Lightning's
-order, with Lightning's file names and checkpoint layout.
-One device only; distribution is Lightning's job.
+order, with Lightning's file names. Its checkpoints hold the weights and the UPS block
+(``ups.checkpoint``), its best-k and patience state in ``ups.selection``, and no Lightning loop
+state: only this engine resumes them. One device only; distribution is Lightning's job.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,29 +33,20 @@ from ups.checkpoint import (
     ups_block,
 )
 from ups.config import Config, max_time_seconds
-from ups.engines.common import (
-    EMA,
+from ups.engines.ema import EMA
+from ups.engines.loaders import build_loaders
+from ups.engines.meters import MetricMeans, split_terms, train_log_values, validation_means
+from ups.engines.nan_policy import check_finite_gradients, check_finite_loss
+from ups.engines.progress import FitResult, inside_epoch, progress_record, step_checkpoint_due
+from ups.engines.settings import (
     VALIDATION_OFF_MESSAGE,
-    FitResult,
-    MetricMeans,
-    Patience,
-    TopK,
-    build_loaders,
-    check_finite_gradients,
-    check_finite_loss,
     ema_decay,
-    maybe_ema,
     resolve_precision,
-    split_terms,
     stage_settings,
     total_optimizer_steps,
-    train_log_values,
-    uses_gpu,
-    validation_means,
+    training_device,
     validation_on,
 )
-from ups.engines.lightning_adapter import callback_states, restore_callback_states, version_record
-from ups.engines.progress import inside_epoch, progress_record, step_checkpoint_due
 from ups.engines.speed import speed_knobs
 from ups.errors import UPSError
 from ups.runs import RunDir
@@ -99,13 +93,60 @@ class MetricsCSV:
                 csv.DictWriter(f, fieldnames=self.keys).writerow(row)
 
 
+@dataclass
+class TopK:
+    """Lightning ModelCheckpoint's top-k rule for mode="min": keep the k lowest scores; a new score
+    enters when fewer than k are kept or it is strictly lower than the worst kept one."""
+
+    k: int
+    best_k_models: dict[str, float] = field(default_factory=dict)
+
+    def admits(self, score: float) -> bool:
+        if len(self.best_k_models) < self.k:
+            return True
+        return score < self.best_k_models[self.worst()]
+
+    def worst(self) -> str:
+        return max(self.best_k_models, key=self.best_k_models.get)
+
+    def best(self) -> str | None:
+        return min(self.best_k_models, key=self.best_k_models.get) if self.best_k_models else None
+
+    def add(self, path: str, score: float) -> str | None:
+        """Record ``path``; returns the path that dropped out (to delete), if any."""
+        dropped = self.worst() if len(self.best_k_models) == self.k else None
+        if dropped is not None:
+            del self.best_k_models[dropped]
+        self.best_k_models[path] = score
+        return dropped
+
+
+@dataclass
+class Patience:
+    """Lightning EarlyStopping's rule for mode="min", min_delta=0: an improvement is a strictly lower
+    value; ``patience`` validations without one stop training; a non-finite value stops at once."""
+
+    patience: int
+    best: float = math.inf
+    wait: int = 0
+
+    def should_stop(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return True
+        if value < self.best:
+            self.best, self.wait = value, 0
+            return False
+        self.wait += 1
+        return self.wait >= self.patience
+
+
 class NativeTrainer:
     """Holds the state of one fit; ``fit`` is the loop."""
 
     def __init__(self, stage, cfg: Config, run: RunDir, *, resume: bool = False, step_offset: int = 0):
         self.stage, self.cfg, self.run = stage, cfg, run
         precision = resolve_precision(cfg)  # 32-true or bf16-mixed: ups.resolve refused the others
-        self.device = torch.device("cuda" if uses_gpu(cfg) else "cpu")
+        self.device = training_device(cfg)
         self.autocast = (
             torch.autocast(self.device.type, dtype=torch.bfloat16)
             if precision == "bf16-mixed"
@@ -125,7 +166,6 @@ class NativeTrainer:
         self.optimizer, self.scheduler = stage.configure_optimizers(self.total_steps)
         decay = ema_decay(cfg, stage.name)
         self.ema = EMA(stage.model, decay) if decay else None
-        self.ckpt_dir = run.checkpoint_dir(stage.name)
         self.top_k = TopK(cfg.checkpoint.save_top_k)
         self.patience = Patience(self.settings.patience)
         self.epoch, self.global_step = 0, 0  # next epoch to run; optimizer steps taken
@@ -136,11 +176,6 @@ class NativeTrainer:
         self.last_score: float | None = None
         self.skipped = 0
         self.csv = MetricsCSV(run.log_dir(stage.name), append=resume, step_offset=step_offset)
-        # Lightning's callback state keys, so that checkpoints resume in either engine
-        # lazy: the Lightning engine's module loads only when a native fit starts
-        from ups.engines.lightning import monitor_callbacks
-
-        self.state_keys = [cb.state_key for cb in monitor_callbacks(cfg, run, stage.name)]
 
     # ---- the loop -----------------------------------------------------------------
     def fit(self) -> FitResult:
@@ -223,7 +258,7 @@ class NativeTrainer:
     def validation(self) -> float:
         self.stage.set_train_mode(False)
         means = MetricMeans()
-        with maybe_ema(self.ema, self.stage.model):
+        with nullcontext() if self.ema is None else self.ema.applied(self.stage.model):
             for batch in self.val_loader:
                 with self.autocast:
                     means.add(self.stage.validation_metrics(to_device(batch, self.device)))
@@ -257,35 +292,28 @@ class NativeTrainer:
         ckpt = {
             "epoch": self.epoch,
             "global_step": self.global_step,
-            **version_record(),
             "state_dict": model_state_dict(self.stage),
             "optimizer_states": [self.optimizer.state_dict()],
             "lr_schedulers": [self.scheduler.state_dict()] if self.scheduler is not None else [],
-            "callbacks": self.callback_states(),
             "ups": {
-                **ups_block(self.stage, self.cfg),
+                **ups_block(self.stage, self.cfg, "native"),
                 "progress": progress_record(self.train_loader, self.skipped, self.train_metrics.totals()),
+                "selection": {
+                    "best_k_models": dict(self.top_k.best_k_models),
+                    "patience_best": self.patience.best,
+                    "patience_wait": self.patience.wait,
+                },
             },
         }
         if self.ema is not None:
             ckpt["ema_state_dict"] = self.ema.state_dict(STATE_PREFIX)
         return ckpt
 
-    def callback_states(self) -> dict:
-        """The best-k and early-stopping state, as Lightning's callbacks keep it."""
-        return callback_states(
-            self.state_keys,
-            last=str(self.run.last_checkpoint(self.stage.name)),
-            dirpath=str(self.ckpt_dir),
-            top_k=self.top_k if self.validate else None,
-            patience=self.patience,
-            last_score=self.last_score,
-        )
-
     def resume(self) -> None:
-        """Continue from ``last.ckpt`` of either engine: weights, optimizer, scheduler, EMA,
-        generator, counters, the best-k / early-stopping state and, for a checkpoint written
-        inside an epoch, the position in that epoch and the epoch's running training metrics."""
+        """Continue from this engine's ``last.ckpt``: weights, optimizer, scheduler, EMA, generator,
+        counters, the best-k / early-stopping state (the best-k files still there) and, for a
+        checkpoint written inside an epoch, the position in that epoch and the epoch's running
+        training metrics."""
         ckpt = load_checkpoint(self.run.last_checkpoint(self.stage.name))
         load_into(self.stage, ckpt)
         self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
@@ -300,8 +328,11 @@ class NativeTrainer:
             self.epoch, self.start_batch = int(ckpt["epoch"]), int(progress["batches"])
             self.train_loader.load_state_dict(progress)
             self.train_metrics = MetricMeans.from_totals(progress["train_totals"])
-        if self.validate:
-            restore_callback_states(ckpt.get("callbacks", {}), self.state_keys, self.top_k, self.patience)
+        selection = ckpt["ups"].get("selection")
+        if self.validate and selection:
+            kept = selection["best_k_models"]
+            self.top_k.best_k_models = {path: score for path, score in kept.items() if Path(path).exists()}
+            self.patience.best, self.patience.wait = selection["patience_best"], selection["patience_wait"]
 
 
 def fit_native(

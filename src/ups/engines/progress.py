@@ -1,57 +1,13 @@
-"""Progress inside an epoch: checkpoints every ``checkpoint.every_n_steps`` optimizer steps and
-resuming from them on the next batch, alike in both engines.
-
-- ``ResumableLoader``: the training loader, which knows (and, after a resume, restores) its
-  position in the epoch.
-- ``progress_record``: the ``ups.progress`` block every checkpoint of either engine carries.
-- ``step_checkpoint_due``: the one rule for when such a checkpoint is written.
-- ``StepCheckpoint``: that rule as a Lightning callback (the native loop calls it itself).
-"""
+"""A fit's progress, alike in both engines: the ``ups.progress`` record of every checkpoint, the
+rule for checkpoints inside an epoch (``checkpoint.every_n_steps``), and what a fit returns."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import lightning.pytorch as pl
-from torch.utils.data import DataLoader
-
 from ups.config import Config
-
-
-class ResumableLoader(DataLoader):
-    """The training loader, which knows how far into its epoch it is.
-
-    ``state_dict()`` is ``{"epoch": e, "batches": k}``: k batches of epoch e handed out. After
-    ``load_state_dict`` the next pass over epoch e starts at batch k (``TaskBatchSampler.skip``),
-    so a resume from a checkpoint written inside an epoch trains on exactly the batches the
-    interrupted run had left. Lightning saves and restores this through its loop state (it does
-    so for loaders with ``state_dict``/``load_state_dict``); the native engine through the
-    checkpoint's ``ups.progress`` (``progress_record``).
-
-    ``__iter__`` is a generator, so the epoch and the start are read at the first batch, after
-    the engine has called ``set_epoch`` (Lightning creates the iterator before that).
-    """
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self._position = {"epoch": self.batch_sampler.epoch, "batches": 0}
-        self._resume: dict | None = None
-
-    def __iter__(self):
-        sampler = self.batch_sampler
-        resume, self._resume = self._resume, None
-        start = resume["batches"] if resume is not None and resume["epoch"] == sampler.epoch else 0
-        sampler.skip = start
-        self._position = {"epoch": sampler.epoch, "batches": start}
-        for batch in super().__iter__():
-            self._position["batches"] += 1
-            yield batch
-
-    def state_dict(self) -> dict:
-        return dict(self._position)
-
-    def load_state_dict(self, state: dict) -> None:
-        self._resume = {"epoch": int(state["epoch"]), "batches": int(state["batches"])}
+from ups.engines.loaders import ResumableLoader
 
 
 def progress_record(
@@ -82,23 +38,13 @@ def step_checkpoint_due(cfg: Config, global_step: int, batches_done: int, n_batc
     return every is not None and global_step % every == 0 and batches_done < n_batches
 
 
-class StepCheckpoint(pl.Callback):
-    """``checkpoint.every_n_steps``: ``last.ckpt`` inside an epoch, by the native loop's rule
-    (``step_checkpoint_due``), written on every rank's call as ModelCheckpoint writes."""
-
-    def __init__(self, cfg: Config, path: Path):
-        self.cfg, self.path = cfg, path
-        self._step_seen = 0
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._step_seen = trainer.global_step  # a resumed fit starts at its checkpoint's step
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        step = trainer.global_step
-        if step == self._step_seen:
-            return  # this batch accumulated gradients; no optimizer step yet
-        self._step_seen = step
-        if step_checkpoint_due(self.cfg, step, batch_idx + 1, trainer.num_training_batches):
-            trainer.save_checkpoint(
-                self.path, weights_only=False
-            )  # the whole state, as ModelCheckpoint saves
+@dataclass
+class FitResult:
+    best_path: Path | None
+    last_path: Path
+    best_score: float | None  # lowest val/nrmse seen (None without validation)
+    train_losses: list[float]  # "loss" of every training batch of this fit, in order
+    val_history: list[dict[str, float]] = field(default_factory=list)
+    global_step: int = 0  # optimizer steps, including those before a resume
+    epochs_run: int = 0  # finished epochs, including those before a resume
+    stopped_early: bool = False  # stopped before stages.<stage>.epochs

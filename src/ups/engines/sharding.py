@@ -21,7 +21,7 @@ import logging
 from torch import nn
 
 from ups.config import Config
-from ups.engines.common import uses_gpu
+from ups.config.engines import uses_gpu
 from ups.models.blocks import AdaLNTransformerBlock, CrossAttentionBlock, TransformerBlock
 from ups.models.encoder import ConvBlock
 

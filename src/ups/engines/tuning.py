@@ -28,15 +28,11 @@ import lightning.pytorch as pl
 
 from ups.atomic import atomic_path
 from ups.config import Config
-from ups.engines.common import (
-    batch_size,
-    build_loaders,
-    resolve_precision,
-    split_terms,
-    training_device,
-    uses_gpu,
-)
+from ups.config.engines import uses_gpu
 from ups.engines.lightning import StageModule
+from ups.engines.loaders import build_loaders
+from ups.engines.meters import split_terms
+from ups.engines.settings import batch_size, resolve_precision, training_device
 from ups.engines.sharding import strategy_for
 from ups.engines.speed import speed_knobs
 from ups.errors import UPSError
@@ -89,7 +85,7 @@ class TuningModule(StageModule):
     train loader is rebuilt from ``batch_size``, its optimizer starts at ``lr`` (no schedule)."""
 
     def __init__(self, stage, cfg: Config, initial_batch_size: int, lr: float):
-        super().__init__(stage, cfg, batches_per_epoch=1, total_steps=1)
+        super().__init__(stage, cfg, total_steps=1)
         self.batch_size, self.lr = initial_batch_size, lr
 
     def train_dataloader(self):

@@ -37,7 +37,7 @@ from ups.atomic import atomic_path
 from ups.checkpoint import config_hash
 from ups.config import Config, to_dict
 from ups.deadline import Deadline
-from ups.engines.common import training_device
+from ups.engines.settings import training_device
 from ups.errors import UPSError
 from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard, retire_rows
 from ups.eval.run import EvaluationRequest, evaluate

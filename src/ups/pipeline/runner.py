@@ -18,7 +18,7 @@ from ups.config import Config
 from ups.data.summary import load_config_tasks
 from ups.deadline import Deadline, StageOutOfTime, now
 from ups.engines import FitResult, fit_checked, preflight
-from ups.engines.common import training_device
+from ups.engines.settings import training_device
 from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages import STAGES
