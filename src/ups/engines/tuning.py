@@ -16,7 +16,6 @@ fresh stage from the tuned config), on a Trainer without loggers or checkpoints,
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from ups.atomic import atomic_path
-from ups.config import Config
+from ups.config import Config, with_keys
 from ups.engines.common import (
     batch_size,
     build_loaders,
@@ -93,15 +92,7 @@ class TuningModule(StageModule):
         self.batch_size, self.lr = initial_batch_size, lr
 
     def train_dataloader(self):
-        stages = dataclasses.replace(
-            self.cfg.stages,
-            **{
-                self.stage.name: dataclasses.replace(
-                    getattr(self.cfg.stages, self.stage.name), batch_size=int(self.batch_size)
-                )
-            },
-        )
-        cfg = dataclasses.replace(self.cfg, stages=stages)
+        cfg = with_keys(self.cfg, {f"stages.{self.stage.name}.batch_size": int(self.batch_size)})
         return build_loaders(
             self.stage, cfg, validate=False, rank=self.trainer.global_rank, world_size=self.trainer.world_size
         )[0]
