@@ -175,7 +175,9 @@ def test_validation_off_writes_only_last(tmp_path, engine, caplog):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_resume_continues_as_if_uninterrupted(tmp_path, engine):
-    two = with_keys(toy_config(), {"optimizer.scheduler": "none", "optimizer.warmup_steps": 7})  # schedule independent of the epoch count
+    two = with_keys(
+        toy_config(), {"optimizer.scheduler": "none", "optimizer.warmup_steps": 7}
+    )  # schedule independent of the epoch count
     one = with_keys(two, {"stages.autoencoder.epochs": 1})
     straight, _ = fit(tmp_path, "straight", two, engine)
     run = RunDir(tmp_path / "resumed").init(one)

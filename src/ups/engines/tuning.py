@@ -38,7 +38,6 @@ from ups.engines.common import (
 from ups.engines.lightning import StageModule
 from ups.engines.sharding import strategy_for
 from ups.engines.speed import speed_knobs
-from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages.optim import resolved_optimizer
 
@@ -59,28 +58,6 @@ class TuningRequest:
     @property
     def wanted(self) -> bool:
         return self.batch_size or self.lr
-
-
-def check_tuning(request: TuningRequest, cfg: Config, engine: str) -> None:
-    """Refuse, before any work, what the Tuner cannot do."""
-    if not request.wanted:
-        return
-    if engine != "lightning":
-        raise UPSError(
-            "--tune-batch-size and --tune-lr use Lightning's Tuner; train with --engine lightning "
-            "(then train with the native engine on the tuned values if you like)."
-        )
-    devices = cfg.training.devices * cfg.training.num_nodes
-    if request.batch_size and devices > 1:
-        raise UPSError(
-            f"--tune-batch-size with {devices} devices: Lightning's batch-size finder works on one "
-            f"device only; tune on one device first (--devices 1), then train on {devices} with "
-            f"the batch size it finds (the per-device batch size: stages.<stage>.batch_size)."
-        )
-    if request.batch_size_mode not in ("power", "binsearch"):
-        raise UPSError(f"--tune-batch-size-mode {request.batch_size_mode}: choose power or binsearch.")
-    if request.max_batch_size < 1 or request.lr_steps < 2:
-        raise UPSError("--max-batch-size must be >= 1 and --tune-lr-steps >= 2.")
 
 
 class TuningModule(StageModule):
