@@ -2,8 +2,8 @@
 
 ``read_config`` reads, merges, overrides and validates the keys (types, bounds, rules between
 keys, output folders), collecting every problem. ``ups.resolve.load_config``, the entry point,
-adds the checks that need the layers above (the data files) and raises one ``ConfigError``
-listing every problem, before any work starts and before anything is written.
+adds the checks that need the layers above (data files, engine, tuner, data windows) and raises
+one ``ConfigError`` listing every problem, before any work starts. The sections are frozen.
 """
 
 from __future__ import annotations
