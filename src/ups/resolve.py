@@ -38,9 +38,8 @@ def load_config(
     stages: Sequence[str] | None = None,
 ) -> Config:
     """``read_config``'s config, or one ``ConfigError`` with every problem. ``check_files``: the
-    tasks' files exist, no file stands where an output folder goes. ``engine`` (a training
-    command): its rules, ``tuning``'s (a ``TuningRequest``), then the guards. ``stages`` (those
-    asked for): the data fits them (``data_problems``)."""
+    tasks' files exist. ``engine`` (a training command): its rules, ``tuning``'s (a
+    ``TuningRequest``), then the guards. ``stages`` (those asked for): ``data_problems``."""
     if engine is not None:
         refuse_unknown_engine(engine)
     cfg, problems = read_config(path, overrides, layers=layers, check_files=check_files)
@@ -86,27 +85,26 @@ def tuning_problems(request, cfg: Config | None, engine: str | None, problems: P
     if not request.wanted:
         return
     if engine != "lightning":
-        problems.add_plain(
+        problems.items.append(
             "--tune-batch-size and --tune-lr use Lightning's Tuner; train with --engine lightning "
             "(then train with the native engine on the tuned values if you like)."
         )
     devices = cfg.training.devices * cfg.training.num_nodes if cfg is not None else 1
     if request.batch_size and devices > 1:
-        problems.add_plain(
+        problems.items.append(
             f"--tune-batch-size with {devices} devices: Lightning's batch-size finder works on one "
             f"device only; tune on one device first (--devices 1), then train on {devices} with "
             f"the batch size it finds (the per-device batch size: stages.<stage>.batch_size)."
         )
     if request.batch_size_mode not in ("power", "binsearch"):
-        problems.add_plain(f"--tune-batch-size-mode {request.batch_size_mode}: choose power or binsearch.")
+        problems.items.append(f"--tune-batch-size-mode {request.batch_size_mode}: choose power or binsearch.")
     if request.max_batch_size < 1 or request.lr_steps < 2:
-        problems.add_plain("--max-batch-size must be >= 1 and --tune-lr-steps >= 2.")
+        problems.items.append("--max-batch-size must be >= 1 and --tune-lr-steps >= 2.")
 
 
 def data_problems(cfg: Config, stages: Sequence[str], problems: Problems) -> None:
-    """From what the files hold (their data not read): no task is on a 3D grid, and, when one of
-    ``stages`` is a latent-dynamics stage with epochs, its windows (``rollout_horizon`` steps of
-    ``time_stride`` frames) fit in every transient task's trajectories."""
+    """From the files' metadata: no task is on a 3D grid; when ``stages`` train latent dynamics,
+    their windows (``rollout_horizon`` steps of ``time_stride`` frames) fit every trajectory."""
     # lazy: the pipeline and the data layer load torch and h5py; only a command that trains needs them
     from ups.data.summary import config_file_infos
     from ups.pipeline.pipeline import LATENT_DYNAMICS

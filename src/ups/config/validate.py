@@ -33,19 +33,14 @@ class Problems:
         where = f" (set in {origin})" if origin else ""
         self.items.append(f"{dotted(path)}{where}: {message}")
 
-    def add_plain(self, message: str) -> None:
-        """A problem of the command rather than of a key (a flag)."""
-        self.items.append(message)
-
     def raise_if_any(self, path: str | Path | None) -> None:
         """One ``ConfigError`` listing every problem of the config read from ``path``, if any."""
         if self.items:
             head = f"{path}: " if path is not None else ""
             count = len(self.items)
             lines = "\n".join(f"  - {p}" for p in self.items)
-            raise ConfigError(
-                f"{head}{count} problem{'s' if count > 1 else ''} in the configuration:\n{lines}"
-            )
+            plural = "s" if count > 1 else ""
+            raise ConfigError(f"{head}{count} problem{plural} in the configuration:\n{lines}")
 
     def _origin(self, path: tuple) -> str | None:
         if path in self.sources:

@@ -47,8 +47,7 @@ class Request:
 
 @dataclass
 class Plan:
-    """What ``validate`` resolved: the configs, the gate settings, the leaderboard; ``started``:
-    when the resolution began (``time.perf_counter``)."""
+    """What ``validate`` resolved: configs, gate settings, leaderboard; when it began (perf_counter)."""
 
     cfg: Config
     evals: dict[str, Config]
@@ -66,9 +65,8 @@ def training_hash(tree: dict) -> str:
 
 
 def validate(request: Request, cfg: Config, evals: dict[str, Config], started: float) -> Plan:
-    """Every check of the plan that needs no training, on the candidate's config ``cfg`` and the
-    small and full evaluations' ``evals`` (resolved by ``ups.resolve.resolve_fast_to_sota``);
-    writes nothing. Raises ``UPSError``."""
+    """Every check of the plan that needs no training, on the configs ``resolve_fast_to_sota``
+    resolved (the candidate's ``cfg``, the evaluations' ``evals``); writes nothing."""
     if request.eval_engine not in ("lightning", "native"):  # --engine: refused by load_config
         raise UPSError(f"--eval-engine {request.eval_engine}: choose lightning or native.")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", request.run_dir.name):
@@ -94,8 +92,7 @@ def validate(request: Request, cfg: Config, evals: dict[str, Config], started: f
     leaderboard = Path(request.leaderboard or Path(cfg.paths.runs_dir) / "leaderboard.csv")
     if leaderboard.is_dir():
         raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
-    blocker = blocking_file(leaderboard.parent)
-    if blocker is not None:
+    if (blocker := blocking_file(leaderboard.parent)) is not None:
         raise UPSError(
             f"--leaderboard {leaderboard}: {blocker} is a file, not a folder; choose another path."
         )

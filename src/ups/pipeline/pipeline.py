@@ -76,7 +76,8 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
             f"--stages: unknown stage(s) {', '.join(unknown)}; valid names: {', '.join(STAGE_NAMES)}."
         )
     plan = []
-    kinds = functools.cache(lambda: task_kinds(cfg))  # the data opened once, when a stage's kind matters
+    # the kinds of the tasks ("transient", "steady"): the files opened once, when a stage's kind matters
+    kinds = functools.cache(lambda: {info.kind for _, info in config_file_infos(cfg)})
 
     for name in STAGE_NAMES:
         if only is not None and name not in only:
@@ -101,11 +102,6 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
 
 
 LATENT_DYNAMICS = ("operator", "diff_residual", "consistency_distill")  # stages of time-dependent tasks only
-
-
-def task_kinds(cfg: Config) -> set[str]:
-    """The kinds of the config's tasks: "transient" and/or "steady"."""
-    return {info.kind for _, info in config_file_infos(cfg)}
 
 
 def refuse_used_run(run: RunDir) -> None:
