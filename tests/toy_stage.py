@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from ups.config import Config
+from ups.config import Config, with_keys
 from ups.stages.base import Stage
 
 
@@ -79,18 +79,16 @@ class PlateauStage(ToyStage):
 
 def toy_config(**training) -> Config:
     """Defaults with small batches, 2 autoencoder epochs, and ``training`` overrides."""
-    cfg = Config()
-    cfg.seed = 3
-    cfg = dataclasses.replace(
+    cfg = with_keys(
+        Config(),
+        {"seed": 3, "stages.autoencoder.epochs": 2, "stages.autoencoder.patience": 2, "optimizer.lr": 1e-2},
+    )
+    return dataclasses.replace(
         cfg,
         training=dataclasses.replace(
             cfg.training, batch_size=8, accelerator="cpu", log_every_n_steps=1, **training
         ),
     )
-    cfg.stages.autoencoder.epochs = 2
-    cfg.stages.autoencoder.patience = 2
-    cfg.optimizer.lr = 1e-2
-    return cfg
 
 
 class _NanGradient(torch.autograd.Function):

@@ -23,6 +23,7 @@ from ups.checkpoint import (  # noqa: E402
     model_state_dict,
     save_checkpoint,
 )
+from ups.config import with_keys  # noqa: E402
 from ups.engines import fit_stage  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
 from ups.runs import RunDir  # noqa: E402
@@ -32,7 +33,7 @@ from ups.runs import RunDir  # noqa: E402
 def trained(tmp_path_factory):
     """last.ckpt of a 1-epoch toy run, per engine."""
     cfg = toy_config(ema_decay=0.9)
-    cfg.stages.autoencoder.epochs = 1
+    cfg = with_keys(cfg, {"stages.autoencoder.epochs": 1})
     out = {}
     for engine in ("lightning", "native"):
         run = RunDir(tmp_path_factory.mktemp(engine)).init(cfg)

@@ -326,3 +326,35 @@ def test_config_migrate_refuses_a_result_that_is_still_wrong_and_writes_nothing(
     new = workdir / "new.yaml"
     assert main(["config", "migrate", str(old), "--out", str(new)]) == 2
     assert "stages.operator.heds" in capsys.readouterr().err and not new.exists()
+
+
+def test_the_tuners_limits_are_reported_with_the_configs_problems():
+    from ups.engines.tuning import TuningRequest
+
+    tuning = TuningRequest(batch_size=True, max_batch_size=0)
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["training.batch_size=eight"], check_files=False, engine="native", tuning=tuning)
+    message = str(caught.value)
+    assert "3 problems in the configuration" in message
+    assert "training.batch_size (set in command-line override 'training.batch_size=eight')" in message
+    assert (
+        "  - --tune-batch-size and --tune-lr use Lightning's Tuner; train with --engine lightning" in message
+    )
+    assert "  - --max-batch-size must be >= 1 and --tune-lr-steps >= 2." in message
+
+
+def test_a_frozen_config_changes_only_through_with_keys():
+    import dataclasses
+
+    from ups.config import Config, with_keys
+
+    cfg = Config()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.stages.operator.epochs = 3
+    changed = with_keys(cfg, {"stages.operator.epochs": 3, "seed": 7})
+    assert (changed.stages.operator.epochs, changed.seed, cfg.stages.operator.epochs) == (
+        3,
+        7,
+        Config().stages.operator.epochs,
+    )
+    assert changed.stages.autoencoder is cfg.stages.autoencoder

@@ -12,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toy_stage import PlateauStage, ToyStage, toy_config  # noqa: E402
 from ups.checkpoint import load_checkpoint, stage_weights  # noqa: E402
+from ups.config import with_keys  # noqa: E402
 from ups.data.sampling import TaskBatchSampler  # noqa: E402
 from ups.engines import fit_stage, preflight  # noqa: E402
 from ups.engines.lightning_adapter import refuse_in_process_launchers  # noqa: E402
@@ -72,7 +73,7 @@ def test_engines_agree_step_for_step(tmp_path, training):
 
 def test_engines_agree_when_validating_every_second_epoch(tmp_path):
     cfg = toy_config(val_every_n_epochs=2)
-    cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = 5, 5
+    cfg = with_keys(cfg, {"stages.autoencoder.epochs": 5, "stages.autoencoder.patience": 5})
     lit, lit_run = fit(tmp_path, "lightning", cfg, "lightning")
     nat, nat_run = fit(tmp_path, "native", cfg, "native")
     # epochs 1 and 3 validate; the checkpoints are written there only, so last.ckpt is epoch 3's
@@ -98,7 +99,7 @@ def test_engines_agree_when_validating_every_second_epoch(tmp_path):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_patience_counts_validations_not_epochs(tmp_path, engine):
     cfg = toy_config(val_every_n_epochs=2)
-    cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = 12, 2
+    cfg = with_keys(cfg, {"stages.autoencoder.epochs": 12, "stages.autoencoder.patience": 2})
     result, _ = fit(tmp_path, engine, cfg, engine, stage_cls=PlateauStage)
     # validations after epochs 1, 3 and 5: the first sets the best, two more without improvement stop
     assert result.epochs_run == 6 and result.stopped_early
@@ -109,9 +110,10 @@ def test_patience_counts_validations_not_epochs(tmp_path, engine):
 def test_resume_when_validating_every_second_epoch(tmp_path, engine):
     def config(epochs):
         cfg = toy_config(val_every_n_epochs=2)
-        cfg.optimizer.scheduler, cfg.optimizer.warmup_steps = "none", 7
-        cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = epochs, 5
-        return cfg
+        changes = {"optimizer.scheduler": "none", "optimizer.warmup_steps": 7}
+        return with_keys(
+            cfg, {**changes, "stages.autoencoder.epochs": epochs, "stages.autoencoder.patience": 5}
+        )
 
     straight, _ = fit(tmp_path, "straight", config(4), engine)
     run = RunDir(tmp_path / "resumed").init(config(2))
@@ -126,7 +128,7 @@ def test_resume_when_validating_every_second_epoch(tmp_path, engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_early_stopping_on_a_plateau(tmp_path, engine):
     cfg = toy_config()
-    cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = 8, 2
+    cfg = with_keys(cfg, {"stages.autoencoder.epochs": 8, "stages.autoencoder.patience": 2})
     result, _ = fit(tmp_path, engine, cfg, engine, stage_cls=PlateauStage)
     # epoch 0 sets the best, epochs 1 and 2 do not improve: patience 2 is used up.
     assert result.epochs_run == 3 and result.stopped_early
@@ -136,9 +138,8 @@ def test_early_stopping_on_a_plateau(tmp_path, engine):
 @pytest.mark.parametrize("engine", ENGINES)
 def test_best_k_checkpoints_are_the_k_lowest(tmp_path, engine):
     cfg = toy_config()
-    cfg.stages.autoencoder.epochs, cfg.stages.autoencoder.patience = 5, 5
-    cfg.checkpoint.save_top_k = 2
-    cfg.optimizer.lr = 5e-2
+    changes = {"stages.autoencoder.epochs": 5, "stages.autoencoder.patience": 5, "checkpoint.save_top_k": 2}
+    cfg = with_keys(cfg, {**changes, "optimizer.lr": 5e-2})
     result, run = fit(tmp_path, engine, cfg, engine)
     scores = {(h["epoch"], h["step"]): h["val/nrmse"] for h in result.val_history}
     lowest = sorted(scores, key=scores.get)[:2]
@@ -177,11 +178,10 @@ def test_validation_off_writes_only_last(tmp_path, engine, caplog):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_resume_continues_as_if_uninterrupted(tmp_path, engine):
-    two = toy_config()
-    two.optimizer.scheduler, two.optimizer.warmup_steps = "none", 7  # schedule independent of the epoch count
-    one = toy_config()
-    one.optimizer.scheduler, one.optimizer.warmup_steps = "none", 7
-    one.stages.autoencoder.epochs = 1
+    two = with_keys(
+        toy_config(), {"optimizer.scheduler": "none", "optimizer.warmup_steps": 7}
+    )  # schedule independent of the epoch count
+    one = with_keys(two, {"stages.autoencoder.epochs": 1})
     straight, _ = fit(tmp_path, "straight", two, engine)
     run = RunDir(tmp_path / "resumed").init(one)
     first = fit_stage(ToyStage(one), one, run, engine=engine)
@@ -234,8 +234,7 @@ def test_weights_equal_after_loading_a_lightning_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_resume_appends_to_metrics_csv(tmp_path, engine):
-    one = toy_config()
-    one.stages.autoencoder.epochs = 1
+    one = with_keys(toy_config(), {"stages.autoencoder.epochs": 1})
     run = RunDir(tmp_path / "run").init(one)
     fit_stage(ToyStage(one), one, run, engine=engine)
     fit_stage(ToyStage(toy_config()), toy_config(), run, engine=engine, resume=True)
@@ -277,7 +276,7 @@ def test_launchers_that_start_ranks_in_process_are_refused():
 
 def test_a_stage_can_have_its_own_batch_size_and_ema(tmp_path):
     cfg = toy_config(ema_decay=0.9)
-    cfg.stages.autoencoder.batch_size, cfg.stages.autoencoder.ema_decay = 5, 0.5
+    cfg = with_keys(cfg, {"stages.autoencoder.batch_size": 5, "stages.autoencoder.ema_decay": 0.5})
     train, _ = build_loaders(ToyStage(cfg), cfg, validate=True)
     assert len(train) == 8 and max(len(b) for b in train.batch_sampler) == 5  # 40 samples in batches of 5
     assert (batch_size(cfg, "operator"), ema_decay(cfg, "operator")) == (8, 0.9)  # others keep training.*
@@ -296,7 +295,7 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint_whole(tmp
     import errno
 
     cfg = toy_config()
-    cfg.stages.autoencoder.epochs = 2
+    cfg = with_keys(cfg, {"stages.autoencoder.epochs": 2})
     run = RunDir(tmp_path / "run").init(cfg)
     save, writes = torch.save, []
 
@@ -324,7 +323,7 @@ def test_nan_policy_stop_names_the_step_and_term_and_keeps_the_last_checkpoint(t
     from toy_stage import FaultyStage
 
     cfg = toy_config()
-    cfg.stages.autoencoder.epochs = 2
+    cfg = with_keys(cfg, {"stages.autoencoder.epochs": 2})
     run = RunDir(tmp_path / "run").init(cfg)
     with pytest.raises(UPSError, match=r"non-finite training loss \(subset_mse = nan\) at optimizer step 7"):
         fit_stage(FaultyStage(cfg, nan_loss=[7]), cfg, run, engine=engine)

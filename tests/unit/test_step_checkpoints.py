@@ -12,6 +12,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from toy_stage import ToyStage, toy_config  # noqa: E402
 from ups.checkpoint import load_checkpoint  # noqa: E402
+from ups.config import with_keys  # noqa: E402
 from ups.engines import fit_stage  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
 from ups.runs import RunDir  # noqa: E402
@@ -42,10 +43,8 @@ class MeteredStage(ToyStage):
 
 def config(accumulate: int = 1):
     cfg = toy_config(accumulate_grad_batches=accumulate)
-    cfg.optimizer.scheduler, cfg.optimizer.warmup_steps = "cosine", 3
-    cfg.stages.autoencoder.epochs = 3
-    cfg.checkpoint.every_n_steps = 2
-    return cfg
+    changes = {"optimizer.scheduler": "cosine", "optimizer.warmup_steps": 3, "stages.autoencoder.epochs": 3}
+    return with_keys(cfg, {**changes, "checkpoint.every_n_steps": 2})
 
 
 def last(run: RunDir) -> dict:
@@ -120,7 +119,7 @@ def test_step_checkpoints_are_written_every_n_steps_but_not_at_an_epochs_end(tmp
 
     monkeypatch.setattr(module, "save_checkpoint", recording)
     cfg = config()
-    cfg.stages.autoencoder.epochs = 2
+    cfg = with_keys(cfg, {"stages.autoencoder.epochs": 2})
     fit_stage(MeteredStage(cfg), cfg, RunDir(tmp_path / engine).init(cfg), engine=engine)
     steps = [(step, batches) for name, step, batches in writes if name == "last.ckpt"]
     # steps 2 and 4 inside epoch 0, 5 at its end; 6 and 8 inside epoch 1 (batches 1 and 3), 10 at its end
@@ -142,6 +141,6 @@ def test_a_resume_inside_an_epoch_with_another_epoch_length_is_refused(tmp_path)
     run = RunDir(tmp_path / "run").init(cfg)
     with pytest.raises(Interrupted):
         fit_stage(MeteredStage(cfg, crash_at=3), cfg, run, engine="native")
-    cfg.training.batch_size = 4
+    cfg = with_keys(cfg, {"training.batch_size": 4})
     with pytest.raises(UPSError, match=r"inside epoch 0 of 5 batches per rank, but this config gives 10"):
         fit_stage(MeteredStage(cfg), cfg, run, engine="native", resume=True)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from ups.errors import UPSError
-from ups.resolve import load_config
+from ups.resolve import load_config, resolve_fast_to_sota
 from ups.runs import RunDir, shared_run_dir
 
 
@@ -131,7 +131,7 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
             leaderboard=args.leaderboard,
         )
         try:
-            summary = fast_to_sota(request)
+            summary = fast_to_sota(request, resolve_fast_to_sota(request))
         except StageFailed as exc:
             print(
                 f"ups fast-to-sota: stage {exc.stage} failed: {type(exc.error).__name__}: "

@@ -74,10 +74,9 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def _train(args: argparse.Namespace) -> int:
     # lazy: torch, Lightning and h5py load only when the command runs, not for --help
-    from ups.engines.tuning import TuningRequest, check_tuning, tuned_overrides
+    from ups.engines.tuning import TuningRequest, tuned_overrides
     from ups.pipeline.runner import is_rank_zero, train_stage, tune_stage
 
-    cfg = _training_config(args, "the run folder whose stage should continue")
     tuning = TuningRequest(
         batch_size=args.tune_batch_size,
         batch_size_mode=args.tune_batch_size_mode,
@@ -86,7 +85,7 @@ def _train(args: argparse.Namespace) -> int:
         lr_steps=args.tune_lr_steps,
         apply=not args.no_apply_tuning,
     )
-    check_tuning(tuning, cfg, args.engine)
+    cfg = _training_config(args, "the run folder whose stage should continue", tuning=tuning)
     if tuning.wanted and args.resume:
         raise UPSError(
             "--tune-* with --resume: a resumed stage keeps the batch size and learning rate it started "
@@ -119,12 +118,11 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[str] = ()):
+def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[str] = (), **checks):
     """The config of ``train`` and ``pipeline``, with ``--devices`` as training.devices (and
-    ``extra`` overrides last: the tuned values)."""
-
+    ``extra`` overrides last: the tuned values); ``checks``: ``load_config``'s ``tuning`` or ``stages``."""
     devices = [f"training.devices={args.devices}"] if args.devices is not None else []
-    cfg = load_config(args.config, [*args.overrides, *devices, *extra], engine=args.engine)
+    cfg = load_config(args.config, [*args.overrides, *devices, *extra], engine=args.engine, **checks)
     if args.resume and not args.run_dir:
         raise UPSError(f"--resume needs --run-dir: {resume_needs}.")
     if args.resume and not RunDir(args.run_dir).status_path.is_file():
@@ -179,8 +177,10 @@ def _pipeline(args: argparse.Namespace) -> int:
     from ups.pipeline.pipeline import StageFailed, run_pipeline, stage_table
     from ups.pipeline.runner import is_rank_zero
 
-    cfg = _training_config(args, "the run folder to continue")
     stages = [name.strip() for name in args.stages.split(",") if name.strip()] if args.stages else None
+    cfg = _training_config(
+        args, "the run folder to continue", stages=STAGE_NAMES if stages is None else stages
+    )
     with (
         shared_run_dir(args.run_dir, cfg.paths.runs_dir) as run_dir,
         tracking(cfg, run_dir, rank_zero=is_rank_zero()),

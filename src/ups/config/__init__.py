@@ -2,8 +2,8 @@
 
 ``read_config`` reads, merges, overrides and validates the keys (types, bounds, rules between
 keys, output folders), collecting every problem. ``ups.resolve.load_config``, the entry point,
-adds the checks that need the layers above (the data files) and raises one ``ConfigError``
-listing every problem, before any work starts and before anything is written.
+adds the checks that need the layers above (data files, engine, tuner, data windows) and raises
+one ``ConfigError`` listing every problem, before any work starts. The sections are frozen.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -35,6 +36,7 @@ __all__ = [
     "to_dict",
     "to_yaml",
     "task_path",
+    "with_keys",
 ]
 
 
@@ -68,6 +70,17 @@ def read_config(
     if cfg is not None:
         check_consistency(cfg, problems, check_files=check_files)
     return cfg, problems
+
+
+def with_keys(cfg, changes: dict[str, Any]):
+    """``cfg`` (a config or one of its sections) with the dotted keys of ``changes`` set: a new
+    one, as the config is frozen."""
+    for key, value in changes.items():
+        head, _, rest = key.partition(".")
+        cfg = dataclasses.replace(
+            cfg, **{head: with_keys(getattr(cfg, head), {rest: value}) if rest else value}
+        )
+    return cfg
 
 
 def to_dict(cfg: Config) -> dict:

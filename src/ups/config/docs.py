@@ -70,14 +70,8 @@ def render_markdown() -> str:
             f"| `{f.name}` | {_type_name(field_types(TaskConfig)[f.name])} | "
             f"`{_default_text(f)}` | {f.metadata['help']} |"
         )
-    return (
-        _HEADER
-        + "\n"
-        + "\n".join(rows)
-        + "\n\n### Each entry of `data.tasks`\n\n"
-        + "\n".join(task_rows)
-        + "\n"
-    )
+    tasks = "\n\n### Each entry of `data.tasks`\n\n"
+    return f"{_HEADER}\n" + "\n".join(rows) + tasks + "\n".join(task_rows) + "\n"
 
 
 def _rows(cls: type, prefix: str):
@@ -96,15 +90,8 @@ def _rows(cls: type, prefix: str):
 
 
 def _bounds(meta: typing.Mapping) -> str:
-    parts = []
-    if meta.get("gt") is not None:
-        parts.append(f"> {meta['gt']}")
-    if meta.get("min") is not None:
-        parts.append(f"≥ {meta['min']}")
-    if meta.get("max") is not None:
-        parts.append(f"≤ {meta['max']}")
-    if meta.get("lt") is not None:
-        parts.append(f"< {meta['lt']}")
+    signs = (("gt", ">"), ("min", "≥"), ("max", "≤"), ("lt", "<"))
+    parts = [f"{sign} {meta[key]}" for key, sign in signs if meta.get(key) is not None]
     return f" ({', '.join(parts)})" if parts else ""
 
 

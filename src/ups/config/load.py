@@ -144,19 +144,14 @@ def _set_path(tree: dict, parts: tuple, value: Any, item: str) -> None:
                 raise ConfigError(
                     f"command-line override '{item}': '{here}' indexes a list of {size} entries."
                 )
-            node = node[part]
-        else:
-            if not isinstance(node, dict):
-                raise ConfigError(f"command-line override '{item}': '{here}' is not a section.")
-            if node.get(part) is None:
-                node[part] = {}
-            node = node[part]
+        elif not isinstance(node, dict):
+            raise ConfigError(f"command-line override '{item}': '{here}' is not a section.")
+        elif node.get(part) is None:
+            node[part] = {}
+        node = node[part]
     last = parts[-1]
-    if isinstance(last, int):
-        if not isinstance(node, list) or last >= len(node):
-            raise ConfigError(f"command-line override '{item}': index {last} is past the end of the list.")
-        node[last] = value
-    elif isinstance(node, dict):
-        node[last] = value
-    else:
+    if isinstance(last, int) and (not isinstance(node, list) or last >= len(node)):
+        raise ConfigError(f"command-line override '{item}': index {last} is past the end of the list.")
+    if not isinstance(last, int) and not isinstance(node, dict):
         raise ConfigError(f"command-line override '{item}': the parent of '{last}' is not a section.")
+    node[last] = value

@@ -33,7 +33,7 @@ MOVED = {
 
 
 # ----------------------------------------------------------------------------------- data
-@dataclass
+@dataclass(frozen=True)
 class TaskConfig:
     """One PDE task: a file in a PDEBench layout."""
 
@@ -79,7 +79,7 @@ class TaskConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class SplitConfig:
     mode: Literal["seeded", "pdebench"] = knob(
         "seeded",
@@ -99,7 +99,7 @@ class SplitConfig:
     test: float = knob(0.1, "fraction held out for evaluation", read_by="data", min=0.0, max=1.0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     tasks: list[TaskConfig] = knob(
         [TaskConfig(name="burgers1d", path="1D_Burgers_Sols_Nu0.01.hdf5")],
@@ -130,7 +130,7 @@ class DataConfig:
 
 
 # ---------------------------------------------------------------------------- the models
-@dataclass
+@dataclass(frozen=True)
 class LatentConfig:
     tokens: int = knob(32, "number of latent tokens L", read_by="models", min=1)
     dim: int = knob(64, "width D of each latent token", read_by="models", min=1)
@@ -143,14 +143,14 @@ class LatentConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class EncoderConfig:
     hidden: int = knob(64, "channels of the grid encoder's convolutional trunk", read_by="models", min=1)
     depth: int = knob(2, "residual convolutions at full grid resolution", read_by="models", min=0)
     kernel_size: int = knob(5, "odd kernel width of those convolutions", read_by="models", min=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecoderConfig:
     hidden: int = knob(128, "width of the any-point decoder", read_by="models", min=1)
     depth: int = knob(3, "number of decoder layers", read_by="models", min=1)
@@ -161,7 +161,7 @@ class DecoderConfig:
 
 
 # ----------------------------------------------------------------- evaluation and beyond
-@dataclass
+@dataclass(frozen=True)
 class EvaluationConfig:
     split: Literal["val", "test"] = knob("test", "split evaluated", read_by="evaluation")
     horizon: int | None = knob(
@@ -195,7 +195,7 @@ class EvaluationConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class GatesConfig:
     improvement_metric: str = knob(
         "nrmse",
@@ -224,7 +224,7 @@ class GatesConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class WandbConfig:
     enabled: bool = knob(
         False,
@@ -243,7 +243,7 @@ class WandbConfig:
     tags: list[str] = knob([], "W&B tags of the run", read_by="tracking")
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoggingConfig:
     tensorboard: bool = knob(
         False, "also log to TensorBoard (CSV logs are always written)", read_by="tracking"
@@ -251,7 +251,7 @@ class LoggingConfig:
     wandb: WandbConfig = section(WandbConfig, "Weights & Biases, offline by default")
 
 
-@dataclass
+@dataclass(frozen=True)
 class PathsConfig:
     data_dir: str = knob(
         "data/builtin", "folder of the data files; relative to the working directory", read_by="data"
@@ -261,7 +261,7 @@ class PathsConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
     use_activation_checkpoint: bool = knob(
         False,
@@ -271,7 +271,7 @@ class ModelConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class Config:
     seed: int = knob(0, "seed of splits, initialisation and sampling", read_by="everything", min=0)
     data: DataConfig = section(DataConfig, "what to train on")

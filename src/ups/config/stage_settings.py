@@ -9,7 +9,7 @@ from typing import Literal
 from ups.config.knobs import knob, section
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimizerOverride:
     """Per-stage overrides: a key left unset keeps the global `optimizer` value."""
 
@@ -22,7 +22,7 @@ class OptimizerOverride:
     warmup_steps: int | None = knob(None, "linear warm-up steps", read_by="stages", min=0)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StageConfig:
     epochs: int = knob(10, "training epochs; 0 skips the stage", read_by="pipeline", min=0)
     patience: int = knob(5, "validations without improvement before early stopping", read_by="engines", min=1)
@@ -35,7 +35,7 @@ class StageConfig:
     optimizer: OptimizerOverride = section(OptimizerOverride, "optimizer overrides for this stage")
 
 
-@dataclass
+@dataclass(frozen=True)
 class OperatorStageConfig(StageConfig):
     """The ``operator`` stage: the latent operator's architecture, its loss and its windows."""
 
@@ -83,7 +83,7 @@ class OperatorStageConfig(StageConfig):
     rollout_horizon: int = knob(4, "steps of the unrolled rollout windows", read_by="operator stage", min=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class DiffResidualStageConfig(StageConfig):
     """The ``diff_residual`` stage: the flow-matching corrector of the operator's residual."""
 
@@ -96,7 +96,7 @@ class DiffResidualStageConfig(StageConfig):
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class ConsistencyStageConfig(StageConfig):
     """The ``consistency_distill`` stage: the corrector's 1-2 step student."""
 
@@ -105,7 +105,7 @@ class ConsistencyStageConfig(StageConfig):
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class SteadyPriorStageConfig(StageConfig):
     """The ``steady_prior`` stage: the generative prior of steady tasks."""
 
@@ -116,7 +116,7 @@ class SteadyPriorStageConfig(StageConfig):
     steps_infer: int = knob(8, "sampler steps at inference", read_by="steady_prior stage", min=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class StagesConfig:
     autoencoder: StageConfig = section(StageConfig, "grid encoder + any-point decoder")
     operator: OperatorStageConfig = section(OperatorStageConfig, "latent operator, its loss and windows")

@@ -9,7 +9,7 @@ from typing import Literal
 from ups.config.knobs import knob
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingConfig:
     batch_size: int = knob(16, "samples per optimisation step (per device)", read_by="engines", min=1)
     num_workers: int = knob(0, "DataLoader worker processes", read_by="engines", min=0)
@@ -140,7 +140,7 @@ class TrainingConfig:
     log_every_n_steps: int = knob(10, "training steps between logged rows", read_by="engines", min=1)
 
 
-@dataclass
+@dataclass(frozen=True)
 class CheckpointConfig:
     save_top_k: int = knob(2, "best checkpoints kept on `val/nrmse`", read_by="engines", min=1)
     every_n_steps: int | None = knob(
@@ -152,7 +152,7 @@ class CheckpointConfig:
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class OptimizerConfig:
     name: Literal["adamw", "adam", "sgd"] = knob("adamw", "optimizer", read_by="stages")
     lr: float = knob(1e-3, "learning rate", read_by="stages", gt=0)

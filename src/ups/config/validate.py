@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import operator
 import re
 import types
 import typing
@@ -38,9 +39,8 @@ class Problems:
             head = f"{path}: " if path is not None else ""
             count = len(self.items)
             lines = "\n".join(f"  - {p}" for p in self.items)
-            raise ConfigError(
-                f"{head}{count} problem{'s' if count > 1 else ''} in the configuration:\n{lines}"
-            )
+            plural = "s" if count > 1 else ""
+            raise ConfigError(f"{head}{count} problem{plural} in the configuration:\n{lines}")
 
     def _origin(self, path: tuple) -> str | None:
         if path in self.sources:
@@ -140,16 +140,16 @@ def _convert_scalar(value: Any, tp: type, path: tuple, meta: dict, problems: Pro
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
 
+# (bound, its word, whether a value breaks it)
+_BOUNDS = (("min", ">=", operator.lt), ("max", "<=", operator.gt))
+_BOUNDS += (("gt", ">", operator.le), ("lt", "<", operator.ge))
+
+
 def _check_bounds(value: float, path: tuple, meta: dict, problems: Problems) -> None:
-    low, high, above, below = meta.get("min"), meta.get("max"), meta.get("gt"), meta.get("lt")
-    if low is not None and value < low:
-        problems.add(path, f"must be >= {low}, got {value}.")
-    if high is not None and value > high:
-        problems.add(path, f"must be <= {high}, got {value}.")
-    if above is not None and value <= above:
-        problems.add(path, f"must be > {above}, got {value}.")
-    if below is not None and value >= below:
-        problems.add(path, f"must be < {below}, got {value}.")
+    for key, word, breaks in _BOUNDS:
+        bound = meta.get(key)
+        if bound is not None and breaks(value, bound):
+            problems.add(path, f"must be {word} {bound}, got {value}.")
 
 
 def _describe(value: Any) -> str:

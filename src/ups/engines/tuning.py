@@ -16,7 +16,6 @@ fresh stage from the tuned config), on a Trainer without loggers or checkpoints,
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import math
@@ -27,7 +26,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from ups.atomic import atomic_path
-from ups.config import Config
+from ups.config import Config, with_keys
 from ups.config.engines import uses_gpu
 from ups.engines.lightning import StageModule
 from ups.engines.loaders import build_loaders
@@ -35,7 +34,6 @@ from ups.engines.meters import split_terms
 from ups.engines.settings import batch_size, resolve_precision, training_device
 from ups.engines.sharding import strategy_for
 from ups.engines.speed import speed_knobs
-from ups.errors import UPSError
 from ups.runs import RunDir
 from ups.stages.optim import resolved_optimizer
 
@@ -58,28 +56,6 @@ class TuningRequest:
         return self.batch_size or self.lr
 
 
-def check_tuning(request: TuningRequest, cfg: Config, engine: str) -> None:
-    """Refuse, before any work, what the Tuner cannot do."""
-    if not request.wanted:
-        return
-    if engine != "lightning":
-        raise UPSError(
-            "--tune-batch-size and --tune-lr use Lightning's Tuner; train with --engine lightning "
-            "(then train with the native engine on the tuned values if you like)."
-        )
-    devices = cfg.training.devices * cfg.training.num_nodes
-    if request.batch_size and devices > 1:
-        raise UPSError(
-            f"--tune-batch-size with {devices} devices: Lightning's batch-size finder works on one "
-            f"device only; tune on one device first (--devices 1), then train on {devices} with "
-            f"the batch size it finds (the per-device batch size: stages.<stage>.batch_size)."
-        )
-    if request.batch_size_mode not in ("power", "binsearch"):
-        raise UPSError(f"--tune-batch-size-mode {request.batch_size_mode}: choose power or binsearch.")
-    if request.max_batch_size < 1 or request.lr_steps < 2:
-        raise UPSError("--max-batch-size must be >= 1 and --tune-lr-steps >= 2.")
-
-
 class TuningModule(StageModule):
     """A StageModule whose batch size and learning rate are attributes the Tuner changes: its
     train loader is rebuilt from ``batch_size``, its optimizer starts at ``lr`` (no schedule)."""
@@ -89,15 +65,7 @@ class TuningModule(StageModule):
         self.batch_size, self.lr = initial_batch_size, lr
 
     def train_dataloader(self):
-        stages = dataclasses.replace(
-            self.cfg.stages,
-            **{
-                self.stage.name: dataclasses.replace(
-                    getattr(self.cfg.stages, self.stage.name), batch_size=int(self.batch_size)
-                )
-            },
-        )
-        cfg = dataclasses.replace(self.cfg, stages=stages)
+        cfg = with_keys(self.cfg, {f"stages.{self.stage.name}.batch_size": int(self.batch_size)})
         return build_loaders(
             self.stage, cfg, validate=False, rank=self.trainer.global_rank, world_size=self.trainer.world_size
         )[0]

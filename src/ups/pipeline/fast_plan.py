@@ -1,5 +1,6 @@
 """fast-to-sota's request and its validation: every check that needs no training, before
-anything is written (see ``ups.pipeline.fast_to_sota``)."""
+anything is written (see ``ups.pipeline.fast_to_sota``). ``ups.resolve.resolve_fast_to_sota``
+resolves the configs and calls ``validate``."""
 
 from __future__ import annotations
 
@@ -10,9 +11,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ups import tracking
 from ups.config import Config, to_dict
-from ups.config.load import read_config_tree
 from ups.config.validate import blocking_file
 from ups.data.latent_pairs import WindowDataset
 from ups.data.summary import load_config_tasks
@@ -20,16 +19,11 @@ from ups.errors import UPSError
 from ups.eval.evaluator import rollout_start
 from ups.eval.run import default_horizon
 from ups.pipeline.gates import gate_metric
-from ups.pipeline.pipeline import check_training_data, planned_stages, resume_action
+from ups.pipeline.pipeline import planned_stages, resume_action
 from ups.pipeline.runner import checked_stage
-from ups.resolve import load_config
 from ups.runs import RunDir
 
 NOT_TRAINING = ("evaluation", "gates", "logging")  # config sections that do not change the weights
-EVAL_DEFAULTS = {
-    "small": ["evaluation.split=val", "evaluation.report=false"],
-    "full": ["evaluation.split=test"],
-}
 
 
 @dataclass
@@ -53,7 +47,7 @@ class Request:
 
 @dataclass
 class Plan:
-    """What ``validate`` resolved: the configs, the gate settings, the leaderboard."""
+    """What ``validate`` resolved: configs, gate settings, leaderboard; when it began (perf_counter)."""
 
     cfg: Config
     evals: dict[str, Config]
@@ -61,6 +55,7 @@ class Plan:
     deltas: dict[str, float]
     leaderboard: Path
     run: RunDir
+    started: float
 
 
 def training_hash(tree: dict) -> str:
@@ -69,18 +64,16 @@ def training_hash(tree: dict) -> str:
     return hashlib.sha256(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def validate(request: Request) -> Plan:
-    """Every check that needs no training; writes nothing. Raises ``UPSError``."""
-    for name, engine in (("--engine", request.engine), ("--eval-engine", request.eval_engine)):
-        if engine not in ("lightning", "native"):
-            raise UPSError(f"{name} {engine}: choose lightning or native.")
+def validate(request: Request, cfg: Config, evals: dict[str, Config], started: float) -> Plan:
+    """Every check of the plan that needs no training, on the configs ``resolve_fast_to_sota``
+    resolved (the candidate's ``cfg``, the evaluations' ``evals``); writes nothing."""
+    if request.eval_engine not in ("lightning", "native"):  # --engine: refused by load_config
+        raise UPSError(f"--eval-engine {request.eval_engine}: choose lightning or native.")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", request.run_dir.name):
         raise UPSError(
             f"run id '{request.run_dir.name}': use letters, digits, '.', '_' and '-' only, "
             f"starting with a letter or digit."
         )
-    cfg = load_config(request.config, request.overrides, engine=request.engine)
-    evals = {kind: eval_config(request, kind) for kind in ("small", "full")}
     tasks = [task.name for task in cfg.data.tasks]
     metric = gate_metric(
         request.improvement_metric or cfg.gates.improvement_metric, tasks, "the improvement metric"
@@ -99,15 +92,11 @@ def validate(request: Request) -> Plan:
     leaderboard = Path(request.leaderboard or Path(cfg.paths.runs_dir) / "leaderboard.csv")
     if leaderboard.is_dir():
         raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
-    blocker = blocking_file(leaderboard.parent)
-    if blocker is not None:
+    if (blocker := blocking_file(leaderboard.parent)) is not None:
         raise UPSError(
             f"--leaderboard {leaderboard}: {blocker} is a file, not a folder; choose another path."
         )
-    tracking.check_tracking(cfg)
     plan = planned_stages(cfg)
-    tasks = load_config_tasks(cfg)  # opened, split, checked and normalised once for the checks below
-    check_training_data(cfg, plan, tasks)
     check_available(metric, plan)
     run = RunDir(request.run_dir)
     if request.force_train and externally_launched():
@@ -122,8 +111,8 @@ def validate(request: Request) -> Plan:
         if action != "already done":
             checked_stage(cfg, stage, run, engine=request.engine, resume=action == "resumed")
             break
-    check_evaluations(evals, tasks)
-    return Plan(cfg, evals, metric, deltas, leaderboard, run)
+    check_evaluations(evals, load_config_tasks(cfg))
+    return Plan(cfg, evals, metric, deltas, leaderboard, run, started)
 
 
 def check_available(metric: str, plan: list[str]) -> None:
@@ -171,24 +160,6 @@ def check_evaluations(evals: dict[str, Config], tasks: list) -> None:
                 f"the {kind} evaluation's split '{e.split}' has no trajectories; set data.split."
                 f"{e.split} > 0 or choose another split in its evaluation config."
             )
-
-
-def eval_config(request: Request, kind: str) -> Config:
-    """The candidate's config for the ``kind`` evaluation (see the module docstring)."""
-    layer = request.small_eval_config if kind == "small" else request.full_eval_config
-    if layer is not None:
-        tree, _ = read_config_tree(layer)
-        other = sorted(set(tree) - {"evaluation"})
-        if other:
-            raise UPSError(
-                f"--{kind}-eval-config {layer}: only an 'evaluation:' section may be set there "
-                f"(found {', '.join(other)}); the trained model's settings come from --config."
-            )
-    return load_config(
-        request.config,
-        [*request.overrides, *EVAL_DEFAULTS[kind]],
-        layers=[layer] if layer is not None else (),
-    )
 
 
 def refuse_other_training(run: RunDir, cfg: Config) -> None:

@@ -41,7 +41,7 @@ from ups.engines.settings import training_device
 from ups.errors import UPSError
 from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard, retire_rows
 from ups.eval.run import EvaluationRequest, evaluate
-from ups.pipeline.fast_plan import Plan, Request, training_hash, validate
+from ups.pipeline.fast_plan import Plan, Request, training_hash
 from ups.pipeline.gates import decide, select_baseline
 from ups.pipeline.pipeline import planned_stages, run_pipeline
 from ups.pipeline.runner import is_rank_zero
@@ -59,10 +59,9 @@ COMPARABLE = (
 RETIRED = ("small_eval", "full_eval", "champion")  # a run's roles that --force-train retires
 
 
-def fast_to_sota(request: Request) -> Summary | None:
-    """Run every step; the summary (None on ranks other than 0, which only train)."""
-    t0 = time.perf_counter()
-    plan = validate(request)
+def fast_to_sota(request: Request, plan: Plan) -> Summary | None:
+    """Run every step of ``plan`` (``ups.resolve.resolve_fast_to_sota``'s); the summary (None on
+    ranks other than 0, which only train)."""
     rank_zero = is_rank_zero()
     summary = Summary(
         plan.run.summary_path,
@@ -91,7 +90,7 @@ def fast_to_sota(request: Request) -> Summary | None:
         train(request, plan, None)
         return None
     plan.run.root.mkdir(parents=True, exist_ok=True)
-    summary.start(time.perf_counter() - t0)
+    summary.start(time.perf_counter() - plan.started)
     try:
         with tracking.tracking(plan.cfg, plan.run.root) as tracker:
             summary.tracking = {

@@ -76,7 +76,8 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
             f"--stages: unknown stage(s) {', '.join(unknown)}; valid names: {', '.join(STAGE_NAMES)}."
         )
     plan = []
-    kinds = functools.cache(lambda: task_kinds(cfg))  # the data opened once, when a stage's kind matters
+    # the kinds of the tasks ("transient", "steady"): the files opened once, when a stage's kind matters
+    kinds = functools.cache(lambda: {info.kind for _, info in config_file_infos(cfg)})
 
     for name in STAGE_NAMES:
         if only is not None and name not in only:
@@ -100,39 +101,7 @@ def planned_stages(cfg: Config, only: Sequence[str] | None = None) -> list[str]:
     return plan
 
 
-def check_training_data(cfg: Config, plan: Sequence[str], tasks: list | None = None) -> None:
-    """Before the first stage trains, from what the files hold (their data not read; ``tasks``:
-    the config's, when already loaded): no task is on a 3D grid, and the latent-dynamics
-    stages' windows (``rollout_horizon`` steps of ``time_stride`` frames) fit in every
-    transient task's trajectories."""
-    infos = [(t.name, t.info) for t in tasks] if tasks is not None else config_file_infos(cfg)
-    for name, info in infos:
-        if len(info.spatial_shape) > 2:
-            raise UPSError(
-                f"task '{name}' ({info.path}) is on a 3D grid {'x'.join(map(str, info.spatial_shape))}: "
-                f"UPS reads, splits, normalises and summarises 3D files (`ups data summary`), but its "
-                f"encoder and decoder are 1D/2D, so it does not train on them; leave the task out of "
-                f"data.tasks."
-            )
-    if not set(plan) & set(LATENT_DYNAMICS):
-        return
-    horizon, stride = cfg.stages.operator.rollout_horizon, cfg.training.time_stride
-    for name, info in infos:
-        if info.kind == "transient" and info.n_times <= horizon * stride:
-            raise UPSError(
-                f"task '{name}' ({info.path}): {info.n_times} frames per trajectory (after "
-                f"data.reduced_resolution_t), but a training window of stages.operator.rollout_horizon="
-                f"{horizon} steps of training.time_stride={stride} frames needs "
-                f"{horizon * stride + 1}; lower one of them."
-            )
-
-
 LATENT_DYNAMICS = ("operator", "diff_residual", "consistency_distill")  # stages of time-dependent tasks only
-
-
-def task_kinds(cfg: Config) -> set[str]:
-    """The kinds of the config's tasks: "transient" and/or "steady"."""
-    return {info.kind for _, info in config_file_infos(cfg)}
 
 
 def refuse_used_run(run: RunDir) -> None:
@@ -177,7 +146,6 @@ def run_pipeline(
     (``training.time_budget``) left it less than ``MIN_STAGE_SECONDS``, it and every later
     stage. Raises ``UPSError`` on bad input and ``StageFailed`` when a stage fails while training."""
     plan = planned_stages(cfg, stages)
-    check_training_data(cfg, plan)
     run = RunDir(run_dir)
     if not resume and is_rank_zero():  # the other ranks start once rank 0 has begun writing
         refuse_used_run(run)
