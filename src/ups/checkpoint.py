@@ -50,18 +50,16 @@ def architecture_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
 
 def data_fingerprint(tasks) -> dict:
     """Task names, file names and sizes, split sizes: what the weights were trained on."""
-    out = []
-    for t in tasks:
-        path = Path(t.file.path)
-        out.append(
-            {
-                "task": t.name,
-                "file": path.name,
-                "bytes": path.stat().st_size if path.exists() else -1,
-                "split": {name: len(t.split.indices(name)) for name in ("train", "val", "test")},
-            }
-        )
-    return {"tasks": out}
+    return {"tasks": [_task_fingerprint(t, Path(t.file.path)) for t in tasks]}
+
+
+def _task_fingerprint(task, path: Path) -> dict:
+    return {
+        "task": task.name,
+        "file": path.name,
+        "bytes": path.stat().st_size if path.exists() else -1,
+        "split": {name: len(task.split.indices(name)) for name in ("train", "val", "test")},
+    }
 
 
 def model_state_dict(stage) -> dict[str, torch.Tensor]:
@@ -157,9 +155,8 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
         if k.endswith("latent_proj.weight") and stored[k].shape[0] == model_state[k].shape[0]
     ]
     if proj and not any(k.endswith("to_latent.weight") for k in reshaped):
-        on = (
-            stored[proj[0]].shape[1] < model_state[proj[0]].shape[1]
-        )  # its decoder reads fewer latent channels
+        # the checkpoint's decoder reads fewer latent channels: its latent carried the amplitude
+        on = stored[proj[0]].shape[1] < model_state[proj[0]].shape[1]
         lines.append(
             f"the decoder reads {'fewer' if on else 'more'} latent channels than this config's: the "
             f"autoencoder was probably trained with latent.amplitude={'true' if on else 'false'}; set that "

@@ -29,18 +29,13 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
 from ups.config import STAGE_NAMES, Config, to_yaml
 from ups.errors import UPSError
 
 LAST_NAME = "last"  # also Lightning's ModelCheckpoint.CHECKPOINT_NAME_LAST, set by the Lightning engine
 BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"  # formatted by ModelCheckpoint and the native loop
 CKPT_EXT = ".ckpt"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
 
 
 class RunDir:

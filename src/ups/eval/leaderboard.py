@@ -13,7 +13,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ups.atomic import atomic_path
+from ups.atomic import atomic_path, atomic_write_text
 
 
 def leaderboard_row(result: dict) -> dict:
@@ -106,5 +106,4 @@ def _write_html(path: Path, columns: list[str], rows: list[dict]) -> None:
         "td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}</style></head><body>\n"
         f"<table><tr>{head}</tr>\n{body}</table>\n</body></html>\n"
     )
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page, encoding="utf-8")
