@@ -8,6 +8,11 @@ import math
 import torch
 
 
+def _per_channel(values: torch.Tensor) -> torch.Tensor:
+    """[B, *S, C] -> [B, P, C] with P = prod(S)."""
+    return values.reshape(values.shape[0], -1, values.shape[-1])
+
+
 def nrmse(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Normalised RMSE per sample: RMSE / RMS of the target per channel, averaged over channels.
 
@@ -17,9 +22,8 @@ def nrmse(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> torch
     Returns:
         [B]
     """
-    b, c = target.shape[0], target.shape[-1]
-    err = (pred - target).reshape(b, -1, c).pow(2).mean(dim=1)
-    ref = target.reshape(b, -1, c).pow(2).mean(dim=1)
+    err = _per_channel(pred - target).pow(2).mean(dim=1)
+    ref = _per_channel(target).pow(2).mean(dim=1)
     return (err.sqrt() / (ref.sqrt() + eps)).mean(dim=-1)
 
 
@@ -62,11 +66,6 @@ def spread_skill(samples: torch.Tensor, target: torch.Tensor, eps: float = 1e-12
 # --------------------------------------------------------------------------- PDEBench's suite
 # Fields are [B, *S, C]: a batch, one or two spatial axes, channels last. Every function returns
 # one value per sample, [B]; channels are averaged last, as PDEBench does.
-
-
-def _per_channel(values: torch.Tensor) -> torch.Tensor:
-    """[B, *S, C] -> [B, P, C] with P = prod(S)."""
-    return values.reshape(values.shape[0], -1, values.shape[-1])
 
 
 def rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

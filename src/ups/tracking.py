@@ -61,10 +61,6 @@ def _has_credentials() -> bool:
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="replace")
 
 
-def context_file(run_dir: Path) -> Path:
-    return Path(os.environ.get(CONTEXT_ENV) or Path(run_dir) / "wandb_context.json")
-
-
 def active() -> Tracker | None:
     """The open W&B run of this process, if any."""
     return _active
@@ -128,7 +124,7 @@ def _open(cfg: Config, run_dir: Path):
     import wandb
 
     w = cfg.logging.wandb
-    path = context_file(run_dir)
+    path = Path(os.environ.get(CONTEXT_ENV) or run_dir / "wandb_context.json")
     context = json.loads(path.read_text()) if path.is_file() else {}
     if context.get("run_dir") not in (None, str(run_dir.resolve())):  # shared by several run folders
         log.info(

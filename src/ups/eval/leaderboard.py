@@ -22,12 +22,8 @@ def leaderboard_row(result: dict) -> dict:
     figures as JSON, so channels never add columns) and a UTC ISO timestamp."""
     row = {k: result.get(k) for k in ("label", "run_id", "role", "eval")}
     row.update({f"tag:{k}": v for k, v in (result.get("tags") or {}).items()})
-    row.update(
-        {
-            k: result.get(k)
-            for k in ("split", "horizon", "context_frames", "resolution", "tasks", "engine", "config_hash")
-        }
-    )
+    settings = ("split", "horizon", "context_frames", "resolution", "tasks", "engine", "config_hash")
+    row.update({k: result.get(k) for k in settings})
     row.update(result.get("metrics") or {})
     for task, metrics in (result.get("per_task") or {}).items():
         row.update({f"{task}/{name}": value for name, value in metrics.items()})

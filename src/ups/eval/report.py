@@ -77,11 +77,8 @@ def _format(value) -> str:
 
 def _header(result: dict) -> str:
     items = [
-        ("split", result.get("split")),
-        ("engine", result.get("engine")),
-        ("config hash", result.get("config_hash")),
-        ("horizon", result.get("horizon")),
-        ("resolution", result.get("resolution")),
+        (k.replace("_", " "), result.get(k))
+        for k in ("split", "engine", "config_hash", "horizon", "resolution")
     ]
     items += [(f"tag {k}", v) for k, v in (result.get("tags") or {}).items()]
     items += [(f"checkpoint {k}", v) for k, v in (result.get("checkpoints") or {}).items()]
