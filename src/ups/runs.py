@@ -33,9 +33,7 @@ from ups.atomic import atomic_write_text
 from ups.config import STAGE_NAMES, Config, to_yaml
 from ups.errors import UPSError
 
-LAST_NAME = "last"  # also Lightning's ModelCheckpoint.CHECKPOINT_NAME_LAST, set by the Lightning engine
 BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"  # formatted by ModelCheckpoint and the native loop
-CKPT_EXT = ".ckpt"
 
 
 class RunDir:
@@ -115,11 +113,11 @@ class RunDir:
 
     def last_checkpoint(self, stage: str) -> Path:
         """Where ``stage``'s last checkpoint is written (it may not exist yet)."""
-        return self.checkpoint_dir(stage) / f"{LAST_NAME}{CKPT_EXT}"
+        return self.checkpoint_dir(stage) / "last.ckpt"  # also the name Lightning's ModelCheckpoint gives it
 
     def best_checkpoint_path(self, stage: str, epoch: int, step: int) -> Path:
         """The name of a best-k checkpoint of ``stage`` written after ``epoch`` at ``step``."""
-        return self.checkpoint_dir(stage) / (BEST_FILENAME.format(epoch=epoch, step=step) + CKPT_EXT)
+        return self.checkpoint_dir(stage) / (BEST_FILENAME.format(epoch=epoch, step=step) + ".ckpt")
 
     def best_checkpoint(self, stage: str) -> Path:
         """The best checkpoint a finished stage recorded, else its last one; UPSError if none."""
