@@ -20,6 +20,7 @@ reads every checkpoint. ``load_into`` checks keys and shapes before touching the
 from __future__ import annotations
 
 import hashlib
+from itertools import dropwhile
 from pathlib import Path
 
 import torch
@@ -175,15 +176,10 @@ def module_key(key: str) -> str | None:
     ``model.`` prefix is removed, and so are the wrappers' segments, in this one place —
     ``module.`` of DDP/DataParallel (leading, or right after ``model.``) and ``_orig_mod.`` of
     ``torch.compile`` (anywhere)."""
-    parts = key.split(".")
-    while parts and parts[0] == "module":
-        parts = parts[1:]
+    parts = list(dropwhile("module".__eq__, key.split(".")))
     if not parts or parts[0] != STATE_PREFIX.rstrip("."):
         return None
-    parts = parts[1:]
-    while parts and parts[0] == "module":
-        parts = parts[1:]
-    return ".".join(p for p in parts if p != "_orig_mod")
+    return ".".join(p for p in dropwhile("module".__eq__, parts[1:]) if p != "_orig_mod")
 
 
 def _module_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

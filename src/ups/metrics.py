@@ -87,11 +87,8 @@ def crmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def boundary_mask(spatial_shape: tuple[int, ...]) -> torch.Tensor:
     """True at the grid points on the domain's boundary (1D: both ends; 2D: the four edges): [*S]."""
     mask = torch.zeros(spatial_shape, dtype=torch.bool)
-    for axis, n in enumerate(spatial_shape):
-        edge = [slice(None)] * len(spatial_shape)
-        for index in (0, n - 1):
-            edge[axis] = index
-            mask[tuple(edge)] = True
+    for axis in range(len(spatial_shape)):
+        mask.movedim(axis, 0)[[0, -1]] = True  # a view: the first and last slice along the axis
     return mask
 
 
