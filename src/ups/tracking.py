@@ -133,7 +133,6 @@ def _open(cfg: Config, run_dir: Path):
         context = {}
     if not context.get("run_id"):
         context = {"run_id": secrets.token_hex(6), "project": w.project, "run_dir": str(run_dir.resolve())}
-        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps(context, indent=2) + "\n")
     save_dir = run_dir / "logs"
     save_dir.mkdir(parents=True, exist_ok=True)
