@@ -39,6 +39,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     _fsync_folder(path.parent)
 
 
+def atomic_write_text(path: str | Path, text: str, encoding: str | None = None) -> None:
+    """``Path.write_text`` through ``atomic_path``."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+
+
 def _fsync_folder(folder: Path) -> None:
     """Persist the rename itself; folders cannot be opened for fsync on some platforms."""
     try:

@@ -21,6 +21,7 @@ reads every checkpoint. ``load_into`` checks keys and shapes before touching the
 from __future__ import annotations
 
 import hashlib
+from itertools import dropwhile
 from pathlib import Path
 
 import torch
@@ -51,18 +52,16 @@ def architecture_fingerprint(state_dict: dict[str, torch.Tensor]) -> str:
 
 def data_fingerprint(tasks) -> dict:
     """Task names, file names and sizes, split sizes: what the weights were trained on."""
-    out = []
-    for t in tasks:
-        path = Path(t.file.path)
-        out.append(
-            {
-                "task": t.name,
-                "file": path.name,
-                "bytes": path.stat().st_size if path.exists() else -1,
-                "split": {name: len(t.split.indices(name)) for name in ("train", "val", "test")},
-            }
-        )
-    return {"tasks": out}
+    return {"tasks": [_task_fingerprint(t, Path(t.file.path)) for t in tasks]}
+
+
+def _task_fingerprint(task, path: Path) -> dict:
+    return {
+        "task": task.name,
+        "file": path.name,
+        "bytes": path.stat().st_size if path.exists() else -1,
+        "split": {name: len(task.split.indices(name)) for name in ("train", "val", "test")},
+    }
 
 
 def model_state_dict(stage) -> dict[str, torch.Tensor]:
@@ -159,9 +158,8 @@ def misfit_report(model_state: dict[str, torch.Tensor], stored: dict[str, torch.
         if k.endswith("latent_proj.weight") and stored[k].shape[0] == model_state[k].shape[0]
     ]
     if proj and not any(k.endswith("to_latent.weight") for k in reshaped):
-        on = (
-            stored[proj[0]].shape[1] < model_state[proj[0]].shape[1]
-        )  # its decoder reads fewer latent channels
+        # the checkpoint's decoder reads fewer latent channels: its latent carried the amplitude
+        on = stored[proj[0]].shape[1] < model_state[proj[0]].shape[1]
         lines.append(
             f"the decoder reads {'fewer' if on else 'more'} latent channels than this config's: the "
             f"autoencoder was probably trained with latent.amplitude={'true' if on else 'false'}; set that "
@@ -180,15 +178,10 @@ def module_key(key: str) -> str | None:
     ``model.`` prefix is removed, and so are the wrappers' segments, in this one place —
     ``module.`` of DDP/DataParallel (leading, or right after ``model.``) and ``_orig_mod.`` of
     ``torch.compile`` (anywhere)."""
-    parts = key.split(".")
-    while parts and parts[0] == "module":
-        parts = parts[1:]
+    parts = list(dropwhile("module".__eq__, key.split(".")))
     if not parts or parts[0] != STATE_PREFIX.rstrip("."):
         return None
-    parts = parts[1:]
-    while parts and parts[0] == "module":
-        parts = parts[1:]
-    return ".".join(p for p in parts if p != "_orig_mod")
+    return ".".join(p for p in dropwhile("module".__eq__, parts[1:]) if p != "_orig_mod")
 
 
 def _module_state(stored: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -48,9 +48,6 @@ class Deadline:
     def remaining(self) -> float:
         return self.end - now()
 
-    def passed(self) -> bool:
-        return self.remaining() <= 0
-
     def for_stage(self, stage: str, plan_left: Sequence[str], shares: dict[str, float]) -> Deadline:
         """The deadline of ``stage``, the first of ``plan_left`` (the stages still to run, in
         order): its share of the time left, relative to theirs."""

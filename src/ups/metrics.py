@@ -8,6 +8,11 @@ import math
 import torch
 
 
+def _per_channel(values: torch.Tensor) -> torch.Tensor:
+    """[B, *S, C] -> [B, P, C] with P = prod(S)."""
+    return values.reshape(values.shape[0], -1, values.shape[-1])
+
+
 def nrmse(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     """Normalised RMSE per sample: RMSE / RMS of the target per channel, averaged over channels.
 
@@ -17,9 +22,8 @@ def nrmse(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-12) -> torch
     Returns:
         [B]
     """
-    b, c = target.shape[0], target.shape[-1]
-    err = (pred - target).reshape(b, -1, c).pow(2).mean(dim=1)
-    ref = target.reshape(b, -1, c).pow(2).mean(dim=1)
+    err = _per_channel(pred - target).pow(2).mean(dim=1)
+    ref = _per_channel(target).pow(2).mean(dim=1)
     return (err.sqrt() / (ref.sqrt() + eps)).mean(dim=-1)
 
 
@@ -64,11 +68,6 @@ def spread_skill(samples: torch.Tensor, target: torch.Tensor, eps: float = 1e-12
 # one value per sample, [B]; channels are averaged last, as PDEBench does.
 
 
-def _per_channel(values: torch.Tensor) -> torch.Tensor:
-    """[B, *S, C] -> [B, P, C] with P = prod(S)."""
-    return values.reshape(values.shape[0], -1, values.shape[-1])
-
-
 def rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Root-mean-square error over the grid, per channel, averaged over channels: [B]."""
     return _per_channel(pred - target).pow(2).mean(dim=1).sqrt().mean(dim=-1)
@@ -88,11 +87,8 @@ def crmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def boundary_mask(spatial_shape: tuple[int, ...]) -> torch.Tensor:
     """True at the grid points on the domain's boundary (1D: both ends; 2D: the four edges): [*S]."""
     mask = torch.zeros(spatial_shape, dtype=torch.bool)
-    for axis, n in enumerate(spatial_shape):
-        edge = [slice(None)] * len(spatial_shape)
-        for index in (0, n - 1):
-            edge[axis] = index
-            mask[tuple(edge)] = True
+    for axis in range(len(spatial_shape)):
+        mask.movedim(axis, 0)[[0, -1]] = True  # a view: the first and last slice along the axis
     return mask
 
 

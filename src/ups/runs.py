@@ -29,18 +29,16 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
 from ups.config import STAGE_NAMES, Config, to_yaml
 from ups.errors import UPSError
 
-LAST_NAME = "last"  # also Lightning's ModelCheckpoint.CHECKPOINT_NAME_LAST, set by the Lightning engine
 BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"  # formatted by ModelCheckpoint and the native loop
-CKPT_EXT = ".ckpt"
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text)
+def _under_root(*parts: str) -> property:
+    """A fixed path in the run folder, as a read-only attribute of ``RunDir``."""
+    return property(lambda run: run.root.joinpath(*parts))
 
 
 class RunDir:
@@ -48,6 +46,20 @@ class RunDir:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+
+    # Fixed paths in the folder (the layout above); paths that take a stage or a name are methods.
+    status_path = _under_root("stage_status.json")
+    resolved_config_path = _under_root("config.resolved.yaml")
+    summary_path = _under_root("summary.json")
+    tuning_report = _under_root("tuning.json")
+    promotion_path = _under_root("promotion.json")
+    evaluation_dir = _under_root("evaluation")
+    gate_evaluations_dir = _under_root("eval")
+    profile_dir = _under_root("profile")
+    tuning_scratch = _under_root(".tuning")
+    checkpoints_root = _under_root("checkpoints")
+    logs_root = _under_root("logs")
+    tensorboard_dir = _under_root("logs", "tensorboard")
 
     @staticmethod
     def new_id() -> str:
@@ -68,63 +80,23 @@ class RunDir:
             self._write_status({name: {"state": "pending"} for name in STAGE_NAMES})
         return self
 
-    @property
-    def status_path(self) -> Path:
-        return self.root / "stage_status.json"
-
-    @property
-    def resolved_config_path(self) -> Path:
-        return self.root / "config.resolved.yaml"
-
-    @property
-    def summary_path(self) -> Path:
-        return self.root / "summary.json"
-
-    @property
-    def evaluation_dir(self) -> Path:
-        return self.root / "evaluation"
-
-    @property
-    def promotion_path(self) -> Path:
-        return self.root / "promotion.json"
-
-    @property
-    def gate_evaluations_dir(self) -> Path:
-        return self.root / "eval"
-
     def gate_evaluation_prefix(self, kind: str) -> Path:
         """fast-to-sota's ``kind`` (small or full) evaluation: ``<prefix>.json`` and ``.html``."""
         return self.gate_evaluations_dir / kind / "results"
 
-    @property
-    def profile_dir(self) -> Path:
-        return self.root / "profile"
-
-    @property
-    def tuning_scratch(self) -> Path:
-        return self.root / ".tuning"
-
     def superseded_dir(self, stamp: str) -> Path:
         return self.root / "superseded" / stamp
-
-    @property
-    def checkpoints_root(self) -> Path:
-        return self.root / "checkpoints"
-
-    @property
-    def logs_root(self) -> Path:
-        return self.root / "logs"
 
     def checkpoint_dir(self, stage: str) -> Path:
         return self.checkpoints_root / stage
 
     def last_checkpoint(self, stage: str) -> Path:
         """Where ``stage``'s last checkpoint is written (it may not exist yet)."""
-        return self.checkpoint_dir(stage) / f"{LAST_NAME}{CKPT_EXT}"
+        return self.checkpoint_dir(stage) / "last.ckpt"  # also the name Lightning's ModelCheckpoint gives it
 
     def best_checkpoint_path(self, stage: str, epoch: int, step: int) -> Path:
         """The name of a best-k checkpoint of ``stage`` written after ``epoch`` at ``step``."""
-        return self.checkpoint_dir(stage) / (BEST_FILENAME.format(epoch=epoch, step=step) + CKPT_EXT)
+        return self.checkpoint_dir(stage) / (BEST_FILENAME.format(epoch=epoch, step=step) + ".ckpt")
 
     def best_checkpoint(self, stage: str) -> Path:
         """The best checkpoint a finished stage recorded, else its last one; UPSError if none."""
@@ -145,16 +117,8 @@ class RunDir:
     def metrics_csv(self, stage: str) -> Path:
         return self.log_dir(stage) / "metrics.csv"
 
-    @property
-    def tuning_report(self) -> Path:
-        return self.root / "tuning.json"
-
     def tuning_lr_plot(self, stage: str) -> Path:
         return self.root / f"tuning_lr_{stage}.png"
-
-    @property
-    def tensorboard_dir(self) -> Path:
-        return self.logs_root / "tensorboard"
 
     def step_offset(self, stage: str) -> int:
         """Optimizer steps of the stages before ``stage`` that are done in this run: where

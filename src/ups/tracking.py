@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
 from ups.config import Config, to_dict
 from ups.errors import UPSError
 
@@ -59,10 +59,6 @@ def _has_credentials() -> bool:
         return True
     netrc = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
     return netrc.is_file() and "api.wandb.ai" in netrc.read_text(errors="replace")
-
-
-def context_file(run_dir: Path) -> Path:
-    return Path(os.environ.get(CONTEXT_ENV) or Path(run_dir) / "wandb_context.json")
 
 
 def active() -> Tracker | None:
@@ -96,12 +92,8 @@ class Tracker:
         for task, figures in result.get("per_channel", {}).items():
             for key, per_channel in figures.items():
                 if key != "channels":
-                    values.update(
-                        {
-                            f"eval/{kind}/{task}/{channel}/{key}": value
-                            for channel, value in zip(figures["channels"], per_channel)
-                        }
-                    )
+                    for channel, value in zip(figures["channels"], per_channel):
+                        values[f"eval/{kind}/{task}/{channel}/{key}"] = value
         values.update({f"eval/{kind}/{name}": value for name, value in result.get("extra", {}).items()})
         self.run.log(values)
         self.run.summary.update(values)
@@ -132,21 +124,16 @@ def _open(cfg: Config, run_dir: Path):
     import wandb
 
     w = cfg.logging.wandb
-    path = context_file(run_dir)
+    path = Path(os.environ.get(CONTEXT_ENV) or run_dir / "wandb_context.json")
     context = json.loads(path.read_text()) if path.is_file() else {}
-    if context.get("run_dir") not in (
-        None,
-        str(run_dir.resolve()),
-    ):  # a context file shared by several run folders
+    if context.get("run_dir") not in (None, str(run_dir.resolve())):  # shared by several run folders
         log.info(
             "W&B: %s names the run of %s; starting a new W&B run for %s", path, context["run_dir"], run_dir
         )
         context = {}
     if not context.get("run_id"):
         context = {"run_id": secrets.token_hex(6), "project": w.project, "run_dir": str(run_dir.resolve())}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps(context, indent=2) + "\n")
+        atomic_write_text(path, json.dumps(context, indent=2) + "\n")
     save_dir = run_dir / "logs"
     save_dir.mkdir(parents=True, exist_ok=True)
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True)

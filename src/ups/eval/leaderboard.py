@@ -13,7 +13,7 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ups.atomic import atomic_path
+from ups.atomic import atomic_path, atomic_write_text
 
 
 def leaderboard_row(result: dict) -> dict:
@@ -22,12 +22,8 @@ def leaderboard_row(result: dict) -> dict:
     figures as JSON, so channels never add columns) and a UTC ISO timestamp."""
     row = {k: result.get(k) for k in ("label", "run_id", "role", "eval")}
     row.update({f"tag:{k}": v for k, v in (result.get("tags") or {}).items()})
-    row.update(
-        {
-            k: result.get(k)
-            for k in ("split", "horizon", "context_frames", "resolution", "tasks", "engine", "config_hash")
-        }
-    )
+    settings = ("split", "horizon", "context_frames", "resolution", "tasks", "engine", "config_hash")
+    row.update({k: result.get(k) for k in settings})
     row.update(result.get("metrics") or {})
     for task, metrics in (result.get("per_task") or {}).items():
         row.update({f"{task}/{name}": value for name, value in metrics.items()})
@@ -106,5 +102,4 @@ def _write_html(path: Path, columns: list[str], rows: list[dict]) -> None:
         "td,th{border:1px solid #bbb;padding:2px 6px}th{background:#eee}</style></head><body>\n"
         f"<table><tr>{head}</tr>\n{body}</table>\n</body></html>\n"
     )
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page, encoding="utf-8")

@@ -14,7 +14,7 @@ matplotlib.use("Agg")  # files only, never a window; must precede the pyplot imp
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ups.atomic import atomic_path  # noqa: E402
+from ups.atomic import atomic_write_text  # noqa: E402
 
 MAX_TRAJECTORIES = 3
 PREDICTIONS = ("operator", "corrected")
@@ -59,8 +59,7 @@ def write_report(result: dict, examples: dict, path: Path) -> Path:
         f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{STYLE}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n"
     )
-    with atomic_path(path) as tmp:
-        tmp.write_text(page, encoding="utf-8")
+    atomic_write_text(path, page, encoding="utf-8")
     return path
 
 
@@ -78,11 +77,8 @@ def _format(value) -> str:
 
 def _header(result: dict) -> str:
     items = [
-        ("split", result.get("split")),
-        ("engine", result.get("engine")),
-        ("config hash", result.get("config_hash")),
-        ("horizon", result.get("horizon")),
-        ("resolution", result.get("resolution")),
+        (k.replace("_", " "), result.get(k))
+        for k in ("split", "engine", "config_hash", "horizon", "resolution")
     ]
     items += [(f"tag {k}", v) for k, v in (result.get("tags") or {}).items()]
     items += [(f"checkpoint {k}", v) for k, v in (result.get("checkpoints") or {}).items()]

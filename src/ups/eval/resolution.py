@@ -71,11 +71,8 @@ def _reduction_to(stored: tuple[int, ...], n: int) -> int | None:
 
 def _offered(stored: tuple[int, ...], shown: int = 8) -> str:
     """The grids down-sampling offers (r = 1, 2, ...), largest first, e.g. '64, 32, 22, ...'."""
-    grids = []
-    for r in range(1, min(stored) + 1):
-        grid = "x".join(str(math.ceil(s / r)) for s in stored)
-        if grid not in grids:
-            grids.append(grid)
+    every_r = ("x".join(str(math.ceil(s / r)) for s in stored) for r in range(1, min(stored) + 1))
+    grids = list(dict.fromkeys(every_r))  # distinct, in order
     return ", ".join(grids[:shown]) + (", ..." if len(grids) > shown else "")
 
 

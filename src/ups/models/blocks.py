@@ -72,6 +72,17 @@ def locality_bias(x: Tensor, grid: tuple[int, ...]) -> Tensor:
     return (-0.5 * offset.pow(2).sum(-1)).unsqueeze(1)
 
 
+def log_frequencies(count: int, max_freq: float) -> Tensor:
+    """``count`` frequencies spaced log-uniformly from 1 to ``max_freq``: [count]."""
+    return torch.exp(torch.linspace(0.0, math.log(max_freq), count))
+
+
+def sinusoidal(t: Tensor, freqs: Tensor, batch: int) -> Tensor:
+    """Scalar per sample t [B] (or [1]) and frequencies [F] -> [sin(f t), cos(f t)]: [B, 2F]."""
+    angles = t.to(freqs.dtype).reshape(-1, 1).expand(batch, 1) * freqs
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 class MLP(nn.Sequential):
     """Linear -> GELU -> (dropout) -> Linear: [..., dim] -> [..., out or dim]."""
 
@@ -164,10 +175,5 @@ class AdaLNTransformerBlock(nn.Module):
     def forward(self, x: Tensor, cond: Tensor, bias: Tensor | None = None) -> Tensor:
         """``bias`` (broadcastable to [B, heads, N, N]) is added to the attention logits."""
         shift1, scale1, gate1, shift2, scale2, gate2 = self.modulation(cond).unsqueeze(1).chunk(6, dim=-1)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), bias=bias)
-        return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
-
-
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """Adaptive LayerNorm affine: x [B, N, D], shift/scale [B, 1, D] -> x * (1 + scale) + shift."""
-    return x * (1 + scale) + shift
+        x = x + gate1 * self.attn(self.norm1(x) * (1 + scale1) + shift1, bias=bias)  # adaLN affine
+        return x + gate2 * self.mlp(self.norm2(x) * (1 + scale2) + shift2)

@@ -99,30 +99,15 @@ class FieldDecoder(nn.Module):
     """Latent tokens -> field values at query points of any supported rank: an ``AnyPointDecoder``
     per number of coordinate axes (``by_rank["d1"]``, ``by_rank["d2"]``), chosen from the queries.
 
-    ``channels_by_rank``: {coordinate axes: channel counts of the fields of that rank}.
+    ``channels_by_rank``: {coordinate axes: channel counts of the fields of that rank}; ``options``:
+    ``AnyPointDecoder``'s keyword arguments (hidden, depth, fourier_features, amplitude).
     """
 
-    def __init__(
-        self,
-        dim: int,
-        channels_by_rank: dict[int, Sequence[int]],
-        hidden: int = 128,
-        depth: int = 3,
-        fourier_features: int = 16,
-        amplitude: int = 0,
-    ):
+    def __init__(self, dim: int, channels_by_rank: dict[int, Sequence[int]], **options):
         super().__init__()
         self.by_rank = nn.ModuleDict(
             {
-                f"d{rank}": AnyPointDecoder(
-                    dim,
-                    rank,
-                    channels,
-                    hidden=hidden,
-                    depth=depth,
-                    fourier_features=fourier_features,
-                    amplitude=amplitude,
-                )
+                f"d{rank}": AnyPointDecoder(dim, rank, channels, **options)
                 for rank, channels in sorted(channels_by_rank.items())
             }
         )

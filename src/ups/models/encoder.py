@@ -92,16 +92,13 @@ class GridEncoder(nn.Module):
         super().__init__()
         if spatial_dims not in (1, 2):
             raise ValueError(f"GridEncoder supports spatial_dims 1 or 2, got {spatial_dims}")
-        if amplitude and not 2 * max(channel_counts(in_channels)) <= amplitude < dim:
+        self.in_channels = channel_counts(in_channels)
+        self.spatial_dims, self.amplitude = spatial_dims, amplitude
+        if amplitude and not 2 * max(self.in_channels) <= amplitude < dim:
             raise ValueError(
                 f"GridEncoder: {amplitude} amplitude channels do not fit fields of {in_channels} "
                 f"channel(s) in a latent {dim} wide; it needs 2 per channel and fewer than {dim}"
             )
-        self.in_channels, self.spatial_dims, self.amplitude = (
-            channel_counts(in_channels),
-            spatial_dims,
-            amplitude,
-        )
         self.token_grid = token_grid(tokens, spatial_dims)
         self.stems = nn.ModuleDict(
             {stem_key(c): nn.Linear(c + spatial_dims, hidden) for c in self.in_channels}
@@ -160,32 +157,15 @@ class FieldEncoder(nn.Module):
     """Fields of any supported rank -> one latent space [B, L, D]: a ``GridEncoder`` per number of
     spatial axes (``by_rank["d1"]``, ``by_rank["d2"]``), chosen from the coordinates' last axis.
 
-    ``channels_by_rank``: {spatial axes: channel counts of the fields of that rank}.
+    ``channels_by_rank``: {spatial axes: channel counts of the fields of that rank}; ``options``:
+    ``GridEncoder``'s keyword arguments (hidden, depth, kernel_size, amplitude).
     """
 
-    def __init__(
-        self,
-        channels_by_rank: dict[int, Sequence[int]],
-        tokens: int,
-        dim: int,
-        hidden: int = 64,
-        depth: int = 2,
-        kernel_size: int = 5,
-        amplitude: int = 0,
-    ):
+    def __init__(self, channels_by_rank: dict[int, Sequence[int]], tokens: int, dim: int, **options):
         super().__init__()
         self.by_rank = nn.ModuleDict(
             {
-                f"d{rank}": GridEncoder(
-                    channels,
-                    rank,
-                    tokens,
-                    dim,
-                    hidden=hidden,
-                    depth=depth,
-                    kernel_size=kernel_size,
-                    amplitude=amplitude,
-                )
+                f"d{rank}": GridEncoder(channels, rank, tokens, dim, **options)
                 for rank, channels in sorted(channels_by_rank.items())
             }
         )

@@ -9,25 +9,18 @@ and run under the caller's grad mode, so a consistency student can backpropagate
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from ups.models.blocks import MLP, AdaLNTransformerBlock
+from ups.models.blocks import MLP, AdaLNTransformerBlock, log_frequencies, sinusoidal
 
 Velocity = Callable[[Tensor, Tensor], Tensor]
 
 # Flow time and dt are embedded with frequencies 1..1000, as LatentOperator embeds dt: this
 # resolves flow-time differences of about 1e-3, finer than any sampler here steps.
 _MAX_FREQ = 1000.0
-
-
-def sinusoidal(t: Tensor, freqs: Tensor, batch: int) -> Tensor:
-    """Scalar per sample t [B] (or [1]) and frequencies [F] -> [sin(f t), cos(f t)]: [B, 2F]."""
-    angles = t.to(freqs.dtype).reshape(-1, 1).expand(batch, 1) * freqs
-    return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
 
 class FlowNet(nn.Module):
@@ -62,9 +55,7 @@ class FlowNet(nn.Module):
         self.proj_in = nn.Linear(dim + context_dim, hidden)
         self.pos = nn.Parameter(torch.randn(tokens, hidden) * 0.02)
         half = hidden // 2
-        self.register_buffer(
-            "freqs", torch.exp(torch.linspace(0.0, math.log(_MAX_FREQ), half)), persistent=False
-        )
+        self.register_buffer("freqs", log_frequencies(half, _MAX_FREQ), persistent=False)
         self.s_embed = MLP(2 * half, hidden, out=hidden)
         self.dt_embed = MLP(2 * half, hidden, out=hidden)
         self.param_embed = nn.Linear(n_params, hidden) if n_params > 0 else None

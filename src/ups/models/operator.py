@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from ups.models.blocks import MLP, AdaLNTransformerBlock, token_distance_bias
+from ups.models.blocks import MLP, AdaLNTransformerBlock, log_frequencies, sinusoidal, token_distance_bias
 
 # dt is embedded with frequencies 1..1000 (per unit of physical time), which resolves
 # time steps from about 1e-3 to 1 without knowing the dataset's time unit in advance.
@@ -78,9 +78,7 @@ class LatentOperator(nn.Module):
         self.tokens, self.dim, self.n_params, self.n_tasks = tokens, dim, n_params, n_tasks
         self.pos = nn.Parameter(torch.randn(tokens, dim) * 0.02)
         half = dim // 2
-        self.register_buffer(
-            "dt_freqs", torch.exp(torch.linspace(0.0, math.log(_DT_MAX_FREQ), half)), persistent=False
-        )
+        self.register_buffer("dt_freqs", log_frequencies(half, _DT_MAX_FREQ), persistent=False)
         self.dt_embed = MLP(2 * half, dim)
         self.param_embed = nn.Linear(n_params, dim) if n_params > 0 else None
         self.task_embed = nn.Embedding(n_tasks, dim)
@@ -96,9 +94,8 @@ class LatentOperator(nn.Module):
             self.forcing_gate = nn.Linear(dim, dim)
             nn.init.zeros_(self.forcing_gate.weight)
             nn.init.zeros_(self.forcing_gate.bias)
-        self.subspace_dim = (
-            subspace_dim if subspace_dim < tokens * dim else 0
-        )  # the whole latent: nothing to project
+        # a subspace as wide as the whole latent would project nothing
+        self.subspace_dim = subspace_dim if subspace_dim < tokens * dim else 0
         if self.subspace_dim:
             self.register_buffer("subspace_mean", torch.zeros(tokens, dim))
             self.register_buffer("subspace_basis", torch.zeros(self.subspace_dim, tokens * dim))
@@ -207,8 +204,7 @@ class LatentOperator(nn.Module):
 
     def condition(self, dt: Tensor, params: Tensor, task_id: Tensor, batch: int) -> Tensor:
         """dt [B], params [B, P], task_id [B] -> conditioning vector [B, D]."""
-        angles = dt.to(self.dt_freqs.dtype).reshape(-1, 1).expand(batch, 1) * self.dt_freqs
-        cond = self.dt_embed(torch.cat([angles.sin(), angles.cos()], dim=-1))
+        cond = self.dt_embed(sinusoidal(dt, self.dt_freqs, batch))
         if self.param_embed is not None:
             cond = cond + self.param_embed(params)
         return cond + self.task_embed(task_id)

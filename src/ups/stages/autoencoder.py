@@ -145,10 +145,8 @@ class AutoencoderStage(Stage):
         terms = {"mse": sq_err.mean()}
         if self.cfg.latent.amplitude and transient:  # relative to each sample's own scale: its shape's error
             mean, scale = field_amplitude(u)
-            sq_err, energy = (
-                sq_err / scale[:, None].pow(2),
-                ((target - mean[:, None]) / scale[:, None]).pow(2),
-            )
+            sq_err = sq_err / scale[:, None].pow(2)
+            energy = ((target - mean[:, None]) / scale[:, None]).pow(2)
         # Relative to the batch's energy, not per sample: a nearly flat sample would otherwise dominate.
         terms["loss"] = sq_err.sum() / (energy.sum() + 1e-12)
         per_task(terms, "nrmse", relative_rmse(pred, target), batch["task_names"])

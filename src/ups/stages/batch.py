@@ -20,18 +20,11 @@ def flat_points(field: torch.Tensor) -> torch.Tensor:
 
 
 def task_rows(task_names: list[str]) -> dict[str, list[int] | None]:
-    """Rows of each task in a batch; None means every row (the usual one-task batch).
-
-    Works from the host-side names, so splitting metrics by task never waits for the device.
-    """
+    """Rows of each task in a batch; None means every row (the usual one-task batch)."""
     rows: dict[str, list[int]] = {}
     for i, name in enumerate(task_names):
         rows.setdefault(name, []).append(i)
     return {name: None if len(r) == len(task_names) else r for name, r in rows.items()}
-
-
-def _select(values: torch.Tensor, rows: list[int] | None) -> torch.Tensor:
-    return values if rows is None else values[torch.tensor(rows, device=values.device)]
 
 
 def denormalize(normalizers: dict, task_names: list[str], values: torch.Tensor) -> torch.Tensor:
@@ -52,7 +45,9 @@ def per_task(metrics: dict, name: str, values: torch.Tensor, task_names: list[st
     """Adds ``name`` [B] and ``<task>/<name>`` for each task present in the batch."""
     metrics[name] = values
     for task, rows in task_rows(task_names).items():
-        metrics[f"{task}/{name}"] = _select(values, rows)
+        metrics[f"{task}/{name}"] = (
+            values if rows is None else values[torch.tensor(rows, device=values.device)]
+        )
 
 
 def relative_rmse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

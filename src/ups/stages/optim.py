@@ -18,30 +18,17 @@ from ups.config import Config, max_time_seconds
 
 def resolved_optimizer(cfg: Config, stage: str) -> dict:
     """The optimizer settings of ``stage``: global values, then the stage's overrides."""
-    settings = {
-        "name": cfg.optimizer.name,
-        "lr": cfg.optimizer.lr,
-        "weight_decay": cfg.optimizer.weight_decay,
-        "scheduler": cfg.optimizer.scheduler,
-        "warmup_steps": cfg.optimizer.warmup_steps,
-    }
-    override = getattr(cfg.stages, stage).optimizer
-    settings.update({k: v for k, v in vars(override).items() if v is not None})
-    return settings
+    override = getattr(cfg.stages, stage).optimizer  # its keys: the settings a stage may override
+    return {k: getattr(cfg.optimizer, k) if v is None else v for k, v in vars(override).items()}
 
 
 def build_optimizer(cfg: Config, stage: str, params, total_steps: int):
     """(optimizer, ``BudgetSchedule`` stepped once per optimizer step, or None for a constant rate)."""
     s = resolved_optimizer(cfg, stage)
     params = list(params)
-    if s["name"] == "adamw":
-        opt = torch.optim.AdamW(
-            params, lr=s["lr"], weight_decay=s["weight_decay"], betas=tuple(cfg.optimizer.betas)
-        )
-    elif s["name"] == "adam":
-        opt = torch.optim.Adam(
-            params, lr=s["lr"], weight_decay=s["weight_decay"], betas=tuple(cfg.optimizer.betas)
-        )
+    if s["name"] in ("adamw", "adam"):
+        adam = torch.optim.AdamW if s["name"] == "adamw" else torch.optim.Adam
+        opt = adam(params, lr=s["lr"], weight_decay=s["weight_decay"], betas=tuple(cfg.optimizer.betas))
     else:
         opt = torch.optim.SGD(params, lr=s["lr"], weight_decay=s["weight_decay"], momentum=0.9)
     if s["scheduler"] == "none" and s["warmup_steps"] == 0:
