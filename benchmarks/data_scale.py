@@ -317,7 +317,7 @@ def untrained_autoencoder(cfg, tasks, root: Path):
     stage = AutoencoderStage(cfg, tasks)
     run = RunDir(root / "autoencoder").init(cfg)
     save_checkpoint(
-        {"state_dict": model_state_dict(stage), "ups": ups_block(stage, cfg)},
+        {"state_dict": model_state_dict(stage), "ups": ups_block(stage, cfg, "native")},
         run.checkpoint_dir("autoencoder") / "last.ckpt",
     )
     return run

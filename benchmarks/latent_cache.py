@@ -64,7 +64,7 @@ def untrained_autoencoder_run(cfg, root: Path) -> Path:
     stage = AutoencoderStage(cfg, load_config_tasks(cfg))
     run = RunDir(root / "autoencoder").init(cfg)
     save_checkpoint(
-        {"state_dict": model_state_dict(stage), "ups": ups_block(stage, cfg)},
+        {"state_dict": model_state_dict(stage), "ups": ups_block(stage, cfg, "native")},
         run.checkpoint_dir("autoencoder") / "last.ckpt",
     )
     return run.root
