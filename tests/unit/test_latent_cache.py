@@ -19,7 +19,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from ups.config.schema import TaskConfig
 from ups.data.latent_cache import MAGIC, SUFFIX, LatentCache, encoder_digest, entry_key
-from ups.data.normalization import Normalizer
 from ups.data.tasks import load_tasks
 from ups.errors import DataError
 
@@ -183,8 +182,8 @@ def _other_dtype(tasks, module, tmp_path, writers):
 
 
 def _other_normalizer(tasks, module, tmp_path, writers):
-    stats = tasks[0].normalizer.to_dict()
-    tasks[0].normalizer = Normalizer.from_dict({**stats, "mean": [stats["mean"][0] + 0.5]})
+    tasks[0].normalizer = copy.deepcopy(tasks[0].normalizer)
+    tasks[0].normalizer.mean = tasks[0].normalizer.mean + 0.5
     return tasks, GridEncode(tasks, module), "float32", ["built", "hit"]
 
 

@@ -40,16 +40,6 @@ from torch.utils.data import Sampler
 STRATEGIES = ("proportional", "uniform")
 
 
-class _EpochHandle:
-    """What Lightning's ``_set_sampler_epoch`` finds at ``batch_sampler.sampler``."""
-
-    def __init__(self, owner: TaskBatchSampler):
-        self.owner = owner
-
-    def set_epoch(self, epoch: int) -> None:
-        self.owner.set_epoch(epoch)
-
-
 def _task_draws(task_sizes: Sequence[int], strategy: str, weights: Sequence[float] | None) -> list[int]:
     """Draws per task and epoch: its size (proportional) or the largest size (uniform), times
     its weight (rounded, at least 1 for a non-empty task)."""
@@ -118,7 +108,7 @@ def _check(task_sizes: Sequence[int], batch_size: int, strategy: str, rank: int,
 class TaskBatchSampler(Sampler[list[int]]):
     """This rank's single-task batches (lists of dataset indices) of the current epoch.
 
-    Engines call ``set_epoch`` before each epoch; Lightning reaches it through ``sampler``.
+    Engines call ``set_epoch`` before each epoch; Lightning reaches it through ``sampler`` (itself).
     """
 
     def __init__(
@@ -162,7 +152,7 @@ class TaskBatchSampler(Sampler[list[int]]):
             )
         self.epoch = 0
         self.skip = 0  # batches of the next pass to leave out (resuming inside an epoch); then 0 again
-        self.sampler = _EpochHandle(self)
+        self.sampler = self  # Lightning calls ``batch_sampler.sampler.set_epoch`` before each epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
