@@ -39,14 +39,7 @@ class LayoutScan:
         self.groups: list[str] = []
         self.group_params: list[dict[str, float]] = []
         self.layout = self._detect_layout(h5) if layout == "auto" else layout
-        validate = {
-            "single": self._validate_single,
-            "darcy": self._validate_darcy,
-            "multigroup": self._validate_multigroup,
-            "cfd": self._validate_cfd,
-            "ns_incomp": self._validate_ns_incomp,
-        }[self.layout]
-        validate(h5)
+        getattr(self, f"_validate_{self.layout}")(h5)  # one of LAYOUTS, checked by the caller
 
     def _detect_layout(self, h5: h5py.File) -> str:
         keys = list(h5.keys())

@@ -186,8 +186,7 @@ class PDEBenchFile:
             params_override=self._override,
             max_samples=self.max_samples,
         )
-        settings.update(changes)
-        return PDEBenchFile(**settings)
+        return PDEBenchFile(**{**settings, **changes})
 
     def _check_override(self, override: dict) -> dict[str, float]:
         out = {}
@@ -266,11 +265,8 @@ class PDEBenchFile:
     def _split_group_params(self, params: dict[str, float]) -> list[str]:
         """Group attributes equal in every group join ``params``; the names that vary are
         returned (they are read per trajectory)."""
-        if not self._group_params:
-            return []
-        names = sorted(set().union(*self._group_params))
         varying = []
-        for name in names:
+        for name in sorted(set().union(*self._group_params)):
             values = {g.get(name) for g in self._group_params}
             if len(values) == 1:
                 params[name] = values.pop()

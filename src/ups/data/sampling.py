@@ -141,14 +141,14 @@ class TaskBatchSampler(Sampler[list[int]]):
         self.limited = limit is not None and limit < sum(self.task_sizes)
         if self.limited:
             self.draws = _limited(self.task_sizes, limit)
-        n_batches = sum(math.ceil(n / batch_size) for n in self.draws)
-        self.n_splits = -n_batches % world_size
-        if n_batches + self.n_splits > sum(self.draws):
+        self.n_batches = sum(math.ceil(n / batch_size) for n in self.draws)
+        self.n_splits = -self.n_batches % world_size
+        if self.n_batches + self.n_splits > sum(self.draws):
             raise ValueError(
                 f"{sum(self.draws)} draws per epoch ({strategy} over tasks of sizes {self.task_sizes}) "
                 f"cannot be dealt to {world_size} ranks in equal batch counts without repeating items: "
-                f"that needs {n_batches + self.n_splits} non-empty batches. Use fewer devices, more data or "
-                f"a larger batch_size."
+                f"that needs {self.n_batches + self.n_splits} non-empty batches. Use fewer devices, more "
+                f"data or a larger batch_size."
             )
         self.epoch = 0
         self.skip = 0  # batches of the next pass to leave out (resuming inside an epoch); then 0 again
@@ -179,5 +179,4 @@ class TaskBatchSampler(Sampler[list[int]]):
         yield from self.epoch_batches(self.epoch)[self.rank :: self.world_size][skip:]
 
     def __len__(self) -> int:
-        n_batches = sum(math.ceil(n / self.batch_size) for n in self.draws)
-        return (n_batches + self.n_splits) // self.world_size
+        return (self.n_batches + self.n_splits) // self.world_size

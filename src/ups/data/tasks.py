@@ -148,7 +148,8 @@ def _load_task(file: PDEBenchFile, spec: TaskConfig, split_options: dict, normal
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
     read = file.steady_pair if info.kind == "steady" else file.trajectory
-    for _ in finite(file, [*split.val, *split.test], read):  # the train split is checked while fitting
+    held_out = [*split.val, *split.test]  # the train split is checked while fitting
+    for _ in finite(file, held_out, read):
         pass
     if info.kind == "steady":
         input_norm = Normalizer(normalization).fit(pair[0] for pair in finite(file, split.train, read))
@@ -157,9 +158,7 @@ def _load_task(file: PDEBenchFile, spec: TaskConfig, split_options: dict, normal
     norm = Normalizer(normalization).fit(finite(file, split.train, read))
     static = None
     if info.static_channels:  # the operator's conditioning field, normalised by its train split's statistics
-        for _ in finite_static(
-            file, [*split.val, *split.test]
-        ):  # the train split's are checked while fitting
+        for _ in finite_static(file, held_out):
             pass
         static = Normalizer(normalization).fit(finite_static(file, split.train))
     return TaskData(spec, file, info, split, norm, static)
@@ -272,13 +271,12 @@ class SteadyPairDataset(Dataset):
 
     def __init__(
         self,
-        tasks: Sequence[TaskData] | TaskData,
+        tasks: Sequence[TaskData],
         split: str = "train",
         param_order: Sequence[str] | None = None,
     ):
         if split not in SPLIT_NAMES:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
-        tasks = [tasks] if isinstance(tasks, TaskData) else list(tasks)
         self.tasks = [t for t in tasks if t.info.kind == "steady"]
         self.param_order = list(param_order) if param_order is not None else param_names(tasks)
         self._coords = [torch.from_numpy(t.file.coordinates()) for t in self.tasks]
