@@ -176,8 +176,7 @@ class LayoutScan:
     def _sample_times(self, h5, n: int, t_len: int) -> np.ndarray:
         """One time axis from ``t`` [N, T], whose rows must agree (one axis serves every sample)."""
         if "t" not in h5:
-            self.notes.append(f"no 't': using {t_len} uniform times on [0, 1]")
-            return np.linspace(0.0, 1.0, t_len)
+            return self._time_axis(h5, "t", t_len)  # uniform times, noted
         t = self._dataset(h5, "t", f"[{n}, {t_len}]")
         if t.shape != (n, t_len):
             raise DataError(

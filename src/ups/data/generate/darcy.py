@@ -107,7 +107,6 @@ GENERATOR = Generator(
     file_name=lambda p: f"2D_DarcyFlow_beta{pdebench_number(p['beta'])}_Train.hdf5",
     solve=solve,
     positive_params=frozenset({"beta"}),
-    min_nx=4,
     steady=True,
     pdebench_layout="darcy",
     transpose_symmetric=True,
