@@ -63,10 +63,8 @@ def field_normalizers(tasks: list[TaskData]) -> dict:
 
 def collate_task_batch(items: list[dict]) -> dict:
     """Stack items into a batch; their task names go to ``task_names`` (a list of str)."""
-    names = [item["task"] for item in items]
     batch = default_collate([{k: v for k, v in item.items() if k != "task"} for item in items])
-    batch["task_names"] = names
-    return batch
+    return {**batch, "task_names": [item["task"] for item in items]}
 
 
 class _Indexed(Dataset):

@@ -228,31 +228,21 @@ def load_tasks(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise DataError(f"data.tasks has duplicate task names {duplicates}; names must be unique.")
+    file_options = dict(
+        reduced_resolution=reduced_resolution,
+        reduced_resolution_t=reduced_resolution_t,
+        max_samples=max_samples,
+    )
     split_options = dict(fractions=split_fractions, seed=seed, need_val=need_val, mode=split_mode)
     return [
-        _load_task(
-            open_task_file(
-                spec,
-                data_dir,
-                reduced_resolution=reduced_resolution,
-                reduced_resolution_t=reduced_resolution_t,
-                max_samples=max_samples,
-            ),
-            spec,
-            split_options,
-            normalization,
-        )
+        _load_task(open_task_file(spec, data_dir, **file_options), spec, split_options, normalization)
         for spec in specs
     ]
 
 
 def param_names(tasks: Sequence[TaskData]) -> list[str]:
     """Sorted union of PDE parameter names: the order of the conditioning vector."""
-    names: set[str] = set()
-    for task in tasks:
-        names.update(task.info.params)
-        names.update(task.info.varying_params)
-    return sorted(names)
+    return sorted({name for task in tasks for name in (*task.info.params, *task.info.varying_params)})
 
 
 def param_vector(params: dict[str, float], order: Sequence[str]) -> torch.Tensor:
