@@ -9,9 +9,10 @@ import yaml
 
 from ups.cli import main
 from ups.data.generate import GENERATORS, generate_dataset
+from ups.data.latent_pairs import WindowDataset
 from ups.data.pdebench import PDEBenchFile
 from ups.data.summary import load_config_tasks, summary_table
-from ups.data.tasks import SteadyPairDataset, TrajectoryDataset
+from ups.data.tasks import SteadyPairDataset
 from ups.resolve import load_config
 
 SMALL = dict(n=6, nx=32, nt=11)
@@ -93,8 +94,8 @@ def test_config_tasks_give_normalised_datasets(builtin_dir, tmp_path):
     tasks = load_config_tasks(load_config(config))
     burgers, darcy = tasks
     assert sorted(burgers.split.train + burgers.split.val + burgers.split.test) == list(range(6))
-    train = TrajectoryDataset([burgers], "train")
-    fields = np.concatenate([train[i]["fields"].numpy() for i in range(len(train))])
+    train = WindowDataset([burgers], "train", horizon=burgers.info.n_times - 1, stride=1, start=0)
+    fields = np.concatenate([train[i]["window"].numpy() for i in range(len(train))])
     assert abs(fields.mean()) < 1e-5 and fields.std() == pytest.approx(1.0, abs=1e-4)
     pairs = SteadyPairDataset([darcy], "val")
     assert pairs[0]["input"].shape == (32, 32, 1) and pairs[0]["target"].shape == (32, 32, 1)

@@ -7,8 +7,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from ups.config.schema import TaskConfig
-from ups.data.normalization import Normalizer
-from ups.data.tasks import SteadyPairDataset, TrajectoryDataset, load_tasks, param_names
+from ups.data.latent_pairs import WindowDataset
+from ups.data.tasks import SteadyPairDataset, load_tasks, param_names
 from ups.errors import ConfigError, DataError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -54,30 +54,33 @@ def test_steady_normalizers_separate_for_input_and_solution(tasks, darcy_2d):
     np.testing.assert_allclose(darcy.normalizer.std, [u.std()], rtol=1e-9)
 
 
-def test_trajectory_dataset_items(tasks, burgers_1d, multigroup_2d):
-    order = param_names(tasks)
-    ds = TrajectoryDataset(tasks, split="val", param_order=order)
+def test_whole_trajectory_windows_items(tasks, burgers_1d, multigroup_2d):
+    transient = [t for t in tasks if t.info.kind == "transient"]
+    # one window of all 6 frames per trajectory
+    ds = WindowDataset(transient, "val", horizon=5, stride=1, start=0)
     # darcy is steady and left out; 2 val trajectories each from the 3 transient tasks
-    assert len(ds) == 6 and set(ds.task_names) == {"burgers", "reacdiff", "diffreact"}
+    assert len(ds) == 6 and {ds[i]["task"] for i in range(len(ds))} == {"burgers", "reacdiff", "diffreact"}
+    assert ds.param_order == ["amp", "du", "k", "nu", "rho"]
     item = ds[0]
     burgers = tasks[0]
     i = burgers.split.val[0]
     assert item["task"] == "burgers" and item["index"] == i
     expected = burgers.normalizer.normalize(burgers_1d.arrays["tensor"][i][..., None])
-    torch.testing.assert_close(item["fields"], torch.from_numpy(expected))
-    assert item["fields"].dtype == torch.float32 and item["fields"].shape == (6, 16, 1)
+    torch.testing.assert_close(item["window"], torch.from_numpy(expected))
+    assert item["window"].dtype == torch.float32 and item["window"].shape == (6, 16, 1)
     times = burgers_1d.arrays["t-coordinate"][:6]
-    torch.testing.assert_close(item["times"], torch.from_numpy(times))
+    np.testing.assert_allclose(burgers.file.times(), times, rtol=1.3e-6)
+    assert item["dt"].item() == pytest.approx(np.diff(times).mean(), rel=1e-6)
     assert item["coords"].shape == (16, 1)
-    torch.testing.assert_close(item["params"], torch.tensor([0, 0, 0, 0, 0.01, 0]))
+    torch.testing.assert_close(item["params"], torch.tensor([0, 0, 0, 0.01, 0]))
 
     mg = ds[4]
     j = tasks[3].split.val[0]
-    assert mg["task"] == "diffreact" and mg["fields"].shape == (6, 16, 12, 2)
-    torch.testing.assert_close(mg["params"], torch.tensor([float(j), 0, 0.1, 0, 0, 0]))
+    assert mg["task"] == "diffreact" and mg["window"].shape == (6, 16, 12, 2)
+    torch.testing.assert_close(mg["params"], torch.tensor([float(j), 0.1, 0, 0, 0]))
 
 
-def test_trajectory_dataset_downsampled_through_dataloader(burgers_1d, tmp_path):
+def test_whole_trajectories_downsampled_through_dataloader(burgers_1d, tmp_path):
     (task,) = load_tasks(
         [TaskConfig("burgers", burgers_1d.path.name)],
         tmp_path,
@@ -85,19 +88,19 @@ def test_trajectory_dataset_downsampled_through_dataloader(burgers_1d, tmp_path)
         reduced_resolution_t=2,
         normalization="none",
     )
-    ds = TrajectoryDataset(task, split="train")
+    ds = WindowDataset([task], "train", horizon=task.info.n_times - 1, stride=1, start=0)
     serial = next(iter(DataLoader(ds, batch_size=len(ds), num_workers=0)))
-    parallel = torch.cat([b["fields"] for b in DataLoader(ds, batch_size=2, num_workers=2)])
-    torch.testing.assert_close(parallel, serial["fields"], rtol=0, atol=0)
+    parallel = torch.cat([b["window"] for b in DataLoader(ds, batch_size=2, num_workers=2)])
+    torch.testing.assert_close(parallel, serial["window"], rtol=0, atol=0)
     expected = burgers_1d.arrays["tensor"][list(task.split.train)][:, ::2, ::2, None]
-    torch.testing.assert_close(serial["fields"], torch.from_numpy(expected))
+    torch.testing.assert_close(serial["window"], torch.from_numpy(expected))
     assert serial["index"].tolist() == list(task.split.train)
 
 
 def test_steady_pair_dataset(tasks, darcy_2d):
     darcy = tasks[2]
     ds = SteadyPairDataset(tasks, split="test")
-    assert len(ds) == 2 and ds.task_names == ["darcy", "darcy"]
+    assert len(ds) == 2 and [ds[k]["task"] for k in range(len(ds))] == ["darcy", "darcy"]
     item = ds[1]
     i = darcy.split.test[1]
     a = darcy.input_normalizer.normalize(darcy_2d.arrays["nu"][i][..., None])
@@ -140,8 +143,8 @@ def test_fallback_val_warning_through_load_tasks(burgers_1d, tmp_path):
 
 
 def test_normalizer_state_restores(tasks):
-    restored = Normalizer.from_dict(tasks[0].normalizer.to_dict())
-    np.testing.assert_array_equal(restored.mean, tasks[0].normalizer.mean)
+    state = tasks[0].normalizer.to_dict()
+    np.testing.assert_array_equal(np.asarray(state["mean"], dtype=np.float64), tasks[0].normalizer.mean)
 
 
 @pytest.mark.parametrize("fixture", ["burgers_1d", "multigroup_2d", "darcy_2d"])

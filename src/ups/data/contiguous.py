@@ -102,11 +102,8 @@ class ContiguousDataset:
         if picked.step > 1 and row_bytes >= ROW_READ_BYTES:
             return [(row, 1) for row in picked]
         per_block = max(1, BLOCK_BYTES // (row_bytes * picked.step))  # selected rows per span
-        runs = []
-        for i in range(0, len(picked), per_block):
-            chunk = picked[i : i + per_block]
-            runs.append((chunk[0], chunk[-1] - chunk[0] + 1))
-        return runs
+        spans = (picked[i : i + per_block] for i in range(0, len(picked), per_block))
+        return [(span[0], span[-1] - span[0] + 1) for span in spans]
 
     def _block(self, row: int, count: int, row_shape: tuple[int, ...], row_bytes: int) -> np.ndarray:
         """``count`` whole consecutive rows from flat row ``row``: [count, *row_shape]."""

@@ -126,9 +126,6 @@ class LatentEntry:
     _map: np.memmap | None = field(default=None, init=False, repr=False, compare=False)
     _pid: int | None = field(default=None, init=False, repr=False, compare=False)
 
-    def __len__(self) -> int:
-        return self.shape[0]
-
     def frames(self, trajectory: int, frames: slice = slice(None)) -> np.ndarray:
         """float32 copy [F, L, D] of the selected frames (any slice) of one trajectory."""
         if not -self.shape[0] <= trajectory < self.shape[0]:

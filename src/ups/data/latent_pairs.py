@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from ups.data.tasks import TaskData, param_names
+from ups.data.tasks import TaskData, param_names, param_vector
 from ups.errors import DataError
 
 
@@ -63,10 +63,8 @@ def field_normalizers(tasks: list[TaskData]) -> dict:
 
 def collate_task_batch(items: list[dict]) -> dict:
     """Stack items into a batch; their task names go to ``task_names`` (a list of str)."""
-    names = [item["task"] for item in items]
     batch = default_collate([{k: v for k, v in item.items() if k != "task"} for item in items])
-    batch["task_names"] = names
-    return batch
+    return {**batch, "task_names": [item["task"] for item in items]}
 
 
 class _Indexed(Dataset):
@@ -95,6 +93,17 @@ class _Indexed(Dataset):
         k, traj = self.entries[j]
         return k, traj, item - int(self.offsets[j])
 
+    def snapshot(self, k: int, i: int, t: int, values: np.ndarray, norm, name: str) -> dict:
+        """The item of frame ``t`` of trajectory ``i`` of task ``k``: ``values`` [*S, C] normalised."""
+        return {
+            "u": torch.from_numpy(norm.normalize(values)),
+            "coords": self.coords[k],
+            "task_id": torch.tensor(k),
+            "index": torch.tensor(i),
+            "t": torch.tensor(t),
+            "task": name,
+        }
+
 
 class SnapshotDataset(_Indexed):
     def __init__(self, tasks: list[TaskData], split: str):
@@ -104,14 +113,7 @@ class SnapshotDataset(_Indexed):
         k, traj, t = self.locate(item)
         task = self.tasks[k]
         frame = task.file.trajectory(traj, slice(t, t + 1))[0]
-        return {
-            "u": torch.from_numpy(task.normalizer.normalize(frame)),
-            "coords": self.coords[k],
-            "task_id": torch.tensor(k),
-            "index": torch.tensor(traj),
-            "t": torch.tensor(t),
-            "task": task.name,
-        }
+        return self.snapshot(k, traj, t, frame, task.normalizer, task.name)
 
 
 class SteadyFieldDataset(_Indexed):
@@ -128,14 +130,7 @@ class SteadyFieldDataset(_Indexed):
         task = self.tasks[k]
         a, u = task.file.steady_pair(i)
         values, norm = (a, task.input_normalizer) if self.field == "a" else (u, task.normalizer)
-        return {
-            "u": torch.from_numpy(norm.normalize(values)),
-            "coords": self.coords[k],
-            "task_id": torch.tensor(k),
-            "index": torch.tensor(i),
-            "t": torch.tensor(0),
-            "task": f"{task.name}.{self.field}",
-        }
+        return self.snapshot(k, i, 0, values, norm, f"{task.name}.{self.field}")
 
 
 class TaskGroups(Dataset):
@@ -199,11 +194,6 @@ class WindowDataset(_Indexed):
         self.param_order = param_names(tasks)
         self.dt = [float(np.mean(np.diff(t.file.times()))) * stride for t in tasks]
 
-    def params(self, task: TaskData, traj: int) -> torch.Tensor:
-        """The trajectory's PDE parameters [P] (multi-group files may vary them per trajectory)."""
-        values = task.file.params_of(traj)
-        return torch.tensor([values.get(n, 0.0) for n in self.param_order], dtype=torch.float32)
-
     def window(self, item: int) -> tuple[int, int, int]:
         """(task, trajectory, first frame) of window ``item``."""
         k, traj, t0 = self.locate(item)
@@ -216,7 +206,7 @@ class WindowDataset(_Indexed):
         out = {
             "coords": self.coords[k],
             "dt": torch.tensor(self.dt[k], dtype=torch.float32),
-            "params": self.params(task, traj),
+            "params": param_vector(task.file.params_of(traj), self.param_order),  # may vary per trajectory
             "task_id": torch.tensor(k),
             "index": torch.tensor(traj),
             "t0": torch.tensor(t0),

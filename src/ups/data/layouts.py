@@ -39,14 +39,7 @@ class LayoutScan:
         self.groups: list[str] = []
         self.group_params: list[dict[str, float]] = []
         self.layout = self._detect_layout(h5) if layout == "auto" else layout
-        validate = {
-            "single": self._validate_single,
-            "darcy": self._validate_darcy,
-            "multigroup": self._validate_multigroup,
-            "cfd": self._validate_cfd,
-            "ns_incomp": self._validate_ns_incomp,
-        }[self.layout]
-        validate(h5)
+        getattr(self, f"_validate_{self.layout}")(h5)  # one of LAYOUTS, checked by the caller
 
     def _detect_layout(self, h5: h5py.File) -> str:
         keys = list(h5.keys())
@@ -183,8 +176,7 @@ class LayoutScan:
     def _sample_times(self, h5, n: int, t_len: int) -> np.ndarray:
         """One time axis from ``t`` [N, T], whose rows must agree (one axis serves every sample)."""
         if "t" not in h5:
-            self.notes.append(f"no 't': using {t_len} uniform times on [0, 1]")
-            return np.linspace(0.0, 1.0, t_len)
+            return self._time_axis(h5, "t", t_len)  # uniform times, noted
         t = self._dataset(h5, "t", f"[{n}, {t_len}]")
         if t.shape != (n, t_len):
             raise DataError(

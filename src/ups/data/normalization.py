@@ -4,7 +4,8 @@ Statistics are accumulated in float64, one trajectory at a time (Chan et al.'s p
 merge of count / mean / sum of squared deviations, which does not lose precision when
 the mean is large compared to the spread). The std is the population std (ddof=0),
 floored at ``eps``. ``to_dict`` gives plain str/int/float/list values, so the statistics
-travel in a checkpoint (``torch.load(weights_only=True)``) and in JSON.
+travel in a checkpoint (``torch.load(weights_only=True)``) and in JSON, exactly (float64 values
+round-trip).
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class Normalizer:
 
     def _stats_like(self, x):
         if not self.fitted:
-            raise RuntimeError("Normalizer is not fitted; call fit() or from_dict() first")
+            raise RuntimeError("Normalizer is not fitted; call fit() first")
         if torch.is_tensor(x):
             dtype = x.dtype if x.is_floating_point() else torch.float32
             return (
@@ -99,16 +100,6 @@ class Normalizer:
             "mean": None if self.mean is None else [float(v) for v in self.mean],
             "std": None if self.std is None else [float(v) for v in self.std],
         }
-
-    @classmethod
-    def from_dict(cls, state: dict) -> Normalizer:
-        """Rebuild from ``to_dict()`` output (exactly: float64 values round-trip)."""
-        norm = cls(mode=state["mode"], eps=state["eps"])
-        norm.count = int(state.get("count", 0))
-        if state.get("mean") is not None:
-            norm.mean = np.asarray(state["mean"], dtype=np.float64)
-            norm.std = np.asarray(state["std"], dtype=np.float64)
-        return norm
 
     def __repr__(self) -> str:
         if self.mode == "none" or self.mean is None:

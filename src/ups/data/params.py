@@ -22,11 +22,7 @@ def parse_params_from_name(file_name: str) -> dict[str, float]:
     file's name (a ``CFD`` token) the boundary token becomes ``periodic``: 1 for
     ``periodic``, 0 for ``trans`` (``1D_CFD_Shock_Eta1.e-8_Zeta1.e-8_trans_Train.hdf5``).
     """
-    stem = Path(file_name).name
-    for suffix in (".hdf5", ".h5", ".hdf"):
-        if stem.lower().endswith(suffix):
-            stem = stem[: -len(suffix)]
-            break
+    stem = re.sub(r"\.(hdf5|h5|hdf)\Z", "", Path(file_name).name, flags=re.I)
     params: dict[str, float] = {}
     tokens = stem.split("_")
     cfd = any(token.upper() == "CFD" for token in tokens)

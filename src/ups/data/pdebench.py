@@ -70,7 +70,6 @@ class FileInfo:
     notes: tuple[str, ...] = ()
     channel_names: tuple[str, ...] = ()
     static_channels: tuple[str, ...] = ()
-    n_stored: int = 0
 
 
 def _n_kept(n: int, step: int) -> int:
@@ -152,7 +151,6 @@ class PDEBenchFile:
         self._groups, self._group_params = scan.groups, scan.group_params
         self._axes, self._t = scan.axes, scan.t
         self._check_reduction()
-        self._n_stored = self._n
         if self.max_samples is not None and self.max_samples < self._n:
             self._notes.append(
                 f"max_samples={self.max_samples}: the first {self.max_samples} of {self._n} samples are used"
@@ -175,7 +173,6 @@ class PDEBenchFile:
             notes=tuple(self._notes),
             channel_names=self._channel_names or default_channel_names(self._channels),
             static_channels=self._static,
-            n_stored=self._n_stored,
         )
 
     def reopened(self, **changes) -> PDEBenchFile:
@@ -189,8 +186,7 @@ class PDEBenchFile:
             params_override=self._override,
             max_samples=self.max_samples,
         )
-        settings.update(changes)
-        return PDEBenchFile(**settings)
+        return PDEBenchFile(**{**settings, **changes})
 
     def _check_override(self, override: dict) -> dict[str, float]:
         out = {}
@@ -246,16 +242,10 @@ class PDEBenchFile:
         """Close this process's handle; the next data access re-opens it."""
         if self._h5 is not None and self._pid == os.getpid():
             self._h5.close()
-        self._h5 = None
-        self._pid = None
-        self._direct = {}
+        self._h5, self._pid, self._direct = None, None, {}
 
     def __getstate__(self):
-        state = self.__dict__.copy()
-        state["_h5"] = None
-        state["_pid"] = None
-        state["_direct"] = {}
-        return state
+        return {**self.__dict__, "_h5": None, "_pid": None, "_direct": {}}
 
     # ---- validation ----------------------------------------------------------------
 
@@ -275,11 +265,8 @@ class PDEBenchFile:
     def _split_group_params(self, params: dict[str, float]) -> list[str]:
         """Group attributes equal in every group join ``params``; the names that vary are
         returned (they are read per trajectory)."""
-        if not self._group_params:
-            return []
-        names = sorted(set().union(*self._group_params))
         varying = []
-        for name in names:
+        for name in sorted(set().union(*self._group_params)):
             values = {g.get(name) for g in self._group_params}
             if len(values) == 1:
                 params[name] = values.pop()
@@ -372,11 +359,10 @@ class PDEBenchFile:
 
     def params_of(self, i: int) -> dict[str, float]:
         """PDE parameters of sample i: file-level, then its group's attributes, then overrides."""
-        if not self._group_params:
-            return dict(self._params)
         params = dict(self._params)
-        params.update(self._group_params[self._index(i)])
-        params.update(self._override)
+        if self._group_params:
+            params.update(self._group_params[self._index(i)])
+            params.update(self._override)
         return params
 
     def __repr__(self) -> str:

@@ -40,16 +40,6 @@ from torch.utils.data import Sampler
 STRATEGIES = ("proportional", "uniform")
 
 
-class _EpochHandle:
-    """What Lightning's ``_set_sampler_epoch`` finds at ``batch_sampler.sampler``."""
-
-    def __init__(self, owner: TaskBatchSampler):
-        self.owner = owner
-
-    def set_epoch(self, epoch: int) -> None:
-        self.owner.set_epoch(epoch)
-
-
 def _task_draws(task_sizes: Sequence[int], strategy: str, weights: Sequence[float] | None) -> list[int]:
     """Draws per task and epoch: its size (proportional) or the largest size (uniform), times
     its weight (rounded, at least 1 for a non-empty task)."""
@@ -118,7 +108,7 @@ def _check(task_sizes: Sequence[int], batch_size: int, strategy: str, rank: int,
 class TaskBatchSampler(Sampler[list[int]]):
     """This rank's single-task batches (lists of dataset indices) of the current epoch.
 
-    Engines call ``set_epoch`` before each epoch; Lightning reaches it through ``sampler``.
+    Engines call ``set_epoch`` before each epoch; Lightning reaches it through ``sampler`` (itself).
     """
 
     def __init__(
@@ -151,18 +141,18 @@ class TaskBatchSampler(Sampler[list[int]]):
         self.limited = limit is not None and limit < sum(self.task_sizes)
         if self.limited:
             self.draws = _limited(self.task_sizes, limit)
-        n_batches = sum(math.ceil(n / batch_size) for n in self.draws)
-        self.n_splits = -n_batches % world_size
-        if n_batches + self.n_splits > sum(self.draws):
+        self.n_batches = sum(math.ceil(n / batch_size) for n in self.draws)
+        self.n_splits = -self.n_batches % world_size
+        if self.n_batches + self.n_splits > sum(self.draws):
             raise ValueError(
                 f"{sum(self.draws)} draws per epoch ({strategy} over tasks of sizes {self.task_sizes}) "
                 f"cannot be dealt to {world_size} ranks in equal batch counts without repeating items: "
-                f"that needs {n_batches + self.n_splits} non-empty batches. Use fewer devices, more data or "
-                f"a larger batch_size."
+                f"that needs {self.n_batches + self.n_splits} non-empty batches. Use fewer devices, more "
+                f"data or a larger batch_size."
             )
         self.epoch = 0
         self.skip = 0  # batches of the next pass to leave out (resuming inside an epoch); then 0 again
-        self.sampler = _EpochHandle(self)
+        self.sampler = self  # Lightning calls ``batch_sampler.sampler.set_epoch`` before each epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -189,5 +179,4 @@ class TaskBatchSampler(Sampler[list[int]]):
         yield from self.epoch_batches(self.epoch)[self.rank :: self.world_size][skip:]
 
     def __len__(self) -> int:
-        n_batches = sum(math.ceil(n / self.batch_size) for n in self.draws)
-        return (n_batches + self.n_splits) // self.world_size
+        return (self.n_batches + self.n_splits) // self.world_size

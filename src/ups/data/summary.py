@@ -7,40 +7,36 @@ from ups.data.pdebench import FileInfo
 from ups.data.tasks import TaskData, load_tasks, open_task_file
 
 
+def _file_options(cfg: Config) -> dict:
+    """The ``data`` settings that say how every task's file is read."""
+    data = cfg.data
+    return dict(
+        reduced_resolution=data.reduced_resolution,
+        reduced_resolution_t=data.reduced_resolution_t,
+        max_samples=data.max_samples,
+    )
+
+
 def load_config_tasks(cfg: Config) -> list[TaskData]:
     """Open, split and normalise every task of ``cfg.data``."""
     data = cfg.data
     return load_tasks(
         data.tasks,
         cfg.paths.data_dir,
-        reduced_resolution=data.reduced_resolution,
-        reduced_resolution_t=data.reduced_resolution_t,
         split_fractions=(data.split.train, data.split.val, data.split.test),
         seed=cfg.seed,
         need_val=not cfg.training.skip_lightning_val,
         normalization=data.normalization,
         split_mode=data.split.mode,
-        max_samples=data.max_samples,
+        **_file_options(cfg),
     )
 
 
 def config_file_infos(cfg: Config) -> list[tuple[str, FileInfo]]:
     """(task name, what its file holds) for every task of ``cfg.data``: the files opened and
     validated, their data not read (cheaper than ``load_config_tasks``)."""
-    data = cfg.data
-    return [
-        (
-            spec.name,
-            open_task_file(
-                spec,
-                cfg.paths.data_dir,
-                reduced_resolution=data.reduced_resolution,
-                reduced_resolution_t=data.reduced_resolution_t,
-                max_samples=data.max_samples,
-            ).info,
-        )
-        for spec in data.tasks
-    ]
+    options = _file_options(cfg)
+    return [(spec.name, open_task_file(spec, cfg.paths.data_dir, **options).info) for spec in cfg.data.tasks]
 
 
 def summary_table(tasks: list[TaskData]) -> str:

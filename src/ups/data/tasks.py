@@ -1,9 +1,10 @@
-"""Tasks of a config (``data.tasks``): their files, splits, normalisers, torch Datasets.
+"""Tasks of a config (``data.tasks``): their files, splits, normalisers, and the steady pairs.
 
 A task is one PDEBench file plus a name. ``load_tasks`` opens and validates every file,
 splits its trajectories (``splits.split_trajectories``) and fits its normaliser on the
-train split only. The Datasets read one trajectory per item through the file's lazy,
-per-process HDF5 handle, so they work with any number of DataLoader workers.
+train split only. ``SteadyPairDataset`` reads one pair per item through the file's lazy,
+per-process HDF5 handle, so it works with any number of DataLoader workers (the transient
+tasks' datasets are in ``ups.data.latent_pairs``).
 """
 
 from __future__ import annotations
@@ -130,21 +131,9 @@ def open_task_file(
     )
 
 
-def _load_task(
-    spec: TaskConfig,
-    data_dir: Path,
-    r: int,
-    rt: int,
-    fractions,
-    seed: int,
-    need_val: bool,
-    normalization: str,
-    split_mode: str,
-    max_samples: int | None,
-) -> TaskData:
-    file = open_task_file(
-        spec, data_dir, reduced_resolution=r, reduced_resolution_t=rt, max_samples=max_samples
-    )
+def _load_task(file: PDEBenchFile, spec: TaskConfig, split_options: dict, normalization: str) -> TaskData:
+    """Split the opened ``file`` of task ``spec`` (``splits.split_trajectories``'s ``split_options``),
+    refuse NaN or Inf in any split and fit the normalisers on the train split."""
     path, info = file.path, file.info
     if spec.transpose_symmetric and not square_steady(info):
         raise ConfigError(
@@ -154,18 +143,13 @@ def _load_task(
         )
     try:
         split = split_trajectories(
-            info.n_samples,
-            fractions,
-            seed=seed,
-            task_name=spec.name,
-            need_val=need_val,
-            mode=split_mode,
-            test_at_end=info.layout == "multigroup",
+            info.n_samples, **split_options, task_name=spec.name, test_at_end=info.layout == "multigroup"
         )
     except DataError as exc:
         raise DataError(f"{path}: {exc}") from None
     read = file.steady_pair if info.kind == "steady" else file.trajectory
-    for _ in finite(file, [*split.val, *split.test], read):  # the train split is checked while fitting
+    held_out = [*split.val, *split.test]  # the train split is checked while fitting
+    for _ in finite(file, held_out, read):
         pass
     if info.kind == "steady":
         input_norm = Normalizer(normalization).fit(pair[0] for pair in finite(file, split.train, read))
@@ -174,9 +158,7 @@ def _load_task(
     norm = Normalizer(normalization).fit(finite(file, split.train, read))
     static = None
     if info.static_channels:  # the operator's conditioning field, normalised by its train split's statistics
-        for _ in finite_static(
-            file, [*split.val, *split.test]
-        ):  # the train split's are checked while fitting
+        for _ in finite_static(file, held_out):
             pass
         static = Normalizer(normalization).fit(finite_static(file, split.train))
     return TaskData(spec, file, info, split, norm, static)
@@ -246,113 +228,54 @@ def load_tasks(
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise DataError(f"data.tasks has duplicate task names {duplicates}; names must be unique.")
-    data_dir = Path(data_dir).expanduser()
+    file_options = dict(
+        reduced_resolution=reduced_resolution,
+        reduced_resolution_t=reduced_resolution_t,
+        max_samples=max_samples,
+    )
+    split_options = dict(fractions=split_fractions, seed=seed, need_val=need_val, mode=split_mode)
     return [
-        _load_task(
-            spec,
-            data_dir,
-            reduced_resolution,
-            reduced_resolution_t,
-            split_fractions,
-            seed,
-            need_val,
-            normalization,
-            split_mode,
-            max_samples,
-        )
+        _load_task(open_task_file(spec, data_dir, **file_options), spec, split_options, normalization)
         for spec in specs
     ]
 
 
 def param_names(tasks: Sequence[TaskData]) -> list[str]:
     """Sorted union of PDE parameter names: the order of the conditioning vector."""
-    names: set[str] = set()
-    for task in tasks:
-        names.update(task.info.params)
-        names.update(task.info.varying_params)
-    return sorted(names)
+    return sorted({name for task in tasks for name in (*task.info.params, *task.info.varying_params)})
 
 
-def _param_vector(params: dict[str, float], order: Sequence[str]) -> torch.Tensor:
+def param_vector(params: dict[str, float], order: Sequence[str]) -> torch.Tensor:
+    """float32 [P]: ``params`` in ``order``, 0 where a parameter is missing."""
     return torch.tensor([params.get(name, 0.0) for name in order], dtype=torch.float32)
 
 
-class _TaskSplitDataset(Dataset):
-    """Items are (task, trajectory) pairs of one split across the selected tasks."""
+class SteadyPairDataset(Dataset):
+    """Steady (Darcy) pairs of one split of the steady tasks (transient tasks are left out).
 
-    kind = ""
+    Item: ``input`` a(x) float32 [*spatial, 1] and ``target`` u(x) [*spatial, 1], each
+    normalised by its own normaliser, ``coords`` [*spatial, d], ``params`` [P] in ``param_order``
+    (0 where a task lacks a parameter), ``task`` (name), ``task_id`` (position among the steady
+    tasks), ``index`` (sample index in its file). Items of one task are contiguous.
+    """
 
     def __init__(
         self,
-        tasks: Sequence[TaskData] | TaskData,
+        tasks: Sequence[TaskData],
         split: str = "train",
         param_order: Sequence[str] | None = None,
     ):
         if split not in SPLIT_NAMES:
             raise ValueError(f"unknown split {split!r}; expected one of {SPLIT_NAMES}")
-        tasks = [tasks] if isinstance(tasks, TaskData) else list(tasks)
-        self.tasks = [t for t in tasks if t.info.kind == self.kind]
-        self.split = split
+        self.tasks = [t for t in tasks if t.info.kind == "steady"]
         self.param_order = list(param_order) if param_order is not None else param_names(tasks)
         self._coords = [torch.from_numpy(t.file.coordinates()) for t in self.tasks]
-        self._times = [torch.from_numpy(t.file.times()) for t in self.tasks]
         self.index_map = [(k, i) for k, t in enumerate(self.tasks) for i in t.split.indices(split)]
-
-    @property
-    def task_sizes(self) -> list[int]:
-        """Items per task, in task order (items of one task are contiguous)."""
-        return [sum(1 for j, _ in self.index_map if j == k) for k in range(len(self.tasks))]
-
-    @property
-    def task_weights(self) -> list[float]:
-        """``data.tasks[*].weight`` of each task, aligned with ``task_sizes``."""
-        return [t.spec.weight for t in self.tasks]
-
-    @property
-    def task_names(self) -> list[str]:
-        """The task name of every item, in item order (for task-aware samplers)."""
-        return [self.tasks[k].name for k, _ in self.index_map]
+        self.task_sizes = [len(t.split.indices(split)) for t in self.tasks]
+        self.task_weights = [t.spec.weight for t in self.tasks]  # ``data.tasks[*].weight``
 
     def __len__(self) -> int:
         return len(self.index_map)
-
-    def _common(self, k: int, i: int) -> dict:
-        task = self.tasks[k]
-        return {
-            "coords": self._coords[k],
-            "params": _param_vector(task.file.params_of(i), self.param_order),
-            "task": task.name,
-            "task_id": k,
-            "index": i,
-        }
-
-
-class TrajectoryDataset(_TaskSplitDataset):
-    """Whole trajectories of the transient tasks (steady tasks are left out).
-
-    Item: ``fields`` float32 [T, *spatial, C] normalised, ``coords`` [*spatial, d],
-    ``times`` [T], ``params`` float32 [P] in ``param_order`` (0 where a task lacks a
-    parameter), ``task`` (name) and ``index`` (trajectory index in its file).
-    """
-
-    kind = "transient"
-
-    def __getitem__(self, item: int) -> dict:
-        k, i = self.index_map[item]
-        task = self.tasks[k]
-        fields = task.normalizer.normalize(task.file.trajectory(i))
-        return {"fields": torch.from_numpy(fields), "times": self._times[k], **self._common(k, i)}
-
-
-class SteadyPairDataset(_TaskSplitDataset):
-    """Steady (Darcy) pairs of the steady tasks (transient tasks are left out).
-
-    Item: ``input`` a(x) float32 [*spatial, 1] and ``target`` u(x) [*spatial, 1], each
-    normalised by its own normaliser, ``coords`` [*spatial, d], ``params`` [P], ``task``,
-    ``task_id`` (position among the steady tasks), ``index``.
-    """
-
-    kind = "steady"
 
     def __getitem__(self, item: int) -> dict:
         k, i = self.index_map[item]
@@ -361,5 +284,9 @@ class SteadyPairDataset(_TaskSplitDataset):
         return {
             "input": torch.from_numpy(task.input_normalizer.normalize(a)),
             "target": torch.from_numpy(task.normalizer.normalize(u)),
-            **self._common(k, i),
+            "coords": self._coords[k],
+            "params": param_vector(task.file.params_of(i), self.param_order),
+            "task": task.name,
+            "task_id": k,
+            "index": i,
         }

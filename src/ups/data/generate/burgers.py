@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
+from tqdm import tqdm
 
 from ups.data.generate.initial_conditions import N_MODES, SineModes, draw_sine_modes
 from ups.data.generate.spec import (
@@ -112,7 +113,7 @@ def resample_to_centres(v: np.ndarray, n_fine: int, nx: int) -> np.ndarray:
     return scipy.fft.irfft(v[:, : nx // 2 + 1] * shift, n=nx, axis=-1)
 
 
-def solve_modes(modes: SineModes, nu: float, nx: int, times: np.ndarray, bar=None) -> np.ndarray:
+def solve_modes(modes: SineModes, nu: float, nx: int, times: np.ndarray, bar: tqdm) -> np.ndarray:
     """Burgers trajectories of the initial conditions ``modes`` -> float64 [N, T, nx]."""
     n_fine = fine_grid_size(modes.bound(), nu, nx)
     out = np.empty((len(modes), len(times), nx))
@@ -124,8 +125,7 @@ def solve_modes(modes: SineModes, nu: float, nx: int, times: np.ndarray, bar=Non
         for rows in chunks(np.flatnonzero(n_fine == size), CHUNK):
             u0 = modes[rows].evaluate(cell_centres(size))
             out[rows] = evolve(u0, nu, times, dt_max, nx)
-            if bar is not None:
-                bar.update(len(rows))
+            bar.update(len(rows))
     return out
 
 

@@ -56,10 +56,10 @@ def conserved(rho: np.ndarray, u: np.ndarray, p: np.ndarray) -> np.ndarray:
 
 
 def _euler_flux(rho, u, p):
+    """(Euler flux, conserved state), each [B, 3, X], of primitive fields [B, X]."""
     energy = p / (GAMMA - 1.0) + 0.5 * rho * u**2
-    return np.stack([rho * u, rho * u**2 + p, (energy + p) * u], axis=1), np.stack(
-        [rho, rho * u, energy], axis=1
-    )
+    flux = np.stack([rho * u, rho * u**2 + p, (energy + p) * u], axis=1)
+    return flux, np.stack([rho, rho * u, energy], axis=1)
 
 
 def hllc_flux(left: tuple, right: tuple) -> np.ndarray:

@@ -54,23 +54,17 @@ def darcy_operator(a: np.ndarray, beta: float) -> tuple[sp.csr_matrix, np.ndarra
     index = np.arange(nx * ny).reshape(nx, ny)
     diagonal = np.zeros((nx, ny))
     rows, cols, vals = [], [], []
-    for axis in (0, 1):
-        lo = [slice(None), slice(None)]
-        hi = [slice(None), slice(None)]
-        lo[axis], hi[axis] = slice(None, -1), slice(1, None)
-        a_lo, a_hi = a[tuple(lo)], a[tuple(hi)]
-        face = 2 * a_lo * a_hi / (a_lo + a_hi)
-        diagonal[tuple(lo)] += face
-        diagonal[tuple(hi)] += face
-        for p, q in ((index[tuple(lo)], index[tuple(hi)]), (index[tuple(hi)], index[tuple(lo)])):
+    for axis in (0, 1):  # views with ``axis`` first: the faces between neighbours along it
+        a_ax, diagonal_ax, index_ax = (np.moveaxis(x, axis, 0) for x in (a, diagonal, index))
+        face = 2 * a_ax[:-1] * a_ax[1:] / (a_ax[:-1] + a_ax[1:])
+        diagonal_ax[:-1] += face
+        diagonal_ax[1:] += face
+        for p, q in ((index_ax[:-1], index_ax[1:]), (index_ax[1:], index_ax[:-1])):
             rows.append(p.ravel())
             cols.append(q.ravel())
             vals.append(-face.ravel())
-        first = [slice(None), slice(None)]
-        last = [slice(None), slice(None)]
-        first[axis], last[axis] = 0, -1
-        diagonal[tuple(first)] += 2 * a[tuple(first)]
-        diagonal[tuple(last)] += 2 * a[tuple(last)]
+        diagonal_ax[0] += 2 * a_ax[0]  # the boundary faces
+        diagonal_ax[-1] += 2 * a_ax[-1]
     rows.append(index.ravel())
     cols.append(index.ravel())
     vals.append(diagonal.ravel())
@@ -113,7 +107,6 @@ GENERATOR = Generator(
     file_name=lambda p: f"2D_DarcyFlow_beta{pdebench_number(p['beta'])}_Train.hdf5",
     solve=solve,
     positive_params=frozenset({"beta"}),
-    min_nx=4,
     steady=True,
     pdebench_layout="darcy",
     transpose_symmetric=True,

@@ -28,35 +28,37 @@ from ups.errors import DataError
 FORMAT_VERSION = 2  # 2: burgers1d initial conditions use wavenumbers 1-2
 
 
+def write_coordinates(h5: h5py.File, coords: dict[str, np.ndarray]) -> None:
+    """PDEBench's ``x-coordinate``, ``y-coordinate``, ``t-coordinate``: one per entry of ``coords``."""
+    for axis, values in coords.items():
+        h5.create_dataset(f"{axis}-coordinate", data=values)
+
+
 def write_single(h5: h5py.File, result: SolveResult) -> None:
     h5.create_dataset("tensor", data=result.solution)
-    h5.create_dataset("x-coordinate", data=result.coords["x"])
-    h5.create_dataset("t-coordinate", data=result.coords["t"])
+    write_coordinates(h5, result.coords)
 
 
 def write_darcy(h5: h5py.File, result: SolveResult) -> None:
     h5.create_dataset("nu", data=result.coefficient)
     h5.create_dataset("tensor", data=result.solution)
-    h5.create_dataset("x-coordinate", data=result.coords["x"])
-    h5.create_dataset("y-coordinate", data=result.coords["y"])
+    write_coordinates(h5, result.coords)
 
 
 def write_cfd(h5: h5py.File, result: SolveResult) -> None:
     for c, name in enumerate(result.channels):
         h5.create_dataset(name, data=result.solution[..., c])
-    h5.create_dataset("x-coordinate", data=result.coords["x"])
     t = result.coords["t"]
-    h5.create_dataset("t-coordinate", data=np.append(t, 2 * t[-1] - t[-2]))
+    write_coordinates(h5, {**result.coords, "t": np.append(t, 2 * t[-1] - t[-2])})
 
 
 def write_multigroup(h5: h5py.File, result: SolveResult) -> None:
-    axes = [axis for axis in ("x", "y") if axis in result.coords]
-    for i, trajectory in enumerate(result.with_channel_axis()):
+    solution = result.solution if result.channels else result.solution[..., None]  # [N, T, *S, C]
+    for i, trajectory in enumerate(solution):
         group = h5.create_group(f"{i:04d}")
         group.create_dataset("data", data=trajectory)
-        for axis in axes:
-            group.create_dataset(f"grid/{axis}", data=result.coords[axis])
-        group.create_dataset("grid/t", data=result.coords["t"])
+        for axis, values in result.coords.items():
+            group.create_dataset(f"grid/{axis}", data=values)
 
 
 FORMAT_WRITERS: dict[str, Callable[[h5py.File, SolveResult], None]] = {

@@ -25,14 +25,6 @@ class SolveResult:
     coefficient: np.ndarray | None = None
     channels: tuple[str, ...] | None = None
 
-    def with_channel_axis(self) -> np.ndarray:
-        """The solution as [N, T, *S, C]."""
-        return self.solution if self.channels else self.solution[..., None]
-
-    @property
-    def steady(self) -> bool:
-        return self.coefficient is not None
-
 
 @dataclass(frozen=True)
 class Generator:
