@@ -19,6 +19,7 @@ from ups.cli.config import add_config
 from ups.cli.data import _data_summary, _validate_config, add_generate
 from ups.cli.evaluate import add_evaluate
 from ups.cli.fast import add_fast_to_sota
+from ups.cli.flags import add_flag
 from ups.cli.train import add_pipeline, add_train
 from ups.errors import UPSError
 
@@ -87,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and print the resolved config. Exit 2 on any problem; writes nothing.",
     )
     p.add_argument("config", type=Path, help="YAML config file")
-    p.add_argument(
-        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.batch_size=8"
-    )
+    add_flag(p, "overrides", help="dotted overrides, e.g. training.batch_size=8")
     p.set_defaults(run=_validate_config, command="validate-config")
 
     add_train(sub)
@@ -106,8 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Open every task of CONFIG (lazily), split it and fit its normalisation, "
         "then print what training would see.",
     )
-    p.add_argument("--config", type=Path, required=True, help="YAML config file")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    add_flag(p, "config")
+    add_flag(p, "overrides")
     p.set_defaults(run=_data_summary, command="data summary")
     add_cache(sub)
     add_config(sub)

@@ -6,6 +6,7 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
+from ups.cli.flags import add_flag
 from ups.errors import UPSError
 from ups.resolve import load_config
 
@@ -23,9 +24,9 @@ def add_cache(sub: argparse._SubParsersAction) -> None:
         "of other keys (another encoder or data file) are left alone: see `ups cache "
         "info` and `ups cache clear`.",
     )
-    p.add_argument("--config", type=Path, required=True, help="YAML config file")
-    p.add_argument("--run-dir", type=Path, required=True, help="run folder whose autoencoder encodes")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    add_flag(p, "config")
+    add_flag(p, "run_dir", required=True, help="run folder whose autoencoder encodes")
+    add_flag(p, "overrides")
     p.set_defaults(run=_cache_build, command="cache build")
     for name, helptext, run in (
         ("info", "size, entries and keys of the latent cache", _cache_info),
@@ -38,9 +39,9 @@ def add_cache(sub: argparse._SubParsersAction) -> None:
             "given by --dir, or training.latent_cache_dir of --config.",
         )
         where = p.add_mutually_exclusive_group(required=True)
-        where.add_argument("--config", type=Path, help="YAML config file (its training.latent_cache_dir)")
+        add_flag(where, "config", required=False, help="YAML config file (its training.latent_cache_dir)")
         where.add_argument("--dir", type=Path, help="the cache folder")
-        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides (with --config)")
+        add_flag(p, "overrides", help="dotted overrides (with --config)")
         p.set_defaults(run=run, command=f"cache {name}")
 
 

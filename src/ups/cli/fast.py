@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ups.cli.flags import add_flag, add_request_flags, overrides_of, request_from
+from ups.config.requests import Request
 from ups.errors import UPSError
 from ups.resolve import load_config, resolve_fast_to_sota
 from ups.runs import RunDir, shared_run_dir
@@ -22,90 +24,22 @@ def add_fast_to_sota(sub: argparse._SubParsersAction) -> None:
         "every step. Exit 0 when every step ran (promoted or not: see the summary), 1 when "
         "a stage fails while training, 2 on bad input.",
     )
-    p.add_argument("--config", type=Path, required=True, help="YAML config file of the candidate")
-    p.add_argument(
-        "--engine",
-        choices=["lightning", "native"],
-        default="lightning",
-        help="training engine (default lightning)",
-    )
-    p.add_argument(
-        "--use-lightning",
-        dest="engine",
-        action="store_const",
-        const="lightning",
-        help="the same as --engine lightning",
-    )
-    p.add_argument(
-        "--eval-engine",
-        choices=["lightning", "native"],
-        default="lightning",
-        help="evaluation engine (default lightning)",
-    )
-    p.add_argument(
-        "--lightning-eval",
-        dest="eval_engine",
-        action="store_const",
-        const="lightning",
-        help="the same as --eval-engine lightning",
-    )
-    p.add_argument(
-        "--small-eval-config",
-        type=Path,
-        metavar="E1",
-        help="YAML with an evaluation: section laid over the small evaluation "
-        "(default: split val, no report)",
-    )
-    p.add_argument(
-        "--full-eval-config",
-        type=Path,
-        metavar="E2",
-        help="YAML with an evaluation: section laid over the full evaluation (default: split test)",
-    )
-    p.add_argument(
-        "--improvement-metric",
-        metavar="[metric:]NAME",
-        help="the metric a candidate must lower (default: gates.improvement_metric), e.g. nrmse, "
-        "corrected_nrmse, burgers1d/nrmse",
-    )
-    p.add_argument("--min-small-delta", type=float, metavar="X", help="default: gates.min_small_delta")
-    p.add_argument("--min-full-delta", type=float, metavar="Y", help="default: gates.min_full_delta")
-    p.add_argument(
-        "--force-full-eval", action="store_true", help="run the full evaluation even if the small gate fails"
-    )
-    p.add_argument(
-        "--force-train",
-        action="store_true",
-        help="train again (the earlier training moves to <run>/superseded/<time>/)",
-    )
-    p.add_argument(
-        "--redo-small-eval", action="store_true", help="evaluate again even when a result can be reused"
-    )
-    p.add_argument(
-        "--redo-full-eval", action="store_true", help="evaluate again even when a result can be reused"
-    )
-    p.add_argument(
-        "--leaderboard", type=Path, help="leaderboard CSV (default: <paths.runs_dir>/leaderboard.csv)"
-    )
+    add_request_flags(p, Request)
     p.add_argument(
         "--run-id",
         help="run folder <paths.runs_dir>/<ID>; an existing one is continued "
         "(default: <date>-<time>-<6 hex digits>)",
     )
-    p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides of the config")
+    add_flag(p, "devices")
     p.set_defaults(run=_fast_to_sota, command="fast-to-sota")
 
 
 def _fast_to_sota(args: argparse.Namespace) -> int:
     # lazy: torch, Lightning and h5py load only when the command runs, not for --help
-    from ups.pipeline.fast_plan import Request
     from ups.pipeline.fast_to_sota import fast_to_sota
     from ups.pipeline.pipeline import StageFailed
 
-    overrides = list(args.overrides) + (
-        [f"training.devices={args.devices}"] if args.devices is not None else []
-    )
+    overrides = overrides_of(args)
     cfg = load_config(args.config, overrides)
     if args.run_id is not None and ("/" in args.run_id or args.run_id in ("", ".", "..")):
         raise UPSError(
@@ -113,23 +47,7 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
         )
     wanted = Path(cfg.paths.runs_dir) / args.run_id if args.run_id else None
     with shared_run_dir(wanted, cfg.paths.runs_dir) as run_dir:
-        request = Request(
-            config=args.config,
-            run_dir=Path(run_dir),
-            overrides=overrides,
-            engine=args.engine,
-            eval_engine=args.eval_engine,
-            small_eval_config=args.small_eval_config,
-            full_eval_config=args.full_eval_config,
-            improvement_metric=args.improvement_metric,
-            min_small_delta=args.min_small_delta,
-            min_full_delta=args.min_full_delta,
-            force_full_eval=args.force_full_eval,
-            force_train=args.force_train,
-            redo_small_eval=args.redo_small_eval,
-            redo_full_eval=args.redo_full_eval,
-            leaderboard=args.leaderboard,
-        )
+        request = request_from(Request, args, run_dir=Path(run_dir), overrides=overrides)
         try:
             summary = fast_to_sota(request, resolve_fast_to_sota(request))
         except StageFailed as exc:

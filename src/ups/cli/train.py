@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 from ups import deadline
+from ups.cli.flags import add_flag, add_request_flags, overrides_of, request_from
 from ups.config import STAGE_NAMES
+from ups.config.requests import TuningRequest
 from ups.config.validate import blocking_file
 from ups.errors import UPSError
 from ups.resolve import load_config
@@ -18,13 +20,9 @@ from ups.tracking import tracking
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
     """--engine, --devices and --run-dir, as train and pipeline take them."""
-    p.add_argument(
-        "--engine", choices=["lightning", "native"], default="lightning", help="default: lightning"
-    )
-    p.add_argument("--devices", type=int, help="devices per node (overrides training.devices)")
-    p.add_argument(
-        "--run-dir", type=Path, help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)"
-    )
+    add_flag(p, "engine")
+    add_flag(p, "devices")
+    add_flag(p, "run_dir", help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)")
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -35,7 +33,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         description="Train one stage of CONFIG into a run folder: resolved config, stage_status.json, "
         "checkpoints/<stage>/ (best on val/nrmse and last), logs/<stage>/metrics.csv.",
     )
-    p.add_argument("--config", type=Path, required=True, help="YAML config file")
+    add_flag(p, "config")
     p.add_argument(
         "--stage", required=True, choices=STAGE_NAMES, metavar="STAGE", help=", ".join(STAGE_NAMES)
     )
@@ -44,47 +42,20 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--resume", action="store_true", help="continue from the stage's last checkpoint in --run-dir"
     )
     p.add_argument("--from-run", type=Path, help="take upstream checkpoints from this run folder")
-    tune = p.add_argument_group("tuning (Lightning's Tuner, before the fit; results in <run>/tuning.json)")
-    tune.add_argument("--tune-batch-size", action="store_true", help="find the largest batch size that fits")
-    tune.add_argument(
-        "--tune-batch-size-mode",
-        choices=["power", "binsearch"],
-        default="power",
-        help="grow by doubling, or double then bisect (default power)",
+    add_request_flags(
+        p.add_argument_group("tuning (Lightning's Tuner, before the fit; results in <run>/tuning.json)"),
+        TuningRequest,
     )
-    tune.add_argument(
-        "--max-batch-size",
-        type=int,
-        default=256,
-        help="stop growing here (default 256; on CPU, where running out of memory is not "
-        "detectable, this and the train split's size are where growth stops)",
-    )
-    tune.add_argument(
-        "--tune-lr", action="store_true", help="run the LR finder (curve: <run>/tuning_lr_<stage>.png)"
-    )
-    tune.add_argument(
-        "--tune-lr-steps", type=int, default=100, help="rates tried by the LR finder (default 100)"
-    )
-    tune.add_argument(
-        "--no-apply-tuning", action="store_true", help="report the tuned values, train on the config's"
-    )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    add_flag(p, "overrides")
     p.set_defaults(run=_train, command="train")
 
 
 def _train(args: argparse.Namespace) -> int:
     # lazy: torch, Lightning and h5py load only when the command runs, not for --help
-    from ups.engines.tuning import TuningRequest, tuned_overrides
+    from ups.engines.tuning import tuned_overrides
     from ups.pipeline.runner import is_rank_zero, train_stage, tune_stage
 
-    tuning = TuningRequest(
-        batch_size=args.tune_batch_size,
-        batch_size_mode=args.tune_batch_size_mode,
-        max_batch_size=args.max_batch_size,
-        lr=args.tune_lr,
-        lr_steps=args.tune_lr_steps,
-        apply=not args.no_apply_tuning,
-    )
+    tuning = request_from(TuningRequest, args)
     cfg = _training_config(args, "the run folder whose stage should continue", tuning=tuning)
     if tuning.wanted and args.resume:
         raise UPSError(
@@ -121,8 +92,7 @@ def _train(args: argparse.Namespace) -> int:
 def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[str] = (), **checks):
     """The config of ``train`` and ``pipeline``, with ``--devices`` as training.devices (and
     ``extra`` overrides last: the tuned values); ``checks``: ``load_config``'s ``tuning`` or ``stages``."""
-    devices = [f"training.devices={args.devices}"] if args.devices is not None else []
-    cfg = load_config(args.config, [*args.overrides, *devices, *extra], engine=args.engine, **checks)
+    cfg = load_config(args.config, [*overrides_of(args), *extra], engine=args.engine, **checks)
     if args.resume and not args.run_dir:
         raise UPSError(f"--resume needs --run-dir: {resume_needs}.")
     if args.resume and not RunDir(args.run_dir).status_path.is_file():
@@ -158,7 +128,7 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
         f"stages' figures. Exit 1 when a stage fails while training (later stages "
         f"are not started; continue with --resume), 2 on bad input.",
     )
-    p.add_argument("--config", type=Path, required=True, help="YAML config file")
+    add_flag(p, "config")
     p.add_argument(
         "--stages", metavar="A,B,…", help="only these stages (comma-separated), still in pipeline order"
     )
@@ -168,7 +138,7 @@ def add_pipeline(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="continue the run in --run-dir: keep done stages, resume a half-done one from its last.ckpt",
     )
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    add_flag(p, "overrides")
     p.set_defaults(run=_pipeline, command="pipeline")
 
 

@@ -20,7 +20,6 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -28,6 +27,7 @@ import lightning.pytorch as pl
 from ups.atomic import atomic_path
 from ups.config import Config, with_keys
 from ups.config.engines import uses_gpu
+from ups.config.requests import TuningRequest
 from ups.engines.lightning import StageModule
 from ups.engines.loaders import build_loaders
 from ups.engines.meters import split_terms
@@ -38,22 +38,6 @@ from ups.runs import RunDir
 from ups.stages.optim import resolved_optimizer
 
 log = logging.getLogger("ups")
-
-
-@dataclass
-class TuningRequest:
-    batch_size: bool = False
-    batch_size_mode: str = "power"  # power | binsearch
-    max_batch_size: int = 256
-    lr: bool = False
-    lr_steps: int = 100
-    min_lr: float = 1e-6
-    max_lr: float = 1.0
-    apply: bool = True
-
-    @property
-    def wanted(self) -> bool:
-        return self.batch_size or self.lr
 
 
 class TuningModule(StageModule):

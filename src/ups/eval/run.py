@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -24,6 +23,7 @@ from ups import tracking
 from ups.atomic import atomic_path
 from ups.checkpoint import config_hash, load_checkpoint
 from ups.config import Config
+from ups.config.requests import EvaluationRequest
 from ups.data.latent_pairs import collate_task_batch
 from ups.data.sampling import TaskBatchSampler
 from ups.data.summary import load_config_tasks
@@ -36,25 +36,6 @@ from ups.stages.batch import to_device
 
 log = logging.getLogger("ups")
 CORRECTORS = ("consistency_distill", "diff_residual")  # the faster one first
-
-
-@dataclass
-class EvaluationRequest:
-    checkpoint: Path | None = None
-    run_dir: Path | None = None
-    engine: str = "lightning"
-    split: str | None = None
-    horizon: int | None = None
-    resolution: int | None = None
-    output_prefix: Path | None = None
-    leaderboard: Path | None = None
-    label: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    device: str = "cpu"
-    role: str = ""  # the leaderboard row's role (``ups.pipeline.gates``): champion, full_eval, …
-    kind: str | None = (
-        None  # small or full under fast-to-sota: the row's ``eval`` and the W&B prefix eval/<kind>/
-    )
 
 
 def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:

@@ -8,10 +8,11 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ups.config import Config, to_dict
+from ups.config.requests import Request
 from ups.config.validate import blocking_file
 from ups.data.latent_pairs import WindowDataset
 from ups.data.summary import load_config_tasks
@@ -24,25 +25,6 @@ from ups.pipeline.runner import checked_stage
 from ups.runs import RunDir
 
 NOT_TRAINING = ("evaluation", "gates", "logging")  # config sections that do not change the weights
-
-
-@dataclass
-class Request:
-    config: Path
-    run_dir: Path
-    overrides: list[str] = field(default_factory=list)
-    engine: str = "lightning"
-    eval_engine: str = "lightning"
-    small_eval_config: Path | None = None
-    full_eval_config: Path | None = None
-    improvement_metric: str | None = None
-    min_small_delta: float | None = None
-    min_full_delta: float | None = None
-    force_full_eval: bool = False
-    force_train: bool = False
-    redo_small_eval: bool = False
-    redo_full_eval: bool = False
-    leaderboard: Path | None = None
 
 
 @dataclass

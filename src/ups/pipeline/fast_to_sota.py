@@ -36,12 +36,13 @@ from ups import tracking
 from ups.atomic import atomic_path
 from ups.checkpoint import config_hash
 from ups.config import Config, to_dict
+from ups.config.requests import EvaluationRequest, Request
 from ups.deadline import Deadline
 from ups.engines.settings import training_device
 from ups.errors import UPSError
 from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard, retire_rows
-from ups.eval.run import EvaluationRequest, evaluate
-from ups.pipeline.fast_plan import Plan, Request, training_hash
+from ups.eval.run import evaluate
+from ups.pipeline.fast_plan import Plan, training_hash
 from ups.pipeline.gates import decide, select_baseline
 from ups.pipeline.pipeline import planned_stages, run_pipeline
 from ups.pipeline.runner import is_rank_zero
