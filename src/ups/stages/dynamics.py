@@ -45,6 +45,14 @@ ENCODE_CHUNK = 32
 _CARRY_TRAJECTORIES = 8
 
 
+def spread(indices, count: int) -> list[int]:
+    """Up to ``count`` of ``indices``, spread evenly from the first to the last."""
+    indices = np.asarray(indices)
+    return indices[
+        np.unique(np.linspace(0, len(indices) - 1, min(len(indices), count)).round().astype(int))
+    ].tolist()
+
+
 class DynamicsModel(nn.Module):
     """encoder, decoder [, operator [, flow and residual_scale [, student]]] (see the module's text)."""
 
@@ -163,6 +171,18 @@ class LatentDynamics:
                 latent_shape=self.latent_shape,
                 progress=progress,
             )
+
+    def fields(self, k: int, trajectory: int, frames: slice) -> torch.Tensor:
+        """Normalised fields [F, Q, C] of those ``frames`` of one trajectory of task k at its grid points."""
+        task = self.tasks[k]
+        return flat_points(
+            torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory, frames)))
+        )
+
+    def points(self, k: int, device: torch.device) -> torch.Tensor:
+        """The grid points of task k, [1, Q, d]."""
+        points = torch.from_numpy(self.tasks[k].file.coordinates()).to(device)
+        return points.reshape(1, -1, points.shape[-1])
 
     @torch.no_grad()
     def encode_trajectory(
@@ -300,19 +320,12 @@ class LatentDynamics:
         lags = max((t.info.n_times - 1) // stride for t in tasks) + 1
         carry = torch.zeros(len(tasks), lags, max(t.info.n_channels for t in tasks))
         for k, task in enumerate(tasks):
-            trajectories = np.asarray(task.split.indices("train"))
-            count = min(len(trajectories), _CARRY_TRAJECTORIES)
-            picked = np.unique(np.linspace(0, len(trajectories) - 1, count).round().astype(int))
-            points = torch.from_numpy(task.file.coordinates()).to(device)
-            points = points.reshape(1, -1, points.shape[-1])
-            width = task.info.n_channels
+            points, width = self.points(k, device), task.info.n_channels
             num = torch.zeros(lags, width, dtype=torch.float64)
             den = torch.zeros(lags, width, dtype=torch.float64)
-            for trajectory in trajectories[picked].tolist():
+            for trajectory in spread(task.split.indices("train"), _CARRY_TRAJECTORIES):
                 frames = slice(0, None, stride)
-                u = flat_points(
-                    torch.from_numpy(task.normalizer.normalize(task.file.trajectory(trajectory, frames)))
-                )
+                u = self.fields(k, trajectory, frames)
                 z = self.model.operator.project(
                     torch.from_numpy(self.encode_trajectory(k, trajectory, device, frames)).to(device)
                 )

@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ups.metrics import nrmse
 from ups.stages.batch import flat_points, on_device, per_task, relative_rmse
-from ups.stages.dynamics import LatentStage
+from ups.stages.dynamics import LatentStage, spread
 
 # Training frames the operator's latent subspace is fitted on (all tasks together).
 _SUBSPACE_FRAMES = 4096
@@ -96,23 +95,11 @@ class OperatorStage(LatentStage):
         errors = {True: [], False: []}
         share = max(1, _SUBSPACE_CHECK_FRAMES // len(dynamics.tasks))
         for k, task in enumerate(dynamics.tasks):
-            trajectories = np.asarray(task.split.indices("val"))
-            count = min(len(trajectories), 8)
-            picked = (
-                trajectories[np.unique(np.linspace(0, len(trajectories) - 1, count).round().astype(int))]
-                if len(trajectories)
-                else []
-            )
-            points = torch.from_numpy(task.file.coordinates()).to(device)
-            points = points.reshape(1, -1, points.shape[-1])
+            picked, points = spread(task.split.indices("val"), 8), dynamics.points(k, device)
             frames = slice(0, None, max(1, -(-task.info.n_times * len(picked) // share)))
-            for trajectory in list(picked):
-                u = flat_points(
-                    torch.from_numpy(task.normalizer.normalize(task.file.trajectory(int(trajectory), frames)))
-                )
-                z = torch.from_numpy(dynamics.encode_trajectory(k, int(trajectory), device, frames)).to(
-                    device
-                )
+            for trajectory in picked:
+                u = dynamics.fields(k, trajectory, frames)
+                z = torch.from_numpy(dynamics.encode_trajectory(k, trajectory, device, frames)).to(device)
                 for projected in (True, False):
                     latents = project(z) if projected else z
                     grid = points.expand(len(z), -1, -1)
@@ -130,15 +117,13 @@ class OperatorStage(LatentStage):
         share = max(1, _SUBSPACE_FRAMES // len(dynamics.tasks))
         out = []
         for k, task in enumerate(dynamics.tasks):
-            trajectories = np.asarray(task.split.indices("train"))
-            count = min(len(trajectories), share)
-            picked = np.unique(np.linspace(0, len(trajectories) - 1, count).round().astype(int))
-            if not len(picked):
+            picked = spread(task.split.indices("train"), share)
+            if not picked:
                 continue
             frames = slice(
                 0, None, -(-task.info.n_times * len(picked) // share)
             )  # ceil: at most share in all
-            for trajectory in trajectories[picked].tolist():
+            for trajectory in picked:
                 latents = (
                     dynamics.latents[k].frames(trajectory, frames)
                     if dynamics.latents is not None
