@@ -27,17 +27,7 @@ from ups.config.validate import (
     task_path,
 )
 
-__all__ = [
-    "Config",
-    "TaskConfig",
-    "STAGE_NAMES",
-    "read_config",
-    "max_time_seconds",
-    "to_dict",
-    "to_yaml",
-    "task_path",
-    "with_keys",
-]
+__all__ = ["STAGE_NAMES", "Config", "TaskConfig", "max_time_seconds", "task_path"]  # from the modules below
 
 
 def read_config(

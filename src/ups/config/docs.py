@@ -15,7 +15,7 @@ import typing
 import yaml
 
 from ups.config.schema import Config, TaskConfig
-from ups.config.validate import field_types
+from ups.config.validate import schema_fields
 
 _HEADER = """# Configuration
 
@@ -63,30 +63,20 @@ as those parts of the system land.
 
 def render_markdown() -> str:
     rows = ["| key | type | default | read by | meaning |", "|---|---|---|---|---|"]
-    rows += list(_rows(Config, ""))
+    for path, f, tp in schema_fields(Config):
+        key = ".".join(path)
+        if dataclasses.is_dataclass(tp):
+            rows.append(f"| **`{key}`** | section | | | {f.metadata['help']} |")
+        else:
+            rows.append(
+                f"| `{key}` | {_type_name(tp)}{_bounds(f.metadata)} | `{_default_text(f)}` | "
+                f"{f.metadata['read_by']} | {f.metadata['help']} |"
+            )
     task_rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
-    for f in dataclasses.fields(TaskConfig):
-        task_rows.append(
-            f"| `{f.name}` | {_type_name(field_types(TaskConfig)[f.name])} | "
-            f"`{_default_text(f)}` | {f.metadata['help']} |"
-        )
+    for (name,), f, tp in schema_fields(TaskConfig):
+        task_rows.append(f"| `{name}` | {_type_name(tp)} | `{_default_text(f)}` | {f.metadata['help']} |")
     tasks = "\n\n### Each entry of `data.tasks`\n\n"
     return f"{_HEADER}\n" + "\n".join(rows) + tasks + "\n".join(task_rows) + "\n"
-
-
-def _rows(cls: type, prefix: str):
-    for f in dataclasses.fields(cls):
-        tp = field_types(cls)[f.name]
-        key = f"{prefix}{f.name}"
-        if dataclasses.is_dataclass(tp):
-            yield f"| **`{key}`** | section | | | {f.metadata['help']} |"
-            yield from _rows(tp, key + ".")
-            continue
-        bounds = _bounds(f.metadata)
-        yield (
-            f"| `{key}` | {_type_name(tp)}{bounds} | `{_default_text(f)}` | {f.metadata['read_by']} | "
-            f"{f.metadata['help']} |"
-        )
 
 
 def _bounds(meta: typing.Mapping) -> str:
