@@ -48,9 +48,8 @@ def read_config_tree(path: str | Path, transform=None, stack: tuple[Path, ...] =
     merged: dict = {}
     sources: Sources = {}
     for inc in includes:
-        sub, sub_sources = read_config_tree(path.parent / inc, transform, (*stack, path))
-        merge_into(merged, sub, sources, sub_sources)
-    merge_into(merged, raw, sources, _leaf_sources(raw, str(path)))
+        merge_into(merged, sources, *read_config_tree(path.parent / inc, transform, (*stack, path)))
+    merge_into(merged, sources, raw, _leaf_sources(raw, str(path)))
     return merged, sources
 
 
@@ -85,11 +84,12 @@ def _leaf_sources(tree: Any, origin: str, prefix: tuple = ()) -> Sources:
     return {prefix: origin}
 
 
-def merge_into(base: dict, top: dict, sources: Sources, top_sources: Sources) -> None:
-    """Deep-merge ``top`` into ``base``: mappings merge, everything else (lists too) is replaced."""
+def merge_into(base: dict, sources: Sources, top: dict, top_sources: Sources) -> None:
+    """Deep-merge ``top`` into ``base`` (mappings merge, everything else, lists too, is replaced)
+    and ``top_sources`` into ``sources``."""
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge_into(base[key], value, sources, top_sources)
+            merge_into(base[key], sources, value, top_sources)
             continue
         base[key] = value
     for key in top_sources:
