@@ -11,15 +11,13 @@ import argparse
 import logging
 import sys
 import warnings
-from pathlib import Path
 
 from ups import deadline
 from ups.cli.cache import add_cache
 from ups.cli.config import add_config
-from ups.cli.data import _data_summary, _validate_config, add_generate
+from ups.cli.data import add_data, add_validate_config
 from ups.cli.evaluate import add_evaluate
 from ups.cli.fast import add_fast_to_sota
-from ups.cli.flags import add_flag
 from ups.cli.train import add_pipeline, add_train
 from ups.errors import UPSError
 
@@ -81,33 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(title="commands", metavar="COMMAND")
 
-    p = sub.add_parser(
-        "validate-config",
-        help="check a config and print it resolved",
-        description="Read CONFIG with its includes and overrides, check it against the schema "
-        "and print the resolved config. Exit 2 on any problem; writes nothing.",
-    )
-    p.add_argument("config", type=Path, help="YAML config file")
-    add_flag(p, "overrides", help="dotted overrides, e.g. training.batch_size=8")
-    p.set_defaults(run=_validate_config, command="validate-config")
-
+    add_validate_config(sub)
     add_train(sub)
     add_pipeline(sub)
-
-    data_parser = sub.add_parser("data", help="built-in datasets and data summaries")
-    data_parser.set_defaults(commands_of=data_parser)
-    data = data_parser.add_subparsers(title="data commands", metavar="DATA_COMMAND")
-    add_generate(data)
-
-    p = data.add_parser(
-        "summary",
-        help="tasks, shapes, splits and files of a config's data",
-        description="Open every task of CONFIG (lazily), split it and fit its normalisation, "
-        "then print what training would see.",
-    )
-    add_flag(p, "config")
-    add_flag(p, "overrides")
-    p.set_defaults(run=_data_summary, command="data summary")
+    add_data(sub)
     add_cache(sub)
     add_config(sub)
     add_evaluate(sub)

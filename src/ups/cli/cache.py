@@ -6,15 +6,13 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from ups.cli.flags import add_flag
+from ups.cli.flags import add_commands, add_flag
 from ups.errors import UPSError
 from ups.resolve import load_config
 
 
 def add_cache(sub: argparse._SubParsersAction) -> None:
-    cache_parser = sub.add_parser("cache", help="the latent cache: build, info, clear")
-    cache_parser.set_defaults(commands_of=cache_parser)
-    cache = cache_parser.add_subparsers(title="cache commands", metavar="CACHE_COMMAND")
+    cache = add_commands(sub, "cache", help="the latent cache: build, info, clear")
     p = cache.add_parser(
         "build",
         help="encode every transient task into training.latent_cache_dir",
@@ -57,9 +55,12 @@ def _cache_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cache_dir(args: argparse.Namespace) -> Path:
-    """The cache folder of ``info`` and ``clear``: ``--dir``, which must exist, or the config's
-    training.latent_cache_dir, which may not have been made yet (an empty cache)."""
+def _cache(args: argparse.Namespace):
+    """The folder of ``info`` and ``clear`` and its ``LatentCache``: ``--dir``, which must exist,
+    or the config's training.latent_cache_dir, which may not have been made yet (an empty cache)."""
+    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
+    from ups.data.latent_cache import LatentCache
+
     if args.dir is not None:
         if args.overrides:
             raise UPSError("overrides apply to --config only; drop them or use --config.")
@@ -68,26 +69,26 @@ def _cache_dir(args: argparse.Namespace) -> Path:
                 f"--dir {args.dir} does not exist; check the path, or give --config to use its "
                 f"training.latent_cache_dir."
             )
-        _check_is_cache(args.dir, f"--dir {args.dir}")
-        return args.dir
+        root, where = args.dir, f"--dir {args.dir}"
+    else:
+        cfg = load_config(args.config, args.overrides)
+        if cfg.training.latent_cache_dir is None:
+            raise UPSError(
+                f"{args.config} does not set training.latent_cache_dir, so it has no latent cache."
+            )
+        root = Path(cfg.training.latent_cache_dir)
+        where = f"training.latent_cache_dir {root} (of {args.config})"
+    cache = LatentCache(root)
+    _check_is_cache(root, cache, where)
+    return root, cache
 
-    cfg = load_config(args.config, args.overrides)
-    if cfg.training.latent_cache_dir is None:
-        raise UPSError(f"{args.config} does not set training.latent_cache_dir, so it has no latent cache.")
-    root = Path(cfg.training.latent_cache_dir)
-    _check_is_cache(root, f"training.latent_cache_dir {root} (of {args.config})")
-    return root
 
-
-def _check_is_cache(root: Path, where: str) -> None:
+def _check_is_cache(root: Path, cache, where: str) -> None:
     """Refuse a folder that holds files but none of a latent cache's: most likely a wrong path,
     which ``clear`` should not be pointed at."""
-    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
-    from ups.data.latent_cache import LatentCache
-
     if root.exists() and not root.is_dir():
         raise UPSError(f"{where} is a file, not a latent cache folder; check the path.")
-    if not root.is_dir() or LatentCache(root).files():
+    if not root.is_dir() or cache.files():
         return
     others = sorted(path.name for path in root.iterdir())
     if others:
@@ -99,11 +100,8 @@ def _check_is_cache(root: Path, where: str) -> None:
 
 
 def _cache_info(args: argparse.Namespace) -> int:
-    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
-    from ups.data.latent_cache import LatentCache
-
-    root = _cache_dir(args)
-    entries = LatentCache(root).entries()
+    root, cache = _cache(args)
+    entries = cache.entries()
     total = sum(e["bytes"] for e in entries)
     print(
         f"latent cache {root.resolve()}: {len(entries)} entr{'y' if len(entries) == 1 else 'ies'}, "
@@ -138,10 +136,7 @@ def _describe_cache_entry(entry: dict) -> list[str]:
 
 
 def _cache_clear(args: argparse.Namespace) -> int:
-    # lazy: torch, Lightning and h5py load only when the command runs, not for --help
-    from ups.data.latent_cache import LatentCache
-
-    root = _cache_dir(args)
-    files, freed = LatentCache(root).clear()
+    root, cache = _cache(args)
+    files, freed = cache.clear()
     print(f"latent cache {root.resolve()}: removed {files} file(s), {freed / 1e6:.1f} MB freed")
     return 0

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import yaml
 
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
+from ups.cli.flags import add_commands
 from ups.config import read_config
 from ups.config.load import read_config_tree
 from ups.config.migrate import migrate
@@ -17,9 +18,7 @@ from ups.errors import UPSError
 
 
 def add_config(sub: argparse._SubParsersAction) -> None:
-    config_parser = sub.add_parser("config", help="rewrite configs of earlier versions")
-    config_parser.set_defaults(commands_of=config_parser)
-    commands = config_parser.add_subparsers(title="config commands", metavar="CONFIG_COMMAND")
+    commands = add_commands(sub, "config", help="rewrite configs of earlier versions")
     p = commands.add_parser(
         "migrate",
         help="rewrite an old config into this version's keys",
@@ -57,7 +56,6 @@ def _migrate(args: argparse.Namespace) -> int:
     if args.out is None:
         print(text, end="")
         return 0
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(text)
+    atomic_write_text(args.out, text)
     print(f"migrated config: {args.out}")
     return 0

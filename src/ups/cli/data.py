@@ -5,12 +5,39 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ups.cli.flags import add_commands, add_flag
 from ups.config import to_yaml
 from ups.errors import UPSError
 from ups.resolve import load_config
 
 
-def add_generate(data: argparse._SubParsersAction) -> None:
+def add_validate_config(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "validate-config",
+        help="check a config and print it resolved",
+        description="Read CONFIG with its includes and overrides, check it against the schema "
+        "and print the resolved config. Exit 2 on any problem; writes nothing.",
+    )
+    p.add_argument("config", type=Path, help="YAML config file")
+    add_flag(p, "overrides", help="dotted overrides, e.g. training.batch_size=8")
+    p.set_defaults(run=_validate_config, command="validate-config")
+
+
+def add_data(sub: argparse._SubParsersAction) -> None:
+    data = add_commands(sub, "data", help="built-in datasets and data summaries")
+    _add_generate(data)
+    p = data.add_parser(
+        "summary",
+        help="tasks, shapes, splits and files of a config's data",
+        description="Open every task of CONFIG (lazily), split it and fit its normalisation, "
+        "then print what training would see.",
+    )
+    add_flag(p, "config")
+    add_flag(p, "overrides")
+    p.set_defaults(run=_data_summary, command="data summary")
+
+
+def _add_generate(data: argparse._SubParsersAction) -> None:
     # lazy: the generators (numpy, scipy, h5py) load when this parser is built, not on import
     from ups.data.generate import GENERATORS
 
@@ -51,7 +78,6 @@ def add_generate(data: argparse._SubParsersAction) -> None:
 
 
 def _validate_config(args: argparse.Namespace) -> int:
-
     cfg = load_config(args.config, args.overrides)
     print(to_yaml(cfg), end="")
     print(f"config OK: {args.config} ({len(cfg.data.tasks)} task(s)); nothing was written.")

@@ -54,7 +54,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _check_output_paths(request: EvaluationRequest) -> None:
     """Refuse, before any work, outputs the command could not write at its end."""
-
     if request.leaderboard is not None and request.leaderboard.is_dir():
         raise UPSError(f"--leaderboard {request.leaderboard} is a folder; give the path of a CSV file.")
     for flag, path in (("--output-prefix", request.output_prefix), ("--leaderboard", request.leaderboard)):

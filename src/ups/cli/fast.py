@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from ups.cli.flags import add_flag, add_request_flags, overrides_of, request_from
+from ups.cli.train import stage_failed
 from ups.config.requests import Request
 from ups.errors import UPSError
 from ups.resolve import load_config, resolve_fast_to_sota
@@ -51,14 +51,12 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
         try:
             summary = fast_to_sota(request, resolve_fast_to_sota(request))
         except StageFailed as exc:
-            print(
-                f"ups fast-to-sota: stage {exc.stage} failed: {type(exc.error).__name__}: "
-                f"{str(exc.error).strip().splitlines()[0] if str(exc.error).strip() else ''}; "
+            return stage_failed(
+                "fast-to-sota",
+                exc,
                 f"the summary says where it stopped: {RunDir(run_dir).summary_path} "
                 f"(run the same command again to continue)",
-                file=sys.stderr,
             )
-            return 1
     if summary is None:  # another rank of a multi-device run
         return 0
     for line in report(summary.to_json()):

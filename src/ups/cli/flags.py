@@ -1,6 +1,6 @@
-"""Flags declared once: those several commands take alike (``SHARED``), and a request's, made
-from the fields of its dataclass (``ups.config.requests``), with the request built back from the
-parsed arguments. Plain argparse underneath, so its messages and exit code 2 stay as they are."""
+"""Flags declared once: those several commands take alike (``SHARED``), a request's, made from the
+fields of its dataclass (``ups.config.requests``) and built back from the parsed arguments, and
+the groups of subcommands. Plain argparse underneath, so its messages and exit code 2 stay."""
 
 from __future__ import annotations
 
@@ -33,6 +33,13 @@ def add_flag(parser, dest: str, **spec) -> None:
         parser.add_argument(
             alias, dest=dest, action="store_const", const=default, help=f"the same as {flag} {default}"
         )
+
+
+def add_commands(sub: argparse._SubParsersAction, name: str, help: str) -> argparse._SubParsersAction:
+    """The subcommands of ``ups <name>``, which alone prints its help."""
+    parser = sub.add_parser(name, help=help)
+    parser.set_defaults(commands_of=parser)
+    return parser.add_subparsers(title=f"{name} commands", metavar=f"{name.upper()}_COMMAND")
 
 
 def add_request_flags(parser, request: type) -> None:

@@ -26,7 +26,6 @@ def _add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
-
     p = sub.add_parser(
         "train",
         help="train one stage with Lightning (or the native loop)",
@@ -116,7 +115,6 @@ def _deadline(cfg, args: argparse.Namespace):
 
 
 def add_pipeline(sub: argparse._SubParsersAction) -> None:
-
     p = sub.add_parser(
         "pipeline",
         help="train every enabled stage in order into one run folder",
@@ -165,14 +163,9 @@ def _pipeline(args: argparse.Namespace) -> int:
                 deadline=_deadline(cfg, args),
             )
         except StageFailed as exc:
-            error = str(exc.error).strip().splitlines()
-            print(
-                f"ups pipeline: stage {exc.stage} failed: {type(exc.error).__name__}: "
-                f"{error[0] if error else ''}; "
-                f"later stages were not started (resume: {_resume_command(args, run_dir)})",
-                file=sys.stderr,
+            return stage_failed(
+                "pipeline", exc, f"later stages were not started (resume: {_resume_command(args, run_dir)})"
             )
-            return 1
         if not is_rank_zero():  # the other ranks of a multi-device run print nothing
             return 0
         for line in stage_table(done):
@@ -186,6 +179,15 @@ def _pipeline(args: argparse.Namespace) -> int:
                 print(f"evaluation {kind}: {path}")
     print(f"run: {run_dir}")
     return 0
+
+
+def stage_failed(command: str, exc, then: str) -> int:
+    """Exit code 1, after one line naming the stage that failed while training (``exc``, a
+    ``StageFailed``), its error's first line and ``then``: how to go on."""
+    error = str(exc.error).strip().splitlines()
+    why = f"{type(exc.error).__name__}: {error[0] if error else ''}"
+    print(f"ups {command}: stage {exc.stage} failed: {why}; {then}", file=sys.stderr)
+    return 1
 
 
 def _resume_command(args: argparse.Namespace, run_dir: Path) -> str:

@@ -27,17 +27,7 @@ from ups.config.validate import (
     task_path,
 )
 
-__all__ = [
-    "Config",
-    "TaskConfig",
-    "STAGE_NAMES",
-    "read_config",
-    "max_time_seconds",
-    "to_dict",
-    "to_yaml",
-    "task_path",
-    "with_keys",
-]
+__all__ = ["STAGE_NAMES", "Config", "TaskConfig", "max_time_seconds", "task_path"]  # from the modules below
 
 
 def read_config(
@@ -58,12 +48,10 @@ def read_config(
     tree = to_dict(Config())
     sources: dict = {}
     if path is not None:
-        file_tree, file_sources = read_config_tree(path)
-        merge_into(tree, file_tree, sources, file_sources)
+        merge_into(tree, sources, *read_config_tree(path))
     apply_overrides(tree, sources, list(overrides), string_keys())
     for layer in layers:
-        layer_tree, layer_sources = read_config_tree(layer)
-        merge_into(tree, layer_tree, sources, layer_sources)
+        merge_into(tree, sources, *read_config_tree(layer))
     problems = Problems(sources)
     refuse_moved_keys(tree, problems, path)
     cfg = build_config(tree, problems)

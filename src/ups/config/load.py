@@ -16,19 +16,16 @@ from ups.errors import ConfigError
 Sources = dict[tuple, str]
 
 
-def read_config_tree(path: str | Path, transform=None) -> tuple[dict, Sources]:
+def read_config_tree(path: str | Path, transform=None, stack: tuple[Path, ...] = ()) -> tuple[dict, Sources]:
     """Read ``path`` and everything it includes; later values win over earlier ones.
 
     ``include:`` takes a path or a list of paths, relative to the including file. The included
     files are merged in order, then the including file's own keys on top. ``transform`` (a
     file's tree -> a tree) is applied to each file's own keys before they are merged
-    (``ups config migrate`` moves each file's old keys, so precedence is kept).
+    (``ups config migrate`` moves each file's old keys, so precedence is kept). ``stack``: the
+    files that include ``path``, outermost first.
     """
-    return _read(Path(path), stack=(), transform=transform)
-
-
-def _read(path: Path, stack: tuple[Path, ...], transform=None) -> tuple[dict, Sources]:
-    path = path.resolve()
+    path = Path(path).resolve()
     if path in stack:
         chain = " -> ".join(p.name for p in (*stack, path))
         raise ConfigError(f"{stack[-1]}: cyclic include ({chain}). Remove one of these includes.")
@@ -51,9 +48,8 @@ def _read(path: Path, stack: tuple[Path, ...], transform=None) -> tuple[dict, So
     merged: dict = {}
     sources: Sources = {}
     for inc in includes:
-        sub, sub_sources = _read(path.parent / inc, (*stack, path), transform)
-        merge_into(merged, sub, sources, sub_sources)
-    merge_into(merged, raw, sources, _leaf_sources(raw, str(path)))
+        merge_into(merged, sources, *read_config_tree(path.parent / inc, transform, (*stack, path)))
+    merge_into(merged, sources, raw, _leaf_sources(raw, str(path)))
     return merged, sources
 
 
@@ -88,11 +84,12 @@ def _leaf_sources(tree: Any, origin: str, prefix: tuple = ()) -> Sources:
     return {prefix: origin}
 
 
-def merge_into(base: dict, top: dict, sources: Sources, top_sources: Sources) -> None:
-    """Deep-merge ``top`` into ``base``: mappings merge, everything else (lists too) is replaced."""
+def merge_into(base: dict, sources: Sources, top: dict, top_sources: Sources) -> None:
+    """Deep-merge ``top`` into ``base`` (mappings merge, everything else, lists too, is replaced)
+    and ``top_sources`` into ``sources``."""
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge_into(base[key], value, sources, top_sources)
+            merge_into(base[key], sources, value, top_sources)
             continue
         base[key] = value
     for key in top_sources:

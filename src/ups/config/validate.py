@@ -165,36 +165,29 @@ def _suggest(key: str, path: tuple, siblings: list[str]) -> str:
     close = difflib.get_close_matches(str(key), siblings, n=1, cutoff=0.6)
     if close:
         return f" Did you mean '{dotted((*path, close[0]))}'?"
-    elsewhere = [p for p in all_keys() if p.rsplit(".", 1)[-1] == key]
+    elsewhere = [dotted(where) for where, _, _ in schema_fields(Config) if where[-1] == key]
     if elsewhere:
         return f" '{key}' belongs in another section: {', '.join(elsewhere)}."
     return f" Valid keys here: {', '.join(siblings)}."
 
 
-@cache
-def all_keys(cls: type = Config, prefix: str = "") -> tuple[str, ...]:
-    """Every dotted key of the schema (sections and leaves)."""
-    out: list[str] = []
+def schema_fields(cls: type, prefix: tuple = ()):
+    """Every field of the section ``cls`` and of the sections below, each before those inside
+    it: (its key path, the field, its type)."""
     for f in dataclasses.fields(cls):
-        name = f"{prefix}{f.name}"
-        out.append(name)
-        tp = field_types(cls)[f.name]
+        path, tp = (*prefix, f.name), field_types(cls)[f.name]
+        yield path, f, tp
         if dataclasses.is_dataclass(tp):
-            out.extend(all_keys(tp, name + "."))
-    return tuple(out)
+            yield from schema_fields(tp, path)
 
 
 def string_keys(cls: type = Config, prefix: tuple = ()) -> set[tuple]:
     """Keys typed as strings; a list index appears as '*'. Overrides keep their text verbatim."""
     out: set[tuple] = set()
-    for f in dataclasses.fields(cls):
-        tp = field_types(cls)[f.name]
-        path = (*prefix, f.name)
+    for path, _, tp in schema_fields(cls, prefix):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
         if tp is str or (typing.get_origin(tp) in (Union, types.UnionType) and inner == [str]):
             out.add(path)
-        elif dataclasses.is_dataclass(tp):
-            out |= string_keys(tp, path)
         elif typing.get_origin(tp) is list and dataclasses.is_dataclass(typing.get_args(tp)[0]):
             out |= string_keys(typing.get_args(tp)[0], (*path, "*"))
     return out
