@@ -80,7 +80,7 @@ def dynamics_model(cfg, tasks, stage: str, upstream: dict | None) -> DynamicsMod
         if part == "operator":
             model.operator = build_operator(cfg, transient)
         elif part == "flow":
-            model.flow = residual_flow(cfg, transient)
+            model.flow = flow_net(cfg, cfg.stages.diff_residual, transient)
             model.register_buffer("residual_scale", torch.ones(()))
         else:
             model.student = copy.deepcopy(model.flow).requires_grad_(True)
@@ -110,18 +110,19 @@ def build_operator(cfg, transient: list) -> LatentOperator:
     )
 
 
-def residual_flow(cfg, transient: list) -> FlowNet:
-    """A fresh residual flow (``stages.diff_residual.*``) conditioned per token on op(z_t)."""
-    d = cfg.stages.diff_residual
+def flow_net(cfg, settings, tasks: list) -> FlowNet:
+    """A fresh ``FlowNet`` of ``settings``' hidden size and depth (``stages.diff_residual`` for the
+    residual corrector, ``stages.steady_prior`` for the steady prior) over the latent tokens,
+    conditioned per token on a latent context and on dt, the task and its PDE parameters."""
     return FlowNet(
         cfg.latent.tokens,
         cfg.latent.dim,
         context_dim=cfg.latent.dim,
-        hidden=d.hidden,
-        depth=d.depth,
+        hidden=settings.hidden,
+        depth=settings.depth,
         heads=cfg.stages.operator.heads,
-        n_params=len(param_names(transient)),
-        n_tasks=len(transient),
+        n_params=len(param_names(tasks)),
+        n_tasks=len(tasks),
     )
 
 

@@ -44,6 +44,7 @@ from ups.stages.batch import (
     relative_rmse,
     transpose_half,
 )
+from ups.stages.dynamics import flow_net
 
 # Train pairs encoded to measure the spread of the solutions' latents (residual_scale).
 _SCALE_PAIRS = 1024
@@ -73,20 +74,7 @@ class SteadyPriorStage(Stage):
             load_upstream(autoencoder, self.upstream_checkpoint(), "autoencoder")
         autoencoder.requires_grad_(False)
         p = cfg.stages.steady_prior
-
-        def backbone() -> FlowNet:
-            return FlowNet(
-                cfg.latent.tokens,
-                cfg.latent.dim,
-                context_dim=cfg.latent.dim,
-                hidden=p.hidden,
-                depth=p.depth,
-                heads=cfg.stages.operator.heads,
-                n_params=len(self.param_order),
-                n_tasks=len(self.steady),
-            )
-
-        return SteadyPriorModel(autoencoder, backbone(), backbone())
+        return SteadyPriorModel(autoencoder, flow_net(cfg, p, self.steady), flow_net(cfg, p, self.steady))
 
     def frozen_modules(self) -> list[nn.Module]:
         return [self.model.encoder, self.model.decoder]
