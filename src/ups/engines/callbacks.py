@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, Timer
 
 from ups import deadline
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
 from ups.config import Config, max_time_seconds
 from ups.deadline import StageOutOfTime, StopRule
 from ups.engines.progress import step_checkpoint_due
@@ -169,14 +169,12 @@ class TimerReport(Timer):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             report = {
                 "train_seconds": self.time_elapsed("train"),
                 "validate_seconds": self.time_elapsed("validate"),
                 "max_time_seconds": self._duration,
             }
-            with atomic_path(self.path) as tmp:
-                tmp.write_text(json.dumps(report, indent=2) + "\n")
+            atomic_write_text(self.path, json.dumps(report, indent=2) + "\n")
 
 
 def measuring(cfg: Config, run: RunDir, stage_name: str) -> tuple[list[pl.Callback], object]:

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from ups import tracking
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
 from ups.checkpoint import config_hash
 from ups.config import Config, to_dict
 from ups.config.requests import EvaluationRequest, Request
@@ -50,13 +50,7 @@ from ups.pipeline.summary import Summary, now
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
-COMPARABLE = (
-    "split",
-    "horizon",
-    "context_frames",
-    "resolution",
-    "tasks",
-)  # rows evaluated like the candidate
+COMPARABLE = ("split", "horizon", "context_frames", "resolution", "tasks")  # evaluated like the candidate
 RETIRED = ("small_eval", "full_eval", "champion")  # a run's roles that --force-train retires
 
 
@@ -296,8 +290,7 @@ def promote(plan: Plan, summary: Summary) -> None:
                 "provisional": full.provisional,
                 "leaderboard": str(plan.leaderboard.resolve()),
             }
-            with atomic_path(plan.run.promotion_path) as tmp:
-                tmp.write_text(json.dumps(record, indent=2) + "\n")
+            atomic_write_text(plan.run.promotion_path, json.dumps(record, indent=2) + "\n")
             entry["record"] = str(plan.run.promotion_path.resolve())
             summary.promoted = True
     summary.champion_run_id = champion(plan, summary)
