@@ -7,16 +7,20 @@ weights of the other's checkpoints; each resumes only its own (``refuse_another_
 
 from __future__ import annotations
 
+import logging
+
 from ups.checkpoint import check_fit, load_checkpoint
 from ups.config import Config
 from ups.config.engines import check_engine
 from ups.engines.loaders import task_batch_sampler
 from ups.engines.progress import FitResult, inside_epoch
-from ups.engines.settings import stage_settings, validation_on
+from ups.engines.settings import VALIDATION_OFF_MESSAGE, stage_settings, validation_on
 from ups.errors import UPSError
 from ups.runs import RunDir
 
 __all__ = ["FitResult", "fit_checked", "fit_stage", "preflight"]
+
+log = logging.getLogger("ups")
 
 
 def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> None:
@@ -133,6 +137,8 @@ def fit_checked(
     Each engine runs the stage's ``prepare`` (e.g. the latent cache) on its own device before
     building the loaders. ``deadline`` (``ups.deadline.Deadline``, Lightning only): training
     stops so that the stage ends by it (``training.time_budget``)."""
+    if not validation_on(cfg):
+        log.info(VALIDATION_OFF_MESSAGE)
     if engine == "lightning":
         from ups.engines.lightning import fit_lightning  # lazy: Lightning loads when its engine runs
 

@@ -177,18 +177,19 @@ class TimerReport(Timer):
             atomic_write_text(self.path, json.dumps(report, indent=2) + "\n")
 
 
+def max_time(cfg: Config) -> timedelta | None:
+    """``training.max_time`` (any DD:HH:MM:SS, e.g. 00:00:00:90) as Lightning takes it; None: no limit."""
+    seconds = max_time_seconds(cfg.training.max_time)
+    return None if seconds is None else timedelta(seconds=seconds)
+
+
 def measuring(cfg: Config, run: RunDir, stage_name: str) -> tuple[list[pl.Callback], object]:
     """(callbacks, profiler or None) for ``training.lightning_profile``."""
     mode = cfg.training.lightning_profile
     callbacks: list[pl.Callback] = [LearningRateMonitor(logging_interval="step"), PerfMonitor()]
     folder = run.profile_dir
     if mode == "timer":
-        limit = max_time_seconds(cfg.training.max_time)
-        callbacks.append(
-            TimerReport(
-                folder / f"{stage_name}-timer.json", None if limit is None else timedelta(seconds=limit)
-            )
-        )
+        callbacks.append(TimerReport(folder / f"{stage_name}-timer.json", max_time(cfg)))
     if mode in ("none", "timer"):
         return callbacks, None
     from lightning.pytorch import profilers

@@ -155,10 +155,7 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
                 "max_lr": request.max_lr,
                 "steps": request.lr_steps,
                 "plot": str(plot.resolve()),
-                "curve": {
-                    "lr": list(finder.results.get("lr", [])) if finder else [],
-                    "loss": list(finder.results.get("loss", [])) if finder else [],
-                },
+                "curve": {key: list(finder.results.get(key, [])) if finder else [] for key in ("lr", "loss")},
             }
             if suggestion is None:
                 log.warning(
@@ -171,15 +168,14 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
         if trainer is None or trainer.is_global_zero:
             shutil.rmtree(scratch, ignore_errors=True)
     report["overrides"] = overrides
-    if not trainer.is_global_zero:
-        return overrides if request.apply else []
-    write_report(RunDir(run_root).tuning_report, report)
-    log.info(
-        "tuning %s: %s%s",
-        name,
-        ", ".join(overrides) or "nothing to change",
-        "" if request.apply else " (reported only: --no-apply-tuning)",
-    )
+    if trainer.is_global_zero:
+        write_report(RunDir(run_root).tuning_report, report)
+        log.info(
+            "tuning %s: %s%s",
+            name,
+            ", ".join(overrides) or "nothing to change",
+            "" if request.apply else " (reported only: --no-apply-tuning)",
+        )
     return overrides if request.apply else []
 
 

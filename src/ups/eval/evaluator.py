@@ -175,13 +175,10 @@ class Evaluator:
             ],
             dim=1,
         )
-        z = dynamics.model.encoder(
-            batch["window"][:, 0], batch["coords"]
-        )  # the initial condition, trained grid
+        # the initial condition, on the trained grid
+        z = dynamics.model.encoder(batch["window"][:, 0], batch["coords"])
         start = time.perf_counter()
-        decode = dynamics.decoder_for(
-            batch, z, flat_points(window[:, 0]), coords
-        )  # timed: part of every rollout
+        decode = dynamics.decoder_for(batch, z, flat_points(window[:, 0]), coords)  # timed: in every rollout
         pred = decoded(decode, dynamics.rollout(batch, z, steps))
         self.rollout_seconds += time.perf_counter() - start
         self.rollout_steps += steps

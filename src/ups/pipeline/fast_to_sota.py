@@ -143,17 +143,14 @@ def train(request: Request, plan: Plan, summary: Summary | None) -> None:
 
 def supersede(run: RunDir) -> str | None:
     """Move the run's earlier training to ``superseded/<time>/`` (``--force-train`` keeps it)."""
-    moved = [
-        p
-        for p in (
-            run.checkpoints_root,
-            run.logs_root,
-            run.status_path,
-            run.gate_evaluations_dir,
-            run.promotion_path,
-        )
-        if p.exists()
-    ]
+    trained = (
+        run.checkpoints_root,
+        run.logs_root,
+        run.status_path,
+        run.gate_evaluations_dir,
+        run.promotion_path,
+    )
+    moved = [p for p in trained if p.exists()]
     if not moved:
         return None
     target = run.superseded_dir(now().replace(":", ""))
