@@ -14,32 +14,13 @@ from ups.config import Config
 from ups.config.engines import check_engine
 from ups.engines.loaders import task_batch_sampler
 from ups.engines.progress import FitResult, inside_epoch
-from ups.engines.settings import stage_settings, validation_on
+from ups.engines.settings import VALIDATION_OFF_MESSAGE, stage_settings, validation_on
 from ups.errors import UPSError
 from ups.runs import RunDir
 
-__all__ = ["ENGINES", "FitResult", "fit_checked", "fit_stage", "preflight"]
-
-
-def _lightning(stage, cfg, run, resume, callbacks, step_offset, deadline):
-    # lazy: Lightning loads only when its engine runs
-    from ups.engines.lightning import fit_lightning
-
-    return fit_lightning(
-        stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset, deadline=deadline
-    )
-
-
-def _native(stage, cfg, run, resume, callbacks, step_offset, deadline):
-    # lazy: each engine's module loads only when that engine runs
-    from ups.engines.native import fit_native
-
-    return fit_native(stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset)
-
+__all__ = ["FitResult", "fit_checked", "fit_stage", "preflight"]
 
 log = logging.getLogger("ups")
-
-ENGINES = {"lightning": _lightning, "native": _native}
 
 
 def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> None:
@@ -79,7 +60,7 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
     splits = [("train", stage.train_dataset())] + (
         [("val", stage.val_dataset())] if validation_on(cfg) else []
     )
-    ranks = cfg.training.devices * cfg.training.num_nodes if engine == "lightning" else 1
+    ranks = devices if engine == "lightning" else 1
     for name, dataset in splits:
         if len(dataset) == 0:
             fix = (
@@ -101,17 +82,11 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
             )
 
 
-def written_by(checkpoint: dict) -> str:
-    """The engine that wrote ``checkpoint``: ``ups.engine`` (before UPS recorded it, Lightning's
-    checkpoints were the ones with ``loops``)."""
-    ups = checkpoint.get("ups", {})
-    return ups.get("engine") or ("lightning" if "loops" in checkpoint else "native")
-
-
 def refuse_another_engines_checkpoint(checkpoint: dict, path, stage: str, engine: str, run: RunDir) -> None:
-    """A checkpoint resumes exactly only in the engine that wrote it: Lightning's loop and
+    """A checkpoint resumes exactly only in the engine that wrote it (``ups.engine``; before UPS
+    recorded it, Lightning's checkpoints were the ones with ``loops``): Lightning's loop and
     callback state is Lightning's own, and the native engine keeps its own in ``ups``."""
-    writer = written_by(checkpoint)
+    writer = checkpoint.get("ups", {}).get("engine") or ("lightning" if "loops" in checkpoint else "native")
     if writer != engine:
         raise UPSError(
             f"resume: {path} was written by the {writer} engine, and only the engine that wrote a "
@@ -162,4 +137,14 @@ def fit_checked(
     Each engine runs the stage's ``prepare`` (e.g. the latent cache) on its own device before
     building the loaders. ``deadline`` (``ups.deadline.Deadline``, Lightning only): training
     stops so that the stage ends by it (``training.time_budget``)."""
-    return ENGINES[engine](stage, cfg, run, resume, callbacks, step_offset, deadline)
+    if not validation_on(cfg):
+        log.info(VALIDATION_OFF_MESSAGE)
+    if engine == "lightning":
+        from ups.engines.lightning import fit_lightning  # lazy: Lightning loads when its engine runs
+
+        return fit_lightning(
+            stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset, deadline=deadline
+        )
+    from ups.engines.native import fit_native  # lazy: as Lightning's, loaded when its engine runs
+
+    return fit_native(stage, cfg, run, resume=resume, callbacks=callbacks, step_offset=step_offset)

@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import LearningRateMonitor, Timer
 
 from ups import deadline
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
 from ups.config import Config, max_time_seconds
 from ups.deadline import StageOutOfTime, StopRule
 from ups.engines.progress import step_checkpoint_due
@@ -169,14 +169,18 @@ class TimerReport(Timer):
 
     def on_fit_end(self, trainer, pl_module) -> None:
         if trainer.is_global_zero:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
             report = {
                 "train_seconds": self.time_elapsed("train"),
                 "validate_seconds": self.time_elapsed("validate"),
                 "max_time_seconds": self._duration,
             }
-            with atomic_path(self.path) as tmp:
-                tmp.write_text(json.dumps(report, indent=2) + "\n")
+            atomic_write_text(self.path, json.dumps(report, indent=2) + "\n")
+
+
+def max_time(cfg: Config) -> timedelta | None:
+    """``training.max_time`` (any DD:HH:MM:SS, e.g. 00:00:00:90) as Lightning takes it; None: no limit."""
+    seconds = max_time_seconds(cfg.training.max_time)
+    return None if seconds is None else timedelta(seconds=seconds)
 
 
 def measuring(cfg: Config, run: RunDir, stage_name: str) -> tuple[list[pl.Callback], object]:
@@ -185,12 +189,7 @@ def measuring(cfg: Config, run: RunDir, stage_name: str) -> tuple[list[pl.Callba
     callbacks: list[pl.Callback] = [LearningRateMonitor(logging_interval="step"), PerfMonitor()]
     folder = run.profile_dir
     if mode == "timer":
-        limit = max_time_seconds(cfg.training.max_time)
-        callbacks.append(
-            TimerReport(
-                folder / f"{stage_name}-timer.json", None if limit is None else timedelta(seconds=limit)
-            )
-        )
+        callbacks.append(TimerReport(folder / f"{stage_name}-timer.json", max_time(cfg)))
     if mode in ("none", "timer"):
         return callbacks, None
     from lightning.pytorch import profilers

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import reduce
 
 import torch
 
@@ -120,7 +121,7 @@ def apply_guards(cfg: Config, machine: Machine | None = None) -> Config:
     for guard in GUARDS:
         if not guard.matches(cfg, machine):
             continue
-        forced = guard.override is not None and _value(cfg, guard.override)
+        forced = guard.override is not None and reduce(getattr, guard.override.split("."), cfg)
         if forced:
             log.warning(
                 "stability guard %s: %s (%s). Kept as configured because %s=true.",
@@ -140,10 +141,3 @@ def apply_guards(cfg: Config, machine: Machine | None = None) -> Config:
         )
         cfg = guard.apply(cfg)
     return cfg
-
-
-def _value(cfg: Config, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = getattr(node, part)
-    return node

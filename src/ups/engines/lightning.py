@@ -6,10 +6,8 @@ adds the ``ups`` block to every checkpoint; the Trainer does the rest.
 
 from __future__ import annotations
 
-import logging
 import sys
 from contextlib import nullcontext
-from datetime import timedelta
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -19,10 +17,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from ups import tracking
 from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
-from ups.config import Config, max_time_seconds
+from ups.config import Config
 from ups.config.engines import uses_gpu
 from ups.deadline import Deadline, StopRule
-from ups.engines.callbacks import DeadlineStop, StepCheckpoint, measuring
+from ups.engines.callbacks import DeadlineStop, StepCheckpoint, max_time, measuring
 from ups.engines.ema import EMA
 from ups.engines.lightning_adapter import (
     keep_previous_metrics,
@@ -35,7 +33,6 @@ from ups.engines.meters import MONITOR, MetricMeans, split_terms, train_log_valu
 from ups.engines.nan_policy import check_finite_gradients, check_finite_loss
 from ups.engines.progress import FitResult, inside_epoch, progress_record
 from ups.engines.settings import (
-    VALIDATION_OFF_MESSAGE,
     batch_size,
     ema_decay,
     resolve_precision,
@@ -47,8 +44,6 @@ from ups.engines.sharding import shard_fully, strategy_for
 from ups.engines.speed import speed_knobs
 from ups.runs import BEST_FILENAME, RunDir
 from ups.stages.optim import BudgetSchedule
-
-log = logging.getLogger("ups")
 
 
 class StageModule(pl.LightningModule):
@@ -197,9 +192,6 @@ class StageModule(pl.LightningModule):
         if self.ema is not None and "ema_state_dict" in checkpoint:
             self.ema.load_state_dict(checkpoint["ema_state_dict"], STATE_PREFIX)
 
-    def finished_losses(self) -> list[float]:
-        return [float(x) for x in torch.stack(self.train_losses).cpu()] if self.train_losses else []
-
 
 def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Callback]:
     """ModelCheckpoint (+ EarlyStopping with validation on), as both engines name and rank them."""
@@ -251,7 +243,6 @@ def build_trainer(
     if cfg.checkpoint.every_n_steps is not None:
         callbacks.append(StepCheckpoint(cfg, run.last_checkpoint(stage_name)))
     validate = validation_on(cfg)
-    max_time = max_time_seconds(t.max_time)  # any DD:HH:MM:SS, e.g. 00:00:00:90
     return pl.Trainer(
         accelerator="gpu" if uses_gpu(cfg) else "cpu",
         devices=t.devices,
@@ -262,7 +253,7 @@ def build_trainer(
         gradient_clip_algorithm="norm",
         accumulate_grad_batches=t.accumulate_grad_batches,
         max_epochs=stage_settings(cfg, stage_name).epochs,
-        max_time=None if max_time is None else timedelta(seconds=max_time),
+        max_time=max_time(cfg),
         deterministic=t.deterministic,
         log_every_n_steps=t.log_every_n_steps,
         val_check_interval=1.0 if validate else None,
@@ -299,11 +290,6 @@ def fit_lightning(
     deadline: Deadline | None = None,
 ) -> FitResult:
     validate = validation_on(cfg)
-    if not validate:
-        log.info(VALIDATION_OFF_MESSAGE)
-    ckpt_path = None
-    if resume:
-        ckpt_path = run.last_checkpoint(stage.name)  # checked to fit by preflight
     stop = None if deadline is None else DeadlineStop(StopRule(deadline, validates=validate), 0, stage.name)
     trainer = build_trainer(
         cfg,
@@ -331,16 +317,17 @@ def fit_lightning(
         module,
         train_dataloaders=train_loader,
         val_dataloaders=val_loader,
-        ckpt_path=str(ckpt_path) if ckpt_path else None,
+        ckpt_path=str(run.last_checkpoint(stage.name)) if resume else None,  # checked to fit by preflight
         weights_only=True,
     )
     checkpointer = trainer.checkpoint_callback
+    losses = [float(x) for x in torch.stack(module.train_losses).cpu()] if module.train_losses else []
     best = checkpointer.best_model_path if validate and checkpointer.best_model_path else None
     return FitResult(
         best_path=Path(best) if best else None,
         last_path=run.last_checkpoint(stage.name),
         best_score=float(checkpointer.best_model_score) if best else None,
-        train_losses=module.finished_losses(),
+        train_losses=losses,
         val_history=module.val_history,
         global_step=trainer.global_step,
         epochs_run=trainer.current_epoch,

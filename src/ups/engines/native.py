@@ -39,7 +39,6 @@ from ups.engines.meters import MetricMeans, split_terms, train_log_values, valid
 from ups.engines.nan_policy import check_finite_gradients, check_finite_loss
 from ups.engines.progress import FitResult, inside_epoch, progress_record, step_checkpoint_due
 from ups.engines.settings import (
-    VALIDATION_OFF_MESSAGE,
     ema_decay,
     resolve_precision,
     stage_settings,
@@ -340,8 +339,6 @@ def fit_native(
 ) -> FitResult:
     if callbacks:
         raise UPSError("Lightning callbacks need the Lightning engine (--engine lightning).")
-    if not validation_on(cfg):
-        log.info(VALIDATION_OFF_MESSAGE)
     if cfg.logging.tensorboard:
         log.info(
             "logging.tensorboard: the native engine writes metrics.csv only; TensorBoard logs come "

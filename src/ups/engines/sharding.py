@@ -22,8 +22,7 @@ from torch import nn
 
 from ups.config import Config
 from ups.config.engines import uses_gpu
-from ups.models.blocks import AdaLNTransformerBlock, CrossAttentionBlock, TransformerBlock
-from ups.models.encoder import ConvBlock
+from ups.engines.speed import BLOCKS
 
 log = logging.getLogger("ups")
 
@@ -37,7 +36,7 @@ def strategy_for(cfg: Config, all_parameters_used: bool):
             from lightning.pytorch.strategies import FSDPStrategy
 
             return FSDPStrategy(
-                auto_wrap_policy=block_types(),
+                auto_wrap_policy=set(BLOCKS),
                 cpu_offload=t.cpu_offload_optimizer,
                 state_dict_type="full",
                 use_orig_params=True,
@@ -56,10 +55,6 @@ def strategy_for(cfg: Config, all_parameters_used: bool):
     if devices > 1 and t.strategy in ("auto", "ddp") and not all_parameters_used:
         return "ddp_find_unused_parameters_true"
     return t.strategy
-
-
-def block_types() -> set[type]:
-    return {TransformerBlock, CrossAttentionBlock, AdaLNTransformerBlock, ConvBlock}
 
 
 def shard_fully(model: nn.Module, mesh) -> int:

@@ -12,6 +12,9 @@ from ups.config import Config
 from ups.models.blocks import AdaLNTransformerBlock, CrossAttentionBlock, TransformerBlock
 from ups.models.encoder import ConvBlock
 
+# the blocks activation checkpointing recomputes and FSDP shards, each as one unit
+BLOCKS = (TransformerBlock, CrossAttentionBlock, AdaLNTransformerBlock, ConvBlock)
+
 
 def speed_knobs(model: torch.nn.Module, cfg: Config) -> None:
     """``model.use_activation_checkpoint`` and ``training.compile`` (with ``compile_mode``) on the
@@ -40,9 +43,7 @@ def checkpoint_activations(model: nn.Module) -> int:
     so."""
     count = 0
     for module in model.modules():
-        if not isinstance(
-            module, (TransformerBlock, CrossAttentionBlock, AdaLNTransformerBlock, ConvBlock)
-        ) or getattr(module, "_ups_checkpointed", False):
+        if not isinstance(module, BLOCKS) or getattr(module, "_ups_checkpointed", False):
             continue
 
         def forward(*args, _forward=module.forward, **kwargs):

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from ups.atomic import atomic_path
+from ups.atomic import atomic_path, atomic_write_text
 from ups.config import Config, with_keys
 from ups.config.engines import uses_gpu
 from ups.config.requests import TuningRequest
 from ups.engines.lightning import StageModule
-from ups.engines.loaders import build_loaders
+from ups.engines.loaders import build_loaders, task_sizes
 from ups.engines.meters import split_terms
 from ups.engines.settings import batch_size, resolve_precision, training_device
 from ups.engines.sharding import strategy_for
@@ -104,10 +104,7 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
         )
         tuner = Tuner(trainer)
         if request.batch_size:
-            dataset = stage.train_dataset()
-            dataset_size = max(
-                getattr(dataset, "task_sizes", None) or [len(dataset)]
-            )  # a batch holds one task
+            dataset_size = max(task_sizes(stage.train_dataset()))  # a batch holds one task
             cap = max(1, min(request.max_batch_size, dataset_size))
             trials = max(1, math.ceil(math.log2(max(cap / max(initial_bs, 1), 1))) + 1)
             found = tuner.scale_batch_size(
@@ -146,7 +143,6 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
             plot = RunDir(run_root).tuning_lr_plot(name)
             if finder is not None and trainer.is_global_zero:
                 figure = finder.plot(suggest=suggestion is not None)
-                run_root.mkdir(parents=True, exist_ok=True)
                 with atomic_path(plot) as tmp:
                     figure.savefig(tmp, format="png", dpi=100)
                 import matplotlib.pyplot as plt
@@ -159,10 +155,7 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
                 "max_lr": request.max_lr,
                 "steps": request.lr_steps,
                 "plot": str(plot.resolve()),
-                "curve": {
-                    "lr": list(finder.results.get("lr", [])) if finder else [],
-                    "loss": list(finder.results.get("loss", [])) if finder else [],
-                },
+                "curve": {key: list(finder.results.get(key, [])) if finder else [] for key in ("lr", "loss")},
             }
             if suggestion is None:
                 log.warning(
@@ -175,25 +168,22 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
         if trainer is None or trainer.is_global_zero:
             shutil.rmtree(scratch, ignore_errors=True)
     report["overrides"] = overrides
-    if not trainer.is_global_zero:
-        return overrides if request.apply else []
-    write_report(RunDir(run_root).tuning_report, report)
-    log.info(
-        "tuning %s: %s%s",
-        name,
-        ", ".join(overrides) or "nothing to change",
-        "" if request.apply else " (reported only: --no-apply-tuning)",
-    )
+    if trainer.is_global_zero:
+        write_report(RunDir(run_root).tuning_report, report)
+        log.info(
+            "tuning %s: %s%s",
+            name,
+            ", ".join(overrides) or "nothing to change",
+            "" if request.apply else " (reported only: --no-apply-tuning)",
+        )
     return overrides if request.apply else []
 
 
 def write_report(path: Path, report: dict) -> None:
     """tuning.json: one entry per tuned stage (a later tuning of the same stage replaces it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     existing = json.loads(path.read_text()) if path.is_file() else {}
     existing[report["stage"]] = report
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(existing, indent=2, default=float) + "\n")
+    atomic_write_text(path, json.dumps(existing, indent=2, default=float) + "\n")
 
 
 def tuned_overrides(run_root: Path, stage: str) -> list[str]:

@@ -1,8 +1,8 @@
 """Evaluation of trained stages on a split: rollouts from true initial conditions, PDEBench's
 metrics on decoded fields (overall and per task), the corrector's and the steady prior's figures.
 
-``Evaluator`` computes; ``evaluate_lightning`` (``Trainer.test``) and ``evaluate_native`` (a plain
-loop) run it over the same loaders, so both give the same numbers from the same checkpoints.
+``Evaluator`` computes; ``ups.eval.run``'s ``run_lightning`` (``Trainer.test``) and ``run_native``
+(a plain loop) run it over the same loaders, so both give the same numbers from the same checkpoints.
 
 Transient tasks: per test trajectory one window from frame 0 (the initial condition, never
 scored) over ``horizon`` steps of ``training.time_stride`` frames; with
@@ -42,6 +42,19 @@ from ups.metrics import (
     spread_skill,
 )
 from ups.stages.batch import denormalize, flat_points, per_task, task_rows
+
+# the metrics of ``suite`` where lower is better, nRMSE first
+FIELD_METRICS = (
+    "nrmse",
+    "one_step_nrmse",
+    "rmse",
+    "max_error",
+    "crmse",
+    "brmse",
+    "frmse_low",
+    "frmse_mid",
+    "frmse_high",
+)
 
 
 def channel_suite(pred: torch.Tensor, truth: torch.Tensor, eps: float = 1e-12) -> dict[str, torch.Tensor]:
@@ -162,13 +175,10 @@ class Evaluator:
             ],
             dim=1,
         )
-        z = dynamics.model.encoder(
-            batch["window"][:, 0], batch["coords"]
-        )  # the initial condition, trained grid
+        # the initial condition, on the trained grid
+        z = dynamics.model.encoder(batch["window"][:, 0], batch["coords"])
         start = time.perf_counter()
-        decode = dynamics.decoder_for(
-            batch, z, flat_points(window[:, 0]), coords
-        )  # timed: part of every rollout
+        decode = dynamics.decoder_for(batch, z, flat_points(window[:, 0]), coords)  # timed: in every rollout
         pred = decoded(decode, dynamics.rollout(batch, z, steps))
         self.rollout_seconds += time.perf_counter() - start
         self.rollout_steps += steps

@@ -15,24 +15,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ups.atomic import atomic_write_text  # noqa: E402
+from ups.eval.evaluator import FIELD_METRICS  # noqa: E402
 
 MAX_TRAJECTORIES = 3
 PREDICTIONS = ("operator", "corrected")
-METRIC_ORDER = (
-    "nrmse",
-    "rmse",
-    "max_error",
-    "crmse",
-    "brmse",
-    "frmse_low",
-    "frmse_mid",
-    "frmse_high",
-    "correlation_time",
-    "corrected_nrmse",
-    "crps",
-    "spread_skill",
-    "steady_nrmse",
-)
+METRIC_ORDER = (*FIELD_METRICS, "correlation_time", "corrected_nrmse", "crps", "spread_skill", "steady_nrmse")
 STYLE = (
     "body{font-family:sans-serif;margin:2em;max-width:1150px}table{border-collapse:collapse}"
     "td,th{border:1px solid #bbb;padding:3px 8px;text-align:right}th{background:#eee}"

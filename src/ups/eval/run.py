@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ups import tracking
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
 from ups.checkpoint import config_hash, load_checkpoint
 from ups.config import Config
 from ups.config.requests import EvaluationRequest
@@ -224,8 +224,7 @@ def write_outputs(
 ) -> dict[str, Path]:
     prefix = request.output_prefix or default_prefix(request, paths, result)
     written = {"json": prefix.with_name(prefix.name + ".json")}
-    with atomic_path(written["json"]) as tmp:
-        tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(written["json"], json.dumps(result, indent=2, sort_keys=True) + "\n")
     if cfg.evaluation.report:
         # lazy: matplotlib loads only when a report is written
         from ups.eval.report import write_report

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from ups import tracking
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
 from ups.checkpoint import config_hash
 from ups.config import Config, to_dict
 from ups.config.requests import EvaluationRequest, Request
@@ -50,13 +50,7 @@ from ups.pipeline.summary import Summary, now
 from ups.runs import RunDir
 
 log = logging.getLogger("ups")
-COMPARABLE = (
-    "split",
-    "horizon",
-    "context_frames",
-    "resolution",
-    "tasks",
-)  # rows evaluated like the candidate
+COMPARABLE = ("split", "horizon", "context_frames", "resolution", "tasks")  # evaluated like the candidate
 RETIRED = ("small_eval", "full_eval", "champion")  # a run's roles that --force-train retires
 
 
@@ -149,17 +143,14 @@ def train(request: Request, plan: Plan, summary: Summary | None) -> None:
 
 def supersede(run: RunDir) -> str | None:
     """Move the run's earlier training to ``superseded/<time>/`` (``--force-train`` keeps it)."""
-    moved = [
-        p
-        for p in (
-            run.checkpoints_root,
-            run.logs_root,
-            run.status_path,
-            run.gate_evaluations_dir,
-            run.promotion_path,
-        )
-        if p.exists()
-    ]
+    trained = (
+        run.checkpoints_root,
+        run.logs_root,
+        run.status_path,
+        run.gate_evaluations_dir,
+        run.promotion_path,
+    )
+    moved = [p for p in trained if p.exists()]
     if not moved:
         return None
     target = run.superseded_dir(now().replace(":", ""))
@@ -296,8 +287,7 @@ def promote(plan: Plan, summary: Summary) -> None:
                 "provisional": full.provisional,
                 "leaderboard": str(plan.leaderboard.resolve()),
             }
-            with atomic_path(plan.run.promotion_path) as tmp:
-                tmp.write_text(json.dumps(record, indent=2) + "\n")
+            atomic_write_text(plan.run.promotion_path, json.dumps(record, indent=2) + "\n")
             entry["record"] = str(plan.run.promotion_path.resolve())
             summary.promoted = True
     summary.champion_run_id = champion(plan, summary)

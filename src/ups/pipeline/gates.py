@@ -21,23 +21,13 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from ups.errors import UPSError
+from ups.eval.evaluator import FIELD_METRICS
 
 ROLES = ("champion", "full_eval", "baseline")  # baseline preference, best first
-_FIELD = (
-    "nrmse",
-    "one_step_nrmse",
-    "rmse",
-    "max_error",
-    "crmse",
-    "brmse",
-    "frmse_low",
-    "frmse_mid",
-    "frmse_high",
-)
 # the evaluation's metrics where lower is better: the only ones a gate can compare
 GATE_METRICS = (
-    *_FIELD,
-    *(f"corrected_{name}" for name in _FIELD),
+    *FIELD_METRICS,
+    *(f"corrected_{name}" for name in FIELD_METRICS),
     "crps",
     "steady_nrmse",
     "steady_regression_nrmse",

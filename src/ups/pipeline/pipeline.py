@@ -174,28 +174,22 @@ def run_pipeline(
                 run.set_stage_state(stage, "skipped", reason=reason)
             done.append(StageRun(stage, run, None, SKIPPED_FOR_TIME))
             continue
+        resumed = action == "resumed"
         log.info(
             "stage %s: %s%s",
             stage,
-            "resuming from its last.ckpt" if action == "resumed" else "training",
+            "resuming from its last.ckpt" if resumed else "training",
             "" if own is None else f", {own.remaining():.1f} s of training.time_budget",
         )
-        stage_obj = checked_stage(cfg, stage, run, engine=engine, resume=action == "resumed")
+        stage_obj = checked_stage(cfg, stage, run, engine=engine, resume=resumed)
         try:
-            done.append(
-                fit_in_run(
-                    stage_obj,
-                    cfg,
-                    run,
-                    engine=engine,
-                    resume=action == "resumed",
-                    deadline=own,
-                    started=started,
-                )
+            ran = fit_in_run(
+                stage_obj, cfg, run, engine=engine, resume=resumed, deadline=own, started=started
             )
         except Exception as exc:
             raise StageFailed(stage, exc) from exc
-        out_of_time = done[-1].action == SKIPPED_FOR_TIME
+        done.append(ran)
+        out_of_time = ran.action == SKIPPED_FOR_TIME
         wait_for_rank_zero()
     return done
 

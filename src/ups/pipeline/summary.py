@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from ups.atomic import atomic_path
+from ups.atomic import atomic_write_text
 from ups.pipeline.gates import GateDecision
 
 SCHEMA_VERSION = 1
@@ -84,8 +84,7 @@ class Summary:
         self.write()
 
     def write(self) -> None:
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(json.dumps(self.to_json(), indent=2, sort_keys=False) + "\n")
+        atomic_write_text(self.path, json.dumps(self.to_json(), indent=2) + "\n")
 
     @contextmanager
     def step(self, name: str) -> Iterator[dict]:
