@@ -14,7 +14,7 @@ from toy_stage import PlateauStage, ToyStage, toy_config  # noqa: E402
 from ups.checkpoint import load_checkpoint, stage_weights  # noqa: E402
 from ups.config import with_keys  # noqa: E402
 from ups.data.sampling import TaskBatchSampler  # noqa: E402
-from ups.engines import fit_stage, preflight  # noqa: E402
+from ups.engines import fit_checked, fit_stage, preflight  # noqa: E402
 from ups.engines.lightning_adapter import refuse_in_process_launchers  # noqa: E402
 from ups.engines.loaders import build_loaders  # noqa: E402
 from ups.engines.settings import batch_size, ema_decay  # noqa: E402
@@ -357,3 +357,11 @@ def test_nan_policy_skip_batch_skips_alike_in_both_engines_and_stops_past_the_li
             RunDir(tmp_path / "x").init(cfg),
             engine="native",
         )
+
+
+def test_an_unknown_engine_is_refused_even_after_preflight(tmp_path):
+    cfg = toy_config()
+    run = RunDir(tmp_path / "run").init(cfg)
+    with pytest.raises(UPSError, match="unknown engine 'torch'"):
+        fit_checked(ToyStage(cfg), cfg, run, engine="torch", resume=False)
+    assert not run.checkpoint_dir("autoencoder").exists()

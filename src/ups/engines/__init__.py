@@ -11,7 +11,7 @@ import logging
 
 from ups.checkpoint import check_fit, load_checkpoint
 from ups.config import Config
-from ups.config.engines import check_engine
+from ups.config.engines import check_engine, refuse_unknown_engine
 from ups.engines.loaders import task_batch_sampler
 from ups.engines.progress import FitResult, inside_epoch
 from ups.engines.settings import VALIDATION_OFF_MESSAGE, stage_settings, validation_on
@@ -137,6 +137,7 @@ def fit_checked(
     Each engine runs the stage's ``prepare`` (e.g. the latent cache) on its own device before
     building the loaders. ``deadline`` (``ups.deadline.Deadline``, Lightning only): training
     stops so that the stage ends by it (``training.time_budget``)."""
+    refuse_unknown_engine(engine)  # no default engine: a misspelt name must not train natively
     if not validation_on(cfg):
         log.info(VALIDATION_OFF_MESSAGE)
     if engine == "lightning":
