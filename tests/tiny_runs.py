@@ -1,4 +1,5 @@
-"""Tiny model settings and a config writer for integration tests on built-in data."""
+"""Tiny model settings, a config writer for integration tests on built-in data, and the check that
+``ups pipeline`` refuses a bad data file before any work."""
 
 from __future__ import annotations
 
@@ -61,6 +62,25 @@ def write_config(
 
 
 BURGERS = [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}]
+
+
+def refused_before_work(tmp_path: Path, capsys, data_file: Path, data: dict | None = None) -> str:
+    """``ups pipeline`` on one task of ``data_file`` (the TINY model, ``data`` settings on top):
+    asserts exit 2 and nothing written (no run folder, no latent cache); returns stderr."""
+    from ups.cli import main
+
+    cache = tmp_path / "latent_cache"
+    config = write_config(
+        tmp_path / "c.yaml",
+        data_file.parent,
+        [{"name": "t", "path": data_file.name}],
+        training={"time_stride": 2, "latent_cache_dir": str(cache)},
+        data=data,
+    )
+    run = tmp_path / "run"
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(run)]) == 2
+    assert not run.exists() and not cache.exists()
+    return capsys.readouterr().err
 
 
 def tiny_data(root: Path, *, darcy: bool = False) -> Path:

@@ -21,6 +21,9 @@ from ups.config.knobs import knob, section
 from ups.config.stage_settings import StagesConfig
 from ups.config.training_settings import CheckpointConfig, OptimizerConfig, TrainingConfig
 
+# data.sample_limit's default: a 10,000,000-sample split draws an 80 MB permutation, while a 1.4 KB
+# file can declare 10**12 samples
+SAMPLE_LIMIT = 10_000_000
 STAGE_NAMES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
 # Keys of earlier configs and where they live now (``ups config migrate`` rewrites them).
 MOVED = {
@@ -117,6 +120,19 @@ class DataConfig:
         min=1,
     )
     reduced_resolution_t: int = knob(1, "keep every r-th stored time step", read_by="data", min=1)
+    sample_limit: int = knob(
+        SAMPLE_LIMIT,
+        "refuse a file that declares more samples than this (after `max_samples`) before anything is "
+        "allocated per sample: a small hostile file can declare 10^12; raise it for a larger file",
+        read_by="data",
+        min=1,
+    )
+    allow_external_storage: bool = knob(
+        False,
+        "read HDF5 external links, virtual datasets and external raw storage, which read other files' "
+        "bytes (refused by default); their source files must be there, and join the latent cache key",
+        read_by="data",
+    )
     split: SplitConfig = section(SplitConfig, "trajectory-level train/val/test split, seeded by `seed`")
     normalization: Literal["standard", "none"] = knob(
         "standard", "per-channel mean/std from the train split, or none", read_by="data"

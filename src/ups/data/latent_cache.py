@@ -4,9 +4,10 @@ What is keyed: one entry per (task, key) holds float16/float32 latents [N, T, L,
 every trajectory of the task's file (all splits, the whole down-sampled time axis). The
 key is the sha256 of the canonical JSON of everything the latents depend on: the format
 version, the encoder's architecture and weights (``encoder_digest``), the data file's identity (resolved
-path, size, mtime_ns), layout, spatial and temporal down-sampling, the normaliser
-statistics, the cache dtype and the shapes. Change any of them and the key, hence the
-file name, changes: a stale entry is never read, only left behind for ``clear``.
+path, size, mtime_ns) and that of each other file its data is read from (``FileInfo.sources``: external
+links, virtual and external storage, read with ``data.allow_external_storage``), layout, spatial
+and temporal down-sampling, the normaliser statistics, the cache dtype and the shapes. Change any of
+them and the key, hence the file name, changes: a stale entry is never read, only left behind for ``clear``.
 
 File format (``<task>-<key[:20]>.latents``): the raw C-order array at offset 0, so
 ``np.memmap(path, dtype, mode="r", offset=0, shape=shape)`` reads it page-aligned; then a
@@ -88,12 +89,10 @@ def encoder_digest(module: torch.nn.Module) -> str:
 
 def entry_key(task: TaskData, *, encoder: str, dtype: str, latent_shape: tuple[int, int]) -> tuple[str, dict]:
     """(sha256 hex of the canonical JSON of the key fields, the key fields) of a task's entry."""
-    path = Path(task.file.path).resolve()
-    stat = path.stat()
     fields = {
         "format": FORMAT_VERSION,
         "encoder": encoder,
-        "data_file": {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns},
+        "data_file": _file_identity(Path(task.file.path).resolve()),
         "layout": task.file.layout,
         "reduced_resolution": task.file.reduced_resolution,
         "reduced_resolution_t": task.file.reduced_resolution_t,
@@ -103,7 +102,14 @@ def entry_key(task: TaskData, *, encoder: str, dtype: str, latent_shape: tuple[i
         "latent_shape": [int(s) for s in latent_shape],
         "shape": [task.info.n_samples, task.info.n_times],
     }
+    if task.info.sources:  # only then, so the keys of files without sources stay as they were
+        fields["sources"] = [_file_identity(path) for path in task.info.sources]
     return _sha256_json(fields), fields
+
+
+def _file_identity(path: Path) -> dict:
+    stat = path.stat()
+    return {"path": str(path), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 def _sha256_json(value) -> str:

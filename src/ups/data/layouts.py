@@ -1,7 +1,12 @@
 """What a PDEBench HDF5 file's layout says, read once when the file is opened: which layout,
 the sample, frame, grid and channel counts, the coordinates and times, the channels' names and
 the static fields; every dataset checked for the shape and dtype its layout stores
-(``ups.data.pdebench.PDEBenchFile`` reads the data itself)."""
+(``ups.data.pdebench.PDEBenchFile`` reads the data itself).
+
+The file is untrusted input: every object is reached through ``ups.data.untrusted.UntrustedFile``
+(links and storage checked), and the sizes the file declares are checked before anything is read
+or allocated by them: no axis of the data may be empty, the samples used may not exceed
+``sample_limit`` (``data.sample_limit``), and a coordinate's length is checked before it is read."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import h5py
 import numpy as np
 
 from ups.data.params import numeric_attrs
+from ups.data.untrusted import UntrustedFile
 from ups.errors import DataError
 
 LAYOUTS = ("single", "darcy", "multigroup", "cfd", "ns_incomp")
@@ -28,10 +34,22 @@ def _cell_centres(n: int) -> np.ndarray:
 
 class LayoutScan:
     """The layout facts of one open file (``layout`` "auto" detects it); DataError when the
-    file does not hold what its layout stores."""
+    file does not hold what its layout stores, declares more than ``sample_limit`` samples in use
+    (after ``max_samples``), or reads other files without ``allow_external``. ``objects.sources``:
+    the other files it reads."""
 
-    def __init__(self, path, h5: h5py.File, layout: str, max_samples: int | None):
-        self.path, self.max_samples = path, max_samples
+    def __init__(
+        self,
+        path,
+        h5: h5py.File,
+        layout: str,
+        max_samples: int | None,
+        *,
+        sample_limit: int,
+        allow_external: bool = False,
+    ):
+        self.path, self.max_samples, self.sample_limit = path, max_samples, sample_limit
+        self.objects = UntrustedFile(path, h5, allow_external)
         self.notes: list[str] = []
         self.channel_axis = False
         self.channel_names: tuple[str, ...] = ()
@@ -51,7 +69,7 @@ class LayoutScan:
             return "cfd"
         if "velocity" in h5:
             return "ns_incomp"
-        if any(_GROUP_NAME.match(k) and isinstance(h5[k], h5py.Group) for k in keys):
+        if any(_GROUP_NAME.match(k) and isinstance(self.objects.get(k), h5py.Group) for k in keys):
             return "multigroup"
         shown = ", ".join(keys[:10]) + (", ..." if len(keys) > 10 else "")
         raise DataError(
@@ -62,13 +80,13 @@ class LayoutScan:
         )
 
     def _dataset(self, h5, key: str, expected: str) -> h5py.Dataset:
-        if key not in h5 or not isinstance(h5[key], h5py.Dataset):
+        ds = self.objects.dataset(key)
+        if not isinstance(ds, h5py.Dataset):
             raise DataError(
                 f"{self.path}: no dataset '{key}' (layout '{self.layout}'); "
                 f"expected '{key}' with shape {expected}. Top-level keys: "
                 f"{list(h5.keys())[:10]}."
             )
-        ds = h5[key]
         if ds.dtype.kind not in "fiu":
             raise DataError(
                 f"{self.path}: dataset '{key}' has dtype {ds.dtype}; expected a "
@@ -78,36 +96,36 @@ class LayoutScan:
 
     def _axis(self, h5, key: str, n: int, axis: str) -> np.ndarray:
         """A 1-D coordinate of length n, or uniform cell centres when absent."""
-        if key not in h5:
+        if self.objects.get(key) is None:
             self.notes.append(f"no '{key}': using {n} uniform cell centres on (0, 1) for {axis}")
             return _cell_centres(n)
-        values = np.asarray(h5[key][()], dtype=np.float64).reshape(-1)
-        if values.shape[0] != n:
+        ds = self._dataset(h5, key, f"[{n}]")
+        if ds.size != n:
             raise DataError(
-                f"{self.path}: '{key}' has length {values.shape[0]} (shape "
-                f"{h5[key].shape}) but the data has {n} points along {axis}; "
+                f"{self.path}: '{key}' has length {ds.size} (shape "
+                f"{ds.shape}) but the data has {n} points along {axis}; "
                 f"expected a 1-D array of length {n}."
             )
-        return values
+        return np.asarray(ds[()], dtype=np.float64).reshape(-1)
 
     def _time_axis(self, h5, key: str, t: int) -> np.ndarray:
         """Times of length T; a T+1 array (the PDEBench quirk) is cut to its first T."""
-        if key not in h5:
+        if self.objects.get(key) is None:
             self.notes.append(f"no '{key}': using {t} uniform times on [0, 1]")
             return np.linspace(0.0, 1.0, t)
-        values = np.asarray(h5[key][()], dtype=np.float64).reshape(-1)
-        if values.shape[0] not in (t, t + 1):
+        ds = self._dataset(h5, key, f"[{t}] or [{t + 1}]")
+        if ds.size not in (t, t + 1):
             raise DataError(
-                f"{self.path}: '{key}' has length {values.shape[0]} (shape "
-                f"{h5[key].shape}) but the data has T={t} frames; expected length "
+                f"{self.path}: '{key}' has length {ds.size} (shape "
+                f"{ds.shape}) but the data has T={t} frames; expected length "
                 f"{t} or {t + 1}."
             )
-        return values[:t]
+        return np.asarray(ds[()], dtype=np.float64).reshape(-1)[:t]
 
     def _validate_single(self, h5) -> None:
         ds = self._dataset(h5, "tensor", "[N, T, X] or [N, T, X, Y]")
         rank = ds.ndim
-        has_y = "y-coordinate" in h5
+        has_y = self.objects.get("y-coordinate") is not None
         if rank == 3 or (rank == 4 and has_y):
             self.channel_axis, self.channels = False, 1
         elif rank in (4, 5):
@@ -118,9 +136,8 @@ class LayoutScan:
                 f"expected [N, T, X], [N, T, X, Y] (with 'y-coordinate'), "
                 f"[N, T, X, C] or [N, T, X, Y, C]."
             )
-        self.n, self.t_len = int(ds.shape[0]), int(ds.shape[1])
         n_spatial = rank - 2 - int(self.channel_axis)
-        self.spatial = tuple(int(s) for s in ds.shape[2 : 2 + n_spatial])
+        self._set_sizes("tensor", ds.shape, ds.shape[0], ds.shape[1], ds.shape[2 : 2 + n_spatial])
         self._read_grid(h5, [f"{a}-coordinate" for a in SPATIAL_AXES], "t-coordinate")
 
     def _validate_cfd(self, h5) -> None:
@@ -142,8 +159,7 @@ class LayoutScan:
                     f"({', '.join(names)}) must have the same shape."
                 )
         self.channel_names, self.channels = names, len(names)
-        self.n, self.t_len = int(density.shape[0]), int(density.shape[1])
-        self.spatial = tuple(int(s) for s in density.shape[2:])
+        self._set_sizes("density", density.shape, density.shape[0], density.shape[1], density.shape[2:])
         self._read_grid(h5, [f"{a}-coordinate" for a in SPATIAL_AXES], "t-coordinate")
 
     def _validate_ns_incomp(self, h5) -> None:
@@ -160,7 +176,7 @@ class LayoutScan:
                 f"{self.path}: dataset 'particles' has shape {particles.shape}; expected "
                 f"{(n, t_len, *spatial, 1)} to match 'velocity' {velocity.shape}."
             )
-        if "force" in h5:
+        if self.objects.get("force") is not None:
             force = self._dataset(h5, "force", f"[{n}, {spatial[0]}, {spatial[1]}, 2]")
             if force.shape != (n, *spatial, 2):
                 raise DataError(
@@ -169,13 +185,14 @@ class LayoutScan:
                 )
             self.static = NS_STATIC
         self.channel_names, self.channels = NS_CHANNELS, 3
-        self.n, self.t_len, self.spatial = n, t_len, tuple(spatial)
+        self._set_sizes("velocity", velocity.shape, n, t_len, spatial)
         self._read_grid(h5, [f"{a}-coordinate" for a in SPATIAL_AXES], None)
         self.t = self._sample_times(h5, n, t_len)
 
     def _sample_times(self, h5, n: int, t_len: int) -> np.ndarray:
-        """One time axis from ``t`` [N, T], whose rows must agree (one axis serves every sample)."""
-        if "t" not in h5:
+        """One time axis from ``t`` [N, T], whose rows must agree (one axis serves every sample);
+        only the rows of the samples in use (``max_samples``) are read."""
+        if self.objects.get("t") is None:
             return self._time_axis(h5, "t", t_len)  # uniform times, noted
         t = self._dataset(h5, "t", f"[{n}, {t_len}]")
         if t.shape != (n, t_len):
@@ -183,7 +200,7 @@ class LayoutScan:
                 f"{self.path}: dataset 't' has shape {t.shape}; expected {(n, t_len)}, the "
                 f"times of every sample's frames."
             )
-        rows = np.asarray(t[()], dtype=np.float64)
+        rows = np.asarray(t[: self.max_samples], dtype=np.float64)
         first = rows[0]
         differ = ~np.isclose(rows, first, rtol=1e-6, atol=1e-9).all(axis=1)
         if differ.any():
@@ -209,8 +226,8 @@ class LayoutScan:
                 f"{self.path}: Darcy dataset 'nu' has shape {a.shape}; expected "
                 f"{expected} to match 'tensor' {u.shape}."
             )
-        self.n, self.t_len, self.channels = int(u.shape[0]), 1, 1
-        self.spatial = (int(u.shape[2]), int(u.shape[3]))
+        self.channels = 1
+        self._set_sizes("tensor", u.shape, u.shape[0], 1, u.shape[2:])
         self._read_grid(h5, ["x-coordinate", "y-coordinate"], None)
 
     def _validate_multigroup(self, h5) -> None:
@@ -220,34 +237,62 @@ class LayoutScan:
                 f"{self.path}: no groups named '0000', '0001', ...; top-level keys "
                 f"are {list(h5.keys())[:10]}. Expected the multi-group layout."
             )
-        shape = None
-        for name in names[: self.max_samples]:
-            group = h5[name]
-            if not isinstance(group, h5py.Group) or "data" not in group:
-                raise DataError(
-                    f"{self.path}: group '{name}' has no dataset 'data'; every group "
-                    f"must hold 'data' [T, X, C] or [T, X, Y, C]."
-                )
-            ds = group["data"]
-            if shape is None:
-                shape = ds.shape
-                if ds.ndim not in (3, 4, 5) or ds.dtype.kind not in "fiu":
-                    raise DataError(
-                        f"{self.path}: '{name}/data' has shape {ds.shape} and dtype "
-                        f"{ds.dtype}; expected real [T, X, C], [T, X, Y, C] or [T, X, Y, Z, C]."
-                    )
-            elif ds.shape != shape:
+        self._check_sample_count(len(names), "one per group")
+        first, shape = names[0], None
+        for name in names[: self.max_samples]:  # every group in use, each checked alike
+            ds = self._group_data(name)
+            shape = ds.shape if shape is None else shape
+            if ds.shape != shape:
                 raise DataError(
                     f"{self.path}: '{name}/data' has shape {ds.shape} but "
-                    f"'{names[0]}/data' has {shape}; all groups must match."
+                    f"'{first}/data' has {shape}; all groups must match."
                 )
-            self.group_params.append(numeric_attrs(group.attrs))
+            self.group_params.append(numeric_attrs(self.objects.get(name).attrs))
         self.groups = names
-        self.n, self.t_len, self.channels = len(names), int(shape[0]), int(shape[-1])
-        self.spatial = tuple(int(s) for s in shape[1:-1])
-        self.channel_axis = True
-        first = names[0]
+        self.channels, self.channel_axis = int(shape[-1]), True
+        self._set_sizes(f"{first}/data", shape, len(names), shape[0], shape[1:-1])
         self._read_grid(h5, [f"{first}/grid/{a}" for a in SPATIAL_AXES], f"{first}/grid/t")
+
+    def _group_data(self, name: str) -> h5py.Dataset:
+        """Group ``name``'s ``data``: a real array [T, X(, Y(, Z)), C]."""
+        ds = self.objects.dataset(f"{name}/data")
+        if not isinstance(ds, h5py.Dataset):
+            raise DataError(
+                f"{self.path}: group '{name}' has no dataset 'data'; every group "
+                f"must hold 'data' [T, X, C] or [T, X, Y, C]."
+            )
+        if ds.ndim not in (3, 4, 5) or ds.dtype.kind not in "fiu":
+            raise DataError(
+                f"{self.path}: '{name}/data' has shape {ds.shape} and dtype "
+                f"{ds.dtype}; expected real [T, X, C], [T, X, Y, C] or [T, X, Y, Z, C]."
+            )
+        return ds
+
+    def _check_sample_count(self, n: int, what: str) -> None:
+        """Refuse more samples in use (the first ``max_samples`` of ``n``) than ``sample_limit``;
+        ``what`` says where ``n`` comes from."""
+        used = n if self.max_samples is None else min(n, self.max_samples)
+        if used > self.sample_limit:
+            raise DataError(
+                f"{self.path}: {n:,} samples declared ({what}), more than data.sample_limit = "
+                f"{self.sample_limit:,}. If the file really holds that many, raise data.sample_limit; "
+                f"to use only the first ones, set data.max_samples."
+            )
+
+    def _set_sizes(self, key: str, shape, n: int, t_len: int, spatial) -> None:
+        """The data's sizes, declared by dataset ``key`` of ``shape`` (``channels`` set before):
+        refused when more samples are in use than ``sample_limit`` or an axis is empty, before
+        anything is read or allocated by them."""
+        self.n, self.t_len, self.spatial = int(n), int(t_len), tuple(int(s) for s in spatial)
+        self._check_sample_count(self.n, f"'{key}' has shape {tuple(shape)}")
+        sizes = {"samples (N)": self.n, "time steps (T)": self.t_len, "channels (C)": self.channels}
+        sizes.update({f"grid points along {a}": s for a, s in zip(SPATIAL_AXES, self.spatial)})
+        empty = [name for name, size in sizes.items() if size == 0]
+        if empty:
+            raise DataError(
+                f"{self.path}: '{key}' has shape {tuple(shape)}: no {empty[0]}; every axis of the "
+                f"data must hold at least one entry."
+            )
 
     def _read_grid(self, h5, axis_keys: list[str], t_key: str | None) -> None:
         self.axes = [

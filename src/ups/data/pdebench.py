@@ -19,7 +19,9 @@ Five layouts are read (``layout="auto"`` detects them, in this order):
   [T, X, C] or [T, X, Y, C] and ``grid/x``, ``grid/y`` (2D), ``grid/t`` (T or T+1). The
   grid of the first group is used for all groups.
 
-Each layout's datasets are checked, and its facts read, by ``ups.data.layouts.LayoutScan``.
+Each layout's datasets are checked, and its facts read, by ``ups.data.layouts.LayoutScan``; the
+file is untrusted input (``ups.data.untrusted``): its links and storage are checked, and the sizes it
+declares bounded, before anything is read.
 Missing coordinates fall back to uniform cell centres on (0, 1) and missing times to
 ``linspace(0, 1, T)``; each fallback is recorded in ``FileInfo.notes``. ``max_samples``
 keeps the first samples in file order (PDEBench's ``num_samples_max``).
@@ -40,6 +42,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from ups.config.schema import SAMPLE_LIMIT
 from ups.data.contiguous import ContiguousDataset
 from ups.data.layouts import LAYOUTS, LayoutScan
 from ups.data.params import numeric_attrs, parse_params_from_name
@@ -56,6 +59,8 @@ class FileInfo:
     (or of u in a Darcy file) in order; ``static_channels`` those of ``static_field``, a
     per-sample field that does not change in time (the incompressible Navier-Stokes
     forcing). ``notes`` records fallbacks such as synthesised coordinates, and the cap.
+    ``sources``: the other files the data is read from (external links, virtual and external
+    storage, with ``allow_external_storage``), resolved.
     """
 
     path: Path
@@ -70,6 +75,7 @@ class FileInfo:
     notes: tuple[str, ...] = ()
     channel_names: tuple[str, ...] = ()
     static_channels: tuple[str, ...] = ()
+    sources: tuple[Path, ...] = ()
 
 
 def _n_kept(n: int, step: int) -> int:
@@ -101,9 +107,13 @@ class PDEBenchFile:
         params_override: PDE parameters that win over the file name and attributes.
         max_samples: keep only the first samples in file order (PDEBench's
             ``num_samples_max``); None keeps all.
+        sample_limit: refuse a file with more samples in use than this (``data.sample_limit``).
+        allow_external_storage: read external links, virtual datasets and external raw storage
+            (``data.allow_external_storage``); refused otherwise.
 
     Raises:
-        DataError: the file is missing, not HDF5, or not in the layout asked for.
+        DataError: the file is missing, not HDF5, not in the layout asked for, or refused as
+            untrusted input (``ups.data.untrusted``, ``ups.data.layouts``).
     """
 
     def __init__(
@@ -114,6 +124,8 @@ class PDEBenchFile:
         reduced_resolution_t: int = 1,
         params_override: dict | None = None,
         max_samples: int | None = None,
+        sample_limit: int = SAMPLE_LIMIT,
+        allow_external_storage: bool = False,
     ):
         self.path = Path(path)
         if layout != "auto" and layout not in LAYOUTS:
@@ -137,11 +149,19 @@ class PDEBenchFile:
         self.reduced_resolution = self._r = int(reduced_resolution)
         self.reduced_resolution_t = self._rt = int(reduced_resolution_t)
         self.max_samples = None if max_samples is None else int(max_samples)
+        self.sample_limit, self.allow_external_storage = int(sample_limit), bool(allow_external_storage)
         self._h5: h5py.File | None = None
         self._pid: int | None = None
         self._direct: dict[str, ContiguousDataset | None] = {}  # by dataset key, for this process's handle
         with self._open() as h5:
-            scan = LayoutScan(self.path, h5, layout, self.max_samples)
+            scan = LayoutScan(
+                self.path,
+                h5,
+                layout,
+                self.max_samples,
+                sample_limit=self.sample_limit,
+                allow_external=self.allow_external_storage,
+            )
             params = parse_params_from_name(self.path.name)
             params.update(numeric_attrs(h5.attrs))
         self.layout, self._notes = scan.layout, scan.notes
@@ -173,6 +193,7 @@ class PDEBenchFile:
             notes=tuple(self._notes),
             channel_names=self._channel_names or default_channel_names(self._channels),
             static_channels=self._static,
+            sources=tuple(sorted(scan.objects.sources)),
         )
 
     def reopened(self, **changes) -> PDEBenchFile:
@@ -185,6 +206,8 @@ class PDEBenchFile:
             reduced_resolution_t=self._rt,
             params_override=self._override,
             max_samples=self.max_samples,
+            sample_limit=self.sample_limit,
+            allow_external_storage=self.allow_external_storage,
         )
         return PDEBenchFile(**{**settings, **changes})
 
@@ -229,12 +252,12 @@ class PDEBenchFile:
 
     def _read(self, key: str, lead: tuple[int, ...], rows: slice, keep: tuple[slice, ...] = ()) -> np.ndarray:
         """``h5[key][(*lead, rows, *keep)]`` in the stored dtype: by file offset when the dataset is
-        contiguous and unfiltered (``ContiguousDataset``), else by h5py."""
+        contiguous, unfiltered and in this file (``ContiguousDataset``), else by h5py."""
         h5 = self._handle()
         if key not in self._direct:
-            self._direct[key] = ContiguousDataset.probe(
-                h5[key], _file_descriptor(h5), f"{self.path}: '{key}'"
-            )
+            own = h5[key].file.filename == h5.filename  # not behind an external link
+            fd = _file_descriptor(h5) if own else None
+            self._direct[key] = ContiguousDataset.probe(h5[key], fd, f"{self.path}: '{key}'")
         direct = self._direct[key]
         return h5[key][(*lead, rows, *keep)] if direct is None else direct.read(lead, rows, keep)
 

@@ -14,6 +14,8 @@ def _file_options(cfg: Config) -> dict:
         reduced_resolution=data.reduced_resolution,
         reduced_resolution_t=data.reduced_resolution_t,
         max_samples=data.max_samples,
+        sample_limit=data.sample_limit,
+        allow_external_storage=data.allow_external_storage,
     )
 
 

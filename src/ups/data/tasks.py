@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ups.config.schema import TaskConfig
+from ups.config.schema import SAMPLE_LIMIT, TaskConfig
 from ups.data.generate.registry import GENERATORS
 from ups.data.normalization import Normalizer
 from ups.data.params import parse_params_from_name
@@ -109,9 +109,12 @@ def open_task_file(
     reduced_resolution: int = 1,
     reduced_resolution_t: int = 1,
     max_samples: int | None = None,
+    sample_limit: int = SAMPLE_LIMIT,
+    allow_external_storage: bool = False,
 ) -> PDEBenchFile:
     """The task's file, opened and validated (what it holds is in ``.info``; nothing is read
-    beyond its coordinates). Relative paths resolve against ``data_dir``."""
+    beyond its coordinates). Relative paths resolve against ``data_dir``; the other arguments are
+    ``PDEBenchFile``'s."""
     data_dir = Path(data_dir).expanduser()
     path = Path(spec.path).expanduser()
     if not path.is_absolute():
@@ -128,6 +131,8 @@ def open_task_file(
         reduced_resolution_t=reduced_resolution_t,
         params_override=spec.params,
         max_samples=max_samples,
+        sample_limit=sample_limit,
+        allow_external_storage=allow_external_storage,
     )
 
 
@@ -211,12 +216,15 @@ def load_tasks(
     normalization: str = "standard",
     split_mode: str = "seeded",
     max_samples: int | None = None,
+    sample_limit: int = SAMPLE_LIMIT,
+    allow_external_storage: bool = False,
 ) -> list[TaskData]:
     """Open, validate, split and fit normalisers for every task, in ``specs`` order.
 
     Relative paths resolve against ``data_dir``; ``max_samples`` keeps the first samples of
-    each file, ``split_mode`` is ``splits.split_trajectories``'s ``mode``. Normalisers are fitted on
-    the train split only, streaming one trajectory at a time (one pass over the train trajectories).
+    each file (``sample_limit`` and ``allow_external_storage`` as in ``PDEBenchFile``), ``split_mode``
+    is ``splits.split_trajectories``'s ``mode``. Normalisers are fitted on the train split only,
+    streaming one trajectory at a time (one pass over the train trajectories).
 
     Raises:
         DataError: no tasks, duplicate names, a missing or malformed file, too few
@@ -232,6 +240,8 @@ def load_tasks(
         reduced_resolution=reduced_resolution,
         reduced_resolution_t=reduced_resolution_t,
         max_samples=max_samples,
+        sample_limit=sample_limit,
+        allow_external_storage=allow_external_storage,
     )
     split_options = dict(fractions=split_fractions, seed=seed, need_val=need_val, mode=split_mode)
     return [
