@@ -87,6 +87,11 @@ def virtual_source_missing(path):
     _virtual(path)
 
 
+def virtual_source_not_hdf5(path):
+    (path.parent / "source.h5").write_text("not hdf5")
+    _virtual(path)
+
+
 def virtual_half_mapped(path):
     _source(path)
     _virtual(path, shape=(5, 6, 16))
@@ -156,6 +161,11 @@ CASES = {  # name -> (writer, data settings, fragments of the message)
         virtual_source_missing,
         OPT_IN,
         ["dataset 'tensor' is virtual and maps 'x' of source.h5, which is not found"],
+    ),
+    "virtual source not HDF5, opted in": (
+        virtual_source_not_hdf5,
+        OPT_IN,
+        ["dataset 'tensor' maps 'x' of", "which cannot be read as HDF5"],
     ),
     "virtual dataset half mapped, opted in": (
         virtual_half_mapped,

@@ -64,28 +64,25 @@ class UntrustedFile:
         """The object at ``key`` (``/``-separated), None when no link of that name is there. Every
         link on the way is checked before it is followed: an external one needs the opt-in, and
         none may lead nowhere."""
-        node, parts = self.h5, key.split("/")
+        node, parts, crossed = self.h5, key.split("/"), False
         for depth, name in enumerate(parts):
-            if not isinstance(node, h5py.Group):
+            if not isinstance(node, h5py.Group) or not node.id.links.exists(name.encode()):
                 return None
-            link = node.get(name, getlink=True)
-            if link is None:
-                return None
-            where = "/".join(parts[: depth + 1])
-            if isinstance(link, h5py.ExternalLink):
+            where, kind = "/".join(parts[: depth + 1]), node.id.links.get_info(name.encode()).type
+            if kind == h5py.h5l.TYPE_EXTERNAL:
+                link = node.get(name, getlink=True)
                 self._refuse_unless_allowed(where, f"an external link to '{link.path}' of {link.filename}")
-            elif not isinstance(link, (h5py.HardLink, h5py.SoftLink)):
-                raise DataError(f"{self.path}: '{where}' is a {type(link).__name__}; UPS does not follow it.")
+                crossed = True
+            elif kind not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT):
+                raise DataError(f"{self.path}: '{where}' is a user-defined link; UPS does not follow it.")
             try:
-                node = node.get(name)
+                node = node[name]
             except (KeyError, OSError):
-                node = None
-            if node is None:
                 raise DataError(
-                    f"{self.path}: '{where}' is a link ({_describe(link)}) that leads to nothing; fix "
-                    f"the link or write the data into the file."
-                )
-        if Path(node.file.filename).resolve() != Path(self.h5.filename).resolve():
+                    f"{self.path}: '{where}' is a link ({_describe(node.get(name, getlink=True))}) that "
+                    f"leads to nothing; fix the link or write the data into the file."
+                ) from None
+        if crossed:
             self.sources.add(Path(node.file.filename).resolve())
         return node
 
@@ -94,10 +91,11 @@ class UntrustedFile:
         node = self.get(key)
         if isinstance(node, h5py.Dataset):
             where = f"{self.path}: dataset '{key}'"
-            if node.is_virtual:
+            plist = node.id.get_create_plist()
+            if plist.get_layout() == h5py.h5d.VIRTUAL:
                 self._refuse_unless_allowed(key, "a virtual dataset (its data lives in other files)")
                 self._check_virtual(node, where)
-            elif node.external:
+            elif plist.get_external_count():
                 self._refuse_unless_allowed(key, "stored in external raw files (other files' bytes)")
                 self._check_external(node, where)
             else:
@@ -113,7 +111,7 @@ class UntrustedFile:
 
     def _check_virtual(self, dataset: h5py.Dataset, where: str) -> None:
         """Every source file and dataset of a virtual dataset is there, plain, written and large
-        enough for its mapping (HDF5 would read zeros for any that is not)."""
+        enough for its mapping, and the mappings cover it (HDF5 reads zeros wherever not)."""
         mapped = 0
         for source in dataset.virtual_sources():
             file = self._virtual_source_file(dataset, source.file_name)
@@ -124,23 +122,34 @@ class UntrustedFile:
                     f"data into {self.path.name}."
                 )
             points = source.vspace.get_select_npoints()
-            with h5py.File(file, "r") as h5:
-                target = h5.get(source.dset_name)
-                what = f"{where} maps '{source.dset_name}' of {file}"
-                if not isinstance(target, h5py.Dataset):
-                    raise DataError(f"{what}, which has no such dataset (HDF5 would read zeros there).")
-                if target.is_virtual or target.external:
-                    raise DataError(f"{what}, whose data lives in yet other files; UPS reads one level only.")
-                refuse_unallocated(target, what)
-                if target.size < points:
-                    raise DataError(f"{what}, which holds {target.size:,} elements for {points:,} mapped.")
+            self._check_virtual_source(
+                file, source.dset_name, points, f"{where} maps '{source.dset_name}' of {file}"
+            )
             mapped += points
-            self.sources.add(file.resolve())
+            if file.resolve() != Path(self.h5.filename).resolve():
+                self.sources.add(file.resolve())
         if mapped < dataset.size:
             raise DataError(
                 f"{where} is virtual and maps {mapped:,} of its {dataset.size:,} elements; the rest "
                 f"would read as the fill value."
             )
+
+    @staticmethod
+    def _check_virtual_source(file: Path, name: str, points: int, what: str) -> None:
+        """Dataset ``name`` of ``file`` is plain (its own file's bytes), written, and holds ``points``."""
+        try:
+            with h5py.File(file, "r") as h5:
+                target = h5.get(name)
+                if not isinstance(target, h5py.Dataset):
+                    raise DataError(f"{what}, which has no such dataset (HDF5 would read zeros there).")
+                elsewhere = Path(target.file.filename).resolve() != file.resolve()
+                if elsewhere or target.is_virtual or target.external:
+                    raise DataError(f"{what}, whose data lives in yet other files; UPS reads one level only.")
+                refuse_unallocated(target, what)
+                if target.size < points:
+                    raise DataError(f"{what}, which holds {target.size:,} elements for {points:,} mapped.")
+        except (OSError, KeyError) as exc:
+            raise DataError(f"{what}, which cannot be read as HDF5 ({exc}).") from None
 
     def _virtual_source_file(self, dataset: h5py.Dataset, name: str) -> Path | None:
         """Where HDF5 looks for a virtual source file, in its order: the name if absolute, under
