@@ -64,9 +64,12 @@ def write_config(
 BURGERS = [{"name": "burgers", "path": "1D_Burgers_Sols_Nu0.01.hdf5"}]
 
 
-def refused_before_work(tmp_path: Path, capsys, data_file: Path, data: dict | None = None) -> str:
-    """``ups pipeline`` on one task of ``data_file`` (the TINY model, ``data`` settings on top):
-    asserts exit 2 and nothing written (no run folder, no latent cache); returns stderr."""
+def refused_before_work(
+    tmp_path: Path, capsys, data_file: Path, data: dict | None = None, command=("pipeline",)
+) -> str:
+    """``ups <command>`` (default ``pipeline``) on one task of ``data_file`` (the TINY model, ``data``
+    settings on top): asserts exit 2 and nothing written (no run folder, no latent cache); returns
+    stderr."""
     from ups.cli import main
 
     cache = tmp_path / "latent_cache"
@@ -78,7 +81,7 @@ def refused_before_work(tmp_path: Path, capsys, data_file: Path, data: dict | No
         data=data,
     )
     run = tmp_path / "run"
-    assert main(["pipeline", "--config", str(config), "--run-dir", str(run)]) == 2
+    assert main([*command, "--config", str(config), "--run-dir", str(run)]) == 2
     assert not run.exists() and not cache.exists()
     return capsys.readouterr().err
 

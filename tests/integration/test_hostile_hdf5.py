@@ -30,6 +30,7 @@ from tiny_runs import refused_before_work  # noqa: E402
 
 SHAPE = (10, 6, 16)  # N, T, X
 OPT_IN = {"allow_external_storage": True}
+OPT_KEY = "data.allow_external_storage"
 
 
 def _source(path: Path, seed: int = 0) -> np.ndarray:
@@ -213,6 +214,14 @@ def test_a_hostile_file_is_refused_before_work_with_nothing_written(tmp_path, ca
     assert str(path) in err and all(fragment in err for fragment in fragments), err
 
 
+def test_ups_train_refuses_a_hostile_file_before_work(tmp_path, capsys):
+    path = tmp_path / "data" / "task.h5"
+    path.parent.mkdir()
+    external_link(path)
+    err = refused_before_work(tmp_path, capsys, path, command=("train", "--stage", "autoencoder"))
+    assert f"{path}: 'tensor' is an external link" in err, err
+
+
 def test_1e12_declared_samples_are_refused_without_allocating(tmp_path):
     path = tmp_path / "huge.h5"
     declares_1e12_samples(path)
@@ -240,6 +249,7 @@ def test_opted_in_sources_are_read_and_stamped_in_the_cache_key(tmp_path, writer
         (task,) = load_tasks([TaskConfig("t", path.name)], tmp_path, **OPT_IN)
         np.testing.assert_array_equal(task.file.trajectory(3)[..., 0], expected[3])
         assert task.info.sources == (source.resolve(),)
+        assert f"data read from other files ({OPT_KEY}): {source.resolve()}" in task.info.notes
         return entry_key(task, encoder="e", dtype="float32", latent_shape=(4, 3))
 
     before, fields = key()

@@ -58,6 +58,9 @@ class LayoutScan:
         self.group_params: list[dict[str, float]] = []
         self.layout = self._detect_layout(h5) if layout == "auto" else layout
         getattr(self, f"_validate_{self.layout}")(h5)  # one of LAYOUTS, checked by the caller
+        if self.objects.sources:
+            shown = ", ".join(str(path) for path in sorted(self.objects.sources))
+            self.notes.append(f"data read from other files (data.allow_external_storage): {shown}")
 
     def _detect_layout(self, h5: h5py.File) -> str:
         keys = list(h5.keys())
