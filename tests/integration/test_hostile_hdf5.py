@@ -105,6 +105,10 @@ def external_link(path):
         f.create_dataset("padding", data=np.ones(10_000, dtype="f4"))
 
 
+def dangling_link_opted_in(path):
+    _with_tensor(path, lambda f: f.__setitem__("tensor", h5py.ExternalLink("gone.h5", "x")))
+
+
 def external_group(path):
     write_multigroup(path, n=4)
     write_multigroup(path.parent / "other.h5", n=4)
@@ -177,6 +181,11 @@ CASES = {  # name -> (writer, data settings, fragments of the message)
         external_link,
         {},
         ["'tensor' is an external link to 'x' of source.h5", "data.allow_external_storage: true"],
+    ),
+    "external link that leads nowhere, opted in": (
+        dangling_link_opted_in,
+        OPT_IN,
+        ["'tensor' is a link (to 'x' of gone.h5) that leads to nothing"],
     ),
     "external link to a group": (
         external_group,

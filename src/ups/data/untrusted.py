@@ -64,7 +64,7 @@ class UntrustedFile:
         """The object at ``key`` (``/``-separated), None when no link of that name is there. Every
         link on the way is checked before it is followed: an external one needs the opt-in, and
         none may lead nowhere."""
-        node, parts, crossed = self.h5, key.split("/"), False
+        node, parts = self.h5, key.split("/")
         for depth, name in enumerate(parts):
             if not isinstance(node, h5py.Group) or not node.id.links.exists(name.encode()):
                 return None
@@ -72,7 +72,6 @@ class UntrustedFile:
             if kind == h5py.h5l.TYPE_EXTERNAL:
                 link = node.get(name, getlink=True)
                 self._refuse_unless_allowed(where, f"an external link to '{link.path}' of {link.filename}")
-                crossed = True
             elif kind not in (h5py.h5l.TYPE_HARD, h5py.h5l.TYPE_SOFT):
                 raise DataError(f"{self.path}: '{where}' is a user-defined link; UPS does not follow it.")
             try:
@@ -82,8 +81,8 @@ class UntrustedFile:
                     f"{self.path}: '{where}' is a link ({_describe(node.get(name, getlink=True))}) that "
                     f"leads to nothing; fix the link or write the data into the file."
                 ) from None
-        if crossed:
-            self.sources.add(Path(node.file.filename).resolve())
+            if kind == h5py.h5l.TYPE_EXTERNAL:
+                self.sources.add(Path(node.file.filename).resolve())
         return node
 
     def dataset(self, key: str) -> h5py.Group | h5py.Dataset | None:
