@@ -46,6 +46,7 @@ log = logging.getLogger("ups")
 PROVENANCE = ("run_dir", "run_config_hash")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run
 NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_WARNED: set[str] = set()  # the warnings given so far (``warn_once``)
 
 
 @dataclass
@@ -137,13 +138,13 @@ def check_leaderboard(csv_path: Path) -> None:
     in ``.csv`` (its HTML twin ``<stem>.html`` could be the file itself), a folder, a path under a
     file, an existing file that is not UTF-8 or whose header is refused."""
     csv_path = Path(csv_path)
+    if csv_path.is_dir():
+        raise UPSError(f"--leaderboard {csv_path} is a folder; give the path of a CSV file.")
     if csv_path.suffix.lower() != ".csv":
         raise UPSError(
             f"--leaderboard {csv_path}: give a file name ending in .csv (the HTML twin is written "
             f"beside it as {csv_path.with_suffix('.html').name}), e.g. {csv_path.with_suffix('.csv')}."
         )
-    if csv_path.is_dir():
-        raise UPSError(f"--leaderboard {csv_path} is a folder; give the path of a CSV file.")
     if (blocker := blocking_file(csv_path.parent)) is not None:
         raise UPSError(f"--leaderboard {csv_path}: {blocker} is a file, not a folder; choose another path.")
     _load(csv_path)
@@ -154,13 +155,19 @@ def read_leaderboard(csv_path: Path) -> Leaderboard:
     skipped. ``UPSError`` when it is not UTF-8 or its header is refused."""
     board = _load(Path(csv_path))
     for skipped in board.malformed:
-        log.warning(
-            "leaderboard %s, line %s: skipped, %s; it stays in the file as written (fix or delete it).",
-            board.path,
-            skipped.lines,
-            skipped.why,
+        warn_once(
+            f"leaderboard {board.path}, line {skipped.lines}: skipped, {skipped.why}; it stays in "
+            f"the file as written (fix or delete it)."
         )
     return board
+
+
+def warn_once(message: str) -> None:
+    """A warning the first time this process meets ``message`` (a command reads its leaderboard
+    several times)."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        log.warning("%s", message)
 
 
 def _update(csv_path: Path, change) -> None:

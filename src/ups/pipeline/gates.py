@@ -23,16 +23,13 @@ with a warning (it records what was measured).
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ups.errors import UPSError
 from ups.eval.evaluator import FIELD_METRICS
-from ups.eval.leaderboard import read_leaderboard, run_config_hash
-
-log = logging.getLogger("ups")
+from ups.eval.leaderboard import read_leaderboard, run_config_hash, warn_once
 
 ROLES = ("champion", "full_eval", "baseline")  # baseline preference, best first
 # the evaluation's metrics where lower is better: the only ones a gate can compare
@@ -119,27 +116,23 @@ def gating_rows(leaderboard: Path) -> list[dict]:
         run = Path(leaderboard).parent / row["run_dir"]
         what = f"leaderboard {leaderboard}, line {line} ({row.get('role')} of run {row.get('run_id')})"
         if not run.is_dir():
-            log.warning("%s: its run folder %s is gone; it still gates on the figures it records.", what, run)
+            warn_once(f"{what}: its run folder {run} is gone; it still gates on the figures it records.")
         elif run_config_hash(run) != row["run_config_hash"]:
-            log.warning(
-                "%s: ignored by the gates: %s/config.resolved.yaml is not the config the row was "
-                "evaluated with (retrained since, or a row copied by hand); evaluate the run again "
-                "to register it.",
-                what,
-                run,
+            warn_once(
+                f"{what}: ignored by the gates: {run}/config.resolved.yaml is not the config the row "
+                f"was evaluated with (retrained since, or a row copied by hand); evaluate the run "
+                f"again to register what it holds now."
             )
             continue
         kept.append(row)
     if unproven:
         shown = ", ".join(unproven[:10]) + (f" and {len(unproven) - 10} more" if len(unproven) > 10 else "")
-        log.warning(
-            "leaderboard %s, line(s) %s: ignored by the gates: no run_dir and run_config_hash "
-            "(written before leaderboard rows carried their provenance, or added by hand). To let "
-            "such a run be a baseline again, evaluate it onto this leaderboard: `ups evaluate "
-            "--config C --run-dir <its run folder> --role baseline --leaderboard %s`.",
-            leaderboard,
-            shown,
-            leaderboard,
+        warn_once(
+            f"leaderboard {leaderboard}, line(s) {shown}: ignored by the gates: no run_dir and "
+            f"run_config_hash (written before leaderboard rows carried their provenance, or added "
+            f"by hand). To let such a run be a baseline again, evaluate it onto this leaderboard: "
+            f"`ups evaluate --config C --run-dir <its run folder> --role baseline --leaderboard "
+            f"{leaderboard}`."
         )
     return kept
 
