@@ -63,6 +63,8 @@ def world(tmp_path_factory) -> dict[str, str]:
     )
     assert list(cache.glob("*.latents"))
     (root / "notes.txt").write_text("not a folder\n")
+    (root / "twice.csv").write_text("label,nrmse,nrmse\n")  # a leaderboard whose header repeats a column
+    (root / "latin1.csv").write_bytes(b"label,nrmse\ncaf\xe9,0.1\n")  # a leaderboard not in UTF-8
     return {
         "root": str(root),
         "cfg": str(config),
@@ -401,6 +403,16 @@ CASES = [
         "notes.txt is a file",
     ),
     (
+        "evaluate/leaderboard-not-csv",
+        ["evaluate", "--config", "{cfg}", "--run-dir", "{run}", "--leaderboard", "{root}/board.html"],
+        "--leaderboard {root}/board.html: give a file name ending in .csv",
+    ),
+    (
+        "evaluate/leaderboard-header-repeats-a-column",
+        ["evaluate", "--config", "{cfg}", "--run-dir", "{run}", "--leaderboard", "{root}/twice.csv"],
+        "twice.csv, line 1 (the header): it names 'nrmse' more than once",
+    ),
+    (
         "evaluate/output-prefix-under-a-file",
         ["evaluate", "--config", "{cfg}", "--run-dir", "{run}", "--output-prefix", "{file}/val"],
         "--output-prefix {file}/val: {file} is a file",
@@ -459,6 +471,16 @@ CASES = [
         "fast-to-sota/leaderboard-under-a-file",
         ["fast-to-sota", "--config", "{cfg}", "--leaderboard", "{file}/board.csv"],
         "notes.txt is a file",
+    ),
+    (
+        "fast-to-sota/leaderboard-not-csv",
+        ["fast-to-sota", "--config", "{cfg}", "--leaderboard", "{root}/board.html"],
+        "--leaderboard {root}/board.html: give a file name ending in .csv",
+    ),
+    (
+        "fast-to-sota/leaderboard-not-utf8",
+        ["fast-to-sota", "--config", "{cfg}", "--leaderboard", "{root}/latin1.csv"],
+        "latin1.csv is not UTF-8: the byte 0xe9 at offset 15 (line 2)",
     ),
     (
         "fast-to-sota/runs-dir-under-a-file",

@@ -4,7 +4,9 @@ misfits are refused, outputs escape what users type."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -189,6 +191,8 @@ def test_the_leaderboard_and_the_report_escape_what_users_type(trained, tmp_path
                     label,
                     "--tag",
                     "team=<b>x</b>",
+                    "--tag",
+                    "note==SUM(A1)",
                     "--leaderboard",
                     str(board),
                     "--output-prefix",
@@ -205,6 +209,12 @@ def test_the_leaderboard_and_the_report_escape_what_users_type(trained, tmp_path
         (run.name, "baseline", "burgers,darcy")
     ] * 2
     assert float(rows[0]["nrmse"]) == pytest.approx(float(rows[1]["nrmse"]), rel=1e-6)
+    assert rows[0]["tag:note"] == "'=SUM(A1)"  # a spreadsheet shows it, never runs it
+    provenance = (
+        os.path.relpath(run.resolve(), board.parent.resolve()),
+        hashlib.sha256((run / "config.resolved.yaml").read_bytes()).hexdigest(),
+    )
+    assert [(r["run_dir"], r["run_config_hash"]) for r in rows] == [provenance] * 2
     for page in (board.with_suffix(".html"), tmp_path / "native.html"):
         text = page.read_text()
         assert (

@@ -124,7 +124,7 @@ def test_leaderboard_columns_are_the_union_and_old_rows_are_kept(tmp_path):
     append_leaderboard(path, {"nrmse": 0.3, "label": "c"})
     with open(path, newline="") as handle:
         assert next(csv.reader(handle)) == ["label", "nrmse", "crps", "resolution"]
-    columns, rows = read_leaderboard(path)
+    rows = read_leaderboard(path).rows
     assert rows == [
         {"label": "a", "nrmse": "0.1", "crps": "", "resolution": ""},
         {"label": "b", "nrmse": "", "crps": "0.5", "resolution": ""},
@@ -139,7 +139,7 @@ def test_retired_rows_keep_everything_but_their_role(tmp_path):
     for run, role in (("a", "small_eval"), ("a", "champion"), ("b", "champion"), ("a", "baseline")):
         append_leaderboard(path, {"run_id": run, "role": role, "nrmse": 0.1})
     assert retire_rows(path, "a", ("small_eval", "champion"), "superseded") == 2
-    assert [(r["run_id"], r["role"], r["nrmse"]) for r in read_leaderboard(path)[1]] == [
+    assert [(r["run_id"], r["role"], r["nrmse"]) for r in read_leaderboard(path).rows] == [
         ("a", "superseded", "0.1"),
         ("a", "superseded", "0.1"),
         ("b", "champion", "0.1"),
@@ -171,7 +171,8 @@ def test_concurrent_appends_from_eight_processes_lose_no_row(tmp_path):
     for process in workers:
         process.join(timeout=240)
         assert process.exitcode == 0
-    columns, rows = read_leaderboard(path)
+    board = read_leaderboard(path)
+    columns, rows = board.columns, board.rows
     assert len(rows) == len(writers) * count
     assert {(row["worker"], row["index"]) for row in rows} == {
         (str(w), str(i)) for w in writers for i in range(count)
@@ -203,7 +204,8 @@ def test_leaderboard_keeps_per_channel_figures_in_one_column(tmp_path):
         result = make_result()
         result["per_channel"] = {"flow": {"channels": channels, "nrmse": [0.5] * len(channels)}}
         append_leaderboard(board, leaderboard_row(result))
-    columns, rows = read_leaderboard(board)
+    read = read_leaderboard(board)
+    columns, rows = read.columns, read.rows
     assert columns.count("per_channel") == 1 and not any("density" in c for c in columns)
     import json
 

@@ -8,6 +8,7 @@ from ups.cli.flags import add_flag, add_request_flags, request_from
 from ups.config.requests import EvaluationRequest
 from ups.config.validate import blocking_file
 from ups.errors import UPSError
+from ups.eval.leaderboard import check_leaderboard
 from ups.resolve import load_config
 from ups.tracking import tracking
 
@@ -54,9 +55,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _check_output_paths(request: EvaluationRequest) -> None:
     """Refuse, before any work, outputs the command could not write at its end."""
-    if request.leaderboard is not None and request.leaderboard.is_dir():
-        raise UPSError(f"--leaderboard {request.leaderboard} is a folder; give the path of a CSV file.")
-    for flag, path in (("--output-prefix", request.output_prefix), ("--leaderboard", request.leaderboard)):
-        blocker = blocking_file(path.parent) if path is not None else None
-        if blocker is not None:
-            raise UPSError(f"{flag} {path}: {blocker} is a file, not a folder; choose another path.")
+    if request.leaderboard is not None:
+        check_leaderboard(request.leaderboard)
+    prefix = request.output_prefix
+    if prefix is not None and (blocker := blocking_file(prefix.parent)) is not None:
+        raise UPSError(f"--output-prefix {prefix}: {blocker} is a file, not a folder; choose another path.")

@@ -231,7 +231,7 @@ def write_outputs(
 
         written["report"] = write_report(result, examples, prefix.with_name(prefix.name + ".html"))
     if request.leaderboard is not None:
-        append_leaderboard(Path(request.leaderboard), leaderboard_row(result))
+        append_leaderboard(Path(request.leaderboard), leaderboard_row(result), run_folder(request, paths))
         written["leaderboard"] = Path(request.leaderboard)
     return written
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 from ups.config import Config, to_dict
 from ups.config.requests import Request
-from ups.config.validate import blocking_file
 from ups.data.latent_pairs import WindowDataset
 from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
 from ups.eval.evaluator import rollout_start
+from ups.eval.leaderboard import check_leaderboard
 from ups.eval.run import default_horizon
 from ups.pipeline.gates import gate_metric
 from ups.pipeline.pipeline import planned_stages, resume_action
@@ -72,12 +72,7 @@ def validate(request: Request, cfg: Config, evals: dict[str, Config], started: f
         if delta < 0:
             raise UPSError(f"--min-{kind}-delta {delta}: a minimum improvement must be >= 0.")
     leaderboard = Path(request.leaderboard or Path(cfg.paths.runs_dir) / "leaderboard.csv")
-    if leaderboard.is_dir():
-        raise UPSError(f"--leaderboard {leaderboard} is a folder; give the path of a CSV file.")
-    if (blocker := blocking_file(leaderboard.parent)) is not None:
-        raise UPSError(
-            f"--leaderboard {leaderboard}: {blocker} is a file, not a folder; choose another path."
-        )
+    check_leaderboard(leaderboard)
     plan = planned_stages(cfg)
     check_available(metric, plan)
     run = RunDir(request.run_dir)

@@ -14,7 +14,8 @@ full gate → promotion, in one run folder, with one ``summary.json`` saying wha
   ``full_eval_config``. An evaluation is reused when its results file is newer than every
   checkpoint it names, those are still the run's best, and the settings and engine are the same,
   unless its redo flag is set.
-- Gates: ``ups.pipeline.gates.decide`` against the leaderboard's rows evaluated the same way.
+- Gates: ``ups.pipeline.gates.decide`` against the leaderboard's rows evaluated the same way
+  whose provenance holds (``ups.pipeline.gates.gating_rows``).
   A failed small gate skips the full evaluation unless ``force_full_eval``.
 - Promotion: when both gates pass, the candidate's small and full rows are appended again with
   role ``champion`` (once per run, evaluation and evaluation config) and
@@ -40,10 +41,16 @@ from ups.config.requests import EvaluationRequest, Request
 from ups.deadline import Deadline
 from ups.engines.settings import training_device
 from ups.errors import UPSError
-from ups.eval.leaderboard import append_leaderboard, leaderboard_row, read_leaderboard, retire_rows
+from ups.eval.leaderboard import (
+    append_leaderboard,
+    leaderboard_row,
+    read_leaderboard,
+    retire_rows,
+    run_config_hash,
+)
 from ups.eval.run import evaluate
 from ups.pipeline.fast_plan import Plan, training_hash
-from ups.pipeline.gates import decide, select_baseline
+from ups.pipeline.gates import decide, gating_rows, select_baseline
 from ups.pipeline.pipeline import planned_stages, run_pipeline
 from ups.pipeline.runner import is_rank_zero
 from ups.pipeline.summary import Summary, now
@@ -208,9 +215,8 @@ def run_evaluation(request: Request, plan: Plan, kind: str, fresh: bool) -> tupl
         result, written = evaluate(cfg, eval_request)
         return result, written, False
     log.info("%s evaluation: reusing %s (same checkpoints and settings)", kind, prefix.with_suffix(".json"))
-    rows = read_leaderboard(plan.leaderboard)[1]
-    if not any(r.get("run_id") == earlier["run_id"] and r.get("role") == f"{kind}_eval" for r in rows):
-        append_leaderboard(plan.leaderboard, leaderboard_row(earlier))
+    if not registered(plan, role=f"{kind}_eval"):
+        append_leaderboard(plan.leaderboard, leaderboard_row(earlier), plan.run.root)
     tracker = tracking.active()
     if tracker is not None:
         tracker.log_evaluation(kind, earlier)
@@ -240,11 +246,10 @@ def reusable(path: Path, plan: Plan, cfg: Config, engine: str) -> dict | None:
 
 def gate(plan: Plan, kind: str, result: dict):
     candidate = leaderboard_row(result)
-    rows = read_leaderboard(plan.leaderboard)[1]
     return decide(
         kind,
         candidate,
-        rows,
+        gating_rows(plan.leaderboard),
         metric=plan.metric,
         min_delta=plan.deltas[kind],
         ratio_limits=dict(plan.cfg.gates.ratio_limits),
@@ -267,17 +272,11 @@ def promote(plan: Plan, summary: Summary) -> None:
     else:
         with summary.step("promote") as entry:
             run_id = plan.run.root.name
-            rows = read_leaderboard(plan.leaderboard)[1]
             for kind in ("small", "full"):
                 result = json.loads(summary.evaluations[kind].read_text())
-                if not any(
-                    r.get("run_id") == run_id
-                    and r.get("role") == "champion"
-                    and r.get("eval") == kind
-                    and r.get("config_hash") == result["config_hash"]
-                    for r in rows
-                ):
-                    append_leaderboard(plan.leaderboard, leaderboard_row({**result, "role": "champion"}))
+                if not registered(plan, role="champion", eval=kind, config_hash=result["config_hash"]):
+                    row = leaderboard_row({**result, "role": "champion"})
+                    append_leaderboard(plan.leaderboard, row, plan.run.root)
             record = {
                 "promoted_at": now(),
                 "run_id": run_id,
@@ -293,10 +292,18 @@ def promote(plan: Plan, summary: Summary) -> None:
     summary.champion_run_id = champion(plan, summary)
 
 
+def registered(plan: Plan, **cells: str) -> bool:
+    """Whether the leaderboard has a row of this run, with its provenance as it is now, holding
+    ``cells``."""
+    cells = {"run_id": plan.run.root.name, "run_config_hash": run_config_hash(plan.run.root) or "", **cells}
+    rows = read_leaderboard(plan.leaderboard).rows
+    return any(all(row.get(key) == value for key, value in cells.items()) for row in rows)
+
+
 def champion(plan: Plan, summary: Summary) -> str | None:
     """The run of the best champion row evaluated like this run's full evaluation (else like its
     small one)."""
-    rows = [r for r in read_leaderboard(plan.leaderboard)[1] if r.get("role") == "champion"]
+    rows = [r for r in gating_rows(plan.leaderboard) if r.get("role") == "champion"]
     for kind in ("full", "small"):
         if kind in summary.evaluations:
             result = json.loads(summary.evaluations[kind].read_text())

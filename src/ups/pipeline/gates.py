@@ -13,15 +13,23 @@ Rows are leaderboard rows (``ups.eval.leaderboard.leaderboard_row`` plus ``role`
   metric on the candidate fails the gate.
 - No baseline at all: a provisional pass, recorded as such.
 Every decision carries human-readable messages.
+
+Only rows whose provenance holds may be a baseline (``gating_rows``): a row of role champion,
+full_eval or baseline without ``run_dir`` and ``run_config_hash`` (written before rows carried
+them, or added by hand), or whose run folder holds another ``config.resolved.yaml`` than the one
+it was evaluated with, is ignored with a warning; a row whose run folder is gone still gates,
+with a warning (it records what was measured).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from ups.errors import UPSError
 from ups.eval.evaluator import FIELD_METRICS
+from ups.eval.leaderboard import read_leaderboard, run_config_hash, warn_once
 
 ROLES = ("champion", "full_eval", "baseline")  # baseline preference, best first
 # the evaluation's metrics where lower is better: the only ones a gate can compare
@@ -91,6 +99,42 @@ def _number(value) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def gating_rows(leaderboard: Path) -> list[dict]:
+    """The rows of the CSV ``leaderboard`` that may be a baseline: of a ``ROLES`` role, with
+    provenance that holds (module docstring); a warning for each row left out or kept without
+    its run folder."""
+    board = read_leaderboard(leaderboard)
+    kept, unproven = [], []
+    for row, line in zip(board.rows, board.lines):
+        if row.get("role") not in ROLES:
+            continue
+        if not row.get("run_dir") or not row.get("run_config_hash"):
+            unproven.append(str(line))
+            continue
+        run = Path(leaderboard).parent / row["run_dir"]
+        what = f"leaderboard {leaderboard}, line {line} ({row.get('role')} of run {row.get('run_id')})"
+        if not run.is_dir():
+            warn_once(f"{what}: its run folder {run} is gone; it still gates on the figures it records.")
+        elif run_config_hash(run) != row["run_config_hash"]:
+            warn_once(
+                f"{what}: ignored by the gates: {run}/config.resolved.yaml is not the config the row "
+                f"was evaluated with (retrained since, or a row copied by hand); evaluate the run "
+                f"again to register what it holds now."
+            )
+            continue
+        kept.append(row)
+    if unproven:
+        shown = ", ".join(unproven[:10]) + (f" and {len(unproven) - 10} more" if len(unproven) > 10 else "")
+        warn_once(
+            f"leaderboard {leaderboard}, line(s) {shown}: ignored by the gates: no run_dir and "
+            f"run_config_hash (written before leaderboard rows carried their provenance, or added "
+            f"by hand). To let such a run be a baseline again, evaluate it onto this leaderboard: "
+            f"`ups evaluate --config C --run-dir <its run folder> --role baseline --leaderboard "
+            f"{leaderboard}`."
+        )
+    return kept
 
 
 def comparable_rows(rows: list[dict], comparable: dict | None) -> list[dict]:
