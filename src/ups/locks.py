@@ -93,7 +93,10 @@ def folder_lock(lock: Path, command: str, *, what: str, break_lock: bool = False
     """Hold the lock file ``lock`` (in the folder ``what`` names) while the block runs; yields the
     holder record. Folders made for the lock are removed again when they end up empty (a command
     refused later leaves nothing). Raises ``FolderLocked`` naming the holder."""
-    made = _make_folders(lock.parent)
+    try:
+        made = _make_folders(lock.parent)
+    except OSError as exc:
+        raise UPSError(f"{what} {lock.parent} cannot be made ({exc.strerror}); choose another.") from None
     try:
         me = holder_record(command)
         _take(lock, me, what, break_lock)
@@ -119,7 +122,10 @@ def _make_folders(folder: Path) -> list[Path]:
 
 def _take(lock: Path, me: dict, what: str, break_lock: bool) -> None:
     record = lock.with_name(f"{lock.name}.{me['host']}.{me['pid']}.{me['token']}.tmp")
-    record.write_text(json.dumps(me, indent=2) + "\n")
+    try:
+        record.write_text(json.dumps(me, indent=2) + "\n")
+    except OSError as exc:
+        raise UPSError(f"{what} {lock.parent}: its lock cannot be written ({exc.strerror}).") from None
     try:
         for _ in range(3):  # a stale lock set aside, then taken: a rival may take it first
             try:
