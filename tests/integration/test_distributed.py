@@ -62,6 +62,8 @@ def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(auto
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run: ") == 1  # rank 0 alone reports
+    # rank 0 held the run folder's lock for both ranks; rank 1 trained in the folder rank 0 chose
+    assert not (run / ".ups.lock").exists() and "lock" not in done.stderr and "UPS_RUN_DIR" not in done.stderr
     status = json.loads((run / "stage_status.json").read_text())["operator"]
     assert status["state"] == "done" and status["epochs"] == 2
     checkpoint = torch.load(status["best_path"], weights_only=True)
