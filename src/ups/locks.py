@@ -3,7 +3,8 @@ SLURM job), taken before a command writes anything in a run folder or a latent c
 
 The lock is a file made by ``os.link`` of a fully written temporary file: the link either makes
 the name or fails because it exists, atomically, also on NFS (which has made ``link`` atomic
-since version 2; ``O_EXCL`` only since version 3), so a reader never sees a half-written record.
+since version 2; ``O_EXCL`` only since version 3), so a reader never sees a half-written record
+(on a file system without hard links, ``O_EXCL`` creation instead).
 ``flock`` was not chosen: on NFS it depends on the lock daemon, on Lustre it is off or local to
 one node unless mounted with ``-o flock``, and a lock that vanishes with its process names no
 holder for the message.
@@ -128,11 +129,8 @@ def _take(lock: Path, me: dict, what: str, break_lock: bool) -> None:
         raise UPSError(f"{what} {lock.parent}: its lock cannot be written ({exc.strerror}).") from None
     try:
         for _ in range(3):  # a stale lock set aside, then taken: a rival may take it first
-            try:
-                os.link(record, lock)
+            if _create(lock, record):
                 return
-            except FileExistsError:
-                pass
             holder = read_holder(lock)
             if holder is None:  # released meanwhile
                 continue
@@ -144,6 +142,24 @@ def _take(lock: Path, me: dict, what: str, break_lock: bool) -> None:
         raise FolderLocked(_in_use(lock, read_holder(lock) or {}, what))
     finally:
         record.unlink(missing_ok=True)
+
+
+def _create(lock: Path, record: Path) -> bool:
+    """Make ``lock`` from the written ``record``, unless it exists: by ``link``, or on a file
+    system without hard links by exclusive creation (a reader may then see it half written)."""
+    try:
+        os.link(record, lock)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as handle:
+            handle.write(record.read_text())
+        return True
 
 
 def _set_aside(lock: Path, holder: dict) -> None:

@@ -101,6 +101,20 @@ def test_a_lock_of_the_same_slurm_job_on_another_host_is_a_requeue(tmp_path, mon
         assert read_holder(lock) == me and me["slurm_job_id"] == "991"
 
 
+def test_without_hard_links_the_lock_is_made_by_exclusive_creation(tmp_path, monkeypatch):
+    def no_links(source, target):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    lock = tmp_path / ".ups.lock"
+    with folder_lock(lock, "ups train", what="run folder") as me:
+        assert read_holder(lock) == me
+        with pytest.raises(FolderLocked, match=f"in use by pid {os.getpid()}"):
+            with folder_lock(lock, "ups pipeline", what="run folder"):
+                pass
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.fixture
 def clean_env(monkeypatch):
     for name in ("UPS_RUN_DIR", "UPS_RUN_DIR_OWNER", "WORLD_SIZE", "SLURM_NTASKS"):
