@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from ups.errors import UPSError
 
 
 def _read_umask() -> int:
@@ -69,3 +73,25 @@ def remove_leftovers(folder: Path) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+@contextmanager
+def room_for(path: Path, needed: int, what: str, fix: str) -> Iterator[None]:
+    """Run a block that writes ``what`` (``needed`` bytes) at ``path`` once the disk has room for
+    it; a full disk or quota, found before or while it writes, is one ``UPSError`` naming the
+    path, the bytes and ``fix`` (the block must leave nothing behind: ``atomic_path`` does not)."""
+    free = shutil.disk_usage(Path(path).parent).free
+    if free < needed:
+        raise UPSError(
+            f"{what} needs {needed:,} bytes at {path}, but only {free:,} are free on that disk; "
+            f"free space there, {fix}."
+        )
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise UPSError(
+            f"the disk (or quota) filled up while writing {what} ({needed:,} bytes) at {path}; nothing "
+            f"of it was kept. Free space there, {fix}."
+        ) from None

@@ -8,7 +8,8 @@
       summary.json             fast-to-sota's decisions; tuning.json and tuning_lr_<stage>.png the tuner's
       evaluation/              ``ups evaluate``'s results, reports and per-sample files
       eval/<small|full>/       fast-to-sota's evaluations; promotion.json its promotion record
-      superseded/<time>/       the training that ``fast-to-sota --force-train`` replaced
+      superseded/<time>/       the training that ``fast-to-sota --force-train`` or ``train --force`` replaced
+      .ups.lock                who is writing the folder now (``ups.locks``), while a command runs
       logs/<stage>/            metrics.csv (always), steps on the run's continuous step axis
       logs/tensorboard/        one TensorBoard run for all stages (``logging.tensorboard``)
 
@@ -22,6 +23,7 @@ Checkpoints keep their own per-stage ``global_step``; only the logs are shifted.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 from collections.abc import Iterator
@@ -33,6 +35,7 @@ from ups.atomic import atomic_write_text
 from ups.config import STAGE_NAMES, Config, to_yaml
 from ups.errors import UPSError
 
+log = logging.getLogger("ups")
 BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"  # formatted by ModelCheckpoint and the native loop
 
 
@@ -49,6 +52,7 @@ class RunDir:
 
     # Fixed paths in the folder (the layout above); paths that take a stage or a name are methods.
     status_path = _under_root("stage_status.json")
+    lock_path = _under_root(".ups.lock")  # ``ups.locks``: one writing command at a time
     resolved_config_path = _under_root("config.resolved.yaml")
     summary_path = _under_root("summary.json")
     tuning_report = _under_root("tuning.json")
@@ -144,16 +148,50 @@ class RunDir:
         atomic_write_text(self.status_path, json.dumps(status, indent=2, sort_keys=True) + "\n")
 
 
-@contextmanager
-def shared_run_dir(run_dir: Path | None, runs_dir: str | Path) -> Iterator[Path]:
-    """The run folder of a command: ``run_dir``, else a new ``<runs_dir>/<RunDir.new_id()>``.
-    Lightning re-runs the command for devices 1, 2, …; they inherit UPS_RUN_DIR, so every rank
-    trains into the folder rank 0 chose."""
+OWNER_VARIABLE = "UPS_RUN_DIR_OWNER"  # the process id that set UPS_RUN_DIR for the ranks it starts
+
+
+def externally_launched() -> bool:
+    """torchrun or SLURM started several processes for this command (``WORLD_SIZE`` or
+    ``SLURM_NTASKS`` above 1)."""
+    return int(os.environ.get("WORLD_SIZE", 1)) > 1 or int(os.environ.get("SLURM_NTASKS", 1)) > 1
+
+
+def _launched_run_dir() -> str | None:
+    """UPS_RUN_DIR when the process that started this one set it (Lightning re-runs the command
+    for devices 1, 2, … as children of rank 0); one inherited from a shell is ignored, with a warning."""
     inherited = os.environ.get("UPS_RUN_DIR")
-    run_dir = Path(run_dir or inherited or Path(runs_dir) / RunDir.new_id())
-    os.environ["UPS_RUN_DIR"] = str(run_dir)
+    if inherited is None or os.environ.get(OWNER_VARIABLE) == str(os.getppid()):
+        return inherited
+    log.warning(
+        "UPS_RUN_DIR=%s is ignored: it was not set by the UPS command that started this process "
+        "(only the ranks a UPS command launches inherit it); give --run-dir to choose the run folder.",
+        inherited,
+    )
+    return None
+
+
+@contextmanager
+def shared_run_dir(run_dir: Path | None, runs_dir: str | Path, flag: str = "--run-dir") -> Iterator[Path]:
+    """The run folder of a command: ``run_dir``, else the one the rank-0 process that launched this
+    one chose (``UPS_RUN_DIR``), else a new ``<runs_dir>/<RunDir.new_id()>``; set for the ranks
+    Lightning starts while the block runs. Several ranks started by torchrun or SLURM without
+    ``run_dir`` (``flag``) are refused: each would pick its own folder."""
+    chosen = run_dir or _launched_run_dir()
+    if chosen is None and externally_launched():
+        raise UPSError(
+            f"several processes run this command (WORLD_SIZE={os.environ.get('WORLD_SIZE', 1)}, "
+            f"SLURM_NTASKS={os.environ.get('SLURM_NTASKS', 1)}) and no {flag} is given, so each would "
+            f"train into a run folder of its own; give {flag} so that every rank uses the same one."
+        )
+    run_dir = Path(chosen or Path(runs_dir) / RunDir.new_id())
+    saved = {name: os.environ.get(name) for name in ("UPS_RUN_DIR", OWNER_VARIABLE)}
+    os.environ.update({"UPS_RUN_DIR": str(run_dir), OWNER_VARIABLE: str(os.getpid())})
     try:
         yield run_dir
     finally:
-        if inherited is None:
-            os.environ.pop("UPS_RUN_DIR", None)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

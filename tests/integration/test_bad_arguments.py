@@ -500,10 +500,11 @@ CASES = [
 ]
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int]]:
-    """Every file and folder under root: (size, modification time in ns)."""
+def snapshot(root: Path) -> dict[str, tuple[int, int] | None]:
+    """Every file under root: (size, modification time in ns); every folder (None: a writing
+    command's lock file, made and removed in its folder, changes the folder's time only)."""
     return {
-        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        str(path.relative_to(root)): None if path.is_dir() else (path.stat().st_size, path.stat().st_mtime_ns)
         for path in root.rglob("*")
     }
 

@@ -34,7 +34,6 @@ def autoencoder(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(autoencoder, tmp_path, strategy):
     config, ae = autoencoder
-    run = tmp_path / "run"
     done = subprocess.run(
         [
             sys.executable,
@@ -47,21 +46,24 @@ def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(auto
             "operator",
             "--from-run",
             str(ae),
-            "--run-dir",
-            str(run),
             "--devices",
             "2",
             f"training.strategy={strategy}",
             "training.batch_size=2",
+            f"paths.runs_dir={tmp_path / 'runs'}",
         ],
         capture_output=True,
         text=True,
         timeout=300,
         cwd=tmp_path,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # one left in the shell: ignored by rank 0, while rank 1 takes the one rank 0 set
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "UPS_RUN_DIR": str(tmp_path / "from_shell")},
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.count("run: ") == 1  # rank 0 alone reports
+    (run,) = (tmp_path / "runs").iterdir()  # rank 1 trained in the folder rank 0 chose
+    assert done.stderr.count("UPS_RUN_DIR=") == 1 and not (tmp_path / "from_shell").exists()
+    assert not (run / ".ups.lock").exists() and "taking over the lock" not in done.stderr  # rank 0 held it
     status = json.loads((run / "stage_status.json").read_text())["operator"]
     assert status["state"] == "done" and status["epochs"] == 2
     checkpoint = torch.load(status["best_path"], weights_only=True)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
+import socket
 import sys
 from pathlib import Path
 
@@ -336,3 +339,57 @@ def test_operator_report_says_lower_or_higher_than_persistence(model, verdict):
     )
     lines = _train_report(SimpleNamespace(stage="operator", action="trained", result=result, run=None))
     assert lines[-1].endswith(f"on the same pairs: {verdict}")
+
+
+def test_a_done_stage_is_trained_again_only_with_force(autoencoder_run, tiny_config, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(autoencoder_run, run)
+    args = ["train", "--config", str(tiny_config), "--stage", "autoencoder", "--run-dir", str(run)]
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"run folder {run} already has stage autoencoder (done); train it again with --force" in err
+    assert "continue it with --resume, or train into a new --run-dir" in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before  # the lock released too
+    earlier = json.loads((run / "stage_status.json").read_text())["autoencoder"]
+    assert main([*args, "--force", "--engine", "native"]) == 0
+    (kept,) = (run / "superseded").iterdir()
+    last = Path("checkpoints", "autoencoder", "last.ckpt")
+    assert (kept / last).read_bytes() == before[run / last]
+    assert (kept / "logs" / "autoencoder" / "metrics.csv").is_file()
+    assert json.loads((kept / "stage_status.json").read_text()) == {"autoencoder": earlier}
+    now = json.loads((run / "stage_status.json").read_text())["autoencoder"]
+    assert (
+        now["state"] == "done"
+        and now["engine"] == "native"
+        and (run / last).read_bytes() != before[run / last]
+    )
+
+
+@pytest.mark.parametrize("command", ["train", "pipeline", "fast-to-sota"])
+def test_a_second_command_in_a_run_folder_is_refused_naming_the_holder(
+    tiny_config, tmp_path, capsys, command
+):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = {
+        "pid": os.getpid(),  # alive, on this host
+        "host": socket.gethostname(),
+        "command": "ups pipeline --config C",
+        "started": "2026-12-05T14:02:11+00:00",
+        "slurm_job_id": None,
+        "token": "first",
+    }
+    (run / ".ups.lock").write_text(json.dumps(holder))
+    where = {
+        "train": ["--stage", "autoencoder", "--run-dir", str(run)],
+        "pipeline": ["--run-dir", str(run)],
+        "fast-to-sota": ["--run-id", "run", f"paths.runs_dir={tmp_path}"],
+    }[command]
+    assert main([command, "--config", str(tiny_config), *where]) == 2
+    assert (
+        f"ups {command}: error: run folder {run} is in use by pid {os.getpid()} on host "
+        f"{socket.gethostname()} (`ups pipeline --config C`, started 2026-12-05T14:02:11+00:00); "
+        f"wait for it to finish, or stop it (kill {os.getpid()})." in capsys.readouterr().err
+    )
+    assert [p.name for p in run.iterdir()] == [".ups.lock"]  # nothing written, the holder's lock kept

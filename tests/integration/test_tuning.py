@@ -119,6 +119,7 @@ def test_the_real_tuner_runs_a_few_steps(config, tmp_path):
         report["batch_size"]["found"] == min(32, train_frames) == resolved(run)["batch_size"]
     )  # CPU: the cap
     assert len(report["lr"]["curve"]["lr"]) == 8 and (run / "tuning_lr_autoencoder.png").is_file()
+    assert not (run / ".tuning").exists()  # the Tuner's scratch checkpoints
 
 
 @pytest.mark.parametrize(
@@ -140,5 +141,8 @@ def test_what_the_tuner_cannot_do_is_refused_before_anything_is_written(
 def test_a_resume_keeps_the_tuned_values(config, tmp_path, fake_tuner):
     run = tmp_path / "run"
     assert train(config, run, "--tune-batch-size", "--tune-lr") == 0
+    (run / ".tuning").mkdir()  # as a tuning killed in an earlier attempt left it
+    (run / ".tuning" / ".lr_find_0123.ckpt").write_bytes(b"scratch")
     assert train(config, run, "--resume", "stages.autoencoder.epochs=2") == 0
+    assert not (run / ".tuning").exists()  # removed at the end of the stage
     assert resolved(run)["batch_size"] == 8 and resolved(run)["optimizer"]["lr"] == pytest.approx(3e-3)

@@ -7,6 +7,7 @@ import logging
 import multiprocessing
 import os
 import pickle
+import re
 import threading
 import time
 from pathlib import Path
@@ -470,3 +471,74 @@ def test_an_edit_of_the_encoders_source_text_is_no_miss(monkeypatch):
     monkeypatch.setattr(inspect, "getsource", lambda obj: pytest.fail("the source text is read"))
     assert encoder_digest(encoder) == before
     assert encoder_digest(GridEncoder(1, 1, tokens=4, dim=8, hidden=16)) != before  # another architecture
+
+
+def test_leftovers_of_a_killed_build_are_listed_and_removed_unless_their_writer_is_alive(
+    tasks, module, tmp_path, capsys
+):
+    fcntl = pytest.importorskip("fcntl")
+    from ups.cli import main
+
+    root = tmp_path / "cache"
+    entries = ensure(root, tasks, GridEncode(tasks, module))
+    killed = root / f".{entries[0].path.name}.k1ll3d.tmp"
+    killed.write_bytes(b"x" * 2_000_000)
+    assert main(["cache", "info", "--dir", str(root)]) == 0
+    assert f"  {killed.name}  2.0 MB  temporary file of a killed build" in capsys.readouterr().out
+    assert main(["cache", "clear", "--dir", str(root)]) == 0
+    assert files(root) == []
+    killed.write_bytes(b"x")
+    writing = root / f".advection1d-{'0' * 20}{SUFFIX}.4l1v3.tmp"  # another key, its writer alive
+    writing.write_bytes(b"y")
+    with open(root / f".advection1d-{'0' * 20}{SUFFIX}.lock", "a+b") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ensure(root, tasks, GridEncode(tasks, module))
+    assert not killed.exists() and writing.exists()
+
+
+def test_too_little_free_space_is_one_message_before_encoding(tasks, module, tmp_path, monkeypatch):
+    import shutil
+    from types import SimpleNamespace
+
+    from ups.errors import UPSError
+
+    monkeypatch.setattr(
+        shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=1000)
+    )
+    root, encode = tmp_path / "cache", GridEncode(tasks, module)
+    needed = 10 * 6 * 4 * 3 * 4 + (1 << 16)  # burgers1d's [N, T, L, D] float32, and room for the header
+    with pytest.raises(UPSError) as refused:
+        ensure(root, tasks, encode)
+    assert str(refused.value).startswith(
+        f"the latent cache entry of task 'burgers1d' needs {needed:,} bytes at "
+    )
+    assert "but only 1,000 are free on that disk; free space there, or set training.latent_cache_dir" in str(
+        refused.value
+    )
+    assert encode.calls == [0, 0] and [n for n in files(root) if not n.endswith(".lock")] == []
+
+
+def test_a_disk_that_fills_while_writing_is_one_message_and_leaves_nothing(tasks, module, tmp_path):
+    import errno
+
+    from ups.errors import UPSError
+
+    root, encode = tmp_path / "cache", GridEncode(tasks, module)
+
+    def disk_full_at_the_third(k, i):
+        if i == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return encode(k, i)
+
+    with pytest.raises(UPSError) as refused:
+        LatentCache(root).ensure(
+            tasks, disk_full_at_the_third, encoder="e", dtype="float32", latent_shape=LATENT
+        )
+    assert re.fullmatch(
+        r"the disk \(or quota\) filled up while writing the latent cache entry of task 'burgers1d' "
+        r"\(68,416 bytes\) at \S+/burgers1d-\w{20}\.latents; nothing of it was kept\. Free space there, "
+        r"or set training\.latent_cache_dir to a folder on a disk with room\.",
+        str(refused.value),
+    )
+    assert encode.calls == [2, 0]
+    assert [n for n in files(root) if not n.endswith(".lock")] == []

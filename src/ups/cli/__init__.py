@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.started = started
+    args.argv = sys.argv[1:] if argv is None else list(argv)  # the command line a lock names
     if not hasattr(args, "run"):  # no command, or `ups data` / `ups cache` without theirs
         getattr(args, "commands_of", parser).print_help(sys.stderr)
         return 2

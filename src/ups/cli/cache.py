@@ -6,8 +6,9 @@ import argparse
 from datetime import datetime
 from pathlib import Path
 
-from ups.cli.flags import add_commands, add_flag
+from ups.cli.flags import add_commands, add_flag, one_writer
 from ups.errors import UPSError
+from ups.locks import describe, read_holder
 from ups.resolve import load_config
 
 
@@ -24,6 +25,7 @@ def add_cache(sub: argparse._SubParsersAction) -> None:
     )
     add_flag(p, "config")
     add_flag(p, "run_dir", required=True, help="run folder whose autoencoder encodes")
+    add_flag(p, "break_lock")
     add_flag(p, "overrides")
     p.set_defaults(run=_cache_build, command="cache build")
     for name, helptext, run in (
@@ -40,15 +42,19 @@ def add_cache(sub: argparse._SubParsersAction) -> None:
         add_flag(where, "config", required=False, help="YAML config file (its training.latent_cache_dir)")
         where.add_argument("--dir", type=Path, help="the cache folder")
         add_flag(p, "overrides", help="dotted overrides (with --config)")
+        if name == "clear":
+            add_flag(p, "break_lock")
         p.set_defaults(run=run, command=f"cache {name}")
 
 
 def _cache_build(args: argparse.Namespace) -> int:
     # lazy: torch, Lightning and h5py load only when the command runs, not for --help
-    from ups.pipeline.runner import build_latent_cache
+    from ups.data.latent_cache import LatentCache
+    from ups.pipeline.runner import build_latent_cache, latent_cache_root
 
     cfg = load_config(args.config, args.overrides)
-    entries = build_latent_cache(cfg, args.run_dir)
+    with one_writer(args, LatentCache(latent_cache_root(cfg)).lock_path, "latent cache"):
+        entries = build_latent_cache(cfg, args.run_dir)
     for entry in entries:
         print(f"{entry.task}: {entry.status}, {list(entry.shape)} {entry.dtype} -> {entry.path}")
     print(f"cache: {Path(cfg.training.latent_cache_dir).resolve()}")
@@ -90,7 +96,7 @@ def _check_is_cache(root: Path, cache, where: str) -> None:
         raise UPSError(f"{where} is a file, not a latent cache folder; check the path.")
     if not root.is_dir() or cache.files():
         return
-    others = sorted(path.name for path in root.iterdir())
+    others = sorted(path.name for path in root.iterdir() if path != cache.lock_path)
     if others:
         raise UPSError(
             f"{where} is not a latent cache: it holds {len(others)} other file(s) ({', '.join(others[:3])}"
@@ -109,6 +115,14 @@ def _cache_info(args: argparse.Namespace) -> int:
     )
     for entry in entries:
         print("\n".join(_describe_cache_entry(entry)))
+    for tmp in cache.leftovers():
+        print(
+            f"  {tmp.name}  {tmp.stat().st_size / 1e6:.1f} MB  temporary file of a killed build (or of one "
+            f"running now); removed by the next build or `ups cache clear`"
+        )
+    holder = read_holder(cache.lock_path)
+    if holder is not None:
+        print(f"  being written by {describe(holder)}")
     return 0
 
 
@@ -137,6 +151,7 @@ def _describe_cache_entry(entry: dict) -> list[str]:
 
 def _cache_clear(args: argparse.Namespace) -> int:
     root, cache = _cache(args)
-    files, freed = cache.clear()
+    with one_writer(args, cache.lock_path, "latent cache"):
+        files, freed = cache.clear()
     print(f"latent cache {root.resolve()}: removed {files} file(s), {freed / 1e6:.1f} MB freed")
     return 0

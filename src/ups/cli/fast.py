@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ups.cli.flags import add_flag, add_request_flags, overrides_of, request_from
+from ups.cli.flags import add_flag, add_request_flags, one_writer, overrides_of, request_from
 from ups.cli.train import stage_failed
 from ups.config.requests import Request
 from ups.errors import UPSError
@@ -31,6 +31,7 @@ def add_fast_to_sota(sub: argparse._SubParsersAction) -> None:
         "(default: <date>-<time>-<6 hex digits>)",
     )
     add_flag(p, "devices")
+    add_flag(p, "break_lock")
     p.set_defaults(run=_fast_to_sota, command="fast-to-sota")
 
 
@@ -46,7 +47,10 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
             f"--run-id '{args.run_id}' must be a plain folder name (it goes under {cfg.paths.runs_dir}/)."
         )
     wanted = Path(cfg.paths.runs_dir) / args.run_id if args.run_id else None
-    with shared_run_dir(wanted, cfg.paths.runs_dir) as run_dir:
+    with (
+        shared_run_dir(wanted, cfg.paths.runs_dir, flag="--run-id") as run_dir,
+        one_writer(args, RunDir(run_dir).lock_path, "run folder"),
+    ):
         request = request_from(Request, args, run_dir=Path(run_dir), overrides=overrides)
         try:
             summary = fast_to_sota(request, resolve_fast_to_sota(request))

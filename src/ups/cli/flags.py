@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import typing
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from ups.config.engines import ENGINE_NAMES
+from ups.locks import folder_lock
 
 SHARED = {  # by destination; a command, or a request's field of that name, may give its own help
     "config": {"flag": "--config", "type": Path, "required": True, "help": "YAML config file"},
@@ -17,6 +21,11 @@ SHARED = {  # by destination; a command, or a request's field of that name, may 
     "engine": {"choices": ENGINE_NAMES, "default": "lightning", "help": "default: lightning"},
     "devices": {"type": int, "help": "devices per node (overrides training.devices)"},
     "run_dir": {"type": Path},
+    "break_lock": {
+        "action": "store_true",
+        "help": "take over the folder's lock although a process on another host holds it "
+        "(only when that process is gone: a job killed on another node)",
+    },
 }
 CONVERTERS = (Path, int, float)  # the field types that convert their flag's text
 
@@ -75,3 +84,17 @@ def request_from(request: type, args: argparse.Namespace, **given):
 def overrides_of(args: argparse.Namespace) -> list[str]:
     """The dotted overrides, with ``--devices`` as ``training.devices`` last."""
     return [*args.overrides, *([f"training.devices={args.devices}"] if args.devices is not None else [])]
+
+
+@contextmanager
+def one_writer(args: argparse.Namespace, lock: Path, what: str) -> Iterator[None]:
+    """The lock ``lock`` of the folder the command writes (``ups.locks``), taken with
+    ``--break-lock`` as given; rank 0 alone takes it, for every rank of a multi-device run."""
+    # lazy: Lightning (which reads the rank) loads only when a command runs, not for --help
+    from ups.pipeline.runner import is_rank_zero
+
+    if not is_rank_zero():
+        yield
+        return
+    with folder_lock(lock, shlex.join(["ups", *args.argv]), what=what, break_lock=args.break_lock):
+        yield

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from ups import deadline
-from ups.cli.flags import add_flag, add_request_flags, overrides_of, request_from
+from ups.cli.flags import add_flag, add_request_flags, one_writer, overrides_of, request_from
 from ups.config import STAGE_NAMES
 from ups.config.requests import TuningRequest
 from ups.config.validate import blocking_file
@@ -19,10 +19,11 @@ from ups.tracking import tracking
 
 
 def _add_run_arguments(p: argparse.ArgumentParser) -> None:
-    """--engine, --devices and --run-dir, as train and pipeline take them."""
+    """--engine, --devices, --run-dir and --break-lock, as train and pipeline take them."""
     add_flag(p, "engine")
     add_flag(p, "devices")
     add_flag(p, "run_dir", help="run folder (default: <paths.runs_dir>/<date>-<time>-<6 hex digits>)")
+    add_flag(p, "break_lock")
 
 
 def add_train(sub: argparse._SubParsersAction) -> None:
@@ -37,8 +38,15 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--stage", required=True, choices=STAGE_NAMES, metavar="STAGE", help=", ".join(STAGE_NAMES)
     )
     _add_run_arguments(p)
-    p.add_argument(
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
         "--resume", action="store_true", help="continue from the stage's last checkpoint in --run-dir"
+    )
+    again.add_argument(
+        "--force",
+        action="store_true",
+        help="train a stage that is done in --run-dir again; its checkpoints and logs are moved to "
+        "<run>/superseded/<time>/",
     )
     p.add_argument("--from-run", type=Path, help="take upstream checkpoints from this run folder")
     add_request_flags(
@@ -65,9 +73,14 @@ def _train(args: argparse.Namespace) -> int:
         tuned = tuned_overrides(Path(args.run_dir), args.stage)
         if tuned:
             cfg = _training_config(args, "", extra=tuned)
-    with shared_run_dir(args.run_dir, cfg.paths.runs_dir) as run_dir:
+    with (
+        shared_run_dir(args.run_dir, cfg.paths.runs_dir) as run_dir,
+        one_writer(args, RunDir(run_dir).lock_path, "run folder"),
+    ):
         if tuning.wanted:
-            tuned = tune_stage(cfg, args.stage, run_dir, tuning, engine=args.engine, from_run=args.from_run)
+            tuned = tune_stage(
+                cfg, args.stage, run_dir, tuning, engine=args.engine, force=args.force, from_run=args.from_run
+            )
             if tuned:
                 cfg = _training_config(args, "", extra=tuned)
         with tracking(cfg, run_dir, rank_zero=is_rank_zero()):
@@ -77,6 +90,7 @@ def _train(args: argparse.Namespace) -> int:
                 run_dir,
                 engine=args.engine,
                 resume=args.resume,
+                force=args.force,
                 from_run=args.from_run,
                 deadline=_deadline(cfg, args),
             )
@@ -151,6 +165,7 @@ def _pipeline(args: argparse.Namespace) -> int:
     )
     with (
         shared_run_dir(args.run_dir, cfg.paths.runs_dir) as run_dir,
+        one_writer(args, RunDir(run_dir).lock_path, "run folder"),
         tracking(cfg, run_dir, rank_zero=is_rank_zero()),
     ):
         try:

@@ -20,6 +20,9 @@ see a whole entry or none. Writers (DDP ranks, other runs; DataLoader workers on
 exclusive ``flock`` on ``<root>/.<entry name>.lock`` while checking and building it: the
 second one waits, then finds a hit. Without ``fcntl`` there is no lock; the rename alone
 still keeps files whole (two writers then both encode, and the last rename wins).
+A killed writer leaves its temp file (``.<entry name>.<random>.tmp``): ``ensure`` removes those
+whose entry lock is free, ``LatentCache.leftovers`` lists them. The disk's free space is checked
+against an entry's size before it is written; a full disk is one ``UPSError`` (``atomic.room_for``).
 
 Verification: ``ensure`` checks magic, header length, header JSON, key (and that the
 header's key fields hash to it), task, shape, dtype, data size and the crc32 of the data
@@ -49,7 +52,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ups.atomic import atomic_path
+from ups.atomic import atomic_path, room_for
 from ups.data.tasks import TaskData
 from ups.errors import DataError
 
@@ -65,6 +68,7 @@ DTYPES = ("float16", "float32")
 _TRAILER = struct.Struct("<Q8s")  # header length, magic
 _MAX_HEADER = 16 << 20
 _CRC_CHUNK = 16 << 20
+_HEADER_ROOM = 1 << 16  # bytes a header and trailer take at most, as a disk needs them (about 1 KB)
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 log = logging.getLogger("ups")
@@ -216,19 +220,24 @@ def _checked_block(block, task: TaskData, trajectory: int, shape: tuple, dtype: 
 
 
 @contextmanager
-def _locked(lock_path: Path, entry_name: str) -> Iterator[None]:
-    """Hold an exclusive flock on ``lock_path``; log once when another process holds it."""
+def _locked(lock_path: Path, entry_name: str, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive flock on ``lock_path``; log once when another process holds it. Yields
+    whether it is held: without ``wait``, False at once when another process holds it (and
+    always without ``fcntl``, where no lock can be taken)."""
     if fcntl is None:
-        yield
+        yield False
         return
     with open(lock_path, "a+b") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             log.info("latent cache: waiting for another process writing %s", entry_name)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -238,6 +247,7 @@ class LatentCache:
 
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
+        self.lock_path = self.root / ".ups.lock"  # of a command writing it (build, clear): ``ups.locks``
 
     def ensure(
         self,
@@ -261,6 +271,7 @@ class LatentCache:
         if len(latent_shape) != 2 or min(latent_shape) < 1:
             raise ValueError(f"latent_shape {tuple(latent_shape)} must be [L, D] with L, D >= 1.")
         self.root.mkdir(parents=True, exist_ok=True)
+        self.remove_leftovers()
         return [
             self._ensure_one(task, partial(encode, k), encoder, dtype, latent_shape, progress)
             for k, task in enumerate(tasks)
@@ -295,7 +306,10 @@ class LatentCache:
                     )
                     path.unlink()
                     status = "rebuilt"
-            _write_entry(path, task, encode_one, key, fields, shape, dtype, progress)
+            needed = math.prod(shape) * np.dtype(dtype).itemsize + _HEADER_ROOM
+            fix = "or set training.latent_cache_dir to a folder on a disk with room"
+            with room_for(path, needed, f"the latent cache entry of task '{task.name}'", fix):
+                _write_entry(path, task, encode_one, key, fields, shape, dtype, progress)
             log.info("latent cache: %s task '%s': %s", status, task.name, path)
             return LatentEntry(path, task.name, shape, dtype, status)
 
@@ -312,17 +326,28 @@ class LatentCache:
             out.append(info)
         return out
 
+    def leftovers(self) -> list[Path]:
+        """Temporary files of entries whose writer was killed (or is writing now)."""
+        return sorted(self.root.glob(f".*{SUFFIX}.*.tmp")) if self.root.is_dir() else []
+
+    def remove_leftovers(self) -> list[Path]:
+        """Remove the temp files of killed writers: those whose entry's flock no writer holds."""
+        removed = []
+        for tmp in self.leftovers():
+            entry = tmp.name[1 : tmp.name.index(SUFFIX) + len(SUFFIX)]
+            with _locked(self.root / f".{entry}.lock", entry, wait=False) as free:
+                if free:
+                    tmp.unlink(missing_ok=True)
+                    removed.append(tmp)
+        if removed:
+            log.info("latent cache: removed temporary files of killed builds: %s", [p.name for p in removed])
+        return removed
+
     def files(self) -> list[Path]:
         """The cache's own files under root: entries, their lock files, leftover temp files."""
         if not self.root.is_dir():
             return []
-        return sorted(
-            {
-                *self.root.glob(f"*{SUFFIX}"),
-                *self.root.glob(f".*{SUFFIX}.lock"),
-                *self.root.glob(f".*{SUFFIX}.*.tmp"),
-            }
-        )
+        return sorted({*self.root.glob(f"*{SUFFIX}"), *self.root.glob(f".*{SUFFIX}.lock"), *self.leftovers()})
 
     def clear(self) -> tuple[int, int]:
         """Remove entries, lock files and leftover temp files: (files removed, bytes freed).

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from ups.eval.run import default_horizon
 from ups.pipeline.gates import gate_metric
 from ups.pipeline.pipeline import planned_stages, resume_action
 from ups.pipeline.runner import checked_stage
-from ups.runs import RunDir
+from ups.runs import RunDir, externally_launched
 
 NOT_TRAINING = ("evaluation", "gates", "logging")  # config sections that do not change the weights
 
@@ -107,11 +106,6 @@ def check_available(metric: str, plan: list[str]) -> None:
             f"the improvement metric '{metric}' comes from the {' or '.join(needs)} stage, which this "
             f"config does not train (stages.<stage>.epochs or its tasks); choose another metric."
         )
-
-
-def externally_launched() -> bool:
-    """torchrun or SLURM started several processes for this command."""
-    return int(os.environ.get("WORLD_SIZE", 1)) > 1 or int(os.environ.get("SLURM_NTASKS", 1)) > 1
 
 
 def check_evaluations(evals: dict[str, Config], tasks: list) -> None:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
@@ -52,7 +51,7 @@ from ups.eval.run import evaluate
 from ups.pipeline.fast_plan import Plan, training_hash
 from ups.pipeline.gates import decide, gating_rows, select_baseline
 from ups.pipeline.pipeline import planned_stages, run_pipeline
-from ups.pipeline.runner import is_rank_zero
+from ups.pipeline.runner import is_rank_zero, supersede
 from ups.pipeline.summary import Summary, now
 from ups.runs import RunDir
 
@@ -128,7 +127,7 @@ def train(request: Request, plan: Plan, summary: Summary | None) -> None:
         return
     with summary.step("train") as entry:
         if request.force_train:
-            entry["superseded"] = supersede(plan.run)
+            entry["superseded"] = supersede_training(plan.run)
             entry["retired_rows"] = retire_rows(plan.leaderboard, plan.run.root.name, RETIRED, "superseded")
         try:
             done = run_pipeline(
@@ -148,30 +147,13 @@ def train(request: Request, plan: Plan, summary: Summary | None) -> None:
         entry["status"] = "reused" if all(item.action == "already done" for item in done) else "done"
 
 
-def supersede(run: RunDir) -> str | None:
-    """Move the run's earlier training to ``superseded/<time>/`` (``--force-train`` keeps it)."""
-    trained = (
-        run.checkpoints_root,
-        run.logs_root,
-        run.status_path,
-        run.gate_evaluations_dir,
-        run.promotion_path,
-    )
-    moved = [p for p in trained if p.exists()]
-    if not moved:
-        return None
-    target = run.superseded_dir(now().replace(":", ""))
-    target.mkdir(parents=True)
-    for path in moved:
-        if path.name == "logs":  # W&B's files stay with the run (one W&B run per folder)
-            keep = [p for p in path.iterdir() if p.name != "wandb"]
-            (target / "logs").mkdir()
-            for p in keep:
-                shutil.move(str(p), target / "logs" / p.name)
-        else:
-            shutil.move(str(path), target / path.name)
-    log.info("--force-train: the earlier training of %s is kept in %s", run.root, target)
-    return str(target)
+def supersede_training(run: RunDir) -> str | None:
+    """Move the run's earlier training to ``superseded/<time>/`` (``--force-train`` keeps it);
+    W&B's files stay with the run (one W&B run per folder)."""
+    logs = [p for p in run.logs_root.iterdir() if p.name != "wandb"] if run.logs_root.is_dir() else []
+    trained = [run.checkpoints_root, *logs, run.status_path, run.gate_evaluations_dir, run.promotion_path]
+    target = supersede(run, trained)
+    return None if target is None else str(target)
 
 
 def evaluate_and_gate(request: Request, plan: Plan, summary: Summary) -> None:

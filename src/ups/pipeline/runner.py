@@ -6,13 +6,15 @@ options) is checked before the run folder is created or touched.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 
-from ups.atomic import remove_leftovers
+from ups.atomic import atomic_write_text, remove_leftovers
 from ups.checkpoint import load_checkpoint
 from ups.config import Config
 from ups.data.summary import load_config_tasks
@@ -58,14 +60,20 @@ def build_stage(cfg: Config, stage: str, source: RunDir):
     return STAGES[stage](cfg, load_config_tasks(cfg), upstream)
 
 
-def build_latent_cache(cfg: Config, run_dir: Path) -> list:
-    """Fill ``training.latent_cache_dir`` with the latents of the autoencoder of ``run_dir``
-    (verifying entries that are there); returns the cache entries, one per transient task."""
+def latent_cache_root(cfg: Config) -> Path:
+    """``training.latent_cache_dir``; UPSError when it is not set."""
     if cfg.training.latent_cache_dir is None:
         raise UPSError(
             "training.latent_cache_dir is not set; set it in the config or as an override, "
             "e.g. training.latent_cache_dir=data/latent_cache."
         )
+    return Path(cfg.training.latent_cache_dir)
+
+
+def build_latent_cache(cfg: Config, run_dir: Path) -> list:
+    """Fill ``training.latent_cache_dir`` with the latents of the autoencoder of ``run_dir``
+    (verifying entries that are there); returns the cache entries, one per transient task."""
+    latent_cache_root(cfg)
     stage = build_stage(cfg, "operator", RunDir(run_dir))
     stage.dynamics.prepare_latents(training_device(cfg), progress=True)  # not the operator's subspace
     return stage.dynamics.latents
@@ -78,11 +86,13 @@ def train_stage(
     *,
     engine: str = "lightning",
     resume: bool = False,
+    force: bool = False,
     from_run: Path | None = None,
     deadline: Deadline | None = None,
 ) -> StageRun:
     """Train ``stage`` of ``cfg`` in ``run_dir`` with ``engine`` (by ``deadline``, when given:
-    ``training.time_budget``)."""
+    ``training.time_budget``). A stage done in the run is refused unless ``resume`` or ``force``,
+    which first moves its checkpoints and logs to ``superseded/<time>/``."""
     if stage not in STAGES:
         raise UPSError(f"stage '{stage}' is not available; choose one of {', '.join(STAGES)}.")
     run = RunDir(run_dir)
@@ -90,7 +100,10 @@ def train_stage(
         log.info("stage %s: stages.%s.epochs is 0, skipped", stage, stage)
         return StageRun(stage, run, None, action="skipped")
     started = now()
+    refuse_done_stage(run, stage, resume=resume, force=force)
     stage_obj = checked_stage(cfg, stage, run, engine=engine, resume=resume, from_run=from_run)
+    if force and is_rank_zero() and run.status().get(stage, {}).get("state") == "done":
+        supersede(run, [run.checkpoint_dir(stage), run.log_dir(stage)], {stage: run.status()[stage]})
     return fit_in_run(stage_obj, cfg, run, engine=engine, resume=resume, deadline=deadline, started=started)
 
 
@@ -101,6 +114,7 @@ def tune_stage(
     request,
     *,
     engine: str = "lightning",
+    force: bool = False,
     from_run: Path | None = None,
 ) -> list[str]:
     """Lightning's Tuner on a checked copy of ``stage`` (``ups.engines.tuning``): writes
@@ -108,8 +122,39 @@ def tune_stage(
     # lazy: Lightning's Tuner loads only when a stage is tuned
     from ups.engines.tuning import tune
 
+    refuse_done_stage(RunDir(run_dir), stage, resume=False, force=force)
     stage_obj = checked_stage(cfg, stage, RunDir(run_dir), engine=engine, resume=False, from_run=from_run)
     return tune(stage_obj, cfg, Path(run_dir), request)
+
+
+def refuse_done_stage(run: RunDir, stage: str, *, resume: bool, force: bool) -> None:
+    """A stage done in ``run`` is trained again only when asked (``ups pipeline`` refuses alike).
+    Rank 0 decides: the other ranks start when it has begun training the stage."""
+    state = run.status().get(stage, {}).get("state")
+    if state == "done" and not (resume or force) and is_rank_zero():
+        raise UPSError(
+            f"run folder {run.root} already has stage {stage} (done); train it again with --force "
+            f"(its checkpoints and logs are moved to {run.root / 'superseded'}/<time>/), continue it "
+            f"with --resume, or train into a new --run-dir."
+        )
+
+
+def supersede(run: RunDir, paths: list[Path], status: dict | None = None) -> Path | None:
+    """Move ``paths`` (in ``run``) to ``superseded/<time>/``, each at its place in the run folder,
+    with the stage_status.json entries ``status`` of what they were; the folder, or None when
+    none of ``paths`` exists."""
+    moved = [path for path in paths if path.exists()]
+    if not moved:
+        return None
+    target = run.superseded_dir(datetime.now(timezone.utc).strftime("%Y-%m-%dT%H%M%S.%fZ"))
+    for path in moved:
+        place = target / path.relative_to(run.root)
+        place.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(path), place)
+    if status:
+        atomic_write_text(target / run.status_path.name, json.dumps(status, indent=2, sort_keys=True) + "\n")
+    log.info("the earlier training in %s is kept in %s", run.root, target)
+    return target
 
 
 def checked_stage(
@@ -166,6 +211,8 @@ def fit_in_run(
     except BaseException as exc:
         run.set_stage_state(stage, "failed", error=f"{type(exc).__name__}: {exc}")
         raise
+    finally:  # the tuner's, also of a tuning killed in an earlier attempt
+        shutil.rmtree(run.tuning_scratch, ignore_errors=True)
     run.set_stage_state(
         stage,
         "done",
