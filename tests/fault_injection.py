@@ -14,18 +14,28 @@ or ``finally`` block sees, as a preempted job dies:
   the next stage starts;
 - ``checkpoint-write:<stage>:<n>``: in the middle of writing the stage's n-th checkpoint file
   (counted from 1): half of the bytes are in the temporary file, fsynced, when it dies.
+
+``run_forked`` runs the same without the interpreter's start-up (seconds of imports), for the
+small kill tests of the default test run; ``kill_and_resume`` is the check both sizes make.
 """
 
 from __future__ import annotations
 
+import functools
 import io
+import json
+import multiprocessing
 import os
 import signal
 import sys
+from collections import Counter
+from pathlib import Path
 
 import torch
 
+from ups.checkpoint import load_checkpoint
 from ups.cli import main
+from ups.engines.progress import inside_epoch
 from ups.runs import RunDir
 from ups.stages import STAGES
 
@@ -101,6 +111,98 @@ def install(log: str, point: str) -> None:
     elif kind not in ("none", "raise"):
         raise SystemExit(f"unknown fault point {point!r}")
     count_batches(log, kill_stage, kill_at, interrupt if kind == "raise" else die)
+
+
+@functools.cache
+def _forkserver() -> multiprocessing.context.BaseContext:
+    """A server process that imports UPS, torch and Lightning once, and computes nothing (so that
+    forking it is safe); each run is a fork of it."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(
+        ["fault_injection", "ups.engines.lightning", "ups.engines.native", "ups.pipeline.fast_to_sota"]
+    )
+    return context
+
+
+def _forked_main(log: str, point: str, command: list[str], output: str) -> None:
+    with open(output, "a") as handle:
+        os.dup2(handle.fileno(), 1)
+        os.dup2(handle.fileno(), 2)
+    torch.set_num_threads(1)  # the default test run shares a few cores: threads would wait on each other
+    install(log, point)
+    sys.exit(main(command))
+
+
+def run_forked(log: Path, point: str, command: list[str], output: Path, timeout: float = 300) -> int:
+    """``python tests/fault_injection.py LOG POINT -- command``, forked from a server that has the
+    imports done; stdout and stderr appended to ``output``. Returns the exit code (-9: SIGKILL)."""
+    process = _forkserver().Process(target=_forked_main, args=(str(log), point, command, str(output)))
+    process.start()
+    process.join(timeout)
+    if process.exitcode is None:
+        process.kill()
+        process.join()
+        raise TimeoutError(f"{command} ran longer than {timeout} s; its output: {output}")
+    return process.exitcode
+
+
+# ---- what a test checks after each kill ------------------------------------------------------
+def states(run: Path) -> dict[str, str]:
+    return {
+        name: entry["state"] for name, entry in json.loads((run / "stage_status.json").read_text()).items()
+    }
+
+
+def batches(log: Path) -> Counter:
+    return Counter(log.read_text().split()) if log.exists() else Counter()
+
+
+def batches_done(checkpoint: dict) -> int:
+    """Training batches behind a checkpoint (one optimizer step per batch in these configs)."""
+    progress = checkpoint["ups"]["progress"]
+    epochs = checkpoint["epoch"] + (0 if inside_epoch(progress) else 1)
+    return epochs * progress["batches_per_epoch"] + (progress["batches"] if inside_epoch(progress) else 0)
+
+
+def checkpoint_files(run: Path) -> dict[Path, bytes]:
+    return {p: p.read_bytes() for p in (run / "checkpoints").rglob("*.ckpt")}
+
+
+def kill_and_resume(launch, run: Path, stages: tuple[str, ...], kills: list, expected: Counter, logs: Path):
+    """Run ``launch(log, point, resume)`` once per kill in ``kills`` (each resuming the run the one
+    before killed) and check, after each: the process died of SIGKILL; ``stage_status.json`` says
+    done, running (where it died) and pending for ``stages``; every checkpoint on disk is whole, and
+    those of stages done earlier untouched; a resumed stage trained only the batches its checkpoint
+    did not hold (``expected``: the batches of an uninterrupted run). A kill is (point, the stage it
+    dies in or None, the stages done before, whether it dies before the stage's first checkpoint).
+    Returns the checkpoint files of the done stages and the batches each killed stage resumes from
+    (both for the final, uninterrupted resume's checks)."""
+    resumed_from: dict[str, int] = {}
+    kept: dict[Path, bytes] = {}
+    for attempt, (point, dying, done, before_first_checkpoint) in enumerate(kills):
+        log = logs / f"attempt{attempt}.log"
+        code = launch(log, point, attempt > 0)
+        assert code == -9, f"{point}: exit code {code}"  # SIGKILL
+        expected_states = {
+            name: "done" if name in done else "running" if name == dying else "pending" for name in stages
+        }
+        assert {name: states(run).get(name, "pending") for name in stages} == expected_states, point
+        files = checkpoint_files(run)
+        for path in files:
+            load_checkpoint(path)
+        assert {p: files[p] for p in kept} == kept
+        kept = {p: b for p, b in files.items() if p.parent.name in done}
+        for name, count in batches(log).items():
+            if name in resumed_from:
+                assert count == expected[name] - resumed_from.pop(name) or name == dying
+        if dying is not None:
+            last = run / "checkpoints" / dying / "last.ckpt"
+            assert last.exists() != before_first_checkpoint
+            resumed_from[dying] = batches_done(load_checkpoint(last)) if last.exists() else 0
+            assert 0 <= resumed_from[dying] < expected[dying]
+        if point.startswith("checkpoint-write"):  # the half-written file is the temporary one
+            assert list((run / "checkpoints" / dying).glob(".last.ckpt.*.tmp"))
+    return kept, resumed_from
 
 
 if __name__ == "__main__":
