@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import tiny_burgers_config  # noqa: E402
 from toy_stage import ToyStage, toy_config  # noqa: E402
 from ups.cli import main  # noqa: E402
+from ups.cli.train import requeued  # noqa: E402
 from ups.config import with_keys  # noqa: E402
 from ups.engines import fit_stage  # noqa: E402
 from ups.engines.lightning import build_trainer  # noqa: E402
@@ -115,3 +116,14 @@ def test_requeue_without_a_named_run_folder_is_refused_up_front(tmp_path, capsys
     assert main(command) == 2
     assert "training.slurm_requeue=true needs --run-dir" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_a_requeued_pipeline_job_continues_its_run_folder(tmp_path, monkeypatch):
+    on, off = with_keys(toy_config(), {"training.slurm_requeue": True}), toy_config()
+    run = RunDir(tmp_path / "run").init(on)
+    run.set_stage_state("autoencoder", "running")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    assert requeued(on, run.root) and not requeued(off, run.root)
+    assert not requeued(on, tmp_path / "a-new-folder")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")  # the job's first run
+    assert not requeued(on, run.root)

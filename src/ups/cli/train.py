@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -119,6 +120,13 @@ def refuse_requeue_without_run_folder(cfg, named: bool, flag: str) -> None:
         )
 
 
+def requeued(cfg, run_dir: Path) -> bool:
+    """A job SLURM requeued (``SLURM_RESTART_COUNT`` > 0) under ``training.slurm_requeue``: its
+    ``ups pipeline`` continues the run folder it started, as ``--resume`` would."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    return cfg.training.slurm_requeue and restarts > 0 and RunDir(run_dir).status_path.is_file()
+
+
 def _deadline(cfg, args: argparse.Namespace):
     """``training.time_budget`` seconds after the command started, or None."""
     budget = cfg.training.time_budget
@@ -170,7 +178,7 @@ def _pipeline(args: argparse.Namespace) -> int:
                 run_dir,
                 stages=stages,
                 engine=args.engine,
-                resume=args.resume,
+                resume=args.resume or requeued(cfg, run_dir),
                 deadline=_deadline(cfg, args),
             )
         except StageFailed as exc:
