@@ -24,10 +24,12 @@ from __future__ import annotations
 import functools
 import io
 import json
-import multiprocessing
 import os
+import select
 import signal
+import subprocess
 import sys
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -113,37 +115,62 @@ def install(log: str, point: str) -> None:
     count_batches(log, kill_stage, kill_at, interrupt if kind == "raise" else die)
 
 
-@functools.cache
-def _forkserver() -> multiprocessing.context.BaseContext:
-    """A server process that imports UPS, torch and Lightning once, and computes nothing (so that
-    forking it is safe); each run is a fork of it."""
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(
-        ["fault_injection", "ups.engines.lightning", "ups.engines.native", "ups.pipeline.fast_to_sota"]
-    )
-    return context
-
-
-def _forked_main(log: str, point: str, command: list[str], output: str) -> None:
+def _forked_main(log: str, point: str, command: list[str], output: str) -> int:
     with open(output, "a") as handle:
         os.dup2(handle.fileno(), 1)
         os.dup2(handle.fileno(), 2)
     torch.set_num_threads(1)  # the default test run shares a few cores: threads would wait on each other
     install(log, point)
-    sys.exit(main(command))
+    try:
+        return main(command)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except BaseException:
+        traceback.print_exc()
+        return 1
+
+
+def serve() -> None:
+    """The fork server: the imports once, then per request line on stdin (JSON: log, point, command,
+    output) a fork of itself runs it, and its exit code goes back a line on stdout. The server
+    itself computes nothing, so that forking it is safe."""
+    import ups.engines.lightning  # noqa: F401
+    import ups.engines.native  # noqa: F401
+    import ups.eval.run  # noqa: F401
+    import ups.pipeline.fast_to_sota  # noqa: F401
+
+    for line in sys.stdin:
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = _forked_main(*json.loads(line))
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        print(os.waitstatus_to_exitcode(status), flush=True)
+
+
+@functools.cache
+def _server() -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
 
 
 def run_forked(log: Path, point: str, command: list[str], output: Path, timeout: float = 300) -> int:
     """``python tests/fault_injection.py LOG POINT -- command``, forked from a server that has the
     imports done; stdout and stderr appended to ``output``. Returns the exit code (-9: SIGKILL)."""
-    process = _forkserver().Process(target=_forked_main, args=(str(log), point, command, str(output)))
-    process.start()
-    process.join(timeout)
-    if process.exitcode is None:
-        process.kill()
-        process.join()
+    server = _server()
+    server.stdin.write(json.dumps([str(log), point, command, str(output)]) + "\n")
+    server.stdin.flush()
+    if not select.select([server.stdout], [], [], timeout)[0]:
+        server.kill()
+        _server.cache_clear()
         raise TimeoutError(f"{command} ran longer than {timeout} s; its output: {output}")
-    return process.exitcode
+    return int(server.stdout.readline())
 
 
 # ---- what a test checks after each kill ------------------------------------------------------
@@ -205,7 +232,9 @@ def kill_and_resume(launch, run: Path, stages: tuple[str, ...], kills: list, exp
     return kept, resumed_from
 
 
-if __name__ == "__main__":
+if __name__ == "__main__" and sys.argv[1:] == ["--serve"]:
+    serve()
+elif __name__ == "__main__":
     log, point, separator, *command = sys.argv[1:]
     assert separator == "--", "usage: fault_injection.py LOG POINT -- ups-arguments..."
     install(log, point)
