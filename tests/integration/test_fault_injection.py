@@ -12,16 +12,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from ups.checkpoint import load_checkpoint
-from ups.engines.progress import inside_epoch
-
 TESTS = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TESTS))
+from fault_injection import batches, checkpoint_files, kill_and_resume, states  # noqa: E402
 from tiny_runs import generative_overrides, tiny_five_stage_config  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -56,27 +53,6 @@ def run_pipeline(config: Path, run: Path, log: Path, point: str, *resume: str) -
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
-def states(run: Path) -> dict[str, str]:
-    return {
-        name: entry["state"] for name, entry in json.loads((run / "stage_status.json").read_text()).items()
-    }
-
-
-def batches(log: Path) -> Counter:
-    return Counter(log.read_text().split()) if log.exists() else Counter()
-
-
-def batches_done(checkpoint: dict) -> int:
-    """Training batches behind a checkpoint (one optimizer step per batch in this config)."""
-    progress = checkpoint["ups"]["progress"]
-    epochs = checkpoint["epoch"] + (0 if inside_epoch(progress) else 1)
-    return epochs * progress["batches_per_epoch"] + (progress["batches"] if inside_epoch(progress) else 0)
-
-
-def checkpoint_files(run: Path) -> dict[Path, bytes]:
-    return {p: p.read_bytes() for p in (run / "checkpoints").rglob("*.ckpt")}
-
-
 @pytest.fixture(scope="module")
 def config(tmp_path_factory) -> Path:
     return tiny_five_stage_config(tmp_path_factory.mktemp("faults"), generative_overrides(2, 4) + SETTINGS)
@@ -96,35 +72,11 @@ def test_a_pipeline_killed_four_times_ends_where_an_uninterrupted_one_ends(confi
         ("checkpoint-write:diff_residual:3", "diff_residual", ("autoencoder", "operator"), False),
         ("after-done:diff_residual", None, ("autoencoder", "operator", "diff_residual"), False),
     ]
-    resumed_from: dict[str, int] = {}  # batches behind the checkpoint each killed stage resumes from
-    kept: dict[Path, bytes] = {}
-    for attempt, (point, dying, done, before_first_checkpoint) in enumerate(kills):
-        log = tmp_path / f"attempt{attempt}.log"
-        proc = run_pipeline(config, run, log, point, *(["--resume"] if attempt else []))
-        assert proc.returncode == -9, proc.stderr[-3000:]  # SIGKILL
-        # stage_status.json tells the truth: done, running (where it died) and pending stages
-        expected = {
-            name: "done" if name in done else "running" if name == dying else "pending" for name in STAGES
-        }
-        assert states(run) == expected
-        # every checkpoint on disk is whole; the stages done earlier were not touched again
-        files = checkpoint_files(run)
-        for path in files:
-            load_checkpoint(path)
-        assert {p: files[p] for p in kept} == kept
-        kept = {p: b for p, b in files.items() if p.parent.name in done}
-        # a resumed stage trained only what its checkpoint did not hold
-        for name, count in batches(log).items():
-            if name in resumed_from:
-                assert count == expected_batches[name] - resumed_from.pop(name) or name == dying
-        if dying is not None:
-            last = run / "checkpoints" / dying / "last.ckpt"
-            assert last.exists() != before_first_checkpoint
-            resumed_from[dying] = batches_done(load_checkpoint(last)) if last.exists() else 0
-            assert 0 <= resumed_from[dying] < expected_batches[dying]
-        if point.startswith("checkpoint-write"):  # the half-written file is the temporary one
-            assert list((run / "checkpoints" / dying).glob(".last.ckpt.*.tmp"))
 
+    def launch(log: Path, point: str, resume: bool) -> int:
+        return run_pipeline(config, run, log, point, *(["--resume"] if resume else [])).returncode
+
+    kept, resumed_from = kill_and_resume(launch, run, STAGES, kills, expected_batches, tmp_path)
     assert not resumed_from  # each killed stage was resumed and checked
     log = tmp_path / "final.log"
     proc = run_pipeline(config, run, log, "none", "--resume")

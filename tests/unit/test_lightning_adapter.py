@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import lightning.pytorch as pl
 import pytest
-from lightning.pytorch.loggers import CSVLogger
 
 from ups.engines import lightning_adapter as adapter
+from ups.engines.loggers import StageCSVLogger
 from ups.errors import UPSError
 
 
@@ -25,14 +25,14 @@ def test_the_script_launcher_is_told_from_in_process_ones():
         adapter.refuse_in_process_launchers(spawned)
 
 
-def test_the_csv_writer_learns_earlier_columns(tmp_path):
-    logger = CSVLogger(tmp_path, name="", version="")
+def test_a_resumed_stage_logger_keeps_the_earlier_rows_and_columns(tmp_path):
+    """Was a check of the private CSV writer (``keep_previous_metrics``); UPS now writes metrics.csv
+    itself (``ups.engines.metrics_csv``), so the promise is checked on its logger."""
     metrics = tmp_path / "metrics.csv"
-    metrics.write_text("epoch,step,train/loss\n0,1,0.5\n")
-    trainer = pl.Trainer(accelerator="cpu", devices=1, logger=logger, default_root_dir=tmp_path)
-    adapter.keep_previous_metrics(trainer)
-    assert logger.experiment.metrics_keys == ["epoch", "step", "train/loss"]
-    assert metrics.read_text() == "epoch,step,train/loss\n0,1,0.5\n"
+    metrics.write_bytes(b"epoch,step,train/loss\r\n0,1,0.5\r\n")
+    logger = StageCSVLogger(tmp_path, step_offset=10, append=True)
+    logger.log_metrics({"train/loss": 0.25, "epoch": 0}, step=1)
+    assert metrics.read_bytes() == b"epoch,step,train/loss\r\n0,1,0.5\r\n0,11,0.25\r\n"
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ups.cli.flags import add_flag, add_request_flags, one_writer, overrides_of, request_from
-from ups.cli.train import stage_failed
+from ups.cli.train import refuse_requeue_without_run_folder, stage_failed
 from ups.config.requests import Request
 from ups.errors import UPSError
 from ups.resolve import load_config, resolve_fast_to_sota
@@ -46,6 +46,7 @@ def _fast_to_sota(args: argparse.Namespace) -> int:
         raise UPSError(
             f"--run-id '{args.run_id}' must be a plain folder name (it goes under {cfg.paths.runs_dir}/)."
         )
+    refuse_requeue_without_run_folder(cfg, args.run_id is not None, "--run-id")
     wanted = Path(cfg.paths.runs_dir) / args.run_id if args.run_id else None
     with (
         shared_run_dir(wanted, cfg.paths.runs_dir, flag="--run-id") as run_dir,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -106,6 +107,7 @@ def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[st
     """The config of ``train`` and ``pipeline``, with ``--devices`` as training.devices (and
     ``extra`` overrides last: the tuned values); ``checks``: ``load_config``'s ``tuning`` or ``stages``."""
     cfg = load_config(args.config, [*overrides_of(args), *extra], engine=args.engine, **checks)
+    refuse_requeue_without_run_folder(cfg, bool(args.run_dir), "--run-dir")
     if args.resume and not args.run_dir:
         raise UPSError(f"--resume needs --run-dir: {resume_needs}.")
     if args.resume and not RunDir(args.run_dir).status_path.is_file():
@@ -120,6 +122,23 @@ def _training_config(args: argparse.Namespace, resume_needs: str, extra: list[st
             f"choose another --run-dir."
         )
     return cfg
+
+
+def refuse_requeue_without_run_folder(cfg, named: bool, flag: str) -> None:
+    """``training.slurm_requeue``: the requeued job runs its command again, which must therefore
+    name its run folder, or it would start a new run (``ups.engines.slurm``)."""
+    if cfg.training.slurm_requeue and not named:
+        raise UPSError(
+            f"training.slurm_requeue=true needs {flag}: a requeued job runs the same command again and "
+            f"must find the same run folder; add {flag} to the command."
+        )
+
+
+def requeued(cfg, run_dir: Path) -> bool:
+    """A job SLURM requeued (``SLURM_RESTART_COUNT`` > 0) under ``training.slurm_requeue``: its
+    ``ups pipeline`` continues the run folder it started, as ``--resume`` would."""
+    restarts = int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    return cfg.training.slurm_requeue and restarts > 0 and RunDir(run_dir).status_path.is_file()
 
 
 def _deadline(cfg, args: argparse.Namespace):
@@ -174,7 +193,7 @@ def _pipeline(args: argparse.Namespace) -> int:
                 run_dir,
                 stages=stages,
                 engine=args.engine,
-                resume=args.resume,
+                resume=args.resume or requeued(cfg, run_dir),
                 deadline=_deadline(cfg, args),
             )
         except StageFailed as exc:

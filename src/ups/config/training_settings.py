@@ -136,6 +136,13 @@ class TrainingConfig:
     max_skipped_batches: int = knob(
         10, "with nan_policy=skip_batch, stop after this many", read_by="engines", min=0
     )
+    slurm_requeue: bool = knob(
+        False,
+        "under SLURM, Lightning's auto-requeue (lightning engine): on the requeue signal the stage writes "
+        "a checkpoint into its own folder and the job is requeued; the requeued command (which must name "
+        "its run folder: --run-dir or --run-id) continues that run and stage",
+        read_by="engines",
+    )
     deterministic: bool = knob(False, "ask PyTorch for deterministic kernels", read_by="engines")
     log_every_n_steps: int = knob(10, "training steps between logged rows", read_by="engines", min=1)
 

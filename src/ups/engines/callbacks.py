@@ -1,10 +1,10 @@
 """The Lightning engine's own callbacks: ``StepCheckpoint`` (``checkpoint.every_n_steps``),
 ``DeadlineStop`` (``training.time_budget``), the measuring ones and ``training.lightning_profile``.
 
-Always (no per-step cost beyond counting): ``LearningRateMonitor`` (``lr-<optimizer>`` at the
-logged steps) and ``PerfMonitor`` (per epoch: ``perf/epoch_seconds``, ``perf/samples_per_sec``
-and, where PyTorch's FLOP counter sees the stage's operations, ``perf/flops_per_sec`` from the
-FLOPs of the epoch's first training step).
+Always (no per-step cost beyond counting): ``LatestLearningRate`` (Lightning's
+``LearningRateMonitor``: ``lr-<optimizer>`` at the logged steps) and ``PerfMonitor`` (per epoch:
+``perf/epoch_seconds``, ``perf/samples_per_sec`` and, where PyTorch's FLOP counter sees the stage's
+operations, ``perf/flops_per_sec`` from the FLOPs of the epoch's first training step).
 
 ``training.lightning_profile``:
 - ``none``: no profiler and no timer;
@@ -53,6 +53,16 @@ class StepCheckpoint(pl.Callback):
         self._step_seen = step
         if step_checkpoint_due(self.cfg, step, batch_idx + 1, trainer.num_training_batches):
             trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, as ModelCheckpoint's
+
+
+class LatestLearningRate(LearningRateMonitor):
+    """Lightning's ``LearningRateMonitor``, its ``lrs`` holding each rate's latest value only:
+    Lightning's appends the value of every logged step, for the life of the run."""
+
+    def on_train_batch_start(self, trainer, *args, **kwargs) -> None:
+        super().on_train_batch_start(trainer, *args, **kwargs)
+        for values in self.lrs.values():
+            del values[:-1]
 
 
 class PerfMonitor(pl.Callback):
@@ -186,7 +196,7 @@ def max_time(cfg: Config) -> timedelta | None:
 def measuring(cfg: Config, run: RunDir, stage_name: str) -> tuple[list[pl.Callback], object]:
     """(callbacks, profiler or None) for ``training.lightning_profile``."""
     mode = cfg.training.lightning_profile
-    callbacks: list[pl.Callback] = [LearningRateMonitor(logging_interval="step"), PerfMonitor()]
+    callbacks: list[pl.Callback] = [LatestLearningRate(logging_interval="step"), PerfMonitor()]
     folder = run.profile_dir
     if mode == "timer":
         callbacks.append(TimerReport(folder / f"{stage_name}-timer.json", max_time(cfg)))

@@ -7,6 +7,7 @@ adds the ``ups`` block to every checkpoint; the Trainer does the rest.
 from __future__ import annotations
 
 import sys
+from collections import deque
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -22,16 +23,12 @@ from ups.config.engines import uses_gpu
 from ups.deadline import Deadline, StopRule
 from ups.engines.callbacks import DeadlineStop, StepCheckpoint, max_time, measuring
 from ups.engines.ema import EMA
-from ups.engines.lightning_adapter import (
-    keep_previous_metrics,
-    refuse_in_process_launchers,
-    should_update_logs,
-)
+from ups.engines.lightning_adapter import refuse_in_process_launchers, should_update_logs
 from ups.engines.loaders import build_loaders
 from ups.engines.loggers import RunTensorBoardLogger, StageCSVLogger, WandbStageLogger
 from ups.engines.meters import MONITOR, MetricMeans, split_terms, train_log_values, validation_means
 from ups.engines.nan_policy import check_finite_gradients, check_finite_loss
-from ups.engines.progress import FitResult, inside_epoch, progress_record
+from ups.engines.progress import RECENT_LOSSES, FitResult, inside_epoch, progress_record
 from ups.engines.settings import (
     batch_size,
     ema_decay,
@@ -41,6 +38,7 @@ from ups.engines.settings import (
     validation_on,
 )
 from ups.engines.sharding import shard_fully, strategy_for
+from ups.engines.slurm import cluster_plugins, remove_requeue_files, requeue_checkpoint, requeue_dir
 from ups.engines.speed import speed_knobs
 from ups.runs import BEST_FILENAME, RunDir
 from ups.stages.optim import BudgetSchedule
@@ -56,7 +54,7 @@ class StageModule(pl.LightningModule):
         self.model = stage.model
         decay = ema_decay(cfg, stage.name)
         self.ema = EMA(stage.model, decay) if decay else None
-        self.train_losses: list[torch.Tensor] = []
+        self.train_losses: deque[torch.Tensor] = deque(maxlen=RECENT_LOSSES)
         self.val_history: list[dict[str, float]] = []
         self._metrics = MetricMeans()
         self._train_metrics = MetricMeans()
@@ -228,12 +226,14 @@ def build_trainer(
     all_parameters_used: bool = True,
     step_offset: int = 0,
     sanity_batches: int = 0,
+    resume: bool = False,
 ) -> pl.Trainer:
     """The config's ``training``, ``checkpoint``, ``logging`` and ``stages.<stage>`` as a Trainer;
-    its loggers add ``step_offset`` to every step (the run's continuous step axis).
+    its loggers add ``step_offset`` to every step (the run's continuous step axis), and a resumed
+    fit (``resume``) continues the stage's metrics.csv.
     ``sanity_batches``: validation batches run before training (``DeadlineStop`` times one)."""
     t = cfg.training
-    loggers = [StageCSVLogger(run.log_dir(stage_name), step_offset)]
+    loggers = [StageCSVLogger(run.log_dir(stage_name), step_offset, append=resume)]
     if cfg.logging.tensorboard:
         loggers.append(RunTensorBoardLogger(run, stage_name, step_offset))
     if tracking.active() is not None:
@@ -265,8 +265,8 @@ def build_trainer(
         logger=loggers,
         callbacks=callbacks,
         use_distributed_sampler=False,
-        default_root_dir=run.root,
-        plugins=[AtomicCheckpointIO()],
+        default_root_dir=requeue_dir(run, stage_name),  # a requeue's checkpoint stays with its stage
+        plugins=[AtomicCheckpointIO(), *cluster_plugins(cfg)],
         profiler=profiler,
     )
 
@@ -290,6 +290,11 @@ def fit_lightning(
     deadline: Deadline | None = None,
 ) -> FitResult:
     validate = validation_on(cfg)
+    requeued = requeue_checkpoint(cfg, run, stage.name, resume=resume)
+    if requeued is not None:
+        resume, start = True, requeued
+    else:
+        start = run.last_checkpoint(stage.name) if resume else None
     stop = None if deadline is None else DeadlineStop(StopRule(deadline, validates=validate), 0, stage.name)
     trainer = build_trainer(
         cfg,
@@ -299,10 +304,9 @@ def fit_lightning(
         all_parameters_used=stage.all_parameters_used_every_step(),
         step_offset=step_offset,
         sanity_batches=2 if stop and validate else 0,
+        resume=resume,
     )
     refuse_in_process_launchers(trainer)
-    if resume:
-        keep_previous_metrics(trainer)
     stage.prepare(trainer.strategy.root_device, progress=sys.stderr.isatty())
     train_loader, val_loader = build_loaders(
         stage, cfg, validate=validate, rank=trainer.global_rank, world_size=trainer.world_size
@@ -317,11 +321,12 @@ def fit_lightning(
         module,
         train_dataloaders=train_loader,
         val_dataloaders=val_loader,
-        ckpt_path=str(run.last_checkpoint(stage.name)) if resume else None,  # checked to fit by preflight
+        ckpt_path=start and str(start),  # last.ckpt checked by preflight; no stale hpc_ckpt left
         weights_only=True,
     )
+    remove_requeue_files(run, stage.name)
     checkpointer = trainer.checkpoint_callback
-    losses = [float(x) for x in torch.stack(module.train_losses).cpu()] if module.train_losses else []
+    losses = [float(x) for x in torch.stack(list(module.train_losses)).cpu()] if module.train_losses else []
     best = checkpointer.best_model_path if validate and checkpointer.best_model_path else None
     return FitResult(
         best_path=Path(best) if best else None,

@@ -8,8 +8,7 @@ resume or a log silently. No other module may use a private Lightning name
 
 - ``environment_rank``: this process's rank as torchrun, SLURM or Lightning's launcher set it;
 - ``should_update_logs``: whether this training step's values are written (``log_every_n_steps``);
-- ``refuse_in_process_launchers``: the launcher kind that starts ranks inside this process;
-- ``keep_previous_metrics``: a resumed fit appends to the CSV logger's metrics.csv.
+- ``refuse_in_process_launchers``: the launcher kind that starts ranks inside this process.
 
 Lightning's own checkpoint state (loop progress, callback states) is written and read by Lightning
 alone: only the Lightning engine resumes a Lightning checkpoint (``ups.engines.preflight``).
@@ -17,11 +16,8 @@ alone: only the Lightning engine resumes a Lightning checkpoint (``ups.engines.p
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import lightning.pytorch as pl
 from lightning.fabric.utilities.rank_zero import _get_rank
-from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 
 from ups.errors import UPSError
@@ -54,19 +50,3 @@ def refuse_in_process_launchers(trainer: pl.Trainer) -> None:
             f"ranks from inside this process; run several devices from the command line "
             f"(`ups train … --devices N`) or under torchrun/SLURM, with training.strategy=ddp."
         )
-
-
-def keep_previous_metrics(trainer: pl.Trainer) -> None:
-    """A resumed fit appends to metrics.csv; Lightning's CSV writer would delete it when it starts.
-
-    The writer is created here (which removes the file), the old rows are put back and the
-    writer learns their columns (``metrics_keys``), so it appends or rewrites the header.
-    """
-    for logger in trainer.loggers:
-        if isinstance(logger, CSVLogger) and trainer.is_global_zero:
-            path = Path(logger.log_dir) / "metrics.csv"
-            previous = path.read_text() if path.is_file() else None
-            writer = logger.experiment
-            if previous:
-                path.write_text(previous)
-                writer.metrics_keys = previous.splitlines()[0].split(",")

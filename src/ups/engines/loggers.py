@@ -5,23 +5,51 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
+import torch
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ups import tracking
+from ups.engines.metrics_csv import MetricsCSV
 from ups.runs import RunDir
 
 
-class StageCSVLogger(CSVLogger):
-    """``logs/<stage>/metrics.csv``, its steps shifted by ``step_offset``."""
+class StageCSVLogger(Logger):
+    """``logs/<stage>/metrics.csv`` (``ups.engines.metrics_csv``, as the native engine writes it), its
+    steps shifted by ``step_offset``; a resumed fit (``append``) continues the file. Rank 0 writes."""
 
-    def __init__(self, log_dir: Path, step_offset: int):
-        super().__init__(save_dir=log_dir, name="", version="")
-        self.step_offset = step_offset
+    def __init__(self, log_dir: Path, step_offset: int, *, append: bool):
+        super().__init__()
+        self.folder, self.step_offset, self.append = Path(log_dir), step_offset, append
+        self._csv: MetricsCSV | None = None
+
+    @property
+    def name(self) -> str:
+        return "csv"
+
+    @property
+    def version(self) -> str:
+        return self.folder.name
+
+    @property
+    def log_dir(self) -> str:
+        return str(self.folder)
+
+    @property
+    def save_dir(self) -> str:
+        return str(self.folder)
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        super().log_metrics(metrics, None if step is None else step + self.step_offset)
+        if self._csv is None:  # opened at the first row, by rank 0 only
+            self._csv = MetricsCSV(self.folder / "metrics.csv", append=self.append)
+        row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
+        row["step"] = (step or 0) + self.step_offset
+        self._csv.log(row)
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        pass  # the resolved config is the run folder's config.yaml
 
 
 class RunTensorBoardLogger(TensorBoardLogger):

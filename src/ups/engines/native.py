@@ -12,11 +12,11 @@ state: only this engine resumes them. One device only; distribution is Lightning
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import sys
 import time
+from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,8 +36,15 @@ from ups.config import Config, max_time_seconds
 from ups.engines.ema import EMA
 from ups.engines.loaders import build_loaders
 from ups.engines.meters import MetricMeans, split_terms, train_log_values, validation_means
+from ups.engines.metrics_csv import MetricsCSV
 from ups.engines.nan_policy import check_finite_gradients, check_finite_loss
-from ups.engines.progress import FitResult, inside_epoch, progress_record, step_checkpoint_due
+from ups.engines.progress import (
+    RECENT_LOSSES,
+    FitResult,
+    inside_epoch,
+    progress_record,
+    step_checkpoint_due,
+)
 from ups.engines.settings import (
     ema_decay,
     resolve_precision,
@@ -52,44 +59,6 @@ from ups.runs import RunDir
 from ups.stages.batch import to_device
 
 log = logging.getLogger("ups")
-
-
-class MetricsCSV:
-    """``metrics.csv`` as Lightning's CSVLogger writes it: one row per log call, the header
-    grows (and the file is rewritten) when a new key appears; appends across resumes. Steps
-    are written shifted by ``step_offset`` (the run's continuous step axis)."""
-
-    def __init__(self, log_dir: Path, *, append: bool, step_offset: int = 0):
-        self.path = log_dir / "metrics.csv"
-        self.stage_name, self.step_offset = log_dir.name, step_offset
-        log_dir.mkdir(parents=True, exist_ok=True)
-        self.rows: list[dict] = []
-        self.keys: list[str] = []
-        if not append:
-            self.path.unlink(missing_ok=True)
-        elif self.path.exists():
-            with self.path.open() as f:
-                reader = csv.DictReader(f)
-                self.keys = list(reader.fieldnames or [])
-                self.rows = list(reader)
-
-    def log(self, metrics: dict, step: int) -> None:
-        row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
-        row["step"] = step + self.step_offset
-        tracker = tracking.active()
-        if tracker is not None:  # the run's W&B run, when one is open
-            tracker.log_training(self.stage_name, row, row["step"])
-        new = [k for k in row if k not in self.keys]
-        self.rows.append(row)
-        if new:
-            self.keys = sorted(set(self.keys) | set(new))
-            with self.path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=self.keys)
-                writer.writeheader()
-                writer.writerows(self.rows)
-        else:
-            with self.path.open("a", newline="") as f:
-                csv.DictWriter(f, fieldnames=self.keys).writerow(row)
 
 
 @dataclass
@@ -170,11 +139,21 @@ class NativeTrainer:
         self.epoch, self.global_step = 0, 0  # next epoch to run; optimizer steps taken
         self.start_batch = 0  # where the next epoch starts (> 0 when resuming inside an epoch)
         self.train_metrics = MetricMeans()  # the running epoch's per-sample training metrics
-        self.train_losses: list[float] = []
+        self.train_losses: deque[float] = deque(maxlen=RECENT_LOSSES)
         self.val_history: list[dict[str, float]] = []
         self.last_score: float | None = None
         self.skipped = 0
-        self.csv = MetricsCSV(run.log_dir(stage.name), append=resume, step_offset=step_offset)
+        self.csv = MetricsCSV(run.log_dir(stage.name) / "metrics.csv", append=resume)
+        self.step_offset = step_offset
+
+    def log(self, metrics: dict, step: int) -> None:
+        """A row of metrics.csv, its step shifted by ``step_offset``; also to the run's W&B run."""
+        row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
+        row["step"] = step + self.step_offset
+        tracker = tracking.active()
+        if tracker is not None:
+            tracker.log_training(self.stage.name, row, row["step"])
+        self.csv.log(row)
 
     # ---- the loop -----------------------------------------------------------------
     def fit(self) -> FitResult:
@@ -188,7 +167,7 @@ class NativeTrainer:
             if validating:
                 stopped = self.patience.should_stop(self.validation()) or stopped
             if self.train_epoch_means:  # after validation, in Lightning's order
-                self.csv.log({**self.train_epoch_means, "epoch": self.epoch}, self.global_step - 1)
+                self.log({**self.train_epoch_means, "epoch": self.epoch}, self.global_step - 1)
             # ModelCheckpoint's rule: after every epoch when validating after each (or never), else after
             # each validation only
             if validating or every == 1 or not self.validate:
@@ -204,7 +183,7 @@ class NativeTrainer:
             best_path=Path(best) if best else None,
             last_path=self.run.last_checkpoint(self.stage.name),
             best_score=self.top_k.best_k_models[best] if best else None,
-            train_losses=self.train_losses,
+            train_losses=list(self.train_losses),
             val_history=self.val_history,
             global_step=self.global_step,
             epochs_run=self.epoch,
@@ -228,7 +207,7 @@ class NativeTrainer:
                 (loss / self.accumulate).backward()
                 self.train_metrics.add(per_sample)
                 if (self.global_step + 1) % self.cfg.training.log_every_n_steps == 0:
-                    self.csv.log({**train_log_values(scalars), "epoch": self.epoch}, self.global_step)
+                    self.log({**train_log_values(scalars), "epoch": self.epoch}, self.global_step)
             else:
                 self.skipped += 1
             if (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 == n_batches:
@@ -263,7 +242,7 @@ class NativeTrainer:
                     means.add(self.stage.validation_metrics(to_device(batch, self.device)))
         self.stage.set_train_mode(True)
         values = validation_means(means.means("val"))
-        self.csv.log({**values, "epoch": self.epoch}, self.global_step - 1)
+        self.log({**values, "epoch": self.epoch}, self.global_step - 1)
         self.val_history.append({**values, "epoch": self.epoch, "step": self.global_step})
         self.last_score = values["val/nrmse"]
         return self.last_score

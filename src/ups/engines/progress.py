@@ -38,12 +38,17 @@ def step_checkpoint_due(cfg: Config, global_step: int, batches_done: int, n_batc
     return every is not None and global_step % every == 0 and batches_done < n_batches
 
 
+RECENT_LOSSES = 1024  # the training losses a fit keeps (FitResult.train_losses): a bound, not a history
+
+
 @dataclass
 class FitResult:
     best_path: Path | None
     last_path: Path
     best_score: float | None  # lowest val/nrmse seen (None without validation)
-    train_losses: list[float]  # "loss" of every training batch of this fit, in order
+    # "loss" of the last (at most RECENT_LOSSES) training batches of this fit, in order; the whole
+    # history of a run is its metrics.csv
+    train_losses: list[float]
     val_history: list[dict[str, float]] = field(default_factory=list)
     global_step: int = 0  # optimizer steps, including those before a resume
     epochs_run: int = 0  # finished epochs, including those before a resume

@@ -33,6 +33,7 @@ from ups.engines.loaders import build_loaders, task_sizes
 from ups.engines.meters import split_terms
 from ups.engines.settings import batch_size, resolve_precision, training_device
 from ups.engines.sharding import strategy_for
+from ups.engines.slurm import cluster_plugins
 from ups.engines.speed import speed_knobs
 from ups.runs import RunDir
 from ups.stages.optim import resolved_optimizer
@@ -100,6 +101,7 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
             limit_val_batches=0,
             num_sanity_val_steps=0,
             default_root_dir=scratch,
+            plugins=cluster_plugins(None),  # never Lightning's auto-requeue in a tuning fit
             use_distributed_sampler=False,
         )
         tuner = Tuner(trainer)

@@ -194,7 +194,7 @@ def fit_in_run(
         return StageRun(stage, run, result, action)
     run.init(cfg)
     if resume:  # what a killed write left behind: its temporary files, never the files themselves
-        for folder in (run.root, run.checkpoint_dir(stage)):
+        for folder in (run.root, run.checkpoint_dir(stage), run.log_dir(stage)):
             remove_leftovers(folder)
     run.set_stage_state(stage, "running", engine=engine, step_offset=offset)
     try:
