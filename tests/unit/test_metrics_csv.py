@@ -68,7 +68,8 @@ def killing_writerows(self, rowdicts):
     """Writes one row of the history into the new file, flushes it, then SIGKILLs the process."""
     self.writerow(next(iter(rowdicts)))
     for handle in gc.get_objects():
-        if isinstance(handle, io.TextIOWrapper) and handle.name.endswith(".tmp") and not handle.closed:
+        name = getattr(handle, "name", None) if isinstance(handle, io.TextIOWrapper) else None
+        if isinstance(name, str) and name.endswith(".tmp") and not handle.closed:
             handle.flush()
     os.kill(os.getpid(), signal.SIGKILL)
 
