@@ -12,15 +12,15 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from ups import tracking
-from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
+from ups.checkpoint import STATE_PREFIX, ups_block
 from ups.config import Config
 from ups.config.engines import uses_gpu
 from ups.deadline import Deadline, StopRule
 from ups.engines.callbacks import DeadlineStop, StepCheckpoint, max_time, measuring
+from ups.engines.checkpoint_io import AtomicCheckpointIO
 from ups.engines.ema import EMA
 from ups.engines.lightning_adapter import (
     keep_previous_metrics,
@@ -266,17 +266,9 @@ def build_trainer(
         callbacks=callbacks,
         use_distributed_sampler=False,
         default_root_dir=run.root,
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(run, stage_name, cfg.checkpoint.keep_last)],
         profiler=profiler,
     )
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writes through ``ups.checkpoint.save_checkpoint``: a temporary file,
-    fsync, rename; a failed write (a full disk) leaves the previous file whole."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        save_checkpoint(checkpoint, path)
 
 
 def fit_lightning(
@@ -317,7 +309,8 @@ def fit_lightning(
         module,
         train_dataloaders=train_loader,
         val_dataloaders=val_loader,
-        ckpt_path=str(run.last_checkpoint(stage.name)) if resume else None,  # checked to fit by preflight
+        # the newest intact kept last checkpoint, checked to fit by preflight
+        ckpt_path=str(run.resume_checkpoint(stage.name)) if resume else None,
         weights_only=True,
     )
     checkpointer = trainer.checkpoint_callback
