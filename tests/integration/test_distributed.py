@@ -64,7 +64,7 @@ def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(auto
     assert done.stdout.count("run: ") == 1  # rank 0 alone reports
     status = json.loads((run / "stage_status.json").read_text())["operator"]
     assert status["state"] == "done" and status["epochs"] == 2
-    checkpoint = torch.load(status["best_path"], weights_only=True)
+    checkpoint = torch.load(run / status["best_path"], weights_only=True)
     assert checkpoint["ups"]["stage"] == "operator"
     assert all(
         type(value) is torch.Tensor for value in checkpoint["state_dict"].values()
@@ -83,7 +83,7 @@ def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(auto
                 "--config",
                 str(config),
                 "--checkpoint",
-                status["best_path"],
+                str(run / status["best_path"]),
                 "--output-prefix",
                 str(tmp_path / "eval"),
                 "evaluation.report=false",

@@ -67,7 +67,7 @@ def test_first_run_is_promoted_and_weaker_candidates_are_stopped_by_the_gates(
         assert gate["passed"] and gate["provisional"] and gate["baseline_row"] is None
         assert "provisional pass" in gate["messages"][0]
         assert (
-            json.loads(Path(first["evaluations"][kind]).read_text())["split"]
+            json.loads((runs / "first" / first["evaluations"][kind]).read_text())["split"]
             == {"small": "val", "full": "test"}[kind]
         )
     assert set(first["checkpoints"]) == {
@@ -76,7 +76,7 @@ def test_first_run_is_promoted_and_weaker_candidates_are_stopped_by_the_gates(
         "diff_residual",
         "consistency_distill",
         "steady_prior",
-    } and all(Path(p).is_file() for p in first["checkpoints"].values())
+    } and all((runs / "first" / p).is_file() for p in first["checkpoints"].values())
     assert json.loads((runs / "first" / "promotion.json").read_text())["provisional"] is True
     out = capsys.readouterr().out.splitlines()
     assert (

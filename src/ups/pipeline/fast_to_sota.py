@@ -92,7 +92,7 @@ def fast_to_sota(request: Request, plan: Plan) -> Summary | None:
                 "csv": plan.run.relative(plan.run.logs_root),
                 "wandb": None
                 if tracker is None
-                else {"run_id": tracker.run.id, "dir": str(tracker.directory.resolve())},
+                else {"run_id": tracker.run.id, "dir": plan.run.relative(tracker.directory)},
             }
             try:
                 train(request, plan, summary)
