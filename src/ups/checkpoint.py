@@ -17,21 +17,13 @@ Either engine loads the weights of any checkpoint; only the engine that wrote on
 Everything stored is a tensor, number, string, list or dict, so ``torch.load(weights_only=True)``
 reads every checkpoint. ``load_into`` checks keys and shapes before touching the model.
 
-Every checkpoint carries the sha256 of its own bytes, checked on every load: ``torch.save`` writes a
-zip, and UPS puts ``ups-sha256:<hex>`` in the zip's archive comment (the last bytes of the file),
-the hash of everything before the comment's length field. One file, so a rename or a copy keeps
-its hash, and the atomic write makes the two appear together; any flipped byte (a tensor's data,
-``data.pkl``, a zip header, the padding, the hash itself) gives ``CheckpointError``. torch and
-``zipfile`` read the comment as a zip's ordinary comment. A checkpoint written before UPS sealed
-them (no comment) is read unchecked.
+Every checkpoint is sealed with the sha256 of its bytes, checked on every load (``ups.seal``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
-import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from itertools import dropwhile
 from pathlib import Path
 
@@ -39,19 +31,11 @@ import torch
 
 from ups.atomic import atomic_path
 from ups.config import Config, to_yaml
-from ups.errors import UPSError
+from ups.errors import CheckpointError
+from ups.seal import seal, verify
 
 SCHEMA_VERSION = 1
 STATE_PREFIX = "model."  # the generic LightningModule holds the stage's module as ``self.model``
-SEAL_PREFIX = b"ups-sha256:"
-SEAL_BYTES = len(SEAL_PREFIX) + 64  # the archive comment: the prefix and the sha256's hex digits
-ZIP_START = b"PK\x03\x04"  # a zip's first local file header
-END_OF_ZIP = b"PK\x05\x06"  # the zip's end-of-central-directory record: 22 bytes + the comment
-log = logging.getLogger("ups")
-
-
-class CheckpointError(UPSError):
-    """A checkpoint is missing, unreadable, or does not fit the model it is loaded into."""
 
 
 # ------------------------------------------------------------------------- fingerprints
@@ -108,69 +92,17 @@ def save_checkpoint(
     name (``RunDir.rotate_last`` moves the earlier ``last`` checkpoints along)."""
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
-        _seal(tmp)
+        seal(tmp)
         if before_replace is not None:
             before_replace()
     return Path(path)
 
 
-def _seal(path: Path) -> None:
-    """Set the zip's archive comment (empty as torch writes it) to the sha256 of the bytes before
-    the comment's length field."""
-    with open(path, "rb+") as handle:
-        handle.seek(-22, 2)
-        if handle.read(22)[:4] != END_OF_ZIP:
-            raise CheckpointError(f"{path}: torch.save wrote no zip archive; UPS cannot seal it.")
-        digest = _sha256(handle, path.stat().st_size - 2)
-        handle.seek(-2, 2)
-        handle.write(struct.pack("<H", SEAL_BYTES) + SEAL_PREFIX + digest.encode())
-
-
-def _sha256(handle, size: int) -> str:
-    """sha256 of the first ``size`` bytes of the open file ``handle``."""
-    handle.seek(0)
-    digest, left = hashlib.sha256(), size
-    while left:
-        block = handle.read(min(left, 1 << 22))
-        digest.update(block)
-        left -= len(block)
-    return digest.hexdigest()
-
-
-def verify_checkpoint(path: str | Path) -> None:
-    """Raise ``CheckpointError`` unless ``path``'s bytes are those it was written with (its seal).
-    Passed unchecked: a checkpoint from before seals (its zip ends without a comment) and a file
-    that is no zip at all (``torch.load`` refuses it)."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist.")
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        if handle.read(4) != ZIP_START:
-            return
-        handle.seek(max(size - 22 - SEAL_BYTES, 0))
-        tail = handle.read()
-        if tail[-22:-18] == END_OF_ZIP and tail[-2:] == b"\0\0":
-            return  # unsealed: written before UPS sealed checkpoints
-        sealed = (
-            len(tail) == 22 + SEAL_BYTES
-            and tail[:4] == END_OF_ZIP
-            and tail[20:22] == struct.pack("<H", SEAL_BYTES)
-            and tail[22 : 22 + len(SEAL_PREFIX)] == SEAL_PREFIX
-        )
-        if not sealed or _sha256(handle, size - SEAL_BYTES - 2) != tail[-64:].decode("ascii", "replace"):
-            raise CheckpointError(
-                f"checkpoint {path} is damaged: its bytes differ from those it was written with "
-                f"(its sha256 seal {'does not match' if sealed else 'is unreadable'}); it was not loaded. "
-                f"Use an earlier checkpoint of the stage, or train it again."
-            )
-
-
 def load_checkpoint(path: str | Path) -> dict:
     """A checkpoint of either engine, on the CPU, read with ``weights_only=True`` once its seal
-    is checked (``verify_checkpoint``)."""
+    is checked (``ups.seal.verify``)."""
     path = Path(path)
-    verify_checkpoint(path)
+    verify(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file or a pickle that is not weights-only
@@ -182,28 +114,6 @@ def load_checkpoint(path: str | Path) -> dict:
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"checkpoint {path} has no 'state_dict'; it is not a UPS/Lightning checkpoint.")
     return checkpoint
-
-
-def newest_intact(paths: Sequence[Path]) -> Path:
-    """The first of ``paths`` (newest first: ``RunDir.last_checkpoints``) that passes
-    ``verify_checkpoint``; a damaged one is passed over with a warning naming it and the one used.
-    ``CheckpointError`` when none is left."""
-    damaged: list[str] = []
-    for path in paths:
-        try:
-            verify_checkpoint(path)
-        except CheckpointError as exc:
-            damaged.append(str(exc))
-            continue
-        if damaged:
-            log.warning("%s\nUsing the previous kept checkpoint %s instead.", "\n".join(damaged), path)
-        return path
-    if not damaged:
-        raise CheckpointError("no checkpoint to read: none of " + ", ".join(map(str, paths)) + " exists.")
-    raise CheckpointError(
-        "every kept checkpoint is damaged:\n  - " + "\n  - ".join(damaged) + "\nTrain the stage again "
-        "(or restore the files from a copy of the run folder)."
-    )
 
 
 def _load_reason(exc: Exception) -> str:

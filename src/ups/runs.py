@@ -33,9 +33,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ups.atomic import atomic_write_text
-from ups.checkpoint import newest_intact
 from ups.config import STAGE_NAMES, Config, to_yaml
 from ups.errors import UPSError
+from ups.seal import newest_intact
 
 BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"  # formatted by ModelCheckpoint and the native loop
 

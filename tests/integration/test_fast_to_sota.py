@@ -85,7 +85,9 @@ def test_first_run_is_promoted_and_weaker_candidates_are_stopped_by_the_gates(
 
     # one offline W&B run holding the training and the evaluation metrics, and the summary
     (wandb_run,) = (runs / "first" / "logs" / "wandb").glob("offline-run-*")
-    assert first["tracking"]["wandb"]["dir"] == str(wandb_run.resolve())
+    assert (
+        first["tracking"]["wandb"]["dir"] == wandb_run.relative_to(runs / "first").as_posix()
+    )  # run-relative
     keys = {key for row in history(wandb_run) for key in row}
     assert {
         "training/operator/val/nrmse",
