@@ -289,7 +289,7 @@ def promote(plan: Plan, summary: Summary) -> None:
                 "leaderboard": str(plan.leaderboard.resolve()),
             }
             atomic_write_text(plan.run.promotion_path, json.dumps(record, indent=2) + "\n")
-            entry["record"] = str(plan.run.promotion_path.resolve())
+            entry["record"] = plan.run.relative(plan.run.promotion_path)
             summary.promoted = True
     summary.champion_run_id = champion(plan, summary)
 
