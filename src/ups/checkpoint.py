@@ -16,11 +16,14 @@ Either engine loads the weights of any checkpoint; only the engine that wrote on
 
 Everything stored is a tensor, number, string, list or dict, so ``torch.load(weights_only=True)``
 reads every checkpoint. ``load_into`` checks keys and shapes before touching the model.
+
+Every checkpoint is sealed with the sha256 of its bytes, checked on every load (``ups.seal``).
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from itertools import dropwhile
 from pathlib import Path
 
@@ -28,14 +31,11 @@ import torch
 
 from ups.atomic import atomic_path
 from ups.config import Config, to_yaml
-from ups.errors import UPSError
+from ups.errors import CheckpointError
+from ups.seal import seal, verify
 
 SCHEMA_VERSION = 1
 STATE_PREFIX = "model."  # the generic LightningModule holds the stage's module as ``self.model``
-
-
-class CheckpointError(UPSError):
-    """A checkpoint is missing, unreadable, or does not fit the model it is loaded into."""
 
 
 # ------------------------------------------------------------------------- fingerprints
@@ -84,25 +84,32 @@ def ups_block(stage, cfg: Config, engine: str) -> dict:
 
 
 # ------------------------------------------------------------------------- reading, writing
-def save_checkpoint(checkpoint: dict, path: str | Path) -> Path:
-    """Atomic write (``ups.atomic.atomic_path``): a reader never sees half a checkpoint."""
+def save_checkpoint(
+    checkpoint: dict, path: str | Path, *, before_replace: Callable[[], None] | None = None
+) -> Path:
+    """Atomic write (``ups.atomic.atomic_path``) of the sealed checkpoint: a reader never sees half
+    of one. ``before_replace`` runs once the new file is whole, just before it takes ``path``'s
+    name (``RunDir.rotate_last`` moves the earlier ``last`` checkpoints along)."""
     with atomic_path(path) as tmp:
         torch.save(checkpoint, tmp)
+        seal(tmp)
+        if before_replace is not None:
+            before_replace()
     return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict:
-    """A checkpoint of either engine, on the CPU, read with ``weights_only=True``."""
+    """A checkpoint of either engine, on the CPU, read with ``weights_only=True`` once its seal
+    is checked (``ups.seal.verify``)."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist.")
+    verify(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated file or a pickle that is not weights-only
         raise CheckpointError(
             f"checkpoint {path} could not be read with weights_only=True ({_load_reason(exc)}): "
-            f"it is not a whole checkpoint, or it carries pickled objects, which UPS never "
-            f"loads (only tensors and plain containers)."
+            f"it is damaged or not a whole checkpoint, or it carries pickled objects, which UPS "
+            f"never loads (only tensors and plain containers)."
         ) from exc
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"checkpoint {path} has no 'state_dict'; it is not a UPS/Lightning checkpoint.")

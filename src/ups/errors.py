@@ -15,3 +15,7 @@ class ConfigError(UPSError):
 
 class DataError(UPSError):
     """A data file is missing, unreadable, or not in a layout UPS reads."""
+
+
+class CheckpointError(UPSError):
+    """A checkpoint is missing, damaged, unreadable, or does not fit the model it is loaded into."""

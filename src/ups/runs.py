@@ -3,7 +3,8 @@
     runs/<run_id>/
       config.resolved.yaml
       stage_status.json        per stage: pending / running / done / failed, with timestamps
-      checkpoints/<stage>/     best-*.ckpt (k lowest val/nrmse) and last.ckpt
+      checkpoints/<stage>/     best-*.ckpt (k lowest val/nrmse); last.ckpt, last-1.ckpt, … (the newest
+                               ``checkpoint.keep_last``, newest first)
       profile/                 ``training.lightning_profile``'s reports
       summary.json             fast-to-sota's decisions; tuning.json and tuning_lr_<stage>.png the tuner's
       evaluation/              ``ups evaluate``'s results, reports and per-sample files
@@ -17,7 +18,9 @@ The run's step axis is continuous: a stage's logged steps begin after the optimi
 the stages before it (``STAGE_NAMES`` order) that are done in the run (``step_offset``).
 Checkpoints keep their own per-stage ``global_step``; only the logs are shifted.
 
-``RunDir`` owns these paths: nothing else joins a run folder's names.
+``RunDir`` owns these paths: nothing else joins a run folder's names. Paths it records
+(``stage_status.json``, a checkpoint's own bookkeeping, ``summary.json``) are relative to the run
+folder (``relative``), so that a moved or copied folder reads its own files (``reroot``).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from pathlib import Path
 from ups.atomic import atomic_write_text
 from ups.config import STAGE_NAMES, Config, to_yaml
 from ups.errors import UPSError
+from ups.seal import newest_intact
 
 log = logging.getLogger("ups")
 BEST_FILENAME = "best-epoch{epoch:03d}-step{step:06d}"  # formatted by ModelCheckpoint and the native loop
@@ -95,25 +99,83 @@ class RunDir:
         return self.checkpoints_root / stage
 
     def last_checkpoint(self, stage: str) -> Path:
-        """Where ``stage``'s last checkpoint is written (it may not exist yet)."""
+        """Where ``stage``'s newest last checkpoint is written (it may not exist yet)."""
         return self.checkpoint_dir(stage) / "last.ckpt"  # also the name Lightning's ModelCheckpoint gives it
+
+    def kept_last_checkpoint(self, stage: str, age: int) -> Path:
+        """The last checkpoint ``age`` saves older than the newest: ``last-<age>.ckpt`` (0: ``last.ckpt``)."""
+        return self.last_checkpoint(stage) if age == 0 else self.checkpoint_dir(stage) / f"last-{age}.ckpt"
+
+    def last_checkpoints(self, stage: str) -> list[Path]:
+        """``stage``'s kept last checkpoints that exist, newest first."""
+        ages = [0] + sorted(
+            int(age)
+            for p in self.checkpoint_dir(stage).glob("last-*.ckpt")
+            if (age := p.stem.removeprefix("last-")).isdigit()
+        )
+        return [path for age in ages if (path := self.kept_last_checkpoint(stage, age)).is_file()]
+
+    def rotate_last(self, stage: str, keep: int) -> None:
+        """Before a new ``last.ckpt`` takes its name: each kept one becomes one save older, the
+        ``keep``-th oldest drops out (``checkpoint.keep_last``). Renames only, each atomic: a kill
+        between them leaves every checkpoint whole under some name."""
+        for stale in self.last_checkpoints(stage):
+            if stale.stem != "last" and int(stale.stem.removeprefix("last-")) >= keep:
+                stale.unlink()
+        for age in range(keep - 1, 0, -1):
+            newer = self.kept_last_checkpoint(stage, age - 1)
+            if newer.is_file():
+                os.replace(newer, self.kept_last_checkpoint(stage, age))
+
+    def resume_checkpoint(self, stage: str) -> Path:
+        """The newest intact kept last checkpoint of ``stage`` (a damaged newer one is named in a
+        warning); ``CheckpointError`` if there is none or all are damaged."""
+        return newest_intact(self.last_checkpoints(stage) or [self.last_checkpoint(stage)])
 
     def best_checkpoint_path(self, stage: str, epoch: int, step: int) -> Path:
         """The name of a best-k checkpoint of ``stage`` written after ``epoch`` at ``step``."""
         return self.checkpoint_dir(stage) / (BEST_FILENAME.format(epoch=epoch, step=step) + ".ckpt")
 
+    def relative(self, path: str | Path) -> str:
+        """``path`` as this folder records it: relative to the folder when inside it."""
+        path = Path(path)
+        try:
+            return path.resolve().relative_to(self.root.resolve()).as_posix()
+        except ValueError:
+            return str(path)
+
+    def reroot(self, recorded: str, stage: str) -> Path:
+        """A recorded checkpoint path read in this folder: a relative one under the folder; an
+        absolute one (recorded before paths were relative, maybe in the folder this one was
+        copied from) as the file of its name in this folder's ``checkpoints/<stage>/``, never
+        another folder's file."""
+        path = Path(recorded)
+        if not path.is_absolute():
+            return self.root / path
+        if path.resolve().is_relative_to(self.root.resolve()):
+            return path
+        return self.checkpoint_dir(stage) / path.name
+
     def best_checkpoint(self, stage: str) -> Path:
-        """The best checkpoint a finished stage recorded, else its last one; UPSError if none."""
-        entry = self.status().get(stage, {})
-        for key in ("best_path", "last_path"):
-            if entry.get(key) and Path(entry[key]).is_file():
-                return Path(entry[key])
-        if self.last_checkpoint(stage).is_file():
-            return self.last_checkpoint(stage)
-        raise UPSError(
-            f"no checkpoint of stage '{stage}' in {self.root}; train it first "
-            f"(`ups train --stage {stage} --run-dir {self.root}`) or point --from-run at a run that has one."
-        )
+        """The best checkpoint a finished stage recorded, else its newest intact last one
+        (``resume_checkpoint``). ``UPSError`` if a recorded best is missing (never silently
+        another checkpoint) or there is none."""
+        recorded = self.status().get(stage, {}).get("best_path")
+        if recorded:
+            best = self.reroot(recorded, stage)
+            if not best.is_file():
+                raise UPSError(
+                    f"stage '{stage}' recorded its best checkpoint {recorded}, but {best} is missing from "
+                    f"{self.root}; restore it (a copy of the run folder must keep checkpoints/), or "
+                    f"evaluate another checkpoint with --checkpoint."
+                )
+            return best
+        if not self.last_checkpoints(stage):
+            raise UPSError(
+                f"no checkpoint of stage '{stage}' in {self.root}; train it first (`ups train --stage "
+                f"{stage} --run-dir {self.root}`) or point --from-run at a run that has one."
+            )
+        return self.resume_checkpoint(stage)
 
     def log_dir(self, stage: str) -> Path:
         return self.logs_root / stage

@@ -52,7 +52,7 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsy
     best = {}
     for stage in STAGES:
         assert status[stage]["state"] == "done"
-        assert load_checkpoint(status[stage]["best_path"])["ups"]["stage"] == stage
+        assert load_checkpoint(run / status[stage]["best_path"])["ups"]["stage"] == stage
         best[stage] = min(_val_rows(run / "logs" / stage / "metrics.csv"), key=lambda r: r["val/nrmse"])
         assert best[stage]["val/nrmse"] == pytest.approx(status[stage]["best_score"], rel=1e-6)
     operator = best["operator"]

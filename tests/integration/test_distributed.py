@@ -66,7 +66,7 @@ def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(auto
     assert not (run / ".ups.lock").exists() and "taking over the lock" not in done.stderr  # rank 0 held it
     status = json.loads((run / "stage_status.json").read_text())["operator"]
     assert status["state"] == "done" and status["epochs"] == 2
-    checkpoint = torch.load(status["best_path"], weights_only=True)
+    checkpoint = torch.load(run / status["best_path"], weights_only=True)
     assert checkpoint["ups"]["stage"] == "operator"
     assert all(
         type(value) is torch.Tensor for value in checkpoint["state_dict"].values()
@@ -85,7 +85,7 @@ def test_two_processes_train_the_operator_and_evaluate_reads_the_checkpoint(auto
                 "--config",
                 str(config),
                 "--checkpoint",
-                status["best_path"],
+                str(run / status["best_path"]),
                 "--output-prefix",
                 str(tmp_path / "eval"),
                 "evaluation.report=false",

@@ -7,12 +7,14 @@ import csv
 import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from ups.checkpoint import load_checkpoint
 from ups.cli import main
 from ups.pipeline.runner import train_stage
 from ups.resolve import load_config
@@ -76,11 +78,46 @@ def test_lightning_and_native_write_the_same_numbers(trained, tmp_path):
     assert lit["extra"]["ms_per_rollout_step"] > 0 and lit["extra"]["n_trajectories"] == 2
 
 
+def test_a_copied_run_evaluates_and_resumes_from_its_own_files(trained, tmp_path):
+    """Copy the run, delete the folder copied from, then evaluate and resume the copy: the best
+    checkpoints it recorded are its own (records from before they were relative, absolute paths
+    into the first folder, are re-rooted too), and the first folder is neither read nor written."""
+    config, run = trained
+    moved, copy = tmp_path / "moved", tmp_path / "copy"
+    shutil.copytree(run, moved)
+    shutil.copytree(moved, copy)
+    shutil.rmtree(moved)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    status = json.loads((copy / "stage_status.json").read_text())
+    recorded = status["operator"]["best_path"]
+    assert recorded.startswith("checkpoints/operator/best-")
+    for entry in status.values():  # as written before records were relative: into the original
+        if entry.get("best_path"):
+            entry["best_path"] = str(run / entry["best_path"])
+    (copy / "stage_status.json").write_text(json.dumps(status))
+    result = evaluate(
+        config, "--run-dir", str(copy), "--engine", "native", "--output-prefix", str(tmp_path / "e")
+    )
+    assert result["checkpoints"]["operator"] == recorded
+
+    resume = ["train", "--config", str(config), "--stage", "operator", "--run-dir", str(copy), "--resume"]
+    assert main([*resume, "stages.operator.epochs=3"]) == 0
+    after = json.loads((copy / "stage_status.json").read_text())["operator"]
+    assert after["global_step"] == 3 * status["operator"]["global_step"] // 2
+    assert (copy / after["best_path"]).is_file() and not Path(after["best_path"]).is_absolute()
+    last = load_checkpoint(copy / "checkpoints" / "operator" / "last.ckpt")
+    state = next(v for k, v in last["callbacks"].items() if k.startswith("ModelCheckpoint"))
+    assert state["dirpath"] == os.path.realpath(copy / "checkpoints" / "operator")
+    assert len(state["best_k_models"]) == 2  # the two kept before the copy still ranked, one maybe replaced
+    assert all(Path(p).parent == Path(state["dirpath"]) and Path(p).is_file() for p in state["best_k_models"])
+    assert not moved.exists() and {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+
+
 @pytest.mark.parametrize("wrap", ["model._orig_mod.", "module.model."], ids=["compiled", "ddp"])
 def test_compiled_and_ddp_checkpoints_evaluate_like_the_plain_one(trained, tmp_path, wrap):
     config, run = trained
     status = json.loads((run / "stage_status.json").read_text())
-    plain = Path(status["operator"]["best_path"])
+    plain = run / status["operator"]["best_path"]  # recorded relative to the run folder
     ckpt = torch.load(plain, weights_only=True)
     ckpt["state_dict"] = {wrap + k[len("model.") :]: v for k, v in ckpt["state_dict"].items()}
     wrapped = tmp_path / "run" / "checkpoints" / "operator" / "wrapped.ckpt"

@@ -67,7 +67,7 @@ def test_first_run_is_promoted_and_weaker_candidates_are_stopped_by_the_gates(
         assert gate["passed"] and gate["provisional"] and gate["baseline_row"] is None
         assert "provisional pass" in gate["messages"][0]
         assert (
-            json.loads(Path(first["evaluations"][kind]).read_text())["split"]
+            json.loads((runs / "first" / first["evaluations"][kind]).read_text())["split"]
             == {"small": "val", "full": "test"}[kind]
         )
     assert set(first["checkpoints"]) == {
@@ -76,7 +76,7 @@ def test_first_run_is_promoted_and_weaker_candidates_are_stopped_by_the_gates(
         "diff_residual",
         "consistency_distill",
         "steady_prior",
-    } and all(Path(p).is_file() for p in first["checkpoints"].values())
+    } and all((runs / "first" / p).is_file() for p in first["checkpoints"].values())
     assert json.loads((runs / "first" / "promotion.json").read_text())["provisional"] is True
     out = capsys.readouterr().out.splitlines()
     assert (
@@ -85,7 +85,9 @@ def test_first_run_is_promoted_and_weaker_candidates_are_stopped_by_the_gates(
 
     # one offline W&B run holding the training and the evaluation metrics, and the summary
     (wandb_run,) = (runs / "first" / "logs" / "wandb").glob("offline-run-*")
-    assert first["tracking"]["wandb"]["dir"] == str(wandb_run.resolve())
+    assert (
+        first["tracking"]["wandb"]["dir"] == wandb_run.relative_to(runs / "first").as_posix()
+    )  # run-relative
     keys = {key for row in history(wandb_run) for key in row}
     assert {
         "training/operator/val/nrmse",

@@ -110,11 +110,11 @@ def test_the_pipeline_runs_all_five_stages_in_order_with_handoff(upstream, tmp_p
     assert started == sorted(started)
     assert all(s in table for s in order) and "teacher_nrmse" in table and "regression_nrmse" in table
     # handoff: each stage's frozen part is the best checkpoint of the stage before it
-    student = stage_weights(load_checkpoint(status["consistency_distill"]["best_path"]))
-    corrector = stage_weights(load_checkpoint(status["diff_residual"]["best_path"]))
+    student = stage_weights(load_checkpoint(run / status["consistency_distill"]["best_path"]))
+    corrector = stage_weights(load_checkpoint(run / status["diff_residual"]["best_path"]))
     assert all(torch.equal(student[k], v) for k, v in corrector.items())
     assert {k.split(".")[0] for k in set(student) - set(corrector)} == {"student"}  # its own part
-    operator = stage_weights(load_checkpoint(status["operator"]["best_path"]))
+    operator = stage_weights(load_checkpoint(run / status["operator"]["best_path"]))
     assert all(torch.equal(corrector[k], v) for k, v in operator.items())
     # one step axis: each stage's logged steps start after the previous stage's
     offsets = [status[s]["step_offset"] for s in order]

@@ -84,8 +84,8 @@ def test_stages_run_in_order_each_on_the_one_before(finished):
         assert entries[earlier]["done_at"] <= entries[later]["running_at"]
     assert all(entries[name] == {"state": "pending"} for name in STAGE_NAMES if name not in TRAINED)
     # the operator's frozen encoder and decoder are the weights of this run's best autoencoder
-    autoencoder = load_checkpoint(entries["autoencoder"]["best_path"])["state_dict"]
-    operator = load_checkpoint(entries["operator"]["best_path"])["state_dict"]
+    autoencoder = load_checkpoint(run / entries["autoencoder"]["best_path"])["state_dict"]
+    operator = load_checkpoint(run / entries["operator"]["best_path"])["state_dict"]
     assert autoencoder and all(torch.equal(operator[key], value) for key, value in autoencoder.items())
 
 

@@ -42,7 +42,7 @@ def test_autoencoder_run_folder_has_config_status_checkpoints_and_logs(autoencod
     assert "last.ckpt" in ckpts and any(n.startswith("best-epoch000") for n in ckpts)
     rows = list(csv.DictReader(open(autoencoder_run / "logs" / "autoencoder" / "metrics.csv")))
     assert any(r.get("val/nrmse") for r in rows) and any(r.get("train/loss") for r in rows)
-    meta = load_checkpoint(status["autoencoder"]["best_path"])["ups"]
+    meta = load_checkpoint(autoencoder_run / status["autoencoder"]["best_path"])["ups"]
     assert meta["stage"] == "autoencoder" and meta["schema_version"] == 1
     assert set(meta["metadata"]["normalizers"]) == {"burgers"}
 
@@ -213,7 +213,7 @@ def test_without_the_latent_amplitude_both_stages_train(tiny_config, tmp_path):
     )
     status = json.loads((run / "stage_status.json").read_text())
     assert status["autoencoder"]["state"] == status["operator"]["state"] == "done"
-    stored = load_checkpoint(status["autoencoder"]["best_path"])["state_dict"]
+    stored = load_checkpoint(run / status["autoencoder"]["best_path"])["state_dict"]
     assert [v.shape[1] for k, v in stored.items() if k.endswith("latent_proj.weight")] == [
         16 + 9
     ]  # all D = 16

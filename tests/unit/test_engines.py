@@ -84,7 +84,7 @@ def test_engines_agree_when_validating_every_second_epoch(tmp_path):
     assert (
         ckpt_files(lit_run)
         == ckpt_files(nat_run)
-        == ["best-epoch001-step000010.ckpt", "best-epoch003-step000020.ckpt", "last.ckpt"]
+        == ["best-epoch001-step000010.ckpt", "best-epoch003-step000020.ckpt", "last-1.ckpt", "last.ckpt"]
     )
     lit_ckpt, nat_ckpt = load_checkpoint(lit.last_path), load_checkpoint(nat.last_path)
     assert (
@@ -144,10 +144,12 @@ def test_best_k_checkpoints_are_the_k_lowest(tmp_path, engine):
     scores = {(h["epoch"], h["step"]): h["val/nrmse"] for h in result.val_history}
     lowest = sorted(scores, key=scores.get)[:2]
     expected = sorted(f"best-epoch{e:03d}-step{s:06d}.ckpt" for e, s in lowest)
-    assert ckpt_files(run) == sorted(expected + ["last.ckpt"])
+    assert ckpt_files(run) == sorted(expected + ["last-1.ckpt", "last.ckpt"])  # checkpoint.keep_last=2
     kept = load_checkpoint(run.checkpoint_dir("autoencoder") / "last.ckpt")
     if engine == "native":  # its own record; Lightning's is its ModelCheckpoint's state
-        best_k = kept["ups"]["selection"]["best_k_models"]
+        best_k = {
+            run.reroot(p, "autoencoder"): s for p, s in kept["ups"]["selection"]["best_k_models"].items()
+        }
     else:
         best_k = next(v for k, v in kept["callbacks"].items() if k.startswith("ModelCheckpoint"))[
             "best_k_models"
@@ -165,7 +167,8 @@ def test_best_k_checkpoints_are_the_k_lowest(tmp_path, engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_validation_off_writes_only_last(tmp_path, engine, caplog):
-    cfg = toy_config(skip_lightning_val=True)
+    # one last checkpoint kept: Lightning's ModelCheckpoint without a monitor writes it only at the end
+    cfg = with_keys(toy_config(skip_lightning_val=True), {"checkpoint.keep_last": 1})
     with caplog.at_level(logging.INFO, logger="ups"):
         result, run = fit(tmp_path, engine, cfg, engine)
     assert ckpt_files(run) == ["last.ckpt"]

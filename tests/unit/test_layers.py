@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 LAYERS = [  # bottom to top
-    ("foundation", {"ups", "ups.errors", "ups.atomic", "ups.deadline", "ups.locks"}),
+    ("foundation", {"ups", "ups.errors", "ups.atomic", "ups.deadline", "ups.locks", "ups.seal"}),
     ("config", {"ups.config"}),
     ("records", {"ups.checkpoint", "ups.runs", "ups.tracking"}),
     ("data", {"ups.data"}),

@@ -45,3 +45,27 @@ def test_the_rank_is_read_from_the_environment(monkeypatch, env, rank):
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert adapter.environment_rank() == rank
+
+
+def test_model_checkpoint_state_is_re_rooted_and_then_restored_whole(tmp_path):
+    """ModelCheckpoint's state holds the absolute paths re-rooted here; once its ``dirpath`` is the
+    loader's, Lightning restores the best-k record instead of dropping it."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    old, new = tmp_path / "old", tmp_path / "new"
+    written = ModelCheckpoint(dirpath=old, monitor="val/nrmse", save_top_k=2)
+    written.best_k_models = {str(old / "best-a.ckpt"): 0.5, str(old / "best-b.ckpt"): 0.7}
+    written.best_model_path, written.kth_best_model_path = str(old / "best-a.ckpt"), str(old / "best-b.ckpt")
+    written.last_model_path = str(old / "last.ckpt")
+    state = written.state_dict()
+    assert set(adapter.MODEL_CHECKPOINT_PATHS) | {"dirpath", "best_k_models"} <= set(state)
+    checkpoint = {"callbacks": {written.state_key: state}}
+    adapter.reroot_model_checkpoints(checkpoint, str(new))
+    loading = ModelCheckpoint(dirpath=new, monitor="val/nrmse", save_top_k=2)
+    loading.load_state_dict(checkpoint["callbacks"][written.state_key])
+    assert loading.best_k_models == {str(new / "best-a.ckpt"): 0.5, str(new / "best-b.ckpt"): 0.7}
+    assert (loading.best_model_path, loading.kth_best_model_path, loading.last_model_path) == (
+        str(new / "best-a.ckpt"),
+        str(new / "best-b.ckpt"),
+        str(new / "last.ckpt"),
+    )

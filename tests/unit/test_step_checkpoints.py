@@ -106,16 +106,16 @@ def test_a_resume_from_inside_an_epoch_continues_as_if_uninterrupted(tmp_path, e
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_step_checkpoints_are_written_every_n_steps_but_not_at_an_epochs_end(tmp_path, engine, monkeypatch):
-    import ups.engines.lightning as lightning_engine
+    import ups.engines.checkpoint_io as lightning_io
     import ups.engines.native as native_engine
 
     writes = []
-    module = lightning_engine if engine == "lightning" else native_engine
+    module = lightning_io if engine == "lightning" else native_engine
     original = module.save_checkpoint
 
-    def recording(checkpoint, path):
+    def recording(checkpoint, path, **kwargs):
         writes.append((Path(path).name, checkpoint["global_step"], checkpoint["ups"]["progress"]["batches"]))
-        return original(checkpoint, path)
+        return original(checkpoint, path, **kwargs)
 
     monkeypatch.setattr(module, "save_checkpoint", recording)
     cfg = config()

@@ -150,6 +150,13 @@ class TrainingConfig:
 @dataclass(frozen=True)
 class CheckpointConfig:
     save_top_k: int = knob(2, "best checkpoints kept on `val/nrmse`", read_by="engines", min=1)
+    keep_last: int = knob(
+        2,
+        "`last` checkpoints kept (`last.ckpt`, `last-1.ckpt`, …): a damaged newest one falls back "
+        "to the previous",
+        read_by="engines",
+        min=1,
+    )
     every_n_steps: int | None = knob(
         None,
         "also write `last` every n optimizer steps inside an epoch, so that a resume "

@@ -51,8 +51,9 @@ def preflight(stage, cfg: Config, run: RunDir, *, engine: str, resume: bool) -> 
     last = run.last_checkpoint(stage.name)
     progress = None
     if resume:
-        if not last.is_file():
+        if not run.last_checkpoints(stage.name):
             raise UPSError(f"resume: {last} does not exist; train the stage first or drop resume.")
+        last = run.resume_checkpoint(stage.name)  # a damaged newest one: the previous, with a warning
         checkpoint = load_checkpoint(last)
         refuse_another_engines_checkpoint(checkpoint, last, stage.name, engine, run)
         check_fit(stage, checkpoint)
@@ -108,8 +109,9 @@ def fit_stage(
 ) -> FitResult:
     """Train ``stage`` for ``stages.<stage.name>.epochs`` epochs into ``run``.
 
-    With ``resume`` training continues from ``run.last_checkpoint(stage)`` (written by the same
-    engine) with weights, optimizer, scheduler, EMA, generator and counters restored.
+    With ``resume`` training continues from ``run.resume_checkpoint(stage)`` (the newest intact
+    kept last checkpoint, written by the same engine) with weights, optimizer, scheduler, EMA,
+    generator and counters restored.
     ``callbacks``: extra Lightning callbacks (Lightning engine only). ``step_offset`` is added
     to every logged step (the run's continuous step axis, ``RunDir.step_offset``); the
     checkpoints' ``global_step`` stays the stage's own.

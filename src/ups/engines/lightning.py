@@ -13,15 +13,15 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
 from ups import tracking
-from ups.checkpoint import STATE_PREFIX, save_checkpoint, ups_block
+from ups.checkpoint import STATE_PREFIX, ups_block
 from ups.config import Config
 from ups.config.engines import uses_gpu
 from ups.deadline import Deadline, StopRule
 from ups.engines.callbacks import DeadlineStop, StepCheckpoint, max_time, measuring
+from ups.engines.checkpoint_io import AtomicCheckpointIO
 from ups.engines.ema import EMA
 from ups.engines.lightning_adapter import refuse_in_process_launchers, should_update_logs
 from ups.engines.loaders import build_loaders
@@ -266,17 +266,9 @@ def build_trainer(
         callbacks=callbacks,
         use_distributed_sampler=False,
         default_root_dir=requeue_dir(run, stage_name),  # a requeue's checkpoint stays with its stage
-        plugins=[AtomicCheckpointIO(), *cluster_plugins(cfg)],
+        plugins=[AtomicCheckpointIO(run, stage_name, cfg.checkpoint.keep_last), *cluster_plugins(cfg)],
         profiler=profiler,
     )
-
-
-class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint writes through ``ups.checkpoint.save_checkpoint``: a temporary file,
-    fsync, rename; a failed write (a full disk) leaves the previous file whole."""
-
-    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
-        save_checkpoint(checkpoint, path)
 
 
 def fit_lightning(
@@ -294,7 +286,7 @@ def fit_lightning(
     if requeued is not None:
         resume, start = True, requeued
     else:
-        start = run.last_checkpoint(stage.name) if resume else None
+        start = run.resume_checkpoint(stage.name) if resume else None  # the newest intact kept one
     stop = None if deadline is None else DeadlineStop(StopRule(deadline, validates=validate), 0, stage.name)
     trainer = build_trainer(
         cfg,
@@ -321,7 +313,7 @@ def fit_lightning(
         module,
         train_dataloaders=train_loader,
         val_dataloaders=val_loader,
-        ckpt_path=start and str(start),  # last.ckpt checked by preflight; no stale hpc_ckpt left
+        ckpt_path=start and str(start),  # checked to fit by preflight; no stale hpc_ckpt left
         weights_only=True,
     )
     remove_requeue_files(run, stage.name)

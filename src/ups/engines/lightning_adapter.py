@@ -8,13 +8,17 @@ resume or a log silently. No other module may use a private Lightning name
 
 - ``environment_rank``: this process's rank as torchrun, SLURM or Lightning's launcher set it;
 - ``should_update_logs``: whether this training step's values are written (``log_every_n_steps``);
-- ``refuse_in_process_launchers``: the launcher kind that starts ranks inside this process.
+- ``refuse_in_process_launchers``: the launcher kind that starts ranks inside this process;
+- ``reroot_model_checkpoints``: ``ModelCheckpoint``'s recorded paths moved to this run folder.
 
 Lightning's own checkpoint state (loop progress, callback states) is written and read by Lightning
-alone: only the Lightning engine resumes a Lightning checkpoint (``ups.engines.preflight``).
+alone (but for the re-rooted paths): only the Lightning engine resumes a Lightning checkpoint
+(``ups.engines.preflight``).
 """
 
 from __future__ import annotations
+
+import os
 
 import lightning.pytorch as pl
 from lightning.fabric.utilities.rank_zero import _get_rank
@@ -50,3 +54,24 @@ def refuse_in_process_launchers(trainer: pl.Trainer) -> None:
             f"ranks from inside this process; run several devices from the command line "
             f"(`ups train … --devices N`) or under torchrun/SLURM, with training.strategy=ddp."
         )
+
+
+MODEL_CHECKPOINT_PATHS = ("best_model_path", "kth_best_model_path", "last_model_path")
+
+
+def reroot_model_checkpoints(checkpoint: dict, dirpath: str) -> None:
+    """Move the recorded files of every ``ModelCheckpoint`` state in ``checkpoint`` to ``dirpath``
+    (their names kept), as if written there. The state holds absolute paths, and Lightning, when
+    its ``dirpath`` differs from the recorded one, drops the best-k record and keeps
+    ``best_model_path`` pointing into the old folder; every file of ours is in ``dirpath``."""
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if not key.startswith("ModelCheckpoint"):
+            continue
+        state["dirpath"] = dirpath
+        for name in MODEL_CHECKPOINT_PATHS:
+            if state.get(name):
+                state[name] = os.path.join(dirpath, os.path.basename(state[name]))
+        state["best_k_models"] = {
+            os.path.join(dirpath, os.path.basename(path)): score
+            for path, score in state.get("best_k_models", {}).items()
+        }

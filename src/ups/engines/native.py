@@ -19,6 +19,7 @@ import time
 from collections import deque
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -176,7 +177,7 @@ class NativeTrainer:
             elif not saved and (stopped or self.epoch + 1 == self.settings.epochs):
                 # ModelCheckpoint.on_train_end: a fit that trained but validated nothing writes last at
                 # its end
-                save_checkpoint(self.checkpoint(), self.run.last_checkpoint(self.stage.name))
+                self.save_last(self.checkpoint())
             self.epoch += 1
         best = self.top_k.best()
         return FitResult(
@@ -213,7 +214,7 @@ class NativeTrainer:
             if (batch_idx + 1) % self.accumulate == 0 or batch_idx + 1 == n_batches:
                 self.optimizer_step()
                 if step_checkpoint_due(self.cfg, self.global_step, batch_idx + 1, n_batches):
-                    save_checkpoint(self.checkpoint(), self.run.last_checkpoint(self.stage.name))
+                    self.save_last(self.checkpoint())
         self.train_epoch_means = self.train_metrics.means("train")
 
     def optimizer_step(self) -> None:
@@ -264,7 +265,12 @@ class NativeTrainer:
             save_checkpoint(ckpt, best_path)
             if dropped and dropped != str(best_path):
                 Path(dropped).unlink(missing_ok=True)
-        save_checkpoint(ckpt, self.run.last_checkpoint(self.stage.name))
+        self.save_last(ckpt)
+
+    def save_last(self, ckpt: dict) -> None:
+        """``last.ckpt``, the earlier ones moved along (``checkpoint.keep_last``)."""
+        rotate = partial(self.run.rotate_last, self.stage.name, self.cfg.checkpoint.keep_last)
+        save_checkpoint(ckpt, self.run.last_checkpoint(self.stage.name), before_replace=rotate)
 
     def checkpoint(self) -> dict:
         ckpt = {
@@ -277,7 +283,7 @@ class NativeTrainer:
                 **ups_block(self.stage, self.cfg, "native"),
                 "progress": progress_record(self.train_loader, self.skipped, self.train_metrics.totals()),
                 "selection": {
-                    "best_k_models": dict(self.top_k.best_k_models),
+                    "best_k_models": {self.run.relative(p): s for p, s in self.top_k.best_k_models.items()},
                     "patience_best": self.patience.best,
                     "patience_wait": self.patience.wait,
                 },
@@ -288,11 +294,11 @@ class NativeTrainer:
         return ckpt
 
     def resume(self) -> None:
-        """Continue from this engine's ``last.ckpt``: weights, optimizer, scheduler, EMA, generator,
-        counters, the best-k / early-stopping state (the best-k files still there) and, for a
-        checkpoint written inside an epoch, the position in that epoch and the epoch's running
-        training metrics."""
-        ckpt = load_checkpoint(self.run.last_checkpoint(self.stage.name))
+        """Continue from this engine's newest intact last checkpoint (``RunDir.resume_checkpoint``):
+        weights, optimizer, scheduler, EMA, generator, counters, the best-k / early-stopping state (the
+        best-k files still there, re-rooted in this run folder) and, for a checkpoint written inside an
+        epoch, the position in that epoch and the epoch's running training metrics."""
+        ckpt = load_checkpoint(self.run.resume_checkpoint(self.stage.name))
         load_into(self.stage, ckpt)
         self.optimizer.load_state_dict(ckpt["optimizer_states"][0])
         if self.scheduler is not None and ckpt.get("lr_schedulers"):
@@ -308,8 +314,11 @@ class NativeTrainer:
             self.train_metrics = MetricMeans.from_totals(progress["train_totals"])
         selection = ckpt["ups"].get("selection")
         if self.validate and selection:
-            kept = selection["best_k_models"]
-            self.top_k.best_k_models = {path: score for path, score in kept.items() if Path(path).exists()}
+            kept = {
+                self.run.reroot(path, self.stage.name): score
+                for path, score in selection["best_k_models"].items()
+            }
+            self.top_k.best_k_models = {str(path): score for path, score in kept.items() if path.exists()}
             self.patience.best, self.patience.wait = selection["patience_best"], selection["patience_wait"]
 
 

@@ -156,7 +156,7 @@ def tune(stage, cfg: Config, run_root: Path, request: TuningRequest) -> list[str
                 "min_lr": request.min_lr,
                 "max_lr": request.max_lr,
                 "steps": request.lr_steps,
-                "plot": str(plot.resolve()),
+                "plot": RunDir(run_root).relative(plot),
                 "curve": {key: list(finder.results.get(key, [])) if finder else [] for key in ("lr", "loss")},
             }
             if suggestion is None:

@@ -194,11 +194,11 @@ def evaluate(cfg: Config, request: EvaluationRequest) -> tuple[dict, dict[str, P
     )
     batches = loaders(evaluator, cfg, split, horizon, references(cfg, evaluator, request.resolution))
     ENGINES[request.engine](evaluator, batches, request.device)
-    run_id = run_folder(request, paths).name
+    run = RunDir(run_folder(request, paths))
     result = {
         "label": request.label
         or (Path(request.run_dir).name if request.run_dir else Path(request.checkpoint).stem),
-        "run_id": run_id,
+        "run_id": run.root.name,
         "role": request.role,
         "eval": request.kind or "",
         "tags": dict(request.tags),
@@ -208,7 +208,10 @@ def evaluate(cfg: Config, request: EvaluationRequest) -> tuple[dict, dict[str, P
         "resolution": request.resolution,
         "context_frames": cfg.evaluation.context_frames if cfg.evaluation.context_frames > 1 else None,
         "tasks": ",".join(task.name for task in cfg.data.tasks),
-        "checkpoints": {name: str(path) for name, path in paths.items()},
+        # a run's own files relative to it (a moved run folder reads them still); a lone file as given
+        "checkpoints": {
+            name: run.relative(path) if request.run_dir else str(path) for name, path in paths.items()
+        },
         "config_hash": config_hash(cfg),
         **evaluator.result(),
     }

@@ -72,7 +72,7 @@ def fast_to_sota(request: Request, plan: Plan) -> Summary | None:
             "config": {
                 "path": str(Path(request.config).resolve()),
                 "overrides": list(request.overrides),
-                "resolved": str(plan.run.resolved_config_path.resolve()),
+                "resolved": plan.run.relative(plan.run.resolved_config_path),
                 "small_eval_config": _resolved(request.small_eval_config),
                 "full_eval_config": _resolved(request.full_eval_config),
                 "training_hash": training_hash(to_dict(plan.cfg)),
@@ -95,10 +95,10 @@ def fast_to_sota(request: Request, plan: Plan) -> Summary | None:
     try:
         with tracking.tracking(plan.cfg, plan.run.root) as tracker:
             summary.tracking = {
-                "csv": str(plan.run.logs_root.resolve()),
+                "csv": plan.run.relative(plan.run.logs_root),
                 "wandb": None
                 if tracker is None
-                else {"run_id": tracker.run.id, "dir": str(tracker.directory.resolve())},
+                else {"run_id": tracker.run.id, "dir": plan.run.relative(tracker.directory)},
             }
             try:
                 train(request, plan, summary)
@@ -139,7 +139,7 @@ def train(request: Request, plan: Plan, summary: Summary | None) -> None:
                 name: status.get(name, {}).get("state", "pending") for name in planned_stages(plan.cfg)
             }
             summary.checkpoints = {
-                name: str(plan.run.best_checkpoint(name).resolve())
+                name: plan.run.relative(plan.run.best_checkpoint(name))
                 for name, state in entry["stages"].items()
                 if state == "done"
             }
@@ -168,7 +168,7 @@ def evaluate_and_gate(request: Request, plan: Plan, summary: Summary) -> None:
             result, written, reused = run_evaluation(request, plan, kind, fresh=redo)
             entry["status"] = "reused" if reused else "done"
             entry.update(
-                {key: str(Path(path).resolve()) for key, path in written.items() if key != "leaderboard"}
+                {key: plan.run.relative(path) for key, path in written.items() if key != "leaderboard"}
             )
             summary.evaluations[kind] = written["json"].resolve()
         with summary.step(f"{kind}_gate") as entry:
@@ -213,8 +213,9 @@ def reusable(path: Path, plan: Plan, cfg: Config, engine: str) -> dict | None:
     written after the result), config and engine."""
     try:
         earlier = json.loads(path.read_text())
-        current = {stage: str(plan.run.best_checkpoint(stage)) for stage in earlier.get("checkpoints", {})}
-        newest = max(Path(p).stat().st_mtime_ns for p in current.values())
+        paths = {stage: plan.run.best_checkpoint(stage) for stage in earlier.get("checkpoints", {})}
+        current = {stage: plan.run.relative(path) for stage, path in paths.items()}
+        newest = max(path.stat().st_mtime_ns for path in paths.values())
     except (OSError, ValueError, UPSError):  # no result, unreadable, a stage's checkpoints gone
         return None
     same = (
@@ -269,7 +270,7 @@ def promote(plan: Plan, summary: Summary) -> None:
                 "leaderboard": str(plan.leaderboard.resolve()),
             }
             atomic_write_text(plan.run.promotion_path, json.dumps(record, indent=2) + "\n")
-            entry["record"] = str(plan.run.promotion_path.resolve())
+            entry["record"] = plan.run.relative(plan.run.promotion_path)
             summary.promoted = True
     summary.champion_run_id = champion(plan, summary)
 

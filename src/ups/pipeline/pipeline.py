@@ -129,7 +129,7 @@ def resume_action(run: RunDir, stage: str) -> str:
             log.warning(
                 "stage %s: stage_status.json says done but its checkpoints are gone; training it again", stage
             )
-    return "resumed" if run.last_checkpoint(stage).is_file() else "trained"
+    return "resumed" if run.last_checkpoints(stage) else "trained"
 
 
 def run_pipeline(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ups.atomic import atomic_write_text
 from ups.pipeline.gates import GateDecision
+from ups.runs import RunDir
 
 SCHEMA_VERSION = 1
 STEPS = ("validate", "train", "small_eval", "small_gate", "full_eval", "full_gate", "promote")
@@ -41,7 +42,7 @@ class Summary:
     duration_s: float | None = None
     steps: dict[str, dict] = field(default_factory=lambda: {name: {"status": "pending"} for name in STEPS})
     tracking: dict | None = None
-    checkpoints: dict[str, str] = field(default_factory=dict)  # stage -> its best checkpoint
+    checkpoints: dict[str, str] = field(default_factory=dict)  # stage -> its best checkpoint (run-relative)
     evaluations: dict[str, Path] = field(default_factory=dict)  # small / full -> results JSON
     gates: dict[str, GateDecision] = field(default_factory=dict)  # small / full -> the decision
     promoted: bool = False
@@ -50,6 +51,7 @@ class Summary:
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
+        self.run = RunDir(self.path.parent)
         self._t0 = time.perf_counter()
 
     def to_json(self) -> dict:
@@ -62,7 +64,7 @@ class Summary:
             "duration_s": self.duration_s,
             "steps": self.steps,
             "checkpoints": self.checkpoints,
-            "evaluations": {kind: str(path) for kind, path in self.evaluations.items()},
+            "evaluations": {kind: self.run.relative(path) for kind, path in self.evaluations.items()},
             "gates": {kind: decision.to_dict() for kind, decision in self.gates.items()},
             "promoted": self.promoted,
             "champion_run_id": self.champion_run_id,
