@@ -167,11 +167,12 @@ def test_best_k_checkpoints_are_the_k_lowest(tmp_path, engine):
 
 @pytest.mark.parametrize("engine", ENGINES)
 def test_validation_off_writes_only_last(tmp_path, engine, caplog):
-    # one last checkpoint kept: Lightning's ModelCheckpoint without a monitor writes it only at the end
-    cfg = with_keys(toy_config(skip_lightning_val=True), {"checkpoint.keep_last": 1})
+    # a last checkpoint at each of the two epochs' ends, in both engines: the two kept
+    cfg = toy_config(skip_lightning_val=True)
     with caplog.at_level(logging.INFO, logger="ups"):
         result, run = fit(tmp_path, engine, cfg, engine)
-    assert ckpt_files(run) == ["last.ckpt"]
+    assert ckpt_files(run) == ["last-1.ckpt", "last.ckpt"]
+    assert load_checkpoint(run.kept_last_checkpoint("autoencoder", 1))["global_step"] == 5
     assert result.val_history == [] and result.best_path is None and result.best_score is None
     assert result.global_step == 10 and result.epochs_run == 2
     assert sum("validation is off" in r.getMessage() for r in caplog.records if r.name == "ups") == 1
@@ -192,6 +193,21 @@ def test_resume_continues_as_if_uninterrupted(tmp_path, engine):
     assert (first.global_step, second.global_step, second.epochs_run) == (5, 10, 2)
     assert_close(first.train_losses + second.train_losses, straight.train_losses)
     assert_close(second.val_history[-1]["val/nrmse"], straight.val_history[-1]["val/nrmse"])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_with_validation_off_a_resume_continues_from_the_last_epochs_end(tmp_path, engine):
+    # a stage without validation resumes from the last epoch end's last.ckpt, in either engine
+    two = with_keys(
+        toy_config(skip_lightning_val=True), {"optimizer.scheduler": "none", "optimizer.warmup_steps": 7}
+    )
+    one = with_keys(two, {"stages.autoencoder.epochs": 1})
+    straight, _ = fit(tmp_path, "straight", two, engine)
+    run = RunDir(tmp_path / "resumed").init(one)
+    first = fit_stage(ToyStage(one), one, run, engine=engine)
+    second = fit_stage(ToyStage(two), two, run, engine=engine, resume=True)
+    assert (first.global_step, second.global_step, second.epochs_run) == (5, 10, 2)
+    assert_close(first.train_losses + second.train_losses, straight.train_losses)
 
 
 @pytest.mark.parametrize("writer", ENGINES)

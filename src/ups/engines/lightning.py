@@ -197,9 +197,11 @@ def monitor_callbacks(cfg: Config, run: RunDir, stage_name: str) -> list[pl.Call
     # no version counter: ``last.ckpt`` is overwritten, never joined by ``last-v1.ckpt``, when
     # StepCheckpoint (or an interrupted run) wrote it before this callback's first save
     if not validation_on(cfg):
+        # no monitor: the "top 1" is the newest, named last.ckpt, written at every epoch's end
+        # (``save_last`` alone would write only at the fit's end: nothing saved to follow)
         return [
             ModelCheckpoint(
-                dirpath=dirpath, monitor=None, save_top_k=0, save_last=True, enable_version_counter=False
+                dirpath=dirpath, monitor=None, save_top_k=1, filename="last", enable_version_counter=False
             )
         ]
     return [
