@@ -113,9 +113,16 @@ class Tracker:
         return Path(self.run.dir).parent
 
     def close(self, failed: bool) -> None:
+        """Finish the run, its record log complete on disk when this returns: ``run.finish()``
+        returns before wandb-core has written the log's last block (it closes the run's stream
+        after), so W&B's service is shut down too, which waits for that (``wandb.teardown``; the
+        next run starts a new one)."""
         if self._run is not None:
+            import wandb
+
             where = self.directory
             self._run.finish(exit_code=1 if failed else 0)
+            wandb.teardown()
             log.info("W&B (%s): %s", self.cfg.logging.wandb.mode, where)
 
 

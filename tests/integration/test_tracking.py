@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from ups.cli import main
+from ups.config import Config, with_keys
+from ups.tracking import tracking
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import tiny_burgers_config  # noqa: E402
@@ -88,3 +93,32 @@ def test_a_context_file_of_another_run_folder_starts_a_new_wandb_run(config, tmp
         )
         ids.append(json.loads(context.read_text())["run_id"])
     assert ids[0] != ids[1] and json.loads(context.read_text())["run_dir"] == str((tmp_path / "b").resolve())
+
+
+def test_a_closed_run_has_its_whole_record_log_on_disk(tmp_path):
+    """wandb-core holds the record log's last block in memory until it closes the run's stream,
+    which it does after ``run.finish()`` has returned. Frozen from the moment it is told the run
+    is finished until 0.5 s later (as a busy machine may leave it), the log is still complete when
+    ``tracking`` returns. Uses wandb's private ``ServiceConnection``: a release that changes it
+    fails here, loudly."""
+    from wandb.sdk.lib.service.service_connection import ServiceConnection
+
+    inform_finish = ServiceConnection.inform_finish
+
+    def inform_a_frozen_core(connection, run_id):
+        core = connection._proc._process.pid
+        os.kill(core, signal.SIGSTOP)
+        threading.Timer(0.5, os.kill, (core, signal.SIGCONT)).start()
+        inform_finish(connection, run_id)
+
+    cfg = with_keys(Config(), {"logging.wandb.enabled": True})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ServiceConnection, "inform_finish", inform_a_frozen_core)
+        with tracking(cfg, tmp_path / "run") as tracker:
+            tracker.log_training("operator", {"loss": 0.25}, step=3)
+            tracker.log_evaluation("full", {"metrics": {"nrmse": 0.5}})
+    (folder,) = (tmp_path / "run" / "logs" / "wandb").glob("offline-run-*")
+    assert [{k: v for k, v in row.items() if not k.startswith("_")} for row in history(folder)] == [
+        {"training/operator/loss": 0.25, "training/step": 3},
+        {"eval/full/nrmse": 0.5},
+    ]
