@@ -180,10 +180,13 @@ def test_validation_off_writes_only_last(tmp_path, engine, caplog):
     assert "train/loss" in header and "val/" not in header
 
 
+@pytest.mark.parametrize("validate", [True, False], ids=["validation", "validation-off"])
 @pytest.mark.parametrize("engine", ENGINES)
-def test_resume_continues_as_if_uninterrupted(tmp_path, engine):
+def test_resume_continues_as_if_uninterrupted(tmp_path, engine, validate):
+    # with validation off, from the last.ckpt of the first epoch's end, in either engine
     two = with_keys(
-        toy_config(), {"optimizer.scheduler": "none", "optimizer.warmup_steps": 7}
+        toy_config(skip_lightning_val=not validate),
+        {"optimizer.scheduler": "none", "optimizer.warmup_steps": 7},
     )  # schedule independent of the epoch count
     one = with_keys(two, {"stages.autoencoder.epochs": 1})
     straight, _ = fit(tmp_path, "straight", two, engine)
@@ -192,22 +195,8 @@ def test_resume_continues_as_if_uninterrupted(tmp_path, engine):
     second = fit_stage(ToyStage(two), two, run, engine=engine, resume=True)
     assert (first.global_step, second.global_step, second.epochs_run) == (5, 10, 2)
     assert_close(first.train_losses + second.train_losses, straight.train_losses)
-    assert_close(second.val_history[-1]["val/nrmse"], straight.val_history[-1]["val/nrmse"])
-
-
-@pytest.mark.parametrize("engine", ENGINES)
-def test_with_validation_off_a_resume_continues_from_the_last_epochs_end(tmp_path, engine):
-    # a stage without validation resumes from the last epoch end's last.ckpt, in either engine
-    two = with_keys(
-        toy_config(skip_lightning_val=True), {"optimizer.scheduler": "none", "optimizer.warmup_steps": 7}
-    )
-    one = with_keys(two, {"stages.autoencoder.epochs": 1})
-    straight, _ = fit(tmp_path, "straight", two, engine)
-    run = RunDir(tmp_path / "resumed").init(one)
-    first = fit_stage(ToyStage(one), one, run, engine=engine)
-    second = fit_stage(ToyStage(two), two, run, engine=engine, resume=True)
-    assert (first.global_step, second.global_step, second.epochs_run) == (5, 10, 2)
-    assert_close(first.train_losses + second.train_losses, straight.train_losses)
+    if validate:
+        assert_close(second.val_history[-1]["val/nrmse"], straight.val_history[-1]["val/nrmse"])
 
 
 @pytest.mark.parametrize("writer", ENGINES)
