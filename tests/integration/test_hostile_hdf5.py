@@ -105,6 +105,22 @@ def external_link(path):
         f.create_dataset("padding", data=np.ones(10_000, dtype="f4"))
 
 
+def soft_link_through_an_external_link(path):
+    _source(path)
+    _with_tensor(path, lambda f: f.__setitem__("ext", h5py.ExternalLink("source.h5", "/")))
+    with h5py.File(path, "r+") as f:
+        f["tensor"] = h5py.SoftLink("/ext/x")
+
+
+def declares_1e12_grid_points(path):
+    _with_tensor(
+        path,
+        lambda f: f.create_dataset(
+            "tensor", shape=(1, 6, 10**12), maxshape=(1, 6, None), chunks=(1, 6, 1024), dtype="f4"
+        ),
+    )
+
+
 def dangling_link_opted_in(path):
     _with_tensor(path, lambda f: f.__setitem__("tensor", h5py.ExternalLink("gone.h5", "x")))
 
@@ -181,6 +197,16 @@ CASES = {  # name -> (writer, data settings, fragments of the message)
         external_link,
         {},
         ["'tensor' is an external link to 'x' of source.h5", "data.allow_external_storage: true"],
+    ),
+    "soft link through an external link": (
+        soft_link_through_an_external_link,
+        {},
+        ["'tensor' is a link that leads into another file", "data.allow_external_storage: true"],
+    ),
+    "10**12 grid points declared in 2 KB": (
+        declares_1e12_grid_points,
+        {},
+        ["6,000,000,000,000 values per sample", "more than UPS reads in one sample"],
     ),
     "external link that leads nowhere, opted in": (
         dangling_link_opted_in,

@@ -10,6 +10,7 @@ or allocated by them: no axis of the data may be empty, the samples used may not
 
 from __future__ import annotations
 
+import math
 import re
 
 import h5py
@@ -26,6 +27,9 @@ NS_CHANNELS = ("Vx", "Vy", "particles")
 NS_STATIC = ("force_x", "force_y")
 
 _GROUP_NAME = re.compile(r"^\d+$")
+
+
+SAMPLE_VALUES_LIMIT = 2**32  # values in one sample (T x grid x C): 16 GiB of float32
 
 
 def _cell_centres(n: int) -> np.ndarray:
@@ -295,6 +299,13 @@ class LayoutScan:
             raise DataError(
                 f"{self.path}: '{key}' has shape {tuple(shape)}: no {empty[0]}; every axis of the "
                 f"data must hold at least one entry."
+            )
+        values = self.t_len * self.channels * math.prod(self.spatial)
+        if values > SAMPLE_VALUES_LIMIT:
+            raise DataError(
+                f"{self.path}: '{key}' has shape {tuple(shape)}: {values:,} values per sample, more than "
+                f"UPS reads in one sample ({SAMPLE_VALUES_LIMIT:,}; PDEBench's largest holds 2.2e8). "
+                f"Check that the file holds what its shape declares."
             )
 
     def _read_grid(self, h5, axis_keys: list[str], t_key: str | None) -> None:

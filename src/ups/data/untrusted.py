@@ -58,6 +58,7 @@ class UntrustedFile:
 
     def __init__(self, path: Path, h5: h5py.File, allow_external: bool):
         self.path, self.h5, self.allow_external = path, h5, allow_external
+        self.home = Path(h5.filename).resolve()
         self.sources: set[Path] = set()
 
     def get(self, key: str) -> h5py.Group | h5py.Dataset | None:
@@ -81,8 +82,11 @@ class UntrustedFile:
                     f"{self.path}: '{where}' is a link ({_describe(node.get(name, getlink=True))}) that "
                     f"leads to nothing; fix the link or write the data into the file."
                 ) from None
-            if kind == h5py.h5l.TYPE_EXTERNAL:
-                self.sources.add(Path(node.file.filename).resolve())
+            lands = Path(node.file.filename).resolve()
+            if lands != self.home:  # an external link, or a soft link that leads through one
+                if kind != h5py.h5l.TYPE_EXTERNAL:
+                    self._refuse_unless_allowed(where, f"a link that leads into another file, {lands}")
+                self.sources.add(lands)
         return node
 
     def dataset(self, key: str) -> h5py.Group | h5py.Dataset | None:
