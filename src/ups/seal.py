@@ -55,19 +55,21 @@ def _sha256(handle, size: int) -> str:
 
 def verify(path: str | Path) -> None:
     """Raise ``CheckpointError`` unless ``path``'s bytes are those it was written with (its seal).
-    Passed unchecked: a checkpoint from before seals (its zip ends without a comment) and a file
-    that is no zip at all (``torch.load`` refuses it)."""
+    Passed unchecked, when no seal ends the file: a checkpoint from before seals (its zip ends
+    without a comment) and a file that is no zip at all (``torch.load`` refuses it)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist.")
     size = path.stat().st_size
     with open(path, "rb") as handle:
-        if handle.read(4) != ZIP_START:
-            return
         handle.seek(max(size - 22 - SEAL_BYTES, 0))
         tail = handle.read()
-        if tail[-22:-18] == END_OF_ZIP and tail[-2:] == b"\0\0":
-            return  # unsealed: written before UPS sealed checkpoints
+        handle.seek(0)
+        if tail[-SEAL_BYTES:-64] != SEAL_PREFIX:  # no seal at the end: a damaged one, or none written
+            if handle.read(4) != ZIP_START:
+                return
+            if tail[-22:-18] == END_OF_ZIP and tail[-2:] == b"\0\0":
+                return  # unsealed: written before UPS sealed checkpoints
         sealed = (
             len(tail) == 22 + SEAL_BYTES
             and tail[:4] == END_OF_ZIP
