@@ -21,6 +21,7 @@ from ups.checkpoint import CheckpointError, load_checkpoint, save_checkpoint  # 
 from ups.config import with_keys  # noqa: E402
 from ups.engines import fit_stage  # noqa: E402
 from ups.errors import UPSError  # noqa: E402
+from ups.pipeline.runner import fit_in_run  # noqa: E402
 from ups.runs import RunDir  # noqa: E402
 from ups.seal import verify  # noqa: E402
 
@@ -189,3 +190,15 @@ def test_a_copied_run_resumes_on_its_own_best_k_files(tmp_path, engine):
     )
     assert all(p.is_file() for p in best_k)
     assert result.best_path.resolve().parent == copy.checkpoint_dir(STAGE).resolve()
+
+
+def test_a_fresh_fit_keeps_no_earlier_attempts_last_checkpoint_as_its_fall_back(tmp_path):
+    # without --resume, an earlier (failed or killed) attempt's last checkpoints are moved aside
+    cfg = with_keys(toy_config(), {"stages.autoencoder.epochs": 1})
+    run = RunDir(tmp_path / "run").init(cfg)
+    fit_stage(ToyStage(cfg), cfg, run, engine="native")
+    earlier = run.last_checkpoint(STAGE).read_bytes()
+    fit_in_run(ToyStage(cfg), cfg, run, engine="native", resume=False)
+    assert run.last_checkpoints(STAGE) == [run.last_checkpoint(STAGE)]  # one epoch: one last, its own
+    (moved,) = run.root.glob(f"superseded/*/checkpoints/{STAGE}/last.ckpt")
+    assert moved.read_bytes() == earlier

@@ -196,6 +196,8 @@ def fit_in_run(
     if resume:  # what a killed write left behind: its temporary files, never the files themselves
         for folder in (run.root, run.checkpoint_dir(stage), run.log_dir(stage)):
             remove_leftovers(folder)
+    else:  # an earlier attempt's last checkpoints must not become this fit's fall-backs
+        supersede(run, run.last_checkpoints(stage))
     run.set_stage_state(stage, "running", engine=engine, step_offset=offset)
     try:
         result = fit_checked(
