@@ -116,8 +116,12 @@ def _cache_info(args: argparse.Namespace) -> int:
     for entry in entries:
         print("\n".join(_describe_cache_entry(entry)))
     for tmp in cache.leftovers():
+        try:
+            size = tmp.stat().st_size
+        except FileNotFoundError:  # a running build's, renamed into its entry since it was listed
+            continue
         print(
-            f"  {tmp.name}  {tmp.stat().st_size / 1e6:.1f} MB  temporary file of a killed build (or of one "
+            f"  {tmp.name}  {size / 1e6:.1f} MB  temporary file of a killed build (or of one "
             f"running now); removed by the next build or `ups cache clear`"
         )
     holder = read_holder(cache.lock_path)

@@ -334,7 +334,7 @@ class LatentCache:
         """Remove the temp files of killed writers: those whose entry's flock no writer holds."""
         removed = []
         for tmp in self.leftovers():
-            entry = tmp.name[1 : tmp.name.index(SUFFIX) + len(SUFFIX)]
+            entry = tmp.name[1 : tmp.name.rindex(SUFFIX) + len(SUFFIX)]  # the random tail has no dot
             with _locked(self.root / f".{entry}.lock", entry, wait=False) as free:
                 if free:
                     tmp.unlink(missing_ok=True)

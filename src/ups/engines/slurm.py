@@ -55,7 +55,7 @@ def requeue_checkpoint(cfg: Config, run: RunDir, stage: str, *, resume: bool) ->
     if cfg.training.slurm_requeue and SLURMEnvironment.detect():
         newest, last = files[-1], run.last_checkpoint(stage)
         if resume and last.is_file() and last.stat().st_mtime > newest.stat().st_mtime:
-            return last
+            return run.resume_checkpoint(stage)  # the newest intact kept one
         log.info("stage %s: continuing from the requeue checkpoint %s", stage, newest)
         return newest
     log.warning("stage %s: removing stale requeue checkpoints %s", stage, ", ".join(p.name for p in files))
