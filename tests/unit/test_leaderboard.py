@@ -101,13 +101,18 @@ def test_a_header_or_encoding_it_cannot_trust_is_refused_up_front_and_the_file_u
     ],
     ids=["quote-never-closed", "fits-a-new-column"],
 )
-def test_a_kept_line_that_would_change_how_the_rows_read_is_refused_not_rewritten(tmp_path, kept, new):
+def test_a_kept_line_that_would_change_how_the_rows_read_is_set_aside_and_the_append_goes_through(
+    tmp_path, caplog, kept, new
+):
     path = tmp_path / "board.csv"
-    data = (HEADER + ROW + kept).encode()
-    path.write_bytes(data)
-    with pytest.raises(UPSError, match=r"would not read back as written \(lines kept as written: 3;"):
+    path.write_bytes((HEADER + ROW + kept).encode())
+    with caplog.at_level(logging.WARNING, logger="ups"):
         append_leaderboard(path, new)
-    assert path.read_bytes() == data and not (tmp_path / "board.html").exists()
+    board = read_leaderboard(path)
+    assert [row["label"] for row in board.rows] == ["a", "new"] and board.malformed == []
+    aside = (tmp_path / "board.malformed.txt").read_bytes().decode()
+    assert aside == f"# board.csv, line 3, {aside.splitlines()[0].split(', ', 2)[2]}\n{kept}"
+    assert any("lines 3 would change how the rows read" in r.getMessage() for r in caplog.records)
 
 
 def test_leaderboard_paths_must_end_in_csv_so_the_html_twin_is_never_the_file(tmp_path):

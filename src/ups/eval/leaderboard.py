@@ -180,7 +180,9 @@ def _update(csv_path: Path, change) -> None:
             board = read_leaderboard(csv_path)
             change(board)
             text = _render(board)
-            _check_reads_back(board, text)
+            if not _reads_back(board, text):  # a kept line would change how the rows read
+                _set_aside(board)
+                text = _render(board)
             with atomic_path(csv_path) as tmp:
                 with open(tmp, "w", newline="", encoding="utf-8") as handle:
                     handle.write(text)
@@ -216,23 +218,35 @@ def _render(board: Leaderboard) -> str:
     return out.getvalue()
 
 
-def _check_reads_back(board: Leaderboard, text: str) -> None:
-    """Refuse to write ``text`` unless it reads back as ``board``: a kept line must not change
-    how the rows read."""
+def _reads_back(board: Leaderboard, text: str) -> bool:
+    """Whether ``text`` reads back as ``board``: a kept line may not change how the rows read (a
+    quote opened and never closed swallows the rows after it; a line with extra fields fits once
+    the header gains columns)."""
     again = _parse(text, board.path)
 
     def content(b: Leaderboard) -> tuple:
         cells = [[row.get(c, "") for c in b.columns] for row in b.rows]
         return b.columns, cells, [skipped.text.rstrip("\r\n") for skipped in b.malformed]
 
-    if content(again) != content(board):
-        kept = ", ".join(skipped.lines for skipped in board.malformed) or "none"
-        raise UPSError(
-            f"leaderboard {board.path}: the rewrite would not read back as written (lines kept as "
-            f"written: {kept}; a quote opened and never closed there swallows the rows after it, "
-            f"and a line with extra fields fits once the header gains columns). Fix or delete "
-            f"those lines, then run again; the file is unchanged."
-        )
+    return content(again) == content(board)
+
+
+def _set_aside(board: Leaderboard) -> None:
+    """Move the skipped records out of the leaderboard, appended as written to
+    ``<stem>.malformed.txt`` beside it, with a warning naming their lines and that file."""
+    aside = board.path.with_name(board.path.stem + ".malformed.txt")
+    with open(aside, "a", encoding="utf-8", newline="") as handle:
+        for skipped in board.malformed:
+            handle.write(f"# {board.path.name}, line {skipped.lines}, {skipped.why}:\n{skipped.text}")
+            handle.write("" if skipped.text.endswith(("\n", "\r")) else "\n")
+    log.warning(
+        "leaderboard %s: lines %s would change how the rows read once rewritten; moved as written "
+        "to %s (fix them there and add them back, or delete them).",
+        board.path,
+        ", ".join(skipped.lines for skipped in board.malformed),
+        aside,
+    )
+    board.malformed.clear()
 
 
 def _load(csv_path: Path) -> Leaderboard:
