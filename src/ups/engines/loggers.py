@@ -5,12 +5,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from ups import tracking
-from ups.engines.metrics_csv import MetricsCSV
+from ups.engines.metrics_csv import MetricsCSV, metrics_row
 from ups.runs import RunDir
 
 
@@ -43,9 +42,7 @@ class StageCSVLogger(Logger):
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
         if self._csv is None:  # opened at the first row, by rank 0 only
             self._csv = MetricsCSV(self.folder / "metrics.csv", append=self.append)
-        row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
-        row["step"] = (step or 0) + self.step_offset
-        self._csv.log(row)
+        self._csv.log(metrics_row(metrics, (step or 0) + self.step_offset))
 
     @rank_zero_only
     def log_hyperparams(self, params, *args, **kwargs) -> None:

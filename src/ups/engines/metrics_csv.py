@@ -13,7 +13,16 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import torch
+
 from ups.atomic import atomic_path
+
+
+def metrics_row(metrics: dict, step: int) -> dict:
+    """The row of ``metrics`` logged at ``step`` (the run's axis), tensors as numbers."""
+    row = {key: (value.item() if torch.is_tensor(value) else value) for key, value in metrics.items()}
+    row["step"] = step
+    return row
 
 
 class MetricsCSV:

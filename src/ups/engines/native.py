@@ -37,7 +37,7 @@ from ups.config import Config, max_time_seconds
 from ups.engines.ema import EMA
 from ups.engines.loaders import build_loaders
 from ups.engines.meters import MetricMeans, split_terms, train_log_values, validation_means
-from ups.engines.metrics_csv import MetricsCSV
+from ups.engines.metrics_csv import MetricsCSV, metrics_row
 from ups.engines.nan_policy import check_finite_gradients, check_finite_loss
 from ups.engines.progress import (
     RECENT_LOSSES,
@@ -149,8 +149,7 @@ class NativeTrainer:
 
     def log(self, metrics: dict, step: int) -> None:
         """A row of metrics.csv, its step shifted by ``step_offset``; also to the run's W&B run."""
-        row = {k: (v.item() if torch.is_tensor(v) else v) for k, v in metrics.items()}
-        row["step"] = step + self.step_offset
+        row = metrics_row(metrics, step + self.step_offset)
         tracker = tracking.active()
         if tracker is not None:
             tracker.log_training(self.stage.name, row, row["step"])
