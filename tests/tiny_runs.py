@@ -112,3 +112,16 @@ def tiny_five_stage_config(root: Path, overrides: list[str]) -> Path:
     config = root / "tiny.yaml"
     config.write_text(to_yaml(load_config(base, overrides)))
     return config
+
+
+def tiny_surrogate_run(root: Path) -> Path:
+    """``root/run``: every stage of ``ups pipeline`` trained on tiny Burgers (32 points, 11 frames)
+    and Darcy (16 x 16) data in ``root/data`` (about 5 s on 2 cores): the fixture of the
+    surrogate API, ``ups predict`` and ``ups export``."""
+    from ups.cli import main
+
+    config = tiny_five_stage_config(
+        root, [*generative_overrides(steps_infer=2, val_samples=2), "evaluation.after_pipeline=false"]
+    )
+    assert main(["pipeline", "--config", str(config), "--run-dir", str(root / "run")]) == 0
+    return root / "run"
