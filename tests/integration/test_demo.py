@@ -4,27 +4,36 @@ configs/demo.yaml (slow: about 4-5 minutes on 2 cores)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
+from contextlib import redirect_stdout
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 
+import ups
 from ups.checkpoint import load_checkpoint
 from ups.cli import main
 from ups.data.generate import generate_dataset
+from ups.data.pdebench import PDEBenchFile
 
 REPO = Path(__file__).resolve().parents[2]
 STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
 
 
-@pytest.mark.slow
-def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsys):
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """configs/demo.yaml trained by `ups pipeline` (every stage) on its data in ``<root>/data``: the run
+    folder and the lines the command printed; shared by the tests of the demo's run."""
+    root = tmp_path_factory.mktemp("demo")
+    data = root / "data"
     generate_dataset("burgers1d", data, params={"nu": 0.01}, progress=False)
     generate_dataset("darcy2d", data, params={"beta": 1.0}, progress=False)
-    run = tmp_path / "run"
-    assert (
-        main(
+    run, printed = root / "run", io.StringIO()
+    with redirect_stdout(printed):
+        code = main(
             [
                 "pipeline",
                 "--config",
@@ -32,12 +41,16 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsy
                 "--run-dir",
                 str(run),
                 f"paths.data_dir={data}",
-                f"training.latent_cache_dir={tmp_path / 'cache'}",
+                f"training.latent_cache_dir={root / 'cache'}",
             ]
         )
-        == 0
-    )
-    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    return run, printed.getvalue().strip().splitlines()
+
+
+@pytest.mark.slow
+def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(demo_run):
+    run, out = demo_run
     assert out[-1] == f"run: {run}"
     assert (
         out[-2] == f"evaluation report: {run / 'evaluation' / 'test-h10.html'}"
@@ -64,6 +77,46 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsy
     assert (
         steady["val/reconstruction_nrmse"] <= min(steady["val/nrmse"], steady["val/regression_nrmse"]) * 1.05
     )
+
+
+@pytest.mark.slow
+def test_predict_on_the_demo_run_writes_its_rollout_and_steady_solutions(demo_run, tmp_path):
+    """`ups predict` on the demo's run, from 16 starts of its Burgers file (and 16 Darcy coefficients):
+    the files read back hold the API's rollout (and steady solution) of the same inputs."""
+    run, _ = demo_run
+    surrogate = ups.load_surrogate(run)
+    for name, kind in (
+        ("1D_Burgers_Sols_Nu0.01.hdf5", "transient"),
+        ("2D_DarcyFlow_beta1.0_Train.hdf5", "steady"),
+    ):
+        source, out = (
+            _first_samples(run.parent / "data" / name, tmp_path / name, 16),
+            tmp_path / f"pred-{kind}.h5",
+        )
+        args = ["predict", "--run-dir", str(run), "--input", str(source), "--out", str(out)]
+        assert main([*args, *(["--steps", "10", "--batch-size", "5"] if kind == "transient" else [])]) == 0
+        task = next(t for t in surrogate.tasks.values() if t.kind == kind)
+        stored = PDEBenchFile(source).info.spatial_shape[0]
+        given = PDEBenchFile(source, reduced_resolution=stored // task.grid[0])  # as demo.yaml reads it
+        written = PDEBenchFile(out)
+        assert written.info.spatial_shape == task.grid
+        if kind == "transient":
+            starts = np.stack([given.trajectory(i, slice(0, 1))[0] for i in range(16)])
+            expected = surrogate.rollout(starts, 10).fields
+            got = np.stack([written.trajectory(i)[1:] for i in range(16)])
+        else:
+            expected = surrogate.solve_steady(np.stack([given.steady_pair(i)[0] for i in range(16)])).fields
+            got = np.stack([written.steady_pair(i)[1] for i in range(16)])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def _first_samples(source: Path, target: Path, n: int) -> Path:
+    """A copy of the single-file or Darcy ``source`` keeping its first ``n`` samples (new inputs)."""
+    with h5py.File(source, "r") as h5, h5py.File(target, "w") as copy:
+        copy.attrs.update(h5.attrs)
+        for key in h5:
+            copy[key] = h5[key][:n] if key in ("tensor", "nu") else h5[key][()]
+    return target
 
 
 def _val_rows(path: Path):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ups.cli import build_parser
 from ups.cli.flags import request_from
-from ups.config.requests import EvaluationRequest, Request, TuningRequest
+from ups.config.requests import EvaluationRequest, PredictionRequest, Request, TuningRequest
 
 
 def parsed(*argv: str):
@@ -23,6 +23,8 @@ def test_no_flags_give_the_requests_defaults():
     assert request_from(TuningRequest, args) == TuningRequest()
     args = parsed("fast-to-sota", "--config", "c.yaml")
     assert request_from(Request, args, run_dir=Path("r")) == Request(Path("c.yaml"), Path("r"))
+    args = parsed("predict", "--run-dir", "r", "--input", "i.h5", "--out", "o.h5")
+    assert request_from(PredictionRequest, args) == PredictionRequest(Path("r"), Path("i.h5"), Path("o.h5"))
 
 
 def test_each_flag_reaches_its_field():
@@ -77,6 +79,24 @@ def test_each_flag_reaches_its_field():
     )
     assert request_from(TuningRequest, args) == TuningRequest(
         batch_size=True, batch_size_mode="binsearch", max_batch_size=8, lr=True, lr_steps=5, apply=False
+    )
+    args = parsed(
+        *("predict", "--run-dir", "r", "--input", "i.h5", "--out", "o.h5", "--steps", "4"),
+        *(
+            "--samples",
+            "2",
+            "--resolution",
+            "64",
+            "--task",
+            "burgers",
+            "--batch-size",
+            "8",
+            "--device",
+            "cuda",
+        ),
+    )
+    assert request_from(PredictionRequest, args) == PredictionRequest(
+        Path("r"), Path("i.h5"), Path("o.h5"), 4, 2, 64, "burgers", 8, "cuda"
     )
 
 

@@ -1,5 +1,5 @@
-"""What a command asks for besides its config: fast-to-sota's ``Request``, ``EvaluationRequest``
-and ``TuningRequest``, each declared once.
+"""What a command asks for besides its config: fast-to-sota's ``Request``, ``EvaluationRequest``,
+``TuningRequest`` and ``PredictionRequest``, each declared once.
 
 A field with metadata is a command-line flag: ``ups.cli.flags`` makes it from the field's
 name (``--run-dir`` for ``run_dir``, or ``flag``), type (a ``Path``, ``int`` or ``float``
@@ -131,3 +131,30 @@ class TuningRequest:
     @property
     def wanted(self) -> bool:
         return self.batch_size or self.lr
+
+
+@dataclass
+class PredictionRequest:
+    """``ups predict``: a trained run, a PDEBench-layout file of starts, and where the predictions go."""
+
+    run_dir: Path = option(required=True, metavar="D", help="the trained run folder (or a checkpoint folder)")
+    input: Path = option(
+        required=True,
+        metavar="FILE",
+        help="PDEBench-layout HDF5 file of initial conditions (transient) or coefficients (steady)",
+    )
+    out: Path = option(
+        required=True, metavar="OUT.h5", help="the .h5/.hdf5 file to write, in the input's PDEBench layout"
+    )
+    steps: int | None = option(
+        metavar="N", help="rollout steps (default: as many as the input's frames cover)"
+    )
+    samples: int = option(
+        0, metavar="K", help="sampled trajectories per start (needs a corrector; default 0)"
+    )
+    resolution: int | None = option(metavar="R", help="decode at R points per axis (default: the run's grid)")
+    task: str | None = option(
+        metavar="T", help="the run's task to predict (default: the one of the input's kind)"
+    )
+    batch_size: int = option(32, metavar="B", help="starts per rollout call (default 32)")
+    device: str | None = option(choices=("cpu", "cuda"), help="default: the surrogate's")

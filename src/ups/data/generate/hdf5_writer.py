@@ -124,8 +124,17 @@ def dataset_shapes(path: Path) -> dict[str, tuple[int, ...]]:
         return shapes
 
 
-def write_atomic(path: Path, result: SolveResult, attrs: dict, file_format: str) -> None:
-    """Write ``result`` in ``file_format`` to ``path`` atomically (``ups.atomic.atomic_path``)."""
+def write_atomic(
+    path: Path,
+    result: SolveResult,
+    attrs: dict,
+    file_format: str,
+    extras: Callable[[h5py.File], None] | None = None,
+) -> None:
+    """Write ``result`` in ``file_format`` to ``path`` atomically (``ups.atomic.atomic_path``);
+    ``extras`` adds to the open file what the format does not hold (``ups predict``'s samples)."""
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         h5.attrs.update(attrs)
         FORMAT_WRITERS[file_format](h5, result)
+        if extras is not None:
+            extras(h5)
