@@ -17,6 +17,7 @@ import ups
 from ups.cli import main
 from ups.data.generate import generate_dataset
 from ups.data.pdebench import PDEBenchFile
+from ups.surrogate import predict as predict_module
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tiny_runs import tiny_surrogate_run  # noqa: E402
@@ -152,10 +153,14 @@ BAD = [  # (input: a data file name or a bad file's key, extra arguments, run: "
 
 
 @pytest.mark.parametrize("source, extra, without, says", BAD)
-def test_bad_input_is_refused_before_any_work(run, tmp_path, capsys, source, extra, without, says):
+def test_bad_input_is_refused_before_any_work(
+    run, surrogate, tmp_path, capsys, monkeypatch, source, extra, without, says
+):
     data = run.parent / "data"
     path = data / source if source in (BURGERS, DARCY) else _bad_file(source, tmp_path)
     folder = run if without == "run" else _edited_run(run, tmp_path, without)
+    if without == "run":  # the fixture run, loaded once (the edited runs load their own stages)
+        monkeypatch.setattr(predict_module, "load_surrogate", lambda *args, **kwargs: surrogate)
     extra = [arg.format(tmp=tmp_path, input=path) for arg in extra]
     out = tmp_path / "pred.h5"
     args = ["predict", "--run-dir", str(folder), "--input", str(path), "--out", str(out), *extra]

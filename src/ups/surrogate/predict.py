@@ -3,7 +3,7 @@ predictions written in the same layout family by UPS's own writer (``hdf5_writer
 
 Transient input: frame 0 of each trajectory is the start; with ``evaluation.context_frames`` C > 1
 the first C frames (``training.time_stride`` apart) are the context and the last of them the start
-(``ups evaluate``'s ``rollout_start``). The output holds per sample the start and ``steps`` predicted
+(as ``ups evaluate`` does). The output holds per sample the start and ``steps`` predicted
 frames, at times start + k * dt. Steady input (Darcy layout): ``nu`` is the coefficient a(x), the
 output's ``tensor`` the solution. PDE parameters and static fields are the file's, as UPS reads them.
 
@@ -21,17 +21,14 @@ import h5py
 import numpy as np
 from scipy.interpolate import RegularGridInterpolator
 
-from ups import load_surrogate
 from ups.config.requests import PredictionRequest
 from ups.data.generate.hdf5_writer import write_atomic
 from ups.data.generate.spec import SolveResult, chunks, progress_bar
 from ups.data.layouts import SPATIAL_AXES
 from ups.data.pdebench import PDEBenchFile
 from ups.errors import UPSError
-from ups.eval.evaluator import rollout_start
+from ups.surrogate.load import load_surrogate
 
-TRANSIENT_STAGES = ("operator", "diff_residual", "consistency_distill")
-CORRECTORS = ("diff_residual", "consistency_distill")
 # What each input layout is written as; ns_incomp has no writer: its channels go to one `tensor`.
 OUTPUT_FORMAT = {"single": "single", "cfd": "cfd", "multigroup": "multigroup", "darcy": "darcy"}
 SUFFIXES = (".h5", ".hdf5")
@@ -111,7 +108,8 @@ def plan_prediction(surrogate, request: PredictionRequest) -> Plan:
             )
         return Plan(file, task, 0, 0, 1, axes)
     stride = cfg.training.time_stride
-    start = rollout_start(cfg)
+    # ups.eval.evaluator.rollout_start's frame, which cannot be imported here (ups.eval imports ups.surrogate)
+    start = (cfg.evaluation.context_frames - 1) * stride
     frames = file.info.n_times
     if frames <= start:
         raise UPSError(
@@ -140,19 +138,13 @@ def choose_task(surrogate, request: PredictionRequest, file: PDEBenchFile):
     the run has no trained stage for that kind, or several tasks of it."""
     kind, path = file.info.kind, file.path
     need = "steady_prior" if kind == "steady" else "operator"
-    trained = set(surrogate.stages)
-    if (
-        kind == "steady"
-        and "steady_prior" not in trained
-        or kind != "steady"
-        and not (trained & set(TRANSIENT_STAGES))
-    ):
+    if (surrogate.steady if kind == "steady" else surrogate.dynamics) is None:
         raise UPSError(
             f"{path} holds {kind} data (layout '{file.layout}'), but the run {request.run_dir} has no "
             f"trained {need} stage (it has: {', '.join(surrogate.stages) or 'none'}); train it "
             f"(`ups train --stage {need} --run-dir {request.run_dir}`) or give a {_other(kind)} file."
         )
-    if kind == "transient" and request.samples and not trained & set(CORRECTORS):
+    if kind == "transient" and request.samples and not surrogate.corrected:
         raise UPSError(
             f"--samples {request.samples} needs a trained corrector (stage diff_residual or "
             f"consistency_distill) in {request.run_dir}; train one, or leave --samples out."
@@ -214,8 +206,9 @@ def check_fits(file: PDEBenchFile, task, reduction: int) -> None:
 
 
 def required_params(task) -> list[str]:
-    """The parameters of ``task`` the model is conditioned on that its training file gave."""
-    return [name for name in task.params if name in task.defaults]
+    """The parameters of ``task`` the model is conditioned on that its training file gave (the
+    others are 0 in its parameter vector)."""
+    return [name for name in task.params if name in task.defaults or name in task.varying]
 
 
 def file_axes(file: PDEBenchFile) -> list[np.ndarray]:
@@ -266,6 +259,7 @@ def transient_batch(surrogate, plan: Plan, rows: np.ndarray, request: Prediction
         samples=request.samples,
         points=plan.points,
         device=request.device,
+        seed=int(rows[0]),  # each batch its own draws, the same on every run of the command
     )
     start = frames[:, -1] if plan.points is None else on_points(frames[:, -1], task, plan)
     shape = (len(rows), -1, *(plan.shape or task.grid), len(task.channels))
@@ -302,6 +296,7 @@ def steady_batch(surrogate, plan: Plan, rows: np.ndarray, request: PredictionReq
         task=plan.task.name,
         samples=request.samples,
         device=request.device,
+        seed=int(rows[0]),  # each batch its own draws, the same on every run of the command
     )
     if not request.samples:
         return {"fields": np.asarray(pred.fields)[:, None]}
