@@ -146,6 +146,7 @@ BAD = [  # (input: a data file name or a bad file's key, extra arguments, run: "
         "holds steady data (layout 'darcy'), but --task burgers is transient",
     ),
     (DARCY, ["--resolution", "32"], "run", "solves on its own grid [16, 16] only"),
+    (DARCY, ["--steps", "3"], "run", "the steady task 'darcy' has no time steps"),
     (BURGERS, ["--samples", "2"], ("diff_residual", "consistency_distill"), "needs a trained corrector"),
     (BURGERS, [], ("operator", "diff_residual", "consistency_distill"), "has no trained operator stage"),
     (DARCY, [], ("steady_prior",), "has no trained steady_prior stage"),

@@ -157,4 +157,4 @@ class PredictionRequest:
         metavar="T", help="the run's task to predict (default: the one of the input's kind)"
     )
     batch_size: int = option(32, metavar="B", help="starts per rollout call (default 32)")
-    device: str | None = option(choices=("cpu", "cuda"), help="default: the surrogate's")
+    device: str | None = option(choices=("cpu", "cuda"), help="default: cpu")

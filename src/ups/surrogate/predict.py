@@ -28,6 +28,7 @@ from ups.data.layouts import SPATIAL_AXES
 from ups.data.pdebench import PDEBenchFile
 from ups.errors import UPSError
 from ups.surrogate.load import load_surrogate
+from ups.surrogate.spec import TaskSpec
 
 # What each input layout is written as; ns_incomp has no writer: its channels go to one `tensor`.
 OUTPUT_FORMAT = {"single": "single", "cfd": "cfd", "multigroup": "multigroup", "darcy": "darcy"}
@@ -43,7 +44,7 @@ class Plan:
     coordinates {"x": [X], ("y": [Y])}."""
 
     file: PDEBenchFile
-    task: object
+    task: TaskSpec
     steps: int
     start: int
     stride: int
@@ -101,11 +102,12 @@ def plan_prediction(surrogate, request: PredictionRequest) -> Plan:
     check_fits(file, task, reduction)
     axes = dict(zip(SPATIAL_AXES, file_axes(file)))
     if task.kind == "steady":
-        if request.resolution is not None:
-            raise UPSError(
-                f"--resolution {request.resolution}: the steady prior of task '{task.name}' solves on its "
-                f"own grid {list(task.grid)} only; leave --resolution out."
-            )
+        for flag, value, why in (
+            ("--resolution", request.resolution, f"solves on its own grid {list(task.grid)} only"),
+            ("--steps", request.steps, "has no time steps"),
+        ):
+            if value is not None:
+                raise UPSError(f"{flag} {value}: the steady task '{task.name}' {why}; leave {flag} out.")
         return Plan(file, task, 0, 0, 1, axes)
     stride = cfg.training.time_stride
     # ups.eval.evaluator.rollout_start's frame, which cannot be imported here (ups.eval imports ups.surrogate)
@@ -133,7 +135,7 @@ def plan_prediction(surrogate, request: PredictionRequest) -> Plan:
     return Plan(file, task, steps, start, stride, axes, points, (n,) * len(mesh))
 
 
-def choose_task(surrogate, request: PredictionRequest, file: PDEBenchFile):
+def choose_task(surrogate, request: PredictionRequest, file: PDEBenchFile) -> TaskSpec:
     """The run's task for ``file``: ``--task``, else the one task of the file's kind; refused when
     the run has no trained stage for that kind, or several tasks of it."""
     kind, path = file.info.kind, file.path
@@ -172,7 +174,7 @@ def _other(kind: str) -> str:
     return "transient" if kind == "steady" else "steady"
 
 
-def check_fits(file: PDEBenchFile, task, reduction: int) -> None:
+def check_fits(file: PDEBenchFile, task: TaskSpec, reduction: int) -> None:
     """Refuse a file whose grid, channels, parameters or static field differ from ``task``'s."""
     info, path = file.info, file.path
     if tuple(info.spatial_shape) != tuple(task.grid):
@@ -182,11 +184,10 @@ def check_fits(file: PDEBenchFile, task, reduction: int) -> None:
             f"{list(task.grid)}; give the starts on that grid (--resolution decodes the predictions on "
             f"another)."
         )
-    channels = (info.channel_names[:1] or ("u",)) if info.kind == "steady" else info.channel_names
-    if info.kind != "steady" and tuple(channels) != tuple(task.channels):
+    if info.kind != "steady" and tuple(info.channel_names) != tuple(task.channels):
         raise UPSError(
-            f"{path}: its channels are {list(channels)}, but task '{task.name}' has {list(task.channels)}; "
-            f"give a file with those channels, in that order."
+            f"{path}: its channels are {list(info.channel_names)}, but task '{task.name}' has "
+            f"{list(task.channels)}; give a file with those channels, in that order."
         )
     known = {*info.params, *info.varying_params}
     missing = [name for name in required_params(task) if name not in known]
@@ -205,7 +206,7 @@ def check_fits(file: PDEBenchFile, task, reduction: int) -> None:
         )
 
 
-def required_params(task) -> list[str]:
+def required_params(task: TaskSpec) -> list[str]:
     """The parameters of ``task`` the model is conditioned on that its training file gave (the
     others are 0 in its parameter vector)."""
     return [name for name in task.params if name in task.defaults or name in task.varying]
@@ -278,7 +279,7 @@ def _with_start(start: np.ndarray, steps: np.ndarray) -> np.ndarray:
     return np.concatenate([start[:, None], steps], axis=1)
 
 
-def on_points(start: np.ndarray, task, plan: Plan) -> np.ndarray:
+def on_points(start: np.ndarray, task: TaskSpec, plan: Plan) -> np.ndarray:
     """The starts [B, *S, C] interpolated (multilinearly, extrapolated at the edges) to the grid of
     ``plan.points``: [B, *plan.shape, C]."""
     axes = [_axis_of(task.coords, k) for k in range(len(task.grid))]
@@ -307,7 +308,7 @@ def steady_batch(surrogate, plan: Plan, rows: np.ndarray, request: PredictionReq
     }
 
 
-def batch_params(file: PDEBenchFile, task, rows: np.ndarray) -> dict[str, np.ndarray] | None:
+def batch_params(file: PDEBenchFile, task: TaskSpec, rows: np.ndarray) -> dict[str, np.ndarray] | None:
     """{name: [B]} of the parameters the run is conditioned on, as the file gives them per sample."""
     names = required_params(task)
     if not names:
@@ -345,7 +346,9 @@ def write_predictions(request: PredictionRequest, plan: Plan, arrays: dict[str, 
         for key in ("samples", "spread"):
             if key in arrays:
                 h5.create_dataset(key, data=arrays[key])
-        for i, group in enumerate(sorted(k for k in h5 if k.isdigit())):  # multigroup: each its own
+        for i, group in enumerate(
+            sorted((k for k in h5 if k.isdigit()), key=int)
+        ):  # multigroup: each its own
             h5[group].attrs.update({name: file.params_of(i)[name] for name in info.varying_params})
 
     write_atomic(request.out, result, attrs, OUTPUT_FORMAT.get(info.layout, "single"), extras)
