@@ -4,6 +4,7 @@ numbers on the same inputs; bad input is refused before any work, with exit 2 an
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 import ups
 from ups.cli import main
+from ups.config import with_keys
 from ups.data.generate import generate_dataset
 from ups.data.pdebench import PDEBenchFile
 from ups.surrogate import predict as predict_module
@@ -60,6 +62,25 @@ def test_predictions_read_back_are_the_rollout_from_the_file_starts(run, surroga
         assert h5["tensor"].shape == (8, 4, 32) and h5["tensor"].dtype == np.float32
         np.testing.assert_allclose(h5["t-coordinate"][()], given.times()[0] + task.dt * np.arange(4))
         np.testing.assert_allclose(h5["x-coordinate"][()], given.coordinates()[:, 0])
+
+
+def test_with_context_frames_the_last_of_them_is_the_start(run, surrogate, tmp_path, monkeypatch):
+    """evaluation.context_frames 2 at time_stride 2: frames 0 and 2 are read, frame 2 is the start."""
+    with_context = copy.copy(surrogate)
+    with_context.config = with_keys(surrogate.config, {"evaluation.context_frames": 2})
+    monkeypatch.setattr(predict_module, "load_surrogate", lambda *args, **kwargs: with_context)
+    source, out = run.parent / "data" / BURGERS, tmp_path / "context.h5"
+    assert predict(run, source, out) == 0
+    given = PDEBenchFile(source)
+    frames = np.stack([given.trajectory(i, slice(0, 3, 2)) for i in range(8)])  # [8, 2, 32, 1]
+    expected = surrogate.rollout(frames, 4).fields  # 11 frames: 4 steps of 2 after frame 2
+    written = PDEBenchFile(out)
+    np.testing.assert_allclose(
+        written.times(), given.times()[2] + surrogate.tasks["burgers"].dt * np.arange(5)
+    )
+    for i in range(8):
+        np.testing.assert_array_equal(written.trajectory(i)[0], frames[i, 1])
+        np.testing.assert_allclose(written.trajectory(i)[1:], expected[i], rtol=1e-5, atol=1e-6)
 
 
 def test_samples_are_written_beside_their_mean_and_spread(run, tmp_path):
