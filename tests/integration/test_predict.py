@@ -123,6 +123,24 @@ def test_a_darcy_file_gets_the_steady_solution_of_its_coefficients(run, surrogat
         np.testing.assert_allclose(solution, expected[i], rtol=1e-5, atol=1e-6)
 
 
+def test_ctrl_c_while_writing_leaves_nothing(run, surrogate, tmp_path, monkeypatch, capsys):
+    """Interrupted after the predictions are in the file but before it is complete: no --out, no
+    temporary file beside it (ups.atomic)."""
+    real = predict_module.write_atomic
+
+    def interrupted(path, result, attrs, file_format, extras):
+        def stop(h5):
+            extras(h5)
+            raise KeyboardInterrupt
+
+        real(path, result, attrs, file_format, stop)
+
+    monkeypatch.setattr(predict_module, "load_surrogate", lambda *args, **kwargs: surrogate)
+    monkeypatch.setattr(predict_module, "write_atomic", interrupted)
+    assert predict(run, run.parent / "data" / BURGERS, tmp_path / "pred.h5", "--steps", "1") == 130
+    assert "interrupted" in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
 def _edited_run(run: Path, root: Path, drop: tuple[str, ...]) -> Path:
     """A copy of ``run`` whose stage_status.json forgets the stages ``drop``."""
     copy = root / f"without-{'-'.join(drop)}"
