@@ -217,6 +217,9 @@ def test_runs_whose_parts_do_not_fit_are_refused_with_the_checkpoints_reasons(ru
     save_checkpoint(checkpoint, best)
     with pytest.raises(UPSError, match="trained on another operator"):
         ups.load_surrogate(copy)
+    other = with_keys(moved.config, {"stages.operator.depth": 2})
+    with pytest.raises(UPSError, match=r"does not fit stage 'operator'(.|\n)*missing keys"):
+        ups.load_surrogate(run / "checkpoints" / "operator", config=other)
     best.write_bytes(best.read_bytes()[:-10] + b"0123456789")
     with pytest.raises(UPSError, match="sha256"):
         ups.load_surrogate(copy)
