@@ -3,10 +3,11 @@ configs/demo.yaml (slow: about 4-5 minutes on 2 cores)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from contextlib import redirect_stdout
+import re
 from pathlib import Path
 
 import h5py
@@ -24,15 +25,15 @@ STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "st
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> tuple[Path, list[str]]:
-    """configs/demo.yaml trained by `ups pipeline` (every stage) on its data in ``<root>/data``: the run
-    folder and the lines the command printed; shared by the tests of the demo's run."""
+def demo(tmp_path_factory):
+    """(the demo's run folder trained by `ups pipeline` on configs/demo.yaml, its stdout lines)."""
     root = tmp_path_factory.mktemp("demo")
     data = root / "data"
     generate_dataset("burgers1d", data, params={"nu": 0.01}, progress=False)
     generate_dataset("darcy2d", data, params={"beta": 1.0}, progress=False)
-    run, printed = root / "run", io.StringIO()
-    with redirect_stdout(printed):
+    run = root / "run"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
         code = main(
             [
                 "pipeline",
@@ -45,12 +46,12 @@ def demo_run(tmp_path_factory) -> tuple[Path, list[str]]:
             ]
         )
     assert code == 0
-    return run, printed.getvalue().strip().splitlines()
+    return run, out.getvalue().strip().splitlines()
 
 
 @pytest.mark.slow
-def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(demo_run):
-    run, out = demo_run
+def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(demo):
+    run, out = demo
     assert out[-1] == f"run: {run}"
     assert (
         out[-2] == f"evaluation report: {run / 'evaluation' / 'test-h10.html'}"
@@ -80,19 +81,37 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(demo_run):
 
 
 @pytest.mark.slow
-def test_predict_on_the_demo_run_writes_its_rollout_and_steady_solutions(demo_run, tmp_path):
+def test_the_demo_run_in_use_through_the_api(demo):
+    """docs/api.md's example on the demo's run, and the API's rollouts score what `ups evaluate`
+    scored after the pipeline (the test split's Burgers nRMSE over 10 steps)."""
+    run, _ = demo
+    section = (REPO / "docs" / "api.md").read_text().split("## The Python API", 1)[1].split("\n## ", 1)[0]
+    scope = {"run_dir": str(run)}
+    exec(compile(re.findall(r"```python\n(.*?)```", section, re.S)[0], "docs/api.md", "exec"), scope)
+    s = scope["s"]
+    assert s.stages == ("consistency_distill", "diff_residual", "operator", "steady_prior")
+    assert scope["pred"].fields.shape == (1, 5, 128, 1) and scope["solution"].fields.shape == (1, 16, 16, 1)
+    task = s.dynamics.tasks[0]
+    u = np.stack([task.file.trajectory(i) for i in task.split.indices("test")])
+    truth = u[:, 10::10]
+    pred = s.rollout(u[:, 0], 10).fields
+    err = np.sqrt(((pred - truth) ** 2).mean(axis=2)) / np.sqrt((truth**2).mean(axis=2))
+    evaluation = json.loads((run / "evaluation" / "test-h10.json").read_text())
+    assert err.mean() == pytest.approx(evaluation["per_task"]["burgers1d"]["nrmse"], rel=1e-5)
+
+
+@pytest.mark.slow
+def test_predict_on_the_demo_run_writes_its_rollout_and_steady_solutions(demo, tmp_path):
     """`ups predict` on the demo's run, from 16 starts of its Burgers file (and 16 Darcy coefficients):
     the files read back hold the API's rollout (and steady solution) of the same inputs."""
-    run, _ = demo_run
+    run, _ = demo
     surrogate = ups.load_surrogate(run)
     for name, kind in (
         ("1D_Burgers_Sols_Nu0.01.hdf5", "transient"),
         ("2D_DarcyFlow_beta1.0_Train.hdf5", "steady"),
     ):
-        source, out = (
-            _first_samples(run.parent / "data" / name, tmp_path / name, 16),
-            tmp_path / f"pred-{kind}.h5",
-        )
+        source = _first_samples(run.parent / "data" / name, tmp_path / name, 16)
+        out = tmp_path / f"pred-{kind}.h5"
         args = ["predict", "--run-dir", str(run), "--input", str(source), "--out", str(out)]
         assert main([*args, *(["--steps", "10", "--batch-size", "5"] if kind == "transient" else [])]) == 0
         task = next(t for t in surrogate.tasks.values() if t.kind == kind)
