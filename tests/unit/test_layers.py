@@ -28,7 +28,7 @@ LAYERS = [  # bottom to top
     ("metrics", {"ups.metrics"}),
     ("stages", {"ups.stages"}),
     ("engines", {"ups.engines"}),
-    ("application", {"ups.eval", "ups.pipeline", "ups.resolve"}),
+    ("application", {"ups.eval", "ups.pipeline", "ups.resolve", "ups.surrogate"}),
     ("cli", {"ups.cli", "ups.__main__"}),
 ]
 ADAPTER = "ups.engines.lightning_adapter"  # the one module allowed Lightning's private API

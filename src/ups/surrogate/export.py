@@ -1,0 +1,287 @@
+"""``ups export``: a trained surrogate as ``torch.export`` programs (``.pt2``) and a JSON, runnable
+where only torch and numpy are installed.
+
+One transient task per export, float32 on CPU, the batch size free (``torch.export.Dim``):
+
+    encode.pt2    u0 [B, *grid, C] (physical)  -> z0 [B, L, D], error [B, *grid, C]
+    step.pt2      z [B, L, D], params [B, P]   -> z' [B, L, D] (one operator step of dt)
+    decode.pt2    z, error, rho [C]            -> u [B, *grid, C] (physical)
+    one_step.pt2  u [B, *grid, C], params      -> u' [B, *grid, C]: encode, step, decode(rho[1])
+
+``error`` is the carried autoencoder error u0 - D(P(z0)) (normalised; zeros without
+``stages.operator.carry_error``) and rho[k] its factor k steps after u0 (``LatentDynamics.error_carry``):
+the rollout of ``EXAMPLE`` is ``LatentDynamics.rollout`` decoded by ``decoder_for``, step for step.
+The task's dt, id, grid points and normalisers are baked into the programs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ups.atomic import atomic_folder
+from ups.config.validate import blocking_file
+from ups.errors import UPSError
+
+FORMAT = "ups-export/1"
+PROGRAMS = ("encode", "step", "decode", "one_step")
+# The plain-torch rollout the README gives and the tests run (docs/api.md shows the same lines).
+EXAMPLE = '''\
+import json
+
+import torch
+
+
+def rollout(export_dir, u0, steps, params=None):
+    """u0 [B, *grid, C] in physical units -> the predicted fields [B, steps, *grid, C]."""
+    meta = json.load(open(f"{export_dir}/surrogate.json"))
+    encode, step, decode = (
+        torch.export.load(f"{export_dir}/{name}.pt2").module() for name in ("encode", "step", "decode")
+    )
+    u0 = torch.as_tensor(u0, dtype=torch.float32)
+    if params is None:  # the training file's constant PDE parameters
+        params = torch.tensor(meta["params"]["default"]).expand(len(u0), -1)
+    rho = torch.tensor(meta["carry"]["rho"])  # [K + 1, C]: the carried error's factor k steps on
+    with torch.no_grad():
+        z, error = encode(u0)
+        out = []
+        for k in range(1, steps + 1):
+            z = step(z, params)
+            out.append(decode(z, error, rho[min(k, len(rho) - 1)]))
+    return torch.stack(out, dim=1)
+'''
+
+
+class _Task(nn.Module):
+    """The task's normaliser (mean, std [C]) and grid points (coords [*grid, d]) as buffers."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(spec.normalizer.mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(spec.normalizer.std, dtype=torch.float32))
+        self.register_buffer("coords", torch.from_numpy(np.asarray(spec.coords, dtype=np.float32)))
+
+    def points(self, batch: int) -> Tensor:
+        """[B, Q, d]: the grid points of every sample, flattened."""
+        return self.coords.reshape(1, -1, self.coords.shape[-1]).expand(batch, -1, -1)
+
+
+class Encode(nn.Module):
+    """u0 [B, *grid, C] physical -> (z0 [B, L, D], the carried error [B, *grid, C] normalised)."""
+
+    def __init__(self, model: nn.Module, task: _Task, carry: bool):
+        super().__init__()
+        self.encoder, self.decoder, self.operator, self.task, self.carry = (
+            model.encoder,
+            model.decoder,
+            model.operator,
+            task,
+            carry,
+        )
+
+    def forward(self, u0: Tensor) -> tuple[Tensor, Tensor]:
+        b, channels = u0.shape[0], u0.shape[-1]
+        u = (u0 - self.task.mean) / self.task.std
+        z = self.encoder(u, self.task.coords.expand(b, *self.task.coords.shape))
+        if not self.carry:
+            return z, torch.zeros_like(u)
+        start = self.decoder(self.operator.project(z), self.task.points(b), channels=channels)
+        return z, u - start.float().view_as(u)
+
+
+class Step(nn.Module):
+    """z [B, L, D], params [B, P] -> the operator's next state [B, L, D], the task's dt and id baked."""
+
+    def __init__(self, model: nn.Module, dt: float, task_id: int):
+        super().__init__()
+        self.operator = model.operator
+        self.register_buffer("dt", torch.tensor([dt], dtype=torch.float32))
+        self.register_buffer("task_id", torch.tensor([task_id]))
+
+    def forward(self, z: Tensor, params: Tensor) -> Tensor:
+        b = z.shape[0]
+        return self.operator(z, self.dt.expand(b), params, self.task_id.expand(b))
+
+
+class Decode(nn.Module):
+    """z [B, L, D], error [B, *grid, C], rho [C] -> physical fields [B, *grid, C]: D(z) + rho error."""
+
+    def __init__(self, model: nn.Module, task: _Task):
+        super().__init__()
+        self.decoder, self.task = model.decoder, task
+
+    def forward(self, z: Tensor, error: Tensor, rho: Tensor) -> Tensor:
+        b, channels = z.shape[0], error.shape[-1]
+        decoded = self.decoder(z, self.task.points(b), channels=channels).float()
+        decoded = decoded + rho * error.reshape(b, -1, channels)
+        return (decoded * self.task.std + self.task.mean).view_as(error)
+
+
+class OneStep(nn.Module):
+    """u [B, *grid, C], params [B, P] -> u one dt later [B, *grid, C] (physical units)."""
+
+    def __init__(self, encode: Encode, step: Step, decode: Decode, rho1: Tensor):
+        super().__init__()
+        self.encode, self.step, self.decode = encode, step, decode
+        self.register_buffer("rho1", rho1)
+
+    def forward(self, u: Tensor, params: Tensor) -> Tensor:
+        z, error = self.encode(u)
+        return self.decode(self.step(z, params), error, self.rho1)
+
+
+def check_out(out: Path, *, replace: bool) -> None:
+    """Refuse, before any work, an ``out`` the export could not fill, or must not replace: ``replace``
+    replaces only an earlier export (a folder with surrogate.json), never a run or another folder."""
+    out = Path(out)
+    if (blocker := blocking_file(out)) is not None:
+        raise UPSError(f"--out {out}: {blocker} is a file, not a folder; choose another path.")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not replace:
+        raise UPSError(
+            f"--out {out} exists and is not empty; choose a new folder, or add --force to replace an "
+            f"earlier export there."
+        )
+    if not (out / "surrogate.json").is_file():
+        raise UPSError(
+            f"--out {out} is not an earlier export (it has no surrogate.json); --force replaces only an "
+            f"export, so choose a new folder."
+        )
+
+
+def transient_task(s, task: str | None, run_dir) -> str:
+    """The transient task to export: ``task``, or the run's only one; ``UPSError`` naming the choices."""
+    transient = [name for name, spec in s.tasks.items() if spec.kind == "transient"]
+    if s.dynamics is None or not transient:
+        what = "only a steady prior" if s.steady is not None else "no trained operator"
+        raise UPSError(
+            f"{run_dir} has {what}; `ups export` exports the time-dependent surrogate (the operator's "
+            f"encode, step and decode), so train the operator first (`ups pipeline --config C --run-dir "
+            f"{run_dir}`). A steady prior is used through `ups.load_surrogate(...).solve_steady`."
+        )
+    if task is None:
+        if len(transient) > 1:
+            raise UPSError(
+                f"{run_dir} has {len(transient)} transient tasks; choose one with --task: {transient}."
+            )
+        task = transient[0]
+    if task not in transient:
+        kind = "a steady task" if task in s.tasks else "not a task of this run"
+        raise UPSError(f"--task {task} is {kind}; the run's transient tasks are {transient}.")
+    if s.tasks[task].static_channels:
+        raise UPSError(
+            f"--task {task} is conditioned on a static field {list(s.tasks[task].static_channels)}, which "
+            f"`ups export` does not carry yet; use `ups.load_surrogate` for this task."
+        )
+    return task
+
+
+def export_programs(s, task: str) -> tuple[dict[str, nn.Module], dict[str, tuple]]:
+    """The four modules of ``task`` (float32, CPU, eval mode) and an example input of each (batch 2)."""
+    dynamics, spec = s.dynamics, s.tasks[task]
+    model = copy.deepcopy(dynamics.model).float().cpu().eval()  # the surrogate's own stays where it is
+    task_id = [t.name for t in dynamics.tasks].index(task)
+    carry = bool(s.config.stages.operator.carry_error)
+    rho = carry_factors(s, task) if carry else torch.zeros(2, len(spec.channels))
+    data = _Task(spec)
+    encode, step, decode = Encode(model, data, carry), Step(model, spec.dt, task_id), Decode(model, data)
+    modules = {"encode": encode, "step": step, "decode": decode}
+    rho1 = rho[min(1, len(rho) - 1)].clone()
+    modules["one_step"] = OneStep(encode, step, decode, rho1)
+    generator = torch.Generator().manual_seed(0)
+    u = torch.randn(2, *spec.grid, len(spec.channels), generator=generator) * data.std + data.mean
+    params = torch.tensor(default_params(spec)).expand(2, -1).contiguous()
+    with torch.no_grad():
+        z, error = encode(u)
+    examples = {"encode": (u,), "step": (z, params), "decode": (z, error, rho1), "one_step": (u, params)}
+    return modules, examples
+
+
+def carry_factors(s, task: str) -> Tensor:
+    """rho [K + 1, C] of ``task``: the carried error's factor k = 0..K steps after the known frame."""
+    names = [t.name for t in s.dynamics.tasks]
+    return s.dynamics.error_carry()[names.index(task), :, : len(s.tasks[task].channels)].float().cpu()
+
+
+def default_params(spec) -> list[float]:
+    """The PDE parameters [P] in ``spec.params``' order: the file's constant values, 0 where it has none."""
+    return [float(spec.defaults.get(name, 0.0)) for name in spec.params]
+
+
+def export(s, out: Path, *, task: str | None = None, run_dir=None, replace: bool = False) -> dict:
+    """Write the programs, ``coords.npy``, ``surrogate.json`` and ``README.md`` of ``task`` into the
+    folder ``out`` (all of them or nothing); returns the JSON's content with ``seconds``."""
+    task = transient_task(s, task, run_dir)
+    started = time.perf_counter()
+    modules, examples = export_programs(s, task)
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    with atomic_folder(out, replace=replace) as tmp:
+        for name, module in modules.items():
+            dynamic = tuple({0: batch} for _ in examples[name])
+            if name == "decode":
+                dynamic = ({0: batch}, {0: batch}, None)  # rho [C] is shared by the batch
+            with torch.no_grad():
+                program = torch.export.export(module, examples[name], dynamic_shapes=dynamic)
+            torch.export.save(program, tmp / f"{name}.pt2")
+        np.save(tmp / "coords.npy", np.asarray(s.tasks[task].coords, dtype=np.float32))
+        meta = describe(s, task)
+        (tmp / "surrogate.json").write_text(json.dumps(meta, indent=1))
+        (tmp / "README.md").write_text(readme(meta))
+    return {**meta, "seconds": time.perf_counter() - started}
+
+
+def describe(s, task: str) -> dict:
+    """The JSON beside the programs: what they take and give, and what a rollout needs."""
+    spec, cfg = s.tasks[task], s.config
+    grid, channels = list(spec.grid), list(spec.channels)
+    field = ["B", *grid, len(channels)]
+    latent = ["B", cfg.latent.tokens, cfg.latent.dim]
+    params = ["B", len(spec.params)]
+    carry = bool(cfg.stages.operator.carry_error)
+    rho = carry_factors(s, task) if carry else torch.zeros(2, len(channels))
+
+    def io(*pairs):
+        return [{"name": name, "shape": shape, "dtype": "float32"} for name, shape in pairs]
+
+    return {
+        "format": FORMAT,
+        "task": task,
+        "channels": channels,
+        "grid": grid,
+        "coords": "coords.npy",
+        "dt": spec.dt,
+        "time_stride": cfg.training.time_stride,
+        "frame_spacing": spec.dt / cfg.training.time_stride,
+        "params": {"names": list(spec.params), "default": default_params(spec)},
+        "normalizer": {"mean": spec.normalizer.mean.tolist(), "std": spec.normalizer.std.tolist()},
+        "latent": {"tokens": cfg.latent.tokens, "dim": cfg.latent.dim},
+        "carry": {"enabled": carry, "rho": rho.tolist()},
+        "programs": {
+            "encode": {"inputs": io(("u0", field)), "outputs": io(("z", latent), ("error", field))},
+            "step": {"inputs": io(("z", latent), ("params", params)), "outputs": io(("z", latent))},
+            "decode": {
+                "inputs": io(("z", latent), ("error", field), ("rho", [len(channels)])),
+                "outputs": io(("u", field)),
+            },
+            "one_step": {"inputs": io(("u", field), ("params", params)), "outputs": io(("u", field))},
+        },
+        "torch": torch.__version__,
+    }
+
+
+def readme(meta: dict) -> str:
+    return (
+        f"# UPS surrogate of task `{meta['task']}` (torch.export, {meta['torch']})\n\n"
+        f"Channels {meta['channels']} on a grid {meta['grid']} (points in coords.npy); one step is "
+        f"dt = {meta['dt']:g} in the data's time unit. PDE parameters {meta['params']['names']}, "
+        f"default {meta['params']['default']}. Shapes and normalisers: surrogate.json.\n\n"
+        "A rollout with torch alone (encode once, step in latent space, decode every step):\n\n"
+        f"```python\n{EXAMPLE}```\n"
+    )

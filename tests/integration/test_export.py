@@ -1,0 +1,167 @@
+"""``ups export`` on the fixture run: the programs run in a fresh Python process where ``ups`` cannot
+be imported, and reproduce the surrogate's 10-step rollout to 1e-5; docs/api.md's example is the
+one the export's README gives and this test runs; bad input is refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ups.cli import main
+from ups.surrogate import load_surrogate
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tiny_runs import tiny_surrogate_run  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = 10
+# Run in a fresh interpreter (-I: no PYTHONPATH, no user site) where an import hook refuses `ups` even
+# though the environment has it installed: the artefact must need only torch and numpy.
+WITHOUT_UPS = """\
+import sys
+class NoUps:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ups" or name.startswith("ups."):
+            raise ImportError("ups is not installed here")
+sys.meta_path.insert(0, NoUps())
+try:
+    import ups
+except ImportError:
+    pass
+else:
+    raise SystemExit("ups was importable")
+import numpy as np
+import torch
+export_dir, u0_file, out_file = sys.argv[1:]
+{example}
+u0 = np.load(u0_file)
+pred = rollout(export_dir, u0, {steps})
+meta = json.load(open(f"{{export_dir}}/surrogate.json"))
+one_step = torch.export.load(f"{{export_dir}}/one_step.pt2").module()
+params = torch.tensor(meta["params"]["default"]).expand(len(u0), -1)
+with torch.no_grad():
+    first = one_step(torch.from_numpy(u0), params)
+np.savez(out_file, rollout=pred.numpy(), one_step=first.numpy())
+"""
+
+
+def example_block(text: str, heading: str) -> str:
+    """The first ```python block after ``heading`` in ``text``."""
+    section = text[text.index(heading) :]
+    return re.search(r"```python\n(.*?)```", section, re.S).group(1)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("export")
+    run = tiny_surrogate_run(root)
+    out = root / "exported"
+    assert main(["export", "--run-dir", str(run), "--out", str(out)]) == 0
+    return {"root": root, "run": run, "out": out}
+
+
+def test_the_export_runs_without_ups_and_reproduces_the_rollout(exported, tmp_path):
+    s = load_surrogate(exported["run"])
+    task = s.tasks["burgers"]
+    data = next(t for t in s.dynamics.tasks if t.name == "burgers").file
+    u0 = np.stack([data.trajectory(i, slice(0, 1))[0] for i in range(3)]).astype(np.float32)  # batch 3
+    reference = s.rollout(u0, STEPS).fields  # [3, 10, 32, 1]
+
+    readme = (exported["out"] / "README.md").read_text()
+    example = example_block(readme, "```python")
+    assert example == example_block((REPO / "docs" / "api.md").read_text(), "## `ups export`")
+    np.save(tmp_path / "u0.npy", u0)
+    script = WITHOUT_UPS.format(example=example, steps=STEPS)
+    args = [exported["out"], tmp_path / "u0.npy", tmp_path / "pred.npz"]
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", script, *map(str, args)], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    pred = np.load(tmp_path / "pred.npz")
+
+    assert pred["rollout"].shape == reference.shape == (3, STEPS, *task.grid, len(task.channels))
+    scale = np.abs(reference).max()
+    assert np.abs(pred["rollout"] - reference).max() <= 1e-5 * scale
+    assert np.abs(pred["one_step"] - reference[:, 0]).max() <= 1e-5 * scale
+
+
+def test_the_json_describes_the_task(exported):
+    s = load_surrogate(exported["run"])
+    task = s.tasks["burgers"]
+    meta = json.loads((exported["out"] / "surrogate.json").read_text())
+    assert meta["task"] == "burgers" and meta["channels"] == list(task.channels) == ["u"]
+    assert meta["grid"] == list(task.grid) == [32] and meta["dt"] == pytest.approx(task.dt)
+    assert (
+        meta["dt"] == pytest.approx(meta["time_stride"] * meta["frame_spacing"]) and meta["time_stride"] == 2
+    )
+    assert meta["params"] == {"names": ["nu"], "default": [pytest.approx(0.01)]}
+    assert meta["normalizer"]["mean"] == pytest.approx(task.normalizer.mean.tolist())
+    assert meta["normalizer"]["std"] == pytest.approx(task.normalizer.std.tolist())
+    rho = s.dynamics.error_carry()[0, :, :1].numpy()  # [K + 1, C]
+    assert meta["carry"]["enabled"] and np.array(meta["carry"]["rho"]) == pytest.approx(rho)
+    assert np.load(exported["out"] / meta["coords"]) == pytest.approx(task.coords)
+    assert meta["programs"]["step"]["inputs"][1] == {"name": "params", "shape": ["B", 1], "dtype": "float32"}
+    assert sorted(p.name for p in exported["out"].iterdir()) == [
+        "README.md",
+        "coords.npy",
+        "decode.pt2",
+        "encode.pt2",
+        "one_step.pt2",
+        "step.pt2",
+        "surrogate.json",
+    ]
+
+
+def _run_with(exported, name: str, finished: tuple[str, ...]) -> Path:
+    """A copy of the fixture run whose stage_status.json keeps only the ``finished`` stages."""
+    run = exported["root"] / name
+    if not run.exists():
+        shutil.copytree(exported["run"], run)
+        status = json.loads((run / "stage_status.json").read_text())
+        (run / "stage_status.json").write_text(json.dumps({k: status[k] for k in finished}))
+    return run
+
+
+BAD = {  # case -> (arguments with placeholders, what the message must say)
+    "no operator": (["--run-dir", "{ae_only}", "--out", "{new}"], "no trained operator"),
+    "steady only": (["--run-dir", "{steady_only}", "--out", "{new}"], "only a steady prior"),
+    "unknown task": (["--run-dir", "{run}", "--out", "{new}", "--task", "heat"], "not a task of this run"),
+    "steady task": (["--run-dir", "{run}", "--out", "{new}", "--task", "darcy"], "darcy is a steady task"),
+    "out not empty": (["--run-dir", "{run}", "--out", "{full}"], "exists and is not empty"),
+    "force on another folder": (
+        ["--run-dir", "{run}", "--out", "{full}", "--force"],
+        "not an earlier export",
+    ),
+    "out is a file": (["--run-dir", "{run}", "--out", "{file}/x"], "is a file, not a folder"),
+    "run dir missing": (["--run-dir", "{root}/nowhere", "--out", "{new}"], "is not a folder"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_input_is_refused_before_anything_is_written(exported, case, capsys):
+    root = exported["root"]
+    (root / "full").mkdir(exist_ok=True)
+    (root / "full" / "notes.txt").write_text("mine")
+    (root / "a_file").write_text("")
+    places = {
+        "run": exported["run"],
+        "root": root,
+        "new": root / "new",
+        "full": root / "full",
+        "file": root / "a_file",
+        "ae_only": _run_with(exported, "ae_only", ("autoencoder",)),
+        "steady_only": _run_with(exported, "steady_only", ("autoencoder", "steady_prior")),
+    }
+    before = sorted(p.name for p in root.iterdir())
+    args, message = BAD[case]
+    assert main(["export", *(a.format(**places) for a in args)]) == 2
+    assert message in capsys.readouterr().err
+    assert sorted(p.name for p in root.iterdir()) == before  # no export, no temporary folder
+    assert [p.name for p in (root / "full").iterdir()] == ["notes.txt"]
