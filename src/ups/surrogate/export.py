@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from ups.atomic import atomic_folder
 from ups.config.validate import blocking_file
+from ups.data.tasks import param_vector
 from ups.errors import UPSError
 
 FORMAT = "ups-export/1"
@@ -158,14 +159,13 @@ def check_out(out: Path, *, replace: bool) -> None:
 
 def transient_task(s, task: str | None, run_dir) -> str:
     """The transient task to export: ``task``, or the run's only one; ``UPSError`` naming the choices."""
-    transient = [name for name, spec in s.tasks.items() if spec.kind == "transient"]
-    if s.dynamics is None or not transient:
-        what = "only a steady prior" if s.steady is not None else "no trained operator"
+    if s.dynamics is None:  # ``load_surrogate`` refuses a run with neither
         raise UPSError(
-            f"{run_dir} has {what}; `ups export` exports the time-dependent surrogate (the operator's "
-            f"encode, step and decode), so train the operator first (`ups pipeline --config C --run-dir "
-            f"{run_dir}`). A steady prior is used through `ups.load_surrogate(...).solve_steady`."
+            f"{run_dir} has only a steady prior; `ups export` exports the time-dependent surrogate (the "
+            f"operator's encode, step and decode), so train the operator first (`ups pipeline --config C "
+            f"--run-dir {run_dir}`). A steady prior is used through `ups.load_surrogate(...).solve_steady`."
         )
+    transient = [name for name, spec in s.tasks.items() if spec.kind == "transient"]
     if task is None:
         if len(transient) > 1:
             raise UPSError(
@@ -212,7 +212,7 @@ def carry_factors(s, task: str) -> Tensor:
 
 def default_params(spec) -> list[float]:
     """The PDE parameters [P] in ``spec.params``' order: the file's constant values, 0 where it has none."""
-    return [float(spec.defaults.get(name, 0.0)) for name in spec.params]
+    return param_vector(spec.defaults, spec.params).tolist()
 
 
 def export(s, out: Path, *, task: str | None = None, run_dir=None, replace: bool = False) -> dict:
@@ -259,7 +259,11 @@ def describe(s, task: str) -> dict:
         "dt": spec.dt,
         "time_stride": cfg.training.time_stride,
         "frame_spacing": spec.dt / cfg.training.time_stride,
-        "params": {"names": list(spec.params), "default": default_params(spec)},
+        "params": {
+            "names": list(spec.params),
+            "default": default_params(spec),
+            "varying": list(spec.varying),
+        },
         "normalizer": {"mean": spec.normalizer.mean.tolist(), "std": spec.normalizer.std.tolist()},
         "latent": {"tokens": cfg.latent.tokens, "dim": cfg.latent.dim},
         "carry": {"enabled": carry, "rho": rho.tolist()},
