@@ -64,13 +64,22 @@ class _Task(nn.Module):
 
     def __init__(self, spec):
         super().__init__()
-        self.register_buffer("mean", torch.tensor(spec.normalizer.mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(spec.normalizer.std, dtype=torch.float32))
+        mean, std = normalizer_stats(spec)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
         self.register_buffer("coords", torch.from_numpy(np.asarray(spec.coords, dtype=np.float32)))
 
     def points(self, batch: int) -> Tensor:
         """[B, Q, d]: the grid points of every sample, flattened."""
         return self.coords.reshape(1, -1, self.coords.shape[-1]).expand(batch, -1, -1)
+
+
+def normalizer_stats(spec) -> tuple[list[float], list[float]]:
+    """(mean, std) [C] of the task's fields: the normaliser's, or 0 and 1 when it normalises nothing."""
+    n, channels = spec.normalizer, len(spec.channels)
+    if n.mode == "none":
+        return [0.0] * channels, [1.0] * channels
+    return n.mean.tolist(), n.std.tolist()
 
 
 class Encode(nn.Module):
@@ -186,10 +195,13 @@ def transient_task(s, task: str | None, run_dir) -> str:
 def export_programs(s, task: str) -> tuple[dict[str, nn.Module], dict[str, tuple]]:
     """The four modules of ``task`` (float32, CPU, eval mode) and an example input of each (batch 2)."""
     dynamics, spec = s.dynamics, s.tasks[task]
-    model = copy.deepcopy(dynamics.model).float().cpu().eval()  # the surrogate's own stays where it is
+    parts = nn.ModuleDict(
+        {name: getattr(dynamics.model, name) for name in ("encoder", "decoder", "operator")}
+    )
+    model = copy.deepcopy(parts).float().cpu().eval()  # the surrogate's own stay where they are
     task_id = [t.name for t in dynamics.tasks].index(task)
     carry = bool(s.config.stages.operator.carry_error)
-    rho = carry_factors(s, task) if carry else torch.zeros(2, len(spec.channels))
+    rho = carry_factors(s, task)
     data = _Task(spec)
     encode, step, decode = Encode(model, data, carry), Step(model, spec.dt, task_id), Decode(model, data)
     modules = {"encode": encode, "step": step, "decode": decode}
@@ -205,7 +217,10 @@ def export_programs(s, task: str) -> tuple[dict[str, nn.Module], dict[str, tuple
 
 
 def carry_factors(s, task: str) -> Tensor:
-    """rho [K + 1, C] of ``task``: the carried error's factor k = 0..K steps after the known frame."""
+    """rho [K + 1, C] of ``task``: the carried error's factor k = 0..K steps after the known frame
+    (zeros [2, C] without ``stages.operator.carry_error``, whose error is zero too)."""
+    if not s.config.stages.operator.carry_error:
+        return torch.zeros(2, len(s.tasks[task].channels))
     names = [t.name for t in s.dynamics.tasks]
     return s.dynamics.error_carry()[names.index(task), :, : len(s.tasks[task].channels)].float().cpu()
 
@@ -244,8 +259,6 @@ def describe(s, task: str) -> dict:
     field = ["B", *grid, len(channels)]
     latent = ["B", cfg.latent.tokens, cfg.latent.dim]
     params = ["B", len(spec.params)]
-    carry = bool(cfg.stages.operator.carry_error)
-    rho = carry_factors(s, task) if carry else torch.zeros(2, len(channels))
 
     def io(*pairs):
         return [{"name": name, "shape": shape, "dtype": "float32"} for name, shape in pairs]
@@ -264,9 +277,9 @@ def describe(s, task: str) -> dict:
             "default": default_params(spec),
             "varying": list(spec.varying),
         },
-        "normalizer": {"mean": spec.normalizer.mean.tolist(), "std": spec.normalizer.std.tolist()},
+        "normalizer": dict(zip(("mean", "std"), normalizer_stats(spec))),
         "latent": {"tokens": cfg.latent.tokens, "dim": cfg.latent.dim},
-        "carry": {"enabled": carry, "rho": rho.tolist()},
+        "carry": {"enabled": bool(cfg.stages.operator.carry_error), "rho": carry_factors(s, task).tolist()},
         "programs": {
             "encode": {"inputs": io(("u0", field)), "outputs": io(("z", latent), ("error", field))},
             "step": {"inputs": io(("z", latent), ("params", params)), "outputs": io(("z", latent))},
@@ -281,11 +294,13 @@ def describe(s, task: str) -> dict:
 
 
 def readme(meta: dict) -> str:
+    params = meta["params"]
+    varying = f" (give {params['varying']}: they varied in training)" if params["varying"] else ""
     return (
         f"# UPS surrogate of task `{meta['task']}` (torch.export, {meta['torch']})\n\n"
         f"Channels {meta['channels']} on a grid {meta['grid']} (points in coords.npy); one step is "
-        f"dt = {meta['dt']:g} in the data's time unit. PDE parameters {meta['params']['names']}, "
-        f"default {meta['params']['default']}. Shapes and normalisers: surrogate.json.\n\n"
+        f"dt = {meta['dt']:g} in the data's time unit. PDE parameters {params['names']}, default "
+        f"{params['default']}{varying}. Shapes and normalisers: surrogate.json.\n\n"
         "A rollout with torch alone (encode once, step in latent space, decode every step):\n\n"
         f"```python\n{EXAMPLE}```\n"
     )
