@@ -11,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from tests.conftest import write_ns_incomp
 
 import ups
 from ups.cli import main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exported import example_block, rollout_without_ups  # noqa: E402
-from tiny_runs import tiny_surrogate_run  # noqa: E402
+from tiny_runs import tiny_surrogate_run, write_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 10
@@ -75,6 +77,43 @@ def test_the_json_describes_the_task(exported):
         "step.pt2",
         "surrogate.json",
     ]
+
+
+@pytest.mark.slow
+def test_a_task_with_a_static_forcing_takes_it_in_encode_and_its_tokens_in_step(tmp_path):
+    """A tiny incompressible Navier-Stokes run (8 x 8 grid, a static forcing; about 15 s): the exported
+    rollout with the forcing is the API's, and the step program reads the forcing tokens as the
+    operator does."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_ns_incomp(data / "ns.h5", n=8, t=11, nx=8, ny=8)
+    config = write_config(tmp_path / "ns.yaml", data, [{"name": "ns", "path": "ns.h5"}])
+    run, out = tmp_path / "run", tmp_path / "exported"
+    for stage in ("autoencoder", "operator"):
+        assert main(["train", "--config", str(config), "--stage", stage, "--run-dir", str(run)]) == 0
+    assert main(["export", "--run-dir", str(run), "--out", str(out)]) == 0
+    s = ups.load_surrogate(run)
+    ns = next(t for t in s.dynamics.tasks if t.name == "ns").file
+    u0 = np.stack([ns.trajectory(i, slice(0, 1))[0] for i in range(2)]).astype(np.float32)
+    static = np.stack([ns.static_field(i) for i in range(2)]).astype(np.float32)
+    reference = s.rollout(u0, 4, static=static).fields  # [2, 4, 8, 8, 3]
+    pred = rollout_without_ups(out, u0, 4, tmp_path, static=static)
+    scale = np.abs(reference).max()
+    assert np.abs(pred["rollout"] - reference).max() <= 1e-5 * scale
+    assert np.abs(pred["one_step"] - reference[:, 0]).max() <= 1e-5 * scale
+    step, operator = torch.export.load(out / "step.pt2").module(), s.dynamics.model.operator
+    z, forcing = torch.randn(2, *s.dynamics.latent_shape), torch.randn(2, *s.dynamics.latent_shape)
+    params, dt, task_id = (
+        torch.zeros(2, 0),
+        torch.full((2,), s.tasks["ns"].dt),
+        torch.zeros(2, dtype=torch.long),
+    )
+    with torch.no_grad():
+        assert torch.allclose(step(z, params, forcing), operator(z, dt, params, task_id, forcing), atol=1e-6)
+        assert not torch.allclose(step(z, params, forcing), step(z, params, torch.zeros_like(forcing)))
+    meta = json.loads((out / "surrogate.json").read_text())
+    assert meta["static"]["channels"] == ["force_x", "force_y"]
+    assert [i["name"] for i in meta["programs"]["step"]["inputs"]] == ["z", "params", "forcing"]
 
 
 def _run_with(exported, name: str, finished: tuple[str, ...]) -> Path:

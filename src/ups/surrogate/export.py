@@ -8,6 +8,10 @@ One transient task per export, float32 on CPU, the batch size free (``torch.expo
     decode.pt2    z, error, rho [C]            -> u [B, *grid, C] (physical)
     one_step.pt2  u [B, *grid, C], params      -> u' [B, *grid, C]: encode, step, decode(rho[1])
 
+A task with a static field (the forcing of an incompressible Navier-Stokes file) adds it, [B, *grid, S]
+physical, as the last input of encode and one_step, and encode's forcing tokens [B, L, D] as the
+last output of encode and input of step.
+
 ``error`` is the carried autoencoder error u0 - D(P(z0)) (normalised; zeros without
 ``stages.operator.carry_error``) and rho[k] its factor k steps after u0 (``LatentDynamics.error_carry``):
 the rollout of ``EXAMPLE`` is ``LatentDynamics.rollout`` decoded by ``decoder_for``, step for step.
@@ -39,8 +43,9 @@ import json
 import torch
 
 
-def rollout(export_dir, u0, steps, params=None):
-    """u0 [B, *grid, C] in physical units -> the predicted fields [B, steps, *grid, C]."""
+def rollout(export_dir, u0, steps, params=None, static=None):
+    """u0 [B, *grid, C] in physical units (and the static field [B, *grid, S] of a task that has one)
+    -> the predicted fields [B, steps, *grid, C]."""
     meta = json.load(open(f"{export_dir}/surrogate.json"))
     encode, step, decode = (
         torch.export.load(f"{export_dir}/{name}.pt2").module() for name in ("encode", "step", "decode")
@@ -49,11 +54,12 @@ def rollout(export_dir, u0, steps, params=None):
     if params is None:  # the training file's constant PDE parameters
         params = torch.tensor(meta["params"]["default"]).expand(len(u0), -1)
     rho = torch.tensor(meta["carry"]["rho"])  # [K + 1, C]: the carried error's factor k steps on
+    static = () if static is None else (torch.as_tensor(static, dtype=torch.float32),)
     with torch.no_grad():
-        z, error = encode(u0)
+        z, error, *forcing = encode(u0, *static)
         out = []
         for k in range(1, steps + 1):
-            z = step(z, params)
+            z = step(z, params, *forcing)
             out.append(decode(z, error, rho[min(k, len(rho) - 1)]))
     return torch.stack(out, dim=1)
 '''
@@ -64,26 +70,39 @@ class _Task(nn.Module):
 
     def __init__(self, spec):
         super().__init__()
-        mean, std = normalizer_stats(spec)
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
-        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
+        for prefix, stats in (("", field_stats(spec)), ("static_", static_stats(spec))):
+            for name, values in zip(("mean", "std"), stats or ((), ())):
+                self.register_buffer(prefix + name, torch.tensor(values, dtype=torch.float32))
         self.register_buffer("coords", torch.from_numpy(np.asarray(spec.coords, dtype=np.float32)))
+
+    def grid(self, batch: int) -> Tensor:
+        """[B, *grid, d]: the grid points of every sample."""
+        return self.coords.expand(batch, *self.coords.shape)
 
     def points(self, batch: int) -> Tensor:
         """[B, Q, d]: the grid points of every sample, flattened."""
         return self.coords.reshape(1, -1, self.coords.shape[-1]).expand(batch, -1, -1)
 
 
-def normalizer_stats(spec) -> tuple[list[float], list[float]]:
-    """(mean, std) [C] of the task's fields: the normaliser's, or 0 and 1 when it normalises nothing."""
-    n, channels = spec.normalizer, len(spec.channels)
-    if n.mode == "none":
+def stats(normalizer, channels: int) -> tuple[list[float], list[float]]:
+    """(mean, std) [channels] of ``normalizer``, or 0 and 1 when it normalises nothing."""
+    if normalizer.mode == "none":
         return [0.0] * channels, [1.0] * channels
-    return n.mean.tolist(), n.std.tolist()
+    return normalizer.mean.tolist(), normalizer.std.tolist()
+
+
+def field_stats(spec) -> tuple[list[float], list[float]]:
+    return stats(spec.normalizer, len(spec.channels))
+
+
+def static_stats(spec) -> tuple[list[float], list[float]] | None:
+    """The static field's (mean, std) [S]; None for a task without one."""
+    return stats(spec.input_normalizer, len(spec.static_channels)) if spec.static_channels else None
 
 
 class Encode(nn.Module):
-    """u0 [B, *grid, C] physical -> (z0 [B, L, D], the carried error [B, *grid, C] normalised)."""
+    """u0 [B, *grid, C] physical -> (z0 [B, L, D], the carried error [B, *grid, C] normalised); with
+    ``static`` [B, *grid, S] physical (a task that has one), its forcing tokens [B, L, D] too."""
 
     def __init__(self, model: nn.Module, task: _Task, carry: bool):
         super().__init__()
@@ -95,18 +114,27 @@ class Encode(nn.Module):
             carry,
         )
 
-    def forward(self, u0: Tensor) -> tuple[Tensor, Tensor]:
-        b, channels = u0.shape[0], u0.shape[-1]
-        u = (u0 - self.task.mean) / self.task.std
-        z = self.encoder(u, self.task.coords.expand(b, *self.task.coords.shape))
+    def forward(self, u0: Tensor, static: Tensor | None = None) -> tuple[Tensor, ...]:
+        b, channels, task = u0.shape[0], u0.shape[-1], self.task
+        u = (u0 - task.mean) / task.std
+        z = self.encoder(u, task.grid(b))
         if not self.carry:
-            return z, torch.zeros_like(u)
-        start = self.decoder(self.operator.project(z), self.task.points(b), channels=channels)
-        return z, u - start.float().view_as(u)
+            error = torch.zeros_like(u)
+        else:
+            start = self.decoder(self.operator.project(z), task.points(b), channels=channels)
+            error = u - start.float().view_as(u)
+        if static is None:
+            return z, error
+        return (
+            z,
+            error,
+            self.operator.encode_forcing((static - task.static_mean) / task.static_std, task.grid(b)),
+        )
 
 
 class Step(nn.Module):
-    """z [B, L, D], params [B, P] -> the operator's next state [B, L, D], the task's dt and id baked."""
+    """z [B, L, D], params [B, P] (, the static field's forcing tokens [B, L, D]) -> the operator's next
+    state [B, L, D], the task's dt and id baked."""
 
     def __init__(self, model: nn.Module, dt: float, task_id: int):
         super().__init__()
@@ -114,9 +142,9 @@ class Step(nn.Module):
         self.register_buffer("dt", torch.tensor([dt], dtype=torch.float32))
         self.register_buffer("task_id", torch.tensor([task_id]))
 
-    def forward(self, z: Tensor, params: Tensor) -> Tensor:
+    def forward(self, z: Tensor, params: Tensor, forcing: Tensor | None = None) -> Tensor:
         b = z.shape[0]
-        return self.operator(z, self.dt.expand(b), params, self.task_id.expand(b))
+        return self.operator(z, self.dt.expand(b), params, self.task_id.expand(b), forcing)
 
 
 class Decode(nn.Module):
@@ -134,16 +162,17 @@ class Decode(nn.Module):
 
 
 class OneStep(nn.Module):
-    """u [B, *grid, C], params [B, P] -> u one dt later [B, *grid, C] (physical units)."""
+    """u [B, *grid, C], params [B, P] (, static [B, *grid, S]) -> u one dt later [B, *grid, C] (physical
+    units)."""
 
     def __init__(self, encode: Encode, step: Step, decode: Decode, rho1: Tensor):
         super().__init__()
         self.encode, self.step, self.decode = encode, step, decode
         self.register_buffer("rho1", rho1)
 
-    def forward(self, u: Tensor, params: Tensor) -> Tensor:
-        z, error = self.encode(u)
-        return self.decode(self.step(z, params), error, self.rho1)
+    def forward(self, u: Tensor, params: Tensor, static: Tensor | None = None) -> Tensor:
+        z, error, *forcing = self.encode(u, static)
+        return self.decode(self.step(z, params, *forcing), error, self.rho1)
 
 
 def check_out(out: Path, *, replace: bool) -> None:
@@ -184,11 +213,6 @@ def transient_task(s, task: str | None, run_dir) -> str:
     if task not in transient:
         kind = "a steady task" if task in s.tasks else "not a task of this run"
         raise UPSError(f"--task {task} is {kind}; the run's transient tasks are {transient}.")
-    if s.tasks[task].static_channels:
-        raise UPSError(
-            f"--task {task} is conditioned on a static field {list(s.tasks[task].static_channels)}, which "
-            f"`ups export` does not carry yet; use `ups.load_surrogate` for this task."
-        )
     return task
 
 
@@ -209,10 +233,19 @@ def export_programs(s, task: str) -> tuple[dict[str, nn.Module], dict[str, tuple
     modules["one_step"] = OneStep(encode, step, decode, rho1)
     generator = torch.Generator().manual_seed(0)
     u = torch.randn(2, *spec.grid, len(spec.channels), generator=generator) * data.std + data.mean
+    static = ()
+    if spec.static_channels:
+        noise = torch.randn(2, *spec.grid, len(spec.static_channels), generator=generator)
+        static = (noise * data.static_std + data.static_mean,)
     params = torch.tensor(default_params(spec)).expand(2, -1).contiguous()
     with torch.no_grad():
-        z, error = encode(u)
-    examples = {"encode": (u,), "step": (z, params), "decode": (z, error, rho1), "one_step": (u, params)}
+        z, error, *forcing = encode(u, *static)
+    examples = {
+        "encode": (u, *static),
+        "step": (z, params, *forcing),
+        "decode": (z, error, rho1),
+        "one_step": (u, params, *static),
+    }
     return modules, examples
 
 
@@ -259,6 +292,8 @@ def describe(s, task: str) -> dict:
     field = ["B", *grid, len(channels)]
     latent = ["B", cfg.latent.tokens, cfg.latent.dim]
     params = ["B", len(spec.params)]
+    static = [("static", ["B", *grid, len(spec.static_channels)])] if spec.static_channels else []
+    forcing = [("forcing", latent)] if spec.static_channels else []
 
     def io(*pairs):
         return [{"name": name, "shape": shape, "dtype": "float32"} for name, shape in pairs]
@@ -277,17 +312,29 @@ def describe(s, task: str) -> dict:
             "default": default_params(spec),
             "varying": list(spec.varying),
         },
-        "normalizer": dict(zip(("mean", "std"), normalizer_stats(spec))),
+        "normalizer": dict(zip(("mean", "std"), field_stats(spec))),
+        "static": {
+            "channels": list(spec.static_channels),
+            "normalizer": dict(zip(("mean", "std"), static_stats(spec))),
+        }
+        if spec.static_channels
+        else None,
         "latent": {"tokens": cfg.latent.tokens, "dim": cfg.latent.dim},
         "carry": {"enabled": bool(cfg.stages.operator.carry_error), "rho": carry_factors(s, task).tolist()},
         "programs": {
-            "encode": {"inputs": io(("u0", field)), "outputs": io(("z", latent), ("error", field))},
-            "step": {"inputs": io(("z", latent), ("params", params)), "outputs": io(("z", latent))},
+            "encode": {
+                "inputs": io(("u0", field), *static),
+                "outputs": io(("z", latent), ("error", field), *forcing),
+            },
+            "step": {"inputs": io(("z", latent), ("params", params), *forcing), "outputs": io(("z", latent))},
             "decode": {
                 "inputs": io(("z", latent), ("error", field), ("rho", [len(channels)])),
                 "outputs": io(("u", field)),
             },
-            "one_step": {"inputs": io(("u", field), ("params", params)), "outputs": io(("u", field))},
+            "one_step": {
+                "inputs": io(("u", field), ("params", params), *static),
+                "outputs": io(("u", field)),
+            },
         },
         "torch": torch.__version__,
     }
