@@ -4,11 +4,16 @@ configs/demo.yaml (slow: about 4-5 minutes on 2 cores)."""
 from __future__ import annotations
 
 import csv
+import io
 import json
+import sys
+from contextlib import redirect_stdout
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+import ups
 from ups.checkpoint import load_checkpoint
 from ups.cli import main
 from ups.data.generate import generate_dataset
@@ -17,14 +22,17 @@ REPO = Path(__file__).resolve().parents[2]
 STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
 
 
-@pytest.mark.slow
-def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsys):
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, list[str]]:
+    """configs/demo.yaml trained by `ups pipeline` (every stage) on its data in ``<root>/data``: the run
+    folder and the lines the command printed; shared by the tests of the demo's run."""
+    root = tmp_path_factory.mktemp("demo")
+    data = root / "data"
     generate_dataset("burgers1d", data, params={"nu": 0.01}, progress=False)
     generate_dataset("darcy2d", data, params={"beta": 1.0}, progress=False)
-    run = tmp_path / "run"
-    assert (
-        main(
+    run, printed = root / "run", io.StringIO()
+    with redirect_stdout(printed):
+        code = main(
             [
                 "pipeline",
                 "--config",
@@ -32,12 +40,16 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsy
                 "--run-dir",
                 str(run),
                 f"paths.data_dir={data}",
-                f"training.latent_cache_dir={tmp_path / 'cache'}",
+                f"training.latent_cache_dir={root / 'cache'}",
             ]
         )
-        == 0
-    )
-    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    return run, printed.getvalue().strip().splitlines()
+
+
+@pytest.mark.slow
+def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(demo_run):
+    run, out = demo_run
     assert out[-1] == f"run: {run}"
     assert (
         out[-2] == f"evaluation report: {run / 'evaluation' / 'test-h10.html'}"
@@ -124,3 +136,22 @@ def test_fast_to_sota_on_the_demo_config_promotes_then_gates(tmp_path):
             {k: (g["candidate"], g["baseline"], g["passed"]) for k, g in summary["gates"].items()},
             {name: step.get("duration_s") for name, step in summary["steps"].items()},
         )
+
+
+@pytest.mark.slow
+def test_the_exported_demo_runs_without_ups_and_reproduces_its_rollout(demo_run, tmp_path):
+    """`ups export` of the demo's run: the README's rollout, where `ups` cannot be imported, is the
+    API's 10-step rollout of 8 test starts to 1e-5."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from exported import rollout_without_ups  # beside tiny_runs.py, as the other integration tests import
+
+    run, _ = demo_run
+    assert main(["export", "--run-dir", str(run), "--out", str(tmp_path / "export")]) == 0
+    s = ups.load_surrogate(run)
+    burgers = next(t for t in s.dynamics.tasks if t.name == "burgers1d")
+    starts = burgers.split.indices("test")[:8]
+    u0 = np.stack([burgers.file.trajectory(i, slice(0, 1))[0] for i in starts]).astype(np.float32)
+    reference = s.rollout(u0, 10).fields
+    pred = rollout_without_ups(tmp_path / "export", u0, 10, tmp_path)
+    assert pred["rollout"].shape == reference.shape == (8, 10, 128, 1)
+    assert np.abs(pred["rollout"] - reference).max() <= 1e-5 * np.abs(reference).max()
