@@ -35,7 +35,6 @@ from ups.data.tasks import param_vector
 from ups.errors import UPSError
 
 FORMAT = "ups-export/1"
-PROGRAMS = ("encode", "step", "decode", "one_step")
 # The plain-torch rollout the README gives and the tests run (docs/api.md shows the same lines).
 EXAMPLE = '''\
 import json
@@ -106,13 +105,8 @@ class Encode(nn.Module):
 
     def __init__(self, model: nn.Module, task: _Task, carry: bool):
         super().__init__()
-        self.encoder, self.decoder, self.operator, self.task, self.carry = (
-            model.encoder,
-            model.decoder,
-            model.operator,
-            task,
-            carry,
-        )
+        self.encoder, self.decoder, self.operator = model.encoder, model.decoder, model.operator
+        self.task, self.carry = task, carry
 
     def forward(self, u0: Tensor, static: Tensor | None = None) -> tuple[Tensor, ...]:
         b, channels, task = u0.shape[0], u0.shape[-1], self.task
@@ -125,11 +119,8 @@ class Encode(nn.Module):
             error = u - start.float().view_as(u)
         if static is None:
             return z, error
-        return (
-            z,
-            error,
-            self.operator.encode_forcing((static - task.static_mean) / task.static_std, task.grid(b)),
-        )
+        forcing = self.operator.encode_forcing((static - task.static_mean) / task.static_std, task.grid(b))
+        return z, error, forcing
 
 
 class Step(nn.Module):
@@ -269,14 +260,14 @@ def export(s, out: Path, *, task: str | None = None, run_dir=None, replace: bool
     task = transient_task(s, task, run_dir)
     started = time.perf_counter()
     modules, examples = export_programs(s, task)
-    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    batch = torch.export.Dim("batch", min=1)
     with atomic_folder(out, replace=replace) as tmp:
         for name, module in modules.items():
-            dynamic = tuple({0: batch} for _ in examples[name])
+            dynamic = [{0: batch} for _ in examples[name]]  # every input's first axis is the batch's,
             if name == "decode":
-                dynamic = ({0: batch}, {0: batch}, None)  # rho [C] is shared by the batch
+                dynamic[2] = None  # but rho [C]'s: one factor per channel, shared by the batch
             with torch.no_grad():
-                program = torch.export.export(module, examples[name], dynamic_shapes=dynamic)
+                program = torch.export.export(module, examples[name], dynamic_shapes=tuple(dynamic))
             torch.export.save(program, tmp / f"{name}.pt2")
         np.save(tmp / "coords.npy", np.asarray(s.tasks[task].coords, dtype=np.float32))
         meta = describe(s, task)
