@@ -3,17 +3,16 @@ configs/demo.yaml (slow: about 4-5 minutes on 2 cores)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-import sys
-from contextlib import redirect_stdout
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-import ups
 from ups.checkpoint import load_checkpoint
 from ups.cli import main
 from ups.data.generate import generate_dataset
@@ -23,15 +22,15 @@ STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "st
 
 
 @pytest.fixture(scope="module")
-def demo_run(tmp_path_factory) -> tuple[Path, list[str]]:
-    """configs/demo.yaml trained by `ups pipeline` (every stage) on its data in ``<root>/data``: the run
-    folder and the lines the command printed; shared by the tests of the demo's run."""
+def demo(tmp_path_factory):
+    """(the demo's run folder trained by `ups pipeline` on configs/demo.yaml, its stdout lines)."""
     root = tmp_path_factory.mktemp("demo")
     data = root / "data"
     generate_dataset("burgers1d", data, params={"nu": 0.01}, progress=False)
     generate_dataset("darcy2d", data, params={"beta": 1.0}, progress=False)
-    run, printed = root / "run", io.StringIO()
-    with redirect_stdout(printed):
+    run = root / "run"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
         code = main(
             [
                 "pipeline",
@@ -44,12 +43,12 @@ def demo_run(tmp_path_factory) -> tuple[Path, list[str]]:
             ]
         )
     assert code == 0
-    return run, printed.getvalue().strip().splitlines()
+    return run, out.getvalue().strip().splitlines()
 
 
 @pytest.mark.slow
-def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(demo_run):
-    run, out = demo_run
+def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(demo):
+    run, out = demo
     assert out[-1] == f"run: {run}"
     assert (
         out[-2] == f"evaluation report: {run / 'evaluation' / 'test-h10.html'}"
@@ -76,6 +75,26 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(demo_run):
     assert (
         steady["val/reconstruction_nrmse"] <= min(steady["val/nrmse"], steady["val/regression_nrmse"]) * 1.05
     )
+
+
+@pytest.mark.slow
+def test_the_demo_run_in_use_through_the_api(demo):
+    """docs/api.md's example on the demo's run, and the API's rollouts score what `ups evaluate`
+    scored after the pipeline (the test split's Burgers nRMSE over 10 steps)."""
+    run, _ = demo
+    section = (REPO / "docs" / "api.md").read_text().split("## The Python API", 1)[1].split("\n## ", 1)[0]
+    scope = {"run_dir": str(run)}
+    exec(compile(re.findall(r"```python\n(.*?)```", section, re.S)[0], "docs/api.md", "exec"), scope)
+    s = scope["s"]
+    assert s.stages == ("consistency_distill", "diff_residual", "operator", "steady_prior")
+    assert scope["pred"].fields.shape == (1, 5, 128, 1) and scope["solution"].fields.shape == (1, 16, 16, 1)
+    task = s.dynamics.tasks[0]
+    u = np.stack([task.file.trajectory(i) for i in task.split.indices("test")])
+    truth = u[:, 10::10]
+    pred = s.rollout(u[:, 0], 10).fields
+    err = np.sqrt(((pred - truth) ** 2).mean(axis=2)) / np.sqrt((truth**2).mean(axis=2))
+    evaluation = json.loads((run / "evaluation" / "test-h10.json").read_text())
+    assert err.mean() == pytest.approx(evaluation["per_task"]["burgers1d"]["nrmse"], rel=1e-5)
 
 
 def _val_rows(path: Path):
@@ -139,13 +158,17 @@ def test_fast_to_sota_on_the_demo_config_promotes_then_gates(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_exported_demo_runs_without_ups_and_reproduces_its_rollout(demo_run, tmp_path):
+def test_the_exported_demo_runs_without_ups_and_reproduces_its_rollout(demo, tmp_path):
     """`ups export` of the demo's run: the README's rollout, where `ups` cannot be imported, is the
     API's 10-step rollout of 8 test starts to 1e-5."""
+    import sys
+
+    import ups
+
     sys.path.insert(0, str(REPO / "tests"))
     from exported import rollout_without_ups  # beside tiny_runs.py, as the other integration tests import
 
-    run, _ = demo_run
+    run, _ = demo
     assert main(["export", "--run-dir", str(run), "--out", str(tmp_path / "export")]) == 0
     s = ups.load_surrogate(run)
     burgers = next(t for t in s.dynamics.tasks if t.name == "burgers1d")
