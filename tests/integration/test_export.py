@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -16,6 +18,8 @@ from tests.conftest import write_ns_incomp
 
 import ups
 from ups.cli import main
+from ups.errors import UPSError
+from ups.surrogate.export import transient_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exported import example_block, rollout_without_ups  # noqa: E402
@@ -162,3 +166,15 @@ def test_bad_input_is_refused_before_anything_is_written(exported, case, capsys)
     assert message in capsys.readouterr().err
     assert sorted(p.name for p in root.iterdir()) == before  # no export, no temporary folder
     assert [p.name for p in (root / "full").iterdir()] == ["notes.txt"]
+
+
+def test_a_run_of_several_transient_tasks_needs_task(exported):
+    s = exported["surrogate"]
+    several = SimpleNamespace(
+        dynamics=s.dynamics,
+        steady=s.steady,
+        tasks={**s.tasks, "heat": replace(s.tasks["burgers"], name="heat")},
+    )
+    with pytest.raises(UPSError, match=r"2 transient tasks; choose one with --task: \['burgers', 'heat'\]"):
+        transient_task(several, None, "runs/r")
+    assert transient_task(several, "heat", "runs/r") == "heat"
