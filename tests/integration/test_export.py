@@ -133,8 +133,6 @@ def _run_with(exported, name: str, finished: tuple[str, ...]) -> Path:
 BAD = {  # case -> (arguments with placeholders, what the message must say)
     "no operator": (["--run-dir", "{ae_only}", "--out", "{new}"], "no finished operator"),  # load_surrogate's
     "steady only": (["--run-dir", "{steady_only}", "--out", "{new}"], "only a steady prior"),
-    "unknown task": (["--run-dir", "{run}", "--out", "{new}", "--task", "heat"], "not a task of this run"),
-    "steady task": (["--run-dir", "{run}", "--out", "{new}", "--task", "darcy"], "darcy is a steady task"),
     "out not empty": (["--run-dir", "{run}", "--out", "{full}"], "exists and is not empty"),
     "force on another folder": (
         ["--run-dir", "{run}", "--out", "{full}", "--force"],
@@ -168,8 +166,13 @@ def test_bad_input_is_refused_before_anything_is_written(exported, case, capsys)
     assert [p.name for p in (root / "full").iterdir()] == ["notes.txt"]
 
 
-def test_a_run_of_several_transient_tasks_needs_task(exported):
+def test_the_task_is_one_of_the_runs_transient_tasks(exported):
+    """Checked by ``export`` before it writes anything (here without loading the run again for the CLI)."""
     s = exported["surrogate"]
+    with pytest.raises(UPSError, match=r"--task heat is not a task of this run; .* are \['burgers'\]"):
+        transient_task(s, "heat", "runs/r")
+    with pytest.raises(UPSError, match=r"--task darcy is a steady task; .* are \['burgers'\]"):
+        transient_task(s, "darcy", "runs/r")
     several = SimpleNamespace(
         dynamics=s.dynamics,
         steady=s.steady,
