@@ -237,7 +237,7 @@ def to_model_grid(frames: np.ndarray, setting: Setting, problem: Problem) -> np.
 
 
 # ------------------------------------------------------------------------------ the solvers
-def test_inputs(problem: Problem, n: int, seed: int):
+def draw_test_inputs(problem: Problem, n: int, seed: int):
     """The test inputs as the generator draws them with ``seed``: sine modes of the initial
     conditions, or Darcy coefficients [n, nx, nx]."""
     rng = np.random.default_rng(seed)
@@ -457,7 +457,7 @@ def run_cell(problem: Problem, args, out: Path) -> list[dict]:
     print(f"== {problem.name}: data and training ({args.budget_s:g} s)", flush=True)
     run, data_seconds, train_seconds = train(problem, out, args.seed, args.budget_s, args.smoke)
     print(f"== {problem.name}: {args.n_test} test inputs, seed {test_seed}", flush=True)
-    inputs = test_inputs(problem, args.n_test, test_seed)
+    inputs = draw_test_inputs(problem, args.n_test, test_seed)
     start, truth, rows = solver_rows(problem, inputs, args.repeats)
     load_seconds, found = ups_rows(problem, run, start, truth, args.repeats)
     reference = rows[0]["seconds_per_query"]
