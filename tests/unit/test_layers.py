@@ -28,9 +28,11 @@ LAYERS = [  # bottom to top
     ("metrics", {"ups.metrics"}),
     ("stages", {"ups.stages"}),
     ("engines", {"ups.engines"}),
-    ("application", {"ups.eval", "ups.pipeline", "ups.resolve"}),
+    ("application", {"ups.eval", "ups.pipeline", "ups.resolve", "ups.surrogate"}),
     ("cli", {"ups.cli", "ups.__main__"}),
 ]
+# ``ups.load_surrogate``: the package's one lazy entry point upwards (``import ups`` stays light).
+ENTRY_POINT = ("ups", "ups.surrogate")
 ADAPTER = "ups.engines.lightning_adapter"  # the one module allowed Lightning's private API
 LIGHTNING = {"lightning", "pytorch_lightning", "lightning_fabric"}
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -187,7 +189,13 @@ def test_layers_only_import_downwards():
     layer = {pkg: (i, name) for i, (name, members) in enumerate(LAYERS) for pkg in members}
     unplaced = sorted({subpackage(m) for m in [*FILES, *(e.dst for e in EDGES)]} - set(layer))
     assert not unplaced, f"put these in LAYERS: {unplaced}"
-    up = [e for e in EDGES if not e.implied and layer[subpackage(e.dst)] > layer[subpackage(e.src)]]
+    up = [
+        e
+        for e in EDGES
+        if not e.implied
+        and layer[subpackage(e.dst)] > layer[subpackage(e.src)]
+        and (e.src, e.dst) != ENTRY_POINT
+    ]
     at = {m: f"{m} [{layer[subpackage(m)][1]}]" for m in FILES}
     lines = [f"{e}: {at[e.src]} -> {at.get(e.dst, e.dst)}" for e in up]
     assert not up, f"{len(up)} imports from a higher layer:\n" + "\n".join(lines)

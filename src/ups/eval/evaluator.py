@@ -112,18 +112,16 @@ class ReferenceWindows(Dataset):
         return out
 
 
-def decoded(decode, states: torch.Tensor) -> torch.Tensor:
-    """Decode each step of a latent rollout [B, H, L, D]: the physical fields [B, H, Q, C]."""
-    return torch.stack([decode(states[:, k], k + 1) for k in range(states.shape[1])], dim=1)
-
-
 class Evaluator:
     """The trained stages and the running sums of one evaluation."""
 
-    def __init__(self, cfg, dynamics=None, steady=None):
-        """``dynamics``: the ``LatentDynamics`` of the transient tasks (corrected when it has a corrector);
-        ``steady``: the steady_prior stage."""
-        self.cfg, self.dynamics, self.steady = cfg, dynamics, steady
+    def __init__(self, cfg, surrogate):
+        """``surrogate``: the ``ups.surrogate.Surrogate`` evaluated, its ``dynamics`` (the
+        ``LatentDynamics`` of the transient tasks, corrected when it has a corrector) and ``steady``
+        (the steady_prior stage); the report's examples are rolled out through its API."""
+        self.cfg, self.surrogate = cfg, surrogate
+        self.dynamics, self.steady = surrogate.dynamics, surrogate.steady
+        dynamics = self.dynamics
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
         self.channel_names = {t.name: t.info.channel_names for t in dynamics.tasks} if dynamics else {}
@@ -179,7 +177,7 @@ class Evaluator:
         z = dynamics.model.encoder(batch["window"][:, 0], batch["coords"])
         start = time.perf_counter()
         decode = dynamics.decoder_for(batch, z, flat_points(window[:, 0]), coords)  # timed: in every rollout
-        pred = decoded(decode, dynamics.rollout(batch, z, steps))
+        pred = dynamics.decode_states(decode, dynamics.rollout(batch, z, steps))
         self.rollout_seconds += time.perf_counter() - start
         self.rollout_steps += steps
         self.rollout_samples += steps * window.shape[0]
@@ -189,7 +187,7 @@ class Evaluator:
         example = self.keep_example(names[0], batch, window, pred)
         if dynamics.corrected:
             corrected = self.corrected(batch, z, truth, decode, names)
-            if example is not None:
+            if example is not None and "reference" in batch:
                 example["corrected"] = self.as_grid(corrected, batch, example["truth"])
 
     def corrected(self, batch, z, truth, decode, names) -> torch.Tensor:
@@ -197,7 +195,7 @@ class Evaluator:
         [B, H, Q, C]."""
         dynamics = self.dynamics
         generator = dynamics.validation_generator(batch)
-        pred = decoded(decode, dynamics.rollout(batch, z, truth.shape[1], generator))
+        pred = dynamics.decode_states(decode, dynamics.rollout(batch, z, truth.shape[1], generator))
         self.add(suite(pred, truth), names, "corrected_", batch["index"])
         self.add_channels({"nrmse": channel_suite(pred, truth)["nrmse"]}, names, "corrected_")
         self.add_curve("corrected", rollout_curve(pred, truth))
@@ -216,17 +214,42 @@ class Evaluator:
         return pred
 
     def keep_example(self, task: str, batch: dict, window, pred) -> dict | None:
-        """Up to 3 trajectories of the task's first batch as arrays [n, H+1, *S, C] (physical units)."""
+        """Up to 3 trajectories of the task's first batch as arrays [n, H+1, *S, C] (physical units):
+        the truth, and the predictions of ``Surrogate.rollout`` from its first frame (what users
+        call; the same numbers as the scored ``pred``, and one corrected sample with a corrector).
+        At another resolution (``--resolution``) the scored predictions, whose decoding carries the
+        autoencoder's error measured on that grid, which the API's ``points=`` does not."""
         if task in self.examples:
             return None
         n = min(3, window.shape[0])
         truth = denormalize(self.dynamics.normalizers, [task] * n, window[:n].float()).cpu().numpy()
-        self.examples[task] = {
-            "truth": truth,
-            "operator": self.as_grid(pred, batch, truth),
-            "channels": list(self.channel_names[task]),
-        }
-        return self.examples[task]
+        example = {"truth": truth, "channels": list(self.channel_names[task])}
+        if "reference" in batch:
+            example["operator"] = self.as_grid(pred, batch, truth)
+        else:
+            api = self.surrogate.rollout(
+                torch.from_numpy(truth[:, 0]).to(window.device),
+                truth.shape[1] - 1,
+                task=task,
+                params=batch["params"][:n],
+                static=self.static(batch, task, n),
+                samples=1 if self.dynamics.corrected else 0,
+                seed=self.cfg.seed,
+                device=window.device,
+            )
+            start = torch.from_numpy(truth[:, :1])
+            example["operator"] = torch.cat([start, api.fields.float().cpu()], dim=1).numpy()
+            if api.samples is not None:
+                example["corrected"] = torch.cat([start, api.samples[:, 0].float().cpu()], dim=1).numpy()
+        self.examples[task] = example
+        return example
+
+    def static(self, batch: dict, task: str, n: int) -> torch.Tensor | None:
+        """The batch's first n static fields in physical units (None without one)."""
+        if "static" not in batch:
+            return None
+        normalizer = next(t.input_normalizer for t in self.dynamics.tasks if t.name == task)
+        return normalizer.denormalize(batch["static"][:n].float())
 
     @staticmethod
     def as_grid(pred: torch.Tensor, batch: dict, truth: np.ndarray) -> np.ndarray:

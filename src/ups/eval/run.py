@@ -26,16 +26,15 @@ from ups.config import Config
 from ups.config.requests import EvaluationRequest
 from ups.data.latent_pairs import collate_task_batch
 from ups.data.sampling import TaskBatchSampler
-from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
 from ups.eval.evaluator import Evaluator, rollout_start
 from ups.eval.leaderboard import append_leaderboard, leaderboard_row
 from ups.runs import RunDir
-from ups.stages import stage_from_checkpoint
 from ups.stages.batch import to_device
+from ups.surrogate import Surrogate
+from ups.surrogate.load import load_stages, run_checkpoints
 
 log = logging.getLogger("ups")
-CORRECTORS = ("consistency_distill", "diff_residual")  # the faster one first
 
 
 def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
@@ -51,53 +50,20 @@ def checkpoints_of(request: EvaluationRequest) -> dict[str, Path]:
         if not Path(request.checkpoint).is_file():
             raise UPSError(f"--checkpoint {request.checkpoint} does not exist.")
         return {load_checkpoint(request.checkpoint)["ups"]["stage"]: Path(request.checkpoint)}
-
     if not Path(request.run_dir).is_dir():
         raise UPSError(
             f"--run-dir {request.run_dir} is not a folder; give the run folder of `ups pipeline` "
             f"or `ups train`."
         )
-    run = RunDir(request.run_dir)
-    found = {}
-    for stage in ("operator", *CORRECTORS, "steady_prior"):
-        if run.status().get(stage, {}).get("state") == "done":
-            found[stage] = run.best_checkpoint(stage)
-    if not found:
-        raise UPSError(
-            f"{request.run_dir} has no finished operator, corrector or steady_prior stage to evaluate; "
-            f"train them first (`ups pipeline --config C --run-dir {request.run_dir}`)."
-        )
-    return found
+    return run_checkpoints(RunDir(request.run_dir))
 
 
 def build_evaluator(cfg: Config, paths: dict[str, Path]) -> Evaluator:
-    """The evaluator of the latent dynamics of the furthest trained transient stage (a corrector's
-    checkpoint holds its operator) and of the steady prior."""
-    tasks = load_config_tasks(cfg)
-    stages = {name: stage_from_checkpoint(cfg, tasks, load_checkpoint(path)) for name, path in paths.items()}
-    transient = [name for name in (*CORRECTORS, "operator") if name in stages]
-    if not transient and "steady_prior" not in stages:
-        raise UPSError(
-            "nothing to evaluate: the checkpoint is not of operator, diff_residual, consistency_distill "
-            "or steady_prior."
-        )
-    for other in transient[1:]:
-        refuse_another_operator(stages[transient[0]].model, stages[other].model, transient[0], other, paths)
-    dynamics = stages[transient[0]].dynamics if transient else None
-    return Evaluator(cfg, dynamics, stages.get("steady_prior"))
-
-
-def refuse_another_operator(model: nn.Module, other: nn.Module, name: str, other_name: str, paths) -> None:
-    """Refuse a corrector whose frozen encoder, decoder or operator differs from the run's ``other_name``
-    checkpoint: it would be evaluated on an operator it was not trained on."""
-    for part in ("encoder", "decoder", "operator"):
-        ours, theirs = getattr(model, part).state_dict(), getattr(other, part).state_dict()
-        if any(not torch.equal(ours[key], theirs[key]) for key in ours):
-            raise UPSError(
-                f"the {name} checkpoint ({paths[name]}) was trained on another {part} than the {other_name} "
-                f"checkpoint ({paths[other_name]}); train {name} again on this {other_name}, or evaluate "
-                f"one checkpoint with --checkpoint."
-            )
+    """The evaluator of the surrogate of these checkpoints: the latent dynamics of the furthest
+    trained transient stage (a corrector's checkpoint holds its operator) and the steady prior,
+    loaded as ``ups.load_surrogate`` loads them (its examples are rolled out through it)."""
+    surrogate = Surrogate(cfg, load_stages(cfg, paths), paths)
+    return Evaluator(cfg, surrogate)
 
 
 def default_horizon(cfg: Config, transient: list) -> int:

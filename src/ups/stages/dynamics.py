@@ -279,7 +279,13 @@ class LatentDynamics:
         return decode, truth
 
     def decoder_for(
-        self, batch: dict, z0: torch.Tensor, u0: torch.Tensor, coords: torch.Tensor
+        self,
+        batch: dict,
+        z0: torch.Tensor,
+        u0: torch.Tensor | None,
+        coords: torch.Tensor,
+        *,
+        carry: bool = True,
     ) -> Callable[[torch.Tensor, int], torch.Tensor]:
         """decode(z, k): latents predicted k >= 1 steps after the known frame u0 [B, Q, C] (normalised,
         at ``coords`` [B, Q, d]; z0 its encoding) -> physical fields [B, Q, C] of the batch's tasks.
@@ -287,21 +293,30 @@ class LatentDynamics:
         With ``stages.operator.carry_error``: D(z) + rho_k (u0 - D(P(z0))), P the operator's subspace
         projection and rho_k [task, step, channel] from ``error_carry``; else D(z). An operator that
         has not moved the state (the untrained identity) then predicts u0 + (rho_k - 1)(u0 - D(P(z0))):
-        persistence wherever the autoencoder's error persists."""
-        names, channels = batch["task_names"], u0.shape[-1]
+        persistence wherever the autoencoder's error persists. ``carry=False`` decodes D(z) alone, at
+        points where u0 is not known (u0 may then be None)."""
+        names = batch["task_names"]
+        channels = next(t.info.n_channels for t in self.tasks if t.name == names[0])  # one task per batch
         error = None
-        if self.cfg.stages.operator.carry_error:
+        if self.cfg.stages.operator.carry_error and carry:
             start = self.model.decoder(self.model.operator.project(z0), coords, channels=channels)
-            error = u0.float() - start.float()
-            carry = self.error_carry().to(u0.device)[batch["task_id"].to(u0.device)][..., :channels]
+            error = at_least_float32(u0) - at_least_float32(start)
+            rho = self.error_carry().to(u0.device, error.dtype)[batch["task_id"].to(u0.device)]
+            rho = rho[..., :channels]
 
-        def decode(z: torch.Tensor, k: int) -> torch.Tensor:  # float32 whatever the autocast precision
-            decoded = self.model.decoder(z, coords, channels=channels).float()
+        def decode(z: torch.Tensor, k: int) -> torch.Tensor:  # float32 or wider, whatever autocast does
+            decoded = at_least_float32(self.model.decoder(z, coords, channels=channels))
             if error is not None:
-                decoded = decoded + carry[:, min(k, carry.shape[1] - 1), None] * error
+                decoded = decoded + rho[:, min(k, rho.shape[1] - 1), None] * error
             return denormalize(self.normalizers, names, decoded)
 
         return decode
+
+    @staticmethod
+    def decode_states(decode: Callable, states: torch.Tensor) -> torch.Tensor:
+        """Each step of a latent rollout [B, H, L, D] decoded by ``decode`` (``decoder_for``): the
+        physical fields [B, H, Q, C]."""
+        return torch.stack([decode(states[:, k], k + 1) for k in range(states.shape[1])], dim=1)
 
     @torch.no_grad()
     def error_carry(self) -> torch.Tensor:
@@ -342,6 +357,12 @@ class LatentDynamics:
                     den[lag] += e[: len(e) - lag].pow(2).sum(dim=(0, 1))
             carry[k, :, :width] = (num / den.clamp(min=1e-300)).clamp(0.0, 1.0).float()
         return carry
+
+
+def at_least_float32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in float32, or float64 when it is (a bf16 autocast's output is widened, a float64
+    gradient check keeps its precision)."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class LatentStage(Stage):

@@ -44,7 +44,7 @@ from ups.stages.batch import (
     relative_rmse,
     transpose_half,
 )
-from ups.stages.dynamics import flow_net
+from ups.stages.dynamics import at_least_float32, flow_net
 
 # Train pairs encoded to measure the spread of the solutions' latents (residual_scale).
 _SCALE_PAIRS = 1024
@@ -155,17 +155,18 @@ class SteadyPriorStage(Stage):
         guess = self.regress(batch, z_a)
         sampled = self.sample(batch, z_a, guess, noise)
         names, coords = batch["task_names"], flat_points(batch["coords"])
-
-        def decode(z: torch.Tensor) -> torch.Tensor:
-            field = self.model.decoder(z, coords, channels=1, amplitude=False)  # steady: no amplitude carried
-            return denormalize(self.normalizers, names, field.float())
-
         truth = denormalize(self.normalizers, names, flat_points(batch["target"]).float())
         metrics: dict[str, torch.Tensor] = {}
-        per_task(metrics, "nrmse", nrmse(decode(sampled), truth), names)
-        per_task(metrics, "regression_nrmse", nrmse(decode(guess), truth), names)
-        per_task(metrics, "reconstruction_nrmse", nrmse(decode(z_u), truth), names)
+        per_task(metrics, "nrmse", nrmse(self.decode(sampled, coords, names), truth), names)
+        per_task(metrics, "regression_nrmse", nrmse(self.decode(guess, coords, names), truth), names)
+        per_task(metrics, "reconstruction_nrmse", nrmse(self.decode(z_u, coords, names), truth), names)
         return metrics
+
+    def decode(self, z: torch.Tensor, coords: torch.Tensor, names: list[str]) -> torch.Tensor:
+        """Solution latents z [B, L, D] -> the physical solution [B, Q, 1] at ``coords`` [B, Q, d] of
+        the named tasks (float32 or wider whatever the autocast precision)."""
+        field = self.model.decoder(z, coords, channels=1, amplitude=False)  # steady: no amplitude carried
+        return denormalize(self.normalizers, names, at_least_float32(field))
 
     def metadata(self) -> dict:
         return {
