@@ -83,7 +83,7 @@ bench-fno-grid: setup
 	$(PY) benchmarks/fno_grid.py
 
 # UPS against the built-in solvers on Burgers, Fisher-KPP and Darcy: trains three models (180 s each),
-# times both sides, about 13 minutes on 2 CPU cores with nothing else running (docs/benchmarks.md).
+# times both sides, about 12 minutes on 2 CPU cores with nothing else running (docs/benchmarks.md).
 # Problems already in benchmarks/results/speedup.csv are skipped; delete their rows to measure again.
 bench-speedup: setup
 	$(PY) benchmarks/speedup.py --resume

@@ -38,7 +38,7 @@ Per problem (a cell), in one process:
 
 Each finished problem replaces its rows in ``<out>/speedup.csv`` (``--resume`` skips problems
 already there); the table is printed and the plot (``<out>/speedup.png``) drawn from the CSV.
-``--smoke``: tiny sizes and models (a few seconds per problem), written to ``speedup-smoke.*``.
+``--smoke``: tiny sizes and models (about 10 s per problem), written to ``speedup-smoke.*``.
 """
 
 from __future__ import annotations
