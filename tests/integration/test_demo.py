@@ -3,10 +3,14 @@ configs/demo.yaml (slow: about 4-5 minutes on 2 cores)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ups.checkpoint import load_checkpoint
@@ -17,14 +21,17 @@ REPO = Path(__file__).resolve().parents[2]
 STAGES = ("autoencoder", "operator", "diff_residual", "consistency_distill", "steady_prior")
 
 
-@pytest.mark.slow
-def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsys):
-    data = tmp_path / "data"
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """(the demo's run folder trained by `ups pipeline` on configs/demo.yaml, its stdout lines)."""
+    root = tmp_path_factory.mktemp("demo")
+    data = root / "data"
     generate_dataset("burgers1d", data, params={"nu": 0.01}, progress=False)
     generate_dataset("darcy2d", data, params={"beta": 1.0}, progress=False)
-    run = tmp_path / "run"
-    assert (
-        main(
+    run = root / "run"
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
             [
                 "pipeline",
                 "--config",
@@ -32,12 +39,16 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsy
                 "--run-dir",
                 str(run),
                 f"paths.data_dir={data}",
-                f"training.latent_cache_dir={tmp_path / 'cache'}",
+                f"training.latent_cache_dir={root / 'cache'}",
             ]
         )
-        == 0
-    )
-    out = capsys.readouterr().out.strip().splitlines()
+    assert code == 0
+    return run, out.getvalue().strip().splitlines()
+
+
+@pytest.mark.slow
+def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(demo):
+    run, out = demo
     assert out[-1] == f"run: {run}"
     assert (
         out[-2] == f"evaluation report: {run / 'evaluation' / 'test-h10.html'}"
@@ -64,6 +75,26 @@ def test_demo_pipeline_trains_every_stage_and_keeps_its_promises(tmp_path, capsy
     assert (
         steady["val/reconstruction_nrmse"] <= min(steady["val/nrmse"], steady["val/regression_nrmse"]) * 1.05
     )
+
+
+@pytest.mark.slow
+def test_the_demo_run_in_use_through_the_api(demo):
+    """docs/api.md's example on the demo's run, and the API's rollouts score what `ups evaluate`
+    scored after the pipeline (the test split's Burgers nRMSE over 10 steps)."""
+    run, _ = demo
+    section = (REPO / "docs" / "api.md").read_text().split("## The Python API", 1)[1].split("\n## ", 1)[0]
+    scope = {"run_dir": str(run)}
+    exec(compile(re.findall(r"```python\n(.*?)```", section, re.S)[0], "docs/api.md", "exec"), scope)
+    s = scope["s"]
+    assert s.stages == ("consistency_distill", "diff_residual", "operator", "steady_prior")
+    assert scope["pred"].fields.shape == (1, 5, 128, 1) and scope["solution"].fields.shape == (1, 16, 16, 1)
+    task = s.dynamics.tasks[0]
+    u = np.stack([task.file.trajectory(i) for i in task.split.indices("test")])
+    truth = u[:, 10::10]
+    pred = s.rollout(u[:, 0], 10).fields
+    err = np.sqrt(((pred - truth) ** 2).mean(axis=2)) / np.sqrt((truth**2).mean(axis=2))
+    evaluation = json.loads((run / "evaluation" / "test-h10.json").read_text())
+    assert err.mean() == pytest.approx(evaluation["per_task"]["burgers1d"]["nrmse"], rel=1e-5)
 
 
 def _val_rows(path: Path):

@@ -13,6 +13,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def at_least_float32(x: Tensor) -> Tensor:
+    """``x`` in float32, or in float64 when it is: a bf16 autocast's values are widened where
+    precision matters, and a float64 gradient check keeps its precision."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 class FourierFeatures(nn.Module):
     """Coordinates in [0,1]^d -> [x, sin(2πkx), cos(2πkx)] for k = 1..n_freqs per axis.
 

@@ -8,7 +8,14 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ups.models.blocks import CrossAttentionBlock, FourierFeatures, locality_bias, token_centres, token_grid
+from ups.models.blocks import (
+    CrossAttentionBlock,
+    FourierFeatures,
+    at_least_float32,
+    locality_bias,
+    token_centres,
+    token_grid,
+)
 from ups.models.encoder import channel_counts, rank_module, stem_key
 
 _HEADS = 4
@@ -90,9 +97,10 @@ class AnyPointDecoder(nn.Module):
         out = self.heads[stem_key(channels)](h)  # [B, Q, C]
         if not (self.amplitude and amplitude):
             return out
-        carried = z[..., z.shape[-1] - self.amplitude :].float().mean(dim=1, keepdim=True)  # [B, 1, R]
+        carried = at_least_float32(z[..., z.shape[-1] - self.amplitude :]).mean(dim=1, keepdim=True)
+        # carried: [B, 1, R]
         mean, log_scale = carried[..., :channels], carried[..., channels : 2 * channels]
-        return (mean + log_scale.clamp(max=_MAX_LOG_SCALE).exp() * out.float()).to(out.dtype)
+        return (mean + log_scale.clamp(max=_MAX_LOG_SCALE).exp() * at_least_float32(out)).to(out.dtype)
 
 
 class FieldDecoder(nn.Module):

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ups.models.blocks import FourierFeatures, TransformerBlock, token_centres, token_grid
+from ups.models.blocks import FourierFeatures, TransformerBlock, at_least_float32, token_centres, token_grid
 
 _HEADS = 4
 _COORD_FREQS = 8
@@ -18,10 +18,10 @@ AMPLITUDE_FLOOR = 1e-3
 
 
 def field_amplitude(u: Tensor) -> tuple[Tensor, Tensor]:
-    """u [B, *S, C] -> (mean [B, C], scale [B, C]) over the spatial axes, in float32:
+    """u [B, *S, C] -> (mean [B, C], scale [B, C]) over the spatial axes, in float32 (or float64):
     scale = sqrt(variance + ``AMPLITUDE_FLOOR``^2)."""
     axes = tuple(range(1, u.dim() - 1))
-    u = u.float()
+    u = at_least_float32(u)
     mean = u.mean(dim=axes)
     variance = (u - over_space(mean, u)).pow(2).mean(dim=axes)
     return mean, (variance + AMPLITUDE_FLOOR**2).sqrt()

@@ -31,7 +31,7 @@ from ups.data.latent_cache import LatentCache, LatentEntry, encoder_digest
 from ups.data.latent_pairs import WindowDataset, field_normalizers, transient_tasks
 from ups.data.tasks import param_names
 from ups.models import LatentOperator
-from ups.models.blocks import token_grid
+from ups.models.blocks import at_least_float32, token_grid
 from ups.models.flow import FlowNet, consistency_sample, sample_flow
 from ups.stages.autoencoder import build_autoencoder, forcing_encoder
 from ups.stages.base import Stage
@@ -357,12 +357,6 @@ class LatentDynamics:
                     den[lag] += e[: len(e) - lag].pow(2).sum(dim=(0, 1))
             carry[k, :, :width] = (num / den.clamp(min=1e-300)).clamp(0.0, 1.0).float()
         return carry
-
-
-def at_least_float32(x: torch.Tensor) -> torch.Tensor:
-    """``x`` in float32, or float64 when it is (a bf16 autocast's output is widened, a float64
-    gradient check keeps its precision)."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 class LatentStage(Stage):

@@ -31,6 +31,7 @@ from ups.checkpoint import load_upstream
 from ups.data.latent_pairs import tasks_of_kind
 from ups.data.tasks import SteadyPairDataset, param_names
 from ups.metrics import nrmse
+from ups.models.blocks import at_least_float32
 from ups.models.flow import FlowNet, flow_matching_pair, sample_flow
 from ups.stages.autoencoder import build_autoencoder
 from ups.stages.base import Stage
@@ -44,7 +45,7 @@ from ups.stages.batch import (
     relative_rmse,
     transpose_half,
 )
-from ups.stages.dynamics import at_least_float32, flow_net
+from ups.stages.dynamics import flow_net
 
 # Train pairs encoded to measure the spread of the solutions' latents (residual_scale).
 _SCALE_PAIRS = 1024

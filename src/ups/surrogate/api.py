@@ -223,9 +223,10 @@ class Surrogate:
     def _tensor(self, value, name: str, device: torch.device) -> torch.Tensor:
         """``value`` (NumPy, torch or nested lists) as a floating tensor on ``device`` in the
         surrogate's dtype, its autograd graph kept."""
-        tensor = value if torch.is_tensor(value) else torch.as_tensor(np.asarray(value))
-        if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64)):
-            raise UPSError(f"{name} has dtype {tensor.dtype}; give real numbers (float32 or float64).")
+        array = value if torch.is_tensor(value) else np.asarray(value)
+        if array.dtype not in (torch.float32, torch.float64, np.float32, np.float64, np.int32, np.int64):
+            raise UPSError(f"{name} has dtype {array.dtype}; give real numbers (float32 or float64).")
+        tensor = array if torch.is_tensor(array) else torch.from_numpy(array)
         tensor = tensor.to(device=device, dtype=self.dtype)
         if not grad_safe_finite(tensor):
             raise UPSError(f"{name} holds NaN or infinite values; give finite fields.")
