@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.ups-installed
 DATA   := data/builtin
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-slow lint format bench-cache bench-engine bench-throughput bench-data bench-accuracy bench-fno-grid docs clean
+.PHONY: setup demo test test-slow lint format bench-cache bench-engine bench-throughput bench-data bench-accuracy bench-fno-grid bench-speedup docs clean
 
 setup: $(STAMP)
 
@@ -81,6 +81,12 @@ bench-accuracy: setup
 
 bench-fno-grid: setup
 	$(PY) benchmarks/fno_grid.py
+
+# UPS against the built-in solvers on Burgers, Fisher-KPP and Darcy: trains three models (180 s each),
+# times both sides, about 12 minutes on 2 CPU cores with nothing else running (docs/benchmarks.md).
+# Problems already in benchmarks/results/speedup.csv are skipped; delete their rows to measure again.
+bench-speedup: setup
+	$(PY) benchmarks/speedup.py --resume
 
 # Regenerate the files that are generated from the config schema.
 docs: setup

@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -125,9 +125,11 @@ def load_average() -> float:
 
 @dataclass
 class ResultsFile:
-    """The benchmark's CSV (``COLUMNS``), one row per model and cell."""
+    """A benchmark's CSV, one row per model and cell: ``columns`` (the accuracy benchmark's
+    ``COLUMNS`` by default), of which ``CELL_KEYS`` name the cell."""
 
     path: Path
+    columns: list[str] = field(default_factory=lambda: list(COLUMNS))
 
     def rows(self) -> list[dict]:
         if not self.path.is_file():
@@ -152,10 +154,10 @@ class ResultsFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(self.path.name + ".tmp")
         with tmp.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="raise")
+            writer = csv.DictWriter(handle, fieldnames=self.columns, extrasaction="raise")
             writer.writeheader()
             for row in [*kept, *rows]:
-                writer.writerow({k: _cell(row.get(k)) for k in COLUMNS})
+                writer.writerow({k: _cell(row.get(k)) for k in self.columns})
             handle.flush()
             os.fsync(handle.fileno())
         tmp.replace(self.path)

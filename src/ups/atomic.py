@@ -95,3 +95,28 @@ def room_for(path: Path, needed: int, what: str, fix: str) -> Iterator[None]:
             f"the disk (or quota) filled up while writing {what} ({needed:,} bytes) at {path}; nothing "
             f"of it was kept. Free space there, {fix}."
         ) from None
+
+
+@contextmanager
+def atomic_folder(path: str | Path, *, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path`` to fill; on success it is renamed to ``path`` (an
+    existing ``path`` must be an empty folder, or any folder with ``replace``, which is removed only
+    once the new one is in place), on any exception it is removed and ``path`` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o777 & ~_UMASK)  # what mkdir would give, not mkdtemp's owner-only 0700
+    old = None
+    try:
+        yield tmp
+        if replace and path.exists():
+            old = path.rename(tmp.with_suffix(".old"))
+        os.rename(tmp, path)  # replaces an empty folder, refuses a non-empty one
+    except BaseException:
+        if old is not None and not path.exists():
+            old.rename(path)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    _fsync_folder(path.parent)

@@ -196,3 +196,26 @@ def test_fast_to_sota_on_the_demo_config_promotes_then_gates(tmp_path):
             {k: (g["candidate"], g["baseline"], g["passed"]) for k, g in summary["gates"].items()},
             {name: step.get("duration_s") for name, step in summary["steps"].items()},
         )
+
+
+@pytest.mark.slow
+def test_the_exported_demo_runs_without_ups_and_reproduces_its_rollout(demo, tmp_path):
+    """`ups export` of the demo's run: the README's rollout, where `ups` cannot be imported, is the
+    API's 10-step rollout of 8 test starts to 1e-5."""
+    import sys
+
+    import ups
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from exported import rollout_without_ups  # beside tiny_runs.py, as the other integration tests import
+
+    run, _ = demo
+    assert main(["export", "--run-dir", str(run), "--out", str(tmp_path / "export")]) == 0
+    s = ups.load_surrogate(run)
+    burgers = next(t for t in s.dynamics.tasks if t.name == "burgers1d")
+    starts = burgers.split.indices("test")[:8]
+    u0 = np.stack([burgers.file.trajectory(i, slice(0, 1))[0] for i in starts]).astype(np.float32)
+    reference = s.rollout(u0, 10).fields
+    pred = rollout_without_ups(tmp_path / "export", u0, 10, tmp_path)
+    assert pred["rollout"].shape == reference.shape == (8, 10, 128, 1)
+    assert np.abs(pred["rollout"] - reference).max() <= 1e-5 * np.abs(reference).max()

@@ -17,6 +17,7 @@ from ups.cli.cache import add_cache
 from ups.cli.config import add_config
 from ups.cli.data import add_data, add_validate_config
 from ups.cli.evaluate import add_evaluate
+from ups.cli.export import add_export
 from ups.cli.fast import add_fast_to_sota
 from ups.cli.predict import add_predict
 from ups.cli.train import add_pipeline, add_train
@@ -90,4 +91,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_evaluate(sub)
     add_fast_to_sota(sub)
     add_predict(sub)
+    add_export(sub)
     return parser
