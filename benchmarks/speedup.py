@@ -531,6 +531,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     problems = list(dict.fromkeys(row["task"] for row in rows))
     fig, axes = plt.subplots(1, len(problems), figsize=(4.5 * len(problems), 4), squeeze=False)
@@ -572,6 +573,8 @@ def plot(rows: list[dict], path: Path) -> None:
             ylabel="nRMSE vs the reference",
             title=name,
         )
+        for axis in (ax.xaxis, ax.yaxis):  # decades only: minor labels overlap on a short axis
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -198,3 +198,13 @@ def multigroup_2d(tmp_path) -> Written:
     return write_multigroup(
         tmp_path / "2D_diff-react_NA_NA.h5", t_len=7, group_attrs=lambda i: {"Du": 0.1, "amp": float(i)}
     )
+
+
+@pytest.fixture(scope="session")
+def surrogate_run(tmp_path_factory) -> Path:
+    """The run folder of the surrogate API's, ``ups predict``'s and ``ups export``'s tests
+    (``tiny_runs.tiny_surrogate_run``), trained once per session; tests read it and write
+    elsewhere (copies included)."""
+    from tiny_runs import tiny_surrogate_run
+
+    return tiny_surrogate_run(tmp_path_factory.mktemp("surrogate"))

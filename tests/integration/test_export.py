@@ -23,16 +23,15 @@ from ups.surrogate.export import transient_task
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from exported import example_block, rollout_without_ups  # noqa: E402
-from tiny_runs import tiny_surrogate_run, write_config  # noqa: E402
+from tiny_runs import write_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 10
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("export")
-    run = tiny_surrogate_run(root)
+def exported(tmp_path_factory, surrogate_run) -> dict:
+    root, run = tmp_path_factory.mktemp("export"), surrogate_run
     out = root / "exported"
     assert main(["export", "--run-dir", str(run), "--out", str(out)]) == 0
     return {"root": root, "run": run, "out": out, "surrogate": ups.load_surrogate(run)}

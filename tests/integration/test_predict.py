@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import h5py
@@ -21,16 +20,13 @@ from ups.data.generate import generate_dataset
 from ups.data.pdebench import PDEBenchFile
 from ups.surrogate import predict as predict_module
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import tiny_surrogate_run  # noqa: E402
-
 BURGERS = "1D_Burgers_Sols_Nu0.01.hdf5"
 DARCY = "2D_DarcyFlow_beta1.0_Train.hdf5"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    return tiny_surrogate_run(tmp_path_factory.mktemp("predict"))
+def run(surrogate_run) -> Path:
+    return surrogate_run
 
 
 @pytest.fixture(scope="module")

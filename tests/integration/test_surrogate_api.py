@@ -21,15 +21,12 @@ from ups.cli import main
 from ups.config import with_keys
 from ups.errors import UPSError
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tiny_runs import tiny_surrogate_run  # noqa: E402
-
 REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory) -> Path:
-    return tiny_surrogate_run(tmp_path_factory.mktemp("surrogate"))
+def run(surrogate_run) -> Path:
+    return surrogate_run
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ from ups.metrics import (
     spread_skill,
 )
 from ups.stages.batch import denormalize, flat_points, per_task, task_rows
+from ups.stages.dynamics import rollout_start
 
 # the metrics of ``suite`` where lower is better, nRMSE first
 FIELD_METRICS = (
@@ -65,12 +66,6 @@ def channel_suite(pred: torch.Tensor, truth: torch.Tensor, eps: float = 1e-12) -
     ref = truth.reshape(b, h, -1, c).pow(2).mean(dim=2).sqrt()
     per_step = err / (ref + eps)
     return {"nrmse": per_step.mean(dim=1), "one_step_nrmse": per_step[:, 0], "rmse": err.mean(dim=1)}
-
-
-def rollout_start(cfg) -> int:
-    """The first frame of every evaluation rollout: the last of ``evaluation.context_frames``
-    frames on the ``training.time_stride`` axis (0: the initial condition)."""
-    return (cfg.evaluation.context_frames - 1) * cfg.training.time_stride
 
 
 def suite(pred: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -27,10 +27,11 @@ from ups.config.requests import EvaluationRequest
 from ups.data.latent_pairs import collate_task_batch
 from ups.data.sampling import TaskBatchSampler
 from ups.errors import UPSError
-from ups.eval.evaluator import Evaluator, rollout_start
+from ups.eval.evaluator import Evaluator
 from ups.eval.leaderboard import append_leaderboard, leaderboard_row
 from ups.runs import RunDir
 from ups.stages.batch import to_device
+from ups.stages.dynamics import rollout_start
 from ups.surrogate import Surrogate
 from ups.surrogate.load import load_stages, run_checkpoints
 

@@ -15,13 +15,13 @@ from ups.config.requests import Request
 from ups.data.latent_pairs import WindowDataset
 from ups.data.summary import load_config_tasks
 from ups.errors import UPSError
-from ups.eval.evaluator import rollout_start
 from ups.eval.leaderboard import check_leaderboard
 from ups.eval.run import default_horizon
 from ups.pipeline.gates import gate_metric
 from ups.pipeline.pipeline import planned_stages, resume_action
 from ups.pipeline.runner import checked_stage
 from ups.runs import RunDir, externally_launched
+from ups.stages.dynamics import rollout_start
 
 NOT_TRAINING = ("evaluation", "gates", "logging")  # config sections that do not change the weights
 

@@ -45,6 +45,12 @@ ENCODE_CHUNK = 32
 _CARRY_TRAJECTORIES = 8
 
 
+def rollout_start(cfg) -> int:
+    """The first frame of every evaluation rollout: the last of ``evaluation.context_frames``
+    frames on the ``training.time_stride`` axis (0: the initial condition)."""
+    return (cfg.evaluation.context_frames - 1) * cfg.training.time_stride
+
+
 def spread(indices, count: int) -> list[int]:
     """Up to ``count`` of ``indices``, spread evenly from the first to the last."""
     indices = np.asarray(indices)

@@ -27,6 +27,7 @@ from ups.data.generate.spec import SolveResult, chunks, progress_bar
 from ups.data.layouts import SPATIAL_AXES
 from ups.data.pdebench import PDEBenchFile
 from ups.errors import UPSError
+from ups.stages.dynamics import rollout_start
 from ups.surrogate.load import load_surrogate
 from ups.surrogate.spec import TaskSpec
 
@@ -110,8 +111,7 @@ def plan_prediction(surrogate, request: PredictionRequest) -> Plan:
                 raise UPSError(f"{flag} {value}: the steady task '{task.name}' {why}; leave {flag} out.")
         return Plan(file, task, 0, 0, 1, axes)
     stride = cfg.training.time_stride
-    # ups.eval.evaluator.rollout_start's frame, which cannot be imported here (ups.eval imports ups.surrogate)
-    start = (cfg.evaluation.context_frames - 1) * stride
+    start = rollout_start(cfg)
     frames = file.info.n_times
     if frames <= start:
         raise UPSError(
