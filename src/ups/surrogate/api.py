@@ -330,7 +330,7 @@ class Surrogate:
         for name in ("fields", "samples", "mean", "spread"):
             value = getattr(out, name)
             if value is not None:
-                setattr(out, name, value.detach().float().cpu().numpy())
+                setattr(out, name, value.detach().cpu().numpy())  # float32, or float64 when cast so
         return out
 
 
