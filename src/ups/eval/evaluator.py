@@ -116,10 +116,10 @@ class Evaluator:
         (the steady_prior stage); the report's examples are rolled out through its API."""
         self.cfg, self.surrogate = cfg, surrogate
         self.dynamics, self.steady = surrogate.dynamics, surrogate.steady
-        dynamics = self.dynamics
         self.sums: dict[str, float] = defaultdict(float)
         self.counts: dict[str, int] = defaultdict(int)
-        self.channel_names = {t.name: t.info.channel_names for t in dynamics.tasks} if dynamics else {}
+        transient = (t for t in surrogate.tasks.values() if t.kind == "transient")
+        self.channel_names = {t.name: t.channels for t in transient}
         self.channel_sums: dict[tuple[str, str, str], float] = defaultdict(float)  # (task, channel, metric)
         self.channel_counts: dict[tuple[str, str, str], int] = defaultdict(int)
         self.curves: dict[str, torch.Tensor] = {}
@@ -243,8 +243,7 @@ class Evaluator:
         """The batch's first n static fields in physical units (None without one)."""
         if "static" not in batch:
             return None
-        normalizer = next(t.input_normalizer for t in self.dynamics.tasks if t.name == task)
-        return normalizer.denormalize(batch["static"][:n].float())
+        return self.surrogate.tasks[task].input_normalizer.denormalize(batch["static"][:n].float())
 
     @staticmethod
     def as_grid(pred: torch.Tensor, batch: dict, truth: np.ndarray) -> np.ndarray:
